@@ -1,0 +1,54 @@
+"""Run untrusted skill code: RestrictedPython inside rlimited, isolated worker processes.
+
+This package imports only the standard library and RestrictedPython, so it can be read and
+audited on its own. Layout:
+
+- :mod:`sandbox.policy`: what skill code may do (compiler policy, guards, builtins, the
+  module allow-list);
+- :mod:`sandbox.worker`: the worker process (rlimits, stdio take-over, the run loop);
+- :mod:`sandbox.pool`: warm workers on the host side, recycling, crash handling;
+- :mod:`sandbox.protocol`: the JSON frames between them;
+- :mod:`sandbox.core`, :mod:`sandbox.limits`, :mod:`sandbox.result`,
+  :mod:`sandbox.errors`: the public types re-exported here.
+
+Example::
+
+    from sandbox import Sandbox
+
+    with Sandbox() as sandbox:
+        result = sandbox.run(source, "run", {"city": "Oslo"}, {"weather": get_weather})
+    result.raise_for_error()
+"""
+
+from __future__ import annotations
+
+from sandbox.core import Sandbox
+from sandbox.errors import (
+    ExecutionTimeout,
+    PolicyViolation,
+    ResourceLimitExceeded,
+    SandboxError,
+    SkillError,
+    ToolError,
+    ToolNotAllowed,
+    WorkerCrashed,
+)
+from sandbox.limits import Limits
+from sandbox.policy import ALLOWED_MODULES
+from sandbox.result import Result, ToolCall
+
+__all__ = [
+    "ALLOWED_MODULES",
+    "ExecutionTimeout",
+    "Limits",
+    "PolicyViolation",
+    "ResourceLimitExceeded",
+    "Result",
+    "Sandbox",
+    "SandboxError",
+    "SkillError",
+    "ToolCall",
+    "ToolError",
+    "ToolNotAllowed",
+    "WorkerCrashed",
+]

@@ -1,0 +1,741 @@
+"""What sandboxed skill code may do: the compiler policy, guards, builtins and modules.
+
+This module is the policy and nothing else; :mod:`sandbox.worker` is the machinery that runs
+code under it. Everything here executes inside the worker process, which adds OS-level
+limits (rlimits, a stripped environment, no inherited file descriptors) on top.
+
+The layers, outermost first:
+
+1. **Compile time** (:func:`compile_skill`). RestrictedPython rewrites the AST and rejects
+   names and attributes that start with ``_``, ``exec``-style constructs, async code and so
+   on. :class:`SkillTransformer` adds two things to RestrictedPython's policy: ``import``
+   must name a module in :data:`ALLOWED_MODULES`, and augmented assignment to an item or an
+   attribute (``d[k] += 1``, ``self.n += 1``) is allowed, rewritten through the same guards as
+   a plain assignment (RestrictedPython refuses it outright).
+2. **Run time** (:func:`build_globals`). Every attribute read goes through ``_getattr_``
+   (refuses ``_``-names, frame/code introspection and ``str.format``), every write through
+   ``_write_`` (only plain containers and objects of classes the skill defined itself), every
+   in-place operator through ``_inplacevar_``, and ``import`` through a hook that hands out
+   read-only views of the allowed modules. A refusal raises :class:`PolicyViolation` and is
+   also reported to ``on_violation`` so the worker can fail the call even if the skill
+   catches the exception.
+3. **Builtins**: RestrictedPython's ``safe_builtins``, ``limited_builtins`` and
+   ``utility_builtins`` plus the usual data helpers (``sorted``, ``zip``, ``enumerate``, ...).
+   No ``open``, ``eval``, ``exec``, ``compile``, ``type``, ``vars``, ``globals``, ``dir`` or
+   ``input``.
+
+v1 limitation of the module allow-list: an allowed module is handed out as a read-only view
+of its public names (``__all__`` where defined), without the modules it imported itself (so
+``json.codecs`` is not reachable) and without the few names that change process-wide state
+(``decimal.setcontext``, ``decimal.DefaultContext``, ...). A later hardening step may replace
+these views with curated per-module proxies that list each function explicitly.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import importlib
+import operator
+import re
+import string
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final
+
+from RestrictedPython.compile import compile_restricted_exec
+from RestrictedPython.Guards import (
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    raise_,
+    safe_builtins,
+    safer_getattr,
+)
+from RestrictedPython.Limits import limited_builtins
+from RestrictedPython.PrintCollector import PrintCollector
+from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
+from RestrictedPython.Utilities import utility_builtins
+
+from sandbox.errors import PolicyViolation, ResourceLimitExceeded, ToolError, ToolNotAllowed
+
+__all__ = [
+    "ALLOWED_MODULES",
+    "SKILL_FILENAME",
+    "SKILL_MODULE_NAME",
+    "ModuleView",
+    "OutputBuffer",
+    "SkillTransformer",
+    "build_globals",
+    "compile_skill",
+    "iter_skill_lines",
+]
+
+#: Modules a skill may import. Anything else (including submodules such as ``os.path`` and
+#: relative imports) is refused at compile time and again by the runtime import hook.
+ALLOWED_MODULES: Final = (
+    "json",
+    "re",
+    "math",
+    "datetime",
+    "collections",
+    "itertools",
+    "statistics",
+    "decimal",
+)
+
+#: The filename skill code is compiled under; tracebacks use it to find skill lines.
+SKILL_FILENAME: Final = "<skill>"
+
+#: The ``__name__`` skill code runs as, and so the ``__module__`` of the classes it defines.
+SKILL_MODULE_NAME: Final = "skill"
+
+# ``from __future__ import annotations`` is a compiler directive that also imports
+# ``__future__`` at run time; generated skills may start with it, so it is allowed too.
+_FUTURE = "__future__"
+
+# Public names that would let one call change state another call sees.
+_DENIED_MODULE_NAMES: Final[dict[str, frozenset[str]]] = {
+    "decimal": frozenset({"setcontext", "DefaultContext", "BasicContext", "ExtendedContext"}),
+    "re": frozenset({"template", "purge"}),
+    "__future__": frozenset({"all_feature_names"}),  # a mutable list
+}
+
+_CACHE_SIZE: Final = 256
+_compiled: dict[str, types.CodeType] = {}
+
+
+# --------------------------------------------------------------------------- compile time
+
+
+class SkillTransformer(RestrictingNodeTransformer):
+    """RestrictedPython's policy plus the import allow-list and guarded augmented assignment.
+
+    Errors are recorded as ``"Line 3:5: message"`` (RestrictedPython's own format plus the
+    1-based column), so :func:`compile_skill` can point at the exact spot.
+    """
+
+    def error(self, node: ast.AST, info: str) -> None:
+        """Record a refusal with its line and 1-based column."""
+        col = getattr(node, "col_offset", None)
+        where = f"{getattr(node, 'lineno', None)}" + ("" if col is None else f":{col + 1}")
+        self.errors.append(f"Line {where}: {info}")
+
+    def visit_Import(self, node: ast.Import) -> Any:
+        """Allow ``import m`` only for modules in :data:`ALLOWED_MODULES`."""
+        for alias in node.names:
+            if alias.name not in ALLOWED_MODULES:
+                self.error(node, _import_refusal(alias.name))
+        return super().visit_Import(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:
+        """Allow ``from m import x`` only for allowed modules (and ``__future__``)."""
+        if node.level:
+            self.error(node, "relative imports are not allowed in a skill")
+        elif node.module not in ALLOWED_MODULES and node.module != _FUTURE:
+            self.error(node, _import_refusal(str(node.module)))
+        return super().visit_ImportFrom(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        """Rewrite ``x[k] op= v`` and ``x.a op= v`` through the write and read guards.
+
+        ``obj[key] += v`` becomes::
+
+            _tmpN = obj
+            _tmpM = key
+            _write_(_tmpN)[_tmpM] = _inplacevar_('+=', _getitem_(_tmpN, _tmpM), v)
+
+        so ``obj`` and ``key`` are evaluated once, as in Python. Plain names keep
+        RestrictedPython's own rewrite.
+        """
+        target = node.target
+        if isinstance(target, ast.Name):
+            return super().visit_AugAssign(node)
+        op = ast.Constant(_IOPERATOR_SYMBOLS[type(node.op)])
+        value = self.visit(node.value)
+        if isinstance(target, ast.Subscript):
+            obj_name, key_name = self.gen_tmp_name(), self.gen_tmp_name()
+            obj = self.visit(target.value)
+            key = self.visit(target.slice)
+            statements: list[ast.stmt] = [
+                _assign(obj_name, obj),
+                _assign(key_name, key),
+                ast.Assign(
+                    targets=[
+                        ast.Subscript(
+                            value=_call("_write_", _load(obj_name)),
+                            slice=_load(key_name),
+                            ctx=ast.Store(),
+                        )
+                    ],
+                    value=_call(
+                        "_inplacevar_",
+                        op,
+                        _call("_getitem_", _load(obj_name), _load(key_name)),
+                        value,
+                    ),
+                ),
+            ]
+        elif isinstance(target, ast.Attribute):
+            # Reuse RestrictedPython's attribute-name checks on a read of the same attribute.
+            probe = ast.Attribute(value=ast.Constant(None), attr=target.attr, ctx=ast.Load())
+            self.visit(ast.copy_location(probe, target))
+            obj_name = self.gen_tmp_name()
+            obj = self.visit(target.value)
+            statements = [
+                _assign(obj_name, obj),
+                ast.Assign(
+                    targets=[
+                        ast.Attribute(
+                            value=_call("_write_", _load(obj_name)),
+                            attr=target.attr,
+                            ctx=ast.Store(),
+                        )
+                    ],
+                    value=_call(
+                        "_inplacevar_",
+                        op,
+                        _call("_getattr_", _load(obj_name), ast.Constant(target.attr)),
+                        value,
+                    ),
+                ),
+            ]
+        else:  # pragma: no cover - the grammar allows only the three target kinds
+            self.error(node, "unsupported target for augmented assignment")
+            return node
+        for statement in statements:
+            _locate(statement, node)
+        return statements
+
+
+_IOPERATOR_SYMBOLS: Final[dict[type[ast.operator], str]] = {
+    ast.Add: "+=",
+    ast.Sub: "-=",
+    ast.Mult: "*=",
+    ast.MatMult: "@=",
+    ast.Div: "/=",
+    ast.Mod: "%=",
+    ast.Pow: "**=",
+    ast.LShift: "<<=",
+    ast.RShift: ">>=",
+    ast.BitOr: "|=",
+    ast.BitXor: "^=",
+    ast.BitAnd: "&=",
+    ast.FloorDiv: "//=",
+}
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Load())
+
+
+def _call(func: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=_load(func), args=list(args), keywords=[])
+
+
+def _assign(name: str, value: ast.expr) -> ast.Assign:
+    return ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())], value=value)
+
+
+def _locate(new: ast.AST, old: ast.AST) -> None:
+    """Give every node of a generated subtree that has no position the position of ``old``."""
+    for child in ast.walk(new):
+        for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
+            if attr in child._attributes and not hasattr(child, attr):
+                setattr(child, attr, getattr(old, attr, None))
+
+
+def _import_refusal(module: str) -> str:
+    return (
+        f"import of module {module!r} is not allowed in a skill; "
+        f"allowed modules: {', '.join(ALLOWED_MODULES)}"
+    )
+
+
+_RP_LINE = re.compile(r"^Line (\d+|None)(?::(\d+))?: (.*)$", re.DOTALL)
+
+
+def _parse_restricted_error(text: str) -> tuple[int | None, int | None, str]:
+    """Split ``"Line 3: message"`` (or ``"Line 3:5: message"``) into (3, None|5, "message")."""
+    match = _RP_LINE.match(text)
+    if match is None:
+        return None, None, text
+    line, col, message = match.groups()
+    return (
+        None if line == "None" else int(line),
+        None if col is None else int(col),
+        message,
+    )
+
+
+def _violation(source: str, line: int | None, col: int | None, message: str) -> PolicyViolation:
+    lines = source.splitlines()
+    text = lines[line - 1] if line is not None and 0 < line <= len(lines) else None
+    return PolicyViolation(message, line, col, text)
+
+
+def compile_skill(source: str, filename: str = SKILL_FILENAME) -> types.CodeType:
+    """Compile skill source under the sandbox policy.
+
+    Results are cached by the SHA-256 of the filename and source, so a warm worker compiles
+    each skill once.
+
+    Args:
+        source: The module source text.
+        filename: The filename recorded in the code object (tracebacks use it).
+
+    Returns:
+        A code object to ``exec`` in a namespace from :func:`build_globals`.
+
+    Raises:
+        PolicyViolation: The source does not parse, or uses a construct the policy forbids.
+            ``line``/``col`` point at the first problem; the message lists any others.
+        TypeError: ``source`` is not a string.
+    """
+    if not isinstance(source, str):
+        raise TypeError(f"skill source must be a str, got {type(source).__name__}")
+    digest = hashlib.sha256(
+        filename.encode("utf-8", "surrogatepass") + b"\0" + source.encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    code = _compiled.get(digest)
+    if code is not None:
+        return code
+    code = _compile_uncached(source, filename)
+    if len(_compiled) >= _CACHE_SIZE:
+        try:  # evict the oldest entry; tolerate a concurrent eviction by another thread
+            del _compiled[next(iter(_compiled))]
+        except (StopIteration, KeyError, RuntimeError):
+            pass
+    _compiled[digest] = code
+    return code
+
+
+def _compile_uncached(source: str, filename: str) -> types.CodeType:
+    try:
+        tree = ast.parse(source, filename, "exec")
+    except SyntaxError as exc:
+        raise PolicyViolation(
+            f"{type(exc).__name__}: {exc.msg}", exc.lineno, exc.offset, exc.text
+        ) from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise PolicyViolation(f"the skill source cannot be parsed: {exc}") from None
+
+    try:
+        result = compile_restricted_exec(tree, filename, policy=SkillTransformer)
+    except SyntaxError as exc:  # raised by compile() itself, e.g. "'return' outside function"
+        message = f"{type(exc).__name__}: {exc.msg}"
+        raise _violation(source, exc.lineno, exc.offset, message) from None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        raise PolicyViolation(f"the skill source cannot be compiled: {exc}") from None
+    if result.errors:
+        problems = [_parse_restricted_error(error) for error in result.errors]
+        line, col, message = problems[0]
+        if len(problems) > 1:
+            others = "; ".join(f"line {ln}: {msg}" for ln, _, msg in problems[1:6])
+            more = f" (+{len(problems) - 6} more)" if len(problems) > 6 else ""
+            message += f" [also: {others}{more}]"
+        raise _violation(source, line, col, message)
+    if result.code is None:  # pragma: no cover - RestrictedPython returns code or errors
+        raise PolicyViolation("the skill source could not be compiled")
+    return result.code
+
+
+# ------------------------------------------------------------------------------ run time
+
+_MISSING: Final = object()
+
+_BINARY_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "+=": operator.add,
+    "-=": operator.sub,
+    "*=": operator.mul,
+    "@=": operator.matmul,
+    "/=": operator.truediv,
+    "%=": operator.mod,
+    "**=": operator.pow,
+    "<<=": operator.lshift,
+    ">>=": operator.rshift,
+    "|=": operator.or_,
+    "^=": operator.xor,
+    "&=": operator.and_,
+    "//=": operator.floordiv,
+}
+
+_INPLACE_OPS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "+=": operator.iadd,
+    "-=": operator.isub,
+    "*=": operator.imul,
+    "@=": operator.imatmul,
+    "/=": operator.itruediv,
+    "%=": operator.imod,
+    "**=": operator.ipow,
+    "<<=": operator.ilshift,
+    ">>=": operator.irshift,
+    "|=": operator.ior,
+    "^=": operator.ixor,
+    "&=": operator.iand,
+    "//=": operator.ifloordiv,
+}
+
+
+def _writable_types() -> frozenset[type]:
+    import collections
+
+    return frozenset(
+        {
+            dict,
+            list,
+            set,
+            bytearray,
+            collections.OrderedDict,
+            collections.defaultdict,
+            collections.Counter,
+            collections.deque,
+            collections.ChainMap,
+            collections.UserDict,
+            collections.UserList,
+        }
+    )
+
+
+_WRITABLE_TYPES: Final = _writable_types()
+
+
+def _is_writable(ob: object) -> bool:
+    """True for plain containers and for objects (or classes) the skill defined itself."""
+    if type(ob) in _WRITABLE_TYPES:
+        return True
+    if isinstance(ob, type):
+        return getattr(ob, "__module__", None) == SKILL_MODULE_NAME
+    return getattr(type(ob), "__module__", None) == SKILL_MODULE_NAME
+
+
+class ModuleView:
+    """A read-only view of an allowed module: its public names, minus submodules.
+
+    Handed to skills instead of the real module object (see the v1 note in the module
+    docstring). Attribute reads go through ``_getattr_`` as usual, and ``from m import x``
+    (which bypasses ``_getattr_``) can only reach names in the view.
+    """
+
+    __slots__ = ("_sandbox_name", "_sandbox_attrs")
+
+    _sandbox_name: str
+    _sandbox_attrs: dict[str, Any]
+
+    def __init__(self, name: str, attrs: dict[str, Any]) -> None:
+        object.__setattr__(self, "_sandbox_name", name)
+        object.__setattr__(self, "_sandbox_attrs", attrs)
+
+    def __getattr__(self, attr: str) -> Any:
+        try:
+            return self._sandbox_attrs[attr]
+        except KeyError:
+            raise AttributeError(
+                f"module {self._sandbox_name!r} has no attribute {attr!r} available in the sandbox"
+            ) from None
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        raise AttributeError(f"module {self._sandbox_name!r} is read-only in the sandbox")
+
+    def __delattr__(self, attr: str) -> None:
+        raise AttributeError(f"module {self._sandbox_name!r} is read-only in the sandbox")
+
+    def __repr__(self) -> str:
+        return f"<module {self._sandbox_name!r} (sandbox view)>"
+
+
+_module_views: dict[str, ModuleView] = {}
+
+
+def _module_view(name: str) -> ModuleView:
+    view = _module_views.get(name)
+    if view is None:
+        module = importlib.import_module(name)
+        exported = getattr(module, "__all__", None)
+        names: Iterable[str] = (
+            exported if exported is not None else (n for n in dir(module) if n[:1] != "_")
+        )
+        denied = _DENIED_MODULE_NAMES.get(name, frozenset())
+        attrs = {
+            n: getattr(module, n)
+            for n in names
+            if n[:1] != "_"
+            and n not in denied
+            and hasattr(module, n)
+            and not isinstance(getattr(module, n), types.ModuleType)
+        }
+        view = _module_views[name] = ModuleView(name, attrs)
+    return view
+
+
+class OutputBuffer:
+    """Collects what a skill prints, across all its functions, up to a byte limit.
+
+    RestrictedPython gives every function that prints its own ``_print`` collector
+    (``_print_`` is called at the top of each one); all of them write here, so the limit
+    and the captured output cover the whole call.
+    """
+
+    def __init__(
+        self,
+        limit_bytes: int,
+        on_overflow: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Create an empty buffer.
+
+        Args:
+            limit_bytes: Most UTF-8 bytes kept; writing past it raises.
+            on_overflow: Called with the error before it is raised (the worker makes it
+                sticky so a skill cannot catch its way past the limit).
+        """
+        self._limit = limit_bytes
+        self._size = 0
+        self._parts: list[str] = []
+        self._on_overflow = on_overflow
+        self.overflowed = False
+
+    def write(self, text: str) -> None:
+        """Append ``text``; keep what fits and raise once the limit is passed.
+
+        Raises:
+            ResourceLimitExceeded: ``limit="output"``.
+        """
+        data = text.encode("utf-8", "surrogatepass")
+        if self._size + len(data) <= self._limit and not self.overflowed:
+            self._size += len(data)
+            self._parts.append(text)
+            return
+        room = max(self._limit - self._size, 0)
+        if room and not self.overflowed:
+            self._parts.append(data[:room].decode("utf-8", "ignore"))
+            self._size = self._limit
+        self.overflowed = True
+        error = ResourceLimitExceeded(
+            "output",
+            f"the skill printed more than Limits.output_bytes={self._limit} bytes; "
+            "print less or raise the limit",
+        )
+        if self._on_overflow is not None:
+            self._on_overflow(error)
+        raise error
+
+    def text(self) -> str:
+        """Return everything printed so far (at most the limit)."""
+        return "".join(self._parts)
+
+    def collector(self, _getattr_: Any = None) -> PrintCollector:
+        """The ``_print_`` factory for :func:`build_globals`."""
+        return _BufferedPrintCollector(self, _getattr_)
+
+
+class _BufferedPrintCollector(PrintCollector):
+    """A PrintCollector that also writes into the call's shared, capped buffer."""
+
+    def __init__(self, buffer: OutputBuffer, _getattr_: Any = None) -> None:
+        super().__init__(_getattr_)  # type: ignore[no-untyped-call]
+        self._buffer = buffer
+
+    def write(self, text: str) -> None:
+        self._buffer.write(text)
+        self.txt.append(text)
+
+
+class _Guards:
+    """The runtime guards of one call, reporting refusals to ``on_violation``."""
+
+    def __init__(self, on_violation: Callable[[BaseException], None] | None) -> None:
+        self._on_violation = on_violation
+
+    def refuse(self, message: str) -> PolicyViolation:
+        error = PolicyViolation(message)
+        if self._on_violation is not None:
+            self._on_violation(error)
+        return error
+
+    def check_attribute(self, ob: object, name: object) -> str:
+        if not isinstance(name, str):
+            raise TypeError(f"attribute name must be a str, not {type(name).__name__}")
+        if name.startswith("_"):
+            raise self.refuse(
+                f"access to attribute {name!r} is not allowed: names starting with '_' are "
+                "private to the sandbox"
+            )
+        if name in INSPECT_ATTRIBUTES or name.endswith("__roles__"):
+            raise self.refuse(
+                f"access to attribute {name!r} (interpreter internals) is not allowed"
+            )
+        if name in ("format", "format_map") and (
+            isinstance(ob, str) or (isinstance(ob, type) and issubclass(ob, str))
+        ):
+            raise self.refuse(
+                f"str.{name}() is not allowed in a skill (it can reach private attributes); "
+                "use an f-string or the % operator"
+            )
+        if isinstance(ob, string.Formatter) or ob is string.Formatter:
+            raise self.refuse("string.Formatter is not allowed in a skill; use an f-string")
+        return name
+
+    def getattr(self, ob: object, name: str, default: Any = _MISSING) -> Any:
+        """``_getattr_`` and the ``getattr`` builtin: Python's semantics, minus the forbidden."""
+        self.check_attribute(ob, name)
+        # safer_getattr repeats the checks above; kept as a second, independent line.
+        if default is _MISSING:
+            # ``raise_`` means "no default": a missing attribute raises AttributeError.
+            return safer_getattr(ob, name, raise_)  # type: ignore[no-untyped-call]
+        return safer_getattr(ob, name, default)  # type: ignore[no-untyped-call]
+
+    def hasattr(self, ob: object, name: str) -> bool:
+        """``hasattr`` that answers False for names the skill may not read."""
+        if not isinstance(name, str) or name.startswith("_") or name in INSPECT_ATTRIBUTES:
+            return False
+        try:
+            self.getattr(ob, name)
+        except AttributeError:
+            return False
+        return True
+
+    def write(self, ob: object) -> Any:
+        """``_write_``: plain containers and skill-made objects pass; others refuse writes."""
+        if _is_writable(ob):
+            return ob
+        return _WriteRefused(self, ob)
+
+    def inplacevar(self, op: str, x: Any, y: Any) -> Any:
+        """``_inplacevar_``: ``x op= y`` for the arithmetic, bitwise and sequence operators."""
+        if op not in _BINARY_OPS:
+            raise self.refuse(f"augmented assignment operator {op!r} is not allowed")
+        if _is_writable(x):
+            return _INPLACE_OPS[op](x, y)
+        return _BINARY_OPS[op](x, y)
+
+    def import_(
+        self,
+        name: str,
+        globals: object = None,
+        locals: object = None,
+        fromlist: object = (),
+        level: int = 0,
+    ) -> ModuleView:
+        """``__import__``: a read-only view of an allowed module, or a PolicyViolation."""
+        if level != 0:
+            raise self.refuse("relative imports are not allowed in a skill")
+        if name == _FUTURE or name in ALLOWED_MODULES:
+            return _module_view(name)
+        raise self.refuse(_import_refusal(str(name)))
+
+
+class _WriteRefused:
+    """What ``_write_`` returns for an object the skill may not change: every write raises."""
+
+    __slots__ = ("_sandbox_guards", "_sandbox_type")
+
+    _sandbox_guards: _Guards
+    _sandbox_type: str
+
+    def __init__(self, guards: _Guards, ob: object) -> None:
+        object.__setattr__(self, "_sandbox_guards", guards)
+        object.__setattr__(self, "_sandbox_type", type(ob).__name__)
+
+    def _refuse(self, *_: object) -> None:
+        raise self._sandbox_guards.refuse(
+            f"a skill may not modify a {self._sandbox_type!r} object; only dict, list, set, "
+            "the collections containers and instances of classes the skill defines can be "
+            "changed (build a new value instead)"
+        )
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _refuse
+
+
+def _getitem(ob: Any, index: Any) -> Any:
+    return ob[index]
+
+
+def _apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+def _base_builtins() -> dict[str, Any]:
+    allowed: dict[str, Any] = {}
+    allowed.update(safe_builtins)
+    allowed.update(limited_builtins)
+    allowed.update(utility_builtins)
+    # utility_builtins' ``random`` is process-wide state and not an allowed module; its
+    # ``math`` is replaced by the same read-only view ``import math`` gives.
+    for name in ("random", "whrandom", "math", "_getattr_"):
+        allowed.pop(name, None)
+    # Skills must not end the worker or pretend to be interrupted.
+    for name in ("SystemExit", "KeyboardInterrupt", "GeneratorExit"):
+        allowed.pop(name, None)
+    # The real data builtins. RestrictedPython's notes worry that some iterate in C past
+    # ``_getiter_``; our ``_getiter_`` is plain ``iter`` (no per-object permissions exist
+    # here), and memory and CPU are bounded by rlimits, so the limited ``range``/``list``/
+    # ``tuple`` (1000 items, no strings) would only get in the way.
+    for name in (
+        "sorted", "zip", "enumerate", "min", "max", "sum", "any", "all", "list", "dict",
+        "set", "frozenset", "tuple", "reversed", "map", "filter", "isinstance", "issubclass",
+        "len", "range", "abs", "round", "str", "int", "float", "bool", "iter", "next",
+        "divmod", "pow", "repr", "chr", "ord", "callable", "hash", "slice", "bytes",
+        "StopIteration", "Exception", "ValueError", "KeyError", "TypeError", "IndexError",
+        "LookupError", "ArithmeticError", "ZeroDivisionError", "AttributeError",
+        "RuntimeError", "NotImplementedError", "AssertionError", "OverflowError",
+        "RecursionError", "UnicodeError", "NameError",
+    ):  # fmt: skip
+        allowed[name] = getattr(builtins, name)
+    allowed["ToolError"] = ToolError
+    allowed["ToolNotAllowed"] = ToolNotAllowed
+    return allowed
+
+
+_BASE_BUILTINS: Final = _base_builtins()
+
+
+def build_globals(
+    tools_proxy: object,
+    print_collector: Callable[..., Any],
+    *,
+    on_violation: Callable[[BaseException], None] | None = None,
+) -> dict[str, Any]:
+    """Return a fresh global namespace for one run of skill code.
+
+    Nothing in it is shared mutably with another call: the dict, its builtins dict and
+    the guards are new each time, and module views are read-only.
+
+    Args:
+        tools_proxy: The object bound to the global ``tools``; the skill calls host tools
+            as ``tools.<name>(**kwargs)`` on it.
+        print_collector: The ``_print_`` factory, usually :meth:`OutputBuffer.collector`.
+        on_violation: Called with each :class:`PolicyViolation` a runtime guard raises,
+            before it is raised.
+
+    Returns:
+        The globals dict to ``exec`` a :func:`compile_skill` code object in.
+    """
+    guards = _Guards(on_violation)
+    skill_builtins = dict(_BASE_BUILTINS)
+    skill_builtins["getattr"] = guards.getattr
+    skill_builtins["hasattr"] = guards.hasattr
+    skill_builtins["__import__"] = guards.import_
+    skill_builtins["math"] = _module_view("math")
+    return {
+        "__builtins__": skill_builtins,
+        "__name__": SKILL_MODULE_NAME,
+        "__metaclass__": type,
+        "_getattr_": guards.getattr,
+        "_getitem_": _getitem,
+        "_getiter_": iter,
+        "_write_": guards.write,
+        "_inplacevar_": guards.inplacevar,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_print_": print_collector,
+        "_apply_": _apply,
+        "tools": tools_proxy,
+    }
+
+
+def iter_skill_lines(tb: types.TracebackType | None) -> Iterator[int]:
+    """Yield the line numbers of the traceback's frames that run skill code, outermost first."""
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == SKILL_FILENAME and tb.tb_lineno is not None:
+            yield tb.tb_lineno
+        tb = tb.tb_next

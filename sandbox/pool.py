@@ -1,0 +1,491 @@
+"""Host side of the worker processes: spawning, the protocol of one call, and recycling.
+
+A :class:`WorkerPool` keeps a few idle, already-started workers and hands one to each
+call, so calls from different threads run in different processes at the same time. A
+worker goes back to the pool only after a call that ended normally (success, or the
+skill's own :class:`SkillError` / :class:`ToolError`) and only for ``max_calls`` calls;
+after anything else (timeout, crash, exceeded limit, policy violation) it is killed and a
+later call starts a fresh one.
+
+The host trusts nothing the worker says: frames are size-capped and type-checked, tool
+names are checked against the caller's mapping again here, and a worker that breaks the
+protocol is killed and reported as :class:`WorkerCrashed`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sandbox.errors import (
+    ExecutionTimeout,
+    ResourceLimitExceeded,
+    SandboxError,
+    ToolNotAllowed,
+    WorkerCrashed,
+    error_from_wire,
+)
+from sandbox.limits import Limits
+from sandbox.protocol import HEADER, decode_payload, encode_raw_frame
+from sandbox.result import ToolCall
+
+__all__ = ["CallOutcome", "WorkerPool", "WorkerProcess", "worker_sys_path"]
+
+#: Prepends the given directories to sys.path, then runs the worker. The worker needs only
+#: the policy half of the package, so the bootstrap registers ``sandbox`` without running its
+#: ``__init__`` (which would import this module, subprocess, threading...), which roughly
+#: halves worker start-up time.
+_BOOTSTRAP: Final = """\
+import sys
+sys.path[:0] = sys.argv[1:]
+package = type(sys)("sandbox")
+package.__path__ = [sys.argv[1] + "/sandbox"]
+sys.modules["sandbox"] = package
+from sandbox.worker import main
+main()
+"""
+_JSON_SEPARATORS: Final = (",", ":")
+#: Frames from a worker larger than this are a protocol error (it may be compromised).
+_MIN_FRAME_CAP: Final = 64 * 1024 * 1024
+_EXIT_GRACE_S: Final = 2.0
+_READ_CHUNK: Final = 1 << 20
+
+
+def worker_sys_path() -> list[str]:
+    """The directories a worker needs on ``sys.path``: ours and RestrictedPython's.
+
+    Passed explicitly because workers run with ``-I -S`` (no environment variables, no
+    site-packages), which works the same from a source checkout and an installed wheel.
+
+    Raises:
+        ImportError: RestrictedPython is not installed.
+    """
+    # The first entry must be the directory holding this package (see _BOOTSTRAP).
+    sandbox_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.find_spec("RestrictedPython")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the sandbox needs RestrictedPython; install it with: "
+            "pip install 'RestrictedPython>=9,<10'"
+        )
+    rp_parent = os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
+    return list(dict.fromkeys([sandbox_parent, rp_parent]))
+
+
+class _Timeout(Exception):
+    """The call's wall-clock deadline passed."""
+
+
+class _Gone(Exception):
+    """The worker closed its end of a pipe (it died)."""
+
+
+class _ProtocolError(Exception):
+    """The worker sent something it should not have."""
+
+
+@dataclass
+class CallOutcome:
+    """What :meth:`WorkerProcess.execute` observed; :class:`sandbox.Sandbox` makes a Result."""
+
+    #: The entry function's JSON value (None on error).
+    value: Any = None
+    #: Why the call failed, or None.
+    error: SandboxError | None = None
+    #: What the skill printed (empty if the worker died before reporting).
+    output: str = ""
+    #: Every tool call, in order, including failed ones.
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+def _describe_signal(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class WorkerProcess:
+    """One worker process and its pipes, seen from the host.
+
+    Only the thread that holds the worker (between :meth:`WorkerPool.acquire` and
+    :meth:`WorkerPool.release`) reads, writes or closes its pipes; :meth:`kill` may be
+    called from any thread.
+    """
+
+    def __init__(self, python: str, sys_path: list[str]) -> None:
+        """Start the process (it then imports the worker while the first request is sent).
+
+        Args:
+            python: The interpreter to run.
+            sys_path: Directories to prepend to the worker's ``sys.path``.
+        """
+        self.workdir = tempfile.mkdtemp(prefix="sandbox-worker-")
+        os.chmod(self.workdir, 0o500)  # nothing to write there, even for a skill that escaped
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-I", "-S", "-B", "-c", _BOOTSTRAP, *sys_path],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env={},
+                cwd=self.workdir,
+                close_fds=True,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except BaseException:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            raise
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._in_fd = self.proc.stdin.fileno()
+        self._out_fd = self.proc.stdout.fileno()
+        os.set_blocking(self._in_fd, False)
+        self._buffer = bytearray()
+        self._lock = threading.Lock()
+        self._reaped = False
+        #: Calls started on this worker.
+        self.calls = 0
+
+    @property
+    def pid(self) -> int:
+        """The worker's process id (also its process group id)."""
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        """True if the process has not exited."""
+        with self._lock:
+            if self._reaped:
+                return False
+            if self.proc.poll() is None:
+                return True
+            self._reaped = True
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the worker's whole process group and reap it. Safe from any thread."""
+        with self._lock:
+            if self._reaped:
+                return
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.proc.wait()
+            self._reaped = True
+
+    def close(self) -> None:
+        """Kill the process and release its pipes and working directory (owner only)."""
+        self.kill()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ----------------------------------------------------------------------- one call
+
+    def execute(
+        self,
+        request: bytes,
+        tools: Mapping[str, Callable[..., Any]],
+        limits: Limits,
+        deadline: float,
+    ) -> CallOutcome:
+        """Send a framed ``run`` request, serve its tool calls, and collect the result.
+
+        Never raises for anything the worker or the skill does; exceptions raised by a host
+        tool that are not ``Exception`` subclasses (``KeyboardInterrupt``...) propagate, and
+        the caller must then discard this worker.
+
+        Args:
+            request: The framed ``run`` message.
+            tools: The host callables the skill may use.
+            limits: The call's limits.
+            deadline: ``time.monotonic()`` value by which the call must finish.
+
+        Returns:
+            The outcome; ``error`` is set when the call failed.
+        """
+        self.calls += 1
+        outcome = CallOutcome()
+        frame_cap = max(_MIN_FRAME_CAP, 4 * limits.output_bytes + (1 << 20))
+        try:
+            self._send(request, deadline)
+            while True:
+                message = self._receive(deadline, frame_cap)
+                op = message.get("op")
+                if op == "tool":
+                    self._serve_tool(message, tools, limits, deadline, outcome.tool_calls)
+                elif op == "done":
+                    self._finish(message, outcome)
+                    return outcome
+                else:
+                    raise _ProtocolError(f"unexpected message op={op!r}")
+        except _Timeout:
+            self.kill()
+            outcome.error = ExecutionTimeout(
+                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
+                "of wall-clock time (tool calls included) and was killed; make it do less per "
+                "call or raise the limit",
+                limits.timeout_s,
+            )
+        except _Gone:
+            outcome.error = self._death_error(limits)
+        except _ProtocolError as exc:
+            self.kill()
+            outcome.error = WorkerCrashed(
+                f"the worker process broke the protocol ({exc}) and was killed; the next call "
+                "gets a fresh worker",
+                self.proc.returncode,
+            )
+        return outcome
+
+    def _finish(self, message: Mapping[str, Any], outcome: CallOutcome) -> None:
+        ok = message.get("ok")
+        output = message.get("output")
+        if not isinstance(ok, bool) or not isinstance(output, str):
+            raise _ProtocolError("malformed done message")
+        outcome.output = output
+        if ok:
+            outcome.value = message.get("value")
+            return
+        error = message.get("error")
+        if not isinstance(error, dict):
+            raise _ProtocolError("done message with ok=false has no error object")
+        outcome.error = error_from_wire(error)
+
+    def _serve_tool(
+        self,
+        message: Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        limits: Limits,
+        deadline: float,
+        calls: list[ToolCall],
+    ) -> None:
+        name = message.get("name")
+        arguments = message.get("arguments")
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise _ProtocolError("malformed tool message")
+        if len(calls) >= limits.max_tool_calls:
+            # The worker enforces this limit itself; one that does not is not trusted further.
+            raise _ProtocolError(f"more than Limits.max_tool_calls={limits.max_tool_calls} calls")
+        if name not in tools:
+            refusal = ToolNotAllowed(name, sorted(tools)).message
+            calls.append(ToolCall(name, arguments, None, refusal, 0.0))
+            reply: dict[str, Any] = {
+                "op": "tool_result",
+                "ok": False,
+                "error": refusal,
+                "error_type": "ToolNotAllowed",
+            }
+            self._send(encode_raw_frame(json.dumps(reply)), deadline)
+            return
+        if time.monotonic() >= deadline:
+            raise _Timeout
+        recorded = json.loads(json.dumps(arguments))  # the tool may mutate its own copy
+        encoded: str | None = None
+        error: str | None = None
+        started = time.monotonic()
+        try:
+            result = tools[name](**arguments)
+        except Exception as exc:  # noqa: BLE001 - any tool failure goes back to the skill
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            try:
+                encoded = json.dumps(result, allow_nan=False, separators=_JSON_SEPARATORS)
+            except (TypeError, ValueError, RecursionError) as exc:
+                error = (
+                    f"the tool returned a value that is not JSON-serialisable ({exc}); host "
+                    "tools must return dict, list, str, int, float, bool or None"
+                )
+        duration = time.monotonic() - started
+        if encoded is not None:
+            calls.append(ToolCall(name, recorded, json.loads(encoded), None, duration))
+            frame = '{"op":"tool_result","ok":true,"value":' + encoded + "}"
+        else:
+            calls.append(ToolCall(name, recorded, None, error, duration))
+            frame = json.dumps(
+                {"op": "tool_result", "ok": False, "error": error, "error_type": "ToolError"}
+            )
+        self._send(encode_raw_frame(frame), deadline)
+
+    def _death_error(self, limits: Limits) -> SandboxError:
+        """Wait for a worker whose pipe closed and explain how it died."""
+        with self._lock:
+            if not self._reaped:
+                try:
+                    self.proc.wait(timeout=_EXIT_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                    self.proc.wait()
+                self._reaped = True
+        code = self.proc.returncode
+        if code == -signal.SIGXCPU:
+            return ResourceLimitExceeded(
+                "cpu",
+                f"the skill used more than Limits.cpu_s={limits.cpu_s} CPU seconds and was "
+                "killed (SIGXCPU); make it do less work or raise the limit",
+            )
+        if code is not None and code < 0:
+            how = f"was killed by {_describe_signal(-code)}"
+            if code == -signal.SIGKILL:
+                how += " (by another process, or the kernel's out-of-memory killer)"
+        else:
+            how = f"exited with status {code}"
+        return WorkerCrashed(
+            f"the worker process (pid {self.proc.pid}) {how} during the call; the call's "
+            "result is lost and the next call gets a fresh worker",
+            code,
+        )
+
+    # ------------------------------------------------------------------------ framing
+
+    def _wait(self, fd: int, events: int, deadline: float) -> bool:
+        """Wait until ``fd`` is ready; False if the wait ended without it being ready."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Timeout
+        poller = select.poll()
+        poller.register(fd, events)
+        return bool(poller.poll(math.ceil(remaining * 1000)))
+
+    def _send(self, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._in_fd, view)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:  # BrokenPipeError: the worker is gone
+                raise _Gone from exc
+            view = view[written:]
+            if view:
+                self._wait(self._in_fd, select.POLLOUT, deadline)
+
+    def _receive(self, deadline: float, frame_cap: int) -> dict[str, Any]:
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(buffer)
+                if size > frame_cap:
+                    raise _ProtocolError(f"a {size}-byte frame is over the {frame_cap}-byte cap")
+                end = HEADER.size + size
+                if len(buffer) >= end:
+                    payload = bytes(buffer[HEADER.size : end])
+                    del buffer[:end]
+                    try:
+                        return decode_payload(payload)
+                    except ValueError as exc:  # includes JSON and Unicode decode errors
+                        raise _ProtocolError(f"undecodable frame: {exc}") from None
+            if not self._wait(self._out_fd, select.POLLIN, deadline):
+                continue  # woke without data: the next _wait raises _Timeout if it is time
+            try:
+                chunk = os.read(self._out_fd, _READ_CHUNK)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _Gone from exc
+            if not chunk:
+                raise _Gone
+            buffer += chunk
+
+
+class WorkerPool:
+    """A thread-safe pool of warm workers.
+
+    Args:
+        max_idle: Most idle workers kept for reuse.
+        max_calls: Calls after which a worker is retired.
+        python: Interpreter for the workers; defaults to ``sys.executable``.
+    """
+
+    def __init__(self, *, max_idle: int = 2, max_calls: int = 200, python: str | None = None):
+        if max_idle < 0:
+            raise ValueError(f"max_idle={max_idle!r} must not be negative")
+        if max_calls < 1:
+            raise ValueError(f"max_calls={max_calls!r} must be at least 1")
+        self._sys_path = worker_sys_path()
+        self._python = python or sys.executable
+        self._max_idle = max_idle
+        self._max_calls = max_calls
+        self._lock = threading.Lock()
+        self._idle: list[WorkerProcess] = []
+        self._live: set[WorkerProcess] = set()
+        self._closed = False
+
+    def acquire(self) -> WorkerProcess:
+        """Return a worker for the caller's exclusive use, starting one if none is idle.
+
+        Raises:
+            RuntimeError: The pool was closed.
+        """
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
+                worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                break
+            if worker.alive():
+                return worker
+            self._discard(worker)
+        worker = WorkerProcess(self._python, self._sys_path)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._live.add(worker)
+        if closed:
+            worker.close()
+            raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
+        return worker
+
+    def release(self, worker: WorkerProcess, reusable: bool) -> None:
+        """Give a worker back: keep it warm if ``reusable`` and there is room, else kill it."""
+        if reusable and worker.calls < self._max_calls and worker.alive():
+            with self._lock:
+                if not self._closed and len(self._idle) < self._max_idle:
+                    self._idle.append(worker)
+                    return
+        self._discard(worker)
+
+    def _discard(self, worker: WorkerProcess) -> None:
+        worker.close()
+        with self._lock:
+            self._live.discard(worker)
+
+    def pids(self) -> dict[str, list[int]]:
+        """Process ids of the pool's workers, as ``{"idle": [...], "busy": [...]}``.
+
+        For diagnostics and tests (e.g. to kill a worker in the middle of a call).
+        """
+        with self._lock:
+            idle = [worker.pid for worker in self._idle]
+            busy = [worker.pid for worker in self._live if worker not in self._idle]
+        return {"idle": idle, "busy": busy}
+
+    def close(self) -> None:
+        """Kill every worker. Calls in progress end with :class:`WorkerCrashed`."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            busy = [worker for worker in self._live if worker not in idle]
+        for worker in idle:
+            self._discard(worker)
+        for worker in busy:
+            worker.kill()  # its owner thread sees EOF, then closes it in release()

@@ -1,0 +1,75 @@
+"""skillbank: procedural memory for AI agents, kept as tested, reviewed, versioned code.
+
+A successful trajectory (a task and the tool calls that solved it) is compiled into a
+parameterised Python function, a *skill*; the skill is validated with libcst, replayed in a
+RestrictedPython sandbox, committed to a git-tracked ``skills/`` folder, and run again on new
+arguments instead of being re-derived by the model.
+
+Names in ``__all__`` are the public API; anything else may change without notice.
+"""
+
+from __future__ import annotations
+
+from skillbank.bank import LearnEntry, LearnReport, RunResult, SkillBank
+from skillbank.compiler import compile_trajectory
+from skillbank.config import Config, load_config
+from skillbank.errors import (
+    CompileError,
+    ConfigError,
+    LibraryError,
+    SkillArgumentError,
+    SkillbankError,
+    SkillNotFound,
+    SkillRejected,
+    SkillTestFailed,
+    TrajectoryError,
+)
+from skillbank.skill import Case, Param, Signature, Skill, SkillDraft, TestedSkill, ValidatedSkill
+from skillbank.trajectory import (
+    Outcome,
+    Step,
+    ToolSpec,
+    Trajectory,
+    load_trajectories,
+    parse_record,
+    scan_trajectories,
+)
+from skillbank.validate import Finding, check_source, validate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Case",
+    "CompileError",
+    "Config",
+    "ConfigError",
+    "Finding",
+    "LearnEntry",
+    "LearnReport",
+    "LibraryError",
+    "Outcome",
+    "Param",
+    "RunResult",
+    "Signature",
+    "Skill",
+    "SkillArgumentError",
+    "SkillBank",
+    "SkillDraft",
+    "SkillNotFound",
+    "SkillRejected",
+    "SkillTestFailed",
+    "SkillbankError",
+    "Step",
+    "TestedSkill",
+    "ToolSpec",
+    "Trajectory",
+    "TrajectoryError",
+    "ValidatedSkill",
+    "check_source",
+    "compile_trajectory",
+    "load_config",
+    "load_trajectories",
+    "parse_record",
+    "scan_trajectories",
+    "validate",
+]

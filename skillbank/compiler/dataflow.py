@@ -1,0 +1,108 @@
+"""Data flow: which argument value was copied from which earlier tool result.
+
+An argument is *data flow* when its value occurs inside the result of an earlier call in the
+same trajectory (at any JSON path: nested dicts and lists). Such an argument is compiled to an
+expression reading that path, so the skill follows the data on new inputs instead of replaying
+a constant.
+
+One refinement on "equal to a value found in an earlier result": a value the user wrote in
+the task text is treated as the user's input, not as data flow, even when an earlier result
+happens to echo it. "Cancel order O-5003" must give a skill with an ``order_id`` parameter, not
+one that cancels whatever order a listing returned first. Trivial values (booleans, None, the
+empty string, empty containers) are never data flow: their equality says nothing about origin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Origin", "Path", "find_origin", "iter_paths", "mentioned_in"]
+
+JSON = Any
+#: A path into a JSON value: dict keys and list positions.
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a value was found: the index of the step whose result holds it, and the path."""
+
+    #: Index of the earlier step (0-based) whose result holds the value.
+    step: int
+    #: Path inside that step's result.
+    path: Path
+    #: Other places the same value was found (reported to reviewers as ambiguity).
+    alternatives: tuple[tuple[int, Path], ...] = ()
+
+
+def _same(a: JSON, b: JSON) -> bool:
+    # 1 == 1.0 == True in Python; data flow needs the same JSON value, type included.
+    if type(a) is not type(b):
+        return False
+    return bool(a == b)
+
+
+def trivial(value: JSON) -> bool:
+    """True for values whose equality says nothing about where they came from."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, (str, list, dict)):
+        return len(value) == 0
+    return False
+
+
+def iter_paths(value: JSON, prefix: Path = ()) -> Iterator[tuple[Path, JSON]]:
+    """Every (path, sub-value) in ``value``, the value itself first, then depth-first."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            yield from iter_paths(sub, (*prefix, str(key)))
+    elif isinstance(value, list):
+        for index, sub in enumerate(value):
+            yield from iter_paths(sub, (*prefix, index))
+
+
+def mentioned_in(value: JSON, text: str) -> bool:
+    """True when ``value`` appears in ``text`` as the user would have typed it."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, str):
+        if len(value) >= 3:
+            return value in text
+        return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
+    if isinstance(value, (int, float)):
+        forms = {str(value)}
+        if isinstance(value, float) and value.is_integer():
+            forms.add(str(int(value)))
+        return any(
+            re.search(rf"(?<![\w.]){re.escape(form)}(?!\w|\.\d)", text) is not None
+            for form in forms
+        )
+    return False
+
+
+def find_origin(value: JSON, results: Sequence[JSON], task: str) -> Origin | None:
+    """Find the earlier result ``value`` was copied from, or None if it is the user's input.
+
+    The most recent step wins, then the shortest path, then the first in document order, so
+    the choice is deterministic. The other matches are kept as ``alternatives``.
+
+    Args:
+        value: An argument value (or part of one).
+        results: The results of the earlier steps, oldest first (failed steps as None).
+        task: The task text; values written there count as the user's input.
+    """
+    if trivial(value) or mentioned_in(value, task):
+        return None
+    found: list[tuple[int, Path]] = []
+    for step in range(len(results) - 1, -1, -1):
+        hits = [path for path, sub in iter_paths(results[step]) if _same(sub, value)]
+        hits.sort(key=len)  # stable: shortest first, document order within a length
+        found += [(step, path) for path in hits]
+    if not found:
+        return None
+    (step, path), *rest = found
+    return Origin(step, path, tuple(rest))

@@ -1,0 +1,204 @@
+"""Writing skill source text: identifiers, literals, expressions and the function itself.
+
+Everything here is deterministic: the same plan gives the same bytes, so a re-learned skill
+shows no diff in ``git``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import keyword
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from skillbank.compiler.dataflow import Path, mentioned_in
+
+__all__ = ["Call", "FunctionPlan", "ParamPlan", "Ref", "identifier", "literal", "render_function"]
+
+JSON = Any
+
+#: Names a skill may not shadow: the tools object and builtins the sandbox provides.
+RESERVED = frozenset({"tools", "self", "cls"}) | frozenset(dir(builtins))
+
+
+def identifier(raw: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """A valid, unreserved snake_case identifier derived from ``raw`` and not in ``taken``."""
+    name = re.sub(r"[^0-9a-zA-Z]+", "_", raw).strip("_").lower() or "value"
+    name = re.sub(r"_+", "_", name)
+    if name[0].isdigit():
+        name = f"v_{name}"
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in RESERVED:
+        name = f"{name}_"
+    base, n = name, 2
+    while name in taken:
+        name = f"{base}_{n}"
+        n += 1
+    return name
+
+
+def literal(value: JSON) -> str:
+    """Python source for a JSON value (JSON string syntax is valid Python string syntax)."""
+    if value is None:
+        return "None"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"{value!r} has no JSON literal; skills take finite numbers only")
+    if isinstance(value, (int, float, str)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"not a JSON value: {value!r}")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An expression: a parameter, or a path into an earlier call's result."""
+
+    #: The variable the value is read from (a parameter name or a result variable).
+    var: str
+    #: The path inside it.
+    path: Path = ()
+
+    def render(self) -> str:
+        """Source text, e.g. ``customer["orders"][0]["order_id"]``."""
+        return self.var + "".join(f"[{literal(p)}]" for p in self.path)
+
+
+#: An argument value: a literal JSON value, a Ref, or containers mixing both.
+Expr = Any
+
+
+def render_expr(expr: Expr) -> str:
+    """Source text for an argument expression."""
+    if isinstance(expr, Ref):
+        return expr.render()
+    if isinstance(expr, list):
+        return "[" + ", ".join(render_expr(v) for v in expr) + "]"
+    if isinstance(expr, dict):
+        return "{" + ", ".join(f"{literal(k)}: {render_expr(v)}" for k, v in expr.items()) + "}"
+    return literal(expr)
+
+
+@dataclass(frozen=True)
+class ParamPlan:
+    """A parameter to emit."""
+
+    name: str
+    annotation: str
+    #: What the docstring says about it.
+    doc: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ``tools.<name>(...)`` call to emit."""
+
+    tool: str
+    #: Keyword arguments, in the recorded order.
+    kwargs: tuple[tuple[str, Expr], ...]
+    #: The variable its result is bound to, or None when nothing reads it.
+    var: str | None
+
+
+@dataclass(frozen=True)
+class FunctionPlan:
+    """Everything needed to write one straight-line skill function."""
+
+    name: str
+    params: tuple[ParamPlan, ...]
+    returns: str
+    summary: str
+    details: tuple[str, ...]
+    calls: tuple[Call, ...]
+    returns_doc: str
+
+
+def _doc(text: str) -> str:
+    # Keep docstrings one physical line per paragraph and unable to close themselves early.
+    text = " ".join(text.split())
+    text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    # Control characters would be invisible in a review, and NUL is not even valid source.
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def _wrap(text: str, width: int, indent: str) -> list[str]:
+    words, lines, line = _doc(text).split(" "), [], ""
+    for word in words:
+        if line and len(indent) + len(line) + 1 + len(word) > width:
+            lines.append(indent + line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(indent + line)
+    return lines
+
+
+def _call_source(call: Call, indent: str, prefix: str) -> list[str]:
+    if all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in call.kwargs):
+        args = [f"{k}={render_expr(v)}" for k, v in call.kwargs]
+    else:
+        # An argument named like a keyword ("class") or not an identifier ("first-name")
+        # cannot be written as k=v; pass them all through one dict instead.
+        args = ["**" + render_expr(dict(call.kwargs))]
+    one = f"{indent}{prefix}tools.{call.tool}({', '.join(args)})"
+    if len(one) <= 99:
+        return [one]
+    return (
+        [f"{indent}{prefix}tools.{call.tool}("]
+        + [f"{indent}    {a}," for a in args]
+        + [f"{indent})"]
+    )
+
+
+def render_function(plan: FunctionPlan) -> str:
+    """The module source for a straight-line skill: one function, docstring, calls, return."""
+    sig = ", ".join(f"{p.name}: {p.annotation}" for p in plan.params)
+    head = f"def {plan.name}({sig}) -> {plan.returns}:"
+    if len(head) > 99:
+        head = (
+            f"def {plan.name}(\n"
+            + "".join(f"    {p.name}: {p.annotation},\n" for p in plan.params)
+            + f") -> {plan.returns}:"
+        )
+    out = [head, f'    """{_doc(plan.summary)}', ""]
+    for para in plan.details:
+        out += _wrap(para, 99, "    ")
+        out.append("")
+    if plan.params:
+        out.append("    Args:")
+        for p in plan.params:
+            wrapped = _wrap(f"{p.name}: {p.doc}", 99, "        ")
+            out += [wrapped[0]] + ["    " + w for w in wrapped[1:]]
+        out.append("")
+    out.append("    Returns:")
+    out += _wrap(plan.returns_doc, 99, "        ")
+    out.append('    """')
+    for i, call in enumerate(plan.calls):
+        last = i == len(plan.calls) - 1
+        prefix = "return " if last else (f"{call.var} = " if call.var else "")
+        out += _call_source(call, "    ", prefix)
+    return "\n".join(out) + "\n"
+
+
+def task_template(task: str, values: Sequence[tuple[str, JSON]]) -> str:
+    """The task text with each parameter's value replaced by ``{name}`` (longest value first)."""
+    out = task
+    for name, value in sorted(values, key=lambda nv: -len(str(nv[1]))):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            continue
+        if not mentioned_in(value, out):
+            continue
+        text = str(value)
+        if isinstance(value, str) and len(value) >= 3:
+            out = out.replace(text, "{" + name + "}")
+        else:
+            out = re.sub(rf"(?<![\w.{{]){re.escape(text)}(?![\w}}]|\.\d)", "{" + name + "}", out)
+    return out

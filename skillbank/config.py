@@ -1,0 +1,104 @@
+"""Configuration: one dataclass, from ``[tool.skillbank]`` in the bank's pyproject.toml, then
+``SKILLBANK_*`` environment variables, then explicit overrides (command-line flags).
+
+Every path derives from the bank root, so tests can point a whole bank at a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from skillbank.errors import ConfigError
+
+__all__ = ["Config", "default_config", "load_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one skill bank."""
+
+    #: Folder holding the skills, relative to the bank root.
+    skills_dir: str = "skills"
+    #: Folder for local, uncommitted state (usage ledger, locks), relative to the root.
+    state_dir: str = ".skillbank"
+    #: Wall-clock limit for one skill run, in seconds.
+    timeout_s: float = 10.0
+    #: Address-space limit of a sandbox worker, in MiB.
+    memory_mb: int = 1024
+    #: Recorded cases a skill needs before it is offered as a callable tool (associative).
+    min_cases_associative: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("skills_dir", "state_dir"):
+            value = getattr(self, name)
+            if not value or Path(value).is_absolute() or ".." in Path(value).parts:
+                raise ConfigError(
+                    f"{name}={value!r} must be a relative folder inside the bank root"
+                )
+        if self.timeout_s <= 0:
+            raise ConfigError(f"timeout_s={self.timeout_s!r} must be positive")
+        if self.memory_mb < 64:
+            raise ConfigError(f"memory_mb={self.memory_mb!r} must be at least 64")
+        if self.min_cases_associative < 1:
+            raise ConfigError(
+                f"min_cases_associative={self.min_cases_associative!r} must be at least 1"
+            )
+
+
+def default_config() -> Config:
+    """The built-in defaults, the one place they are defined."""
+    return Config()
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name}={raw!r} must be a {kind}") from None
+
+
+def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load the bank's configuration: defaults < pyproject.toml < environment < overrides.
+
+    Raises:
+        ConfigError: an unknown key or a bad value, naming where it came from.
+    """
+    known = {f.name for f in fields(Config)}
+    values: dict[str, Any] = {}
+    pyproject = Path(root) / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{pyproject}: cannot read it: {exc}") from None
+        section = data.get("tool", {}).get("skillbank", {})
+        for key, raw in section.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{pyproject} [tool.skillbank]: unknown key {key!r}; "
+                    f"known keys: {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(key, raw, f"{pyproject} [tool.skillbank]")
+    for key in known:
+        env = f"SKILLBANK_{key.upper()}"
+        if env in os.environ:
+            values[key] = _coerce(key, os.environ[env], f"environment {env}")
+    for key, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
+        values[key] = _coerce(key, raw, "option")
+    return replace(default_config(), **values)

@@ -1,0 +1,109 @@
+"""The exceptions skillbank raises when a caller cannot go on.
+
+Expected failures (a skill fails its replay test, sandboxed code raises) come back as values
+(`LearnReport` entries, `RunResult.error`); these classes are for misuse and broken input.
+
+    SkillbankError
+    ├── TrajectoryError      a trajectory file or record is malformed
+    ├── CompileError         a trajectory cannot be turned into a skill
+    ├── SkillRejected        a skill's source breaks the validation policy (carries findings)
+    ├── SkillTestFailed      a skill does not reproduce its recorded cases (carries the failure)
+    ├── SkillNotFound        no skill with that id in the library
+    ├── SkillArgumentError   arguments do not match a skill's signature
+    ├── LibraryError         the skills folder or its git repository is broken or unwritable
+    └── ConfigError          configuration is invalid
+
+The sandbox has its own tree (`sandbox.SandboxError`), because `sandbox` never imports us.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from skillbank.validate import Finding
+
+__all__ = [
+    "CompileError",
+    "ConfigError",
+    "LibraryError",
+    "SkillArgumentError",
+    "SkillNotFound",
+    "SkillRejected",
+    "SkillTestFailed",
+    "SkillbankError",
+    "TrajectoryError",
+]
+
+
+class SkillbankError(Exception):
+    """Root of every error skillbank raises on purpose; the CLI prints it as one line."""
+
+
+class TrajectoryError(SkillbankError):
+    """Raised when a trajectory file or record is malformed.
+
+    The message names the file, the record (line number or id) and the field, e.g.
+    ``runs.jsonl:3 (record 'abc'): messages[2].tool_calls[0].function.arguments: ...``.
+    """
+
+    def __init__(self, message: str, *, source: str = "", field: str = "") -> None:
+        self.source = source
+        self.field = field
+        where = ": ".join(part for part in (source, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class CompileError(SkillbankError):
+    """Raised when a trajectory cannot be compiled into a skill (for example it made no calls)."""
+
+
+class SkillRejected(SkillbankError):
+    """Raised when a skill's source breaks the validation policy.
+
+    ``findings`` holds every problem with its rule id, line and column; ``str()`` renders them
+    like a compiler would, with the offending line and a caret.
+    """
+
+    def __init__(self, skill: str, findings: Sequence[Finding], source: str = "") -> None:
+        self.skill = skill
+        self.findings = tuple(findings)
+        lines = [f"skill {skill!r} was rejected with {len(self.findings)} finding(s):"]
+        lines += [f.render(source, path=skill) for f in self.findings]
+        super().__init__("\n".join(lines))
+
+
+class SkillTestFailed(SkillbankError):
+    """Raised when a skill does not reproduce a recorded case; ``failure`` says how."""
+
+    def __init__(self, skill: str, failure: str) -> None:
+        self.skill = skill
+        self.failure = failure
+        super().__init__(f"skill {skill!r} failed its tests: {failure}")
+
+
+class SkillNotFound(SkillbankError):
+    """Raised by `SkillBank.get` and friends when no skill has the requested id."""
+
+    def __init__(self, skill_id: str, known: Sequence[str] = ()) -> None:
+        self.skill_id = skill_id
+        hint = f" Known skills: {', '.join(sorted(known))}." if known else " The library is empty."
+        super().__init__(
+            f"no skill {skill_id!r} in the library.{hint} Run `skillbank list` to see them."
+        )
+
+
+class SkillArgumentError(SkillbankError):
+    """Raised when arguments passed to a skill do not match its signature."""
+
+
+class LibraryError(SkillbankError):
+    """Raised when the skills folder or its git repository cannot be read or written.
+
+    A failed write never leaves the library half-changed: files are restored before raising.
+    """
+
+
+class ConfigError(SkillbankError):
+    """Raised when a configuration value (pyproject, environment, flag) is invalid."""

@@ -1,0 +1,168 @@
+"""Generate the bundled shop trajectories, ``trajectories/shop.jsonl``.
+
+Run ``python -m skillbank.examples.generate`` to rewrite the file, or add ``--check`` to exit 1
+when it is out of date. Output is byte-for-byte deterministic: the seed data is fixed, arguments
+come from a seeded `random.Random` per procedure, and every record starts from a freshly seeded
+shop, so replaying any one record's tool calls on a new `Shop` reproduces its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from skillbank.examples.agent import DEMO_ARGS, PROCEDURES, Procedure, run_procedure
+from skillbank.examples.shop import Shop
+
+__all__ = ["DEMO_ARGS", "TRAJECTORIES_PATH", "generate", "main", "to_jsonl"]
+
+#: Where `main` writes the records by default (package data, shipped in the wheel).
+TRAJECTORIES_PATH: Final = Path(__file__).with_name("trajectories") / "shop.jsonl"
+
+# Draws considered for each record, and the most made before giving up on new arguments.
+_BATCH: Final = 24
+_MAX_DRAWS: Final = 200
+
+
+def generate(seed: int = 7, per_procedure: int = 6) -> list[dict[str, Any]]:
+    """Return `per_procedure` successful records for every procedure, in registry order.
+
+    Each record runs on a freshly seeded shop with arguments no other record of the same
+    procedure uses, and its task text cycles through the procedure's templates. Record ids
+    look like ``shop-order_product-01``.
+
+    Args:
+        seed: Seeds the argument draws; the same seed gives the same records.
+        per_procedure: Records per procedure, 1 to 99.
+
+    Returns:
+        The records, as `skillbank.examples.agent.run_procedure` makes them.
+
+    Raises:
+        ValueError: If `per_procedure` is out of range, or asks for more distinct argument
+            sets than a procedure has.
+        RuntimeError: If a record fails or mentions a `DEMO_ARGS` value; that is a bug in a
+            procedure's argument drawing, not in the caller's input.
+    """
+    if not 1 <= per_procedure <= 99:
+        raise ValueError(f"per_procedure={per_procedure!r} must be between 1 and 99")
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="skillbank-shop-") as tmp:
+        db = Path(tmp) / "shop.sqlite"
+        reserved = _demo_values(Shop.create(db))
+        for name, procedure in PROCEDURES.items():
+            # One random source per procedure, so adding a procedure leaves the others' records
+            # unchanged.
+            rng = random.Random(f"{seed}:{name}")
+            used: list[dict[str, Any]] = []
+            for index in range(per_procedure):
+                shop = Shop.create(db)
+                args = _new_args(procedure, rng, shop, used)
+                used.append(args)
+                record = run_procedure(
+                    shop,
+                    name,
+                    args,
+                    record_id=f"shop-{name}-{index + 1:02d}",
+                    template_index=index % len(procedure.templates),
+                )
+                if not record["outcome"]["success"]:
+                    raise RuntimeError(
+                        f"{record['id']} failed with {args}: {record['messages'][-1]['content']}"
+                    )
+                text = json.dumps(record, ensure_ascii=False)
+                leaked = sorted(value for value in reserved if value in text)
+                if leaked:
+                    raise RuntimeError(f"{record['id']} mentions demo values {leaked}")
+                records.append(record)
+    return records
+
+
+def to_jsonl(records: Sequence[dict[str, Any]]) -> str:
+    """Return `records` as JSON Lines: sorted keys, UTF-8 text, a newline after each."""
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in records)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write (or with ``--check``, verify) the trajectories file; return the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="python -m skillbank.examples.generate",
+        description="Generate the bundled shop trajectories.",
+    )
+    parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
+    parser.add_argument(
+        "--per-procedure", type=int, default=6, help="records per procedure (default: 6)"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=TRAJECTORIES_PATH,
+        help="file to write (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; exit 1 if the file is out of date"
+    )
+    options = parser.parse_args(argv)
+    records = generate(options.seed, options.per_procedure)
+    text = to_jsonl(records)
+    if options.check:
+        current = options.output.read_text(encoding="utf-8") if options.output.exists() else None
+        if current != text:
+            print(f"{options.output} is out of date; run python -m skillbank.examples.generate")
+            return 1
+        print(f"{options.output} is up to date ({len(records)} records)")
+        return 0
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(text, encoding="utf-8", newline="\n")
+    print(f"wrote {len(records)} records to {options.output}")
+    return 0
+
+
+def _new_args(
+    procedure: Procedure, rng: random.Random, shop: Shop, used: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Draw arguments for `procedure` that are not in `used`, preferring unused values.
+
+    Of a batch of draws, the one sharing the fewest argument values with `used` wins, so the
+    records spread over customers, products and reasons instead of repeating the same few.
+    """
+    seen = {(key, json.dumps(value)) for args in used for key, value in args.items()}
+    best: dict[str, Any] | None = None
+    best_overlap = 0
+    for draw in range(_MAX_DRAWS):
+        args = procedure.draw_args(rng, shop)
+        if args in used:
+            continue
+        overlap = sum((key, json.dumps(value)) in seen for key, value in args.items())
+        if best is None or overlap < best_overlap:
+            best, best_overlap = args, overlap
+        if best_overlap == 0 or draw + 1 >= _BATCH:
+            return best
+    if best is not None:
+        return best
+    raise ValueError(
+        f"found only {len(used)} distinct argument sets for {procedure.name!r}; "
+        "ask for fewer records per procedure"
+    )
+
+
+def _demo_values(shop: Shop) -> set[str]:
+    """Return the strings the demo arguments stand for: emails, queries and what they name."""
+    values: set[str] = set()
+    for args in DEMO_ARGS.values():
+        if "email" in args:
+            values |= {args["email"], shop.find_customer(email=args["email"])["customer_id"]}
+        if "query" in args:
+            values.add(args["query"])
+            values |= {p["sku"] for p in shop.search_products(query=args["query"])["products"]}
+    return values
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The values a skill passes through on its way into the library.
+
+``SkillDraft`` (compiled) → ``ValidatedSkill`` (policy passed, signature read from the syntax
+tree) → ``TestedSkill`` (its recorded cases replay in the sandbox) → ``Skill`` (stored in
+``skills/<id>/``). Each stage is a plain function from one type to the next, and
+`skillbank.library.SkillLibrary.save` accepts only a `TestedSkill`, so nothing untested is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "STAGES",
+    "Case",
+    "Param",
+    "Signature",
+    "Skill",
+    "SkillDraft",
+    "TestedSkill",
+    "ToolCallRecord",
+    "ValidatedSkill",
+    "content_hash",
+]
+
+JSON = Any
+
+#: Fitts & Posner's stages, in order of trust.
+STAGES = ("cognitive", "associative", "autonomous")
+
+
+def content_hash(source: str) -> str:
+    """The sha256 of a skill's source text, the identity of one exact version of its code."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a skill's function, as read from its syntax tree."""
+
+    #: The parameter name (also the argument name when the skill is called as a tool).
+    name: str
+    #: The annotation's source text, e.g. ``str`` or ``list[str]``.
+    annotation: str
+    #: True when the parameter has a default value.
+    has_default: bool = False
+    #: The default's source text, when there is one.
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A skill's call signature, read with libcst and never by importing the code."""
+
+    #: The function's name (equal to the skill id).
+    name: str
+    #: The parameters in order.
+    params: tuple[Param, ...]
+    #: The return annotation's source text (``""`` when absent).
+    returns: str
+    #: The function's docstring, dedented.
+    docstring: str
+
+    def render(self) -> str:
+        """The signature as a reader would write it: ``name(a: str, b: int = 1) -> dict``."""
+        parts = [
+            f"{p.name}: {p.annotation}" + (f" = {p.default}" if p.has_default else "")
+            for p in self.params
+        ]
+        arrow = f" -> {self.returns}" if self.returns else ""
+        return f"{self.name}({', '.join(parts)}){arrow}"
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One tool call seen in a recorded case: what was asked and what came back."""
+
+    #: The tool's name.
+    tool: str
+    #: The arguments as JSON data.
+    arguments: Mapping[str, JSON]
+    #: The result as JSON data.
+    result: JSON = None
+
+    def to_json(self) -> dict[str, JSON]:
+        """The record as plain JSON data (stable key order is left to the writer)."""
+        return {"tool": self.tool, "arguments": dict(self.arguments), "result": self.result}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A recorded example of a skill: arguments in, tool calls made, result out.
+
+    Replay tests run the skill on ``args`` with tool doubles that answer ``calls`` in order and
+    check the skill asks exactly those calls and returns ``result``.
+    """
+
+    #: The trajectory this case was learned from.
+    trajectory_id: str
+    #: That trajectory's content hash (`skillbank.trajectory.Trajectory.sha256`).
+    trajectory_sha256: str
+    #: The task text of that trajectory.
+    task: str
+    #: The skill's arguments.
+    args: Mapping[str, JSON]
+    #: The tool calls the skill must make, in order.
+    calls: tuple[ToolCallRecord, ...]
+    #: The value the skill must return.
+    result: JSON = None
+
+    def to_json(self) -> dict[str, JSON]:
+        """The case as plain JSON data, as stored in ``cases.jsonl``."""
+        return {
+            "trajectory_id": self.trajectory_id,
+            "trajectory_sha256": self.trajectory_sha256,
+            "task": self.task,
+            "args": dict(self.args),
+            "calls": [c.to_json() for c in self.calls],
+            "result": self.result,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, JSON]) -> Case:
+        """Rebuild a case from `to_json` output (raises KeyError/TypeError on bad data)."""
+        return cls(
+            trajectory_id=str(data["trajectory_id"]),
+            trajectory_sha256=str(data["trajectory_sha256"]),
+            task=str(data["task"]),
+            args=dict(data["args"]),
+            calls=tuple(
+                ToolCallRecord(str(c["tool"]), dict(c["arguments"]), c.get("result"))
+                for c in data["calls"]
+            ),
+            result=data.get("result"),
+        )
+
+
+@dataclass(frozen=True)
+class SkillDraft:
+    """A compiled but unchecked skill: source text plus what it was compiled from."""
+
+    #: The skill id and function name (``[a-z][a-z0-9_]{0,63}``).
+    id: str
+    #: The Python source of the skill's module.
+    source: str
+    #: One line: what the skill does.
+    description: str
+    #: The tools the skill declares (and may call), sorted.
+    tools: tuple[str, ...]
+    #: The recorded cases, one per trajectory it was learned from.
+    cases: tuple[Case, ...]
+    #: Tool definitions (Chat Completions shape) for the declared tools, by name.
+    tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
+    #: Other skills this one calls (empty until the compiler composes skills).
+    requires: tuple[str, ...] = ()
+    #: Notes for reviewers: where each data-flow argument came from, what was ambiguous.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def content_hash(self) -> str:
+        """The sha256 of `source`."""
+        return content_hash(self.source)
+
+
+@dataclass(frozen=True)
+class ValidatedSkill:
+    """A draft whose source passed the libcst policy, with its signature read from the tree."""
+
+    #: The draft that passed.
+    draft: SkillDraft
+    #: The signature, read from the syntax tree.
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class TestedSkill:
+    """A validated skill whose recorded cases all replay in the sandbox."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    #: The validated skill.
+    validated: ValidatedSkill
+    #: How many cases replayed.
+    cases_passed: int
+
+    @property
+    def draft(self) -> SkillDraft:
+        """The underlying draft."""
+        return self.validated.draft
+
+
+@dataclass(frozen=True)
+class Skill:
+    """A skill as stored in the library (``skills/<id>/``)."""
+
+    #: The id: folder name and function name.
+    id: str
+    #: One line: what it does (SKILL.md ``description``).
+    description: str
+    #: The version number, bumped when the code changes.
+    version: int
+    #: Maturity stage, one of `STAGES`.
+    stage: str
+    #: The module source (``skill.py``).
+    source: str
+    #: The signature read from the source.
+    signature: Signature
+    #: Tools the skill declares.
+    tools: tuple[str, ...]
+    #: Skills it calls.
+    requires: tuple[str, ...]
+    #: Recorded cases (``cases.jsonl``).
+    cases: tuple[Case, ...]
+    #: Tool definitions for the declared tools.
+    tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
+    #: Reviewer notes from the compiler.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def content_hash(self) -> str:
+        """The sha256 of `source`."""
+        return content_hash(self.source)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task texts of the trajectories it was learned from."""
+        return tuple(c.task for c in self.cases)

@@ -1,0 +1,442 @@
+"""Trajectories: what an agent did, parsed from OpenAI chat messages into plain values.
+
+A trajectory is the task text, the tools the agent had, the ordered tool calls it made (name,
+arguments, and the result or error each produced) and the outcome. The compiler turns successful
+ones into skills.
+
+Input format: the container OpenAI uses for function-calling fine-tuning data, one object per
+line in ``.jsonl`` or one per ``.json`` file (a bare list of messages is accepted too)::
+
+    {"messages": [...chat messages...], "tools": [{"type": "function", "function": {...}}],
+     "id": "optional", "task": "optional, else the first user message",
+     "outcome": {"success": true, "detail": "optional"}}
+
+Assistant ``tool_calls`` carry ``arguments`` as JSON text; each ``role: "tool"`` message answers
+one call by ``tool_call_id``. A tool message may carry our field ``"is_error": true`` to mark a
+failed call. Tool results whose content is JSON text are parsed so data flow can see inside them.
+Without an ``outcome`` the trajectory counts as successful when no tool call failed
+(``Outcome.inferred`` is then true).
+
+The shapes are checked with pydantic at this edge; everything after it works on frozen
+dataclasses. Every error names the file, the record and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+
+from skillbank.errors import TrajectoryError
+
+__all__ = [
+    "Outcome",
+    "Step",
+    "ToolSpec",
+    "Trajectory",
+    "TrajectoryScan",
+    "canonical_json",
+    "load_trajectories",
+    "parse_record",
+    "scan_trajectories",
+]
+
+JSON = Any  # a value json.loads could return
+
+
+def canonical_json(value: JSON) -> str:
+    """Serialise ``value`` deterministically (sorted keys, no spaces, UTF-8 kept)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the agent could call, as declared in the trajectory."""
+
+    #: The function name the model calls.
+    name: str
+    #: What the tool does, from its definition ("" when absent).
+    description: str = ""
+    #: The JSON Schema of the tool's arguments (an ``object`` schema; ``{}`` when absent).
+    parameters: Mapping[str, JSON] = field(default_factory=dict)
+
+    def to_openai(self) -> dict[str, JSON]:
+        """Render the definition back in the Chat Completions ``tools`` shape."""
+        function: dict[str, JSON] = {"name": self.name}
+        if self.description:
+            function["description"] = self.description
+        function["parameters"] = dict(self.parameters) or {"type": "object", "properties": {}}
+        return {"type": "function", "function": function}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One tool call and what came back."""
+
+    #: The tool's name.
+    tool: str
+    #: The arguments, decoded from the call's JSON text.
+    arguments: Mapping[str, JSON]
+    #: The result, parsed from JSON when the tool message held JSON text, else the text itself.
+    result: JSON = None
+    #: The error text when the call failed (the tool message was marked ``is_error``).
+    error: str | None = None
+    #: The ``tool_call_id`` that paired call and result.
+    call_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Whether the trajectory achieved its task."""
+
+    #: True when the task was achieved.
+    success: bool
+    #: Free text: why it failed, or the agent's final answer.
+    detail: str | None = None
+    #: True when no outcome was recorded and success was inferred from the tool results.
+    inferred: bool = False
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A task, the tools available, the tool calls made in order, and the outcome."""
+
+    #: A stable id: the record's ``id`` field, else ``t-`` and the first 12 hex of `sha256`.
+    id: str
+    #: What the agent was asked to do.
+    task: str
+    #: The tools offered to the agent.
+    tools: tuple[ToolSpec, ...]
+    #: The tool calls, in the order they were made.
+    steps: tuple[Step, ...]
+    #: Whether it worked.
+    outcome: Outcome
+    #: Where it came from, e.g. ``runs.jsonl:3`` (not part of the hash).
+    source: str = ""
+
+    @property
+    def sha256(self) -> str:
+        """Content hash over task, tools, steps and outcome; the same run hashes the same."""
+        payload = {
+            "task": self.task,
+            "tools": [[t.name, t.description, t.parameters] for t in self.tools],
+            "steps": [[s.tool, s.arguments, s.result, s.error] for s in self.steps],
+            "success": self.outcome.success,
+        }
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+    def tool(self, name: str) -> ToolSpec | None:
+        """The declared tool called ``name``, or None."""
+        return next((t for t in self.tools if t.name == name), None)
+
+
+# --- the wire shapes (pydantic, this edge only) ---------------------------------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class _FunctionCall(_Wire):
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class _ToolCall(_Wire):
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: _FunctionCall
+
+
+class _Message(_Wire):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, JSON]] | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    is_error: bool = False
+
+
+class _FunctionDef(_Wire):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+    description: str = ""
+    parameters: dict[str, JSON] = Field(default_factory=dict)
+
+
+class _ToolDef(_Wire):
+    type: Literal["function"] = "function"
+    function: _FunctionDef
+
+
+class _Outcome(_Wire):
+    success: bool
+    detail: str | None = None
+
+
+class _Record(_Wire):
+    messages: list[_Message] = Field(min_length=1)
+    tools: list[_ToolDef] = Field(default_factory=list)
+    id: str | None = Field(default=None, min_length=1)
+    task: str | None = Field(default=None, min_length=1)
+    outcome: _Outcome | None = None
+
+
+def _loc(parts: Iterable[int | str]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _text(content: str | list[dict[str, JSON]] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+
+
+def _parse_result(text: str) -> JSON:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
+    """Parse one record (the fine-tuning container, or a bare message list) into a Trajectory.
+
+    Args:
+        obj: The decoded JSON record.
+        source: Where it came from, used in error messages (``file:line``).
+
+    Raises:
+        TrajectoryError: naming ``source``, the record id when known, and the bad field.
+    """
+    if isinstance(obj, list):
+        obj = {"messages": obj}
+    if not isinstance(obj, dict):
+        raise TrajectoryError(
+            f"expected a JSON object with 'messages' and 'tools', got {type(obj).__name__}",
+            source=source,
+        )
+    rid = obj.get("id")
+    where = f"{source} (record {rid!r})" if isinstance(rid, str) else source
+    try:
+        record = _Record.model_validate(obj)
+    except PydanticValidationError as exc:
+        err = exc.errors()[0]
+        bad = err.get("input")
+        shown = repr(bad) if not isinstance(bad, (dict, list)) else type(bad).__name__
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise TrajectoryError(
+            f"{err['msg']}, got {shown}{more}", source=where, field=_loc(err["loc"])
+        ) from None
+
+    tools = tuple(
+        ToolSpec(t.function.name, t.function.description, t.function.parameters)
+        for t in record.tools
+    )
+    known = {t.name for t in tools}
+    pending: dict[str, tuple[int, str, dict[str, JSON], str]] = {}  # id -> (order, name, args, loc)
+    done: dict[str, tuple[int, Step]] = {}
+    order = 0
+    task = record.task
+    answer: str | None = None
+    for i, msg in enumerate(record.messages):
+        if msg.role == "user" and task is None and _text(msg.content).strip():
+            task = _text(msg.content).strip()
+        elif msg.role == "assistant":
+            if msg.tool_calls:
+                for j, call in enumerate(msg.tool_calls):
+                    loc = f"messages[{i}].tool_calls[{j}]"
+                    if tools and call.function.name not in known:
+                        raise TrajectoryError(
+                            f"call to tool {call.function.name!r}, which is not among the "
+                            f"record's tools ({', '.join(sorted(known))})",
+                            source=where,
+                            field=f"{loc}.function.name",
+                        )
+                    try:
+                        args = json.loads(call.function.arguments or "{}")
+                    except ValueError as exc:
+                        raise TrajectoryError(
+                            f"arguments are not valid JSON ({exc}): {call.function.arguments!r}",
+                            source=where,
+                            field=f"{loc}.function.arguments",
+                        ) from None
+                    if not isinstance(args, dict):
+                        raise TrajectoryError(
+                            f"arguments must encode a JSON object, got {args!r}",
+                            source=where,
+                            field=f"{loc}.function.arguments",
+                        )
+                    if call.id in pending or call.id in done:
+                        raise TrajectoryError(
+                            f"duplicate tool call id {call.id!r}", source=where, field=f"{loc}.id"
+                        )
+                    pending[call.id] = (order, call.function.name, args, loc)
+                    order += 1
+            elif _text(msg.content).strip():
+                answer = _text(msg.content).strip()
+        elif msg.role == "tool":
+            loc = f"messages[{i}].tool_call_id"
+            if msg.tool_call_id is None:
+                raise TrajectoryError(
+                    "a tool message needs the tool_call_id of the call it answers",
+                    source=where,
+                    field=loc,
+                )
+            if msg.tool_call_id not in pending:
+                raise TrajectoryError(
+                    f"no earlier assistant tool call has id {msg.tool_call_id!r}"
+                    + (" (it was already answered)" if msg.tool_call_id in done else ""),
+                    source=where,
+                    field=loc,
+                )
+            position, name, args, _ = pending.pop(msg.tool_call_id)
+            text = _text(msg.content)
+            done[msg.tool_call_id] = (
+                position,
+                Step(name, args, None, text or "error", msg.tool_call_id)
+                if msg.is_error
+                else Step(name, args, _parse_result(text), None, msg.tool_call_id),
+            )
+    if pending:
+        call_id, (_, name, _, loc) = next(iter(pending.items()))
+        raise TrajectoryError(
+            f"tool call {call_id!r} ({name}) has no tool message answering it",
+            source=where,
+            field=f"{loc}.id",
+        )
+    if task is None:
+        raise TrajectoryError(
+            "no task: add a 'task' field or a user message", source=where, field="task"
+        )
+    # Calls are ordered as the assistant issued them, not as their results arrived.
+    steps = tuple(step for _, step in sorted(done.values(), key=lambda pair: pair[0]))
+    if record.outcome is not None:
+        outcome = Outcome(record.outcome.success, record.outcome.detail or answer)
+    else:
+        outcome = Outcome(all(s.error is None for s in steps), answer, inferred=True)
+    trajectory = Trajectory(
+        id=record.id or "",
+        task=task,
+        tools=tools,
+        steps=steps,
+        outcome=outcome,
+        source=source,
+    )
+    if not trajectory.id:
+        trajectory = Trajectory(
+            f"t-{trajectory.sha256[:12]}", task, tools, steps, outcome, source=source
+        )
+    return trajectory
+
+
+@dataclass(frozen=True)
+class TrajectoryScan:
+    """What reading some trajectory files found: the good records and the errors."""
+
+    #: Records that parsed, in file order.
+    trajectories: tuple[Trajectory, ...]
+    #: One error per bad record, each naming file, record and field.
+    errors: tuple[TrajectoryError, ...]
+
+
+def _files(paths: Sequence[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl"))
+            if not found:
+                raise TrajectoryError("the folder holds no .json or .jsonl files", source=str(path))
+            yield from found
+        elif path.is_file():
+            yield path
+        else:
+            raise TrajectoryError(
+                "no such file or folder; pass .jsonl/.json files or folders holding them",
+                source=str(path),
+            )
+
+
+def _records(path: Path) -> Iterator[tuple[str, JSON | TrajectoryError]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrajectoryError(f"cannot read the file: {exc}", source=str(path)) from None
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{n}", json.loads(line)
+            except ValueError as exc:
+                yield f"{path}:{n}", TrajectoryError(f"not valid JSON: {exc}", source=f"{path}:{n}")
+        return
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        yield str(path), TrajectoryError(f"not valid JSON: {exc}", source=str(path))
+        return
+    is_message_list = isinstance(obj, list) and all(
+        isinstance(m, dict) and "role" in m for m in obj
+    )
+    if isinstance(obj, list) and not is_message_list:
+        for n, item in enumerate(obj):
+            yield f"{path}[{n}]", item
+    else:
+        yield str(path), obj
+
+
+def scan_trajectories(paths: str | Path | Sequence[str | Path]) -> TrajectoryScan:
+    """Read every record in ``paths``, keeping good records and collecting errors per record.
+
+    Raises:
+        TrajectoryError: when a path does not exist or cannot be read at all.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    good: list[Trajectory] = []
+    bad: list[TrajectoryError] = []
+    for path in _files(paths):
+        for source, obj in _records(path):
+            if isinstance(obj, TrajectoryError):
+                bad.append(obj)
+                continue
+            try:
+                good.append(parse_record(obj, source))
+            except TrajectoryError as exc:
+                bad.append(exc)
+    return TrajectoryScan(tuple(good), tuple(bad))
+
+
+def load_trajectories(
+    paths: str | Path | Sequence[str | Path], *, skip_invalid: bool = False
+) -> list[Trajectory]:
+    """Load trajectories from ``.jsonl``/``.json`` files or folders of them.
+
+    Args:
+        paths: One path or several; folders are searched recursively.
+        skip_invalid: Drop malformed records instead of raising (use `scan_trajectories`
+            to see what was dropped).
+
+    Raises:
+        TrajectoryError: for the first malformed record, naming file, record and field.
+    """
+    scan = scan_trajectories(paths)
+    if scan.errors and not skip_invalid:
+        first = scan.errors[0]
+        if len(scan.errors) > 1:
+            raise TrajectoryError(
+                f"{first} (and {len(scan.errors) - 1} more bad record(s); "
+                "use skip_invalid=True / --skip-invalid to load the good ones)"
+            )
+        raise first
+    return list(scan.trajectories)

@@ -1,0 +1,52 @@
+"""Shared fixtures: an isolated environment per test, hypothesis profiles, example data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from skillbank.trajectory import Trajectory, load_trajectories
+
+settings.register_profile(
+    "dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "fuzz", max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_TRAJECTORIES = REPO / "skillbank" / "examples" / "trajectories" / "shop.jsonl"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # No user git config, no skillbank settings from the developer's shell.
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key in list(os.environ):
+        if key.startswith(("SKILLBANK_", "GIT_AUTHOR_", "GIT_COMMITTER_")):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def example_trajectories() -> list[Trajectory]:
+    """The bundled shop trajectories."""
+    return load_trajectories(EXAMPLE_TRAJECTORIES)
+
+
+@pytest.fixture
+def bank(tmp_path: Path) -> Iterator[object]:
+    """A fresh bank in a temp dir: real folder, real git repo."""
+    from skillbank import SkillBank
+
+    with SkillBank.init(tmp_path / "bank") as b:
+        yield b

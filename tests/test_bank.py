@@ -1,0 +1,234 @@
+"""The learn → check → keep → run loop on a real git repo, real files and real workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skillbank import (
+    LibraryError,
+    Outcome,
+    SkillArgumentError,
+    SkillBank,
+    SkillNotFound,
+    Trajectory,
+)
+from skillbank.examples import DEMO_ARGS, Shop
+from skillbank.library import SKILL_FILES, skill_files
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def tree_state(root: Path) -> dict[str, bytes]:
+    skills = root / "skills"
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(skills.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def learned(
+    tmp_path_factory: pytest.TempPathFactory, example_trajectories: list[Trajectory]
+) -> Path:
+    """A bank that learned every example trajectory (built once for the module)."""
+    root = tmp_path_factory.mktemp("learned") / "bank"
+    with SkillBank.init(root) as bank:
+        report = bank.learn(example_trajectories)
+    assert not report.rejected, report.rejected
+    return root
+
+
+def order_skill(bank: SkillBank) -> str:
+    return next(
+        s.id for s in bank.skills() if s.cases[0].trajectory_id.startswith("shop-order_product")
+    )
+
+
+def test_init_creates_folder_skills_and_git_and_is_idempotent(tmp_path: Path) -> None:
+    root = tmp_path / "new"
+    SkillBank.init(root).close()
+    assert (root / "skills").is_dir() and (root / ".git").is_dir()
+    assert (root / ".skillbank" / ".gitignore").read_text().strip().endswith("*")
+    SkillBank.init(root).close()  # again: no error, same repo
+    assert git(root, "status", "--porcelain") == ""
+
+
+def test_init_inside_an_existing_repo_reuses_it(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    SkillBank.init(tmp_path / "sub").close()
+    assert not (tmp_path / "sub" / ".git").exists()
+
+
+def test_opening_a_folder_that_is_not_a_bank_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(LibraryError, match="skillbank init"):
+        SkillBank(tmp_path)
+
+
+def test_learning_the_examples_makes_one_skill_per_procedure_in_one_commit(
+    learned: Path, example_trajectories: list[Trajectory]
+) -> None:
+    bank = SkillBank(learned)
+    skills = bank.skills()
+    procedures = {t.id.rsplit("-", 1)[0] for t in example_trajectories}
+    assert len(skills) == len(procedures) >= 5
+    assert sum(len(s.cases) for s in skills) == len(example_trajectories)
+    for s in skills:
+        assert {p.name for p in (learned / "skills" / s.id).iterdir()} == set(SKILL_FILES)
+        assert s.version == 1 and s.stage == "associative"
+        assert len({c.trajectory_id.rsplit("-", 1)[0] for c in s.cases}) == 1  # one procedure
+    log = git(learned, "log", "--format=%s%n%b")
+    assert log.startswith("skillbank learn: add 7 skill(s)")
+    assert "shop-order_product-01 sha256:" in log
+    assert git(learned, "status", "--porcelain") == ""
+
+
+def test_relearning_changes_nothing_and_makes_no_commit(
+    learned: Path, example_trajectories: list[Trajectory]
+) -> None:
+    head = git(learned, "rev-parse", "HEAD")
+    with SkillBank(learned) as bank:
+        report = bank.learn(example_trajectories)
+    assert report.commit is None and report.added == [] and report.updated == []
+    assert {e.action for e in report.entries} == {"unchanged"}
+    assert git(learned, "rev-parse", "HEAD") == head
+
+
+def test_stored_skills_load_back_equal_byte_for_byte(learned: Path) -> None:
+    bank = SkillBank(learned)
+    for skill in bank.skills():
+        files = skill_files(skill, version=skill.version, stage=skill.stage)
+        for name, text in files.items():
+            assert (learned / "skills" / skill.id / name).read_text() == text, (skill.id, name)
+
+
+def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    orders = [t for t in example_trajectories if t.id.startswith("shop-order_product")]
+    with SkillBank.init(tmp_path / "b") as bank:
+        first = bank.learn(orders[:1])
+        assert len(first.added) == 1 and bank.get(first.added[0]).stage == "cognitive"
+        second = bank.learn(orders[1:3])
+        assert second.added == [] and second.updated == first.added
+        skill = bank.get(first.added[0])
+        assert len(skill.cases) == 3 and skill.version == 1 and skill.stage == "associative"
+    assert git(tmp_path / "b", "rev-list", "--count", "HEAD").strip() == "2"
+
+
+def test_failed_and_uncompilable_trajectories_are_reported_not_stored(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    failed = replace(example_trajectories[0], id="failed", outcome=Outcome(False, "gave up"))
+    empty = replace(example_trajectories[0], id="empty", steps=())
+    with SkillBank.init(tmp_path / "b") as bank:
+        report = bank.learn([failed, empty])
+    assert [e.trajectory_id for e in report.skipped] == ["failed"]
+    assert "gave up" in report.skipped[0].reason
+    assert [e.trajectory_id for e in report.rejected] == ["empty"]
+    assert report.commit is None and bank.skills() == []
+
+
+def test_run_a_learned_skill_on_new_arguments_against_the_live_shop(
+    learned: Path, tmp_path: Path
+) -> None:
+    shop = Shop.create(tmp_path / "shop.sqlite")
+    before = shop.snapshot()
+    with SkillBank(learned) as bank:
+        sid = order_skill(bank)
+        result = bank.run(sid, DEMO_ARGS["order_product"], shop.tools())
+    assert result.ok, result.error
+    assert [c.tool for c in result.tool_calls] == [
+        "find_customer", "search_products", "check_stock", "place_order",
+    ]  # fmt: skip
+    assert result.value["status"] == "pending" and result.value["customer_id"] == "C-1008"
+    after = shop.snapshot()
+    assert len(after["orders"]) == len(before["orders"]) + 1
+    assert result.duration_s > 0
+
+
+def test_run_reports_a_tool_failure_as_a_value(learned: Path, tmp_path: Path) -> None:
+    shop = Shop.create(tmp_path / "shop.sqlite")
+    with SkillBank(learned) as bank:
+        sid = order_skill(bank)
+        args = dict(DEMO_ARGS["order_product"], email="nobody@example.com")
+        result = bank.run(sid, args, shop.tools())
+    assert not result.ok and result.error_type == "ToolError"
+    assert "nobody@example.com" in (result.error or "")
+    assert len(result.tool_calls) == 1 and result.tool_calls[0].error
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ({"email": "a@b.c", "query": "mug"}, "needs argument 'quantity'"),
+        ({"email": "a@b.c", "query": "mug", "quantity": 1, "x": 1}, "no parameter 'x'"),
+        ({"email": "a@b.c", "query": "mug", "quantity": "2"}, "must be int"),
+        ({"email": "a@b.c", "query": "mug", "quantity": True}, "must be int"),
+    ],
+)
+def test_run_checks_arguments_against_the_signature(
+    learned: Path, args: dict[str, Any], match: str
+) -> None:
+    with SkillBank(learned) as bank, pytest.raises(SkillArgumentError, match=match):
+        bank.run(order_skill(bank), args, {})
+
+
+def test_run_needs_every_declared_tool_and_gets_only_those(learned: Path, tmp_path: Path) -> None:
+    tools = Shop.create(tmp_path / "shop.sqlite").tools()
+    with SkillBank(learned) as bank:
+        sid = order_skill(bank)
+        partial = {k: v for k, v in tools.items() if k != "place_order"}
+        with pytest.raises(SkillArgumentError, match="place_order"):
+            bank.run(sid, DEMO_ARGS["order_product"], partial)
+        with pytest.raises(SkillNotFound, match="skillbank list"):
+            bank.run("no_such_skill", {}, tools)
+
+
+def test_a_rejecting_git_hook_leaves_tree_and_index_as_they_were(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    root = tmp_path / "b"
+    with SkillBank.init(root) as bank:
+        bank.learn(example_trajectories[:1])
+        before_tree, head = tree_state(root), git(root, "rev-parse", "HEAD")
+        hook = root / ".git" / "hooks" / "pre-commit"
+        hook.write_text("#!/bin/sh\necho 'policy: no commits today' >&2\nexit 1\n")
+        hook.chmod(0o755)
+        with pytest.raises(LibraryError, match="no commits today.*restored"):
+            bank.learn(example_trajectories[1:8])
+    assert tree_state(root) == before_tree
+    assert git(root, "rev-parse", "HEAD") == head
+    assert git(root, "status", "--porcelain") == ""
+
+
+def test_a_broken_skill_file_is_named_in_the_error(learned: Path, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    subprocess.run(["git", "clone", "-q", str(learned), str(root)], check=True)
+    bank = SkillBank(root)
+    sid = bank.skills()[0].id
+    meta = root / "skills" / sid / "SKILL.md"
+    meta.write_text(meta.read_text().replace("stage: associative", "stage: expert"))
+    with pytest.raises(LibraryError, match=rf"skills/{sid}/SKILL.md: metadata.stage"):
+        bank.get(sid)
+    (root / "skills" / sid / "SKILL.md").write_text("no front matter")
+    with pytest.raises(LibraryError, match="front matter"):
+        bank.skills()
+    cases = root / "skills" / bank.library.ids()[1] / "cases.jsonl"
+    cases.write_text("{broken\n")
+    with pytest.raises(LibraryError, match="cases.jsonl:1"):
+        bank.get(bank.library.ids()[1])
+
+
+def test_learn_report_json_is_serialisable(learned: Path, example_trajectories: list[Any]) -> None:
+    with SkillBank(learned) as bank:
+        data = bank.learn(example_trajectories[:2]).to_json()
+    assert json.loads(json.dumps(data))["entries"][0]["action"] == "unchanged"

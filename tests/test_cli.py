@@ -1,0 +1,193 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from skillbank.cli import cli
+from tests.conftest import EXAMPLE_TRAJECTORIES
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str) -> tuple[int, str]:
+    result = runner.invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def learned_root(runner: CliRunner, tmp_path: Path) -> Path:
+    root = tmp_path / "bank"
+    assert invoke(runner, "init", str(root))[0] == 0
+    code, out = invoke(runner, "learn", str(EXAMPLE_TRAJECTORIES), "--root", str(root), "--json")
+    assert code == 0, out
+    return root
+
+
+def test_every_command_has_help(runner: CliRunner) -> None:
+    code, out = invoke(runner, "-h")
+    assert code == 0
+    for name, command in cli.commands.items():
+        assert command.help, name
+        sub_code, sub_out = invoke(runner, name, "--help")
+        assert sub_code == 0 and "Example" in sub_out, name
+
+
+def test_learn_list_show_json(runner: CliRunner, learned_root: Path) -> None:
+    code, out = invoke(runner, "list", "--root", str(learned_root), "--json")
+    skills = json.loads(out)
+    assert code == 0 and len(skills) == 7
+    order = next(
+        s for s in skills if "place_order" in s["tools"] and "search_products" in s["tools"]
+    )
+    assert order["parameters"] == [
+        {"name": "email", "type": "str", "required": True},
+        {"name": "query", "type": "str", "required": True},
+        {"name": "quantity", "type": "int", "required": True},
+    ]
+    code, out = invoke(runner, "show", order["id"], "--root", str(learned_root), "--json")
+    shown = json.loads(out)
+    assert shown["source"].startswith(f"def {order['id']}(")
+    assert len(shown["tasks"]) == 6
+    code, out = invoke(runner, "show", order["id"], "--root", str(learned_root))
+    assert code == 0 and "signature:" in out and "tools.place_order(" in out
+
+
+def test_learn_twice_reports_nothing_to_commit(runner: CliRunner, learned_root: Path) -> None:
+    code, out = invoke(runner, "learn", str(EXAMPLE_TRAJECTORIES), "--root", str(learned_root))
+    assert code == 0
+    assert "nothing to commit" in out and "42 trajectory(ies) already known" in out
+
+
+def test_run_with_example_tools(
+    runner: CliRunner, learned_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKILLBANK_SHOP_DB", str(tmp_path / "shop.sqlite"))
+    skills = json.loads(invoke(runner, "list", "--root", str(learned_root), "--json")[1])
+    history = next(s["id"] for s in skills if s["tools"] == ["find_customer", "list_orders"])
+    args = json.dumps({"email": "alice@example.com"})
+    code, out = invoke(
+        runner, "run", history, "--args", args, "--tools", "skillbank.examples.shop:tools",
+        "--root", str(learned_root), "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["ok"] and [c["tool"] for c in result["tool_calls"]] == [
+        "find_customer",
+        "list_orders",
+    ]
+    assert result["value"]["customer_id"] == result["tool_calls"][0]["result"]["customer_id"]
+    # A tool failure is exit 1 with the error in the output.
+    bad = json.dumps({"email": "nobody@example.com"})
+    code, out = invoke(
+        runner, "run", history, "--args", bad, "--tools", "skillbank.examples.shop:tools",
+        "--root", str(learned_root),
+    )  # fmt: skip
+    assert code == 1 and "ToolError" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["run", "nope", "--args", "{}"], 1, "no skill 'nope'"),
+        (["run", "X", "--args", "{oops"], 2, "not valid JSON"),
+        (["run", "X", "--args", "[1]"], 2, "JSON object"),
+        (["learn", "missing.jsonl"], 1, "no such file"),
+        (["frobnicate"], 2, "No such command"),
+    ],
+)
+def test_errors_are_one_actionable_line_with_the_right_exit_code(
+    runner: CliRunner, learned_root: Path, args: list[str], code: int, words: str
+) -> None:
+    result = runner.invoke(
+        cli, [*args, *(["--root", str(learned_root)] if args[0] in ("run", "learn") else [])]
+    )
+    assert result.exit_code == code, result.output
+    assert words in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_without_tools_says_how_to_pass_them(runner: CliRunner, learned_root: Path) -> None:
+    skills = json.loads(invoke(runner, "list", "--root", str(learned_root), "--json")[1])
+    result = runner.invoke(cli, ["run", skills[0]["id"], "--root", str(learned_root)])
+    assert result.exit_code == 2 and "--tools MODULE:ATTR" in result.output
+
+
+def test_learn_skip_invalid(runner: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    invoke(runner, "init", str(root))
+    mixed = tmp_path / "mixed.jsonl"
+    lines = EXAMPLE_TRAJECTORIES.read_text().splitlines()[:2]
+    mixed.write_text(lines[0] + "\n{broken\n" + lines[1] + "\n")
+    result = runner.invoke(cli, ["learn", str(mixed), "--root", str(root)])
+    assert (
+        result.exit_code == 1
+        and f"{mixed}:2" in result.output
+        and "--skip-invalid" in result.output
+    )
+    result = runner.invoke(
+        cli, ["learn", str(mixed), "--root", str(root), "--skip-invalid", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["invalid_records"]) == 1 and len(data["entries"]) == 2
+
+
+def test_a_broken_skill_folder_is_exit_1_naming_it(runner: CliRunner, tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    invoke(runner, "init", str(root))
+    (root / "skills" / "x").mkdir()
+    (root / "skills" / "x" / "SKILL.md").write_text("---\nname: x\n---\n")
+    result = runner.invoke(cli, ["list", "--root", str(root)])
+    assert result.exit_code == 1 and "skills/x" in result.output
+
+
+def test_unexpected_errors_exit_3_without_a_traceback(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "bank"
+    invoke(runner, "init", str(root))
+
+    def explode(self: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("skillbank.cli.SkillBank.skills", explode)
+    result = runner.invoke(cli, ["list", "--root", str(root)])
+    assert result.exit_code == 3
+    assert "internal error: RuntimeError: disk on fire" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_learns_commits_and_runs_on_new_arguments(runner: CliRunner, tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    code, out = invoke(runner, "demo", str(target))
+    assert code == 0, out
+    assert "7 skill(s) added" in out and "hiro@example.com" in out
+    assert "live shop changed: stock of SKU-CLOCK-WALL" in out
+    log = subprocess.run(
+        ["git", "log", "--oneline"], cwd=target, capture_output=True, text=True, check=True
+    ).stdout
+    assert "skillbank learn: add 7 skill(s)" in log
+    # Running it again is safe: nothing new to learn, no new commit, the skill runs again.
+    code, out = invoke(runner, "demo", str(target))
+    assert code == 0 and "nothing to commit" in out
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "skillbank"
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "skillbank" in proc.stdout
+
+
+def test_readme_documents_every_command() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for name in cli.commands:
+        assert f"skillbank {name}" in readme, name

@@ -1,0 +1,205 @@
+from __future__ import annotations
+
+import ast
+import textwrap
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skillbank import CompileError, Outcome, Step, ToolSpec, Trajectory, check_source
+from skillbank.compiler import compile_trajectory, skill_id_for
+from skillbank.compiler.dataflow import find_origin, mentioned_in
+from skillbank.compiler.emit import identifier, literal
+from skillbank.validate import read_signature
+
+
+def traj(task: str, *steps: tuple[str, dict[str, Any], Any], success: bool = True) -> Trajectory:
+    specs = tuple(ToolSpec(name) for name in dict.fromkeys(s[0] for s in steps))
+    return Trajectory(
+        id="t1",
+        task=task,
+        tools=specs,
+        steps=tuple(
+            Step(tool, args, result, None, f"c{i}") for i, (tool, args, result) in enumerate(steps)
+        ),
+        outcome=Outcome(success),
+    )
+
+
+def test_straight_line_skill_with_data_flow_and_parameters() -> None:
+    t = traj(
+        "Cancel the pending order of ann@example.com, reason: too slow",
+        ("find_customer", {"email": "ann@example.com"}, {"customer_id": "C-7", "name": "Ann"}),
+        (
+            "list_orders",
+            {"customer_id": "C-7", "status": "pending"},
+            {"orders": [{"order_id": "O-9"}]},
+        ),
+        (
+            "cancel_order",
+            {"order_id": "O-9", "reason": "too slow"},
+            {"order_id": "O-9", "status": "cancelled"},
+        ),
+    )
+    draft = compile_trajectory(t)
+    assert draft.source == textwrap.dedent(
+        '''\
+        def find_customer_list_orders_cancel_order(email: str, status: str, reason: str) -> dict:
+            """Cancel the {status} order of {email}, reason: {reason}.
+
+            Calls `find_customer`, then `list_orders`, then `cancel_order`.
+
+            Args:
+                email: Passed to `find_customer` as `email` (e.g. "ann@example.com").
+                status: Passed to `list_orders` as `status` (e.g. "pending").
+                reason: Passed to `cancel_order` as `reason` (e.g. "too slow").
+
+            Returns:
+                The result of `cancel_order`.
+            """
+            customer = tools.find_customer(email=email)
+            orders = tools.list_orders(customer_id=customer["customer_id"], status=status)
+            return tools.cancel_order(order_id=orders["orders"][0]["order_id"], reason=reason)
+        '''
+    )
+    assert draft.id == "find_customer_list_orders_cancel_order"
+    assert draft.tools == ("cancel_order", "find_customer", "list_orders")
+    (case,) = draft.cases
+    assert case.args == {"email": "ann@example.com", "status": "pending", "reason": "too slow"}
+    assert case.result == {"order_id": "O-9", "status": "cancelled"}
+    assert [c.tool for c in case.calls] == ["find_customer", "list_orders", "cancel_order"]
+    assert any("list_orders(customer_id) <- find_customer" in n for n in draft.notes)
+    assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
+
+
+def test_value_written_in_the_task_is_a_parameter_not_data_flow() -> None:
+    t = traj(
+        "Cancel order O-9",
+        ("list_orders", {"customer_id": "C-1"}, {"orders": [{"order_id": "O-9"}]}),
+        ("cancel_order", {"order_id": "O-9"}, {"ok": True}),
+    )
+    source = compile_trajectory(t).source
+    assert "tools.cancel_order(order_id=order_id)" in source
+    assert "customer_id: str" in source
+
+
+def test_nested_argument_mixes_data_flow_and_parameters() -> None:
+    t = traj(
+        "Buy 2 of the cheapest mug",
+        ("search", {"q": "mug"}, {"hits": [{"sku": "SKU-1", "price": 9.5}]}),
+        (
+            "buy",
+            {"items": [{"sku": "SKU-1", "qty": 2}], "gift": False, "note": None},
+            {"id": "B-1"},
+        ),
+    )
+    source = compile_trajectory(t).source
+    expected = 'items=[{"sku": search["hits"][0]["sku"], "qty": qty}], gift=gift, note=None)'
+    assert f"return tools.buy({expected}" in source
+    sig = read_signature(source)
+    assert [(p.name, p.annotation) for p in sig.params] == [
+        ("q", "str"),
+        ("qty", "int"),
+        ("gift", "bool"),
+    ]
+    assert "note=None" in source
+
+
+def test_same_value_same_name_is_one_parameter_and_collisions_are_suffixed() -> None:
+    t = traj(
+        "copy a to b",
+        ("read", {"path": "a"}, {"text": "hello"}),
+        ("write", {"path": "b", "text": "hello"}, {"ok": True}),
+        ("read", {"path": "b"}, {"text": "hello"}),
+    )
+    sig = read_signature(compile_trajectory(t).source)
+    assert [p.name for p in sig.params] == ["path", "write_path"]
+
+
+def test_schema_types_annotate_parameters() -> None:
+    spec = ToolSpec(
+        "pay", parameters={"type": "object", "properties": {"amount": {"type": "number"}}}
+    )
+    t = Trajectory(
+        "t", "pay 3", (spec,), (Step("pay", {"amount": 3}, {"ok": True}),), Outcome(True)
+    )
+    assert "amount: float" in compile_trajectory(t).source
+
+
+def test_failed_steps_are_left_out_and_failures_refused() -> None:
+    t = Trajectory(
+        "t",
+        "look up x",
+        (),
+        (Step("get", {"k": "x"}, None, "timeout"), Step("get", {"k": "x"}, {"v": 1})),
+        Outcome(True),
+    )
+    draft = compile_trajectory(t)
+    assert len(draft.cases[0].calls) == 1 and draft.id == "get_skill"
+    with pytest.raises(CompileError, match="did not succeed"):
+        compile_trajectory(traj("x", ("get", {}, 1), success=False))
+    with pytest.raises(CompileError, match="no successful tool call"):
+        compile_trajectory(Trajectory("t", "x", (), (), Outcome(True)))
+    with pytest.raises(CompileError, match="no JSON literal|finite"):
+        compile_trajectory(traj("x", ("get", {"v": float("nan")}, 1)))
+
+
+def test_names() -> None:
+    assert skill_id_for(["a", "a", "b"]) == "a_b"
+    assert skill_id_for(["get"]) == "get_skill"
+    assert len(skill_id_for([f"tool_number_{i}" for i in range(9)])) <= 64
+    assert identifier("class") == "class_"
+    assert identifier("tools") == "tools_"
+    assert identifier("2fa code") == "v_2fa_code"
+    assert identifier("x", {"x", "x_2"}) == "x_3"
+
+
+def test_dataflow_rules() -> None:
+    assert find_origin("C-7", [{"a": {"b": ["C-7"]}}], "task").path == ("a", "b", 0)
+    assert find_origin(True, [{"a": True}], "task") is None  # trivial values never flow
+    assert find_origin(1, [{"a": 1.0}], "task") is None  # types must match too
+    late = find_origin("x1", [{"a": "x1"}, {"deep": {"a": "x1"}}, {"b": 2}], "t")
+    assert late.step == 1 and late.alternatives == ((0, ("a",)),)
+    assert mentioned_in(3, "order 3 mugs") and not mentioned_in(3, "order 13 mugs")
+    assert not mentioned_in(3, "version 3.5") and mentioned_in(2.0, "pay 2 now")
+
+
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=20),
+    st.floats(allow_nan=False, allow_infinity=False),
+)  # fmt: skip
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+def test_literal_round_trips_any_json_value(value: Any) -> None:
+    assert ast.literal_eval(literal(value)) == value
+
+
+STEP = st.tuples(
+    st.sampled_from(["get_a", "get_b", "put_c"]),
+    st.dictionaries(
+        st.sampled_from(["id", "name", "n", "class", "tools"]), JSON_VALUES, max_size=3
+    ),
+    JSON_VALUES,
+)
+
+
+@given(st.text(max_size=40), st.lists(STEP, min_size=1, max_size=5))
+def test_any_successful_trajectory_compiles_to_valid_deterministic_source(
+    task: str, steps: list[tuple[str, dict[str, Any], Any]]
+) -> None:
+    t = traj(task, *steps)
+    first, second = compile_trajectory(t), compile_trajectory(t)
+    assert first.source == second.source  # byte for byte
+    assert check_source(first.source, tools=first.tools, skill_id=first.id) == []
+    sig = read_signature(first.source)
+    assert set(first.cases[0].args) == {p.name for p in sig.params}

@@ -1,0 +1,146 @@
+"""The foundation's promise on the bundled example, end to end.
+
+Any trajectory the example's scripted agent produces compiles to a skill that, run in the
+sandbox against the same starting state, makes the same tool calls and returns the same
+result. And the repository's own ``skills/`` folder is exactly what learning the bundled
+trajectories produces.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sandbox import Sandbox
+from skillbank import SkillBank, Trajectory, check_source, compile_trajectory, parse_record
+from skillbank.examples import PROCEDURES, Shop, run_procedure
+from skillbank.trajectory import canonical_json
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def seeded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("shop") / "seed.sqlite"
+    Shop.create(path)
+    return path
+
+
+def fresh_shop(seeded_db: Path, where: Path) -> Shop:
+    shutil.copyfile(seeded_db, where)
+    return Shop(where)
+
+
+@given(
+    name=st.sampled_from(sorted(PROCEDURES)),
+    seed=st.integers(0, 2**32 - 1),
+    template=st.integers(0, 5),
+)
+def test_scripted_trajectories_compile_to_skills_that_reproduce_them(
+    sandbox: Sandbox, seeded_db: Path, tmp_path_factory: pytest.TempPathFactory,
+    name: str, seed: int, template: int,
+) -> None:  # fmt: skip
+    work = tmp_path_factory.mktemp("prop")
+    procedure = PROCEDURES[name]
+    recorder = fresh_shop(seeded_db, work / "record.sqlite")
+    args = procedure.draw_args(random.Random(seed), recorder)
+    record = run_procedure(
+        recorder, name, args, record_id="prop", template_index=template % len(procedure.templates)
+    )
+    trajectory: Trajectory = parse_record(record, "generated")
+    assert trajectory.outcome.success
+
+    draft = compile_trajectory(trajectory)
+    assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
+
+    replayer = fresh_shop(seeded_db, work / "replay.sqlite")  # the same starting state
+    tools = {k: v for k, v in replayer.tools().items() if k in draft.tools}
+    result = sandbox.run(draft.source, draft.id, dict(draft.cases[0].args), tools)
+    assert result.ok, result.error
+
+    made = [
+        (c.tool, canonical_json(c.arguments), canonical_json(c.result)) for c in result.tool_calls
+    ]
+    seen = [
+        (s.tool, canonical_json(s.arguments), canonical_json(s.result)) for s in trajectory.steps
+    ]
+    assert made == seen
+    assert canonical_json(result.value) == canonical_json(trajectory.steps[-1].result)
+    assert replayer.snapshot() == recorder.snapshot()
+
+
+def test_repository_skills_are_exactly_what_learning_the_examples_gives(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    with SkillBank.init(tmp_path / "bank") as bank:
+        report = bank.learn(example_trajectories)
+    assert not report.rejected
+    ours = {
+        p.relative_to(REPO / "skills"): p.read_bytes()
+        for p in sorted((REPO / "skills").rglob("*"))
+        if p.is_file()
+    }
+    fresh = {
+        p.relative_to(tmp_path / "bank" / "skills"): p.read_bytes()
+        for p in sorted((tmp_path / "bank" / "skills").rglob("*"))
+        if p.is_file()
+    }
+    assert sorted(map(str, ours)) == sorted(map(str, fresh)), (
+        "skills/ differs from a fresh learn; regenerate with "
+        "`skillbank learn skillbank/examples/trajectories/shop.jsonl` at the repo root"
+    )
+    for rel, data in fresh.items():
+        assert ours[rel] == data, f"skills/{rel} would change if re-learned"
+
+
+def test_relearning_into_the_repository_itself_changes_nothing(
+    tmp_path: Path, example_trajectories: list[Any]
+) -> None:
+    # The repository root is a bank (pyproject [tool.skillbank] + skills/); learning the
+    # examples there again must find everything known and make no commit.
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(REPO / "skills", root / "skills")
+    shutil.copyfile(REPO / "pyproject.toml", root / "pyproject.toml")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base"],
+        cwd=root,
+        check=True,
+    )
+    with SkillBank(root) as bank:
+        report = bank.learn(example_trajectories)
+    assert report.commit is None and not report.added and not report.updated
+    assert {e.action for e in report.entries} == {"unchanged"}
+
+
+def test_every_repository_skill_validates_and_replays_all_its_cases(sandbox: Sandbox) -> None:
+    from skillbank.proving import prove
+    from skillbank.skill import SkillDraft, TestedSkill
+    from skillbank.validate import Rejected, validate
+
+    bank = SkillBank(REPO)
+    skills = bank.skills()
+    assert len(skills) >= 5
+    for s in skills:
+        draft = SkillDraft(s.id, s.source, s.description, s.tools, s.cases, s.tool_specs)
+        validated = validate(draft)
+        assert not isinstance(validated, Rejected), validated.findings
+        proved = prove(validated, sandbox)
+        assert isinstance(proved, TestedSkill), proved
+        assert proved.cases_passed == len(s.cases) >= 2

@@ -1,0 +1,61 @@
+"""Meta-tests pinning conventions: the public surface and the error trees."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import sandbox
+import skillbank
+from skillbank import errors
+
+
+def test_all_is_sorted_complete_and_importable() -> None:
+    assert skillbank.__all__ == sorted(skillbank.__all__)
+    for name in skillbank.__all__:
+        assert getattr(skillbank, name) is not None
+    for required in ("SkillBank", "load_trajectories"):
+        assert required in skillbank.__all__
+
+
+def test_every_skillbank_error_subclasses_the_root_and_is_documented() -> None:
+    classes = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
+    ]
+    assert len(classes) >= 8
+    for cls in classes:
+        assert issubclass(cls, errors.SkillbankError), cls
+        assert cls.__doc__ and cls.__doc__.strip(), cls
+        assert cls.__name__ in errors.__doc__, f"{cls.__name__} missing from the tree drawing"
+
+
+def test_every_sandbox_error_subclasses_its_root() -> None:
+    for name in sandbox.__all__:
+        obj = getattr(sandbox, name)
+        if inspect.isclass(obj) and issubclass(obj, Exception):
+            assert issubclass(obj, sandbox.SandboxError), name
+            assert obj.__doc__, name
+
+
+def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
+    import sys
+
+    allowed = set(sys.stdlib_module_names) | {"RestrictedPython", "sandbox"}
+    for info in pkgutil.iter_modules(sandbox.__path__, "sandbox."):
+        module = importlib.import_module(info.name)
+        source = inspect.getsource(module)
+        for line in source.splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                top = words[1].split(".")[0]
+                assert top in allowed, f"{info.name} imports {words[1]}"
+
+
+def test_every_module_has_a_docstring() -> None:
+    for pkg in (skillbank, sandbox):
+        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            if info.name.endswith("__main__"):
+                continue
+            module = importlib.import_module(info.name)
+            assert module.__doc__ and module.__doc__.strip(), info.name

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skillbank import TrajectoryError, load_trajectories, parse_record, scan_trajectories
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "find_customer",
+            "description": "Find a customer by email.",
+            "parameters": {
+                "type": "object",
+                "properties": {"email": {"type": "string"}},
+                "required": ["email"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "list_orders",
+            "parameters": {
+                "type": "object",
+                "properties": {"customer_id": {"type": "string"}},
+            },
+        },
+    },
+]
+
+
+def record(**extra: Any) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "messages": [
+            {"role": "system", "content": "You help."},
+            {"role": "user", "content": "Show orders of ann@example.com"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {
+                            "name": "find_customer",
+                            "arguments": '{"email": "ann@example.com"}',
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"customer_id": "C-7"}'},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c2",
+                        "type": "function",
+                        "function": {"name": "list_orders", "arguments": '{"customer_id": "C-7"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c2", "content": '{"orders": [{"id": "O-1"}]}'},
+            {"role": "assistant", "content": "Ann has one order."},
+        ],
+        "tools": copy.deepcopy(TOOLS),
+    }
+    rec.update(extra)
+    return rec
+
+
+def test_parses_messages_tool_calls_and_json_results() -> None:
+    t = parse_record(record(id="r1"), "x.jsonl:1")
+    assert t.id == "r1"
+    assert t.task == "Show orders of ann@example.com"
+    assert [s.tool for s in t.steps] == ["find_customer", "list_orders"]
+    assert t.steps[0].arguments == {"email": "ann@example.com"}
+    assert t.steps[1].result == {"orders": [{"id": "O-1"}]}  # JSON text was parsed
+    assert t.outcome.success and t.outcome.inferred
+    assert t.outcome.detail == "Ann has one order."
+    assert t.tool("find_customer") is not None
+    assert t.tool("find_customer").description == "Find a customer by email."
+
+
+def test_explicit_task_and_outcome_win() -> None:
+    t = parse_record(record(task="list orders", outcome={"success": False, "detail": "wrong"}))
+    assert t.task == "list orders"
+    assert not t.outcome.success and not t.outcome.inferred and t.outcome.detail == "wrong"
+
+
+def test_id_defaults_to_content_hash_and_hash_is_stable() -> None:
+    a, b = parse_record(record(), "a"), parse_record(record(), "b")
+    assert a.id == b.id == f"t-{a.sha256[:12]}"
+    changed = record()
+    changed["messages"][1]["content"] = "Show orders of bob@example.com"
+    assert parse_record(changed).sha256 != a.sha256
+
+
+def test_non_json_result_kept_as_text_and_error_marked() -> None:
+    rec = record()
+    rec["messages"][3]["content"] = "customer C-7"
+    rec["messages"][5].update(content="boom", is_error=True)
+    t = parse_record(rec)
+    assert t.steps[0].result == "customer C-7"
+    assert t.steps[1].error == "boom" and t.steps[1].result is None
+    assert not t.outcome.success  # inferred: a call failed
+
+
+def test_parallel_calls_keep_issue_order_even_if_answered_out_of_order() -> None:
+    rec = record()
+    msgs = rec["messages"]
+    both = msgs[2]["tool_calls"] + msgs[4]["tool_calls"]
+    rec["messages"] = [
+        msgs[0],
+        msgs[1],
+        {"role": "assistant", "content": None, "tool_calls": both},
+        msgs[5],
+        msgs[3],
+    ]
+    t = parse_record(rec)
+    assert [s.call_id for s in t.steps] == ["c1", "c2"]
+
+
+def test_bare_message_list_and_content_parts() -> None:
+    msgs = record()["messages"]
+    msgs[1]["content"] = [{"type": "text", "text": "Show orders"}]
+    t = parse_record(msgs)
+    assert t.task == "Show orders" and t.tools == ()
+
+
+def _mutate(path: str, value: Any) -> dict[str, Any]:
+    rec = record(id="bad-one")
+    target: Any = rec
+    keys = [int(k) if k.isdigit() else k for k in path.split("/")]
+    for key in keys[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return rec
+
+
+BAD = [
+    ("no-messages", _mutate("messages", KeyError), "messages", "Field required"),
+    ("empty-messages", _mutate("messages", []), "messages", "at least 1"),
+    (
+        "arguments-not-json",
+        _mutate("messages/2/tool_calls/0/function/arguments", "{email:"),
+        "messages[2].tool_calls[0].function.arguments",
+        "not valid JSON",
+    ),
+    (
+        "arguments-not-object",
+        _mutate("messages/2/tool_calls/0/function/arguments", "[1, 2]"),
+        "messages[2].tool_calls[0].function.arguments",
+        "JSON object",
+    ),
+    (
+        "unknown-tool",
+        _mutate("messages/2/tool_calls/0/function/name", "drop_table"),
+        "messages[2].tool_calls[0].function.name",
+        "'drop_table'",
+    ),
+    (
+        "unpaired-result",
+        _mutate("messages/3/tool_call_id", "nope"),
+        "messages[3].tool_call_id",
+        "'nope'",
+    ),
+    (
+        "unanswered-call",
+        _mutate("messages/5", {"role": "assistant", "content": "done"}),
+        "messages[4].tool_calls[0].id",
+        "no tool message",
+    ),
+    ("bad-role", _mutate("messages/0/role", "robot"), "messages[0].role", "robot"),
+    ("no-task", _mutate("messages/1", {"role": "system", "content": "x"}), "task", "no task"),
+    ("bad-tool-def", _mutate("tools/0/function", {"name": "a b"}), "tools[0].function.name", ""),
+    ("bad-outcome", _mutate("outcome", {"success": "maybe"}), "outcome.success", ""),
+]
+
+
+@pytest.mark.parametrize(("rec", "field", "words"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_malformed_records_name_file_record_and_field(
+    tmp_path: Path, rec: dict[str, Any], field: str, words: str
+) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(record(id="good")) + "\n" + json.dumps(rec) + "\n")
+    with pytest.raises(TrajectoryError) as info:
+        load_trajectories(path)
+    message = str(info.value)
+    assert f"{path}:2" in message
+    assert "'bad-one'" in message
+    assert field in message and words in message
+    assert info.value.field == field
+
+
+def test_skip_invalid_loads_good_records_and_reports_bad(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    lines = [
+        json.dumps(record(id="a")),
+        "{not json",
+        json.dumps(BAD[2][1]),
+        json.dumps(record(id="b")),
+    ]
+    path.write_text("\n".join(lines) + "\n\n")
+    with pytest.raises(TrajectoryError, match="2 more bad record|1 more bad record"):
+        load_trajectories(path)
+    assert [t.id for t in load_trajectories(path, skip_invalid=True)] == ["a", "b"]
+    scan = scan_trajectories(path)
+    assert [e.source.rsplit(":", 1)[-1].split(" ")[0] for e in scan.errors] == ["2", "3"]
+
+
+def test_json_files_and_folders(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "one.json").write_text(json.dumps(record(id="one")))
+    (tmp_path / "d" / "many.json").write_text(json.dumps([record(id="m1"), record(id="m2")]))
+    (tmp_path / "d" / "notes.txt").write_text("ignored")
+    assert sorted(t.id for t in load_trajectories(tmp_path / "d")) == ["m1", "m2", "one"]
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(TrajectoryError, match="no such file"):
+        load_trajectories(tmp_path / "nope.jsonl")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrajectoryError, match="no .json or .jsonl"):
+        load_trajectories(tmp_path / "empty")
+
+
+def test_bundled_examples_load(example_trajectories: list[Any]) -> None:
+    assert len(example_trajectories) >= 30
+    assert all(t.outcome.success for t in example_trajectories)
+    assert len({t.id for t in example_trajectories}) == len(example_trajectories)
