@@ -55,10 +55,11 @@ def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     ``skillbank <skillbank@localhost>`` rather than failing.
     """
     env = dict(os.environ)
-    env.setdefault("GIT_AUTHOR_NAME", "skillbank")
-    env.setdefault("GIT_AUTHOR_EMAIL", "skillbank@localhost")
-    env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
-    env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+    if args[:1] == ("commit",) and not _has_identity(root):
+        env.setdefault("GIT_AUTHOR_NAME", "skillbank")
+        env.setdefault("GIT_AUTHOR_EMAIL", "skillbank@localhost")
+        env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+        env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
     try:
         proc = subprocess.run(
             ["git", *args], cwd=root, env=env, capture_output=True, text=True, check=False
@@ -73,6 +74,19 @@ def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
             f"`git {' '.join(args[:3])}` failed in {root}: {' / '.join(said[-3:]) or 'no output'}"
         )
     return proc
+
+
+def _has_identity(root: Path) -> bool:
+    # The user's own identity (config or environment) wins; the fallback only avoids failing.
+    if os.environ.get("GIT_AUTHOR_EMAIL") or os.environ.get("EMAIL"):
+        return True
+    try:
+        proc = subprocess.run(
+            ["git", "config", "--get", "user.email"], cwd=root, capture_output=True, check=False
+        )
+    except FileNotFoundError:
+        return False
+    return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
 def skill_files(skill: Skill | TestedSkill, *, version: int, stage: str) -> dict[str, str]:

@@ -232,3 +232,20 @@ def test_learn_report_json_is_serialisable(learned: Path, example_trajectories: 
     with SkillBank(learned) as bank:
         data = bank.learn(example_trajectories[:2]).to_json()
     assert json.loads(json.dumps(data))["entries"][0]["action"] == "unchanged"
+
+
+def test_commits_use_the_configured_identity_or_a_fallback(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    plain, configured = tmp_path / "plain", tmp_path / "configured"
+    with SkillBank.init(plain) as bank:
+        bank.learn(example_trajectories[:1])
+    fallback = git(plain, "log", "-1", "--format=%an <%ae>").strip()
+    assert fallback == "skillbank <skillbank@localhost>"
+    SkillBank.init(configured).close()
+    git(configured, "config", "user.name", "Ada Reviewer")
+    git(configured, "config", "user.email", "ada@example.com")
+    with SkillBank(configured) as bank:
+        bank.learn(example_trajectories[:1])
+    author = git(configured, "log", "-1", "--format=%an <%ae>").strip()
+    assert author == "Ada Reviewer <ada@example.com>"
