@@ -1,0 +1,19 @@
+def find_customer_list_orders_cancel_order(email: str, status: str, reason: str) -> dict:
+    """Cancel the newest {status} order of {email} because: {reason}.
+
+    Calls `find_customer`, then `list_orders`, then `cancel_order`.
+
+    Args:
+        email: The customer's email address, such as 'alice@example.com'; passed to `find_customer`
+            as `email` (e.g. "elena@example.com").
+        status: Only list orders in this status; omit to list all; passed to `list_orders` as
+            `status` (e.g. "pending").
+        reason: Why the order is cancelled, in the customer's words; passed to `cancel_order` as
+            `reason` (e.g. "ordered by mistake").
+
+    Returns:
+        The result of `cancel_order`.
+    """
+    customer = tools.find_customer(email=email)
+    orders = tools.list_orders(customer_id=customer["customer_id"], status=status)
+    return tools.cancel_order(order_id=orders["orders"][0]["order_id"], reason=reason)

@@ -1,0 +1,16 @@
+def search_products_restock_check_stock(query: str, quantity: int) -> dict:
+    """Restock {quantity} units of '{query}'.
+
+    Calls `search_products`, then `restock`, then `check_stock`.
+
+    Args:
+        query: Text to look for in product names, such as 'mug'; passed to `search_products` as
+            `query` (e.g. "kettle").
+        quantity: How many units to add; passed to `restock` as `quantity` (e.g. 20).
+
+    Returns:
+        The result of `check_stock`.
+    """
+    products = tools.search_products(query=query)
+    restock = tools.restock(sku=products["products"][0]["sku"], quantity=quantity)
+    return tools.check_stock(sku=restock["sku"])
