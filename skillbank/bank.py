@@ -214,7 +214,10 @@ class SkillBank:
         except OSError as exc:
             raise LibraryError(f"cannot create the bank at {root}: {exc}") from None
         inside = git(root, "rev-parse", "--is-inside-work-tree", check=False)
-        if inside.returncode != 0 or inside.stdout.strip() != "true":
+        ignored = git(root, "check-ignore", "-q", str(root / cfg.skills_dir), check=False)
+        if inside.returncode != 0 or inside.stdout.strip() != "true" or ignored.returncode == 0:
+            # Not in a repository, or in a folder the enclosing repository ignores (like the
+            # demo inside a clone of skillbank): the bank gets a repository of its own.
             git(root, "init", "-q")
         return cls(root, config=cfg)
 

@@ -343,6 +343,13 @@ class SkillLibrary:
                 raise LibraryError(
                     f"writing skills under {self.dir} failed ({exc}); nothing was changed"
                 ) from None
+            ignored = git(self.root, "check-ignore", "--", *rels, check=False).stdout.split()
+            if ignored:
+                raise LibraryError(
+                    f"{ignored[0]} is ignored by git here (a .gitignore rule), so skills "
+                    "cannot be committed; remove that rule, or create the bank elsewhere "
+                    "with `skillbank init DIR`"
+                )
             git(self.root, "add", "--", *rels)
             staged = git(self.root, "diff", "--cached", "--quiet", "--", *rels, check=False)
             if staged.returncode == 0:

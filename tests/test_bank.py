@@ -249,3 +249,18 @@ def test_commits_use_the_configured_identity_or_a_fallback(
         bank.learn(example_trajectories[:1])
     author = git(configured, "log", "-1", "--format=%an <%ae>").strip()
     assert author == "Ada Reviewer <ada@example.com>"
+
+
+def test_a_bank_in_an_ignored_folder_of_a_repo_gets_its_own_repo(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("demo/\nskills/\n")
+    with SkillBank.init(tmp_path / "demo") as bank:
+        assert bank.learn(example_trajectories[:1]).commit
+    assert (tmp_path / "demo" / ".git").is_dir()
+    # A skills folder the enclosing repo ignores, at that repo's root, is refused clearly.
+    (tmp_path / "skills").mkdir()
+    with SkillBank(tmp_path) as bank, pytest.raises(LibraryError, match="ignored by git"):
+        bank.learn(example_trajectories[:1])
+    assert list((tmp_path / "skills").iterdir()) == []
