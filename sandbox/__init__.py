@@ -33,14 +33,19 @@ from sandbox.errors import (
     ToolNotAllowed,
     WorkerCrashed,
 )
+from sandbox.executor import ExecRequest, Executor, LocalExecutor, MappingToolHost, ToolHost
 from sandbox.limits import Limits
 from sandbox.policy import ALLOWED_MODULES
 from sandbox.result import Result, ToolCall
 
 __all__ = [
     "ALLOWED_MODULES",
+    "ExecRequest",
     "ExecutionTimeout",
+    "Executor",
     "Limits",
+    "LocalExecutor",
+    "MappingToolHost",
     "PolicyViolation",
     "ResourceLimitExceeded",
     "Result",
@@ -49,6 +54,7 @@ __all__ = [
     "SkillError",
     "ToolCall",
     "ToolError",
+    "ToolHost",
     "ToolNotAllowed",
     "WorkerCrashed",
 ]

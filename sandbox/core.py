@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import keyword
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from sandbox.errors import SandboxError, SkillError, ToolError
+from sandbox.executor import (
+    ExecRequest,
+    Executor,
+    LocalExecutor,
+    MappingToolHost,
+    result_from_json,
+)
 from sandbox.limits import Limits
-from sandbox.pool import CallOutcome, WorkerPool
-from sandbox.protocol import encode_frame
 from sandbox.result import Result
 
 __all__ = ["Sandbox"]
-
-# Failures that say nothing bad about the worker itself; anything else retires it.
-_REUSABLE_AFTER: frozenset[type[SandboxError]] = frozenset({SkillError, ToolError})
 
 
 def _check_name(what: str, name: object) -> str:
@@ -62,14 +62,24 @@ class Sandbox:
         self,
         limits: Limits | None = None,
         *,
+        executor: Executor | None = None,
         max_idle_workers: int = 2,
         max_calls_per_worker: int = 200,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
             raise TypeError(f"Sandbox limits must be a sandbox.Limits, got {type(limits).__name__}")
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                "Sandbox executor must implement sandbox.Executor (execute, close), got "
+                f"{type(executor).__name__}"
+            )
         self.limits = limits if limits is not None else Limits()
-        self._pool = WorkerPool(max_idle=max_idle_workers, max_calls=max_calls_per_worker)
-        self._finalizer = weakref.finalize(self, self._pool.close)
+        self.executor: Executor = executor or LocalExecutor(
+            max_idle_workers=max_idle_workers, max_calls_per_worker=max_calls_per_worker
+        )
+        if isinstance(self.executor, LocalExecutor):
+            self._pool = self.executor.pool  # for diagnostics and tests (worker pids)
+        self._finalizer = weakref.finalize(self, self.executor.close)
 
     def run(
         self,
@@ -78,6 +88,8 @@ class Sandbox:
         args: Mapping[str, Any],
         tools: Mapping[str, Callable[..., Any]],
         limits: Limits | None = None,
+        *,
+        skill_id: str | None = None,
     ) -> Result:
         """Run ``entry(**args)`` from ``source`` in a worker and report what happened.
 
@@ -93,6 +105,7 @@ class Sandbox:
             tools: Host callables the skill may call, by name. Each must accept keyword
                 arguments and return JSON-serialisable data.
             limits: Limits for this call; the sandbox's default if None.
+            skill_id: The skill's id, passed on to the executor (for its logs and caches).
 
         Returns:
             The :class:`Result`.
@@ -121,41 +134,36 @@ class Sandbox:
             if not callable(function):
                 raise TypeError(f"Sandbox.run tool {name!r} must be callable, got {function!r}")
         try:
-            encoded_args = json.dumps(dict(args), allow_nan=False)
+            request = ExecRequest.build(source, entry, args, sorted(tools), limits, skill_id)
+            request_json = request.to_json()
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"Sandbox.run args must be JSON-serialisable ({exc}); pass only dict, list, "
                 "str, int, float, bool or None values"
             ) from None
-        request = encode_frame(
-            {
-                "op": "run",
-                "source": source,
-                "entry": entry,
-                "args": json.loads(encoded_args),
-                "tools": sorted(tools),
-                "limits": limits.to_wire(),
-            }
-        )
+        host = MappingToolHost(tools)
+        if isinstance(self.executor, LocalExecutor):
+            # execute() without encoding the Result: the request still makes its JSON round
+            # trip, so the worker sees exactly what a remote backend would.
+            return self.executor.run(ExecRequest.from_json(request_json), host)
+        return result_from_json(self.executor.execute(request_json, host))
 
-        started = time.monotonic()
-        deadline = started + limits.timeout_s
-        worker = self._pool.acquire()
-        outcome: CallOutcome | None = None
-        try:
-            outcome = worker.execute(request, dict(tools), limits, deadline)
-        finally:
-            reusable = outcome is not None and (
-                outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
-            )
-            self._pool.release(worker, reusable)
-        return Result(
-            ok=outcome.error is None,
-            value=outcome.value if outcome.error is None else None,
-            error=outcome.error,
-            tool_calls=tuple(outcome.tool_calls),
-            duration_s=time.monotonic() - started,
-            output=outcome.output,
+    async def run_async(
+        self,
+        source: str,
+        entry: str,
+        args: Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        limits: Limits | None = None,
+        *,
+        skill_id: str | None = None,
+    ) -> Result:
+        """:meth:`run` for asyncio code: the call runs in a thread, so the loop stays free.
+
+        Host tools are called from that thread, not from the event loop.
+        """
+        return await asyncio.to_thread(
+            self.run, source, entry, args, tools, limits, skill_id=skill_id
         )
 
     def close(self) -> None:

@@ -26,14 +26,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sandbox.errors import (
     ExecutionTimeout,
     ResourceLimitExceeded,
     SandboxError,
+    ToolError,
     ToolNotAllowed,
     WorkerCrashed,
     error_from_wire,
@@ -41,6 +42,9 @@ from sandbox.errors import (
 from sandbox.limits import Limits
 from sandbox.protocol import HEADER, decode_payload, encode_raw_frame
 from sandbox.result import ToolCall
+
+if TYPE_CHECKING:
+    from sandbox.executor import ToolHost
 
 __all__ = ["CallOutcome", "WorkerPool", "WorkerProcess", "worker_sys_path"]
 
@@ -200,7 +204,8 @@ class WorkerProcess:
     def execute(
         self,
         request: bytes,
-        tools: Mapping[str, Callable[..., Any]],
+        allowed: Sequence[str],
+        tools: ToolHost,
         limits: Limits,
         deadline: float,
     ) -> CallOutcome:
@@ -212,7 +217,8 @@ class WorkerProcess:
 
         Args:
             request: The framed ``run`` message.
-            tools: The host callables the skill may use.
+            allowed: The names of the tools the skill may use.
+            tools: Where tool calls go, as JSON text (see `sandbox.executor.ToolHost`).
             limits: The call's limits.
             deadline: ``time.monotonic()`` value by which the call must finish.
 
@@ -228,7 +234,7 @@ class WorkerProcess:
                 message = self._receive(deadline, frame_cap)
                 op = message.get("op")
                 if op == "tool":
-                    self._serve_tool(message, tools, limits, deadline, outcome.tool_calls)
+                    self._serve_tool(message, allowed, tools, limits, deadline, outcome.tool_calls)
                 elif op == "done":
                     self._finish(message, outcome)
                     return outcome
@@ -270,7 +276,8 @@ class WorkerProcess:
     def _serve_tool(
         self,
         message: Mapping[str, Any],
-        tools: Mapping[str, Callable[..., Any]],
+        allowed: Sequence[str],
+        tools: ToolHost,
         limits: Limits,
         deadline: float,
         calls: list[ToolCall],
@@ -282,43 +289,35 @@ class WorkerProcess:
         if len(calls) >= limits.max_tool_calls:
             # The worker enforces this limit itself; one that does not is not trusted further.
             raise _ProtocolError(f"more than Limits.max_tool_calls={limits.max_tool_calls} calls")
-        if name not in tools:
-            refusal = ToolNotAllowed(name, sorted(tools)).message
-            calls.append(ToolCall(name, arguments, None, refusal, 0.0))
-            reply: dict[str, Any] = {
-                "op": "tool_result",
-                "ok": False,
-                "error": refusal,
-                "error_type": "ToolNotAllowed",
-            }
-            self._send(encode_raw_frame(json.dumps(reply)), deadline)
-            return
         if time.monotonic() >= deadline:
             raise _Timeout
-        recorded = json.loads(json.dumps(arguments))  # the tool may mutate its own copy
+        arguments_json = json.dumps(arguments, separators=_JSON_SEPARATORS)
+        recorded = json.loads(arguments_json)  # the tool may mutate its own copy
         encoded: str | None = None
         error: str | None = None
+        error_type = "ToolError"
         started = time.monotonic()
         try:
-            result = tools[name](**arguments)
-        except Exception as exc:  # noqa: BLE001 - any tool failure goes back to the skill
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            try:
-                encoded = json.dumps(result, allow_nan=False, separators=_JSON_SEPARATORS)
-            except (TypeError, ValueError, RecursionError) as exc:
-                error = (
-                    f"the tool returned a value that is not JSON-serialisable ({exc}); host "
-                    "tools must return dict, list, str, int, float, bool or None"
-                )
+            if name not in allowed:
+                raise ToolNotAllowed(name, sorted(allowed))
+            encoded = tools.call_tool(name, arguments_json)
+            value = json.loads(encoded)
+        except ToolNotAllowed as exc:
+            error, error_type, encoded = exc.message, "ToolNotAllowed", None
+        except ToolError as exc:
+            error, encoded = exc.message, None
+        except ValueError as exc:  # the tool host answered with something that is not JSON
+            error, encoded = f"the tool host returned invalid JSON ({exc})", None
+        except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
+            error, encoded = f"{type(exc).__name__}: {exc}", None
         duration = time.monotonic() - started
         if encoded is not None:
-            calls.append(ToolCall(name, recorded, json.loads(encoded), None, duration))
+            calls.append(ToolCall(name, recorded, value, None, duration))
             frame = '{"op":"tool_result","ok":true,"value":' + encoded + "}"
         else:
             calls.append(ToolCall(name, recorded, None, error, duration))
             frame = json.dumps(
-                {"op": "tool_result", "ok": False, "error": error, "error_type": "ToolError"}
+                {"op": "tool_result", "ok": False, "error": error, "error_type": error_type}
             )
         self._send(encode_raw_frame(frame), deadline)
 
