@@ -21,11 +21,11 @@ from typing import Any
 from sandbox import Limits, Sandbox, ToolCall
 from skillbank.compiler import compile_trajectory
 from skillbank.config import Config, load_config
-from skillbank.errors import CompileError, LibraryError, SkillArgumentError
+from skillbank.errors import CompileError, LibraryError, SkillArgumentError, SkillbankError
 from skillbank.library import SkillLibrary, git
 from skillbank.proving import Failed, prove, replay_case
 from skillbank.skill import Skill, SkillDraft, TestedSkill, ValidatedSkill
-from skillbank.trajectory import Trajectory
+from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 from skillbank.validate import Rejected, code_shape, validate
 
 __all__ = ["LearnEntry", "LearnReport", "RunResult", "SkillBank"]
@@ -200,10 +200,7 @@ class SkillBank:
         Idempotent: an existing bank is opened as it is.
         """
         root = Path(path).resolve()
-        if config is not None:
-            cfg = config
-        else:
-            cfg = load_config(root) if root.exists() else Config()
+        cfg = config or load_config(root)
         try:
             (root / cfg.skills_dir).mkdir(parents=True, exist_ok=True)
             state = root / cfg.state_dir
@@ -309,13 +306,19 @@ class SkillBank:
                 for s in existing.values()
             }
             touched: dict[str, str] = {}  # id -> "added" | "updated"
-            entries: list[LearnEntry] = []
-            for t in trajectories:
-                entries.append(self._learn_one(t, drafts, shapes, touched, existing))
+            # Learn in a canonical order so the same set of trajectories gives the same
+            # skills whatever order they arrive in; report in the caller's order.
+            given = list(trajectories)
+            order = sorted(range(len(given)), key=lambda i: (given[i].id, given[i].sha256))
+            results: dict[int, LearnEntry] = {}
+            for i in order:
+                results[i] = self._learn_guarded(given[i], drafts, shapes, touched, existing)
+            entries = [results[i] for i in range(len(given))]
 
             changes: list[tuple[TestedSkill, int, str, str]] = []
             versions: dict[str, int] = {}
             for sid, action in sorted(touched.items()):
+                drafts[sid] = _with_representative_docs(drafts[sid])
                 checked = self._check(drafts[sid])
                 if not isinstance(checked, TestedSkill):
                     # Cannot happen for cases that each replayed; keep the library safe anyway.
@@ -326,7 +329,10 @@ class SkillBank:
                     ]
                     continue
                 old = existing.get(sid)
-                version = 1 if old is None else old.version + (old.source != drafts[sid].source)
+                changed_code = old is None or code_shape(old.source) != code_shape(
+                    drafts[sid].source
+                )
+                version = 1 if old is None else old.version + int(changed_code)
                 stage = self._stage(len(drafts[sid].cases), old.stage if old else None)
                 versions[sid] = version
                 changes.append((checked, version, stage, action))
@@ -338,6 +344,21 @@ class SkillBank:
         if isinstance(validated, Rejected):
             return validated
         return prove(validated, self.sandbox, self.limits)
+
+    def _learn_guarded(
+        self,
+        t: Trajectory,
+        drafts: dict[str, SkillDraft],
+        shapes: dict[str, str],
+        touched: dict[str, str],
+        existing: Mapping[str, Skill],
+    ) -> LearnEntry:
+        # One trajectory's problem is reported against it and never stops the batch.
+        try:
+            return self._learn_one(t, drafts, shapes, touched, existing)
+        except (SkillbankError, RecursionError, ValueError) as exc:
+            reason = str(exc) if isinstance(exc, SkillbankError) else f"{type(exc).__name__}: {exc}"
+            return LearnEntry(t.id, "rejected", None, reason)
 
     def _learn_one(
         self,
@@ -377,7 +398,8 @@ class SkillBank:
             return LearnEntry(t.id, "updated" if sid in existing else "added", sid)
         sid, n = draft.id, 2
         while sid in drafts:
-            sid, n = f"{draft.id}_{n}", n + 1
+            suffix = f"_{n}"
+            sid, n = draft.id[: 64 - len(suffix)].rstrip("_") + suffix, n + 1
         if sid != draft.id:
             draft = compile_trajectory(t, name=sid)
         checked = self._check(draft)
@@ -466,9 +488,48 @@ class SkillBank:
         )
 
 
+def _with_representative_docs(draft: SkillDraft) -> SkillDraft:
+    """Re-render the docstring from the canonical case (smallest trajectory id, then hash).
+
+    Which run of a procedure names the parameters' examples and the summary must not depend
+    on learning order. Only the docs may change here: if the canonical case compiles to
+    different code (a hand-edited or generalised skill), the draft is kept as it is.
+    """
+    case = min(draft.cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
+    specs = []
+    for name, spec in sorted(draft.tool_specs.items()):
+        fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
+        fn = fn if isinstance(fn, Mapping) else {}
+        specs.append(ToolSpec(name, str(fn.get("description", "")), fn.get("parameters") or {}))
+    rebuilt = Trajectory(
+        id=case.trajectory_id,
+        task=case.task,
+        tools=tuple(specs),
+        steps=tuple(Step(c.tool, c.arguments, c.result) for c in case.calls),
+        outcome=Outcome(True),
+    )
+    try:
+        fresh = compile_trajectory(rebuilt, name=draft.id)
+    except CompileError:
+        return draft
+    if code_shape(fresh.source) != code_shape(draft.source) or fresh.tools != draft.tools:
+        return draft
+    return replace(draft, source=fresh.source, description=fresh.description, notes=fresh.notes)
+
+
 def _commit_message(
     changes: list[tuple[TestedSkill, int, str, str]], entries: list[LearnEntry]
 ) -> str:
+    known = {(e.trajectory_id, e.skill_id) for e in entries if e.action in ("added", "updated")}
+    new_cases = sorted(
+        {
+            (c.trajectory_id, c.trajectory_sha256): c
+            for t, _, _, _ in changes
+            for c in t.draft.cases
+            if (c.trajectory_id, t.draft.id) in known
+        }.values(),
+        key=lambda c: (c.trajectory_id, c.trajectory_sha256),
+    )
     added = [t.draft.id for t, _, _, a in changes if a == "added"]
     updated = [t.draft.id for t, _, _, a in changes if a == "updated"]
     parts = []
@@ -479,17 +540,16 @@ def _commit_message(
     lines = [f"skillbank learn: {', '.join(parts) or 'no change'}", ""]
     for tested, version, stage, action in changes:
         sid = tested.draft.id
-        new = [e.trajectory_id for e in entries if e.skill_id == sid and e.action != "unchanged"]
+        new = [
+            e.trajectory_id
+            for e in entries
+            if e.skill_id == sid and e.action in ("added", "updated")
+        ]
         lines.append(
             f"{action} {sid} v{version} ({stage}, {tested.cases_passed} case(s) replayed) "
             f"from {', '.join(new)}"
         )
-    by_id = {c.trajectory_id: c for t, _, _, _ in changes for c in t.draft.cases}
-    learned = [e for e in entries if e.action in ("added", "updated") and e.trajectory_id in by_id]
-    if learned:
+    if new_cases:
         lines += ["", "Trajectories:"]
-        lines += [
-            f"- {e.trajectory_id} sha256:{by_id[e.trajectory_id].trajectory_sha256}"
-            for e in learned
-        ]
+        lines += [f"- {c.trajectory_id} sha256:{c.trajectory_sha256}" for c in new_cases]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ Every path derives from the bank root, so tests can point a whole bank at a temp
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -40,8 +41,8 @@ class Config:
                 raise ConfigError(
                     f"{name}={value!r} must be a relative folder inside the bank root"
                 )
-        if self.timeout_s <= 0:
-            raise ConfigError(f"timeout_s={self.timeout_s!r} must be positive")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ConfigError(f"timeout_s={self.timeout_s!r} must be a positive, finite number")
         if self.memory_mb < 64:
             raise ConfigError(f"memory_mb={self.memory_mb!r} must be at least 64")
         if self.min_cases_associative < 1:

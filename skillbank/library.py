@@ -4,7 +4,8 @@ Each skill is a folder named by its id, laid out like an Agent Skill::
 
     skills/<id>/SKILL.md      front matter (name, description, metadata) and a reader's page
     skills/<id>/skill.py      the function (formatted, one public function)
-    skills/<id>/cases.jsonl   recorded cases, one JSON object per line, sorted by trajectory id
+    skills/<id>/cases.jsonl   recorded cases, one JSON object per line, sorted by trajectory
+                              id and hash
     skills/<id>/tools.json    the definitions of the tools the skill declares
 
 Writes are deterministic (stable key order, trailing newline) so ``git diff skills/`` reads like
@@ -100,7 +101,7 @@ def skill_files(skill: Skill | TestedSkill, *, version: int, stage: str) -> dict
         sid, description, source, tools = skill.id, skill.description, skill.source, skill.tools
         requires, cases, specs, notes = skill.requires, skill.cases, skill.tool_specs, skill.notes
         signature = skill.signature
-    ordered = sorted(cases, key=lambda c: c.trajectory_id)
+    ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
     front = {
         "name": sid,
         "description": description,
@@ -119,7 +120,7 @@ def skill_files(skill: Skill | TestedSkill, *, version: int, stage: str) -> dict
     body += [signature.render(), "```", "", "## When to use it", ""]
     body.append("For tasks like these (the ones it was learned from):")
     body.append("")
-    body += [f"- {c.task}" for c in ordered[:10]]
+    body += [f"- {' '.join(c.task.split())}" for c in ordered[:10]]
     if len(ordered) > 10:
         body.append(f"- ... and {len(ordered) - 10} more in `cases.jsonl`")
     body += ["", "## Arguments", ""]
@@ -159,7 +160,7 @@ def _docstring_args(doc: str) -> dict[str, str]:
     out: dict[str, str] = {}
     current: str | None = None
     in_args = False
-    for line in doc.splitlines():
+    for line in doc.split("\n"):
         stripped = line.strip()
         if stripped in ("Args:", "Arguments:"):
             in_args = True
@@ -243,7 +244,9 @@ class SkillLibrary:
                 f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, got {stage!r}"
             )
         cases = []
-        for n, line in enumerate(text["cases.jsonl"].splitlines(), start=1):
+        # Split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and friends,
+        # which JSON keeps raw inside strings (we write with ensure_ascii=False).
+        for n, line in enumerate(text["cases.jsonl"].split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -264,7 +267,7 @@ class SkillLibrary:
             raise LibraryError(f"{rel}/skill.py: {exc}") from None
         notes = tuple(
             line[2:]
-            for line in text["SKILL.md"].split("## Data flow", 1)[-1].splitlines()
+            for line in text["SKILL.md"].split("## Data flow", 1)[-1].split("\n")
             if line.startswith("- ") and "## Data flow" in text["SKILL.md"]
         )
         return Skill(

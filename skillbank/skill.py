@@ -3,7 +3,7 @@
 ``SkillDraft`` (compiled) → ``ValidatedSkill`` (policy passed, signature read from the syntax
 tree) → ``TestedSkill`` (its recorded cases replay in the sandbox) → ``Skill`` (stored in
 ``skills/<id>/``). Each stage is a plain function from one type to the next, and
-`skillbank.library.SkillLibrary.save` accepts only a `TestedSkill`, so nothing untested is stored.
+`skillbank.library.SkillLibrary.store` accepts only a `TestedSkill`, so nothing untested is stored.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,6 +228,11 @@ def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
         )
     rid = obj.get("id")
     where = f"{source} (record {rid!r})" if isinstance(rid, str) else source
+    for key, value in obj.items():
+        problem = _check_values(value, str(key))
+        if problem:
+            field, _, message = problem.partition(": ")
+            raise TrajectoryError(message, source=where, field=field)
     try:
         record = _Record.model_validate(obj)
     except PydanticValidationError as exc:
@@ -372,18 +378,16 @@ def _records(path: Path) -> Iterator[tuple[str, JSON | TrajectoryError]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise TrajectoryError(f"cannot read the file: {exc}", source=str(path)) from None
     if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), start=1):
+        # JSON Lines are separated by "\n" only; str.splitlines() would also split inside
+        # strings holding U+2028 and the like, which JSON allows raw.
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
-            try:
-                yield f"{path}:{n}", json.loads(line)
-            except ValueError as exc:
-                yield f"{path}:{n}", TrajectoryError(f"not valid JSON: {exc}", source=f"{path}:{n}")
+            yield f"{path}:{n}", _decode(line, f"{path}:{n}")
         return
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        yield str(path), TrajectoryError(f"not valid JSON: {exc}", source=str(path))
+    obj = _decode(text, str(path))
+    if isinstance(obj, TrajectoryError):
+        yield str(path), obj
         return
     is_message_list = isinstance(obj, list) and all(
         isinstance(m, dict) and "role" in m for m in obj
@@ -393,6 +397,46 @@ def _records(path: Path) -> Iterator[tuple[str, JSON | TrajectoryError]]:
             yield f"{path}[{n}]", item
     else:
         yield str(path), obj
+
+
+def _decode(text: str, source: str) -> JSON | TrajectoryError:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return TrajectoryError("the JSON nests too deeply to be a trajectory", source=source)
+    except ValueError as exc:
+        return TrajectoryError(f"not valid JSON: {exc}", source=source)
+
+
+#: Deeper JSON than this is refused: no real tool call nests so far, and generated code
+#: reading such paths would overflow the parser.
+MAX_DEPTH = 64
+
+
+def _check_values(value: JSON, field: str, depth: int = 0) -> str | None:
+    # Returns "field: problem", or None when the value is usable.
+    if depth > MAX_DEPTH:
+        return f"{field}: nests deeper than {MAX_DEPTH} levels"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{field}: holds a lone surrogate ({value[:40]!r}), which is not valid Unicode"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{field}: holds {value!r}, which is not a JSON number"
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            problem = _check_values(key, f"{field}.<key>", depth + 1) or _check_values(
+                sub, f"{field}.{key}", depth + 1
+            )
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            problem = _check_values(sub, f"{field}[{i}]", depth + 1)
+            if problem:
+                return problem
+    return None
 
 
 def scan_trajectories(paths: str | Path | Sequence[str | Path]) -> TrajectoryScan:

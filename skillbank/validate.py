@@ -393,7 +393,10 @@ def code_shape(source: str) -> str:
         module = cst.parse_module(source)
     except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
         return hashlib.sha256(source.encode()).hexdigest()
-    stripped = module.visit(_StripDocstrings())
+    try:
+        stripped = module.visit(_StripDocstrings())
+    except RecursionError:
+        return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
     lines = (line.rstrip() for line in stripped.code.splitlines())
     return hashlib.sha256("\n".join(x for x in lines if x).encode()).hexdigest()
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skillbank import (
     LibraryError,
@@ -264,3 +267,100 @@ def test_a_bank_in_an_ignored_folder_of_a_repo_gets_its_own_repo(
     with SkillBank(tmp_path) as bank, pytest.raises(LibraryError, match="ignored by git"):
         bank.learn(example_trajectories[:1])
     assert list((tmp_path / "skills").iterdir()) == []
+
+
+def _traj(tid: str, task: str, *steps: tuple[str, dict[str, Any], Any]) -> Trajectory:
+    from skillbank import Step
+
+    return Trajectory(
+        tid, task, (), tuple(Step(t, a, r, None, f"c{i}") for i, (t, a, r) in enumerate(steps)),
+        Outcome(True),
+    )  # fmt: skip
+
+
+def test_line_separator_characters_survive_a_round_trip(tmp_path: Path) -> None:
+    odd = "Zoë ✓\u2028next\u0085line\u2029end"
+    t = _traj("u1", f"greet {odd}", ("get", {"name": odd}, {"greeting": f"hi {odd}"}))
+    with SkillBank.init(tmp_path / "b") as bank:
+        assert bank.learn([t]).added == ["get_skill"]
+        skill = bank.get("get_skill")
+        assert skill.cases[0].args == {"name": odd}
+        assert bank.learn([t]).commit is None  # read back equal, so nothing changes
+        files = skill_files(skill, version=skill.version, stage=skill.stage)
+        for name, text in files.items():
+            assert (tmp_path / "b" / "skills" / "get_skill" / name).read_text() == text
+
+
+def test_one_bad_trajectory_never_stops_the_batch(tmp_path: Path) -> None:
+    long_tool = "fetch_the_customer_record_by_primary_email_address_v2_tool"
+    first = _traj("a", "x", (long_tool, {"q": "1"}, {"v": 1}))
+    clash = _traj("b", "y", (long_tool, {"q": "2", "r": "3"}, {"v": 2}))  # same id, other shape
+    keyword_tool = _traj("c", "z", ("class", {}, 1))
+    good = _traj("d", "ping", ("ping", {}, "pong"))
+    with SkillBank.init(tmp_path / "b") as bank:
+        report = bank.learn([first, clash, keyword_tool, good])
+    assert sorted(report.added) == sorted(
+        ["ping_skill", f"{long_tool}_skill", f"{long_tool}_skill"[:62].rstrip("_") + "_2"]
+    )
+    (rejected,) = report.rejected
+    assert rejected.trajectory_id == "c" and "'class'" in (rejected.reason or "")
+    assert "Python keyword" in (rejected.reason or "")
+
+
+def test_learning_is_independent_of_input_order(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    forward, backward = tmp_path / "f", tmp_path / "r"
+    with SkillBank.init(forward) as bank:
+        bank.learn(example_trajectories)
+    with SkillBank.init(backward) as bank:
+        half = len(example_trajectories) // 2
+        bank.learn(list(reversed(example_trajectories[half:])))
+        bank.learn(list(reversed(example_trajectories[:half])))
+    assert tree_state(forward) == tree_state(backward)
+
+
+def test_duplicate_ids_with_different_content_keep_both_hashes(tmp_path: Path) -> None:
+    one = _traj("same", "look up 1", ("get", {"k": "1"}, {"v": 1}))
+    two = _traj("same", "look up 2", ("get", {"k": "2"}, {"v": 2}))
+    root = tmp_path / "b"
+    with SkillBank.init(root) as bank:
+        report = bank.learn([two, one])
+        skill = bank.get("get_skill")
+    assert [c.trajectory_sha256 for c in skill.cases] == sorted([one.sha256, two.sha256])
+    message = git(root, "log", "-1", "--format=%B")
+    assert one.sha256 in message and two.sha256 in message
+    assert report.added == ["get_skill"]
+
+
+def test_init_honours_environment_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKILLBANK_SKILLS_DIR", "lib")
+    SkillBank.init(tmp_path / "envb").close()
+    assert (tmp_path / "envb" / "lib").is_dir()
+    SkillBank(tmp_path / "envb").close()
+
+
+_TEXT = st.text(max_size=30)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=10)
+@given(task=_TEXT, value=_JSON, result=_JSON)
+def test_any_text_survives_store_and_load(task: str, value: Any, result: Any) -> None:
+    with tempfile.TemporaryDirectory() as tmp, SkillBank.init(Path(tmp) / "b") as bank:
+        t = _traj("p", task, ("get", {"v": value}, {"r": result}))
+        report = bank.learn([t])
+        if report.rejected:  # e.g. a value the compiler cannot express: reported, not stored
+            assert bank.skills() == []
+            return
+        (skill,) = bank.skills()
+        assert skill.cases[0].task == task and skill.cases[0].result == {"r": result}
+        files = skill_files(skill, version=skill.version, stage=skill.stage)
+        for name, text in files.items():
+            assert (Path(tmp) / "b" / "skills" / skill.id / name).read_text() == text

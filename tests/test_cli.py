@@ -191,3 +191,17 @@ def test_readme_documents_every_command() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for name in cli.commands:
         assert f"skillbank {name}" in readme, name
+
+
+def test_readme_python_example_runs(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text()
+    section = readme.split("## Using skillbank from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    code = code.replace("/tmp/py-bank", str(tmp_path / "py-bank"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "find_customer_list_orders(email: str) -> dict" in proc.stdout
+    assert "True {'customer_id': 'C-1008', 'orders': []}" in proc.stdout

@@ -203,3 +203,24 @@ def test_any_successful_trajectory_compiles_to_valid_deterministic_source(
     assert check_source(first.source, tools=first.tools, skill_id=first.id) == []
     sig = read_signature(first.source)
     assert set(first.cases[0].args) == {p.name for p in sig.params}
+
+
+def test_compiled_source_does_not_depend_on_the_hash_seed(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from skillbank import load_trajectories, compile_trajectory\n"
+        "from tests.conftest import EXAMPLE_TRAJECTORIES\n"
+        "ts = load_trajectories(EXAMPLE_TRAJECTORIES)\n"
+        "print(''.join(compile_trajectory(t).source for t in ts))\n"
+    )
+    outputs = set()
+    for seed in ("1", "2", "12345"):
+        env = {"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
+            cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent),
+        )  # fmt: skip
+        outputs.add(proc.stdout)
+    assert len(outputs) == 1

@@ -238,3 +238,37 @@ def test_bundled_examples_load(example_trajectories: list[Any]) -> None:
     assert len(example_trajectories) >= 30
     assert all(t.outcome.success for t in example_trajectories)
     assert len({t.id for t in example_trajectories}) == len(example_trajectories)
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('{"messages": [{"role": "user", "content": "\\ud800abc"}]}', "lone surrogate"),
+        (
+            '{"messages": [{"role": "user", "content": "x", "extra": '
+            + "[" * 80
+            + "]" * 80
+            + "}]}",
+            "deeper than",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
+        ('{"messages": [{"role": "user", "content": NaN}]}', "not a JSON number"),
+    ],
+    ids=["surrogate", "deep", "very-deep", "nan"],
+)
+def test_unusable_values_are_trajectory_errors(tmp_path: Path, line: str, words: str) -> None:
+    path = tmp_path / "odd.jsonl"
+    path.write_text(line + "\n" + json.dumps(record(id="fine")) + "\n")
+    scan = scan_trajectories(path)
+    assert [t.id for t in scan.trajectories] == ["fine"]
+    (error,) = scan.errors
+    assert words in str(error) and f"{path}:1" in str(error)
+
+
+def test_jsonl_lines_split_on_newline_only(tmp_path: Path) -> None:
+    rec = record(id="sep")
+    rec["messages"][1]["content"] = "Show orders\u2028of ann@example.com\u0085"
+    path = tmp_path / "sep.jsonl"
+    path.write_text(json.dumps(rec, ensure_ascii=False) + "\n", encoding="utf-8")
+    (t,) = load_trajectories(path)
+    assert "\u2028" in t.task

@@ -10,6 +10,7 @@ Same trajectory in, same bytes out.
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,6 +117,8 @@ def compile_trajectory(trajectory: Trajectory, *, name: str | None = None) -> Sk
     if not steps:
         raise CompileError(f"{where} made no successful tool call, so there is nothing to learn")
     skill_id = name or skill_id_for([s.tool for s in steps])
+    if len(skill_id) > 64:
+        raise CompileError(f"skill id {skill_id!r} is longer than 64 characters")
     if not (skill_id[:1].isalpha() and skill_id.islower() and len(skill_id) <= 64):
         raise CompileError(f"skill id {skill_id!r} must match [a-z][a-z0-9_]{{0,63}}")
 
@@ -185,6 +188,8 @@ def compile_trajectory(trajectory: Trajectory, *, name: str | None = None) -> Sk
                     _check_literals(expr)
     except TypeError as exc:
         raise CompileError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise CompileError(f"{where}: an argument nests too deeply to write as code") from None
 
     # Result variables are named after their tool's noun (find_customer -> customer), never
     # taking a name a parameter already has.
@@ -199,10 +204,15 @@ def compile_trajectory(trajectory: Trajectory, *, name: str | None = None) -> Sk
         for i, (tool, kwargs) in enumerate(calls_src)
     )
     for call in calls:
-        if not call.tool.isidentifier():
+        if (
+            not call.tool.isidentifier()
+            or keyword.iskeyword(call.tool)
+            or call.tool.startswith("_")
+        ):
             raise CompileError(
-                f"{where}: tool name {call.tool!r} is not a Python identifier, "
-                "so a skill cannot call it as tools.<name>(...)"
+                f"{where}: tool name {call.tool!r} cannot be called as tools.<name>(...) "
+                "(it must be an identifier, not a Python keyword, and not start with '_'); "
+                "rename the tool"
             )
     param_list = tuple(params.values())
     chain = ", then ".join(f"`{s.tool}`" for s in steps)
