@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import keyword
 import weakref
 from collections.abc import Callable, Mapping
@@ -64,7 +65,7 @@ class Sandbox:
         *,
         executor: Executor | None = None,
         max_idle_workers: int = 2,
-        max_calls_per_worker: int = 200,
+        max_calls_per_worker: int = 1000,
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
             raise TypeError(f"Sandbox limits must be a sandbox.Limits, got {type(limits).__name__}")
@@ -134,19 +135,18 @@ class Sandbox:
             if not callable(function):
                 raise TypeError(f"Sandbox.run tool {name!r} must be callable, got {function!r}")
         try:
-            request = ExecRequest.build(source, entry, args, sorted(tools), limits, skill_id)
-            request_json = request.to_json()
+            # One JSON round trip: the worker (or a remote backend) sees exactly JSON data.
+            plain_args = json.loads(json.dumps(dict(args), allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"Sandbox.run args must be JSON-serialisable ({exc}); pass only dict, list, "
                 "str, int, float, bool or None values"
             ) from None
+        request = ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id)
         host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):
-            # execute() without encoding the Result: the request still makes its JSON round
-            # trip, so the worker sees exactly what a remote backend would.
-            return self.executor.run(ExecRequest.from_json(request_json), host)
-        return result_from_json(self.executor.execute(request_json, host))
+            return self.executor.run(request, host)  # execute() minus the JSON text around it
+        return result_from_json(self.executor.execute(request.to_json(), host))
 
     async def run_async(
         self,

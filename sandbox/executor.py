@@ -284,7 +284,7 @@ class LocalExecutor:
         max_calls_per_worker: Calls after which a worker is replaced by a fresh one.
     """
 
-    def __init__(self, *, max_idle_workers: int = 2, max_calls_per_worker: int = 200) -> None:
+    def __init__(self, *, max_idle_workers: int = 2, max_calls_per_worker: int = 1000) -> None:
         self.pool = WorkerPool(max_idle=max_idle_workers, max_calls=max_calls_per_worker)
 
     def execute(self, request_json: str, tools: ToolHost) -> str:

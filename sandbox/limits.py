@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = ["Limits"]
@@ -54,4 +54,4 @@ class Limits:
 
     def to_wire(self) -> dict[str, Any]:
         """Return the limits as the JSON object sent to the worker."""
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self)}

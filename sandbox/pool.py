@@ -65,7 +65,7 @@ _JSON_SEPARATORS: Final = (",", ":")
 #: Frames from a worker larger than this are a protocol error (it may be compromised).
 _MIN_FRAME_CAP: Final = 64 * 1024 * 1024
 _EXIT_GRACE_S: Final = 2.0
-_READ_CHUNK: Final = 1 << 20
+_READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
 
 
 def worker_sys_path() -> list[str]:
@@ -414,7 +414,7 @@ class WorkerPool:
         python: Interpreter for the workers; defaults to ``sys.executable``.
     """
 
-    def __init__(self, *, max_idle: int = 2, max_calls: int = 200, python: str | None = None):
+    def __init__(self, *, max_idle: int = 2, max_calls: int = 1000, python: str | None = None):
         if max_idle < 0:
             raise ValueError(f"max_idle={max_idle!r} must not be negative")
         if max_calls < 1:
@@ -426,6 +426,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._idle: list[WorkerProcess] = []
         self._live: set[WorkerProcess] = set()
+        self._starting = 0
         self._closed = False
 
     def acquire(self) -> WorkerProcess:
@@ -455,13 +456,39 @@ class WorkerPool:
         return worker
 
     def release(self, worker: WorkerProcess, reusable: bool) -> None:
-        """Give a worker back: keep it warm if ``reusable`` and there is room, else kill it."""
+        """Give a worker back: keep it warm if ``reusable`` and there is room, else kill it.
+
+        A worker that is killed (retired after ``max_calls``, or after a failure) is replaced
+        by one started in the background, so the next caller does not wait for a start-up.
+        """
         if reusable and worker.calls < self._max_calls and worker.alive():
             with self._lock:
                 if not self._closed and len(self._idle) < self._max_idle:
                     self._idle.append(worker)
                     return
         self._discard(worker)
+        self._replenish()
+
+    def _replenish(self) -> None:
+        with self._lock:
+            if self._closed or len(self._idle) + self._starting >= self._max_idle:
+                return
+            self._starting += 1
+        threading.Thread(target=self._start_idle, name="sandbox-spawn", daemon=True).start()
+
+    def _start_idle(self) -> None:
+        try:
+            worker: WorkerProcess | None = WorkerProcess(self._python, self._sys_path)
+        except Exception:  # noqa: BLE001 - a failed pre-start only means a cold call later
+            worker = None
+        with self._lock:
+            self._starting -= 1
+            keep = worker is not None and not self._closed and len(self._idle) < self._max_idle
+            if keep and worker is not None:
+                self._idle.append(worker)
+                self._live.add(worker)
+        if worker is not None and not keep:
+            worker.close()
 
     def _discard(self, worker: WorkerProcess) -> None:
         worker.close()
