@@ -33,6 +33,14 @@ class Config:
     memory_mb: int = 1024
     #: Recorded cases a skill needs before it is offered as a callable tool (associative).
     min_cases_associative: int = 2
+    #: The model the optional LLM compiler asks (``""``: no LLM; everything works without one).
+    llm_model: str = ""
+    #: An OpenAI-compatible endpoint, e.g. ``http://127.0.0.1:8080/v1`` (``""``: the
+    #: ``OPENAI_BASE_URL`` environment variable, else the SDK's default). The key is always
+    #: read from ``OPENAI_API_KEY``, never from configuration.
+    llm_base_url: str = ""
+    #: Proposals (first try plus repairs) the LLM compiler may make for one skill.
+    llm_max_attempts: int = 3
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -48,6 +56,13 @@ class Config:
         if self.min_cases_associative < 1:
             raise ConfigError(
                 f"min_cases_associative={self.min_cases_associative!r} must be at least 1"
+            )
+        if self.llm_max_attempts < 1:
+            raise ConfigError(f"llm_max_attempts={self.llm_max_attempts!r} must be at least 1")
+        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"llm_base_url={self.llm_base_url!r} must be an http:// or https:// URL, "
+                "e.g. 'http://127.0.0.1:8080/v1'; leave it empty to use OPENAI_BASE_URL"
             )
 
 

@@ -6,6 +6,8 @@ Expected failures (a skill fails its replay test, sandboxed code raises) come ba
     SkillbankError
     ├── TrajectoryError      a trajectory file or record is malformed
     ├── CompileError         a trajectory cannot be turned into a skill
+    │   ├── LLMRequestError  the LLM endpoint could not be asked, or refused
+    │   └── LLMReplyError    the LLM's reply is not the JSON object asked for
     ├── SkillRejected        a skill's source breaks the validation policy (carries findings)
     ├── SkillTestFailed      a skill does not reproduce its recorded cases (carries the failure)
     ├── SkillNotFound        no skill with that id in the library
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CompileError",
     "ConfigError",
+    "LLMReplyError",
+    "LLMRequestError",
     "LibraryError",
     "SkillArgumentError",
     "SkillNotFound",
@@ -57,6 +61,31 @@ class TrajectoryError(SkillbankError):
 
 class CompileError(SkillbankError):
     """Raised when a trajectory cannot be compiled into a skill (for example it made no calls)."""
+
+
+class LLMRequestError(CompileError):
+    """Raised by `LLMCompiler.propose` when the endpoint could not be asked or refused.
+
+    ``retryable`` is true for failures another attempt may get past (timeouts, connection
+    errors, 429, 5xx) and false for ones it cannot (a bad key, an unknown model, a 400).
+    `LLMCompiler.compile` never raises it; it reports it in `LLMResult`.
+    """
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class LLMReplyError(CompileError):
+    """Raised by `LLMCompiler.propose` when the reply is not the JSON object asked for.
+
+    ``reply`` holds the raw text. `LLMCompiler.compile` never raises it: it tells the model
+    the expected format and asks again.
+    """
+
+    def __init__(self, message: str, reply: str = "") -> None:
+        self.reply = reply
+        super().__init__(message)
 
 
 class SkillRejected(SkillbankError):

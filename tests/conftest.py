@@ -22,6 +22,9 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+#: The scripted OpenAI-compatible server (fixture ``fake_openai``) for LLM and agent tests.
+pytest_plugins = ["tests.fake_openai"]
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_TRAJECTORIES = REPO / "skillbank" / "examples" / "trajectories" / "shop.jsonl"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
