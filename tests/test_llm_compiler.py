@@ -30,8 +30,6 @@ from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 from skillbank.validate import read_signature, validate
 from tests.fake_openai import Delay, FakeOpenAI, HTTPError, Message, ToolCall
 
-#: The server fixture (a running `FakeOpenAI`), made visible to pytest in this module.
-
 SKILL = "order_history"
 
 GOOD = '''\
