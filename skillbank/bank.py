@@ -9,26 +9,30 @@ the same shape as a known skill becomes a new recorded case of that skill, never
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbox import Limits, Sandbox, ToolCall
-from skillbank.compiler import compile_trajectory
+from skillbank.compiler import compile_group, pattern_key, pattern_of, skill_id_for
 from skillbank.config import Config, load_config
-from skillbank.errors import CompileError, LibraryError, SkillArgumentError, SkillbankError
+from skillbank.errors import CompileError, LibraryError, SkillArgumentError
 from skillbank.library import SkillLibrary, git
-from skillbank.proving import Failed, prove, replay_case
-from skillbank.skill import Skill, SkillDraft, TestedSkill, ValidatedSkill
+from skillbank.proving import Failed, prove
+from skillbank.skill import Case, Skill, SkillDraft, TestedSkill
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 from skillbank.validate import Rejected, code_shape, validate
 
-__all__ = ["LearnEntry", "LearnReport", "RunResult", "SkillBank"]
+if TYPE_CHECKING:
+    from skillbank.compiler.llm import LLMCompiler
+
+__all__ = ["LearnEntry", "LearnReport", "ProcedureReport", "RunResult", "SkillBank"]
 
 JSON = Any
 
@@ -58,6 +62,44 @@ class LearnEntry:
 
 
 @dataclass(frozen=True)
+class ProcedureReport:
+    """What `SkillBank.learn` did with one procedure (one group of same-pattern runs)."""
+
+    #: The skill holding the procedure (None when a new procedure was rejected).
+    skill_id: str | None
+    #: "created", "updated", "unchanged" or "rejected".
+    action: str
+    #: The trajectories of this call that were new for the procedure.
+    trajectories: tuple[str, ...]
+    #: Recorded cases the skill holds now.
+    cases: int
+    #: The skill's signature ("" when rejected).
+    signature: str
+    #: What was generalised: data flow, loops, constants kept as defaults.
+    generalised: tuple[str, ...]
+    #: The version written (None when nothing was written).
+    version: int | None
+    #: Why it was rejected.
+    reason: str | None = None
+    #: The LLM compiler's attempts, one line each, when it was asked.
+    llm: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, JSON]:
+        """The report as JSON data."""
+        return {
+            "skill_id": self.skill_id,
+            "action": self.action,
+            "trajectories": list(self.trajectories),
+            "cases": self.cases,
+            "signature": self.signature,
+            "generalised": list(self.generalised),
+            "version": self.version,
+            "reason": self.reason,
+            "llm": list(self.llm),
+        }
+
+
+@dataclass(frozen=True)
 class LearnReport:
     """The outcome of one `SkillBank.learn` call."""
 
@@ -67,6 +109,8 @@ class LearnReport:
     commit: str | None = None
     #: Version written per changed skill id.
     versions: Mapping[str, int] = field(default_factory=dict)
+    #: One report per procedure the trajectories fell into.
+    procedures: tuple[ProcedureReport, ...] = ()
 
     def _ids(self, action: str) -> list[str]:
         return sorted({e.skill_id for e in self.entries if e.action == action and e.skill_id})
@@ -121,6 +165,7 @@ class LearnReport:
                 for e in self.entries
             ],
             "versions": dict(sorted(self.versions.items())),
+            "procedures": [p.to_json() for p in self.procedures],
         }
 
 
@@ -192,6 +237,8 @@ class SkillBank:
             )
         self.library = SkillLibrary(self.root, self.config.skills_dir)
         self._sandbox: Sandbox | None = None
+        self._llm: LLMCompiler | None = None
+        self._llm_loaded = False
 
     @classmethod
     def init(cls, path: str | Path, *, config: Config | None = None) -> SkillBank:
@@ -237,6 +284,9 @@ class SkillBank:
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
+        if self._llm is not None:
+            self._llm.close()
+        self._llm, self._llm_loaded = None, False
 
     def __enter__(self) -> SkillBank:
         return self
@@ -280,64 +330,118 @@ class SkillBank:
         return "associative" if cases >= self.config.min_cases_associative else "cognitive"
 
     def learn(self, trajectories: Iterable[Trajectory]) -> LearnReport:
-        """Compile, validate, test and store skills from trajectories, in one commit.
+        """Group trajectories into procedures, generalise each into a skill, check, store.
 
-        Failed trajectories and ones that do not compile, validate or replay are reported as
-        rejected with the reason; they never stop the others. Learning the same trajectory
-        again changes nothing and makes no commit.
+        Trajectories are grouped by their call pattern (repeats folded; see
+        `skillbank.compiler.generalize`). A group is anti-unified together with the recorded
+        cases of the skill that already holds its pattern, so a new run of a known procedure
+        becomes a new case of that skill (and a new version only if the code must change),
+        never a near-duplicate. Each resulting skill is validated and replays every case in
+        the sandbox before all changes land in one commit. When the deterministic compiler
+        cannot produce a skill that passes and an LLM is configured, the LLM proposes one
+        (checked the same way). Failed trajectories are skipped; trajectories whose group
+        cannot be compiled are rejected with the reason; neither stops the others. The
+        result does not depend on the order of the input.
 
         Raises:
             LibraryError: when the library cannot be read or written (nothing is changed).
         """
+        given = list(trajectories)
         with self._lock():
             existing = {s.id: s for s in self.library.load_all()}
-            shapes = {code_shape(s.source): s.id for s in existing.values()}
-            drafts: dict[str, SkillDraft] = {
-                s.id: SkillDraft(
-                    s.id,
-                    s.source,
-                    s.description,
-                    s.tools,
-                    s.cases,
-                    s.tool_specs,
-                    s.requires,
-                    s.notes,
-                )  # fmt: skip
-                for s in existing.values()
-            }
-            touched: dict[str, str] = {}  # id -> "added" | "updated"
-            # Learn in a canonical order so the same set of trajectories gives the same
-            # skills whatever order they arrive in; report in the caller's order.
-            given = list(trajectories)
-            order = sorted(range(len(given)), key=lambda i: (given[i].id, given[i].sha256))
-            results: dict[int, LearnEntry] = {}
-            for i in order:
-                results[i] = self._learn_guarded(given[i], drafts, shapes, touched, existing)
-            entries = [results[i] for i in range(len(given))]
+            by_key: dict[str, str] = {}
+            for skill in existing.values():
+                if skill.cases:
+                    steps = [Step(c.tool, c.arguments, c.result) for c in skill.cases[0].calls]
+                    by_key.setdefault(pattern_key(steps), skill.id)
+            entries: dict[int, LearnEntry] = {}
+            groups: dict[str, list[int]] = {}
+            for i, t in enumerate(given):
+                steps = [s for s in t.steps if s.error is None]
+                if not t.outcome.success:
+                    detail = f": {t.outcome.detail}" if t.outcome.detail else ""
+                    entries[i] = LearnEntry(
+                        t.id, "skipped", None, f"the trajectory did not succeed{detail}; "
+                        "only successful trajectories become skills",
+                    )  # fmt: skip
+                elif not steps:
+                    entries[i] = LearnEntry(
+                        t.id, "rejected", None, "it made no successful tool call, so there is "
+                        "nothing to learn",
+                    )  # fmt: skip
+                else:
+                    groups.setdefault(pattern_key(steps), []).append(i)
 
+            taken = set(existing)
+            procedures: list[ProcedureReport] = []
             changes: list[tuple[TestedSkill, int, str, str]] = []
             versions: dict[str, int] = {}
-            for sid, action in sorted(touched.items()):
-                drafts[sid] = _with_representative_docs(drafts[sid])
-                checked = self._check(drafts[sid])
-                if not isinstance(checked, TestedSkill):
-                    # Cannot happen for cases that each replayed; keep the library safe anyway.
-                    reason = checked.failure if isinstance(checked, Failed) else "invalid"
-                    entries = [
-                        replace(e, action="rejected", reason=reason) if e.skill_id == sid else e
-                        for e in entries
-                    ]
+            for key in sorted(groups):
+                members = sorted(groups[key], key=lambda i: (given[i].id, given[i].sha256))
+                old = existing.get(by_key[key]) if key in by_key else None
+                known = {c.trajectory_sha256 for c in old.cases} if old else set()
+                new: list[int] = []
+                for i in members:
+                    if given[i].sha256 in known:
+                        entries[i] = LearnEntry(given[i].id, "unchanged", old.id if old else None)
+                    else:
+                        known.add(given[i].sha256)
+                        new.append(i)
+                if not new:
+                    if old is not None:
+                        procedures.append(_procedure(old.id, "unchanged", [], old, None))
                     continue
-                old = existing.get(sid)
-                changed_code = old is None or code_shape(old.source) != code_shape(
-                    drafts[sid].source
-                )
+                if old is not None:
+                    sid = old.id
+                else:
+                    pattern = pattern_of([s.tool for s in given[new[0]].steps if s.error is None])
+                    sid = _unique_id(skill_id_for([t for block in pattern for t in block]), taken)
+                    taken.add(sid)
+                runs = [_from_case(c, old.tool_specs) for c in old.cases] if old else []
+                runs += [given[i] for i in new]
+                tested, problem, transcript = self._generalise(sid, runs, old)
+                ids = [given[i].id for i in new]
+                if tested is None:
+                    reason = problem or "unknown"
+                    for i in new:
+                        entries[i] = LearnEntry(given[i].id, "rejected", old.id if old else None,
+                                                reason)  # fmt: skip
+                    procedures.append(
+                        ProcedureReport(
+                            sid if old else None,
+                            "rejected",
+                            tuple(ids),
+                            len(old.cases) if old else 0,
+                            "",
+                            (),
+                            None,
+                            reason,
+                            transcript,
+                        )  # fmt: skip
+                    )
+                    continue
+                action = "updated" if old is not None else "added"
+                for i in new:
+                    entries[i] = LearnEntry(given[i].id, action, sid)
+                draft = tested.draft
+                changed_code = old is None or code_shape(old.source) != code_shape(draft.source)
                 version = 1 if old is None else old.version + int(changed_code)
-                stage = self._stage(len(drafts[sid].cases), old.stage if old else None)
+                stage = self._stage(len(draft.cases), old.stage if old else None)
                 versions[sid] = version
-                changes.append((checked, version, stage, action))
-            commit = self.library.store(changes, _commit_message(changes, entries))
-        return LearnReport(tuple(entries), commit, versions)
+                changes.append((tested, version, stage, action))
+                procedures.append(
+                    _procedure(
+                        sid,
+                        "created" if old is None else "updated",
+                        ids,
+                        tested,
+                        version,
+                        transcript,
+                    )  # fmt: skip
+                )
+            ordered_entries = [entries[i] for i in range(len(given))]
+            commit = self.library.store(changes, _commit_message(changes, ordered_entries))
+        return LearnReport(tuple(ordered_entries), commit, versions, tuple(procedures))
 
     def _check(self, draft: SkillDraft) -> TestedSkill | Failed | Rejected:
         validated = validate(draft)
@@ -345,73 +449,55 @@ class SkillBank:
             return validated
         return prove(validated, self.sandbox, self.limits)
 
-    def _learn_guarded(
-        self,
-        t: Trajectory,
-        drafts: dict[str, SkillDraft],
-        shapes: dict[str, str],
-        touched: dict[str, str],
-        existing: Mapping[str, Skill],
-    ) -> LearnEntry:
-        # One trajectory's problem is reported against it and never stops the batch.
-        try:
-            return self._learn_one(t, drafts, shapes, touched, existing)
-        except (SkillbankError, RecursionError, ValueError) as exc:
-            reason = str(exc) if isinstance(exc, SkillbankError) else f"{type(exc).__name__}: {exc}"
-            return LearnEntry(t.id, "rejected", None, reason)
+    def _generalise(
+        self, sid: str, runs: list[Trajectory], old: Skill | None
+    ) -> tuple[TestedSkill | None, str | None, tuple[str, ...]]:
+        """Compile one procedure's runs and check the skill; fall back to the LLM if set up.
 
-    def _learn_one(
-        self,
-        t: Trajectory,
-        drafts: dict[str, SkillDraft],
-        shapes: dict[str, str],
-        touched: dict[str, str],
-        existing: Mapping[str, Skill],
-    ) -> LearnEntry:
-        if not t.outcome.success:
-            detail = f": {t.outcome.detail}" if t.outcome.detail else ""
-            return LearnEntry(
-                t.id, "skipped", None, f"the trajectory did not succeed{detail}; "
-                "only successful trajectories become skills",
-            )  # fmt: skip
+        Returns the tested skill (or None), the reason it failed, and the LLM's transcript.
+        """
+        problem: str | None = None
         try:
-            draft = compile_trajectory(t)
-        except CompileError as exc:
-            return LearnEntry(t.id, "rejected", None, str(exc))
-        shape = code_shape(draft.source)
-        sid = shapes.get(shape)
-        if sid is not None:
-            known = drafts[sid]
-            if any(c.trajectory_sha256 == t.sha256 for c in known.cases):
-                return LearnEntry(t.id, "unchanged", sid)
-            case = draft.cases[0]
-            validated = validate(known)
-            if isinstance(validated, Rejected):
-                reason = "; ".join(f.render() for f in validated.findings)
-                return LearnEntry(t.id, "rejected", sid, f"stored skill is invalid: {reason}")
-            single = ValidatedSkill(replace(known, cases=(case,)), validated.signature)
-            replay = replay_case(self.sandbox, single, case, self.limits)
-            if not replay.ok:
-                return LearnEntry(t.id, "rejected", sid, f"replay failed: {replay.failure}")
-            drafts[sid] = replace(known, cases=(*known.cases, case))
-            touched.setdefault(sid, "updated")
-            return LearnEntry(t.id, "updated" if sid in existing else "added", sid)
-        sid, n = draft.id, 2
-        while sid in drafts:
-            suffix = f"_{n}"
-            sid, n = draft.id[: 64 - len(suffix)].rstrip("_") + suffix, n + 1
-        if sid != draft.id:
-            draft = compile_trajectory(t, name=sid)
-        checked = self._check(draft)
-        if isinstance(checked, Rejected):
-            reason = "; ".join(f.render() for f in checked.findings)
-            return LearnEntry(t.id, "rejected", None, f"validation failed: {reason}")
-        if isinstance(checked, Failed):
-            return LearnEntry(t.id, "rejected", None, f"replay failed: {checked.failure}")
-        drafts[sid] = draft
-        shapes[shape] = sid
-        touched[sid] = "added"
-        return LearnEntry(t.id, "added", sid)
+            draft = compile_group(runs, name=sid)
+        except (CompileError, RecursionError, ValueError) as exc:
+            draft, problem = None, str(exc)
+        if draft is not None and old is not None:
+            ours = compile_group(runs[: len(old.cases)], name=sid) if old.cases else None
+            if ours is not None and code_shape(ours.source) != code_shape(old.source):
+                # Someone (a reviewer, the LLM) rewrote this skill: keep their code and only
+                # add the new cases, if the code reproduces them with the same arguments.
+                draft = replace(draft, source=old.source, description=old.description,
+                                notes=old.notes)  # fmt: skip
+        if draft is not None:
+            checked = self._check(draft)
+            if isinstance(checked, TestedSkill):
+                return checked, None, ()
+            problem = _problem_text(checked)
+        llm = self.llm
+        if llm is None:
+            return None, problem, ()
+        result = llm.compile(sid, runs, lambda d: _problem_text(self._check(d)))
+        if result.draft is None:
+            return (
+                None,
+                f"{problem}; the LLM compiler did not fix it: {result.error}",
+                (result.transcript),
+            )
+        checked = self._check(result.draft)
+        if isinstance(checked, TestedSkill):
+            return checked, None, result.transcript
+        return None, _problem_text(checked), result.transcript
+
+    @property
+    def llm(self) -> LLMCompiler | None:
+        """The optional LLM compiler: None unless ``llm_model`` is configured."""
+        if not self._llm_loaded:
+            self._llm_loaded = True
+            if self.config.llm_model:
+                from skillbank.compiler.llm import LLMCompiler  # imports openai only when used
+
+                self._llm = LLMCompiler.from_config(self.config)
+        return self._llm
 
     # --- running ------------------------------------------------------------------------
 
@@ -488,33 +574,69 @@ class SkillBank:
         )
 
 
-def _with_representative_docs(draft: SkillDraft) -> SkillDraft:
-    """Re-render the docstring from the canonical case (smallest trajectory id, then hash).
+def _unique_id(base: str, taken: set[str]) -> str:
+    sid, n = base, 2
+    while sid in taken:
+        suffix = f"_{n}"
+        sid, n = base[: 64 - len(suffix)].rstrip("_") + suffix, n + 1
+    return sid
 
-    Which run of a procedure names the parameters' examples and the summary must not depend
-    on learning order. Only the docs may change here: if the canonical case compiles to
-    different code (a hand-edited or generalised skill), the draft is kept as it is.
-    """
-    case = min(draft.cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
-    specs = []
-    for name, spec in sorted(draft.tool_specs.items()):
+
+def _from_case(case: Case, specs: Mapping[str, Mapping[str, JSON]]) -> Trajectory:
+    """Rebuild the trajectory a stored case was learned from (its hash is kept as recorded)."""
+    tools = []
+    for name, spec in sorted(specs.items()):
         fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
         fn = fn if isinstance(fn, Mapping) else {}
-        specs.append(ToolSpec(name, str(fn.get("description", "")), fn.get("parameters") or {}))
-    rebuilt = Trajectory(
+        tools.append(ToolSpec(name, str(fn.get("description", "")), fn.get("parameters") or {}))
+    return Trajectory(
         id=case.trajectory_id,
         task=case.task,
-        tools=tuple(specs),
+        tools=tuple(tools),
         steps=tuple(Step(c.tool, c.arguments, c.result) for c in case.calls),
         outcome=Outcome(True),
+        recorded_sha256=case.trajectory_sha256,
     )
-    try:
-        fresh = compile_trajectory(rebuilt, name=draft.id)
-    except CompileError:
-        return draft
-    if code_shape(fresh.source) != code_shape(draft.source) or fresh.tools != draft.tools:
-        return draft
-    return replace(draft, source=fresh.source, description=fresh.description, notes=fresh.notes)
+
+
+def _problem_text(outcome: TestedSkill | Failed | Rejected) -> str | None:
+    if isinstance(outcome, TestedSkill):
+        return None
+    if isinstance(outcome, Rejected):
+        findings = "\n".join(f.render(outcome.draft.source) for f in outcome.findings)
+        return f"validation failed:\n{findings}"
+    return f"replay failed: {outcome.failure}"
+
+
+def _procedure(
+    sid: str,
+    action: str,
+    ids: Sequence[str],
+    skill: Skill | TestedSkill,
+    version: int | None,
+    transcript: tuple[str, ...] = (),
+) -> ProcedureReport:
+    if isinstance(skill, TestedSkill):
+        source, cases, signature = skill.draft.source, skill.draft.cases, skill.validated.signature
+        notes = skill.draft.notes
+    else:
+        source, cases, signature, notes = skill.source, skill.cases, skill.signature, skill.notes
+        version = skill.version
+    generalised = [f"{len(notes)} argument(s) read from earlier results"] if notes else []
+    try:  # parsing only, never running: the loops as a reviewer would read them
+        loops = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.For)]
+    except (SyntaxError, ValueError, RecursionError):
+        loops = []
+    generalised += [f"loop: for {ast.unparse(n.target)} in {ast.unparse(n.iter)}" for n in loops]
+    generalised += [
+        f"constant kept as a default: {p.name}={p.default}"
+        for p in signature.params
+        if p.has_default
+    ]
+    return ProcedureReport(
+        sid, action, tuple(ids), len(cases), signature.render(), tuple(generalised), version,
+        None, transcript,
+    )  # fmt: skip
 
 
 def _commit_message(

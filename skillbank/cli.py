@@ -99,18 +99,21 @@ def init(path: Path, as_json: bool) -> None:
 
 
 def _render_report(report: LearnReport, bank: SkillBank, console: Console) -> None:
-    table = Table(title="learned skills", show_lines=False)
-    for col in ("skill", "change", "version", "stage", "cases", "trajectories now"):
-        table.add_column(col)
-    skills = {s.id: s for s in bank.skills()}
-    changed = [(sid, "added") for sid in report.added] + [
-        (sid, "updated") for sid in report.updated
-    ]
-    for sid, change in changed:
-        skill = skills[sid]
-        now = sum(1 for e in report.entries if e.skill_id == sid and e.action != "unchanged")
-        table.add_row(sid, change, str(skill.version), skill.stage, str(len(skill.cases)), str(now))
-    if changed:
+    table = Table(title="procedures", show_lines=False)
+    for col in ("skill", "change", "v", "cases", "new runs", "generalised"):
+        table.add_column(col, overflow="fold")
+    for p in report.procedures:
+        if p.action == "unchanged":
+            continue
+        table.add_row(
+            p.skill_id or "-",
+            p.action if p.action != "rejected" else "[red]rejected[/red]",
+            str(p.version or "-"),
+            str(p.cases),
+            str(len(p.trajectories)),
+            "; ".join(p.generalised) or (p.reason or "")[:200],
+        )
+    if any(p.action != "unchanged" for p in report.procedures):
         console.print(table)
     n_unchanged = sum(1 for e in report.entries if e.action == "unchanged")
     console.print(

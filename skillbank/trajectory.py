@@ -120,10 +120,15 @@ class Trajectory:
     outcome: Outcome
     #: Where it came from, e.g. ``runs.jsonl:3`` (not part of the hash).
     source: str = ""
+    #: The hash recorded when this run was first learned, for a trajectory rebuilt from a
+    #: stored case (which keeps only part of the original); "" for a trajectory read as is.
+    recorded_sha256: str = ""
 
     @property
     def sha256(self) -> str:
         """Content hash over task, tools, steps and outcome; the same run hashes the same."""
+        if self.recorded_sha256:
+            return self.recorded_sha256
         payload = {
             "task": self.task,
             "tools": [[t.name, t.description, t.parameters] for t in self.tools],

@@ -96,13 +96,14 @@ def test_nested_argument_mixes_data_flow_and_parameters() -> None:
         ),
     )
     source = compile_trajectory(t).source
-    expected = 'items=[{"sku": search["hits"][0]["sku"], "qty": qty}], gift=gift, note=None)'
+    # Without a tool schema, keyword arguments are written in name order.
+    expected = 'gift=gift, items=[{"sku": search["hits"][0]["sku"], "qty": qty}], note=None)'
     assert f"return tools.buy({expected}" in source
     sig = read_signature(source)
     assert [(p.name, p.annotation) for p in sig.params] == [
         ("q", "str"),
-        ("qty", "int"),
         ("gift", "bool"),
+        ("qty", "int"),
     ]
     assert "note=None" in source
 
@@ -224,3 +225,60 @@ def test_compiled_source_does_not_depend_on_the_hash_seed(tmp_path: Any) -> None
         )  # fmt: skip
         outputs.add(proc.stdout)
     assert len(outputs) == 1
+
+
+@given(st.text(max_size=40), st.lists(STEP, min_size=1, max_size=5))
+def test_anti_unifying_a_trajectory_with_itself_gives_its_straight_line_skill(
+    task: str, steps: list[tuple[str, dict[str, Any], Any]]
+) -> None:
+    from dataclasses import replace
+
+    from skillbank.compiler import compile_group
+
+    t = traj(task, *steps)
+    alone = compile_trajectory(t)
+    assert compile_group([t, replace(t, id="t0-copy")], name=alone.id).source == alone.source
+
+
+def _run(tid: str, email: str, customer: str, orders: list[str], reason: str) -> Trajectory:
+    steps: list[tuple[str, dict[str, Any], Any]] = [
+        ("find_customer", {"email": email}, {"customer_id": customer}),
+        ("list_orders", {"customer_id": customer}, {"orders": [{"order_id": o} for o in orders]}),
+    ]
+    steps += [("cancel_order", {"order_id": o, "reason": reason}, {"cancelled": o}) for o in orders]
+    t = traj(f"Cancel every order of {email} because {reason}", *steps)
+    return Trajectory(tid, t.task, t.tools, t.steps, t.outcome)
+
+
+RUNS = st.lists(
+    st.tuples(
+        st.sampled_from(["ann@x.io", "bob@x.io", "cy@x.io"]),
+        st.integers(1, 4),
+        st.sampled_from(["late", "damaged"]),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(RUNS, st.randoms(use_true_random=False))
+def test_learning_is_order_independent_and_loops_over_the_listed_items(
+    runs: list[tuple[str, int, str]], rnd: Any
+) -> None:
+    from skillbank.compiler import compile_group
+
+    trajectories = [
+        _run(f"r{n}", email, f"C-{n}", [f"O-{n}{k}" for k in range(count)], reason)
+        for n, (email, count, reason) in enumerate(runs)
+    ]
+    first = compile_group(trajectories)
+    shuffled = list(trajectories)
+    rnd.shuffle(shuffled)
+    assert compile_group(shuffled).source == first.source
+    assert check_source(first.source, tools=first.tools, skill_id=first.id) == []
+    if any(count > 1 for _, count, _ in runs):
+        assert 'for order in orders["orders"]:' in first.source
+    for case, t in zip(
+        first.cases, sorted(trajectories, key=lambda t: (t.id, t.sha256)), strict=True
+    ):
+        assert [c.tool for c in case.calls] == [s.tool for s in t.steps]

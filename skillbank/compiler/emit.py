@@ -17,7 +17,16 @@ from typing import Any
 
 from skillbank.compiler.dataflow import Path, mentioned_in
 
-__all__ = ["Call", "FunctionPlan", "ParamPlan", "Ref", "identifier", "literal", "render_function"]
+__all__ = [
+    "Call",
+    "FunctionPlan",
+    "Loop",
+    "ParamPlan",
+    "Ref",
+    "identifier",
+    "literal",
+    "render_function",
+]
 
 JSON = Any
 
@@ -94,6 +103,8 @@ class ParamPlan:
     annotation: str
     #: What the docstring says about it.
     doc: str
+    #: The default value's source text; None when the parameter is required.
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,15 +119,31 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Loop:
+    """``for <item> in <over>:`` around calls repeated once per element."""
+
+    #: The loop variable.
+    item: str
+    #: What it iterates: a list parameter or a list inside an earlier result (or, as source
+    #: text, ``range(<param>)`` for calls repeated a number of times).
+    over: Ref | str
+    #: The calls made for each element.
+    body: tuple[Call, ...]
+    #: When set, the results of the body's last call are appended to this list (returned
+    #: when the loop ends the skill).
+    collect: str | None = None
+
+
+@dataclass(frozen=True)
 class FunctionPlan:
-    """Everything needed to write one straight-line skill function."""
+    """Everything needed to write one skill function."""
 
     name: str
     params: tuple[ParamPlan, ...]
     returns: str
     summary: str
     details: tuple[str, ...]
-    calls: tuple[Call, ...]
+    calls: tuple[Call | Loop, ...]
     returns_doc: str
 
 
@@ -141,31 +168,35 @@ def _wrap(text: str, width: int, indent: str) -> list[str]:
     return lines
 
 
-def _call_source(call: Call, indent: str, prefix: str) -> list[str]:
+def _call_source(call: Call, indent: str, prefix: str, suffix: str = "") -> list[str]:
     if all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in call.kwargs):
         args = [f"{k}={render_expr(v)}" for k, v in call.kwargs]
     else:
         # An argument named like a keyword ("class") or not an identifier ("first-name")
         # cannot be written as k=v; pass them all through one dict instead.
         args = ["**" + render_expr(dict(call.kwargs))]
-    one = f"{indent}{prefix}tools.{call.tool}({', '.join(args)})"
+    one = f"{indent}{prefix}tools.{call.tool}({', '.join(args)}){suffix}"
     if len(one) <= 99:
         return [one]
     return (
         [f"{indent}{prefix}tools.{call.tool}("]
         + [f"{indent}    {a}," for a in args]
-        + [f"{indent})"]
+        + [f"{indent}){suffix}"]
     )
 
 
+def _param_source(p: ParamPlan) -> str:
+    return f"{p.name}: {p.annotation}" + (f" = {p.default}" if p.default is not None else "")
+
+
 def render_function(plan: FunctionPlan) -> str:
-    """The module source for a straight-line skill: one function, docstring, calls, return."""
-    sig = ", ".join(f"{p.name}: {p.annotation}" for p in plan.params)
+    """The module source for a skill: one function, its docstring, calls, loops, return."""
+    sig = ", ".join(_param_source(p) for p in plan.params)
     head = f"def {plan.name}({sig}) -> {plan.returns}:"
     if len(head) > 99:
         head = (
             f"def {plan.name}(\n"
-            + "".join(f"    {p.name}: {p.annotation},\n" for p in plan.params)
+            + "".join(f"    {_param_source(p)},\n" for p in plan.params)
             + f") -> {plan.returns}:"
         )
     out = [head, f'    """{_doc(plan.summary)}', ""]
@@ -181,10 +212,23 @@ def render_function(plan: FunctionPlan) -> str:
     out.append("    Returns:")
     out += _wrap(plan.returns_doc, 99, "        ")
     out.append('    """')
-    for i, call in enumerate(plan.calls):
+    for i, stmt in enumerate(plan.calls):
         last = i == len(plan.calls) - 1
-        prefix = "return " if last else (f"{call.var} = " if call.var else "")
-        out += _call_source(call, "    ", prefix)
+        if isinstance(stmt, Loop):
+            if stmt.collect:
+                out.append(f"    {stmt.collect} = []")
+            over = stmt.over if isinstance(stmt.over, str) else stmt.over.render()
+            out.append(f"    for {stmt.item} in {over}:")
+            for j, call in enumerate(stmt.body):
+                if j == len(stmt.body) - 1 and stmt.collect:
+                    out += _call_source(call, "        ", f"{stmt.collect}.append(", ")")
+                else:
+                    out += _call_source(call, "        ", f"{call.var} = " if call.var else "")
+            if last and stmt.collect:
+                out.append(f"    return {stmt.collect}")
+            continue
+        prefix = "return " if last else (f"{stmt.var} = " if stmt.var else "")
+        out += _call_source(stmt, "    ", prefix)
     return "\n".join(out) + "\n"
 
 

@@ -1,0 +1,817 @@
+"""Generalisation: several trajectories of one procedure become one skill.
+
+Trajectories are grouped by their *pattern*: the sequence of tools called, with repeated
+blocks folded (``A B B B C`` and ``A B C`` share the pattern ``A (B)+ C``) and the argument
+names of each call. Each group is anti-unified into one program:
+
+- an argument whose value every run copied from the same place in an earlier result (same
+  step, same JSON path) becomes data flow from there;
+- a value that varies between runs becomes a typed parameter; one that never varies becomes a
+  parameter whose default is that value (a single run has nothing to compare, so everything
+  it typed is a plain parameter and the skill is the v1 straight-line function);
+- a block repeated a varying number of times becomes a loop: over a list in an earlier result
+  when each iteration took the matching element of that list and the runs walked the whole
+  list, else over a list parameter (a list of dicts when several arguments vary together);
+- if the skill ends in a loop it returns the list of the loop's last results.
+
+A value a run's user wrote in the task text counts as that run's input, never as data flow
+(see `skillbank.compiler.dataflow`).
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skillbank.compiler.dataflow import Path, iter_paths, mentioned_in, trivial
+from skillbank.compiler.emit import (
+    Call,
+    FunctionPlan,
+    Loop,
+    ParamPlan,
+    Ref,
+    identifier,
+    literal,
+    render_function,
+    task_template,
+)
+from skillbank.errors import CompileError
+from skillbank.skill import Case, SkillDraft, ToolCallRecord
+from skillbank.trajectory import Step, Trajectory, canonical_json
+
+__all__ = ["Pattern", "compile_group", "pattern_key", "pattern_of", "skill_id_for"]
+
+JSON = Any
+#: A pattern: blocks of tool names; a block in a loop position repeats one or more times.
+Pattern = tuple[tuple[str, ...], ...]
+
+_SCHEMA_TYPES = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "array": "list",
+    "object": "dict",
+}
+_MAX_BLOCK = 3
+
+
+# --- patterns ---------------------------------------------------------------------------
+
+
+def _fold(tools: Sequence[str]) -> list[tuple[tuple[str, ...], int]]:
+    """Fold repeats: the shortest block (1 to 3 calls) repeating at each position wins."""
+    out: list[tuple[tuple[str, ...], int]] = []
+    i = 0
+    while i < len(tools):
+        folded = False
+        for size in range(1, min(_MAX_BLOCK, (len(tools) - i) // 2) + 1):
+            block = tuple(tools[i : i + size])
+            count = 1
+            while tuple(tools[i + count * size : i + (count + 1) * size]) == block:
+                count += 1
+            if count > 1:
+                out.append((block, count))
+                i += count * size
+                folded = True
+                break
+        if not folded:
+            out.append(((tools[i],), 1))
+            i += 1
+    return out
+
+
+def pattern_of(tools: Sequence[str]) -> Pattern:
+    """The folded block structure of a tool sequence (repeat counts dropped)."""
+    return tuple(block for block, _ in _fold(tools))
+
+
+def pattern_key(steps: Sequence[Step]) -> str:
+    """A group key: the folded pattern plus each call's argument names."""
+    pattern = pattern_of([s.tool for s in steps])
+    names: list[str] = []
+    position = 0
+    for block, count in _fold([s.tool for s in steps]):
+        for i, tool in enumerate(block):
+            keys = ",".join(sorted(steps[position + i].arguments))
+            names.append(f"{tool}({keys})")
+        position += len(block) * count
+    return canonical_json([list(b) for b in pattern]) + "|" + ";".join(names)
+
+
+def _segment(steps: Sequence[Step], pattern: Pattern) -> list[list[list[Step]]] | None:
+    # Match the run against the pattern with each block repeating 1+ times (greedy).
+    alphabet: dict[str, str] = {}
+    for block in pattern:
+        for tool in block:
+            alphabet.setdefault(tool, chr(0xE000 + len(alphabet)))
+    if any(s.tool not in alphabet for s in steps):
+        return None
+    text = "".join(alphabet[s.tool] for s in steps)
+    regex = "".join(f"((?:{''.join(alphabet[t] for t in block)})+)" for block in pattern)
+    match = re.fullmatch(regex, text)
+    if match is None:
+        return None
+    segments: list[list[list[Step]]] = []
+    for k, block in enumerate(pattern):
+        start, end = match.span(k + 1)
+        chunk = list(steps[start:end])
+        segments.append([chunk[j : j + len(block)] for j in range(0, len(chunk), len(block))])
+    return segments
+
+
+def skill_id_for(tools: Sequence[str]) -> str:
+    """The default skill id for a sequence of tool names (repeats folded).
+
+    The tool chain is the most stable name a procedure offers (task wording varies between
+    runs). A one-call skill gets a ``_skill`` suffix so it never shadows the tool it wraps
+    when both are offered to a model.
+    """
+    chain: list[str] = []
+    for tool in tools:
+        name = identifier(tool)
+        if not chain or chain[-1] != name:
+            chain.append(name)
+    if len(chain) == 1:
+        name = f"{chain[0]}_skill"
+    else:
+        name = "_".join(chain)
+        if len(name) > 56:
+            name = f"{chain[0]}_to_{chain[-1]}"
+    return identifier(name)[:64].rstrip("_")
+
+
+# --- the group model ----------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    trajectory: Trajectory
+    steps: list[Step]
+    segments: list[list[list[Step]]]
+    _index: dict[int, dict[tuple[str, str], list[Path]]] = field(default_factory=dict)
+
+    def plain(self, token: int, i: int) -> Step:
+        return self.segments[token][0][i]
+
+    def paths_of(self, slot: int, result: JSON, value: JSON) -> list[Path]:
+        """Every path in ``result`` holding ``value`` (type-exact), shortest first."""
+        index = self._index.get(slot)
+        if index is None:
+            index = {}
+            for path, sub in iter_paths(result):
+                index.setdefault((type(sub).__name__, canonical_json(sub)), []).append(path)
+            for paths in index.values():
+                paths.sort(key=len)  # stable: document order within a length
+            self._index[slot] = index
+        return index.get((type(value).__name__, canonical_json(value)), [])
+
+
+def _py_type(value: JSON) -> str:
+    if value is None:
+        return "None"
+    for typ in (bool, int, float, str, list, dict):
+        if isinstance(value, typ):
+            return typ.__name__
+    raise CompileError(f"{value!r} is not a JSON value")
+
+
+def _annotation(values: Sequence[JSON], schema_prop: Mapping[str, JSON] | None) -> str:
+    observed = {_py_type(v) for v in values}
+    if observed == {"list"}:
+        inner = {_py_type(x) for v in values for x in v}
+        return f"list[{inner.pop()}]" if len(inner) == 1 and "None" not in inner else "list"
+    declared = schema_prop.get("type") if isinstance(schema_prop, Mapping) else None
+    if isinstance(declared, list):
+        declared = next((d for d in declared if d != "null"), None)
+    annotation = _SCHEMA_TYPES.get(declared) if isinstance(declared, str) else None
+    if observed <= {"int", "float"} and (annotation == "float" or observed == {"int", "float"}):
+        return "float"
+    if len(observed) == 1:
+        (only,) = observed
+        return only if annotation is None or annotation != only else annotation
+    if annotation is not None and all(
+        _py_type(v) == annotation or (annotation == "float" and _py_type(v) == "int")
+        for v in values
+    ):
+        return annotation
+    return " | ".join(sorted(observed))
+
+
+def _schema_prop(t: Trajectory, tool: str, key: str) -> Mapping[str, JSON] | None:
+    spec = t.tool(tool)
+    props = spec.parameters.get("properties", {}) if spec else {}
+    prop = props.get(key) if isinstance(props, Mapping) else None
+    return prop if isinstance(prop, Mapping) else None
+
+
+def _same_shape(values: Sequence[JSON]) -> bool:
+    first = values[0]
+    if isinstance(first, dict):
+        return all(isinstance(v, dict) and list(v) == list(first) for v in values)
+    if isinstance(first, list):
+        return all(isinstance(v, list) and len(v) == len(first) for v in values)
+    return False
+
+
+def _noun(tool: str) -> str:
+    words = identifier(tool).split("_")
+    return "_".join(words[1:]) if len(words) > 1 else words[0]
+
+
+class _Builder:
+    """Anti-unifies the runs of one group into a FunctionPlan and its cases."""
+
+    def __init__(self, runs: list[_Run], pattern: Pattern, skill_id: str) -> None:
+        self.runs = runs
+        self.pattern = pattern
+        self.skill_id = skill_id
+        self.loops = {k for k in range(len(pattern)) if any(len(r.segments[k]) != 1 for r in runs)}
+        self.taken: set[str] = {skill_id}
+        #: (base name, canonical per-run values) -> parameter name
+        self.param_keys: dict[tuple[str, str], str] = {}
+        self.params: dict[
+            str, tuple[str, list[JSON], str, str]
+        ] = {}  # name -> (ann, vals, tool, arg)
+        self.param_docs: dict[str, str] = {}
+        self.used: set[str] = set()  # placeholder vars read by later calls
+        self.notes: list[str] = []
+        self.single = len(runs) == 1
+
+    # -- parameters --
+
+    def param(self, base: str, values: list[JSON], tool: str, arg: str, top: bool) -> Ref:
+        key = (base, canonical_json(values))
+        name = self.param_keys.get(key)
+        if name is None:
+            name = identifier(base)
+            if name in self.taken:
+                verb = identifier(tool).split("_")[0]
+                candidate = identifier(f"{verb}_{base}")
+                name = candidate if candidate not in self.taken else identifier(base, self.taken)
+            self.taken.add(name)
+            self.param_keys[key] = name
+            prop = _schema_prop(self.runs[0].trajectory, tool, base) if top else None
+            annotation = _annotation(values, prop)
+            desc = str(prop.get("description", "")).strip().rstrip(".") if prop else ""
+            shown = literal(values[0])
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            lead = f"{desc}; passed" if desc else "Passed"
+            self.param_docs[name] = f"{lead} to `{tool}` as `{arg}` (e.g. {shown})."
+            self.params[name] = (annotation, values, tool, arg)
+        return Ref(name)
+
+    # -- origins --
+
+    def origins(
+        self, values: list[JSON], earlier: list[int], results: list[list[JSON]]
+    ) -> tuple[int, Path] | None:
+        """The one place (slot, path) every run copied its value from, if there is one."""
+        common: list[tuple[int, Path]] | None = None
+        for r, (run, value) in enumerate(zip(self.runs, values, strict=True)):
+            if trivial(value) or mentioned_in(value, run.trajectory.task):
+                return None
+            found = [
+                (slot, path)
+                for slot in reversed(earlier)
+                for path in run.paths_of(slot, results[r][slot], value)
+            ]
+            if common is None:
+                common = found
+            else:
+                keep = set(found)
+                common = [c for c in common if c in keep]
+            if not common:
+                return None
+        return common[0] if common else None
+
+    def expr(
+        self,
+        values: list[JSON],
+        tool: str,
+        keypath: tuple[str | int, ...],
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: Mapping[int, str],
+    ) -> JSON:
+        origin = self.origins(values, earlier, results)
+        arg = ".".join(map(str, keypath))
+        if origin is not None:
+            slot, path = origin
+            self.used.add(names[slot])
+            ref = Ref(names[slot], path)
+            self.notes.append(
+                f"{tool}({arg}) <- {self.slot_tool[slot]} result{ref.render()[len(ref.var) :]}"
+            )
+            return ref
+        if all(v is None for v in values):
+            return None
+        first = values[0]
+        if isinstance(first, (dict, list)) and first and _same_shape(values):
+            inner = any(
+                self.origins([_at(v, p) for v in values], earlier, results) is not None
+                for p, _ in iter_paths(first)
+                if p
+            )
+            if inner:
+                if isinstance(first, dict):
+                    return {
+                        k: self.expr(
+                            [v[k] for v in values], tool, (*keypath, k), earlier, results, names
+                        )  # fmt: skip
+                        for k in first
+                    }
+                return [
+                    self.expr(
+                        [v[i] for v in values], tool, (*keypath, i), earlier, results, names
+                    )  # fmt: skip
+                    for i in range(len(first))
+                ]
+        base = next((k for k in reversed(keypath) if isinstance(k, str)), "value")
+        return self.param(base, values, tool, arg, len(keypath) == 1)
+
+    def arg_order(self, tool: str, arguments: Mapping[str, JSON]) -> list[str]:
+        """Keyword order: the tool schema's property order, then by name.
+
+        Stored cases keep arguments with sorted keys, so the recorded order cannot be relied
+        on; this order is the same however the arguments were written down.
+        """
+        spec = next((t.tool(tool) for t in (r.trajectory for r in self.runs) if t.tool(tool)), None)
+        props = spec.parameters.get("properties", {}) if spec else {}
+        rank = {name: n for n, name in enumerate(props)} if isinstance(props, Mapping) else {}
+        return sorted(arguments, key=lambda k: (rank.get(k, len(rank)), k))
+
+    # -- the program --
+
+    def build(self) -> tuple[FunctionPlan, list[Case]]:
+        runs = self.runs
+        statements: list[Call | Loop] = []
+        self.slot_tool: dict[int, str] = {}
+        names: dict[int, str] = {}  # slot -> placeholder variable
+        results: list[list[JSON]] = [[] for _ in runs]
+        earlier: list[int] = []
+        slot = 0
+        for k, block in enumerate(self.pattern):
+            if k in self.loops:
+                statements.append(self.loop(k, block, earlier, results, names))
+                continue
+            for i, tool in enumerate(block):
+                steps = [run.plain(k, i) for run in runs]
+                kwargs = tuple(
+                    (
+                        key,
+                        self.expr(
+                            [s.arguments[key] for s in steps], tool, (key,), earlier, results, names
+                        ),
+                    )  # fmt: skip
+                    for key in self.arg_order(tool, steps[0].arguments)
+                )
+                names[slot] = f"@{slot}"
+                self.slot_tool[slot] = tool
+                for r, s in enumerate(steps):
+                    results[r].append(s.result)
+                statements.append(Call(tool, kwargs, names[slot]))
+                earlier.append(slot)
+                slot += 1
+        return self.finish(statements)
+
+    def loop(
+        self,
+        k: int,
+        block: tuple[str, ...],
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: dict[int, str],
+    ) -> Loop:
+        runs = self.runs
+        iterations = [run.segments[k] for run in runs]
+        over = self.loop_source(iterations, earlier, results)
+        body: list[Call] = []
+        item = identifier("item", self.taken)
+        if over is not None:
+            src_slot, list_path, item_paths = over
+            self.used.add(names[src_slot])
+            source_ref = Ref(names[src_slot], list_path)
+            singular = _singular(list_path, self.slot_tool[src_slot])
+            item = identifier(singular, self.taken)
+        self.taken.add(item)
+        varying: dict[tuple[int, str], list[list[JSON]]] = {}
+        for i, tool in enumerate(block):
+            kwargs: list[tuple[str, JSON]] = []
+            for key in self.arg_order(tool, iterations[0][0][i].arguments):
+                per_run = [[it[i].arguments.get(key) for it in its] for its in iterations]
+                if over is not None and (i, key) in item_paths:
+                    kwargs.append((key, Ref(item, item_paths[(i, key)])))
+                    continue
+                local = self.iteration_origin(iterations, i, key)
+                if local is not None:
+                    j, path = local
+                    kwargs.append((key, Ref(f"@loop{k}.{j}", path)))
+                    continue
+                if all(len({canonical_json(v) for v in vs}) == 1 for vs in per_run):
+                    # The same within each run: a scalar, generalised across runs as usual.
+                    kwargs.append((key, self.expr([vs[0] for vs in per_run], tool, (key,),
+                                                  earlier, results, names)))  # fmt: skip
+                    continue
+                varying[(i, key)] = per_run
+                kwargs.append((key, ("@varying", i, key)))
+            body.append(Call(tool, tuple(kwargs), f"@loop{k}.{i}"))
+        list_param: str | None = None
+        if over is None:
+            if not varying:
+                # The same calls, a varying number of times: repeat them `times` times.
+                ref = self.param("times", [len(its) for its in iterations], block[0],
+                                 "(repetitions)", False)  # fmt: skip
+                self.param_docs[ref.var] = (
+                    f"How many times to repeat the calls (e.g. {len(iterations[0])})."
+                )
+                for r, its in enumerate(iterations):
+                    results[r].append([it[-1].result for it in its])
+                return Loop(item=identifier("repetition", self.taken), over=f"range({ref.var})",
+                            body=tuple(body))  # fmt: skip
+            if len(varying) == 1:
+                ((i, key), per_run) = next(iter(varying.items()))
+                base = f"{key}s" if not key.endswith("s") else f"{key}_list"
+                ref = self.param(base, [list(vs) for vs in per_run], block[i], key, False)
+                list_param = ref.var
+                item = identifier(key, self.taken)
+                self.taken.add(item)
+                body = [
+                    Call(
+                        c.tool,
+                        tuple(
+                            (kk, Ref(item) if v == ("@varying", i, key) else v)
+                            for kk, v in c.kwargs
+                        ),
+                        c.var,
+                    )  # fmt: skip
+                    for c in body
+                ]
+            else:
+                keys = [key for (_, key) in varying]
+                rows = [
+                    [
+                        {key: varying[(i, key)][r][j] for (i, key) in varying}
+                        for j in range(len(iterations[r]))
+                    ]
+                    for r in range(len(runs))
+                ]
+                ref = self.param("items", rows, block[0], "+".join(keys), False)
+                list_param = ref.var
+                self.param_docs[ref.var] = (
+                    "One entry per repetition, with the keys "
+                    + ", ".join(f"`{key}`" for key in keys)
+                    + f" (e.g. {literal(rows[0][0])[:60]})."
+                )
+                body = [
+                    Call(
+                        c.tool,
+                        tuple(
+                            (
+                                kk,
+                                Ref(item, (v[2],))
+                                if isinstance(v, tuple) and v[:1] == ("@varying",)
+                                else v,
+                            )
+                            for kk, v in c.kwargs
+                        ),
+                        c.var,
+                    )  # fmt: skip
+                    for c in body
+                ]
+            source_ref = Ref(list_param)
+        for r, its in enumerate(iterations):
+            results[r].append([it[-1].result for it in its])
+        return Loop(item=item, over=source_ref, body=tuple(body))
+
+    def loop_source(
+        self, iterations: list[list[list[Step]]], earlier: list[int], results: list[list[JSON]]
+    ) -> tuple[int, Path, dict[tuple[int, str], Path]] | None:
+        """A list in an earlier result whose elements the iterations walked, in order, all."""
+        first_run = self.runs[0]
+        first_steps = iterations[0][0]
+        for step in first_steps:
+            for value in step.arguments.values():
+                if trivial(value) or mentioned_in(value, first_run.trajectory.task):
+                    continue
+                for slot in reversed(earlier):
+                    for path in first_run.paths_of(slot, results[0][slot], value):
+                        for cut, part in enumerate(path):
+                            if part != 0 or not isinstance(part, int) or isinstance(part, bool):
+                                continue
+                            list_path = path[:cut]
+                            found = self._walks(iterations, slot, list_path, results)
+                            if found is not None:
+                                return slot, list_path, found
+        return None
+
+    def _walks(
+        self,
+        iterations: list[list[list[Step]]],
+        slot: int,
+        list_path: Path,
+        results: list[list[JSON]],
+    ) -> dict[tuple[int, str], Path] | None:
+        item_paths: dict[tuple[int, str], Path] | None = None
+        for r, its in enumerate(iterations):
+            items = _at(results[r][slot], list_path)
+            if not isinstance(items, list) or len(items) != len(its):
+                return None
+            mapping: dict[tuple[int, str], Path] = {}
+            for i, step in enumerate(its[0]):
+                for key in step.arguments:
+                    for sub, _ in iter_paths(items[0]):
+                        if all(
+                            _same(_at(items[j], sub), its[j][i].arguments.get(key))
+                            and not trivial(its[j][i].arguments.get(key))
+                            for j in range(len(its))
+                        ):
+                            mapping[(i, key)] = sub
+                            break
+            if not mapping:
+                return None
+            item_paths = (
+                mapping
+                if item_paths is None
+                else {k: v for k, v in item_paths.items() if mapping.get(k) == v}
+            )
+            if not item_paths:
+                return None
+        return item_paths
+
+    def iteration_origin(
+        self, iterations: list[list[list[Step]]], i: int, key: str
+    ) -> tuple[int, Path] | None:
+        common: list[tuple[int, Path]] | None = None
+        for r, its in enumerate(iterations):
+            task = self.runs[r].trajectory.task
+            for it in its:
+                value = it[i].arguments.get(key)
+                if trivial(value) or mentioned_in(value, task):
+                    return None
+                found = [
+                    (j, path)
+                    for j in range(i - 1, -1, -1)
+                    for path, sub in iter_paths(it[j].result)
+                    if _same(sub, value)
+                ]
+                common = found if common is None else [c for c in common if c in set(found)]
+                if not common:
+                    return None
+        return common[0] if common else None
+
+    def finish(self, statements: list[Call | Loop]) -> tuple[FunctionPlan, list[Case]]:
+        runs = self.runs
+        # Name result variables after their tool's noun, never taking a parameter's name.
+        rename: dict[str, str] = {}
+        for stmt in statements:
+            calls = stmt.body if isinstance(stmt, Loop) else (stmt,)
+            for call in calls:
+                if call.var in self.used or (call.var or "").startswith("@loop"):
+                    noun = identifier(_noun(call.tool))
+                    base = f"{call.tool}_result" if noun.endswith("_") else noun
+                    if call.var in self.used or _reads(statements, call.var):
+                        var = identifier(base, self.taken)
+                        self.taken.add(var)
+                        rename[call.var or ""] = var
+        statements = [_rename(s, rename) for s in statements]
+        if isinstance(statements[-1], Loop):
+            collect = identifier("results", self.taken)
+            self.taken.add(collect)
+            last = statements[-1]
+            statements[-1] = Loop(last.item, last.over, last.body, collect)
+        # Parameters: required ones first (in order of first use), then those with defaults.
+        ordered = list(self.params)
+        plans: list[ParamPlan] = []
+        defaults: list[ParamPlan] = []
+        for name in ordered:
+            annotation, values, _, _ = self.params[name]
+            constant = not self.single and len({canonical_json(v) for v in values}) == 1
+            if constant and not isinstance(values[0], (list, dict)):
+                defaults.append(
+                    ParamPlan(name, annotation, self.param_docs[name], literal(values[0]))
+                )
+            else:
+                plans.append(ParamPlan(name, annotation, self.param_docs[name]))
+        params = tuple(plans + defaults)
+        representative = min(runs, key=lambda r: (r.trajectory.id, r.trajectory.sha256))
+        index = runs.index(representative)
+        template = task_template(
+            representative.trajectory.task,
+            [(p.name, self.params[p.name][1][index]) for p in params],
+        )
+        parts: list[str] = []
+        for k, block in enumerate(self.pattern):
+            if k in self.loops:
+                parts.append(" and ".join(f"`{t}`" for t in block) + " for each item")
+            else:
+                parts += [f"`{t}`" for t in block]
+        chain = ", then ".join(parts)
+        summary = " ".join(template.split()) or f"Call {chain}"
+        if not summary.endswith((".", "!", "?")):
+            summary += "."
+        last_loop = isinstance(statements[-1], Loop)
+        last_tool = (
+            statements[-1].body[-1].tool
+            if isinstance(statements[-1], Loop)
+            else statements[-1].tool
+        )
+        returns_values = [_final(run, self.pattern, self.loops) for run in runs]
+        plan = FunctionPlan(
+            name=self.skill_id,
+            params=params,
+            returns="list" if last_loop else _annotation(returns_values, None),
+            summary=summary,
+            details=(f"Calls {chain}.",),
+            calls=tuple(statements),
+            returns_doc=(
+                f"The results of `{last_tool}`, one per repetition."
+                if last_loop
+                else f"The result of `{last_tool}`."
+            ),
+        )
+        cases = [
+            Case(
+                trajectory_id=run.trajectory.id,
+                trajectory_sha256=run.trajectory.sha256,
+                task=run.trajectory.task,
+                args={p.name: self.params[p.name][1][r] for p in params},
+                calls=tuple(ToolCallRecord(s.tool, dict(s.arguments), s.result) for s in run.steps),
+                result=returns_values[r],
+            )
+            for r, run in enumerate(runs)
+        ]
+        return plan, cases
+
+
+def _singular(list_path: Path, tool: str) -> str:
+    last = next((p for p in reversed(list_path) if isinstance(p, str)), _noun(tool))
+    word = identifier(last)
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return f"{word}_item"
+
+
+def _same(a: JSON, b: JSON) -> bool:
+    return type(a) is type(b) and bool(a == b)
+
+
+def _at(value: JSON, path: Path) -> JSON:
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return value
+
+
+_MISSING = object()
+
+
+def _final(run: _Run, pattern: Pattern, loops: set[int]) -> JSON:
+    last = len(pattern) - 1
+    if last in loops:
+        return [it[-1].result for it in run.segments[last]]
+    return run.segments[last][0][-1].result
+
+
+def _reads(statements: Sequence[Call | Loop], var: str | None) -> bool:
+    if var is None:
+        return False
+    for stmt in statements:
+        exprs: list[JSON] = []
+        if isinstance(stmt, Loop):
+            exprs.append(stmt.over)
+            for call in stmt.body:
+                exprs += [v for _, v in call.kwargs]
+        else:
+            exprs += [v for _, v in stmt.kwargs]
+        if any(_mentions(e, var) for e in exprs):
+            return True
+    return False
+
+
+def _mentions(expr: JSON, var: str) -> bool:
+    if isinstance(expr, Ref):
+        return expr.var == var
+    if isinstance(expr, dict):
+        return any(_mentions(v, var) for v in expr.values())
+    if isinstance(expr, list):
+        return any(_mentions(v, var) for v in expr)
+    return False
+
+
+def _rename_expr(expr: JSON, names: Mapping[str, str]) -> JSON:
+    if isinstance(expr, Ref):
+        return Ref(names.get(expr.var, expr.var), expr.path)
+    if isinstance(expr, dict):
+        return {k: _rename_expr(v, names) for k, v in expr.items()}
+    if isinstance(expr, list):
+        return [_rename_expr(v, names) for v in expr]
+    return expr
+
+
+def _rename_call(call: Call, names: Mapping[str, str]) -> Call:
+    var = names.get(call.var or "")
+    return Call(call.tool, tuple((k, _rename_expr(v, names)) for k, v in call.kwargs), var)
+
+
+def _rename(stmt: Call | Loop, names: Mapping[str, str]) -> Call | Loop:
+    if isinstance(stmt, Loop):
+        return Loop(
+            stmt.item,
+            _rename_expr(stmt.over, names),
+            tuple(_rename_call(c, names) for c in stmt.body),
+        )
+    return _rename_call(stmt, names)
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None) -> SkillDraft:
+    """Anti-unify trajectories of one procedure into one skill.
+
+    The trajectories are taken in a canonical order (id, then hash), so the result does not
+    depend on the order given.
+
+    Raises:
+        CompileError: a trajectory failed or made no successful call, the trajectories do not
+            share one pattern, or a value has no Python literal.
+    """
+    if not trajectories:
+        raise CompileError("nothing to compile: no trajectories were given")
+    runs: list[_Run] = []
+    # The same run twice (same content hash, whatever its id) is one run: anti-unifying a
+    # trajectory with itself gives back its own straight-line skill.
+    unique = {
+        t.sha256: t for t in sorted(trajectories, key=lambda t: (t.id, t.sha256), reverse=True)
+    }
+    ordered = sorted(unique.values(), key=lambda t: (t.id, t.sha256))
+    pattern: Pattern | None = None
+    key: str | None = None
+    for t in ordered:
+        where = f"trajectory {t.id!r}" + (f" ({t.source})" if t.source else "")
+        if not t.outcome.success:
+            raise CompileError(
+                f"{where} did not succeed; only successful trajectories become skills"
+            )
+        steps = [s for s in t.steps if s.error is None]
+        if not steps:
+            raise CompileError(
+                f"{where} made no successful tool call, so there is nothing to learn"
+            )
+        for s in steps:
+            if not s.tool.isidentifier() or s.tool.startswith("_") or keyword.iskeyword(s.tool):
+                raise CompileError(
+                    f"{where}: tool name {s.tool!r} cannot be called as tools.<name>(...) "
+                    "(it must be an identifier, not a Python keyword, and not start with '_'); "
+                    "rename the tool"
+                )
+        this_key = pattern_key(steps)
+        if key is None:
+            key, pattern = this_key, pattern_of([s.tool for s in steps])
+        elif this_key != key:
+            raise CompileError(
+                f"{where} does not follow the same procedure as {ordered[0].id!r} "
+                "(different calls or arguments); compile them separately"
+            )
+        assert pattern is not None
+        segments = _segment(steps, pattern)
+        if segments is None:
+            raise CompileError(f"{where}: its calls do not fit the pattern of its group")
+        runs.append(_Run(t, steps, segments))
+    assert pattern is not None
+    skill_id = name or skill_id_for([tool for block in pattern for tool in block])
+    if len(skill_id) > 64 or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", skill_id):
+        raise CompileError(f"skill id {skill_id!r} must match [a-z][a-z0-9_]{{0,63}}")
+    builder = _Builder(runs, pattern, skill_id)
+    try:
+        plan, cases = builder.build()
+        source = render_function(plan)
+    except TypeError as exc:
+        raise CompileError(f"trajectory {ordered[0].id!r}: {exc}") from None
+    except RecursionError:
+        raise CompileError(
+            f"trajectory {ordered[0].id!r}: an argument nests too deeply to write as code"
+        ) from None
+    tools = tuple(sorted({tool for block in pattern for tool in block}))
+    declared = {spec.name: spec for run in runs for spec in run.trajectory.tools}
+    specs = {t: declared[t].to_openai() for t in tools if t in declared}
+    called = ", ".join(dict.fromkeys(tool for block in pattern for tool in block))
+    description = f"{plan.summary.rstrip('.')} (calls {called})."
+    return SkillDraft(
+        id=skill_id,
+        source=source,
+        description=description,
+        tools=tools,
+        cases=tuple(cases),
+        tool_specs=specs,
+        notes=tuple(dict.fromkeys(builder.notes)),
+    )
