@@ -1,4 +1,8 @@
-def find_customer_list_orders_cancel_order(email: str, status: str, reason: str) -> dict:
+def find_customer_list_orders_cancel_order(
+    email: str,
+    reason: str,
+    status: str = "pending",
+) -> dict:
     """Cancel the newest {status} order of {email} because: {reason}.
 
     Calls `find_customer`, then `list_orders`, then `cancel_order`.
@@ -6,10 +10,10 @@ def find_customer_list_orders_cancel_order(email: str, status: str, reason: str)
     Args:
         email: The customer's email address, such as 'alice@example.com'; passed to `find_customer`
             as `email` (e.g. "elena@example.com").
-        status: Only list orders in this status; omit to list all; passed to `list_orders` as
-            `status` (e.g. "pending").
         reason: Why the order is cancelled, in the customer's words; passed to `cancel_order` as
             `reason` (e.g. "ordered by mistake").
+        status: Only list orders in this status; omit to list all; passed to `list_orders` as
+            `status` (e.g. "pending").
 
     Returns:
         The result of `cancel_order`.

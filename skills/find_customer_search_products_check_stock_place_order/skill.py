@@ -22,6 +22,6 @@ def find_customer_search_products_check_stock_place_order(
     stock = tools.check_stock(sku=products["products"][0]["sku"])
     return tools.place_order(
         customer_id=customer["customer_id"],
-        sku=stock["sku"],
         quantity=quantity,
+        sku=stock["sku"],
     )

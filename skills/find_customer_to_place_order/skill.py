@@ -1,4 +1,4 @@
-def find_customer_to_place_order(email: str, status: str) -> dict:
+def find_customer_to_place_order(email: str, status: str = "delivered") -> dict:
     """Reorder the first item of the latest {status} order for {email}.
 
     Calls `find_customer`, then `list_orders`, then `get_order`, then `check_stock`, then
@@ -19,6 +19,6 @@ def find_customer_to_place_order(email: str, status: str) -> dict:
     stock = tools.check_stock(sku=order["items"][0]["sku"])
     return tools.place_order(
         customer_id=order["customer_id"],
-        sku=stock["sku"],
         quantity=order["items"][0]["quantity"],
+        sku=stock["sku"],
     )

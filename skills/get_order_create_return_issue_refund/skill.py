@@ -14,7 +14,7 @@ def get_order_create_return_issue_refund(order_id: str, reason: str) -> dict:
     order = tools.get_order(order_id=order_id)
     create_return_result = tools.create_return(
         order_id=order_id,
-        sku=order["items"][0]["sku"],
         reason=reason,
+        sku=order["items"][0]["sku"],
     )
     return tools.issue_refund(return_id=create_return_result["return_id"])

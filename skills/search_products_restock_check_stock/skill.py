@@ -12,5 +12,5 @@ def search_products_restock_check_stock(query: str, quantity: int) -> dict:
         The result of `check_stock`.
     """
     products = tools.search_products(query=query)
-    restock = tools.restock(sku=products["products"][0]["sku"], quantity=quantity)
+    restock = tools.restock(quantity=quantity, sku=products["products"][0]["sku"])
     return tools.check_stock(sku=restock["sku"])
