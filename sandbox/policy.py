@@ -8,21 +8,27 @@ The layers, outermost first:
 
 1. **Compile time** (:func:`compile_skill`). RestrictedPython rewrites the AST and rejects
    names and attributes that start with ``_``, ``exec``-style constructs, async code and so
-   on. :class:`SkillTransformer` adds two things to RestrictedPython's policy: ``import``
-   must name a module in :data:`ALLOWED_MODULES`, and augmented assignment to an item or an
+   on. :class:`SkillTransformer` adds three things to RestrictedPython's policy: ``import``
+   must name a module in :data:`ALLOWED_MODULES`; augmented assignment to an item or an
    attribute (``d[k] += 1``, ``self.n += 1``) is allowed, rewritten through the same guards as
-   a plain assignment (RestrictedPython refuses it outright).
+   a plain assignment (RestrictedPython refuses it outright); and every ``except`` block
+   starts with a call to ``_caught_``, so an exhausted limit (``MemoryError``) stays the
+   call's outcome even when the skill catches it.
 2. **Run time** (:func:`build_globals`). Every attribute read goes through ``_getattr_``
-   (refuses ``_``-names, frame/code introspection and ``str.format``), every write through
-   ``_write_`` (only plain containers and objects of classes the skill defined itself), every
-   in-place operator through ``_inplacevar_``, and ``import`` through a hook that hands out
-   read-only views of the allowed modules. A refusal raises :class:`PolicyViolation` and is
-   also reported to ``on_violation`` so the worker can fail the call even if the skill
-   catches the exception.
+   (refuses ``_``-names, frame/code introspection and the ``format`` methods that walk
+   attributes: ``str.format``, ``UserString.format``, ``string.Formatter``), every write
+   through ``_write_`` (only plain containers and objects of classes the skill defined
+   itself; the ``setattr``/``delattr`` builtins use the same guard), every in-place operator
+   through ``_inplacevar_``, and ``import`` through a hook that hands out read-only views of
+   the allowed modules. Names handed to the guards are copied to exact ``str`` first, so a
+   ``str`` subclass with a lying ``startswith`` cannot slip past them. A refusal raises
+   :class:`PolicyViolation` and is also reported to ``on_violation`` so the worker can fail
+   the call even if the skill catches the exception.
 3. **Builtins**: RestrictedPython's ``safe_builtins``, ``limited_builtins`` and
    ``utility_builtins`` plus the usual data helpers (``sorted``, ``zip``, ``enumerate``, ...).
-   No ``open``, ``eval``, ``exec``, ``compile``, ``type``, ``vars``, ``globals``, ``dir`` or
-   ``input``.
+   No ``open``, ``eval``, ``exec``, ``compile``, ``type``, ``vars``, ``globals``, ``dir``,
+   ``super``, ``format`` or ``input``; ``string`` is a read-only view of the ``string``
+   constants, ``capwords`` and ``Template`` (no ``Formatter``).
 
 v1 limitation of the module allow-list: an allowed module is handed out as a read-only view
 of its public names (``__all__`` where defined), without the modules it imported itself (so
@@ -35,11 +41,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import hashlib
 import importlib
 import operator
 import re
 import string
+import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
@@ -94,22 +102,50 @@ SKILL_MODULE_NAME: Final = "skill"
 # ``__future__`` at run time; generated skills may start with it, so it is allowed too.
 _FUTURE = "__future__"
 
-# Public names that would let one call change state another call sees.
+# Public names that would let one call change state another call sees, or that walk
+# attributes from a format string (``string.Formatter``). Reading one is a PolicyViolation.
 _DENIED_MODULE_NAMES: Final[dict[str, frozenset[str]]] = {
     "decimal": frozenset({"setcontext", "DefaultContext", "BasicContext", "ExtendedContext"}),
     "re": frozenset({"template", "purge"}),
     "__future__": frozenset({"all_feature_names"}),  # a mutable list
+    "string": frozenset({"Formatter"}),
 }
 
+# The ``string`` builtin (RestrictedPython offers it) is a view of these names only.
+_STRING_NAMES: Final = (
+    "ascii_letters", "ascii_lowercase", "ascii_uppercase", "capwords", "digits",
+    "hexdigits", "octdigits", "printable", "punctuation", "whitespace", "Template",
+)  # fmt: skip
+
+# Classes whose ``format``/``format_map`` methods resolve ``{0.attr}`` fields with the real
+# ``getattr`` (``UserString.format`` is ``str.format`` on its ``data``).
+_FORMATTING_TYPES: Final = (str, collections.UserString, string.Formatter)
+_FORMAT_METHODS: Final = frozenset({"format", "format_map", "vformat", "get_field", "get_value"})
+
+# Public introspection RestrictedPython does not list. ``cls.mro()`` hands out base classes
+# the skill was never given: ``re.RegexFlag.mro()`` reaches ``enum.Enum``, whose functional
+# API (``Enum("E", [("__del__", f)])``) defines any dunder method, which a class statement
+# in a skill may not.
+_INTROSPECTION: Final = frozenset({"mro"})
+
+# Modules the C code of allowed modules imports while a skill runs: ``datetime`` needs
+# ``time`` (``strftime``, ``today``, ``timetuple``) and ``_strptime`` (``strptime``). An
+# ``import`` statement in a skill can never name them (the compiler refuses it first).
+_RUNTIME_IMPORTS: Final = frozenset({"time", "_strptime"})
+
 _CACHE_SIZE: Final = 256
-_compiled: dict[str, types.CodeType] = {}
+# The cache outlives calls, so it is bounded in source text too: a huge skill (a big string
+# constant) must not leave the next call on the same worker with less memory.
+_CACHE_CHARS: Final = 4 * 1024 * 1024
+_compiled: dict[str, tuple[types.CodeType, int]] = {}
 
 
 # --------------------------------------------------------------------------- compile time
 
 
 class SkillTransformer(RestrictingNodeTransformer):
-    """RestrictedPython's policy plus the import allow-list and guarded augmented assignment.
+    """RestrictedPython's policy plus the import allow-list, guarded augmented assignment and
+    the ``_caught_`` hook at the top of every ``except`` block.
 
     Errors are recorded as ``"Line 3:5: message"`` (RestrictedPython's own format plus the
     1-based column), so :func:`compile_skill` can point at the exact spot.
@@ -135,6 +171,19 @@ class SkillTransformer(RestrictingNodeTransformer):
         elif node.module not in ALLOWED_MODULES and node.module != _FUTURE:
             self.error(node, _import_refusal(str(node.module)))
         return super().visit_ImportFrom(node)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> Any:
+        """Start every ``except`` block with ``_caught_()``.
+
+        The hook sees the exception being handled; catching a ``MemoryError`` (the address
+        space limit was hit) must not turn an exhausted limit into a successful call.
+        """
+        handler = super().visit_ExceptHandler(node)
+        assert isinstance(handler, ast.ExceptHandler)  # RestrictedPython returns the node
+        hook = ast.Expr(value=_call("_caught_"))
+        _locate(hook, handler.body[0] if handler.body else handler)
+        handler.body.insert(0, hook)
+        return handler
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
         """Rewrite ``x[k] op= v`` and ``x.a op= v`` through the write and read guards.
@@ -278,7 +327,7 @@ def compile_skill(source: str, filename: str = SKILL_FILENAME) -> types.CodeType
     """Compile skill source under the sandbox policy.
 
     Results are cached by the SHA-256 of the filename and source, so a warm worker compiles
-    each skill once.
+    each skill once (the cache keeps at most 256 entries and 4 Mi characters of source).
 
     Args:
         source: The module source text.
@@ -297,16 +346,22 @@ def compile_skill(source: str, filename: str = SKILL_FILENAME) -> types.CodeType
     digest = hashlib.sha256(
         filename.encode("utf-8", "surrogatepass") + b"\0" + source.encode("utf-8", "surrogatepass")
     ).hexdigest()
-    code = _compiled.get(digest)
-    if code is not None:
-        return code
+    cached = _compiled.get(digest)
+    if cached is not None:
+        return cached[0]
     code = _compile_uncached(source, filename)
-    if len(_compiled) >= _CACHE_SIZE:
+    size = len(source)
+    if size > _CACHE_CHARS:
+        return code
+    while _compiled and (
+        len(_compiled) >= _CACHE_SIZE
+        or sum(chars for _, chars in _compiled.values()) + size > _CACHE_CHARS
+    ):
         try:  # evict the oldest entry; tolerate a concurrent eviction by another thread
             del _compiled[next(iter(_compiled))]
         except (StopIteration, KeyError, RuntimeError):
-            pass
-    _compiled[digest] = code
+            break
+    _compiled[digest] = (code, size)
     return code
 
 
@@ -318,7 +373,10 @@ def _compile_uncached(source: str, filename: str) -> types.CodeType:
             f"{type(exc).__name__}: {exc.msg}", exc.lineno, exc.offset, exc.text
         ) from None
     except (ValueError, RecursionError, MemoryError) as exc:
-        raise PolicyViolation(f"the skill source cannot be parsed: {exc}") from None
+        raise PolicyViolation(
+            f"the skill source cannot be parsed ({type(exc).__name__}: {exc}); "
+            "simplify deeply nested expressions"
+        ) from None
 
     try:
         result = compile_restricted_exec(tree, filename, policy=SkillTransformer)
@@ -326,7 +384,10 @@ def _compile_uncached(source: str, filename: str) -> types.CodeType:
         message = f"{type(exc).__name__}: {exc.msg}"
         raise _violation(source, exc.lineno, exc.offset, message) from None
     except (ValueError, RecursionError, MemoryError) as exc:
-        raise PolicyViolation(f"the skill source cannot be compiled: {exc}") from None
+        raise PolicyViolation(
+            f"the skill source cannot be compiled ({type(exc).__name__}: {exc}); "
+            "simplify deeply nested expressions"
+        ) from None
     if result.errors:
         problems = [_parse_restricted_error(error) for error in result.errors]
         line, col, message = problems[0]
@@ -447,11 +508,12 @@ class ModuleView:
 _module_views: dict[str, ModuleView] = {}
 
 
-def _module_view(name: str) -> ModuleView:
+def _module_view(name: str, only: Iterable[str] | None = None) -> ModuleView:
+    """The shared read-only view of module ``name`` (``only``: the names it offers)."""
     view = _module_views.get(name)
     if view is None:
         module = importlib.import_module(name)
-        exported = getattr(module, "__all__", None)
+        exported = getattr(module, "__all__", None) if only is None else list(only)
         names: Iterable[str] = (
             exported if exported is not None else (n for n in dir(module) if n[:1] != "_")
         )
@@ -493,13 +555,26 @@ class OutputBuffer:
         self._parts: list[str] = []
         self._on_overflow = on_overflow
         self.overflowed = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Ignore writes from now on (code still running after its call has ended)."""
+        self.closed = True
 
     def write(self, text: str) -> None:
         """Append ``text``; keep what fits and raise once the limit is passed.
 
         Raises:
             ResourceLimitExceeded: ``limit="output"``.
+            TypeError: ``text`` is not a str.
         """
+        if self.closed:
+            return
+        if type(text) is not str:
+            if not issubclass(type(text), str):
+                raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+            # A str subclass could lie about its length or encoding; keep the characters.
+            text = str.__str__(text)
         data = text.encode("utf-8", "surrogatepass")
         if self._size + len(data) <= self._limit and not self.overflowed:
             self._size += len(data)
@@ -539,6 +614,52 @@ class _BufferedPrintCollector(PrintCollector):
         self._buffer.write(text)
         self.txt.append(text)
 
+    def flush(self) -> None:
+        """``print(..., flush=True)`` calls this; there is nothing to flush."""
+
+
+def _exact_name(name: object) -> str:
+    """``name`` as an exact ``str``: a subclass could lie in ``startswith`` or ``__eq__``."""
+    if type(name) is str:
+        return name
+    if issubclass(type(name), str):  # type(), not isinstance: __class__ can be faked
+        return str.__str__(name)  # a plain copy of the characters
+    raise TypeError(f"attribute name must be a str, not {type(name).__name__}")
+
+
+def _is_formatting(ob: object) -> bool:
+    """True for objects (and classes) whose format methods walk attributes."""
+    if isinstance(ob, type):
+        return issubclass(ob, _FORMATTING_TYPES)
+    return isinstance(ob, _FORMATTING_TYPES)
+
+
+def _attribute_refusal(ob: object, name: str) -> str | None:
+    """Why the skill may not read ``ob.<name>``, or None if it may."""
+    if name.startswith("_"):
+        return (
+            f"access to attribute {name!r} is not allowed: names starting with '_' are "
+            "private to the sandbox"
+        )
+    if name in INSPECT_ATTRIBUTES or name in _INTROSPECTION or name.endswith("__roles__"):
+        return f"access to attribute {name!r} (interpreter internals) is not allowed"
+    if name in _FORMAT_METHODS and _is_formatting(ob):
+        owner = ob if isinstance(ob, type) else type(ob)
+        return (
+            f"{owner.__name__}.{name}() is not allowed in a skill (its format fields can "
+            "reach private attributes); use an f-string or the % operator"
+        )
+    if isinstance(ob, string.Formatter) or (
+        isinstance(ob, type) and issubclass(ob, string.Formatter)
+    ):
+        return "string.Formatter is not allowed in a skill; use an f-string"
+    if isinstance(ob, ModuleView) and name in _DENIED_MODULE_NAMES.get(ob._sandbox_name, ()):
+        return (
+            f"{ob._sandbox_name}.{name} is not available in a skill (it changes state other "
+            "calls share, or reaches private attributes)"
+        )
+    return None
+
 
 class _Guards:
     """The runtime guards of one call, reporting refusals to ``on_violation``."""
@@ -553,31 +674,16 @@ class _Guards:
         return error
 
     def check_attribute(self, ob: object, name: object) -> str:
-        if not isinstance(name, str):
-            raise TypeError(f"attribute name must be a str, not {type(name).__name__}")
-        if name.startswith("_"):
-            raise self.refuse(
-                f"access to attribute {name!r} is not allowed: names starting with '_' are "
-                "private to the sandbox"
-            )
-        if name in INSPECT_ATTRIBUTES or name.endswith("__roles__"):
-            raise self.refuse(
-                f"access to attribute {name!r} (interpreter internals) is not allowed"
-            )
-        if name in ("format", "format_map") and (
-            isinstance(ob, str) or (isinstance(ob, type) and issubclass(ob, str))
-        ):
-            raise self.refuse(
-                f"str.{name}() is not allowed in a skill (it can reach private attributes); "
-                "use an f-string or the % operator"
-            )
-        if isinstance(ob, string.Formatter) or ob is string.Formatter:
-            raise self.refuse("string.Formatter is not allowed in a skill; use an f-string")
+        """Return ``name`` (as an exact str) if the skill may read it on ``ob``; else refuse."""
+        name = _exact_name(name)
+        refusal = _attribute_refusal(ob, name)
+        if refusal is not None:
+            raise self.refuse(refusal)
         return name
 
     def getattr(self, ob: object, name: str, default: Any = _MISSING) -> Any:
         """``_getattr_`` and the ``getattr`` builtin: Python's semantics, minus the forbidden."""
-        self.check_attribute(ob, name)
+        name = self.check_attribute(ob, name)
         # safer_getattr repeats the checks above; kept as a second, independent line.
         if default is _MISSING:
             # ``raise_`` means "no default": a missing attribute raises AttributeError.
@@ -585,14 +691,34 @@ class _Guards:
         return safer_getattr(ob, name, default)  # type: ignore[no-untyped-call]
 
     def hasattr(self, ob: object, name: str) -> bool:
-        """``hasattr`` that answers False for names the skill may not read."""
-        if not isinstance(name, str) or name.startswith("_") or name in INSPECT_ATTRIBUTES:
+        """``hasattr`` that answers False (and records nothing) for names the skill may not read."""
+        name = _exact_name(name)
+        if _attribute_refusal(ob, name) is not None:
             return False
         try:
             self.getattr(ob, name)
         except AttributeError:
             return False
         return True
+
+    def setattr(self, ob: object, name: str, value: Any) -> None:
+        """The ``setattr`` builtin: the same rules as ``ob.name = value`` in skill code."""
+        name = self._check_write_name(name)
+        setattr(self.write(ob), name, value)
+
+    def delattr(self, ob: object, name: str) -> None:
+        """The ``delattr`` builtin: the same rules as ``del ob.name`` in skill code."""
+        name = self._check_write_name(name)
+        delattr(self.write(ob), name)
+
+    def _check_write_name(self, name: object) -> str:
+        name = _exact_name(name)
+        if name.startswith("_") or name in INSPECT_ATTRIBUTES or name.endswith("__roles__"):
+            raise self.refuse(
+                f"writing attribute {name!r} is not allowed: names starting with '_' are "
+                "private to the sandbox"
+            )
+        return name
 
     def write(self, ob: object) -> Any:
         """``_write_``: plain containers and skill-made objects pass; others refuse writes."""
@@ -608,6 +734,16 @@ class _Guards:
             return _INPLACE_OPS[op](x, y)
         return _BINARY_OPS[op](x, y)
 
+    def caught(self) -> None:
+        """``_caught_``: called first thing in every ``except`` block of skill code.
+
+        Catching the ``MemoryError`` of an exhausted address space does not rescue the call:
+        the error is reported (as ``ResourceLimitExceeded(limit="memory")``) all the same.
+        """
+        handled = sys.exc_info()[1]
+        if isinstance(handled, MemoryError) and self._on_violation is not None:
+            self._on_violation(handled)
+
     def import_(
         self,
         name: str,
@@ -615,13 +751,23 @@ class _Guards:
         locals: object = None,
         fromlist: object = (),
         level: int = 0,
-    ) -> ModuleView:
-        """``__import__``: a read-only view of an allowed module, or a PolicyViolation."""
+    ) -> ModuleView | None:
+        """``__import__``: a read-only view of an allowed module, or a PolicyViolation.
+
+        C code of an allowed module that imports on demand (``PyImport_Import``) calls this
+        hook too, because it looks ``__import__`` up in the skill's builtins. For the few
+        modules it needs (:data:`_RUNTIME_IMPORTS`) the real module is imported into
+        ``sys.modules``, where that C code finds it, and the skill is handed nothing.
+        """
         if level != 0:
             raise self.refuse("relative imports are not allowed in a skill")
+        name = _exact_name(name)
         if name == _FUTURE or name in ALLOWED_MODULES:
             return _module_view(name)
-        raise self.refuse(_import_refusal(str(name)))
+        if name in _RUNTIME_IMPORTS:
+            importlib.import_module(name)
+            return None
+        raise self.refuse(_import_refusal(name))
 
 
 class _WriteRefused:
@@ -660,8 +806,10 @@ def _base_builtins() -> dict[str, Any]:
     allowed.update(limited_builtins)
     allowed.update(utility_builtins)
     # utility_builtins' ``random`` is process-wide state and not an allowed module; its
-    # ``math`` is replaced by the same read-only view ``import math`` gives.
-    for name in ("random", "whrandom", "math", "_getattr_"):
+    # ``math`` is replaced by the same read-only view ``import math`` gives, and its
+    # ``string`` (which delegates to the real module) by a view of the safe names.
+    # ``setattr``/``delattr`` are bound to the call's guards in build_globals.
+    for name in ("random", "whrandom", "math", "string", "_getattr_", "setattr", "delattr"):
         allowed.pop(name, None)
     # Skills must not end the worker or pretend to be interrupted.
     for name in ("SystemExit", "KeyboardInterrupt", "GeneratorExit"):
@@ -705,7 +853,8 @@ def build_globals(
             as ``tools.<name>(**kwargs)`` on it.
         print_collector: The ``_print_`` factory, usually :meth:`OutputBuffer.collector`.
         on_violation: Called with each :class:`PolicyViolation` a runtime guard raises,
-            before it is raised.
+            before it is raised, and with each ``MemoryError`` an ``except`` block of the
+            skill catches (the worker makes both the call's outcome).
 
     Returns:
         The globals dict to ``exec`` a :func:`compile_skill` code object in.
@@ -714,8 +863,11 @@ def build_globals(
     skill_builtins = dict(_BASE_BUILTINS)
     skill_builtins["getattr"] = guards.getattr
     skill_builtins["hasattr"] = guards.hasattr
+    skill_builtins["setattr"] = guards.setattr
+    skill_builtins["delattr"] = guards.delattr
     skill_builtins["__import__"] = guards.import_
     skill_builtins["math"] = _module_view("math")
+    skill_builtins["string"] = _module_view("string", _STRING_NAMES)
     return {
         "__builtins__": skill_builtins,
         "__name__": SKILL_MODULE_NAME,
@@ -725,6 +877,7 @@ def build_globals(
         "_getiter_": iter,
         "_write_": guards.write,
         "_inplacevar_": guards.inplacevar,
+        "_caught_": guards.caught,
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence,
         "_print_": print_collector,

@@ -10,17 +10,31 @@ At start-up the worker:
 1. moves the protocol pipes off fds 0 and 1 and points fds 0, 1 and 2 at ``/dev/null``, so
    nothing a skill or a library prints can corrupt the channel;
 2. sets the process-wide rlimits: no core files, no file writes (``RLIMIT_FSIZE`` 0), no new
-   processes (``RLIMIT_NPROC`` 0; not enforced for root), and restores the default action
-   of ``SIGXCPU`` so exceeding the CPU limit kills the process.
+   processes (``RLIMIT_NPROC`` 0; not enforced for root), few open files
+   (``RLIMIT_NOFILE``), and restores the default action of ``SIGXCPU`` so exceeding the CPU
+   limit kills the process.
 
 Then it serves ``run`` requests one at a time (see :mod:`sandbox.protocol`). Per call it
 sets the soft ``RLIMIT_CPU`` (CPU already used + ``cpu_s``, since the worker is reused) and
 ``RLIMIT_AS``; hard limits stay where they were so the next call can choose differently.
 The skill gets fresh globals on every call, so no state carries over between calls.
+
+When the entry function has returned, the call is *closed* before its result is sent: the
+globals are cleared, the ``tools`` proxy and the output buffer stop working, and a garbage
+collection runs (still under the call's limits). Skill code can otherwise outlive its call
+(a suspended generator in a reference cycle runs its ``finally`` block when the collector
+finds it), and would then run inside the next call, with that call's tools and CPU budget.
+Objects that survive are frozen (``gc.freeze``), so each collection only looks at what the
+call itself allocated.
+
+Whatever the skill raised is rebuilt as a fresh error of the sandbox's own classes from
+validated, size-capped fields before it is encoded: a skill may raise ``ToolError`` (it is
+a builtin) or a subclass of it with any object as its message.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -32,12 +46,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, NoReturn
 
 from sandbox.errors import (
+    LIMIT_KINDS,
+    ExecutionTimeout,
     PolicyViolation,
     ResourceLimitExceeded,
     SandboxError,
     SkillError,
     ToolError,
     ToolNotAllowed,
+    WorkerCrashed,
     error_to_wire,
 )
 from sandbox.policy import OutputBuffer, build_globals, compile_skill, iter_skill_lines
@@ -46,6 +63,9 @@ from sandbox.protocol import encode_raw_frame, read_frame, write_all
 __all__ = ["ToolsProxy", "main"]
 
 _MAX_MESSAGE_CHARS: Final = 4000
+_MAX_OPEN_FILES: Final = 32
+_MAX_NAME_CHARS: Final = 200
+_MAX_ALLOWED_NAMES: Final = 100
 _JSON_SEPARATORS: Final = (",", ":")
 _RETURN_TYPES_HINT: Final = "return only dict, list, str, int, float, bool or None values"
 
@@ -115,14 +135,20 @@ class _Call:
         #: The first guard refusal or exceeded limit; it decides the outcome even if the
         #: skill catches the exception.
         self.sticky: BaseException | None = None
+        #: Set once the result is decided; code of this call that still runs (a generator's
+        #: ``finally`` run by the garbage collector) may no longer call tools.
+        self.closed = False
 
     def fail(self, error: BaseException) -> None:
-        """Record a sticky error (the first one wins)."""
-        if self.sticky is None:
+        """Record a sticky error (the first one wins; none once the call is closed)."""
+        if self.sticky is None and not self.closed:
             self.sticky = error
 
     def call_tool(self, name: str, kwargs: dict[str, Any]) -> Any:
         """Relay one tool call to the host and return its JSON result."""
+        if self.closed:
+            # Never touch the pipe: the host may already be serving another call.
+            raise ToolError(name, "the call this tool belongs to has already ended")
         if self.tool_calls >= self.max_tool_calls:
             error = ResourceLimitExceeded(
                 "tool_calls",
@@ -131,6 +157,15 @@ class _Call:
             )
             self.fail(error)
             raise error
+        # str.startswith, not key.startswith: a str subclass key could lie.
+        private = [str.__str__(key) for key in kwargs if str.startswith(key, "_")]
+        if private:
+            refusal = PolicyViolation(
+                f"tools.{name}() was called with the argument {private[0]!r}; argument names "
+                "starting with '_' are private to the host and cannot be passed by a skill"
+            )
+            self.fail(refusal)
+            raise refusal
         try:
             arguments = json.dumps(kwargs, allow_nan=False, separators=_JSON_SEPARATORS)
         except (TypeError, ValueError, RecursionError) as exc:
@@ -160,14 +195,20 @@ class _Call:
         raise ToolError(name, message)
 
 
+def _text(value: object, limit: int = _MAX_MESSAGE_CHARS) -> str | None:
+    """An exact, size-capped ``str`` copy of ``value``, or None if it is not a string."""
+    if not issubclass(type(value), str):  # type(), not isinstance: __class__ can be faked
+        return None
+    text = str.__str__(value)  # a str subclass could lie about its length or contents
+    return text if len(text) <= limit else text[:limit] + "... (truncated)"
+
+
 def _safe_str(exc: BaseException) -> str:
     try:
-        text = str(exc)
+        text = _text(str(exc))
     except BaseException:  # noqa: BLE001 - a broken __str__ must not break reporting
-        text = "<the exception's message could not be rendered>"
-    if len(text) > _MAX_MESSAGE_CHARS:
-        text = text[:_MAX_MESSAGE_CHARS] + "... (truncated)"
-    return text
+        text = None
+    return "<the exception's message could not be rendered>" if text is None else text
 
 
 def _last_skill_line(tb: types.TracebackType | None) -> int | None:
@@ -175,24 +216,84 @@ def _last_skill_line(tb: types.TracebackType | None) -> int | None:
     return lines[-1] if lines else None
 
 
+def _field(error: BaseException, name: str) -> object:
+    """An attribute of ``error`` as stored on the instance (no class-level property runs)."""
+    try:
+        return vars(error).get(name)
+    except BaseException:  # noqa: BLE001 - whatever the skill built, report something
+        return None
+
+
+def _number(value: object) -> int | None:
+    return value if type(value) is int and 0 < value < 1 << 31 else None
+
+
+def _rebuild(error: SandboxError) -> SandboxError:
+    """A fresh error of the sandbox's own class for ``error``, from checked, capped fields.
+
+    A skill can raise ``ToolError`` (a builtin), a subclass of it, or re-raise a sandbox
+    error it caught; its fields may then hold any object. Only exact strings and small
+    ints are copied, so encoding the result cannot run skill code or fail.
+    """
+    known = next(
+        (cls for cls in type(error).__mro__ if cls.__module__ == SandboxError.__module__),
+        SandboxError,
+    )
+    raw = _field(error, "message")
+    message = _text(raw)
+    if message is None:
+        message = f"<a {type(raw).__name__} object, not a message>"
+    if known is PolicyViolation:
+        return PolicyViolation(
+            message,
+            _number(_field(error, "line")),
+            _number(_field(error, "col")),
+            _text(_field(error, "source_line")),
+        )
+    if known is ExecutionTimeout:
+        return ExecutionTimeout(message)
+    if known is ResourceLimitExceeded:
+        limit = _text(_field(error, "limit"), _MAX_NAME_CHARS)
+        if limit in LIMIT_KINDS and limit != "wall":
+            return ResourceLimitExceeded(limit, message)
+    if known is ToolNotAllowed:
+        names = _field(error, "allowed")
+        allowed = (
+            [_text(n, _MAX_NAME_CHARS) or "?" for n in names[:_MAX_ALLOWED_NAMES]]
+            if isinstance(names, (tuple, list)) and type(names) in (tuple, list)
+            else []
+        )
+        return ToolNotAllowed(_text(_field(error, "tool"), _MAX_NAME_CHARS) or "?", allowed)
+    if known is ToolError:
+        return ToolError(_text(_field(error, "tool"), _MAX_NAME_CHARS) or "?", message)
+    if known is WorkerCrashed:
+        return WorkerCrashed(message)
+    if known is SkillError:
+        exc_type = _text(_field(error, "exc_type"), _MAX_NAME_CHARS) or "Exception"
+        return SkillError(exc_type, message, _number(_field(error, "line")))
+    # The bare root class, or a ResourceLimitExceeded naming no limit a worker can exceed.
+    return SkillError(_text(type(error).__name__, _MAX_NAME_CHARS) or "SandboxError", message)
+
+
 def _classify(exc: BaseException, source: str, call: _Call) -> SandboxError:
-    """Turn whatever escaped the skill into the error the host reports."""
+    """Turn whatever escaped the skill into a fresh error the host can be sent."""
     line = _last_skill_line(exc.__traceback__)
-    if isinstance(exc, PolicyViolation):
-        if exc.line is None and line is not None:
+    kind = type(exc)  # not isinstance(): a skill-made object can fake its __class__
+    if isinstance(exc, SandboxError) and issubclass(kind, SandboxError):
+        error = _rebuild(exc)
+        if isinstance(error, PolicyViolation) and error.line is None and line is not None:
             lines = source.splitlines()
             text = lines[line - 1] if 0 < line <= len(lines) else None
-            return PolicyViolation(exc.message, line, None, text)
-        return exc
-    if isinstance(exc, SandboxError):
-        return exc
-    if isinstance(exc, MemoryError):
+            return PolicyViolation(error.message, line, None, text)
+        return error
+    if issubclass(kind, MemoryError):
         return ResourceLimitExceeded(
             "memory",
             f"the skill ran out of memory (Limits.memory_mb={call.memory_mb} MiB of address "
             "space); use less memory or raise the limit",
         )
-    return SkillError(type(exc).__name__, _safe_str(exc), line)
+    name = _text(kind.__name__, _MAX_NAME_CHARS) or "Exception"
+    return SkillError(name, _safe_str(exc), line)
 
 
 def _encode_value(value: object, call: _Call) -> tuple[str | None, SandboxError | None]:
@@ -232,11 +333,111 @@ def _apply_call_limits(call: _Call) -> None:
 
 
 def _reset_shared_state() -> None:
-    # The only process-wide state an allowed module lets a skill change is the current
+    # The only process-wide setting an allowed module lets a skill change is the current
     # decimal context (e.g. ``getcontext().clear_traps()``); give every call a fresh one.
     decimal = sys.modules.get("decimal")
     if decimal is not None:
         decimal.setcontext(decimal.Context())
+
+
+def _regex_flag_values() -> frozenset[int]:
+    import re
+
+    return frozenset(member.value for member in re.RegexFlag.__members__.values())
+
+
+#: The values of the named ``re.RegexFlag`` members (the rest of its cache is skill-made).
+_REGEX_FLAG_VALUES: Final = _regex_flag_values()
+#: Most characters of pattern text ``re``'s compiled-pattern cache may keep between calls.
+_RE_CACHE_TEXT_BUDGET: Final = 256 * 1024
+
+
+def _trim_shared_caches() -> None:
+    """Drop what a call left in the allowed modules' process-wide caches.
+
+    These caches are invisible to skills but outlive the call: without a trim, one call
+    could fill them (``re.RegexFlag(n)`` keeps a pseudo-member for every ``n``; ``re``
+    keeps 512 compiled patterns of any size) and leave the next call on this worker with
+    less memory. They reach into private attributes, so each step is skipped quietly on
+    a Python whose ``re`` differs.
+    """
+    re_module = sys.modules.get("re")
+    if re_module is None:
+        return
+    try:
+        members = re_module.RegexFlag._value2member_map_
+        if len(members) > len(_REGEX_FLAG_VALUES):
+            for value in [v for v in members if v not in _REGEX_FLAG_VALUES]:
+                del members[value]
+    except (AttributeError, TypeError):  # pragma: no cover - another Python's enum
+        pass
+    try:
+        text = sum(len(key[1]) for key in re_module._cache)
+        if text > _RE_CACHE_TEXT_BUDGET:
+            re_module.purge()
+        elif re_module._compile_repl.cache_info().currsize:
+            re_module._compile_repl.cache_clear()  # its keys are replacement texts of any size
+    except (AttributeError, TypeError, IndexError):  # pragma: no cover - another Python's re
+        pass
+    strptime = sys.modules.get("_strptime")  # datetime.strptime's pattern cache
+    regex_cache = getattr(strptime, "_regex_cache", None)
+    if isinstance(regex_cache, dict) and regex_cache:
+        regex_cache.clear()
+
+
+def _run_skill(
+    call: _Call, source: str, entry: str, args: Mapping[str, Any], output: OutputBuffer
+) -> tuple[str | None, SandboxError | None]:
+    """Run the skill and encode its value; return (JSON text, None) or (None, error).
+
+    Nothing the skill made survives this function: the globals are cleared and the
+    returned error is a fresh object without a traceback.
+    """
+    namespace: dict[str, Any] = {}
+    value: object = None
+    error: SandboxError | None = None
+    try:
+        try:
+            code = compile_skill(source)
+            namespace = build_globals(
+                ToolsProxy(call.tool_names, call.call_tool),
+                output.collector,
+                on_violation=call.fail,
+            )
+            exec(code, namespace)
+            function = namespace.get(entry)
+            if function is None or not callable(function):
+                error = SkillError(
+                    "NameError",
+                    f"the skill source defines no function {entry!r}; define `def {entry}(...)` "
+                    "at module level, or pass the name of the function it does define as entry",
+                )
+            else:
+                value = function(**args)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit etc. must not end the worker
+            error = _classify(exc, source, call)
+        encoded = None
+        if error is None and call.sticky is None:
+            # Encoding may run skill code too (a dict subclass's items()), so the sticky
+            # error is checked again afterwards.
+            encoded, error = _encode_value(value, call)
+        if call.sticky is not None:
+            encoded, error = None, _classify(call.sticky, source, call)
+        return encoded, error
+    finally:
+        call.sticky = None  # its traceback holds the skill's frames
+        namespace.clear()  # break function <-> globals cycles now rather than at the next GC
+        value = None
+
+
+def _end_call(call: _Call, output: OutputBuffer) -> None:
+    """Close the call, then collect its garbage while its limits still apply."""
+    call.closed = True
+    output.close()
+    if gc.collect():  # runs the finalizers of the call's unreachable generators...
+        gc.collect()  # ...and frees whatever those finalizers left behind
+    _trim_shared_caches()
+    gc.freeze()  # the survivors are the worker's caches; later collections skip them
 
 
 def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int) -> str:
@@ -250,6 +451,7 @@ def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int) -> str:
     Returns:
         The ``done`` message, serialised.
     """
+    global _active_call
     call = _Call(in_fd, out_fd, request)
     source = str(request["source"])
     entry = str(request["entry"])
@@ -257,33 +459,12 @@ def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int) -> str:
     _apply_call_limits(call)
     _reset_shared_state()
     output = OutputBuffer(call.output_bytes, on_overflow=call.fail)
-    namespace: dict[str, Any] = {}
-    value: object = None
-    error: SandboxError | None = None
+    _active_call = call
     try:
-        code = compile_skill(source)
-        namespace = build_globals(
-            ToolsProxy(call.tool_names, call.call_tool), output.collector, on_violation=call.fail
-        )
-        exec(code, namespace)
-        function = namespace.get(entry)
-        if function is None or not callable(function):
-            error = SkillError(
-                "NameError",
-                f"the skill source defines no function {entry!r}; define `def {entry}(...)` "
-                "at module level, or pass the name of the function it does define as entry",
-            )
-        else:
-            value = function(**args)
-    except BaseException as exc:  # noqa: BLE001 - SystemExit etc. must not end the worker
-        error = _classify(exc, source, call)
-    if call.sticky is not None:
-        error = _classify(call.sticky, source, call)
-    encoded = None
-    if error is None:
-        encoded, error = _encode_value(value, call)
-    namespace.clear()  # break function <-> globals cycles now rather than at the next GC
-    value = None
+        encoded, error = _run_skill(call, source, entry, args, output)
+    finally:
+        _active_call = None
+        _end_call(call, output)
     head = {
         "op": "done",
         "ok": error is None,
@@ -293,6 +474,21 @@ def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int) -> str:
     text = json.dumps(head, separators=_JSON_SEPARATORS)
     # Splice the already-serialised (and size-checked) value in rather than encode it twice.
     return text[:-1] + ',"value":' + (encoded if encoded is not None else "null") + "}"
+
+
+#: The call in progress, for :func:`_on_unraisable`.
+_active_call: _Call | None = None
+
+
+def _on_unraisable(unraisable: Any) -> None:
+    """``sys.unraisablehook``: an exception nobody can catch (raised by a finalizer).
+
+    Such exceptions are dropped, except that running out of memory still fails the call
+    (a generator's ``finally`` block could otherwise hide an exhausted limit).
+    """
+    call = _active_call
+    if call is not None and isinstance(unraisable.exc_value, MemoryError):
+        call.fail(MemoryError("out of memory in a finalizer"))
 
 
 def _take_over_stdio() -> tuple[int, int]:
@@ -309,6 +505,8 @@ def _take_over_stdio() -> tuple[int, int]:
 def _apply_process_limits() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    # The pipes and /dev/null are open already; lazy imports need one more at a time.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_MAX_OPEN_FILES, _MAX_OPEN_FILES))
     try:
         resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     except (ValueError, OSError):  # pragma: no cover - platform dependent
@@ -321,6 +519,9 @@ def main() -> None:
     """Serve ``run`` requests on stdin/stdout until the host closes the pipe."""
     in_fd, out_fd = _take_over_stdio()
     _apply_process_limits()
+    sys.unraisablehook = _on_unraisable
+    gc.collect()
+    gc.freeze()  # start-up objects: never garbage, never scanned again
     while True:
         try:
             request = read_frame(in_fd)
@@ -344,6 +545,8 @@ def main() -> None:
                     ),
                 }
             )
+        except BaseException:  # noqa: BLE001 - a state we did not plan for: end the worker
+            os._exit(70)  # the host reports WorkerCrashed and starts a fresh worker
         try:
             write_all(out_fd, encode_raw_frame(reply))
         except OSError:
