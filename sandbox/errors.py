@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: The values :attr:`ResourceLimitExceeded.limit` can take.
-LIMIT_KINDS: Final = frozenset({"cpu", "memory", "wall", "output", "tool_calls"})
+LIMIT_KINDS: Final = frozenset({"cpu", "memory", "wall", "output", "tool_calls", "tool_io"})
 
 
 class SandboxError(Exception):

@@ -42,8 +42,15 @@ class Limits:
     """Most tool calls one run may make. The next one fails the call with
     ``ResourceLimitExceeded(limit="tool_calls")``."""
 
+    tool_io_bytes: int = 64_000_000
+    """Cap on the JSON bytes of all tool-call arguments and results in one run, which the
+    host keeps for ``Result.tool_calls``. Exceeding it fails the call with
+    ``ResourceLimitExceeded(limit="tool_io")`` (it bounds host memory per call)."""
+
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "cpu_s", "memory_mb", "output_bytes", "max_tool_calls"):
+        for name in (
+            "timeout_s", "cpu_s", "memory_mb", "output_bytes", "max_tool_calls", "tool_io_bytes",
+        ):  # fmt: skip
             value = getattr(self, name)
             allowed = (int, float) if name == "timeout_s" else (int,)
             if isinstance(value, bool) or not isinstance(value, allowed):

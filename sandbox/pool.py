@@ -97,6 +97,10 @@ class _Gone(Exception):
     """The worker closed its end of a pipe (it died)."""
 
 
+class _ToolIOExceeded(Exception):
+    """The call's tool arguments and results passed Limits.tool_io_bytes."""
+
+
 class _ProtocolError(Exception):
     """The worker sent something it should not have."""
 
@@ -161,6 +165,7 @@ class WorkerProcess:
         self._buffer = bytearray()
         self._lock = threading.Lock()
         self._reaped = False
+        self._tool_io = 0
         #: Calls started on this worker.
         self.calls = 0
 
@@ -226,6 +231,7 @@ class WorkerProcess:
             The outcome; ``error`` is set when the call failed.
         """
         self.calls += 1
+        self._tool_io = 0
         outcome = CallOutcome()
         frame_cap = max(_MIN_FRAME_CAP, 4 * limits.output_bytes + (1 << 20))
         try:
@@ -250,6 +256,14 @@ class WorkerProcess:
             )
         except _Gone:
             outcome.error = self._death_error(limits)
+        except _ToolIOExceeded:
+            self.kill()
+            outcome.error = ResourceLimitExceeded(
+                "tool_io",
+                f"the skill's tool calls moved more than Limits.tool_io_bytes="
+                f"{limits.tool_io_bytes} bytes of arguments and results; pass less data "
+                "through tools per call or raise the limit",
+            )
         except _ProtocolError as exc:
             self.kill()
             outcome.error = WorkerCrashed(
@@ -286,12 +300,19 @@ class WorkerProcess:
         arguments = message.get("arguments")
         if not isinstance(name, str) or not isinstance(arguments, dict):
             raise _ProtocolError("malformed tool message")
+        if any(not isinstance(k, str) or k.startswith("_") for k in arguments):
+            # The worker refuses private keyword arguments itself; one that sends them is
+            # not trusted further.
+            raise _ProtocolError("a tool call with a private (underscore) argument name")
         if len(calls) >= limits.max_tool_calls:
             # The worker enforces this limit itself; one that does not is not trusted further.
             raise _ProtocolError(f"more than Limits.max_tool_calls={limits.max_tool_calls} calls")
         if time.monotonic() >= deadline:
             raise _Timeout
         arguments_json = json.dumps(arguments, separators=_JSON_SEPARATORS)
+        self._tool_io += len(arguments_json)
+        if self._tool_io > limits.tool_io_bytes:
+            raise _ToolIOExceeded
         recorded = json.loads(arguments_json)  # the tool may mutate its own copy
         encoded: str | None = None
         error: str | None = None
@@ -311,6 +332,9 @@ class WorkerProcess:
         except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
             error, encoded = f"{type(exc).__name__}: {exc}", None
         duration = time.monotonic() - started
+        self._tool_io += len(encoded or "")
+        if self._tool_io > limits.tool_io_bytes:
+            raise _ToolIOExceeded
         if encoded is not None:
             calls.append(ToolCall(name, recorded, value, None, duration))
             frame = '{"op":"tool_result","ok":true,"value":' + encoded + "}"

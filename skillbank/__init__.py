@@ -10,8 +10,8 @@ Names in ``__all__`` are the public API; anything else may change without notice
 
 from __future__ import annotations
 
-from skillbank.bank import LearnEntry, LearnReport, RunResult, SkillBank
-from skillbank.compiler import compile_trajectory
+from skillbank.bank import LearnEntry, LearnReport, ProcedureReport, RunResult, SkillBank
+from skillbank.compiler import compile_group, compile_trajectory
 from skillbank.config import Config, load_config
 from skillbank.errors import (
     CompileError,
@@ -26,6 +26,7 @@ from skillbank.errors import (
     SkillTestFailed,
     TrajectoryError,
 )
+from skillbank.recognize import Plan, PlanResult, PlanStep
 from skillbank.skill import Case, Param, Signature, Skill, SkillDraft, TestedSkill, ValidatedSkill
 from skillbank.trajectory import (
     Outcome,
@@ -53,6 +54,10 @@ __all__ = [
     "LibraryError",
     "Outcome",
     "Param",
+    "Plan",
+    "PlanResult",
+    "PlanStep",
+    "ProcedureReport",
     "RunResult",
     "Signature",
     "Skill",
@@ -70,6 +75,7 @@ __all__ = [
     "TrajectoryError",
     "ValidatedSkill",
     "check_source",
+    "compile_group",
     "compile_trajectory",
     "load_config",
     "load_trajectories",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from skillbank.config import Config, load_config
 from skillbank.errors import CompileError, LibraryError, SkillArgumentError
 from skillbank.library import SkillLibrary, git
 from skillbank.proving import Failed, prove
+from skillbank.recognize import Plan, PlanResult, match_steps
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 from skillbank.validate import Rejected, code_shape, validate
@@ -498,6 +500,58 @@ class SkillBank:
 
                 self._llm = LLMCompiler.from_config(self.config)
         return self._llm
+
+    # --- recognition --------------------------------------------------------------------
+
+    def match(self, trajectory: Trajectory) -> Plan:
+        """The shortest plan of skill calls and raw tool calls that reproduces a trajectory.
+
+        Each skill step was checked by running the skill in the sandbox against the
+        trajectory's own results; see `skillbank.recognize`.
+        """
+        return match_steps(trajectory, self.skills(), self.sandbox, self.limits)
+
+    def execute(self, plan: Plan, tools: Mapping[str, Callable[..., JSON]]) -> PlanResult:
+        """Run a plan against host tools: skills in the sandbox, raw steps directly.
+
+        Stops at the first step that fails; the result says which and why.
+        """
+        values: list[JSON] = []
+        calls: list[ToolCall] = []
+        for n, step in enumerate(plan.steps, start=1):
+            if step.kind == "skill":
+                result = self.run(step.name, step.arguments, tools)
+                calls += result.tool_calls
+                if not result.ok:
+                    return PlanResult(
+                        False,
+                        tuple(values),
+                        tuple(calls),
+                        f"step {n} ({step.name}): {result.error}",
+                    )
+                values.append(result.value)
+                continue
+            function = tools.get(step.name)
+            if function is None:
+                raise SkillArgumentError(
+                    f"plan step {n} calls tool {step.name!r}, which was not given"
+                )
+            started = time.monotonic()
+            try:
+                value = function(**dict(step.arguments))
+            except Exception as exc:  # noqa: BLE001 - a failing tool ends the plan, as a value
+                calls.append(
+                    ToolCall(
+                        step.name, dict(step.arguments), None, str(exc), time.monotonic() - started
+                    )
+                )
+                why = f"step {n} ({step.name}): {type(exc).__name__}: {exc}"
+                return PlanResult(False, tuple(values), tuple(calls), why)
+            calls.append(
+                ToolCall(step.name, dict(step.arguments), value, None, time.monotonic() - started)
+            )
+            values.append(value)
+        return PlanResult(True, tuple(values), tuple(calls))
 
     # --- running ------------------------------------------------------------------------
 

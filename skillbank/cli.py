@@ -23,7 +23,7 @@ from skillbank.bank import LearnReport, RunResult, SkillBank
 from skillbank.errors import SkillbankError
 from skillbank.library import git
 from skillbank.skill import Skill
-from skillbank.trajectory import scan_trajectories
+from skillbank.trajectory import load_trajectories, scan_trajectories
 
 __all__ = ["cli", "main"]
 
@@ -336,6 +336,44 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
         _render_run(result, _console())
     if not result.ok:
         sys.exit(EXIT_CHECK_FAILED)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_root_option
+@_json_option
+def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
+    """Show which known skills each trajectory's calls amount to (the shortest plan).
+
+    Every skill step was checked by running the skill in the sandbox against the
+    trajectory's own results. Example: skillbank match runs.jsonl --json
+    """
+    trajectories = load_trajectories(list(paths))
+    with SkillBank(root) as bank:
+        plans = [bank.match(t) for t in trajectories]
+    if as_json:
+        _print_json([p.to_json() for p in plans])
+        return
+    table = Table()
+    for col in ("trajectory", "calls", "plan", "ratio"):
+        table.add_column(col, overflow="fold")
+    for plan in plans:
+        shown = " -> ".join(
+            f"{s.name}({', '.join(f'{k}={json.dumps(v)}' for k, v in s.arguments.items())})"
+            if s.kind == "skill"
+            else f"[dim]{s.name}[/dim]"
+            for s in plan.steps
+        )
+        table.add_row(plan.trajectory_id, str(plan.raw_calls), shown, f"{plan.call_ratio:.2f}")
+    console = _console()
+    console.print(table)
+    raw = sum(p.raw_calls for p in plans)
+    steps = sum(len(p.steps) for p in plans)
+    covered = sum(1 for p in plans if len(p.steps) == 1 and p.steps[0].kind == "skill")
+    console.print(
+        f"{len(plans)} trajectories: {covered} reproduced by one skill call; "
+        f"{steps} plan steps for {raw} raw calls (ratio {steps / raw if raw else 1:.2f})"
+    )
 
 
 @cli.command()

@@ -576,3 +576,21 @@ def test_errors_copy_and_render(error):
 def test_policy_violation_points_at_the_column():
     error = PolicyViolation("no", 1, 7, "x = ().__class__")
     assert str(error) == "line 1:7: no\n    x = ().__class__\n          ^"
+
+
+def test_tool_traffic_is_capped_per_call_so_host_memory_stays_bounded() -> None:
+    from sandbox import Limits, ResourceLimitExceeded, Sandbox
+
+    source = (
+        "def flood() -> int:\n"
+        "    n = 0\n"
+        "    while True:\n"
+        "        tools.sink(data='x' * 100000)\n"
+        "        n += 1\n"
+    )
+    with Sandbox() as sandbox:
+        result = sandbox.run(source, "flood", {}, {"sink": lambda data: len(data)},
+                             Limits(tool_io_bytes=1_000_000))  # fmt: skip
+        assert isinstance(result.error, ResourceLimitExceeded) and result.error.limit == "tool_io"
+        assert 5 <= len(result.tool_calls) <= 11
+        assert sandbox.run("def ok() -> int:\n    return 1\n", "ok", {}, {}).value == 1

@@ -1,0 +1,306 @@
+"""Recognition: which known skills a trajectory's calls amount to, and running such a plan.
+
+`match` finds the shortest sequence of skill calls and raw tool calls that reproduces a
+trajectory. For each position it tries every skill whose first call fits: the skill's
+arguments are read off the trajectory at the places its recorded cases show each parameter
+lands (a *locator*), and the guess is then checked the only way that counts: the skill runs in
+the sandbox against doubles that answer with the trajectory's own results, and must make
+exactly the trajectory's next calls. Dynamic programming over the positions then picks the
+plan with the fewest steps (ties: the fewest raw calls).
+
+`execute` runs a plan: skill steps in the sandbox, raw steps as direct tool calls. Run
+against the same starting state, a plan makes the same tool calls with the same results as
+the trajectory it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from skillbank.compiler.dataflow import Path, iter_paths
+from skillbank.skill import Skill
+from skillbank.trajectory import Step, Trajectory, canonical_json
+
+if TYPE_CHECKING:
+    from sandbox import Limits, Sandbox, ToolCall
+
+__all__ = ["Locator", "Plan", "PlanResult", "PlanStep", "locators", "match_steps"]
+
+JSON = Any
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a plan: a skill call or a raw tool call."""
+
+    #: "skill" or "tool".
+    kind: str
+    #: The skill id or the tool name.
+    name: str
+    #: The arguments.
+    arguments: Mapping[str, JSON]
+    #: The trajectory steps it covers, as a half-open range [start, end).
+    covers: tuple[int, int]
+
+    def to_json(self) -> dict[str, JSON]:
+        """The step as JSON data."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "arguments": dict(self.arguments),
+            "covers": list(self.covers),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The shortest known way to reproduce a trajectory."""
+
+    #: The trajectory matched.
+    trajectory_id: str
+    #: The steps in order.
+    steps: tuple[PlanStep, ...]
+    #: How many successful tool calls the trajectory made.
+    raw_calls: int
+
+    @property
+    def call_ratio(self) -> float:
+        """Plan steps per raw tool call (lower is better; 1.0 means nothing was recognised)."""
+        return len(self.steps) / self.raw_calls if self.raw_calls else 1.0
+
+    @property
+    def skills(self) -> tuple[str, ...]:
+        """The skills the plan calls."""
+        return tuple(s.name for s in self.steps if s.kind == "skill")
+
+    def to_json(self) -> dict[str, JSON]:
+        """The plan as JSON data (``skillbank match --json``)."""
+        return {
+            "trajectory_id": self.trajectory_id,
+            "steps": [s.to_json() for s in self.steps],
+            "raw_calls": self.raw_calls,
+            "call_ratio": round(self.call_ratio, 4),
+        }
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What executing a plan did."""
+
+    #: True when every step succeeded.
+    ok: bool
+    #: Each step's return value, in order (up to the failure).
+    values: tuple[JSON, ...]
+    #: Every tool call made, skills' calls included, in order.
+    tool_calls: tuple[ToolCall, ...]
+    #: What failed, for a reader (None when ok).
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where a parameter's value sits among a skill's tool calls."""
+
+    #: The parameter.
+    param: str
+    #: "at" (one call's argument), "each" (that argument of every call of the tool, as a
+    #: list), "rows" (several arguments of every call, as a list of dicts) or "count" (how
+    #: many times the tool was called).
+    kind: str
+    #: The tool whose calls hold the value.
+    tool: str
+    #: For "at": which call of that tool (0 = the first).
+    occurrence: int = 0
+    #: For "at"/"each": the path inside the call's arguments.
+    path: Path = ()
+    #: For "rows": dict key -> path inside the arguments.
+    columns: tuple[tuple[str, Path], ...] = ()
+
+
+def _same(a: JSON, b: JSON) -> bool:
+    return canonical_json(a) == canonical_json(b) and type(a) is type(b)
+
+
+def _at(value: JSON, path: Path) -> JSON:
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return value
+
+
+_MISSING = object()
+
+
+def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]:
+    found: list[Locator] = []
+    seen: dict[str, int] = {}
+    for call in calls:
+        occurrence = seen.get(call.tool, 0)
+        seen[call.tool] = occurrence + 1
+        for path, sub in iter_paths(dict(call.arguments)):
+            if path and _same(sub, value):
+                found.append(Locator(param, "at", call.tool, occurrence, path))
+    if isinstance(value, list) and value:
+        for tool in dict.fromkeys(c.tool for c in calls):
+            mine = [c for c in calls if c.tool == tool]
+            if len(mine) != len(value):
+                continue
+            for path, _ in iter_paths(dict(mine[0].arguments)):
+                if path and all(
+                    _same(_at(c.arguments, path), v) for c, v in zip(mine, value, strict=True)
+                ):
+                    found.append(Locator(param, "each", tool, 0, path))
+            if all(isinstance(v, dict) for v in value):
+                columns = []
+                for key in value[0]:
+                    paths = [
+                        p
+                        for p, _ in iter_paths(dict(mine[0].arguments))
+                        if p
+                        and all(
+                            _same(_at(c.arguments, p), v.get(key))
+                            for c, v in zip(mine, value, strict=True)
+                        )
+                    ]
+                    if not paths:
+                        break
+                    columns.append((str(key), paths[0]))
+                else:
+                    found.append(Locator(param, "rows", tool, 0, (), tuple(columns)))
+    if isinstance(value, int) and not isinstance(value, bool):
+        for tool in dict.fromkeys(c.tool for c in calls):
+            if sum(1 for c in calls if c.tool == tool) == value:
+                found.append(Locator(param, "count", tool))
+    return found
+
+
+def locators(skill: Skill) -> dict[str, Locator] | None:
+    """Where each parameter lands among the skill's calls, agreed by all its cases.
+
+    Parameters with a default need no locator. Returns None when a required parameter cannot
+    be placed (the skill cannot be recognised from raw calls then).
+    """
+    result: dict[str, Locator] = {}
+    for param in skill.signature.params:
+        common: list[Locator] | None = None
+        for case in skill.cases:
+            if param.name not in case.args:
+                common = []
+                break
+            calls = [Step(c.tool, c.arguments, c.result) for c in case.calls]
+            found = _candidates(param.name, case.args[param.name], calls)
+            common = found if common is None else [c for c in common if c in set(found)]
+            if not common:
+                break
+        if common:
+            result[param.name] = common[0]
+        elif not param.has_default:
+            return None
+    return result
+
+
+def _read(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSON:
+    # The skill's span is unknown before it runs: look at the calls up to the first one the
+    # skill does not declare.
+    span: list[Step] = []
+    for step in steps:
+        if step.tool not in tools:
+            break
+        span.append(step)
+    mine = [s for s in span if s.tool == locator.tool]
+    if locator.kind == "at":
+        if locator.occurrence >= len(mine):
+            return _MISSING
+        return _at(dict(mine[locator.occurrence].arguments), locator.path)
+    if locator.kind == "each":
+        return [_at(dict(s.arguments), locator.path) for s in mine] or _MISSING
+    if locator.kind == "rows":
+        return [
+            {k: _at(dict(s.arguments), p) for k, p in locator.columns} for s in mine
+        ] or _MISSING
+    return len(mine) or _MISSING
+
+
+def _try_skill(
+    sandbox: Sandbox,
+    skill: Skill,
+    args: Mapping[str, JSON],
+    steps: Sequence[Step],
+    limits: Limits | None,
+) -> int:
+    """How many of ``steps`` the skill reproduces when run on ``args`` (0 = it does not fit)."""
+    position = 0
+    broken = False
+
+    def double(name: str) -> Callable[..., JSON]:
+        def call(**arguments: JSON) -> JSON:
+            nonlocal position, broken
+            if position >= len(steps):
+                broken = True
+                raise RuntimeError("more calls than the trajectory made")
+            want = steps[position]
+            if want.tool != name or canonical_json(want.arguments) != canonical_json(arguments):
+                broken = True
+                raise RuntimeError("a different call than the trajectory made")
+            position += 1
+            return want.result
+
+        return call
+
+    result = sandbox.run(
+        skill.source,
+        skill.id,
+        dict(args),
+        {t: double(t) for t in skill.tools},
+        limits,
+        skill_id=skill.id,
+    )
+    if broken or not result.ok:
+        return 0
+    return position
+
+
+def match_steps(
+    trajectory: Trajectory,
+    skills: Sequence[Skill],
+    sandbox: Sandbox,
+    limits: Limits | None = None,
+) -> Plan:
+    """The shortest plan of skill calls and raw tool calls reproducing ``trajectory``."""
+    steps = [s for s in trajectory.steps if s.error is None]
+    usable: list[tuple[Skill, dict[str, Locator]]] = []
+    for skill in skills:
+        found = locators(skill) if skill.cases and skill.tools else None
+        if found is not None:
+            usable.append((skill, found))
+    first_tools = {s.id: s.cases[0].calls[0].tool for s, _ in usable if s.cases[0].calls}
+    n = len(steps)
+    inf = (n + 1, n + 1)
+    best: list[tuple[tuple[int, int], list[PlanStep]]] = [(inf, []) for _ in range(n + 1)]
+    best[0] = ((0, 0), [])
+    for i in range(n):
+        (cost, raws), plan = best[i]
+        if cost > n:
+            continue
+        raw = PlanStep("tool", steps[i].tool, dict(steps[i].arguments), (i, i + 1))
+        if (cost + 1, raws + 1) < best[i + 1][0]:
+            best[i + 1] = ((cost + 1, raws + 1), [*plan, raw])
+        for skill, locs in usable:
+            if first_tools.get(skill.id) != steps[i].tool:
+                continue
+            tools = frozenset(skill.tools)
+            args = {name: _read(loc, steps[i:], tools) for name, loc in locs.items()}
+            if any(v is _MISSING for v in args.values()):
+                continue
+            covered = _try_skill(sandbox, skill, args, steps[i:], limits)
+            if covered < 1:
+                continue
+            j = i + covered
+            step = PlanStep("skill", skill.id, args, (i, j))
+            if (cost + 1, raws) < best[j][0]:
+                best[j] = ((cost + 1, raws), [*plan, step])
+    return Plan(trajectory.id, tuple(best[n][1]), n)

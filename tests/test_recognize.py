@@ -1,0 +1,120 @@
+"""Recognition: plans of skill and tool calls that reproduce trajectories."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skillbank import Outcome, SkillBank, Step, Trajectory, parse_record
+from skillbank.cli import cli
+from skillbank.examples import PROCEDURES, Shop, run_procedure
+from skillbank.trajectory import canonical_json
+from tests.conftest import EXAMPLE_TRAJECTORIES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SkillBank]:
+    root = tmp_path_factory.mktemp("recognize") / "bank"
+    SkillBank.init(root).close()
+    shutil.rmtree(root / "skills")
+    shutil.copytree(REPO / "skills", root / "skills")  # the skills learned from the examples
+    with SkillBank(root) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seed") / "shop.sqlite"
+    Shop.create(path)
+    return path
+
+
+def _calls(calls: Any) -> list[tuple[str, str, str]]:
+    return [(c.tool, canonical_json(c.arguments), canonical_json(c.result)) for c in calls]
+
+
+@given(name=st.sampled_from(sorted(PROCEDURES)), seed=st.integers(0, 2**32 - 1))
+def test_a_plan_reproduces_its_trajectory_from_the_same_starting_state(
+    bank: SkillBank, seeded: Path, tmp_path_factory: pytest.TempPathFactory, name: str, seed: int
+) -> None:
+    work = tmp_path_factory.mktemp("plan")
+    shutil.copyfile(seeded, work / "a.sqlite")
+    shutil.copyfile(seeded, work / "b.sqlite")
+    recorder, replayer = Shop(work / "a.sqlite"), Shop(work / "b.sqlite")
+    args = PROCEDURES[name].draw_args(random.Random(seed), recorder)
+    trajectory = parse_record(run_procedure(recorder, name, args, record_id="new"), "generated")
+
+    plan = bank.match(trajectory)
+    assert [s.kind for s in plan.steps] == ["skill"], plan  # a known procedure: one skill call
+    result = bank.execute(plan, replayer.tools())
+    assert result.ok, result.error
+    assert _calls(result.tool_calls) == [
+        (s.tool, canonical_json(s.arguments), canonical_json(s.result)) for s in trajectory.steps
+    ]
+    assert replayer.snapshot() == recorder.snapshot()
+
+
+def test_two_procedures_in_one_trajectory_become_two_skill_calls(
+    bank: SkillBank, seeded: Path, tmp_path: Path
+) -> None:
+    shutil.copyfile(seeded, tmp_path / "a.sqlite")
+    shop = Shop(tmp_path / "a.sqlite")
+    first = parse_record(
+        run_procedure(shop, "order_history", {"email": "bob@example.com"}, record_id="x"), "x"
+    )
+    second = parse_record(
+        run_procedure(shop, "change_email", {"email": "bob@example.com",
+                                              "new_email": "bob@new.test"}, record_id="y"), "y"
+    )  # fmt: skip
+    both = Trajectory("both", f"{first.task}; then {second.task}", first.tools,
+                      first.steps + second.steps, Outcome(True))  # fmt: skip
+    plan = bank.match(both)
+    assert [(s.kind, s.covers) for s in plan.steps] == [("skill", (0, 2)), ("skill", (2, 4))]
+    assert plan.call_ratio == 0.5
+    assert plan.steps[1].arguments == {"email": "bob@example.com", "update_email": "bob@new.test"}
+
+
+def test_calls_no_skill_covers_stay_raw(bank: SkillBank) -> None:
+    t = Trajectory(
+        "raw", "ping twice", (), (Step("ping", {"n": 1}, "pong"), Step("ping", {"n": 2}, "pong")),
+        Outcome(True),
+    )  # fmt: skip
+    plan = bank.match(t)
+    assert [(s.kind, s.name) for s in plan.steps] == [("tool", "ping"), ("tool", "ping")]
+    assert plan.call_ratio == 1.0
+    result = bank.execute(plan, {"ping": lambda n: "pong"})
+    assert result.ok and result.values == ("pong", "pong")
+
+
+def test_a_wrong_guess_is_refused_by_the_sandbox_check(bank: SkillBank) -> None:
+    # find_customer then list_orders, but list_orders did NOT use the found customer id:
+    # the order-history skill would make a different call, so it must not be matched.
+    t = Trajectory(
+        "odd", "look", (),
+        (Step("find_customer", {"email": "a@b.c"}, {"customer_id": "C-1"}),
+         Step("list_orders", {"customer_id": "C-9"}, {"orders": []})),
+        Outcome(True),
+    )  # fmt: skip
+    plan = bank.match(t)
+    assert all(s.kind == "tool" for s in plan.steps)
+
+
+def test_match_command_json(bank: SkillBank) -> None:
+    result = CliRunner().invoke(
+        cli, ["match", str(EXAMPLE_TRAJECTORIES), "--root", str(bank.root), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    plans = json.loads(result.output)
+    assert len(plans) == 42
+    assert all(len(p["steps"]) == 1 and p["steps"][0]["kind"] == "skill" for p in plans)
