@@ -194,12 +194,18 @@ class SkillTransformer(RestrictingNodeTransformer):
             _tmpM = key
             _write_(_tmpN)[_tmpM] = _inplacevar_('+=', _getitem_(_tmpN, _tmpM), v)
 
-        so ``obj`` and ``key`` are evaluated once, as in Python. Plain names keep
-        RestrictedPython's own rewrite.
+        so ``obj`` and ``key`` are evaluated once, as in Python.
+
+        ``name op= v`` is left as it is (its name is still checked). RestrictedPython routes it
+        through ``_inplacevar_``, a Python call per ``+=`` that tripled the cost of numeric
+        loops; here that guard had nothing to refuse: for immutable values ``x op= y`` is
+        ``x = x op y``, the containers with mutating in-place operators are the ones
+        ``_write_`` lets a skill change anyway, and classes a skill defines cannot define
+        dunder methods.
         """
         target = node.target
         if isinstance(target, ast.Name):
-            return super().visit_AugAssign(node)
+            return self.node_contents_visit(node)
         op = ast.Constant(_IOPERATOR_SYMBOLS[type(node.op)])
         value = self.visit(node.value)
         if isinstance(target, ast.Subscript):
@@ -683,6 +689,10 @@ class _Guards:
 
     def getattr(self, ob: object, name: str, default: Any = _MISSING) -> Any:
         """``_getattr_`` and the ``getattr`` builtin: Python's semantics, minus the forbidden."""
+        if type(name) is str and (type(ob), name) in _PLAIN_METHODS:
+            # Fast path: a public method of a plain data value ("x".upper, [].append). Only
+            # an exact str name may take it: a str subclass could fake its hash and equality.
+            return getattr(ob, name)
         name = self.check_attribute(ob, name)
         # safer_getattr repeats the checks above; kept as a second, independent line.
         if default is _MISSING:
@@ -730,6 +740,8 @@ class _Guards:
         """``_inplacevar_``: ``x op= y`` for the arithmetic, bitwise and sequence operators."""
         if op not in _BINARY_OPS:
             raise self.refuse(f"augmented assignment operator {op!r} is not allowed")
+        if type(x) in _IMMUTABLE:  # fast path: for these, x op= y is x = x op y
+            return _BINARY_OPS[op](x, y)
         if _is_writable(x):
             return _INPLACE_OPS[op](x, y)
         return _BINARY_OPS[op](x, y)
@@ -792,8 +804,21 @@ class _WriteRefused:
     __setitem__ = __delitem__ = __setattr__ = __delattr__ = _refuse
 
 
-def _getitem(ob: Any, index: Any) -> Any:
-    return ob[index]
+#: ``_getitem_``: plain subscription (C-level; the policy has nothing to refuse here, since
+#: the values a skill can subscript are its own data, tool results and read-only views).
+_getitem = operator.getitem
+
+#: Values whose augmented assignment cannot mutate anything: ``x op= y`` is ``x = x op y``.
+_IMMUTABLE: Final = frozenset({int, float, complex, bool, str, bytes, tuple, frozenset})
+
+#: (type, name) of every public method of the plain data types a skill handles, minus the
+#: format methods that walk attributes. Reading these needs no further checks.
+_PLAIN_METHODS: Final = frozenset(
+    (typ, name)
+    for typ in (str, bytes, int, float, bool, complex, list, tuple, dict, set, frozenset)
+    for name in dir(typ)
+    if not name.startswith("_") and name not in {"format", "format_map", "mro"}
+)
 
 
 def _apply(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
