@@ -732,7 +732,7 @@ class _Guards:
 
     def write(self, ob: object) -> Any:
         """``_write_``: plain containers and skill-made objects pass; others refuse writes."""
-        if _is_writable(ob):
+        if type(ob) in _WRITABLE_TYPES or _is_writable(ob):  # the common case, inlined
             return ob
         return _WriteRefused(self, ob)
 
