@@ -22,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox import Limits, Sandbox, ToolCall
 from skillbank.compiler import compile_group, pattern_key, pattern_of, skill_id_for
+from skillbank.compose import closure, grant, requirement_cycle
 from skillbank.config import Config, load_config
 from skillbank.errors import CompileError, LibraryError, SkillArgumentError
 from skillbank.library import SkillLibrary, git
 from skillbank.proving import Failed, prove
 from skillbank.recognize import Plan, PlanResult, match_steps
-from skillbank.skill import Case, Skill, SkillDraft, TestedSkill
+from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ToolCallRecord
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
-from skillbank.validate import Rejected, code_shape, validate
+from skillbank.validate import Rejected, code_shape, read_signature, validate
 
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
@@ -442,14 +443,24 @@ class SkillBank:
                     )  # fmt: skip
                 )
             ordered_entries = [entries[i] for i in range(len(given))]
+            graph = {sid: skill.requires for sid, skill in existing.items()}
+            graph.update({t.draft.id: t.draft.requires for t, _, _, _ in changes})
+            cycle = requirement_cycle(graph)
+            if cycle:
+                raise LibraryError(
+                    f"skills would require each other in a cycle ({' -> '.join(cycle)}); "
+                    "fix the 'requires' of those skills before learning more"
+                )
             commit = self.library.store(changes, _commit_message(changes, ordered_entries))
         return LearnReport(tuple(ordered_entries), commit, versions, tuple(procedures))
 
-    def _check(self, draft: SkillDraft) -> TestedSkill | Failed | Rejected:
+    def _check(
+        self, draft: SkillDraft, library: Mapping[str, Skill] | None = None
+    ) -> TestedSkill | Failed | Rejected:
         validated = validate(draft)
         if isinstance(validated, Rejected):
             return validated
-        return prove(validated, self.sandbox, self.limits)
+        return prove(validated, self.sandbox, self.limits, library)
 
     def _generalise(
         self, sid: str, runs: list[Trajectory], old: Skill | None
@@ -459,10 +470,20 @@ class SkillBank:
         Returns the tested skill (or None), the reason it failed, and the LLM's transcript.
         """
         problem: str | None = None
+        library = {s.id: s for s in self.library.load_all()}
         try:
             draft = compile_group(runs, name=sid)
         except (CompileError, RecursionError, ValueError) as exc:
             draft, problem = None, str(exc)
+        composed = self._compose(sid, runs, library) if old is None or old.requires else None
+        if composed is not None and (
+            draft is None
+            or len(read_signature(composed.source).params)
+            <= len(read_signature(draft.source).params)
+        ):
+            checked = self._check(composed, library)
+            if isinstance(checked, TestedSkill):
+                return checked, None, ()
         if draft is not None and old is not None:
             ours = compile_group(runs[: len(old.cases)], name=sid) if old.cases else None
             if ours is not None and code_shape(ours.source) != code_shape(old.source):
@@ -471,7 +492,7 @@ class SkillBank:
                 draft = replace(draft, source=old.source, description=old.description,
                                 notes=old.notes)  # fmt: skip
         if draft is not None:
-            checked = self._check(draft)
+            checked = self._check(draft, library)
             if isinstance(checked, TestedSkill):
                 return checked, None, ()
             problem = _problem_text(checked)
@@ -489,6 +510,60 @@ class SkillBank:
         if isinstance(checked, TestedSkill):
             return checked, None, result.transcript
         return None, _problem_text(checked), result.transcript
+
+    def _compose(
+        self, sid: str, runs: list[Trajectory], library: Mapping[str, Skill]
+    ) -> SkillDraft | None:
+        """The group as calls of existing skills where they cover its runs, or None.
+
+        Every run must be covered the same way (the same skills and raw calls in the same
+        order), and at least one step must be a skill but not the whole run (a skill that
+        only wraps another adds nothing). Skills that (transitively) require ``sid`` are not
+        used, so no cycle can arise.
+        """
+        requires_map = {s.id: s.requires for s in library.values()}
+        others = [
+            s for s in library.values() if s.id != sid and sid not in closure(s.id, requires_map)
+        ]
+        if not others:
+            return None
+        plans = [match_steps(run, others, self.sandbox, self.limits) for run in runs]
+        shapes = {tuple((p.kind, p.name if p.kind == "skill" else "") for p in plan.steps)
+                  for plan in plans}  # fmt: skip
+        if len(shapes) != 1:
+            return None
+        (shape,) = shapes
+        used = sorted({name for kind, name in shape if kind == "skill"})
+        if not used or len(shape) == 1:
+            return None
+        composed_runs = []
+        raw_calls: dict[tuple[str, str], tuple[ToolCallRecord, ...]] = {}
+        for run, plan in zip(runs, plans, strict=True):
+            steps = [s for s in run.steps if s.error is None]
+            new_steps = [
+                Step(p.name, dict(p.arguments), p.result)
+                if p.kind == "skill"
+                else steps[p.covers[0]]
+                for p in plan.steps
+            ]
+            composed_runs.append(replace(run, steps=tuple(new_steps), recorded_sha256=run.sha256))
+            raw_calls[(run.id, run.sha256)] = tuple(
+                ToolCallRecord(s.tool, dict(s.arguments), s.result) for s in steps
+            )
+        try:
+            draft = compile_group(composed_runs, name=sid)
+        except (CompileError, RecursionError, ValueError):
+            return None
+        cases = tuple(
+            replace(c, calls=raw_calls[(c.trajectory_id, c.trajectory_sha256)]) for c in draft.cases
+        )
+        return replace(
+            draft,
+            tools=tuple(t for t in draft.tools if t not in used),
+            requires=tuple(used),
+            cases=cases,
+            tool_specs={k: v for k, v in draft.tool_specs.items() if k not in used},
+        )
 
     @property
     def llm(self) -> LLMCompiler | None:
@@ -608,14 +683,16 @@ class SkillBank:
         """
         skill = self.get(skill_id)
         checked = self.check_args(skill, args)
-        missing = [t for t in skill.tools if t not in tools]
-        if missing:
+        limits = limits or self.limits
+        library = {s.id: s for s in self.skills()} if skill.requires else {}
+        try:
+            granted = grant(skill.tools, skill.requires, tools, library, self.sandbox, limits)
+        except SkillArgumentError as exc:
             raise SkillArgumentError(
-                f"{skill_id!r} calls tools {', '.join(skill.tools)}, but no host function was "
-                f"given for {', '.join(missing)}"
-            )
-        granted = {name: tools[name] for name in skill.tools}
-        result = self.sandbox.run(skill.source, skill.id, checked, granted, limits or self.limits)
+                f"{skill_id!r} calls tools {', '.join(skill.tools)}: {exc}"
+            ) from None
+        result = self.sandbox.run(skill.source, skill.id, checked, granted, limits,
+                                  skill_id=skill.id)  # fmt: skip
         return RunResult(
             skill_id=skill.id,
             ok=result.ok,

@@ -8,13 +8,14 @@ number and both sides, so a reviewer sees what diverged.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sandbox import Limits, Sandbox
-from skillbank.errors import SkillTestFailed
-from skillbank.skill import Case, TestedSkill, ValidatedSkill
+from skillbank.compose import grant
+from skillbank.errors import SkillArgumentError, SkillTestFailed
+from skillbank.skill import Case, Skill, TestedSkill, ValidatedSkill
 from skillbank.trajectory import canonical_json
 
 __all__ = ["CaseResult", "Failed", "prove", "replay_case"]
@@ -95,12 +96,24 @@ def replay_case(
     validated: ValidatedSkill,
     case: Case,
     limits: Limits | None = None,
+    library: Mapping[str, Skill] | None = None,
 ) -> CaseResult:
-    """Run the skill on one case against its recorded tool responses and compare."""
+    """Run the skill on one case against its recorded tool responses and compare.
+
+    Skills it requires run nested (from ``library``) against the same recorded responses,
+    so the case's raw calls are what the whole composition must make.
+    """
     draft = validated.draft
-    replay = _Replay(case, draft.tools)
-    result = sandbox.run(draft.source, draft.id, dict(case.args), replay.tools, limits)
     tid = case.trajectory_id
+    needed = {
+        t for sid in draft.requires if library and sid in library for t in _all_tools(sid, library)
+    }
+    replay = _Replay(case, sorted(set(draft.tools) | needed))
+    try:
+        granted = grant(draft.tools, draft.requires, replay.tools, library or {}, sandbox, limits)
+    except SkillArgumentError as exc:
+        return CaseResult(tid, False, str(exc))
+    result = sandbox.run(draft.source, draft.id, dict(case.args), granted, limits)
     if replay.mismatch:
         return CaseResult(tid, False, replay.mismatch)
     if not result.ok:
@@ -120,11 +133,35 @@ def replay_case(
     return CaseResult(tid, True)
 
 
+def _all_tools(sid: str, library: Mapping[str, Skill]) -> set[str]:
+    # Host tools a required skill needs, through its own requirements (cycle-safe).
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [sid]
+    while todo:
+        current = todo.pop()
+        skill = library.get(current)
+        if current in seen or skill is None:
+            continue
+        seen.add(current)
+        found |= set(skill.tools)
+        todo += skill.requires
+    return found
+
+
 def prove(
-    validated: ValidatedSkill, sandbox: Sandbox, limits: Limits | None = None
+    validated: ValidatedSkill,
+    sandbox: Sandbox,
+    limits: Limits | None = None,
+    library: Mapping[str, Skill] | None = None,
 ) -> TestedSkill | Failed:
-    """Replay every recorded case of a validated skill; all must pass."""
-    results = tuple(replay_case(sandbox, validated, c, limits) for c in validated.draft.cases)
+    """Replay every recorded case of a validated skill; all must pass.
+
+    ``library`` supplies the skills it requires (they run nested during the replay).
+    """
+    results = tuple(
+        replay_case(sandbox, validated, c, limits, library) for c in validated.draft.cases
+    )
     if all(r.ok for r in results):
         return TestedSkill(validated, len(results))
     return Failed(validated, results)

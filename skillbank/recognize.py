@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skillbank.compiler.dataflow import Path, iter_paths
+from skillbank.compose import grant
+from skillbank.errors import SkillArgumentError
 from skillbank.skill import Skill
 from skillbank.trajectory import Step, Trajectory, canonical_json
 
@@ -43,6 +45,8 @@ class PlanStep:
     arguments: Mapping[str, JSON]
     #: The trajectory steps it covers, as a half-open range [start, end).
     covers: tuple[int, int]
+    #: What the step returned when it was checked against the trajectory (skills only).
+    result: JSON = None
 
     def to_json(self) -> dict[str, JSON]:
         """The step as JSON data."""
@@ -225,14 +229,32 @@ def _read(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSO
     return len(mine) or _MISSING
 
 
+def _tools_of(sid: str, library: Mapping[str, Skill]) -> set[str]:
+    # Host tools a required skill needs, through its own requirements (cycle-safe).
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [sid]
+    while todo:
+        current = todo.pop()
+        skill = library.get(current)
+        if current in seen or skill is None:
+            continue
+        seen.add(current)
+        found |= set(skill.tools)
+        todo += skill.requires
+    return found
+
+
 def _try_skill(
     sandbox: Sandbox,
     skill: Skill,
+    library: Mapping[str, Skill],
     args: Mapping[str, JSON],
     steps: Sequence[Step],
     limits: Limits | None,
-) -> int:
-    """How many of ``steps`` the skill reproduces when run on ``args`` (0 = it does not fit)."""
+) -> tuple[int, JSON]:
+    """How many of ``steps`` the skill reproduces on ``args`` (0 = it does not fit), and
+    what it returned."""
     position = 0
     broken = False
 
@@ -251,17 +273,22 @@ def _try_skill(
 
         return call
 
-    result = sandbox.run(
-        skill.source,
-        skill.id,
-        dict(args),
-        {t: double(t) for t in skill.tools},
-        limits,
-        skill_id=skill.id,
-    )
+    needed = set(skill.tools) | {t for sid in skill.requires for t in _tools_of(sid, library)}
+    try:
+        granted = grant(
+            skill.tools,
+            skill.requires,
+            {t: double(t) for t in sorted(needed)},
+            library,
+            sandbox,
+            limits,
+        )
+    except SkillArgumentError:
+        return 0, None
+    result = sandbox.run(skill.source, skill.id, dict(args), granted, limits, skill_id=skill.id)
     if broken or not result.ok:
-        return 0
-    return position
+        return 0, None
+    return position, result.value
 
 
 def match_steps(
@@ -272,6 +299,7 @@ def match_steps(
 ) -> Plan:
     """The shortest plan of skill calls and raw tool calls reproducing ``trajectory``."""
     steps = [s for s in trajectory.steps if s.error is None]
+    library = {s.id: s for s in skills}
     usable: list[tuple[Skill, dict[str, Locator]]] = []
     for skill in skills:
         found = locators(skill) if skill.cases and skill.tools else None
@@ -292,15 +320,17 @@ def match_steps(
         for skill, locs in usable:
             if first_tools.get(skill.id) != steps[i].tool:
                 continue
-            tools = frozenset(skill.tools)
+            tools = frozenset(skill.tools).union(
+                *(_tools_of(sid, library) for sid in skill.requires)
+            )
             args = {name: _read(loc, steps[i:], tools) for name, loc in locs.items()}
             if any(v is _MISSING for v in args.values()):
                 continue
-            covered = _try_skill(sandbox, skill, args, steps[i:], limits)
+            covered, value = _try_skill(sandbox, skill, library, args, steps[i:], limits)
             if covered < 1:
                 continue
             j = i + covered
-            step = PlanStep("skill", skill.id, args, (i, j))
+            step = PlanStep("skill", skill.id, args, (i, j), value)
             if (cost + 1, raws) < best[j][0]:
                 best[j] = ((cost + 1, raws), [*plan, step])
     return Plan(trajectory.id, tuple(best[n][1]), n)

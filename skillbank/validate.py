@@ -403,7 +403,8 @@ def code_shape(source: str) -> str:
 
 def validate(draft: SkillDraft) -> ValidatedSkill | Rejected:
     """Check a draft against the policy; a pass carries the signature read from the tree."""
-    findings = check_source(draft.source, tools=draft.tools, skill_id=draft.id)
+    declared = (*draft.tools, *draft.requires)  # required skills are called like tools
+    findings = check_source(draft.source, tools=declared, skill_id=draft.id)
     if findings:
         return Rejected(draft, tuple(findings))
     return ValidatedSkill(draft, read_signature(draft.source))
