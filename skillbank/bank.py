@@ -402,7 +402,7 @@ class SkillBank:
                     taken.add(sid)
                 runs = [_from_case(c, old.tool_specs) for c in old.cases] if old else []
                 runs += [given[i] for i in new]
-                tested, problem, transcript = self._generalise(sid, runs, old)
+                tested, problem, transcript = self._generalise(sid, runs, old, existing)
                 ids = [given[i].id for i in new]
                 if tested is None:
                     reason = problem or "unknown"
@@ -463,14 +463,19 @@ class SkillBank:
         return prove(validated, self.sandbox, self.limits, library)
 
     def _generalise(
-        self, sid: str, runs: list[Trajectory], old: Skill | None
+        self,
+        sid: str,
+        runs: list[Trajectory],
+        old: Skill | None,
+        library: Mapping[str, Skill],
     ) -> tuple[TestedSkill | None, str | None, tuple[str, ...]]:
         """Compile one procedure's runs and check the skill; fall back to the LLM if set up.
 
         Returns the tested skill (or None), the reason it failed, and the LLM's transcript.
+        ``library`` is the library as it was before this learn: composition uses only skills
+        from it, so a batch gives the same skills whatever its order.
         """
         problem: str | None = None
-        library = {s.id: s for s in self.library.load_all()}
         try:
             draft = compile_group(runs, name=sid)
         except (CompileError, RecursionError, ValueError) as exc:
