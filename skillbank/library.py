@@ -200,6 +200,7 @@ class SkillLibrary:
         self.root = Path(root)
         self.dir = self.root / skills_dir
         self.rel = skills_dir
+        self._cache: dict[str, tuple[tuple[tuple[int, int, int], ...], Skill]] = {}
 
     # --- reading ------------------------------------------------------------------------
 
@@ -212,6 +213,10 @@ class SkillLibrary:
     def load(self, skill_id: str) -> Skill:
         """Read one skill back from its folder.
 
+        A skill whose files have not changed since it was last read (same size and
+        modification time of each file) comes from a cache, so repeated reads (recognition
+        asks for the whole library per trajectory) skip the parsing.
+
         Raises:
             SkillNotFound: no folder with that id.
             LibraryError: the folder is broken; the message names the file and what to fix.
@@ -219,6 +224,22 @@ class SkillLibrary:
         folder = self.dir / skill_id
         if not (set(skill_id) <= _ID_CHARS) or not (folder / "SKILL.md").is_file():
             raise SkillNotFound(skill_id, self.ids())
+        try:
+            stamps = tuple(
+                (st.st_mtime_ns, st.st_size, st.st_ino)
+                for st in (os.stat(folder / name) for name in SKILL_FILES)
+            )
+        except OSError:
+            stamps = None
+        cached = self._cache.get(skill_id)
+        if stamps is not None and cached is not None and cached[0] == stamps:
+            return cached[1]
+        skill = self._read(skill_id, folder)
+        if stamps is not None:
+            self._cache[skill_id] = (stamps, skill)
+        return skill
+
+    def _read(self, skill_id: str, folder: Path) -> Skill:
         rel = f"{self.rel}/{skill_id}"
         try:
             text = {name: (folder / name).read_text(encoding="utf-8") for name in SKILL_FILES}

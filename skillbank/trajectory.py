@@ -23,6 +23,7 @@ dataclasses. Every error names the file, the record and the field.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -124,9 +125,13 @@ class Trajectory:
     #: stored case (which keeps only part of the original); "" for a trajectory read as is.
     recorded_sha256: str = ""
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
-        """Content hash over task, tools, steps and outcome; the same run hashes the same."""
+        """Content hash over task, tools, steps and outcome; the same run hashes the same.
+
+        Computed once per trajectory (the fields are frozen): grouping, sorting and case
+        building ask for it many times, and it serialises the whole record.
+        """
         if self.recorded_sha256:
             return self.recorded_sha256
         payload = {
