@@ -27,7 +27,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, ParentNodeProvider, PositionProvider
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from sandbox import ALLOWED_MODULES
 from skillbank.errors import SkillRejected
@@ -138,17 +138,31 @@ def _is_constant(node: cst.BaseExpression) -> bool:
 
 
 class _Checker(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider, ParentNodeProvider)
+    # Parents come from a stack kept while visiting, and positions are resolved only when
+    # there is something to report: libcst's metadata providers cost most of the time.
 
     def __init__(self, tools: Collection[str] | None) -> None:
         super().__init__()
         self.tools = tools
-        self.findings: list[Finding] = []
+        self.pending: list[tuple[cst.CSTNode, str, str]] = []
         self.called_tools: set[str] = set()
+        self.stack: list[cst.CSTNode] = []
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.stack.append(node)  # before visit_*, which may ask for its node's parent
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        self.stack.pop()
+        super().on_leave(original_node)
+
+    def parent(self, depth: int = 1) -> cst.CSTNode | None:
+        # The node being visited is stack[-1]; its parent is stack[-2], and so on.
+        index = -1 - depth
+        return self.stack[index] if len(self.stack) >= depth + 1 else None
 
     def add(self, node: cst.CSTNode, rule: str, message: str) -> None:
-        pos: CodeRange = self.get_metadata(PositionProvider, node)
-        self.findings.append(Finding(rule, pos.start.line, pos.start.column, message))
+        self.pending.append((node, rule, message))
 
     def visit_Import(self, node: cst.Import) -> None:
         for alias in node.names:
@@ -172,7 +186,7 @@ class _Checker(cst.CSTVisitor):
             )  # fmt: skip
 
     def visit_Name(self, node: cst.Name) -> None:
-        parent = self.get_metadata(ParentNodeProvider, node)
+        parent = self.parent()
         if isinstance(parent, cst.Attribute) and parent.attr is node:
             return  # checked in visit_Attribute
         if isinstance(parent, (cst.ImportAlias, cst.Import, cst.ImportFrom)):
@@ -193,7 +207,7 @@ class _Checker(cst.CSTVisitor):
             )  # fmt: skip
         elif node.value == "tools":
             call = (
-                self.get_metadata(ParentNodeProvider, parent)
+                self.parent(2)
                 if isinstance(parent, cst.Attribute) and parent.value is node
                 else None
             )
@@ -256,18 +270,15 @@ def check_source(
         return [_syntax_finding(source, exc)]
     except (cst.CSTValidationError, RecursionError, ValueError) as exc:  # odd names, nesting
         return [Finding("SB001", 1, 0, f"cannot parse the source: {exc}")]
-    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     checker = _Checker(tools)
     try:
-        wrapper.visit(checker)
+        module.visit(checker)
     except RecursionError:
         return [Finding("SB001", 1, 0, "the source nests too deeply to check")]
-    positions = wrapper.resolve(PositionProvider)
-    findings = checker.findings
+    pending = checker.pending
 
     def at(node: cst.CSTNode, rule: str, message: str) -> None:
-        start = positions[node].start
-        findings.append(Finding(rule, start.line, start.column, message))
+        pending.append((node, rule, message))
 
     public: list[cst.FunctionDef] = []
     for i, stmt in enumerate(module.body):
@@ -292,8 +303,9 @@ def check_source(
             "only imports, functions, a module docstring and constant assignments may sit at "
             "the top level; move this statement into the function",
         )  # fmt: skip
+    fixed: list[Finding] = []  # findings with no node to point at
     if not public:
-        findings.append(
+        fixed.append(
             Finding("SB101", 1, 0, "no public function; define one `def <skill_id>(...)`")
         )
     for extra in public[1:]:
@@ -324,6 +336,13 @@ def check_source(
                 at(star, "SB105", "*args/**kwargs are not allowed; name every parameter")
         if fn.returns is None:
             at(fn, "SB106", f"function {fn.name.value!r} needs a return annotation")
+    if not pending:
+        return fixed
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    findings = fixed
+    for node, rule, message in pending:
+        where: CodeRange = positions[node]
+        findings.append(Finding(rule, where.start.line, where.start.column, message))
     return sorted(findings, key=lambda f: (f.line, f.col, f.rule))
 
 
