@@ -18,7 +18,14 @@ if TYPE_CHECKING:
     from sandbox import Limits, Sandbox
     from skillbank.skill import Skill
 
-__all__ = ["MAX_DEPTH", "SkillCallFailed", "closure", "grant", "requirement_cycle"]
+__all__ = [
+    "MAX_DEPTH",
+    "SkillCallFailed",
+    "closure",
+    "grant",
+    "requirement_cycle",
+    "tools_needed",
+]
 
 JSON = Any
 
@@ -40,6 +47,22 @@ def closure(skill_id: str, requires: Mapping[str, Sequence[str]]) -> set[str]:
             seen.add(sid)
             todo += requires.get(sid, ())
     return seen
+
+
+def tools_needed(sid: str, library: Mapping[str, Skill]) -> set[str]:
+    """The host tools a skill needs, its own and those of the skills it requires (cycle-safe)."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = [sid]
+    while todo:
+        current = todo.pop()
+        skill = library.get(current)
+        if current in seen or skill is None:
+            continue
+        seen.add(current)
+        found |= set(skill.tools)
+        todo += skill.requires
+    return found
 
 
 def requirement_cycle(requires: Mapping[str, Sequence[str]]) -> list[str] | None:

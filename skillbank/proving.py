@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox import Limits, Sandbox
-from skillbank.compose import grant
+from skillbank.compose import grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillTestFailed
 from skillbank.skill import Case, Skill, TestedSkill, ValidatedSkill
 from skillbank.trajectory import canonical_json
@@ -106,7 +106,10 @@ def replay_case(
     draft = validated.draft
     tid = case.trajectory_id
     needed = {
-        t for sid in draft.requires if library and sid in library for t in _all_tools(sid, library)
+        t
+        for sid in draft.requires
+        if library and sid in library
+        for t in tools_needed(sid, library)
     }
     replay = _Replay(case, sorted(set(draft.tools) | needed))
     try:
@@ -131,22 +134,6 @@ def replay_case(
             f"returned {_short(result.value)}, expected {_short(case.result)}",
         )
     return CaseResult(tid, True)
-
-
-def _all_tools(sid: str, library: Mapping[str, Skill]) -> set[str]:
-    # Host tools a required skill needs, through its own requirements (cycle-safe).
-    found: set[str] = set()
-    seen: set[str] = set()
-    todo = [sid]
-    while todo:
-        current = todo.pop()
-        skill = library.get(current)
-        if current in seen or skill is None:
-            continue
-        seen.add(current)
-        found |= set(skill.tools)
-        todo += skill.requires
-    return found
 
 
 def prove(

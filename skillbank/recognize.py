@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from skillbank.compiler.dataflow import Path, iter_paths
-from skillbank.compose import grant
+from skillbank.compiler.dataflow import MISSING, Path, iter_paths, value_at
+from skillbank.compose import grant, tools_needed
 from skillbank.errors import SkillArgumentError
 from skillbank.skill import Skill
 from skillbank.trajectory import Step, Trajectory, canonical_json
@@ -127,18 +127,6 @@ def _same(a: JSON, b: JSON) -> bool:
     return canonical_json(a) == canonical_json(b) and type(a) is type(b)
 
 
-def _at(value: JSON, path: Path) -> JSON:
-    for part in path:
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING
-    return value
-
-
-_MISSING = object()
-
-
 def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]:
     found: list[Locator] = []
     seen: dict[str, int] = {}
@@ -155,7 +143,7 @@ def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]
                 continue
             for path, _ in iter_paths(dict(mine[0].arguments)):
                 if path and all(
-                    _same(_at(c.arguments, path), v) for c, v in zip(mine, value, strict=True)
+                    _same(value_at(c.arguments, path), v) for c, v in zip(mine, value, strict=True)
                 ):
                     found.append(Locator(param, "each", tool, 0, path))
             if all(isinstance(v, dict) for v in value):
@@ -166,7 +154,7 @@ def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]
                         for p, _ in iter_paths(dict(mine[0].arguments))
                         if p
                         and all(
-                            _same(_at(c.arguments, p), v.get(key))
+                            _same(value_at(c.arguments, p), v.get(key))
                             for c, v in zip(mine, value, strict=True)
                         )
                     ]
@@ -218,31 +206,15 @@ def _read(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSO
     mine = [s for s in span if s.tool == locator.tool]
     if locator.kind == "at":
         if locator.occurrence >= len(mine):
-            return _MISSING
-        return _at(dict(mine[locator.occurrence].arguments), locator.path)
+            return MISSING
+        return value_at(dict(mine[locator.occurrence].arguments), locator.path)
     if locator.kind == "each":
-        return [_at(dict(s.arguments), locator.path) for s in mine] or _MISSING
+        return [value_at(dict(s.arguments), locator.path) for s in mine] or MISSING
     if locator.kind == "rows":
         return [
-            {k: _at(dict(s.arguments), p) for k, p in locator.columns} for s in mine
-        ] or _MISSING
-    return len(mine) or _MISSING
-
-
-def _tools_of(sid: str, library: Mapping[str, Skill]) -> set[str]:
-    # Host tools a required skill needs, through its own requirements (cycle-safe).
-    found: set[str] = set()
-    seen: set[str] = set()
-    todo = [sid]
-    while todo:
-        current = todo.pop()
-        skill = library.get(current)
-        if current in seen or skill is None:
-            continue
-        seen.add(current)
-        found |= set(skill.tools)
-        todo += skill.requires
-    return found
+            {k: value_at(dict(s.arguments), p) for k, p in locator.columns} for s in mine
+        ] or MISSING
+    return len(mine) or MISSING
 
 
 def _try_skill(
@@ -273,7 +245,7 @@ def _try_skill(
 
         return call
 
-    needed = set(skill.tools) | {t for sid in skill.requires for t in _tools_of(sid, library)}
+    needed = set(skill.tools) | {t for sid in skill.requires for t in tools_needed(sid, library)}
     try:
         granted = grant(
             skill.tools,
@@ -321,10 +293,10 @@ def match_steps(
             if first_tools.get(skill.id) != steps[i].tool:
                 continue
             tools = frozenset(skill.tools).union(
-                *(_tools_of(sid, library) for sid in skill.requires)
+                *(tools_needed(sid, library) for sid in skill.requires)
             )
             args = {name: _read(loc, steps[i:], tools) for name, loc in locs.items()}
-            if any(v is _MISSING for v in args.values()):
+            if any(v is MISSING for v in args.values()):
                 continue
             covered, value = _try_skill(sandbox, skill, library, args, steps[i:], limits)
             if covered < 1:

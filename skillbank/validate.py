@@ -305,9 +305,7 @@ def check_source(
         )  # fmt: skip
     fixed: list[Finding] = []  # findings with no node to point at
     if not public:
-        fixed.append(
-            Finding("SB101", 1, 0, "no public function; define one `def <skill_id>(...)`")
-        )
+        fixed.append(Finding("SB101", 1, 0, "no public function; define one `def <skill_id>(...)`"))
     for extra in public[1:]:
         at(
             extra, "SB101",

@@ -19,7 +19,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Origin", "Path", "find_origin", "iter_paths", "mentioned_in"]
+__all__ = ["MISSING", "Origin", "Path", "find_origin", "iter_paths", "mentioned_in", "value_at"]
+
+#: What `value_at` returns for a path that does not exist.
+MISSING: Any = object()
 
 JSON = Any
 #: A path into a JSON value: dict keys and list positions.
@@ -43,6 +46,16 @@ def _same(a: JSON, b: JSON) -> bool:
     if type(a) is not type(b):
         return False
     return bool(a == b)
+
+
+def value_at(value: JSON, path: Path) -> JSON:
+    """The sub-value at ``path``, or `MISSING` when the path does not exist."""
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return MISSING
+    return value
 
 
 def trivial(value: JSON) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skillbank.compiler.dataflow import Path, iter_paths, mentioned_in, trivial
+from skillbank.compiler.dataflow import Path, iter_paths, mentioned_in, trivial, value_at
 from skillbank.compiler.emit import (
     Call,
     FunctionPlan,
@@ -313,7 +313,7 @@ class _Builder:
         first = values[0]
         if isinstance(first, (dict, list)) and first and _same_shape(values):
             inner = any(
-                self.origins([_at(v, p) for v in values], earlier, results) is not None
+                self.origins([value_at(v, p) for v in values], earlier, results) is not None
                 for p, _ in iter_paths(first)
                 if p
             )
@@ -518,7 +518,7 @@ class _Builder:
     ) -> dict[tuple[int, str], Path] | None:
         item_paths: dict[tuple[int, str], Path] | None = None
         for r, its in enumerate(iterations):
-            items = _at(results[r][slot], list_path)
+            items = value_at(results[r][slot], list_path)
             if not isinstance(items, list) or len(items) != len(its):
                 return None
             mapping: dict[tuple[int, str], Path] = {}
@@ -526,7 +526,7 @@ class _Builder:
                 for key in step.arguments:
                     for sub, _ in iter_paths(items[0]):
                         if all(
-                            _same(_at(items[j], sub), its[j][i].arguments.get(key))
+                            _same(value_at(items[j], sub), its[j][i].arguments.get(key))
                             and not trivial(its[j][i].arguments.get(key))
                             for j in range(len(its))
                         ):
@@ -660,18 +660,6 @@ def _singular(list_path: Path, tool: str) -> str:
 
 def _same(a: JSON, b: JSON) -> bool:
     return type(a) is type(b) and bool(a == b)
-
-
-def _at(value: JSON, path: Path) -> JSON:
-    for part in path:
-        try:
-            value = value[part]
-        except (KeyError, IndexError, TypeError):
-            return _MISSING
-    return value
-
-
-_MISSING = object()
 
 
 def _final(run: _Run, pattern: Pattern, loops: set[int]) -> JSON:
