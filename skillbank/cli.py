@@ -193,6 +193,19 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
     return data
 
 
+def _skills_table(skills: list[Skill]) -> Table:
+    # The id never wraps (it is what you type next); the signature shows the parameters.
+    table = Table()
+    table.add_column("skill", no_wrap=True)
+    for col in ("v", "stage", "cases"):
+        table.add_column(col)
+    table.add_column("parameters -> returns", overflow="fold")
+    for s in skills:
+        params = s.signature.render()[len(s.id) :]
+        table.add_row(s.id, str(s.version), s.stage, str(len(s.cases)), params)
+    return table
+
+
 @cli.command(name="list")
 @_root_option
 @_json_option
@@ -208,12 +221,7 @@ def list_(root: Path, as_json: bool) -> None:
     if not skills:
         click.echo("no skills yet; learn some with `skillbank learn FILE.jsonl`")
         return
-    table = Table()
-    for col in ("skill", "v", "stage", "cases", "signature"):
-        table.add_column(col)
-    for s in skills:
-        table.add_row(s.id, str(s.version), s.stage, str(len(s.cases)), s.signature.render())
-    _console().print(table)
+    _console().print(_skills_table(skills))
 
 
 @cli.command()
@@ -403,12 +411,7 @@ def demo(directory: Path) -> None:
         _render_report(report, bank, console)
         console.rule("2. the library")
         skills = bank.skills()
-        table = Table()
-        for col in ("skill", "v", "stage", "cases", "signature"):
-            table.add_column(col)
-        for s in skills:
-            table.add_row(s.id, str(s.version), s.stage, str(len(s.cases)), s.signature.render())
-        console.print(table)
+        console.print(_skills_table(skills))
         log = git(bank.root, "log", "--oneline", "-3", "--", bank.config.skills_dir, check=False)
         console.print("git log:")
         click.echo(log.stdout.rstrip() or "(no commits)")
