@@ -282,3 +282,28 @@ def test_learning_is_order_independent_and_loops_over_the_listed_items(
         first.cases, sorted(trajectories, key=lambda t: (t.id, t.sha256)), strict=True
     ):
         assert [c.tool for c in case.calls] == [s.tool for s in t.steps]
+
+
+def test_an_element_picked_by_key_at_different_positions_becomes_a_selection() -> None:
+    from skillbank.compiler import compile_group
+
+    def run(tid: str, email: str, orders: list[dict[str, str]], picked: str) -> Trajectory:
+        t = traj(
+            f"Cancel the pending order of {email}",
+            ("find_customer", {"email": email}, {"customer_id": f"C-{tid}"}),
+            ("list_orders", {"customer_id": f"C-{tid}"}, {"orders": orders}),
+            ("cancel_order", {"order_id": picked}, {"cancelled": picked}),
+        )
+        return Trajectory(tid, t.task, t.tools, t.steps, t.outcome)
+
+    a = run("1", "a@x.io", [{"order_id": "O-1", "status": "shipped"},
+                            {"order_id": "O-2", "status": "pending"}], "O-2")  # fmt: skip
+    b = run("2", "b@x.io", [{"order_id": "O-7", "status": "pending"},
+                            {"order_id": "O-8", "status": "pending"}], "O-7")  # fmt: skip
+    draft = compile_group([a, b])
+    assert (
+        'order_id=[entry for entry in orders["orders"] if entry["status"] == "pending"][0]'
+        '["order_id"]' in draft.source
+    ), draft.source
+    assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
+    assert any("pending" in n for n in draft.notes)

@@ -22,6 +22,7 @@ __all__ = [
     "FunctionPlan",
     "Loop",
     "ParamPlan",
+    "Pick",
     "Ref",
     "identifier",
     "literal",
@@ -78,6 +79,29 @@ class Ref:
     def render(self) -> str:
         """Source text, e.g. ``customer["orders"][0]["order_id"]``."""
         return self.var + "".join(f"[{literal(p)}]" for p in self.path)
+
+
+@dataclass(frozen=True)
+class Pick(Ref):
+    """The element of a list in an earlier result that has ``key == value``, then a path.
+
+    Renders as ``[entry for entry in orders["orders"] if entry["status"] == "pending"][0]``
+    followed by ``rest``: the runs took different positions but always the first element
+    whose key field held the same value.
+    """
+
+    #: Path, inside each element, of the field that selects it.
+    key: Path = ()
+    #: The value that field must hold.
+    value: JSON = None
+    #: Path inside the selected element.
+    rest: Path = ()
+
+    def render(self) -> str:
+        """Source text of the selection."""
+        field = "entry" + "".join(f"[{literal(p)}]" for p in self.key)
+        picked = f"[entry for entry in {super().render()} if {field} == {literal(self.value)}][0]"
+        return picked + "".join(f"[{literal(p)}]" for p in self.rest)
 
 
 #: An argument value: a literal JSON value, a Ref, or containers mixing both.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from skillbank.compiler.dataflow import Path, iter_paths, mentioned_in, trivial, value_at
@@ -32,6 +32,7 @@ from skillbank.compiler.emit import (
     FunctionPlan,
     Loop,
     ParamPlan,
+    Pick,
     Ref,
     identifier,
     literal,
@@ -269,12 +270,17 @@ class _Builder:
 
     def origins(
         self, values: list[JSON], earlier: list[int], results: list[list[JSON]]
-    ) -> tuple[int, Path] | None:
-        """The one place (slot, path) every run copied its value from, if there is one."""
-        common: list[tuple[int, Path]] | None = None
-        for r, (run, value) in enumerate(zip(self.runs, values, strict=True)):
+    ) -> tuple[int, Path] | tuple[int, Path, Path, JSON, Path] | None:
+        """The one place every run copied its value from, if there is one.
+
+        Either (slot, path), the same path in every run, or a `pick`: the first element of a
+        list whose key field holds the same value, wherever it stood.
+        """
+        for run, value in zip(self.runs, values, strict=True):
             if trivial(value) or mentioned_in(value, run.trajectory.task):
                 return None
+        common: list[tuple[int, Path]] | None = None
+        for r, (run, value) in enumerate(zip(self.runs, values, strict=True)):
             found = [
                 (slot, path)
                 for slot in reversed(earlier)
@@ -286,8 +292,51 @@ class _Builder:
                 keep = set(found)
                 common = [c for c in common if c in keep]
             if not common:
-                return None
+                return self.pick(values, earlier, results)
         return common[0] if common else None
+
+    def pick(
+        self, values: list[JSON], earlier: list[int], results: list[list[JSON]]
+    ) -> tuple[int, Path, Path, JSON, Path] | None:
+        """A list element every run selected by the same key value, at differing positions.
+
+        Returns (slot, list path, key path, key value, path inside the element), or None.
+        """
+        first = self.runs[0]
+        for slot in reversed(earlier):
+            for path in first.paths_of(slot, results[0][slot], values[0]):
+                for cut, part in enumerate(path):
+                    if not isinstance(part, int) or isinstance(part, bool):
+                        continue
+                    list_path, rest = path[:cut], path[cut + 1 :]
+                    element = value_at(results[0][slot], path[: cut + 1])
+                    for key, key_value in iter_paths(element):
+                        if not key or trivial(key_value) or isinstance(key_value, (dict, list)):
+                            continue
+                        if self._picks(values, slot, list_path, key, key_value, rest, results):
+                            return slot, list_path, key, key_value, rest
+        return None
+
+    def _picks(
+        self,
+        values: list[JSON],
+        slot: int,
+        list_path: Path,
+        key: Path,
+        key_value: JSON,
+        rest: Path,
+        results: list[list[JSON]],
+    ) -> bool:
+        positions = set()
+        for r, value in enumerate(values):
+            items = value_at(results[r][slot], list_path)
+            if not isinstance(items, list):
+                return False
+            chosen = [i for i, item in enumerate(items) if _same(value_at(item, key), key_value)]
+            if not chosen or not _same(value_at(items[chosen[0]], rest), value):
+                return False
+            positions.add(chosen[0])
+        return len(positions) > 1  # one fixed position is a plain path, found before
 
     def expr(
         self,
@@ -301,9 +350,13 @@ class _Builder:
         origin = self.origins(values, earlier, results)
         arg = ".".join(map(str, keypath))
         if origin is not None:
-            slot, path = origin
+            slot = origin[0]
             self.used.add(names[slot])
-            ref = Ref(names[slot], path)
+            if len(origin) == 2:
+                ref = Ref(names[slot], origin[1])
+            else:
+                _, list_path, key, key_value, rest = origin
+                ref = Pick(names[slot], list_path, key, key_value, rest)
             self.notes.append(
                 f"{tool}({arg}) <- {self.slot_tool[slot]} result{ref.render()[len(ref.var) :]}"
             )
@@ -697,7 +750,7 @@ def _mentions(expr: JSON, var: str) -> bool:
 
 def _rename_expr(expr: JSON, names: Mapping[str, str]) -> JSON:
     if isinstance(expr, Ref):
-        return Ref(names.get(expr.var, expr.var), expr.path)
+        return replace(expr, var=names.get(expr.var, expr.var))
     if isinstance(expr, dict):
         return {k: _rename_expr(v, names) for k, v in expr.items()}
     if isinstance(expr, list):
