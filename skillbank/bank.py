@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import fcntl
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sandbox import Limits, Sandbox, ToolCall
-from skillbank.compiler import compile_group, pattern_key, pattern_of, skill_id_for
+from skillbank.compiler import (
+    compile_group,
+    is_subpattern,
+    pattern_key,
+    pattern_of,
+    pattern_tokens,
+    skill_id_for,
+)
 from skillbank.compose import closure, grant, requirement_cycle
 from skillbank.config import Config, load_config
 from skillbank.errors import CompileError, LibraryError, SkillArgumentError
@@ -379,32 +387,39 @@ class SkillBank:
             procedures: list[ProcedureReport] = []
             changes: list[tuple[TestedSkill, int, str, str]] = []
             versions: dict[str, int] = {}
-            for key in sorted(groups):
-                members = sorted(groups[key], key=lambda i: (given[i].id, given[i].sha256))
-                old = existing.get(by_key[key]) if key in by_key else None
+
+            def learn_group(members: list[int], old: Skill | None, final: bool) -> bool:
+                # One procedure: generalise, check, record; False (recording nothing) when
+                # it fails and the caller will retry its parts separately (final=False).
+                members = sorted(members, key=lambda i: (given[i].id, given[i].sha256))
                 known = {c.trajectory_sha256 for c in old.cases} if old else set()
                 new: list[int] = []
+                unchanged: list[int] = []
                 for i in members:
                     if given[i].sha256 in known:
-                        entries[i] = LearnEntry(given[i].id, "unchanged", old.id if old else None)
+                        unchanged.append(i)
                     else:
                         known.add(given[i].sha256)
                         new.append(i)
+                for i in unchanged:
+                    entries[i] = LearnEntry(given[i].id, "unchanged", old.id if old else None)
                 if not new:
                     if old is not None:
                         procedures.append(_procedure(old.id, "unchanged", [], old, None))
-                    continue
+                    return True
                 if old is not None:
                     sid = old.id
                 else:
-                    pattern = pattern_of([s.tool for s in given[new[0]].steps if s.error is None])
-                    sid = _unique_id(skill_id_for([t for block in pattern for t in block]), taken)
-                    taken.add(sid)
+                    longest = max(new, key=lambda i: (len(given[i].steps), -i))
+                    tools = [s.tool for s in given[longest].steps if s.error is None]
+                    sid = _unique_id(skill_id_for([t for b in pattern_of(tools) for t in b]), taken)
                 runs = [_from_case(c, old.tool_specs) for c in old.cases] if old else []
                 runs += [given[i] for i in new]
                 tested, problem, transcript = self._generalise(sid, runs, old, existing)
                 ids = [given[i].id for i in new]
                 if tested is None:
+                    if not final:
+                        return False
                     reason = problem or "unknown"
                     for i in new:
                         entries[i] = LearnEntry(given[i].id, "rejected", old.id if old else None,
@@ -422,7 +437,8 @@ class SkillBank:
                             transcript,
                         )  # fmt: skip
                     )
-                    continue
+                    return True
+                taken.add(sid)
                 action = "updated" if old is not None else "added"
                 for i in new:
                     entries[i] = LearnEntry(given[i].id, action, sid)
@@ -442,6 +458,15 @@ class SkillBank:
                         transcript,
                     )  # fmt: skip
                 )
+                return True
+
+            for members, old, parts in _procedures(given, groups, existing, by_key):
+                if not learn_group(members, old, final=len(parts) == 1):
+                    # A merged procedure (runs that left out some blocks) did not compile or
+                    # check: learn the runs of each call pattern on their own instead.
+                    for part in parts:
+                        learn_group(part, old if old and set(part) & set(parts[0]) else None,
+                                    final=True)  # fmt: skip
             ordered_entries = [entries[i] for i in range(len(given))]
             graph = {sid: skill.requires for sid, skill in existing.items()}
             graph.update({t.draft.id: t.draft.requires for t, _, _, _ in changes})
@@ -708,6 +733,75 @@ class SkillBank:
             duration_s=result.duration_s,
             output=result.output,
         )
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{3,}", text.lower())}
+
+
+def _alike(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two procedures' task texts read alike (word overlap of their first tasks)."""
+    if not a or not b:
+        return False
+    wa, wb = _words(a[0]), _words(b[0])
+    return bool(wa | wb) and len(wa & wb) / len(wa | wb) >= 0.5
+
+
+def _procedures(
+    given: Sequence[Trajectory],
+    groups: Mapping[str, list[int]],
+    existing: Mapping[str, Skill],
+    by_key: Mapping[str, str],
+) -> list[tuple[list[int], Skill | None, list[list[int]]]]:
+    """The procedures to learn: (runs, the skill already holding it, the runs per pattern).
+
+    Runs of one call pattern form a procedure. A pattern whose blocks all appear, in order,
+    in another one's (some runs left blocks out) joins that procedure when the task texts
+    read alike, so the left-out blocks become conditional; the parts are kept so that a
+    failed merge can be learned pattern by pattern.
+    """
+    units: list[dict[str, Any]] = []
+    for key in sorted(groups):
+        members = groups[key]
+        steps = [s for s in given[members[0]].steps if s.error is None]
+        old = existing.get(by_key[key]) if key in by_key else None
+        units.append({
+            "members": list(members), "old": old, "parts": [list(members)],
+            "tokens": pattern_tokens(steps), "tasks": [given[i].task for i in members],
+        })  # fmt: skip
+    for skill in sorted(existing.values(), key=lambda s: s.id):
+        if any(u["old"] is skill for u in units) or not skill.cases:
+            continue
+        longest = max(skill.cases, key=lambda c: len(c.calls))
+        steps = [Step(c.tool, c.arguments, c.result) for c in longest.calls]
+        units.append({"members": [], "old": skill, "parts": [], "tokens": pattern_tokens(steps),
+                      "tasks": [c.task for c in skill.cases]})  # fmt: skip
+    merged = True
+    while merged:
+        merged = False
+        for small in units:
+            if small["old"] is not None or not small["members"]:
+                continue
+            for big in units:
+                if big is small or not (big["members"] or big["old"]):
+                    continue
+                lesser, greater = sorted((small["tokens"], big["tokens"]), key=len)
+                if (
+                    lesser != greater
+                    and len(greater) - len(lesser) <= 2
+                    and is_subpattern(lesser, greater)
+                    and _alike(small["tasks"], big["tasks"])
+                ):
+                    big["members"] += small["members"]
+                    big["parts"] = (big["parts"] or [[]]) + small["parts"]
+                    big["tasks"] += small["tasks"]
+                    big["tokens"] = greater
+                    small["members"], small["parts"] = [], []
+                    merged = True
+                    break
+            if merged:
+                break
+    return [(u["members"], u["old"], u["parts"] or [u["members"]]) for u in units if u["members"]]
 
 
 def _unique_id(base: str, taken: set[str]) -> str:

@@ -364,3 +364,37 @@ def test_any_text_survives_store_and_load(task: str, value: Any, result: Any) ->
         files = skill_files(skill, version=skill.version, stage=skill.stage)
         for name, text in files.items():
             assert (Path(tmp) / "b" / "skills" / skill.id / name).read_text() == text
+
+
+def test_runs_that_leave_a_step_out_are_learned_as_one_skill_with_a_branch(
+    tmp_path: Path,
+) -> None:
+    def run(tid: str, sku: str, available: int) -> Trajectory:
+        from skillbank import Step
+
+        steps = [Step("check_stock", {"sku": sku}, {"sku": sku, "available": available})]
+        if available == 0:
+            steps.append(
+                Step("restock", {"sku": sku, "quantity": 10}, {"sku": sku, "available": 10})
+            )
+        return Trajectory(tid, f"Make sure {sku} is in stock", (), tuple(steps), Outcome(True))
+
+    with SkillBank.init(tmp_path / "b") as bank:
+        report = bank.learn([run("a", "S-1", 0), run("b", "S-2", 4), run("c", "S-3", 0)])
+        assert report.added == ["check_stock_restock"] and not report.rejected
+        skill = bank.get("check_stock_restock")
+        assert 'if stock["available"] == 0:' in skill.source and len(skill.cases) == 3
+        later = bank.learn([run("d", "S-4", 7)])  # a new run without the step joins the skill
+        assert later.updated == ["check_stock_restock"] and later.added == []
+        stock = {"S-9": 0}
+
+        def check_stock(sku: str) -> dict[str, Any]:
+            return {"sku": sku, "available": stock[sku]}
+
+        def restock(sku: str, quantity: int) -> dict[str, Any]:
+            stock[sku] += quantity
+            return {"sku": sku, "available": stock[sku]}
+
+        result = bank.run("check_stock_restock", {"sku": "S-9"}, {"check_stock": check_stock,
+                                                                  "restock": restock})  # fmt: skip
+        assert result.ok and result.value == {"sku": "S-9", "available": 10}

@@ -307,3 +307,54 @@ def test_an_element_picked_by_key_at_different_positions_becomes_a_selection() -
     ), draft.source
     assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
     assert any("pending" in n for n in draft.notes)
+
+
+def _stock_run(tid: str, sku: str, available: int, restocked: bool) -> Trajectory:
+    steps: list[tuple[str, dict[str, Any], Any]] = [
+        ("check_stock", {"sku": sku}, {"sku": sku, "available": available})
+    ]
+    if restocked:
+        steps.append(("restock", {"sku": sku, "quantity": 10}, {"sku": sku, "available": 10}))
+    t = traj(f"Make sure {sku} is in stock", *steps)
+    return Trajectory(tid, t.task, t.tools, t.steps, t.outcome)
+
+
+def test_steps_only_some_runs_made_branch_on_the_result_field_that_differs() -> None:
+    from skillbank.compiler import compile_group
+
+    runs = [
+        _stock_run("a", "SKU-1", 0, True),
+        _stock_run("b", "SKU-2", 5, False),
+        _stock_run("c", "SKU-3", 0, True),
+        _stock_run("d", "SKU-4", 3, False),
+    ]
+    draft = compile_group(runs)
+    body = draft.source.split('"""')[-1]
+    assert body == (
+        "\n"
+        "    stock = tools.check_stock(sku=sku)\n"
+        '    if stock["available"] == 0:\n'
+        "        return tools.restock(quantity=quantity, sku=sku)\n"
+        "    return stock\n"
+    )
+    assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
+    assert [c.result for c in draft.cases][:2] == [
+        {"sku": "SKU-1", "available": 10},
+        {"sku": "SKU-2", "available": 5},
+    ]
+
+
+def test_steps_no_result_explains_become_a_flag() -> None:
+    from skillbank.compiler import compile_group
+
+    def run(tid: str, sku: str, notify: bool) -> Trajectory:
+        steps: list[tuple[str, dict[str, Any], Any]] = [("check_stock", {"sku": sku}, {"n": 1})]
+        if notify:
+            steps.append(("notify", {"sku": sku}, {"ok": True}))
+        steps.append(("log", {"sku": sku}, {"logged": True}))
+        t = traj(f"check {sku}", *steps)
+        return Trajectory(tid, t.task, t.tools, t.steps, t.outcome)
+
+    draft = compile_group([run("a", "S1", True), run("b", "S2", False)])
+    assert "if do_notify:\n        tools.notify(sku=sku)\n" in draft.source
+    assert [c.args["do_notify"] for c in draft.cases] == [True, False]

@@ -13,11 +13,26 @@ Same trajectories in, same bytes out, whatever their order.
 
 from __future__ import annotations
 
-from skillbank.compiler.generalize import compile_group, pattern_key, pattern_of, skill_id_for
+from skillbank.compiler.generalize import (
+    compile_group,
+    is_subpattern,
+    pattern_key,
+    pattern_of,
+    pattern_tokens,
+    skill_id_for,
+)
 from skillbank.skill import SkillDraft
 from skillbank.trajectory import Trajectory
 
-__all__ = ["compile_group", "compile_trajectory", "pattern_key", "pattern_of", "skill_id_for"]
+__all__ = [
+    "compile_group",
+    "compile_trajectory",
+    "is_subpattern",
+    "pattern_key",
+    "pattern_of",
+    "pattern_tokens",
+    "skill_id_for",
+]
 
 
 def compile_trajectory(trajectory: Trajectory, *, name: str | None = None) -> SkillDraft:

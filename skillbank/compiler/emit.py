@@ -19,7 +19,9 @@ from skillbank.compiler.dataflow import Path, mentioned_in
 
 __all__ = [
     "Call",
+    "Cond",
     "FunctionPlan",
+    "If",
     "Loop",
     "ParamPlan",
     "Pick",
@@ -159,6 +161,38 @@ class Loop:
 
 
 @dataclass(frozen=True)
+class Cond:
+    """The test of an `If`: a field of an earlier result (or a bool parameter)."""
+
+    #: What is tested.
+    ref: Ref
+    #: "truthy", "falsy" or "eq".
+    op: str = "truthy"
+    #: For "eq": the value it must equal.
+    value: JSON = None
+
+    def render(self) -> str:
+        """Source text of the test."""
+        if self.op == "falsy":
+            return f"not {self.ref.render()}"
+        if self.op == "eq":
+            return f"{self.ref.render()} == {literal(self.value)}"
+        return self.ref.render()
+
+
+@dataclass(frozen=True)
+class If:
+    """Calls made only when a condition holds (steps present in only some runs)."""
+
+    #: The condition.
+    test: Cond
+    #: The calls.
+    body: tuple[Call, ...]
+    #: When the `If` ends the skill: the variable returned when the condition does not hold.
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
 class FunctionPlan:
     """Everything needed to write one skill function."""
 
@@ -167,7 +201,7 @@ class FunctionPlan:
     returns: str
     summary: str
     details: tuple[str, ...]
-    calls: tuple[Call | Loop, ...]
+    calls: tuple[Call | Loop | If, ...]
     returns_doc: str
 
 
@@ -238,6 +272,15 @@ def render_function(plan: FunctionPlan) -> str:
     out.append('    """')
     for i, stmt in enumerate(plan.calls):
         last = i == len(plan.calls) - 1
+        if isinstance(stmt, If):
+            out.append(f"    if {stmt.test.render()}:")
+            for j, call in enumerate(stmt.body):
+                final = last and j == len(stmt.body) - 1
+                prefix = "return " if final else (f"{call.var} = " if call.var else "")
+                out += _call_source(call, "        ", prefix)
+            if last and stmt.fallback:
+                out.append(f"    return {stmt.fallback}")
+            continue
         if isinstance(stmt, Loop):
             if stmt.collect:
                 out.append(f"    {stmt.collect} = []")

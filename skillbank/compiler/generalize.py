@@ -26,10 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from skillbank.compiler.dataflow import Path, iter_paths, mentioned_in, trivial, value_at
+from skillbank.compiler.dataflow import MISSING, Path, iter_paths, mentioned_in, trivial, value_at
 from skillbank.compiler.emit import (
     Call,
+    Cond,
     FunctionPlan,
+    If,
     Loop,
     ParamPlan,
     Pick,
@@ -43,7 +45,15 @@ from skillbank.errors import CompileError
 from skillbank.skill import Case, SkillDraft, ToolCallRecord
 from skillbank.trajectory import Step, Trajectory, canonical_json
 
-__all__ = ["Pattern", "compile_group", "pattern_key", "pattern_of", "skill_id_for"]
+__all__ = [
+    "Pattern",
+    "compile_group",
+    "is_subpattern",
+    "pattern_key",
+    "pattern_of",
+    "pattern_tokens",
+    "skill_id_for",
+]
 
 JSON = Any
 #: A pattern: blocks of tool names; a block in a loop position repeats one or more times.
@@ -101,6 +111,37 @@ def pattern_key(steps: Sequence[Step]) -> str:
             names.append(f"{tool}({keys})")
         position += len(block) * count
     return canonical_json([list(b) for b in pattern]) + "|" + ";".join(names)
+
+
+def pattern_tokens(steps: Sequence[Step]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """The folded blocks of a run, each with the argument names of its calls."""
+    out: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    position = 0
+    for block, count in _fold([s.tool for s in steps]):
+        names = tuple(",".join(sorted(steps[position + i].arguments)) for i in range(len(block)))
+        out.append((block, names))
+        position += len(block) * count
+    return out
+
+
+def is_subpattern(small: Sequence[Any], big: Sequence[Any]) -> bool:
+    """True when the tokens of ``small`` appear in ``big`` in order (a subsequence)."""
+    it = iter(big)
+    return all(any(token == other for other in it) for token in small)
+
+
+def _place(own: Sequence[Any], master: Sequence[Any]) -> list[int] | None:
+    """Where each of a run's tokens sits in the master's (in order), or None."""
+    placed: list[int] = []
+    at = 0
+    for token in own:
+        while at < len(master) and master[at] != token:
+            at += 1
+        if at == len(master):
+            return None
+        placed.append(at)
+        at += 1
+    return placed
 
 
 def _segment(steps: Sequence[Step], pattern: Pattern) -> list[list[list[Step]]] | None:
@@ -230,7 +271,22 @@ class _Builder:
         self.runs = runs
         self.pattern = pattern
         self.skill_id = skill_id
-        self.loops = {k for k in range(len(pattern)) if any(len(r.segments[k]) != 1 for r in runs)}
+        counts = [[len(r.segments[k]) for r in runs] for k in range(len(pattern))]
+        #: Blocks repeated a varying number of times (never absent).
+        self.loops = {k for k, c in enumerate(counts) if min(c) >= 1 and max(c) > 1}
+        #: Blocks some runs left out (made once by the others): conditional.
+        self.optional = {k for k, c in enumerate(counts) if min(c) == 0}
+        for k in self.optional:
+            if max(counts[k]) > 1:
+                raise CompileError(
+                    f"the block {'/'.join(pattern[k])} is left out by some runs and repeated "
+                    "by others; compile those runs separately"
+                )
+        if len(self.optional) == len(pattern):
+            raise CompileError("no block is common to all runs; compile them separately")
+        #: The runs the code being built applies to (inside a conditional: those that made it).
+        self.active: list[int] = list(range(len(runs)))
+        self.param_active: dict[str, list[JSON]] = {}
         self.taken: set[str] = {skill_id}
         #: (base name, canonical per-run values) -> parameter name
         self.param_keys: dict[tuple[str, str], str] = {}
@@ -245,8 +301,23 @@ class _Builder:
     # -- parameters --
 
     def param(self, base: str, values: list[JSON], tool: str, arg: str, top: bool) -> Ref:
-        key = (base, canonical_json(values))
+        # ``values`` are the active runs' values; runs outside a conditional block that uses
+        # the parameter get the first active value as a placeholder (their code never reads it).
+        key = (base, canonical_json([[r, v] for r, v in zip(self.active, values, strict=True)]))
         name = self.param_keys.get(key)
+        if name is None and len(self.active) < len(self.runs):
+            # Inside a conditional block: reuse a parameter that held these very values in
+            # the runs that made the block (``sku`` checked, then ``sku`` restocked).
+            name = next(
+                (
+                    n
+                    for (b, _), n in self.param_keys.items()
+                    if b == base
+                    and [self.params[n][1][r] for r in self.active] == list(values)
+                    and len(self.param_active.get(n, ())) == len(self.runs)
+                ),
+                None,
+            )
         if name is None:
             name = identifier(base)
             if name in self.taken:
@@ -263,7 +334,10 @@ class _Builder:
                 shown = shown[:57] + "..."
             lead = f"{desc}; passed" if desc else "Passed"
             self.param_docs[name] = f"{lead} to `{tool}` as `{arg}` (e.g. {shown})."
-            self.params[name] = (annotation, values, tool, arg)
+            by_run = dict(zip(self.active, values, strict=True))
+            full = [by_run.get(r, values[0]) for r in range(len(self.runs))]
+            self.params[name] = (annotation, full, tool, arg)
+            self.param_active[name] = list(values)
         return Ref(name)
 
     # -- origins --
@@ -276,11 +350,12 @@ class _Builder:
         Either (slot, path), the same path in every run, or a `pick`: the first element of a
         list whose key field holds the same value, wherever it stood.
         """
-        for run, value in zip(self.runs, values, strict=True):
+        active = [self.runs[r] for r in self.active]
+        for run, value in zip(active, values, strict=True):
             if trivial(value) or mentioned_in(value, run.trajectory.task):
                 return None
         common: list[tuple[int, Path]] | None = None
-        for r, (run, value) in enumerate(zip(self.runs, values, strict=True)):
+        for r, run, value in zip(self.active, active, values, strict=True):
             found = [
                 (slot, path)
                 for slot in reversed(earlier)
@@ -302,14 +377,15 @@ class _Builder:
 
         Returns (slot, list path, key path, key value, path inside the element), or None.
         """
-        first = self.runs[0]
+        r0 = self.active[0]
+        first = self.runs[r0]
         for slot in reversed(earlier):
-            for path in first.paths_of(slot, results[0][slot], values[0]):
+            for path in first.paths_of(slot, results[r0][slot], values[0]):
                 for cut, part in enumerate(path):
                     if not isinstance(part, int) or isinstance(part, bool):
                         continue
                     list_path, rest = path[:cut], path[cut + 1 :]
-                    element = value_at(results[0][slot], path[: cut + 1])
+                    element = value_at(results[r0][slot], path[: cut + 1])
                     for key, key_value in iter_paths(element):
                         if not key or trivial(key_value) or isinstance(key_value, (dict, list)):
                             continue
@@ -328,7 +404,7 @@ class _Builder:
         results: list[list[JSON]],
     ) -> bool:
         positions = set()
-        for r, value in enumerate(values):
+        for r, value in zip(self.active, values, strict=True):
             items = value_at(results[r][slot], list_path)
             if not isinstance(items, list):
                 return False
@@ -402,7 +478,7 @@ class _Builder:
 
     def build(self) -> tuple[FunctionPlan, list[Case]]:
         runs = self.runs
-        statements: list[Call | Loop] = []
+        statements: list[Call | Loop | If] = []
         self.slot_tool: dict[int, str] = {}
         names: dict[int, str] = {}  # slot -> placeholder variable
         results: list[list[JSON]] = [[] for _ in runs]
@@ -411,6 +487,10 @@ class _Builder:
         for k, block in enumerate(self.pattern):
             if k in self.loops:
                 statements.append(self.loop(k, block, earlier, results, names))
+                continue
+            if k in self.optional:
+                stmt, slot = self.conditional(k, block, slot, earlier, results, names)
+                statements.append(stmt)
                 continue
             for i, tool in enumerate(block):
                 steps = [run.plain(k, i) for run in runs]
@@ -431,6 +511,89 @@ class _Builder:
                 earlier.append(slot)
                 slot += 1
         return self.finish(statements)
+
+    def conditional(
+        self,
+        k: int,
+        block: tuple[str, ...],
+        slot: int,
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: dict[int, str],
+    ) -> tuple[If, int]:
+        """A block only some runs made: ``if <test>:`` around its calls."""
+        present = [r for r, run in enumerate(self.runs) if run.segments[k]]
+        absent = [r for r, run in enumerate(self.runs) if not run.segments[k]]
+        test = self.condition(present, absent, earlier, results, names)
+        if test is None:
+            flag = self.param(f"do_{block[0]}", [r in present for r in range(len(self.runs))],
+                              block[0], "(whether to call it)", False)  # fmt: skip
+            self.param_docs[flag.var] = (
+                f"Whether to also call `{'`, `'.join(block)}` (some runs did, some did not)."
+            )
+            test = Cond(flag)
+        self.active = present
+        inner = list(earlier)  # the block's calls may read each other's results
+        calls: list[Call] = []
+        try:
+            for i, tool in enumerate(block):
+                steps = {r: self.runs[r].segments[k][0][i] for r in present}
+                first = steps[present[0]]
+                kwargs = tuple(
+                    (
+                        key,
+                        self.expr(
+                            [steps[r].arguments.get(key) for r in present],
+                            tool,
+                            (key,),
+                            inner,
+                            results,
+                            names,
+                        ),
+                    )  # fmt: skip
+                    for key in self.arg_order(tool, first.arguments)
+                )
+                names[slot] = f"@{slot}"
+                self.slot_tool[slot] = tool
+                for r in range(len(self.runs)):
+                    results[r].append(steps[r].result if r in steps else MISSING)
+                calls.append(Call(tool, kwargs, names[slot]))
+                inner.append(slot)
+                slot += 1
+        finally:
+            self.active = list(range(len(self.runs)))
+        return If(test, tuple(calls)), slot
+
+    def condition(
+        self,
+        present: list[int],
+        absent: list[int],
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: Mapping[int, str],
+    ) -> Cond | None:
+        """A field of an earlier result that holds one value in the runs that made the block
+        and another in those that did not (the divergence the block depends on)."""
+        r0 = present[0]
+        for slot in reversed(earlier):
+            for path, value in iter_paths(results[r0][slot]):
+                if not path or isinstance(value, (dict, list)) or value is None:
+                    continue
+                if any(mentioned_in(value, self.runs[r].trajectory.task) for r in present):
+                    continue  # an echo of what the user asked for, not a reason to branch
+                if all(_same(value_at(results[r][slot], path), value) for r in present) and not any(
+                    _same(value_at(results[r][slot], path), value) for r in absent
+                ):
+                    self.used.add(names[slot])
+                    ref = Ref(names[slot], path)
+                    if value is True:
+                        return Cond(ref)
+                    if value is False and all(
+                        value_at(results[r][slot], path) is True for r in absent
+                    ):
+                        return Cond(ref, "falsy")
+                    return Cond(ref, "eq", value)
+        return None
 
     def loop(
         self,
@@ -617,12 +780,20 @@ class _Builder:
                     return None
         return common[0] if common else None
 
-    def finish(self, statements: list[Call | Loop]) -> tuple[FunctionPlan, list[Case]]:
+    def finish(self, statements: list[Call | Loop | If]) -> tuple[FunctionPlan, list[Case]]:
         runs = self.runs
+        if isinstance(statements[-1], If):
+            before = statements[-2] if len(statements) > 1 else None
+            if not isinstance(before, Call) or before.var is None:
+                raise CompileError(
+                    "the runs end differently after a repeated or conditional block; "
+                    "compile them separately"
+                )
+            self.used.add(before.var)  # returned when the final block does not run
         # Name result variables after their tool's noun, never taking a parameter's name.
         rename: dict[str, str] = {}
         for stmt in statements:
-            calls = stmt.body if isinstance(stmt, Loop) else (stmt,)
+            calls = stmt.body if isinstance(stmt, (Loop, If)) else (stmt,)
             for call in calls:
                 if call.var in self.used or (call.var or "").startswith("@loop"):
                     noun = identifier(_noun(call.tool))
@@ -632,6 +803,10 @@ class _Builder:
                         self.taken.add(var)
                         rename[call.var or ""] = var
         statements = [_rename(s, rename) for s in statements]
+        if isinstance(statements[-1], If):
+            before = statements[-2]
+            assert isinstance(before, Call)
+            statements[-1] = replace(statements[-1], fallback=before.var)
         if isinstance(statements[-1], Loop):
             collect = identifier("results", self.taken)
             self.taken.add(collect)
@@ -643,7 +818,9 @@ class _Builder:
         defaults: list[ParamPlan] = []
         for name in ordered:
             annotation, values, _, _ = self.params[name]
-            constant = not self.single and len({canonical_json(v) for v in values}) == 1
+            seen = self.param_active.get(name, values)
+            constant = len(seen) > 1 and len({canonical_json(v) for v in seen}) == 1
+            values = seen
             if constant and not isinstance(values[0], (list, dict)):
                 defaults.append(
                     ParamPlan(name, annotation, self.param_docs[name], literal(values[0]))
@@ -661,6 +838,8 @@ class _Builder:
         for k, block in enumerate(self.pattern):
             if k in self.loops:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " for each item")
+            elif k in self.optional:
+                parts.append(" and ".join(f"`{t}`" for t in block) + " when the condition holds")
             else:
                 parts += [f"`{t}`" for t in block]
         chain = ", then ".join(parts)
@@ -668,11 +847,8 @@ class _Builder:
         if not summary.endswith((".", "!", "?")):
             summary += "."
         last_loop = isinstance(statements[-1], Loop)
-        last_tool = (
-            statements[-1].body[-1].tool
-            if isinstance(statements[-1], Loop)
-            else statements[-1].tool
-        )
+        final = statements[-1]
+        last_tool = final.body[-1].tool if isinstance(final, (Loop, If)) else final.tool
         returns_values = [_final(run, self.pattern, self.loops) for run in runs]
         plan = FunctionPlan(
             name=self.skill_id,
@@ -716,19 +892,20 @@ def _same(a: JSON, b: JSON) -> bool:
 
 
 def _final(run: _Run, pattern: Pattern, loops: set[int]) -> JSON:
-    last = len(pattern) - 1
+    # What the skill returns for this run: the last block the run made.
+    last = max(k for k in range(len(pattern)) if run.segments[k])
     if last in loops:
         return [it[-1].result for it in run.segments[last]]
     return run.segments[last][0][-1].result
 
 
-def _reads(statements: Sequence[Call | Loop], var: str | None) -> bool:
+def _reads(statements: Sequence[Call | Loop | If], var: str | None) -> bool:
     if var is None:
         return False
     for stmt in statements:
         exprs: list[JSON] = []
-        if isinstance(stmt, Loop):
-            exprs.append(stmt.over)
+        if isinstance(stmt, (Loop, If)):
+            exprs.append(stmt.over if isinstance(stmt, Loop) else stmt.test.ref)
             for call in stmt.body:
                 exprs += [v for _, v in call.kwargs]
         else:
@@ -763,7 +940,10 @@ def _rename_call(call: Call, names: Mapping[str, str]) -> Call:
     return Call(call.tool, tuple((k, _rename_expr(v, names)) for k, v in call.kwargs), var)
 
 
-def _rename(stmt: Call | Loop, names: Mapping[str, str]) -> Call | Loop:
+def _rename(stmt: Call | Loop | If, names: Mapping[str, str]) -> Call | Loop | If:
+    if isinstance(stmt, If):
+        test = replace(stmt.test, ref=_rename_expr(stmt.test.ref, names))
+        return If(test, tuple(_rename_call(c, names) for c in stmt.body), stmt.fallback)
     if isinstance(stmt, Loop):
         return Loop(
             stmt.item,
@@ -795,8 +975,7 @@ def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None
         t.sha256: t for t in sorted(trajectories, key=lambda t: (t.id, t.sha256), reverse=True)
     }
     ordered = sorted(unique.values(), key=lambda t: (t.id, t.sha256))
-    pattern: Pattern | None = None
-    key: str | None = None
+    checked: list[tuple[Trajectory, list[Step]]] = []
     for t in ordered:
         where = f"trajectory {t.id!r}" + (f" ({t.source})" if t.source else "")
         if not t.outcome.success:
@@ -815,20 +994,29 @@ def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None
                     "(it must be an identifier, not a Python keyword, and not start with '_'); "
                     "rename the tool"
                 )
-        this_key = pattern_key(steps)
-        if key is None:
-            key, pattern = this_key, pattern_of([s.tool for s in steps])
-        elif this_key != key:
+        checked.append((t, steps))
+    # The run with the most blocks is the master; every other run must follow it, possibly
+    # leaving blocks out (those become conditional).
+    master_t, master_steps = max(
+        checked, key=lambda ts: (len(pattern_tokens(ts[1])), -ordered.index(ts[0]))
+    )
+    master = pattern_tokens(master_steps)
+    pattern: Pattern = tuple(block for block, _ in master)
+    for t, steps in checked:
+        where = f"trajectory {t.id!r}" + (f" ({t.source})" if t.source else "")
+        own = pattern_tokens(steps)
+        own_pattern = tuple(block for block, _ in own)
+        own_segments = _segment(steps, own_pattern)
+        placed = _place(own, master)
+        if own_segments is None or placed is None:
             raise CompileError(
-                f"{where} does not follow the same procedure as {ordered[0].id!r} "
+                f"{where} does not follow the same procedure as {master_t.id!r} "
                 "(different calls or arguments); compile them separately"
             )
-        assert pattern is not None
-        segments = _segment(steps, pattern)
-        if segments is None:
-            raise CompileError(f"{where}: its calls do not fit the pattern of its group")
+        segments: list[list[list[Step]]] = [[] for _ in master]
+        for mine, at in enumerate(placed):
+            segments[at] = own_segments[mine]
         runs.append(_Run(t, steps, segments))
-    assert pattern is not None
     skill_id = name or skill_id_for([tool for block in pattern for tool in block])
     if len(skill_id) > 64 or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", skill_id):
         raise CompileError(f"skill id {skill_id!r} must match [a-z][a-z0-9_]{{0,63}}")
