@@ -518,13 +518,29 @@ class SkillBank:
             ours = compile_group(runs[: len(old.cases)], name=sid) if old.cases else None
             if ours is not None and code_shape(ours.source) != code_shape(old.source):
                 # Someone (a reviewer, the LLM) rewrote this skill: keep their code and only
-                # add the new cases, if the code reproduces them with the same arguments.
+                # add the new cases, if the code reproduces them; parameters they renamed
+                # are matched by position.
+                ours_names = [p.name for p in read_signature(draft.source).params]
+                their_names = [p.name for p in old.signature.params]
+                rename = (
+                    dict(zip(ours_names, their_names, strict=True))
+                    if len(ours_names) == len(their_names)
+                    else {}
+                )
+                cases = tuple(
+                    replace(c, args={rename.get(k, k): v for k, v in c.args.items()})
+                    for c in draft.cases
+                )
                 draft = replace(draft, source=old.source, description=old.description,
-                                notes=old.notes)  # fmt: skip
+                                notes=old.notes, cases=cases)  # fmt: skip
+                checked = self._check(draft, library)
+                if isinstance(checked, TestedSkill):
+                    return checked, None, ()
+                return None, _problem_text(checked), ()
         if draft is not None:
             checked = self._check(draft, library)
             if isinstance(checked, TestedSkill):
-                return checked, None, ()
+                return self._better_docs(checked, runs, library), None, ()
             problem = _problem_text(checked)
         llm = self.llm
         if llm is None:
@@ -540,6 +556,36 @@ class SkillBank:
         if isinstance(checked, TestedSkill):
             return checked, None, result.transcript
         return None, _problem_text(checked), result.transcript
+
+    def _better_docs(
+        self, tested: TestedSkill, runs: list[Trajectory], library: Mapping[str, Skill]
+    ) -> TestedSkill:
+        """With ``llm_docs`` on, let the LLM rename parameters and rewrite the docstring.
+
+        The code must stay the same (the compiler checks that); the cases' arguments are
+        renamed by position; the result is validated and replayed again and kept only if it
+        passes. Any failure keeps the deterministic skill.
+        """
+        llm = self.llm if self.config.llm_docs else None
+        if llm is None:
+            return tested
+        draft = tested.draft
+        better = llm.improve_docs(draft.source, runs)
+        if better is None:
+            return tested
+        before = [p.name for p in tested.validated.signature.params]
+        after = [p.name for p in read_signature(better).params]
+        if len(before) != len(after):
+            return tested
+        rename = dict(zip(before, after, strict=True))
+        cases = tuple(
+            replace(c, args={rename.get(k, k): v for k, v in c.args.items()}) for c in draft.cases
+        )
+        summary = read_signature(better).docstring.split("\n", 1)[0].strip()
+        candidate = replace(draft, source=better, cases=cases,
+                            description=summary or draft.description)  # fmt: skip
+        checked = self._check(candidate, library)
+        return checked if isinstance(checked, TestedSkill) else tested
 
     def _compose(
         self, sid: str, runs: list[Trajectory], library: Mapping[str, Skill]

@@ -41,6 +41,9 @@ class Config:
     llm_base_url: str = ""
     #: Proposals (first try plus repairs) the LLM compiler may make for one skill.
     llm_max_attempts: int = 3
+    #: Let the LLM (when configured) rewrite a learned skill's docstring and parameter names;
+    #: the result is re-validated and re-proved, and kept only if it passes.
+    llm_docs: bool = False
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -74,6 +77,15 @@ def default_config() -> Config:
 def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
     try:
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
         if kind == "float":
             return float(raw)
         if kind == "int":

@@ -564,3 +564,38 @@ def test_fake_server_notes_a_request_with_no_reply_left() -> None:
         with pytest.raises(openai.InternalServerError, match="no reply left"):
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "?"}])
     assert server.problems == ["request 1 arrived but the script has no reply left"]
+
+
+def test_learn_lets_the_llm_improve_docs_and_keeps_them_checked(
+    fake_openai: FakeOpenAI, example_trajectories: list[Trajectory], tmp_path: Path
+) -> None:
+    from skillbank import SkillBank
+
+    history = [t for t in example_trajectories if t.id.startswith("shop-order_history")]
+    config = Config(llm_model="fake-model", llm_base_url=fake_openai.url, llm_docs=True)
+    with SkillBank.init(tmp_path / "b", config=config) as bank:
+        plain = SkillBank.init(tmp_path / "plain")
+        deterministic = plain.learn(history[:4]).added[0]
+        source = plain.get(deterministic).source
+        plain.close()
+        better = (
+            source.replace("(email: str)", "(customer_email: str)")
+            .replace("(email=email)", "(email=customer_email)")
+            .replace("        email: ", "        customer_email: ")
+            .replace(
+                '"""Show the order history for {email}.', '"""List every order of one customer.'
+            )
+        )
+        assert better != source
+        fake_openai.add(json.dumps({"source": better}))
+        report = bank.learn(history[:4])
+        skill = bank.get(report.added[0])
+        assert skill.source == better
+        assert skill.description == "List every order of one customer."
+        assert set(skill.cases[0].args) == {"customer_email"}
+        # A later run joins the reviewed skill: its code is kept, the argument renamed.
+        later = bank.learn(history[4:])
+        assert later.updated == [skill.id]
+        assert bank.get(skill.id).source == better
+        assert all(set(c.args) == {"customer_email"} for c in bank.get(skill.id).cases)
+    assert len(fake_openai.requests) == 1
