@@ -332,7 +332,7 @@ class WorkerProcess:
         except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
             error, encoded = f"{type(exc).__name__}: {exc}", None
         duration = time.monotonic() - started
-        self._tool_io += len(encoded or "")
+        self._tool_io += len(encoded or "") + len(error or "")
         if self._tool_io > limits.tool_io_bytes:
             raise _ToolIOExceeded
         if encoded is not None:

@@ -410,7 +410,9 @@ class SkillBank:
                 if old is not None:
                     sid = old.id
                 else:
-                    longest = max(new, key=lambda i: (len(given[i].steps), -i))
+                    longest = max(
+                        new, key=lambda i: (len(given[i].steps), given[i].id, given[i].sha256)
+                    )
                     tools = [s.tool for s in given[longest].steps if s.error is None]
                     sid = _unique_id(skill_id_for([t for b in pattern_of(tools) for t in b]), taken)
                 runs = [_from_case(c, old.tool_specs) for c in old.cases] if old else []
@@ -514,7 +516,7 @@ class SkillBank:
             checked = self._check(composed, library)
             if isinstance(checked, TestedSkill):
                 return checked, None, ()
-        if draft is not None and old is not None:
+        if draft is not None and old is not None and not old.requires:
             ours = compile_group(runs[: len(old.cases)], name=sid) if old.cases else None
             if ours is not None and code_shape(ours.source) != code_shape(old.source):
                 # Someone (a reviewer, the LLM) rewrote this skill: keep their code and only
@@ -532,7 +534,8 @@ class SkillBank:
                     for c in draft.cases
                 )
                 draft = replace(draft, source=old.source, description=old.description,
-                                notes=old.notes, cases=cases)  # fmt: skip
+                                notes=old.notes, cases=cases, tools=old.tools,
+                                requires=old.requires, tool_specs=old.tool_specs)  # fmt: skip
                 checked = self._check(draft, library)
                 if isinstance(checked, TestedSkill):
                     return checked, None, ()
@@ -808,7 +811,8 @@ def _procedures(
     """
     units: list[dict[str, Any]] = []
     for key in sorted(groups):
-        members = groups[key]
+        # Canonical order, so which task represents a procedure never depends on input order.
+        members = sorted(groups[key], key=lambda i: (given[i].id, given[i].sha256))
         steps = [s for s in given[members[0]].steps if s.error is None]
         old = existing.get(by_key[key]) if key in by_key else None
         units.append({

@@ -209,11 +209,12 @@ def _read(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSO
             return MISSING
         return value_at(dict(mine[locator.occurrence].arguments), locator.path)
     if locator.kind == "each":
-        return [value_at(dict(s.arguments), locator.path) for s in mine] or MISSING
+        values = [value_at(dict(s.arguments), locator.path) for s in mine]
+        return values if values and all(v is not MISSING for v in values) else MISSING
     if locator.kind == "rows":
-        return [
-            {k: value_at(dict(s.arguments), p) for k, p in locator.columns} for s in mine
-        ] or MISSING
+        rows = [{k: value_at(dict(s.arguments), p) for k, p in locator.columns} for s in mine]
+        complete = rows and all(v is not MISSING for row in rows for v in row.values())
+        return rows if complete else MISSING
     return len(mine) or MISSING
 
 

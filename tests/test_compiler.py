@@ -358,3 +358,83 @@ def test_steps_no_result_explains_become_a_flag() -> None:
     draft = compile_group([run("a", "S1", True), run("b", "S2", False)])
     assert "if do_notify:\n        tools.notify(sku=sku)\n" in draft.source
     assert [c.args["do_notify"] for c in draft.cases] == [True, False]
+
+
+def _t(tid: str, task: str, *steps: tuple[str, dict[str, Any], Any]) -> Trajectory:
+    t = traj(task, *steps)
+    return Trajectory(tid, t.task, t.tools, t.steps, t.outcome)
+
+
+def test_data_flow_after_a_loop_reads_the_right_call() -> None:
+    from skillbank.compiler import compile_group
+
+    def run(tid: str, n: int) -> Trajectory:
+        orders = [{"order_id": f"O-{tid}{i}"} for i in range(n)]
+        steps: list[tuple[str, dict[str, Any], Any]] = [
+            (
+                "find_customer",
+                {"email": f"{tid}@x.io"},
+                {"customer_id": f"C-{tid}", "orders": orders},
+            )
+        ]
+        steps += [("cancel_order", {"order_id": o["order_id"]}, {"ok": True}) for o in orders]
+        steps.append(("get_profile", {"customer_id": f"C-{tid}"}, {"address_id": f"A-{tid}"}))
+        steps.append(("send_letter", {"address_id": f"A-{tid}"}, {"sent": True}))
+        return _t(tid, f"Cancel all orders of {tid}@x.io and write", *steps)
+
+    source = compile_group([run("a", 1), run("b", 2), run("c", 3)]).source
+    assert 'tools.send_letter(address_id=profile["address_id"])' in source
+
+
+def test_loop_columns_stay_apart_and_walks_fall_back_to_a_list_parameter() -> None:
+    from skillbank.compiler import compile_group
+
+    def pairs(tid: str, n: int) -> Trajectory:
+        steps: list[tuple[str, dict[str, Any], Any]] = []
+        for i in range(n):
+            steps += [
+                ("get", {"id": f"x{tid}{i}"}, {"v": i}),
+                ("put", {"id": f"y{tid}{i}"}, {"ok": 1}),
+            ]
+        return _t(tid, "copy", *steps)
+
+    draft = compile_group([pairs("a", 2), pairs("b", 3)])
+    assert 'tools.get(id=item["get_id"])' in draft.source
+    assert 'tools.put(id=item["put_id"])' in draft.source
+
+    def reasons(tid: str, why: list[str]) -> Trajectory:
+        orders = [{"order_id": f"O-{tid}{i}"} for i in range(len(why))]
+        steps: list[tuple[str, dict[str, Any], Any]] = [
+            ("list_orders", {"customer_id": f"C-{tid}"}, {"orders": orders})
+        ]
+        steps += [("cancel_order", {"order_id": o["order_id"], "reason": w}, {"ok": 1})
+                  for o, w in zip(orders, why, strict=True)]  # fmt: skip
+        return _t(tid, "cancel each with its reason", *steps)
+
+    draft = compile_group([reasons("a", ["late", "lost"]), reasons("b", ["broken"])])
+    assert 'tools.cancel_order(order_id=item["order_id"], reason=item["reason"])' in draft.source
+    assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
+
+
+def test_calls_in_one_conditional_read_each_other() -> None:
+    from skillbank.compiler import compile_group
+
+    def run(tid: str, available: int) -> Trajectory:
+        steps: list[tuple[str, dict[str, Any], Any]] = [
+            ("check", {"sku": f"S{tid}"}, {"available": available, "loc": f"L{tid}"})
+        ]
+        if available == 0:
+            steps += [
+                ("restock", {"sku": f"S{tid}"}, {"restock_id": f"R{tid}"}),
+                ("confirm", {"restock_id": f"R{tid}"}, {"ok": True}),
+            ]
+        steps.append(("ship", {"loc": f"L{tid}"}, {"shipped": True}))
+        return _t(tid, f"ship S{tid}", *steps)
+
+    source = compile_group([run("a", 0), run("b", 2), run("c", 0), run("d", 5)]).source
+    assert (
+        '    if check["available"] == 0:\n'
+        "        restock = tools.restock(sku=sku)\n"
+        '        tools.confirm(restock_id=restock["restock_id"])\n'
+        '    return tools.ship(loc=check["loc"])\n'
+    ) in source

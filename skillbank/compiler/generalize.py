@@ -484,12 +484,22 @@ class _Builder:
         results: list[list[JSON]] = [[] for _ in runs]
         earlier: list[int] = []
         slot = 0
+        merged_into_previous: set[int] = set()
         for k, block in enumerate(self.pattern):
             if k in self.loops:
                 statements.append(self.loop(k, block, earlier, results, names))
+                slot += 1  # the loop's results take a slot, so later slots stay aligned
                 continue
             if k in self.optional:
-                stmt, slot = self.conditional(k, block, slot, earlier, results, names)
+                if k in merged_into_previous:
+                    continue
+                # Adjacent blocks made by the same runs form one conditional, so their calls
+                # can read each other's results.
+                ks = [k]
+                while ks[-1] + 1 in self.optional and self._made_by(ks[-1] + 1) == self._made_by(k):
+                    ks.append(ks[-1] + 1)
+                merged_into_previous.update(ks[1:])
+                stmt, slot = self.conditional(ks, slot, earlier, results, names)
                 statements.append(stmt)
                 continue
             for i, tool in enumerate(block):
@@ -512,54 +522,58 @@ class _Builder:
                 slot += 1
         return self.finish(statements)
 
+    def _made_by(self, k: int) -> list[int]:
+        return [r for r, run in enumerate(self.runs) if run.segments[k]]
+
     def conditional(
         self,
-        k: int,
-        block: tuple[str, ...],
+        ks: list[int],
         slot: int,
         earlier: list[int],
         results: list[list[JSON]],
         names: dict[int, str],
     ) -> tuple[If, int]:
-        """A block only some runs made: ``if <test>:`` around its calls."""
-        present = [r for r, run in enumerate(self.runs) if run.segments[k]]
-        absent = [r for r, run in enumerate(self.runs) if not run.segments[k]]
+        """Blocks only some runs made: ``if <test>:`` around their calls."""
+        present = self._made_by(ks[0])
+        absent = [r for r in range(len(self.runs)) if r not in present]
+        tools_in = [tool for k in ks for tool in self.pattern[k]]
         test = self.condition(present, absent, earlier, results, names)
         if test is None:
-            flag = self.param(f"do_{block[0]}", [r in present for r in range(len(self.runs))],
-                              block[0], "(whether to call it)", False)  # fmt: skip
+            flag = self.param(f"do_{tools_in[0]}", [r in present for r in range(len(self.runs))],
+                              tools_in[0], "(whether to call it)", False)  # fmt: skip
             self.param_docs[flag.var] = (
-                f"Whether to also call `{'`, `'.join(block)}` (some runs did, some did not)."
+                f"Whether to also call `{'`, `'.join(tools_in)}` (some runs did, some did not)."
             )
             test = Cond(flag)
         self.active = present
         inner = list(earlier)  # the block's calls may read each other's results
         calls: list[Call] = []
         try:
-            for i, tool in enumerate(block):
-                steps = {r: self.runs[r].segments[k][0][i] for r in present}
-                first = steps[present[0]]
-                kwargs = tuple(
-                    (
-                        key,
-                        self.expr(
-                            [steps[r].arguments.get(key) for r in present],
-                            tool,
-                            (key,),
-                            inner,
-                            results,
-                            names,
-                        ),
-                    )  # fmt: skip
-                    for key in self.arg_order(tool, first.arguments)
-                )
-                names[slot] = f"@{slot}"
-                self.slot_tool[slot] = tool
-                for r in range(len(self.runs)):
-                    results[r].append(steps[r].result if r in steps else MISSING)
-                calls.append(Call(tool, kwargs, names[slot]))
-                inner.append(slot)
-                slot += 1
+            for k in ks:
+                for i, tool in enumerate(self.pattern[k]):
+                    steps = {r: self.runs[r].segments[k][0][i] for r in present}
+                    first = steps[present[0]]
+                    kwargs = tuple(
+                        (
+                            key,
+                            self.expr(
+                                [steps[r].arguments.get(key) for r in present],
+                                tool,
+                                (key,),
+                                inner,
+                                results,
+                                names,
+                            ),
+                        )  # fmt: skip
+                        for key in self.arg_order(tool, first.arguments)
+                    )
+                    names[slot] = f"@{slot}"
+                    self.slot_tool[slot] = tool
+                    for r in range(len(self.runs)):
+                        results[r].append(steps[r].result if r in steps else MISSING)
+                    calls.append(Call(tool, kwargs, names[slot]))
+                    inner.append(slot)
+                    slot += 1
         finally:
             self.active = list(range(len(self.runs)))
         return If(test, tuple(calls)), slot
@@ -573,27 +587,41 @@ class _Builder:
         names: Mapping[int, str],
     ) -> Cond | None:
         """A field of an earlier result that holds one value in the runs that made the block
-        and another in those that did not (the divergence the block depends on)."""
+        and another in those that did not (the divergence the block depends on).
+
+        One run that made the block proves nothing (any field that differs would do), so at
+        least two are needed. Fields on which the runs that skipped the block also agree (a
+        clean two-way split) are preferred.
+        """
+        if len(present) < 2:
+            return None
         r0 = present[0]
+        loose: Cond | None = None
         for slot in reversed(earlier):
             for path, value in iter_paths(results[r0][slot]):
                 if not path or isinstance(value, (dict, list)) or value is None:
                     continue
                 if any(mentioned_in(value, self.runs[r].trajectory.task) for r in present):
                     continue  # an echo of what the user asked for, not a reason to branch
-                if all(_same(value_at(results[r][slot], path), value) for r in present) and not any(
-                    _same(value_at(results[r][slot], path), value) for r in absent
-                ):
+                if not all(_same(value_at(results[r][slot], path), value) for r in present):
+                    continue
+                others = [value_at(results[r][slot], path) for r in absent]
+                if any(_same(other, value) for other in others):
+                    continue
+                ref = Ref(names[slot], path)
+                if value is True:
+                    cond = Cond(ref)
+                elif value is False and all(other is True for other in others):
+                    cond = Cond(ref, "falsy")
+                else:
+                    cond = Cond(ref, "eq", value)
+                if len({canonical_json(o) for o in others}) == 1:
                     self.used.add(names[slot])
-                    ref = Ref(names[slot], path)
-                    if value is True:
-                        return Cond(ref)
-                    if value is False and all(
-                        value_at(results[r][slot], path) is True for r in absent
-                    ):
-                        return Cond(ref, "falsy")
-                    return Cond(ref, "eq", value)
-        return None
+                    return cond
+                loose = loose or cond
+        if loose is not None:
+            self.used.add(loose.ref.var)
+        return loose
 
     def loop(
         self,
@@ -602,10 +630,11 @@ class _Builder:
         earlier: list[int],
         results: list[list[JSON]],
         names: dict[int, str],
+        walk: bool = True,
     ) -> Loop:
         runs = self.runs
         iterations = [run.segments[k] for run in runs]
-        over = self.loop_source(iterations, earlier, results)
+        over = self.loop_source(iterations, earlier, results) if walk else None
         body: list[Call] = []
         item = identifier("item", self.taken)
         if over is not None:
@@ -636,6 +665,10 @@ class _Builder:
                 varying[(i, key)] = per_run
                 kwargs.append((key, ("@varying", i, key)))
             body.append(Call(tool, tuple(kwargs), f"@loop{k}.{i}"))
+        if over is not None and varying:
+            # Walking an earlier list does not explain every argument that changes per
+            # iteration: loop over a list parameter holding them all instead.
+            return self.loop(k, block, earlier, results, names, walk=False)
         list_param: str | None = None
         if over is None:
             if not varying:
@@ -668,10 +701,17 @@ class _Builder:
                     for c in body
                 ]
             else:
-                keys = [key for (_, key) in varying]
+                # One column per varying argument; an argument name two calls share is
+                # qualified by its tool so the columns stay apart.
+                names_used = [key for (_, key) in varying]
+                column = {
+                    (i, key): key if names_used.count(key) == 1 else f"{block[i]}_{key}"
+                    for (i, key) in varying
+                }
+                keys = [column[ik] for ik in varying]
                 rows = [
                     [
-                        {key: varying[(i, key)][r][j] for (i, key) in varying}
+                        {column[(i, key)]: varying[(i, key)][r][j] for (i, key) in varying}
                         for j in range(len(iterations[r]))
                     ]
                     for r in range(len(runs))
@@ -689,7 +729,7 @@ class _Builder:
                         tuple(
                             (
                                 kk,
-                                Ref(item, (v[2],))
+                                Ref(item, (column[(v[1], v[2])],))
                                 if isinstance(v, tuple) and v[:1] == ("@varying",)
                                 else v,
                             )
