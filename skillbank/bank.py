@@ -663,7 +663,7 @@ class SkillBank:
         Each skill step was checked by running the skill in the sandbox against the
         trajectory's own results; see `skillbank.recognize`.
         """
-        return match_steps(trajectory, self.skills(), self.sandbox, self.limits)
+        return match_steps(trajectory, self.skills(), self.sandbox, self.limits, self.check_args)
 
     def execute(self, plan: Plan, tools: Mapping[str, Callable[..., JSON]]) -> PlanResult:
         """Run a plan against host tools: skills in the sandbox, raw steps directly.

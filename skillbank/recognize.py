@@ -269,8 +269,13 @@ def match_steps(
     skills: Sequence[Skill],
     sandbox: Sandbox,
     limits: Limits | None = None,
+    check_args: Callable[[Skill, Mapping[str, JSON]], object] | None = None,
 ) -> Plan:
-    """The shortest plan of skill calls and raw tool calls reproducing ``trajectory``."""
+    """The shortest plan of skill calls and raw tool calls reproducing ``trajectory``.
+
+    ``check_args`` (the bank's argument check) refuses arguments read off the trajectory that
+    the skill's signature would refuse, so every plan can be executed.
+    """
     steps = [s for s in trajectory.steps if s.error is None]
     library = {s.id: s for s in skills}
     usable: list[tuple[Skill, dict[str, Locator]]] = []
@@ -299,6 +304,11 @@ def match_steps(
             args = {name: _read(loc, steps[i:], tools) for name, loc in locs.items()}
             if any(v is MISSING for v in args.values()):
                 continue
+            if check_args is not None:
+                try:
+                    check_args(skill, args)
+                except SkillArgumentError:
+                    continue
             covered, value = _try_skill(sandbox, skill, library, args, steps[i:], limits)
             if covered < 1:
                 continue
