@@ -286,11 +286,8 @@ class SkillLibrary:
             signature = read_signature(source)
         except Exception as exc:
             raise LibraryError(f"{rel}/skill.py: {exc}") from None
-        notes = tuple(
-            line[2:]
-            for line in text["SKILL.md"].split("## Data flow", 1)[-1].split("\n")
-            if line.startswith("- ") and "## Data flow" in text["SKILL.md"]
-        )
+        _, heading, flow = text["SKILL.md"].partition("## Data flow")
+        notes = tuple(line[2:] for line in flow.split("\n") if heading and line.startswith("- "))
         return Skill(
             id=skill_id,
             description=str(meta.get("description", "")),

@@ -19,7 +19,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MISSING", "Origin", "Path", "find_origin", "iter_paths", "mentioned_in", "value_at"]
+__all__ = [
+    "MISSING",
+    "Origin",
+    "Path",
+    "find_origin",
+    "iter_paths",
+    "mentioned_in",
+    "same_value",
+    "value_at",
+]
 
 #: What `value_at` returns for a path that does not exist.
 MISSING: Any = object()
@@ -41,8 +50,8 @@ class Origin:
     alternatives: tuple[tuple[int, Path], ...] = ()
 
 
-def _same(a: JSON, b: JSON) -> bool:
-    # 1 == 1.0 == True in Python; data flow needs the same JSON value, type included.
+def same_value(a: JSON, b: JSON) -> bool:
+    """Equal as JSON values, type included (in Python 1 == 1.0 == True)."""
     if type(a) is not type(b):
         return False
     return bool(a == b)
@@ -112,7 +121,7 @@ def find_origin(value: JSON, results: Sequence[JSON], task: str) -> Origin | Non
         return None
     found: list[tuple[int, Path]] = []
     for step in range(len(results) - 1, -1, -1):
-        hits = [path for path, sub in iter_paths(results[step]) if _same(sub, value)]
+        hits = [path for path, sub in iter_paths(results[step]) if same_value(sub, value)]
         hits.sort(key=len)  # stable: shortest first, document order within a length
         found += [(step, path) for path in hits]
     if not found:

@@ -26,7 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from skillbank.compiler.dataflow import MISSING, Path, iter_paths, mentioned_in, trivial, value_at
+from skillbank.compiler.dataflow import (
+    MISSING,
+    Path,
+    iter_paths,
+    mentioned_in,
+    same_value,
+    trivial,
+    value_at,
+)
 from skillbank.compiler.emit import (
     Call,
     Cond,
@@ -408,8 +416,10 @@ class _Builder:
             items = value_at(results[r][slot], list_path)
             if not isinstance(items, list):
                 return False
-            chosen = [i for i, item in enumerate(items) if _same(value_at(item, key), key_value)]
-            if not chosen or not _same(value_at(items[chosen[0]], rest), value):
+            chosen = [
+                i for i, item in enumerate(items) if same_value(value_at(item, key), key_value)
+            ]
+            if not chosen or not same_value(value_at(items[chosen[0]], rest), value):
                 return False
             positions.add(chosen[0])
         return len(positions) > 1  # one fixed position is a plain path, found before
@@ -603,10 +613,10 @@ class _Builder:
                     continue
                 if any(mentioned_in(value, self.runs[r].trajectory.task) for r in present):
                     continue  # an echo of what the user asked for, not a reason to branch
-                if not all(_same(value_at(results[r][slot], path), value) for r in present):
+                if not all(same_value(value_at(results[r][slot], path), value) for r in present):
                     continue
                 others = [value_at(results[r][slot], path) for r in absent]
-                if any(_same(other, value) for other in others):
+                if any(same_value(other, value) for other in others):
                     continue
                 ref = Ref(names[slot], path)
                 if value is True:
@@ -782,7 +792,7 @@ class _Builder:
                 for key in step.arguments:
                     for sub, _ in iter_paths(items[0]):
                         if all(
-                            _same(value_at(items[j], sub), its[j][i].arguments.get(key))
+                            same_value(value_at(items[j], sub), its[j][i].arguments.get(key))
                             and not trivial(its[j][i].arguments.get(key))
                             for j in range(len(its))
                         ):
@@ -813,7 +823,7 @@ class _Builder:
                     (j, path)
                     for j in range(i - 1, -1, -1)
                     for path, sub in iter_paths(it[j].result)
-                    if _same(sub, value)
+                    if same_value(sub, value)
                 ]
                 common = found if common is None else [c for c in common if c in set(found)]
                 if not common:
@@ -925,10 +935,6 @@ def _singular(list_path: Path, tool: str) -> str:
     if word.endswith("s") and not word.endswith("ss"):
         return word[:-1]
     return f"{word}_item"
-
-
-def _same(a: JSON, b: JSON) -> bool:
-    return type(a) is type(b) and bool(a == b)
 
 
 def _final(run: _Run, pattern: Pattern, loops: set[int]) -> JSON:
