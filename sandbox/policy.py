@@ -8,12 +8,14 @@ The layers, outermost first:
 
 1. **Compile time** (:func:`compile_skill`). RestrictedPython rewrites the AST and rejects
    names and attributes that start with ``_``, ``exec``-style constructs, async code and so
-   on. :class:`SkillTransformer` adds three things to RestrictedPython's policy: ``import``
-   must name a module in :data:`ALLOWED_MODULES`; augmented assignment to an item or an
-   attribute (``d[k] += 1``, ``self.n += 1``) is allowed, rewritten through the same guards as
-   a plain assignment (RestrictedPython refuses it outright); and every ``except`` block
-   starts with a call to ``_caught_``, so an exhausted limit (``MemoryError``) stays the
-   call's outcome even when the skill catches it.
+   on. :class:`SkillTransformer` adds to RestrictedPython's policy: ``import`` must name a
+   module in :data:`ALLOWED_MODULES` (or ``typing``, for :data:`TYPING_NAMES` only);
+   augmented assignment to an item or an attribute (``d[k] += 1``, ``self.n += 1``) is
+   allowed, rewritten through the same guards as a plain assignment (RestrictedPython refuses
+   it outright); so is an annotated assignment to a plain name (``name: T = v``, the fields
+   of a TypedDict), and a class keeps a literal ``total=`` flag (``class Order(TypedDict,
+   total=False)``); and every ``except`` block starts with a call to ``_caught_``, so an
+   exhausted limit (``MemoryError``) stays the call's outcome even when the skill catches it.
 2. **Run time** (:func:`build_globals`). Every attribute read goes through ``_getattr_``
    (refuses ``_``-names, frame/code introspection and the ``format`` methods that walk
    attributes: ``str.format``, ``UserString.format``, ``string.Formatter``), every write
@@ -71,6 +73,7 @@ __all__ = [
     "ALLOWED_MODULES",
     "SKILL_FILENAME",
     "SKILL_MODULE_NAME",
+    "TYPING_NAMES",
     "ModuleView",
     "OutputBuffer",
     "SkillTransformer",
@@ -92,6 +95,10 @@ ALLOWED_MODULES: Final = (
     "decimal",
 )
 
+#: The names ``typing`` offers a skill (``from typing import ...`` or ``typing.<name>``): what
+#: its annotations and TypedDict declarations need, and nothing else.
+TYPING_NAMES: Final = ("Literal", "NotRequired", "Optional", "Required", "TypedDict", "Union")
+
 #: The filename skill code is compiled under; tracebacks use it to find skill lines.
 SKILL_FILENAME: Final = "<skill>"
 
@@ -101,6 +108,9 @@ SKILL_MODULE_NAME: Final = "skill"
 # ``from __future__ import annotations`` is a compiler directive that also imports
 # ``__future__`` at run time; generated skills may start with it, so it is allowed too.
 _FUTURE = "__future__"
+
+# ``typing`` is handed out as a view of :data:`TYPING_NAMES` only.
+_TYPING = "typing"
 
 # Public names that would let one call change state another call sees, or that walk
 # attributes from a format string (``string.Formatter``). Reading one is a PolicyViolation.
@@ -158,19 +168,62 @@ class SkillTransformer(RestrictingNodeTransformer):
         self.errors.append(f"Line {where}: {info}")
 
     def visit_Import(self, node: ast.Import) -> Any:
-        """Allow ``import m`` only for modules in :data:`ALLOWED_MODULES`."""
+        """Allow ``import m`` only for modules in :data:`ALLOWED_MODULES` (and ``typing``)."""
         for alias in node.names:
-            if alias.name not in ALLOWED_MODULES:
+            if alias.name not in ALLOWED_MODULES and alias.name != _TYPING:
                 self.error(node, _import_refusal(alias.name))
         return super().visit_Import(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> Any:
-        """Allow ``from m import x`` only for allowed modules (and ``__future__``)."""
+        """Allow ``from m import x`` for allowed modules, ``__future__`` and `TYPING_NAMES`."""
         if node.level:
             self.error(node, "relative imports are not allowed in a skill")
+        elif node.module == _TYPING:
+            for alias in node.names:
+                if alias.name not in TYPING_NAMES:
+                    self.error(
+                        node,
+                        f"typing.{alias.name} is not available in a skill; typing offers only "
+                        f"{', '.join(TYPING_NAMES)}",
+                    )
         elif node.module not in ALLOWED_MODULES and node.module != _FUTURE:
             self.error(node, _import_refusal(str(node.module)))
         return super().visit_ImportFrom(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
+        """Allow ``name: T`` and ``name: T = value`` (TypedDict fields, annotated locals).
+
+        RestrictedPython refuses every annotated assignment. With a plain name as the target
+        it is an ordinary assignment plus an annotation, and both expressions are rewritten
+        through the same guards as any other code. Targets that are attributes or items are
+        still refused: write them without the annotation.
+        """
+        if not isinstance(node.target, ast.Name):
+            self.error(
+                node,
+                "an annotated assignment to an attribute or item is not allowed in a skill; "
+                "drop the annotation",
+            )
+            return node
+        return self.node_contents_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> Any:
+        """RestrictedPython's class rewrite, keeping a ``total=True``/``total=False`` keyword.
+
+        RestrictedPython rebuilds every class with ``metaclass=__metaclass__`` and drops its
+        other keywords; a TypedDict's ``total`` flag is a literal bool and evaluates nothing.
+        """
+        total = [
+            keyword
+            for keyword in node.keywords
+            if keyword.arg == "total"
+            and isinstance(keyword.value, ast.Constant)
+            and isinstance(keyword.value.value, bool)
+        ]
+        rebuilt = super().visit_ClassDef(node)
+        if total and isinstance(rebuilt, ast.ClassDef):
+            rebuilt.keywords.append(total[-1])
+        return rebuilt
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> Any:
         """Start every ``except`` block with ``_caught_()``.
@@ -776,6 +829,8 @@ class _Guards:
         name = _exact_name(name)
         if name == _FUTURE or name in ALLOWED_MODULES:
             return _module_view(name)
+        if name == _TYPING:
+            return _module_view(name, TYPING_NAMES)
         if name in _RUNTIME_IMPORTS:
             importlib.import_module(name)
             return None
