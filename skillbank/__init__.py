@@ -38,6 +38,14 @@ from skillbank.trajectory import (
     scan_trajectories,
 )
 from skillbank.validate import Finding, check_source, validate
+from skillbank.versioning import (
+    HistoryEntry,
+    SignatureChange,
+    Version,
+    parse_version,
+    required_bump,
+    signature_diff,
+)
 
 __version__ = "0.1.0"
 
@@ -47,6 +55,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Finding",
+    "HistoryEntry",
     "LLMReplyError",
     "LLMRequestError",
     "LearnEntry",
@@ -60,6 +69,7 @@ __all__ = [
     "ProcedureReport",
     "RunResult",
     "Signature",
+    "SignatureChange",
     "Skill",
     "SkillArgumentError",
     "SkillBank",
@@ -74,12 +84,16 @@ __all__ = [
     "Trajectory",
     "TrajectoryError",
     "ValidatedSkill",
+    "Version",
     "check_source",
     "compile_group",
     "compile_trajectory",
     "load_config",
     "load_trajectories",
     "parse_record",
+    "parse_version",
+    "required_bump",
     "scan_trajectories",
+    "signature_diff",
     "validate",
 ]

@@ -5,18 +5,28 @@ libcst policy (`skillbank.validate`), replays it in the sandbox (`skillbank.prov
 what passed in ``skills/`` as one git commit (`skillbank.library`). A trajectory whose code has
 the same shape as a known skill becomes a new recorded case of that skill, never a duplicate.
 ``run`` executes a stored skill in the sandbox against host tools.
+
+Every write is a git commit under the bank's lock. ``learn`` commits on a branch (see
+`SkillBank.learn` and the ``learn_branch`` setting) with a message that names each trajectory
+and its sha256 and says what changed; each skill's version moves as
+`skillbank.versioning.required_bump` decides. ``history``, ``diff``, ``rollback`` and
+``deprecate`` read and change a skill's versions; a deprecated skill keeps running, with a
+warning, until it is removed.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import fcntl
+import hashlib
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -32,13 +42,21 @@ from skillbank.compiler import (
 )
 from skillbank.compose import closure, grant, requirement_cycle
 from skillbank.config import Config, load_config
-from skillbank.errors import CompileError, LibraryError, SkillArgumentError
-from skillbank.library import SkillLibrary, git
+from skillbank.errors import CompileError, LibraryError, SkillArgumentError, SkillNotFound
+from skillbank.library import CONFTEST, SkillLibrary, git
 from skillbank.proving import Failed, prove
 from skillbank.recognize import Plan, PlanResult, match_steps
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ToolCallRecord
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 from skillbank.validate import Rejected, code_shape, read_signature, validate
+from skillbank.versioning import (
+    HistoryEntry,
+    Version,
+    bump,
+    parse_version,
+    required_bump,
+    signature_diff,
+)
 
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
@@ -88,8 +106,8 @@ class ProcedureReport:
     signature: str
     #: What was generalised: data flow, loops, constants kept as defaults.
     generalised: tuple[str, ...]
-    #: The version written (None when nothing was written).
-    version: int | None
+    #: The version written, canonical ``"1.2.0"`` (None when nothing was written).
+    version: str | None
     #: Why it was rejected.
     reason: str | None = None
     #: The LLM compiler's attempts, one line each, when it was asked.
@@ -118,10 +136,13 @@ class LearnReport:
     entries: tuple[LearnEntry, ...]
     #: The commit holding the changes, or None when nothing changed.
     commit: str | None = None
-    #: Version written per changed skill id.
-    versions: Mapping[str, int] = field(default_factory=dict)
+    #: Version written per changed skill id (canonical ``"1.2.0"``).
+    versions: Mapping[str, str] = field(default_factory=dict)
     #: One report per procedure the trajectories fell into.
     procedures: tuple[ProcedureReport, ...] = ()
+    #: The branch that got the commit (None when nothing was committed, or HEAD was
+    #: detached).
+    branch: str | None = None
 
     def _ids(self, action: str) -> list[str]:
         return sorted({e.skill_id for e in self.entries if e.action == action and e.skill_id})
@@ -156,6 +177,7 @@ class LearnReport:
         """The report as JSON data (the CLI's ``--json`` output)."""
         return {
             "commit": self.commit,
+            "branch": self.branch,
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
@@ -200,6 +222,8 @@ class RunResult:
     duration_s: float
     #: What the skill printed.
     output: str = ""
+    #: A note for whoever called it, e.g. ``"deprecated: use other_skill ..."``.
+    warning: str | None = None
 
     def to_json(self) -> dict[str, JSON]:
         """The result as JSON data (the CLI's ``--json`` output)."""
@@ -221,6 +245,7 @@ class RunResult:
             ],
             "duration_s": round(self.duration_s, 6),
             "output": self.output,
+            "warning": self.warning,
         }
 
 
@@ -266,6 +291,9 @@ class SkillBank:
             ignore = state / ".gitignore"
             if not ignore.exists():
                 ignore.write_text("# local state of skillbank: never committed\n*\n")
+            conftest = root / cfg.skills_dir / "conftest.py"
+            if not conftest.exists():
+                conftest.write_text(CONFTEST, encoding="utf-8")
         except OSError as exc:
             raise LibraryError(f"cannot create the bank at {root}: {exc}") from None
         inside = git(root, "rev-parse", "--is-inside-work-tree", check=False)
@@ -340,7 +368,9 @@ class SkillBank:
             return previous  # learning more never lowers trust; failures do (ledger)
         return "associative" if cases >= self.config.min_cases_associative else "cognitive"
 
-    def learn(self, trajectories: Iterable[Trajectory]) -> LearnReport:
+    def learn(
+        self, trajectories: Iterable[Trajectory], *, branch: str | None = None
+    ) -> LearnReport:
         """Group trajectories into procedures, generalise each into a skill, check, store.
 
         Trajectories are grouped by their call pattern (repeats folded; see
@@ -354,10 +384,29 @@ class SkillBank:
         cannot be compiled are rejected with the reason; neither stops the others. The
         result does not depend on the order of the input.
 
+        A changed skill's version moves as `skillbank.versioning.required_bump` says (a new
+        skill starts at 1.0.0; new cases alone move nothing). The commit message names every
+        new trajectory with its sha256 and says what changed in each skill.
+
+        Args:
+            trajectories: The runs to learn from.
+            branch: Where the commit goes (default: the ``learn_branch`` setting, "auto").
+                "current": the checked-out branch. "auto": the current branch when the bank
+                has no commit yet or the branch name starts with ``skillbank/``; otherwise a
+                new branch ``skillbank/learn-<UTC yyyymmdd-HHMMSS>-<8 hex>`` made from HEAD
+                (the hex: sha256 over the sorted hashes of the new trajectories). Any other
+                name: that branch, created from HEAD if missing; an existing one must point
+                to HEAD. Branches are switched only when there is something to commit, and
+                switching never changes a file in the working tree.
+
         Raises:
-            LibraryError: when the library cannot be read or written (nothing is changed).
+            LibraryError: when the library cannot be read or written, or the branch cannot
+                be used (nothing is changed).
         """
         given = list(trajectories)
+        wanted = branch or self.config.learn_branch
+        if wanted not in ("auto", "current"):
+            _check_branch_name(self.root, wanted)
         with self._lock():
             existing = {s.id: s for s in self.library.load_all()}
             by_key: dict[str, str] = {}
@@ -385,8 +434,8 @@ class SkillBank:
 
             taken = set(existing)
             procedures: list[ProcedureReport] = []
-            changes: list[tuple[TestedSkill, int, str, str]] = []
-            versions: dict[str, int] = {}
+            changes: list[tuple[TestedSkill, str, str, str, str | None]] = []
+            versions: dict[str, str] = {}
 
             def learn_group(members: list[int], old: Skill | None, final: bool) -> bool:
                 # One procedure: generalise, check, record; False (recording nothing) when
@@ -445,11 +494,17 @@ class SkillBank:
                 for i in new:
                     entries[i] = LearnEntry(given[i].id, action, sid)
                 draft = tested.draft
-                changed_code = old is None or code_shape(old.source) != code_shape(draft.source)
-                version = 1 if old is None else old.version + int(changed_code)
+                if old is None:
+                    version = str(Version(1, 0, 0))
+                else:
+                    kind = required_bump(old.source, old.description, draft.source,
+                                         draft.description)  # fmt: skip
+                    previous = parse_version(old.version)
+                    version = str(bump(previous, kind) if kind else previous)
                 stage = self._stage(len(draft.cases), old.stage if old else None)
                 versions[sid] = version
-                changes.append((tested, version, stage, action))
+                # Learning more runs of a deprecated skill keeps it deprecated.
+                changes.append((tested, version, stage, action, old.deprecated_by if old else None))
                 procedures.append(
                     _procedure(
                         sid,
@@ -471,15 +526,82 @@ class SkillBank:
                                     final=True)  # fmt: skip
             ordered_entries = [entries[i] for i in range(len(given))]
             graph = {sid: skill.requires for sid, skill in existing.items()}
-            graph.update({t.draft.id: t.draft.requires for t, _, _, _ in changes})
+            graph.update({t.draft.id: t.draft.requires for t, *_ in changes})
             cycle = requirement_cycle(graph)
             if cycle:
                 raise LibraryError(
                     f"skills would require each other in a cycle ({' -> '.join(cycle)}); "
                     "fix the 'requires' of those skills before learning more"
                 )
-            commit = self.library.store(changes, _commit_message(changes, ordered_entries))
-        return LearnReport(tuple(ordered_entries), commit, versions, tuple(procedures))
+            commit, on = None, None
+            if changes:
+                new_hashes = [given[i].sha256 for i, e in entries.items()
+                              if e.action in ("added", "updated")]  # fmt: skip
+                on, undo = self._enter_branch(wanted, new_hashes)
+                try:
+                    commit = self.library.store(
+                        changes, _commit_message(changes, ordered_entries, existing)
+                    )
+                except BaseException:
+                    undo()
+                    raise
+                if commit is None:
+                    undo()  # byte-identical after all: stay where we were
+        return LearnReport(
+            tuple(ordered_entries),
+            commit,
+            versions,
+            tuple(procedures),
+            on if commit else None,
+        )
+
+    def _enter_branch(
+        self, wanted: str, new_hashes: Sequence[str]
+    ) -> tuple[str | None, Callable[[], None]]:
+        """Put HEAD on the branch a learn commit goes to; return its name and an undo.
+
+        Only ever switches to a branch that points to HEAD's commit (or makes one from it),
+        so the working tree, dirty files included, is never touched.
+        """
+        root = self.root
+        current = git(root, "symbolic-ref", "--short", "-q", "HEAD", check=False).stdout.strip()
+        head = git(root, "rev-parse", "--verify", "-q", "HEAD", check=False).stdout.strip()
+        if wanted == "current":
+            return current or None, _nothing
+        if wanted == "auto":
+            if not head or current.startswith("skillbank/"):
+                return current or None, _nothing
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            digest = hashlib.sha256("\n".join(sorted(set(new_hashes))).encode()).hexdigest()
+            target = base = f"skillbank/learn-{stamp}-{digest[:8]}"
+            n = 2
+            while _branch_commit(root, target) is not None:
+                target, n = f"{base}-{n}", n + 1
+        else:
+            target = wanted
+            if target == current:
+                return current, _nothing
+        points_to = _branch_commit(root, target)
+        if points_to is not None and (not head or points_to != head):
+            raise LibraryError(
+                f"branch {target!r} exists but points to {points_to[:12]}, not to HEAD "
+                f"({head[:12] or 'no commit yet'}), so switching to it would change files in "
+                f"the working tree; check it out yourself (`git switch {target}`) and learn "
+                "again, or pass --branch current or a new branch name"
+            )
+        git(root, "switch", "-q", *(() if points_to else ("-c",)), target)
+
+        def undo() -> None:
+            if current and head:
+                git(root, "switch", "-q", current, check=False)
+            elif current:  # an unborn branch: only the symbolic ref moved
+                git(root, "symbolic-ref", "HEAD", f"refs/heads/{current}", check=False)
+            else:
+                git(root, "switch", "-q", "--detach", head, check=False)
+            if points_to is None and head:
+                git(root, "branch", "-q", "-D", target, check=False)
+
+        return target, undo
 
     def _check(
         self, draft: SkillDraft, library: Mapping[str, Skill] | None = None
@@ -602,8 +724,10 @@ class SkillBank:
         """
         requires_map = {s.id: s.requires for s in library.values()}
         others = [
-            s for s in library.values() if s.id != sid and sid not in closure(s.id, requires_map)
-        ]
+            s
+            for s in library.values()
+            if s.id != sid and sid not in closure(s.id, requires_map) and not s.deprecated_by
+        ]  # a deprecated skill keeps its callers but gains no new ones
         if not others:
             return None
         plans = [match_steps(run, others, self.sandbox, self.limits) for run in runs]
@@ -707,6 +831,225 @@ class SkillBank:
             values.append(value)
         return PlanResult(True, tuple(values), tuple(calls))
 
+    # --- versions -----------------------------------------------------------------------
+
+    def history(self, skill_id: str) -> list[HistoryEntry]:
+        """The commits that changed a skill on the current branch, newest first.
+
+        Raises:
+            SkillNotFound: the skill is neither in the library nor in its history.
+        """
+        entries = self.library.history(skill_id)
+        if not entries and skill_id not in self.library.ids():
+            raise SkillNotFound(skill_id, self.library.ids())
+        return entries
+
+    def _at(self, skill_id: str, spec: str) -> tuple[Skill, dict[str, str], str]:
+        """A skill at a version (``"1.2.0"``, ``"1"``, ``"v1.2.0"``) or a git revision.
+
+        A version means the newest commit on the current branch holding it. Returns the
+        skill, the texts of its files, and a label for readers.
+        """
+        entries = self.library.history(skill_id)
+        try:
+            wanted: str | None = str(parse_version(spec))
+        except ValueError:
+            wanted = None
+        found = next((e for e in entries if e.version == wanted), None)
+        if found is not None:
+            rev, label = found.commit, f"{wanted} ({found.commit[:12]})"
+        else:
+            known = ", ".join(dict.fromkeys(e.version for e in entries)) or "none committed"
+            try:
+                rev = self.library.commit_of(spec)
+            except LibraryError:
+                if skill_id not in self.library.ids() and not entries:
+                    raise SkillNotFound(skill_id, self.library.ids()) from None
+                what = f"no version {wanted}" if wanted else f"no version {spec!r}"
+                raise LibraryError(
+                    f"{skill_id!r} has {what} on this branch (its versions: {known}), and "
+                    f"{spec!r} is not a git revision either; see `skillbank history {skill_id}`"
+                ) from None
+            label = f"{spec} ({rev[:12]})"
+        texts = self.library.files_at(skill_id, rev)
+        skill = self.library.load_at(skill_id, rev)
+        if texts is None or skill is None:
+            if skill_id not in self.library.ids() and not entries:
+                raise SkillNotFound(skill_id, self.library.ids())
+            raise LibraryError(f"{skill_id!r} did not exist at {spec!r} ({rev[:12]})")
+        return skill, texts, label
+
+    def diff(self, skill_id: str, a: str | None = None, b: str | None = None) -> str:
+        """A unified diff of a skill's files between two versions, with what the change means.
+
+        ``a`` and ``b`` are versions (``"1.2.0"``, ``"1"``, ``"v1.2.0"``) or git revisions.
+        By default ``b`` is the working tree and ``a`` the version before ``b``'s (nothing,
+        for a first version). The header says the version bump the change needs and lists
+        the signature changes, breaking or not; ``skill.py`` comes first.
+
+        Raises:
+            SkillNotFound: no such skill.
+            LibraryError: a version or revision that does not hold the skill.
+        """
+        if b is None:
+            new, new_texts, new_label = (
+                self.get(skill_id),
+                self.library.files(skill_id),
+                "working tree",
+            )
+        else:
+            new, new_texts, new_label = self._at(skill_id, b)
+        old: Skill | None
+        old_texts: dict[str, str]
+        if a is None:
+            old, old_texts, old_label = None, {}, "nothing (first version)"
+            mine = parse_version(new.version)
+            for entry in self.library.history(skill_id):
+                try:
+                    earlier = parse_version(entry.version) < mine
+                except ValueError:
+                    continue
+                if earlier:
+                    old, old_texts, old_label = self._at(skill_id, entry.commit)
+                    old_label = f"{entry.version} ({entry.commit[:12]})"
+                    break
+        else:
+            old, old_texts, old_label = self._at(skill_id, a)
+        rel = f"{self.library.rel}/{skill_id}"
+        head = [f"skillbank diff {skill_id}: {old_label} -> {new_label}"]
+        if old is None:
+            head.append(f"new skill: v{new.version}, signature {new.signature.render()}")
+        else:
+            change = signature_diff(old.signature, new.signature)
+            kind = required_bump(old.source, old.description, new.source, new.description)
+            head.append(
+                f"version {old.version} -> {new.version}; the change needs "
+                + (f"a {kind} bump" if kind else "no bump (cases or metadata only)")
+                + ("; the signature change is BREAKING" if change.breaking else "")
+            )
+            head += [f"  - {line}" for line in change.changes]
+        body: list[str] = []
+        for name in ("skill.py", "SKILL.md", "cases.jsonl", "tools.json"):
+            body += difflib.unified_diff(
+                _lines(old_texts.get(name, "")),
+                _lines(new_texts.get(name, "")),
+                fromfile=f"a/{rel}/{name}" if old_texts else "/dev/null",
+                tofile=f"b/{rel}/{name}",
+                lineterm="",
+            )
+        if not body:
+            body = ["(no differences)"]
+        return "\n".join([*head, "", *body]) + "\n"
+
+    def rollback(self, skill_id: str, version: str) -> str:
+        """Write the files of an earlier version back as a new, higher version; commit.
+
+        ``version`` is a version (``"1.2.0"``) or a git revision. The restored code, cases,
+        description and deprecation are those of that version; its version number is the
+        current one bumped as the change needs (at least a patch: versions never go back).
+        The restored skill is validated and replayed against today's library first. The
+        commit goes on the current branch.
+
+        Returns:
+            The commit's sha.
+
+        Raises:
+            SkillNotFound: no such skill.
+            LibraryError: no such version, nothing to roll back, or the old version no longer
+                passes its checks (nothing is changed).
+        """
+        with self._lock():
+            current = self.get(skill_id)
+            old, _, label = self._at(skill_id, version)
+            if replace(old, version=current.version, stage=current.stage) == current:
+                raise LibraryError(
+                    f"{skill_id!r} v{current.version} already holds what {label} held; "
+                    "nothing to roll back"
+                )
+            library = {s.id: s for s in self.skills()}
+            library[skill_id] = old
+            cycle = requirement_cycle({sid: s.requires for sid, s in library.items()})
+            if cycle:
+                raise LibraryError(
+                    f"restoring {skill_id!r} {label} would make skills require each other in "
+                    f"a cycle ({' -> '.join(cycle)}); nothing was changed"
+                )
+            draft = SkillDraft(old.id, old.source, old.description, old.tools, old.cases,
+                               old.tool_specs, old.requires, old.notes)  # fmt: skip
+            problem = _problem_text(self._check(draft, library))
+            if problem:
+                raise LibraryError(
+                    f"{skill_id!r} {label} no longer passes its checks, so it was not "
+                    f"restored: {problem}"
+                )
+            kind = required_bump(current.source, current.description, old.source, old.description)
+            new_version = str(bump(parse_version(current.version), kind or "patch"))
+            stage = self._stage(len(old.cases), current.stage)
+            restored = old.version
+            lines = [
+                f"skillbank rollback {skill_id} to {new_version} (restores code of {restored})",
+                "",
+                f"{skill_id} v{current.version} -> v{new_version}: the files of {label} are "
+                f"written back ({kind or 'patch'} bump; versions never go backwards).",
+            ]
+            lines += [f"  - {c}" for c in signature_diff(current.signature, old.signature).changes]
+            commit = self.library.store(
+                [(old, new_version, stage, "rolled back", old.deprecated_by)],
+                "\n".join(lines) + "\n",
+            )
+        if commit is None:  # cannot happen: the version always moves
+            raise LibraryError(f"rolling back {skill_id!r} changed nothing")
+        return commit
+
+    def deprecate(self, old_id: str, *, by: str) -> str:
+        """Mark a skill as replaced by another; commit (a patch bump of the old skill).
+
+        The deprecated skill keeps running, and so do the skills that require it, until it
+        is removed; `run` returns a warning naming its replacement, and new skills are never
+        composed from it. The commit goes on the current branch.
+
+        Returns:
+            The commit's sha (the existing one, when it is already deprecated by ``by``).
+
+        Raises:
+            SkillNotFound: either skill does not exist.
+            LibraryError: a skill replacing itself, or a chain of replacements in a circle.
+        """
+        with self._lock():
+            old = self.get(old_id)
+            new = self.get(by)
+            chain, step = [old_id, by], new
+            while step.deprecated_by and step.deprecated_by not in chain:
+                chain.append(step.deprecated_by)
+                step = self.get(step.deprecated_by)
+            if old_id == by or step.deprecated_by == old_id:
+                loop = " -> ".join([*chain, old_id] if old_id != by else [old_id, by])
+                raise LibraryError(
+                    f"{old_id!r} cannot be deprecated by {by!r}: the replacements would go "
+                    f"round in a circle ({loop}); pick a skill that is not deprecated"
+                )
+            if old.deprecated_by == by:
+                entries = self.library.history(old_id)
+                if entries and entries[0].deprecated_by == by:
+                    return entries[0].commit
+            version = str(bump(parse_version(old.version), "patch"))
+            callers = sorted(s.id for s in self.skills() if old_id in s.requires)
+            lines = [
+                f"skillbank deprecate {old_id}: use {by} instead",
+                "",
+                f"{old_id} v{old.version} -> v{version} is deprecated in favour of {by} "
+                f"v{new.version}. It keeps running, and so do the skills that require it, "
+                "until it is removed; running it warns.",
+            ]
+            if callers:
+                lines.append(f"Required by: {', '.join(callers)}")
+            commit = self.library.store(
+                [(old, version, old.stage, "deprecated", by)], "\n".join(lines) + "\n"
+            )
+        if commit is None:  # cannot happen: the version always moves
+            raise LibraryError(f"deprecating {old_id!r} changed nothing")
+        return commit
+
     # --- running ------------------------------------------------------------------------
 
     def check_args(self, skill: Skill, args: Mapping[str, JSON]) -> dict[str, JSON]:
@@ -781,6 +1124,12 @@ class SkillBank:
             tool_calls=result.tool_calls,
             duration_s=result.duration_s,
             output=result.output,
+            warning=(
+                f"deprecated: use {skill.deprecated_by} ({skill.id} keeps working until it "
+                "is removed)"
+                if skill.deprecated_by
+                else None
+            ),
         )
 
 
@@ -893,7 +1242,7 @@ def _procedure(
     action: str,
     ids: Sequence[str],
     skill: Skill | TestedSkill,
-    version: int | None,
+    version: str | None,
     transcript: tuple[str, ...] = (),
 ) -> ProcedureReport:
     if isinstance(skill, TestedSkill):
@@ -919,38 +1268,87 @@ def _procedure(
     )  # fmt: skip
 
 
+def _lines(text: str) -> list[str]:
+    # Lines split on "\n" only (cases.jsonl keeps U+2028 and friends raw inside strings).
+    if not text:
+        return []
+    return (text[:-1] if text.endswith("\n") else text).split("\n")
+
+
+def _nothing() -> None:
+    pass
+
+
+def _branch_commit(root: Path, name: str) -> str | None:
+    """The commit a local branch points to, or None when there is no such branch."""
+    proc = git(root, "rev-parse", "--verify", "-q", f"refs/heads/{name}", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _check_branch_name(root: Path, name: str) -> None:
+    proc = git(root, "check-ref-format", "--branch", name, check=False)
+    if name.startswith("-") or proc.returncode != 0:
+        raise LibraryError(
+            f"{name!r} is not a valid git branch name; pass --branch auto, current, or a name "
+            "like skillbank/new-skills"
+        )
+
+
+def _what_changed(old: Skill, source: str, description: str) -> str:
+    """One line for a commit message: the bump an update needed, and why."""
+    kind = required_bump(old.source, old.description, source, description)
+    if kind is None:
+        return "new cases only"
+    try:
+        said = signature_diff(old.signature, read_signature(source)).changes
+    except Exception:  # noqa: BLE001 - unreadable code reads as a breaking change
+        said = ()
+    if kind == "minor" and not said:
+        said = ("code changed, signature unchanged",)
+    if kind == "patch" and old.description != description:
+        said = (*said, "description changed")
+    return f"{kind}: {'; '.join(said) or 'code changed'}"
+
+
 def _commit_message(
-    changes: list[tuple[TestedSkill, int, str, str]], entries: list[LearnEntry]
+    changes: Sequence[tuple[TestedSkill, str, str, str, str | None]],
+    entries: Sequence[LearnEntry],
+    before: Mapping[str, Skill],
 ) -> str:
     known = {(e.trajectory_id, e.skill_id) for e in entries if e.action in ("added", "updated")}
     new_cases = sorted(
         {
             (c.trajectory_id, c.trajectory_sha256): c
-            for t, _, _, _ in changes
+            for t, *_ in changes
             for c in t.draft.cases
             if (c.trajectory_id, t.draft.id) in known
         }.values(),
         key=lambda c: (c.trajectory_id, c.trajectory_sha256),
     )
-    added = [t.draft.id for t, _, _, a in changes if a == "added"]
-    updated = [t.draft.id for t, _, _, a in changes if a == "updated"]
+    added = [t.draft.id for t, _, _, a, _ in changes if a == "added"]
+    updated = [t.draft.id for t, _, _, a, _ in changes if a == "updated"]
     parts = []
     if added:
         parts.append(f"add {len(added)} skill(s)")
     if updated:
         parts.append(f"update {len(updated)} skill(s)")
     lines = [f"skillbank learn: {', '.join(parts) or 'no change'}", ""]
-    for tested, version, stage, action in changes:
+    for tested, version, stage, action, _ in changes:
         sid = tested.draft.id
         new = [
             e.trajectory_id
             for e in entries
             if e.skill_id == sid and e.action in ("added", "updated")
         ]
+        old = before.get(sid) if action == "updated" else None
+        moved = f"v{old.version} -> v{version}" if old and old.version != version else f"v{version}"
         lines.append(
-            f"{action} {sid} v{version} ({stage}, {tested.cases_passed} case(s) replayed) "
+            f"{action} {sid} {moved} ({stage}, {tested.cases_passed} case(s) replayed) "
             f"from {', '.join(new)}"
         )
+        if old is not None:
+            draft = tested.draft
+            lines.append(f"  {_what_changed(old, draft.source, draft.description)}")
     if new_cases:
         lines += ["", "Trajectories:"]
         lines += [f"- {c.trajectory_id} sha256:{c.trajectory_sha256}" for c in new_cases]

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 a check failed (or a skillbank error), 2 usage error, 3 inte
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -21,7 +22,10 @@ from rich.table import Table
 
 from skillbank.bank import LearnReport, RunResult, SkillBank
 from skillbank.errors import SkillbankError
+from skillbank.gate import GateReport, GateUsageError, load_tool_specs, run_gate
+from skillbank.gate_output import dumps_sarif, junit_xml, write_github
 from skillbank.library import git
+from skillbank.review import review as review_changes
 from skillbank.skill import Skill
 from skillbank.trajectory import load_trajectories, scan_trajectories
 
@@ -126,9 +130,16 @@ def _render_report(report: LearnReport, bank: SkillBank, console: Console) -> No
     for e in report.rejected:
         console.print(f"[red]rejected[/red] {e.trajectory_id}: {e.reason}")
     if report.commit:
+        where = f" on branch {report.branch}" if report.branch else " (detached HEAD)"
         console.print(
-            f"committed {report.commit[:12]} (validated with libcst, replayed in the sandbox)"
+            f"committed {report.commit[:12]}{where} (validated with libcst, replayed in the "
+            "sandbox)"
         )
+        if report.branch and report.branch not in ("main", "master"):
+            console.print(
+                f"to open a pull request: git push -u origin {report.branch}, then "
+                "skillbank review --base main"
+            )
     else:
         console.print("nothing to commit: the library already holds all of this")
 
@@ -138,15 +149,27 @@ def _render_report(report: LearnReport, bank: SkillBank, console: Console) -> No
 @click.option(
     "--skip-invalid", is_flag=True, help="Learn from the good records of a file with bad ones."
 )
+@click.option(
+    "--branch",
+    default=None,
+    metavar="NAME|auto|current",
+    help="Where the commit goes. auto (the default; env SKILLBANK_LEARN_BRANCH): a new "
+    "skillbank/learn-... branch from HEAD, unless the bank has no commit yet or the current "
+    "branch already starts with skillbank/. current: the checked-out branch. NAME: that "
+    "branch (created from HEAD if missing; an existing one must point to HEAD).",
+)
 @_root_option
 @_json_option
-def learn(paths: tuple[Path, ...], skip_invalid: bool, root: Path, as_json: bool) -> None:
+def learn(
+    paths: tuple[Path, ...], skip_invalid: bool, branch: str | None, root: Path, as_json: bool
+) -> None:
     """Learn skills from trajectory files (.jsonl/.json, OpenAI messages with tool_calls).
 
     Each successful trajectory is compiled, validated, replayed in the sandbox, and stored;
-    all changes land in one git commit. Exits 1 when a trajectory was rejected.
+    all changes land in one git commit on a branch (see --branch), ready for a pull request.
+    Exits 1 when a trajectory was rejected.
 
-    Example: skillbank learn runs/*.jsonl
+    Example: skillbank learn runs/*.jsonl --branch auto
     """
     scan = scan_trajectories(list(paths))
     if scan.errors and not skip_invalid:
@@ -157,7 +180,7 @@ def learn(paths: tuple[Path, ...], skip_invalid: bool, root: Path, as_json: bool
     for err in scan.errors:
         click.echo(f"skipped invalid record: {err}", err=True)
     with SkillBank(root) as bank:
-        report = bank.learn(scan.trajectories)
+        report = bank.learn(scan.trajectories, branch=branch)
         if as_json:
             data = report.to_json()
             data["invalid_records"] = [str(e) for e in scan.errors]
@@ -184,6 +207,7 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
         "requires": list(skill.requires),
         "cases": len(skill.cases),
         "content_hash": f"sha256:{skill.content_hash}",
+        "deprecated_by": skill.deprecated_by,
     }
     if full:
         data["source"] = skill.source
@@ -202,7 +226,8 @@ def _skills_table(skills: list[Skill]) -> Table:
     table.add_column("parameters -> returns", overflow="fold")
     for s in skills:
         params = s.signature.render()[len(s.id) :]
-        table.add_row(s.id, str(s.version), s.stage, str(len(s.cases)), params)
+        stage = f"{s.stage}, deprecated: use {s.deprecated_by}" if s.deprecated_by else s.stage
+        table.add_row(s.id, s.version, stage, str(len(s.cases)), params)
     return table
 
 
@@ -240,6 +265,8 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
     console = _console()
     console.print(f"[bold]{skill.id}[/bold]  v{skill.version}  {skill.stage}")
     console.print(skill.description)
+    if skill.deprecated_by:
+        console.print(f"[yellow]deprecated: use {skill.deprecated_by}[/yellow]")
     console.print(f"signature: {skill.signature.render()}")
     console.print(f"tools:     {', '.join(skill.tools)}")
     sources = ", ".join(c.trajectory_id for c in skill.cases)
@@ -338,6 +365,8 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
             )
         tools = load_tools(tools_spec) if tools_spec else {}
         result = bank.run(skill_id, args, tools)
+    if result.warning:
+        click.echo(f"warning: {skill_id}: {result.warning}", err=True)
     if as_json:
         _print_json(result.to_json())
     else:
@@ -382,6 +411,101 @@ def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
         f"{len(plans)} trajectories: {covered} reproduced by one skill call; "
         f"{steps} plan steps for {raw} raw calls (ratio {steps / raw if raw else 1:.2f})"
     )
+
+
+@cli.command()
+@click.argument("skill_id")
+@_root_option
+@_json_option
+def history(skill_id: str, root: Path, as_json: bool) -> None:
+    """List the commits that changed a skill, newest first: version, date, stage, subject.
+
+    Example: skillbank history find_customer_list_orders
+    """
+    entries = SkillBank(root).history(skill_id)
+    if as_json:
+        _print_json([dataclasses.asdict(e) for e in entries])
+        return
+    if not entries:
+        click.echo(f"{skill_id} has no commits yet")
+        return
+    table = Table()
+    table.add_column("version", no_wrap=True)
+    table.add_column("commit", no_wrap=True)
+    for col in ("date", "stage", "subject"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        stage = f"{e.stage}, deprecated: use {e.deprecated_by}" if e.deprecated_by else e.stage
+        table.add_row(e.version, e.commit[:12], e.date, stage, e.subject)
+    _console().print(table)
+
+
+@cli.command()
+@click.argument("skill_id")
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@_root_option
+def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
+    """Show how a skill changed between A and B, and whether the signature change breaks callers.
+
+    A and B are versions (1.2.0, 1, v1.2.0) or git revisions (a sha, a branch, HEAD~1).
+    By default B is the working tree and A the version before it.
+
+    \b
+    Example: skillbank diff find_customer_list_orders 1.0.0 2.0.0
+    """
+    click.echo(SkillBank(root).diff(skill_id, a, b), nl=False)
+
+
+@cli.command()
+@click.argument("skill_id")
+@click.argument("version")
+@_root_option
+@_json_option
+def rollback(skill_id: str, version: str, root: Path, as_json: bool) -> None:
+    """Restore the code of an earlier VERSION of a skill, as a new, higher version.
+
+    The restored skill is validated and replayed first; the commit goes on the current
+    branch. Versions never go backwards: the new version is the current one, bumped.
+
+    Example: skillbank rollback find_customer_list_orders 1.0.0
+    """
+    with SkillBank(root) as bank:
+        commit = bank.rollback(skill_id, version)
+        skill = bank.get(skill_id)
+    if as_json:
+        _print_json(
+            {"skill_id": skill_id, "restored": version, "version": skill.version, "commit": commit}
+        )
+    else:
+        click.echo(
+            f"rolled back {skill_id} to v{skill.version} (restores code of {version}): "
+            f"committed {commit[:12]}"
+        )
+
+
+@cli.command()
+@click.argument("old_id")
+@click.option("--by", "new_id", required=True, help="The skill that replaces OLD_ID.")
+@_root_option
+@_json_option
+def deprecate(old_id: str, new_id: str, root: Path, as_json: bool) -> None:
+    """Mark skill OLD_ID as replaced by another; it keeps running, with a warning.
+
+    Skills that require OLD_ID keep working through it until it is removed.
+
+    Example: skillbank deprecate find_customer_list_orders --by list_customer_orders
+    """
+    with SkillBank(root) as bank:
+        commit = bank.deprecate(old_id, by=new_id)
+        skill = bank.get(old_id)
+    if as_json:
+        _print_json(
+            {"skill_id": old_id, "deprecated_by": new_id, "version": skill.version,
+             "commit": commit}
+        )  # fmt: skip
+    else:
+        click.echo(f"deprecated {old_id} (v{skill.version}): use {new_id}; committed {commit[:12]}")
 
 
 @cli.command()
@@ -445,6 +569,199 @@ def demo(directory: Path) -> None:
             f"\nDone. The skills are committed in {bank.root} (try `git -C {directory} log -p`),"
             f" and `skillbank --help` lists the commands."
         )
+
+
+# --- review and gate ------------------------------------------------------------------
+
+
+def _tool_specs(bank: SkillBank, spec: str | None) -> dict[str, dict[str, Any]] | None:
+    ref = spec if spec is not None else bank.config.tool_specs
+    return load_tool_specs(ref, bank.root) if ref else None
+
+
+def _render_gate(report: GateReport, console: Console) -> None:
+    for finding in report.findings:
+        click.echo(finding.render(report.root), err=finding.level == "error")
+    if report.skills:
+        table = Table(title="gate")
+        for col in ("skill", "result", "checks"):
+            table.add_column(col, overflow="fold")
+        for sid in report.skills:
+            mine = [o for o in report.outcomes if o.skill_id == sid]
+            failed = [o.check for o in mine if o.status == "failed"]
+            ran = [o.check for o in mine if o.status != "skipped"]
+            skipped = [o.check for o in mine if o.status == "skipped"]
+            detail = f"failed: {', '.join(failed)}" if failed else f"{len(ran)} passed"
+            if skipped:
+                detail += f"; skipped: {', '.join(skipped)}"
+            result = "[red]FAIL[/red]" if failed else "[green]pass[/green]"
+            table.add_row(sid, result, detail)
+        console.print(table)
+    scope = f"changed since {report.base}" if report.base else "in the library"
+    if report.ok:
+        console.print(f"gate passed: {len(report.skills)} skill(s) {scope}")
+    else:
+        failed = sorted({f.skill_id for f in report.errors})
+        console.print(
+            f"[red]gate failed[/red]: {len(report.errors)} finding(s) in "
+            f"{', '.join(failed) or 'the library'}"
+        )
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--base",
+    default=None,
+    help="Only check skills changed since this git ref "
+    "(its merge base with HEAD), and check their version bumps against it.",
+)
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Only the checks that run no code (policy, requires): for a pre-commit hook.",
+)
+@click.option(
+    "--junit",
+    "junit_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a JUnit XML report here.",
+)
+@click.option(
+    "--sarif",
+    "sarif_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a SARIF 2.1.0 report here.",
+)
+@click.option(
+    "--tool-specs",
+    "tool_specs",
+    default=None,
+    help="The current tool definitions, "
+    "MODULE:ATTR or FILE.json, to check each skill's calls against (default: the "
+    "tool_specs setting; empty skips the check).",
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Generated examples per skill for the property check "
+    "(default: the prove_examples setting).",
+)
+@_root_option
+@_json_option
+def gate(
+    paths: tuple[Path, ...],
+    base: str | None,
+    fast: bool,
+    junit_path: Path | None,
+    sarif_path: Path | None,
+    tool_specs: str | None,
+    examples: int | None,
+    root: Path,
+    as_json: bool,
+) -> None:
+    """Check skills as CI should before they land; exit 1 when a check fails.
+
+    \b
+    Checks: the libcst policy, replay of every recorded case, properties on
+    generated inputs, determinism, version bumps (with --base), requires, and
+    the tools each skill calls against their current schemas. PATHS (as
+    pre-commit passes them) limit the check to the skills holding them.
+    Inside GitHub Actions it also writes annotations and a job summary.
+
+    \b
+    Examples:
+      skillbank gate                                   # every skill
+      skillbank gate --base origin/main --junit gate.xml --sarif gate.sarif
+    """
+    with SkillBank(root) as bank:
+        try:
+            specs = _tool_specs(bank, tool_specs)
+            report = run_gate(
+                bank,
+                base=base,
+                paths=[str(p) for p in paths],
+                fast=fast,
+                tool_specs=specs,
+                max_examples=examples if examples is not None else bank.config.prove_examples,
+            )
+        except GateUsageError as exc:
+            raise click.UsageError(str(exc)) from None
+    if junit_path is not None:
+        _write_text(junit_path, junit_xml(report))
+    if sarif_path is not None:
+        _write_text(sarif_path, dumps_sarif(report))
+    write_github(report, click.echo)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        _render_gate(report, _console())
+    if not report.ok:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc}") from None
+
+
+@cli.command()
+@click.option(
+    "--base", required=True, help="The git ref the pull request merges into, e.g. origin/main."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the Markdown here instead of printing it.",
+)
+@click.option(
+    "--tool-specs",
+    "tool_specs",
+    default=None,
+    help="The current tool definitions (see `skillbank gate --help`).",
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Generated examples per skill for the property check.",
+)
+@_root_option
+def review(
+    base: str, output: Path | None, tool_specs: str | None, examples: int | None, root: Path
+) -> None:
+    """Write the Markdown body of a pull request for the skill changes since --base.
+
+    For each added, changed or removed skill: summary, signature diff (breaking or
+    not), code diff, tools it reads and writes, check results, the trajectories it
+    came from, stage changes and risk flags. Example:
+
+    \b
+      skillbank review --base origin/main -o pr.md && gh pr create --body-file pr.md
+    """
+    with SkillBank(root) as bank:
+        try:
+            markdown, _ = review_changes(
+                bank,
+                base,
+                tool_specs=_tool_specs(bank, tool_specs),
+                max_examples=examples if examples is not None else bank.config.prove_examples,
+            )
+        except GateUsageError as exc:
+            raise click.UsageError(str(exc)) from None
+    if output is not None:
+        _write_text(output, markdown)
+        click.echo(f"review written to {output}")
+    else:
+        click.echo(markdown, nl=False)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

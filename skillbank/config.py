@@ -44,6 +44,16 @@ class Config:
     #: Let the LLM (when configured) rewrite a learned skill's docstring and parameter names;
     #: the result is re-validated and re-proved, and kept only if it passes.
     llm_docs: bool = False
+    #: The current tool definitions the gate checks each skill's calls against: ``MODULE:ATTR``
+    #: (a list of tool specs, or a mapping of name to spec) or a path to a ``.json`` file;
+    #: ``""`` skips that check.
+    tool_specs: str = ""
+    #: Generated examples per skill for the gate's property check.
+    prove_examples: int = 25
+    #: Where ``learn`` commits: ``"auto"`` (a new ``skillbank/learn-...`` branch from HEAD,
+    #: unless the bank has no commit yet or the current branch is already a ``skillbank/``
+    #: one), ``"current"`` (the checked-out branch), or a branch name.
+    learn_branch: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -60,8 +70,16 @@ class Config:
             raise ConfigError(
                 f"min_cases_associative={self.min_cases_associative!r} must be at least 1"
             )
+        if self.prove_examples < 0:
+            raise ConfigError(f"prove_examples={self.prove_examples!r} must be 0 or more")
         if self.llm_max_attempts < 1:
             raise ConfigError(f"llm_max_attempts={self.llm_max_attempts!r} must be at least 1")
+        branch = self.learn_branch
+        if not branch or branch.startswith("-") or any(c.isspace() for c in branch):
+            raise ConfigError(
+                f"learn_branch={branch!r} must be 'auto', 'current' or a git branch name "
+                "such as 'skillbank/new-skills'"
+            )
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"llm_base_url={self.llm_base_url!r} must be an http:// or https:// URL, "

@@ -12,7 +12,13 @@ Writes are deterministic (stable key order, trailing newline) so ``git diff skil
 a code review, atomic (temp file + rename), and transactional: if writing or committing fails
 part-way, every touched file is put back as it was and the index is reset for those paths.
 
-Front matter metadata values are strings, as the Agent Skills format asks. Ids use
+Front matter metadata values are strings, as the Agent Skills format asks: ``version`` is a
+semantic version (``"1.2.0"``; a whole number from an older library reads as ``N.0.0``), and
+``deprecated_by`` (absent unless set) names the skill replacing this one.
+
+Every commit is a version of the library: `SkillLibrary.load_at` and `SkillLibrary.ids_at` read
+skills at any git revision (with ``git cat-file``, never touching the working tree), parsed
+exactly like `SkillLibrary.load`, and `SkillLibrary.history` lists a skill's commits. Ids use
 underscores (they are Python function names), where Agent Skills names use hyphens; an export
 that renames them is the way to publish skills in that format.
 """
@@ -34,10 +40,21 @@ import yaml
 from skillbank.errors import LibraryError, SkillNotFound
 from skillbank.skill import STAGES, Case, Skill, TestedSkill, content_hash
 from skillbank.validate import read_signature
+from skillbank.versioning import HistoryEntry, Version, parse_version
 
 __all__ = ["SKILL_FILES", "SkillLibrary", "StoredChange", "git", "skill_files"]
 
 JSON = Any
+
+#: ``skills/conftest.py``: lets plain ``pytest skills/`` run every skill's checks.
+CONFTEST = '''"""Run each skill's checks with plain ``pytest skills/`` (see `skillbank.testing`).
+
+Every ``skills/<id>/`` folder gets the items ``validate``, ``replay[<trajectory>]``,
+``properties`` and ``determinism``. Set ``SKILLBANK_PROVE_EXAMPLES`` to try more examples.
+"""
+
+from skillbank.testing import pytest_collect_file  # noqa: F401
+'''
 
 #: The files a skill folder holds.
 SKILL_FILES = ("SKILL.md", "skill.py", "cases.jsonl", "tools.json")
@@ -90,8 +107,21 @@ def _has_identity(root: Path) -> bool:
     return proc.returncode == 0 and bool(proc.stdout.strip())
 
 
-def skill_files(skill: Skill | TestedSkill, *, version: int, stage: str) -> dict[str, str]:
-    """The exact text of each file in a skill's folder (pure: same skill, same bytes)."""
+def skill_files(
+    skill: Skill | TestedSkill,
+    *,
+    version: str | Version,
+    stage: str,
+    deprecated_by: str | None = None,
+) -> dict[str, str]:
+    """The exact text of each file in a skill's folder (pure: same skill, same bytes).
+
+    The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
+    arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
+
+    Raises:
+        ValueError: ``version`` is not a version (see `skillbank.versioning.parse_version`).
+    """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
         sid, description, source, tools = draft.id, draft.description, draft.source, draft.tools
@@ -102,21 +132,26 @@ def skill_files(skill: Skill | TestedSkill, *, version: int, stage: str) -> dict
         requires, cases, specs, notes = skill.requires, skill.cases, skill.tool_specs, skill.notes
         signature = skill.signature
     ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
-    front = {
-        "name": sid,
-        "description": description,
-        "metadata": {
-            "version": str(version),
-            "stage": stage,
-            "entry": "skill.py",
-            "tools": " ".join(tools),
-            "requires": " ".join(requires),
-            "content_hash": f"sha256:{content_hash(source)}",
-            "cases": str(len(ordered)),
-        },
+    metadata = {"version": str(parse_version(str(version))), "stage": stage}
+    if deprecated_by:
+        metadata["deprecated_by"] = deprecated_by
+    metadata |= {
+        "entry": "skill.py",
+        "tools": " ".join(tools),
+        "requires": " ".join(requires),
+        "content_hash": f"sha256:{content_hash(source)}",
+        "cases": str(len(ordered)),
     }
+    front = {"name": sid, "description": description, "metadata": metadata}
     head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=4096)
-    body = [f"# {sid}", "", description, "", "## Signature", "", "```python"]
+    body = [f"# {sid}", "", description, ""]
+    if deprecated_by:
+        body += [
+            f"**Deprecated:** use `{deprecated_by}` instead. This skill keeps running (its callers",
+            "and the skills that require it keep working) until it is removed.",
+            "",
+        ]
+    body += ["## Signature", "", "```python"]
     body += [signature.render(), "```", "", "## When to use it", ""]
     body.append("For tasks like these (the ones it was learned from):")
     body.append("")
@@ -187,8 +222,8 @@ class StoredChange:
     id: str
     #: "added" or "updated".
     action: str
-    #: The version written.
-    version: int
+    #: The version written (canonical ``"1.2.0"``).
+    version: str
     #: The stage written.
     stage: str
 
@@ -234,77 +269,187 @@ class SkillLibrary:
         cached = self._cache.get(skill_id)
         if stamps is not None and cached is not None and cached[0] == stamps:
             return cached[1]
-        skill = self._read(skill_id, folder)
+        skill = _parse(skill_id, self.files(skill_id), f"{self.rel}/{skill_id}")
         if stamps is not None:
             self._cache[skill_id] = (stamps, skill)
         return skill
 
-    def _read(self, skill_id: str, folder: Path) -> Skill:
-        rel = f"{self.rel}/{skill_id}"
+    def files(self, skill_id: str) -> dict[str, str]:
+        """The text of each file in a skill's folder, as it is in the working tree.
+
+        Raises:
+            SkillNotFound: no folder with that id.
+            LibraryError: a file cannot be read.
+        """
+        folder = self.dir / skill_id
+        if not (set(skill_id) <= _ID_CHARS) or not (folder / "SKILL.md").is_file():
+            raise SkillNotFound(skill_id, self.ids())
         try:
-            text = {name: (folder / name).read_text(encoding="utf-8") for name in SKILL_FILES}
+            return {name: (folder / name).read_text(encoding="utf-8") for name in SKILL_FILES}
         except (OSError, UnicodeDecodeError) as exc:
-            raise LibraryError(f"{rel}: cannot read the skill: {exc}") from None
-        meta = _front_matter(text["SKILL.md"], f"{rel}/SKILL.md")
-        md = meta.get("metadata") or {}
-        if meta.get("name") != skill_id or not isinstance(md, dict):
-            raise LibraryError(
-                f"{rel}/SKILL.md: front matter 'name' must be {skill_id!r} and 'metadata' a "
-                f"mapping (got name={meta.get('name')!r})"
-            )
-        try:
-            version = int(md.get("version", ""))
-        except ValueError:
-            raise LibraryError(
-                f"{rel}/SKILL.md: metadata.version must be a whole number, "
-                f"got {md.get('version')!r}"
-            ) from None
-        stage = str(md.get("stage", ""))
-        if stage not in STAGES:
-            raise LibraryError(
-                f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, got {stage!r}"
-            )
-        cases = []
-        # Split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and friends,
-        # which JSON keeps raw inside strings (we write with ensure_ascii=False).
-        for n, line in enumerate(text["cases.jsonl"].split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                cases.append(Case.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise LibraryError(f"{rel}/cases.jsonl:{n}: not a valid case ({exc!r})") from None
-        try:
-            specs = json.loads(text["tools.json"])
-            assert isinstance(specs, dict)
-        except (ValueError, AssertionError):
-            raise LibraryError(
-                f"{rel}/tools.json: must be a JSON object of tool definitions"
-            ) from None
-        source = text["skill.py"]
-        try:
-            signature = read_signature(source)
-        except Exception as exc:
-            raise LibraryError(f"{rel}/skill.py: {exc}") from None
-        _, heading, flow = text["SKILL.md"].partition("## Data flow")
-        notes = tuple(line[2:] for line in flow.split("\n") if heading and line.startswith("- "))
-        return Skill(
-            id=skill_id,
-            description=str(meta.get("description", "")),
-            version=version,
-            stage=stage,
-            source=source,
-            signature=signature,
-            tools=tuple(str(md.get("tools", "")).split()),
-            requires=tuple(str(md.get("requires", "")).split()),
-            cases=tuple(cases),
-            tool_specs=specs,
-            notes=notes,
-        )
+            raise LibraryError(f"{self.rel}/{skill_id}: cannot read the skill: {exc}") from None
 
     def load_all(self) -> list[Skill]:
         """Every skill, sorted by id (a broken folder raises LibraryError naming it)."""
         return [self.load(i) for i in self.ids()]
+
+    # --- reading at a revision ----------------------------------------------------------
+
+    def commit_of(self, rev: str) -> str:
+        """The full sha of the commit a git revision (sha, branch, tag, ``HEAD~2``) names.
+
+        Raises:
+            LibraryError: it names no commit in the bank's repository.
+        """
+        found = None
+        if rev and not rev.startswith("-"):
+            proc = git(self.root, "rev-parse", "--verify", "-q", f"{rev}^{{commit}}", check=False)
+            found = proc.stdout.strip() if proc.returncode == 0 else None
+        if not found:
+            raise LibraryError(
+                f"{rev!r} names no commit in the repository at {self.root}; give a git "
+                "revision such as a commit sha, a branch or HEAD~1"
+            )
+        return found
+
+    def files_at(self, skill_id: str, rev: str) -> dict[str, str] | None:
+        """The text of each file of a skill at a git revision; None when it was not there.
+
+        Raises:
+            LibraryError: ``rev`` names no commit, or a file there is not UTF-8 text.
+        """
+        commit = self.commit_of(rev)
+        if not set(skill_id) <= _ID_CHARS or not skill_id:
+            return None
+        blobs = self._blobs([f"{commit}:./{self.rel}/{skill_id}/{name}" for name in SKILL_FILES])
+        if blobs[0] is None:
+            return None
+        try:
+            return {
+                name: (blob or b"").decode("utf-8")
+                for name, blob in zip(SKILL_FILES, blobs, strict=True)
+            }
+        except UnicodeDecodeError as exc:
+            raise LibraryError(
+                f"{self.rel}/{skill_id} at {rev}: cannot read the skill: {exc}"
+            ) from None
+
+    def load_at(self, skill_id: str, rev: str) -> Skill | None:
+        """A skill as it was at a git revision, parsed exactly like `load`.
+
+        Returns None when the skill did not exist at ``rev``. The working tree is never
+        touched.
+
+        Raises:
+            LibraryError: ``rev`` names no commit, or the skill's files there are broken.
+        """
+        texts = self.files_at(skill_id, rev)
+        if texts is None:
+            return None
+        return _parse(skill_id, texts, f"{self.rel}/{skill_id} (at {rev})")
+
+    def ids_at(self, rev: str) -> list[str]:
+        """The ids of every skill folder at a git revision, sorted.
+
+        Raises:
+            LibraryError: ``rev`` names no commit.
+        """
+        commit = self.commit_of(rev)
+        proc = git(self.root, "ls-tree", "-r", "--name-only", f"{commit}:./{self.rel}", check=False)
+        if proc.returncode != 0:
+            return []  # no skills folder in that commit
+        found = set()
+        for line in proc.stdout.splitlines():
+            sid, _, name = line.partition("/")
+            if name == "SKILL.md" and sid and set(sid) <= _ID_CHARS:
+                found.add(sid)
+        return sorted(found)
+
+    def history(self, skill_id: str) -> list[HistoryEntry]:
+        """Every commit on the current branch that changed a skill, newest first.
+
+        Commits that removed the skill's folder are left out. An unknown id (or a bank
+        with no commits yet) gives an empty list.
+        """
+        if not skill_id or not set(skill_id) <= _ID_CHARS:
+            return []
+        out = git(
+            self.root,
+            "log",
+            "--format=%H%x09%cI%x09%s",
+            "--",
+            f"{self.rel}/{skill_id}",
+            check=False,
+        ).stdout
+        rows = [line.split("\t", 2) for line in out.splitlines() if line.count("\t") >= 2]
+        names = [
+            f"{sha}:./{self.rel}/{skill_id}/{name}"
+            for sha, _, _ in rows
+            for name in ("SKILL.md", "skill.py")
+        ]
+        blobs = self._blobs(names)
+        entries = []
+        for n, (sha, date, subject) in enumerate(rows):
+            meta_blob, source_blob = blobs[2 * n], blobs[2 * n + 1]
+            if meta_blob is None:
+                continue
+            where = f"{self.rel}/{skill_id}/SKILL.md (at {sha[:12]})"
+            try:
+                md = _front_matter(meta_blob.decode("utf-8", "replace"), where).get("metadata")
+            except LibraryError:
+                md = None
+            md = md if isinstance(md, dict) else {}
+            raw = str(md.get("version", ""))
+            try:
+                version = str(parse_version(raw))
+            except ValueError:
+                version = raw  # a broken old version is shown as it was written
+            source = (source_blob or b"").decode("utf-8", "replace")
+            entries.append(
+                HistoryEntry(
+                    commit=sha,
+                    date=date,
+                    version=version,
+                    stage=str(md.get("stage", "")),
+                    content_hash=content_hash(source),
+                    subject=subject,
+                    deprecated_by=str(md["deprecated_by"]) if md.get("deprecated_by") else None,
+                )
+            )
+        return entries
+
+    def _blobs(self, names: Sequence[str]) -> list[bytes | None]:
+        # One `git cat-file --batch` for many "<commit>:./<path>" names; None when absent.
+        if not names:
+            return []
+        try:
+            proc = subprocess.run(
+                ["git", "cat-file", "--batch"],
+                cwd=self.root,
+                input="".join(f"{n}\n" for n in names).encode("utf-8"),
+                capture_output=True,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise LibraryError(
+                "the `git` command was not found; install git (skillbank keeps skills in git)"
+            ) from None
+        if proc.returncode != 0:
+            said = proc.stderr.decode("utf-8", "replace").strip() or "no output"
+            raise LibraryError(f"`git cat-file --batch` failed in {self.root}: {said}")
+        out, pos = proc.stdout, 0
+        found: list[bytes | None] = []
+        for _ in names:
+            end = out.index(b"\n", pos)
+            header, pos = out[pos:end], end + 1
+            fields = header.rsplit(b" ", 2)
+            if len(fields) != 3 or not fields[2].isdigit():
+                found.append(None)  # "<name> missing" or "<name> ambiguous"
+                continue
+            size = int(fields[2])
+            found.append(out[pos : pos + size] if fields[1] == b"blob" else None)
+            pos += size + 1
+        return found
 
     # --- writing ------------------------------------------------------------------------
 
@@ -336,13 +481,15 @@ class SkillLibrary:
 
     def store(
         self,
-        skills: Sequence[tuple[TestedSkill, int, str, str]],
+        skills: Sequence[tuple[TestedSkill | Skill, str, str, str, str | None]],
         message: str,
     ) -> str | None:
         """Write skills and commit them in one commit; return its sha, or None if unchanged.
 
         Args:
-            skills: (tested skill, version, stage, action) for each skill to write.
+            skills: (skill, version, stage, action, deprecated_by) for each skill to write.
+                The skill is a `TestedSkill` (just checked), or a `Skill` read back from the
+                library or its history (checked when it was first stored).
             message: The commit message (provenance: what changed and from which trajectories).
 
         Raises:
@@ -350,14 +497,17 @@ class SkillLibrary:
         """
         if not skills:
             return None
-        folders = [self.dir / t.draft.id for t, _, _, _ in skills]
-        rels = [f"{self.rel}/{t.draft.id}" for t, _, _, _ in skills]
+        ids = [_skill_id(skill) for skill, *_ in skills]
+        folders = [self.dir / sid for sid in ids]
+        rels = [f"{self.rel}/{sid}" for sid in ids]
         with self._transaction(folders):
             try:
-                for tested, version, stage, _ in skills:
-                    folder = self.dir / tested.draft.id
+                for sid, (skill, version, stage, _, deprecated_by) in zip(ids, skills, strict=True):
+                    folder = self.dir / sid
                     folder.mkdir(parents=True, exist_ok=True)
-                    files = skill_files(tested, version=version, stage=stage)
+                    files = skill_files(
+                        skill, version=version, stage=stage, deprecated_by=deprecated_by
+                    )
                     for name, content in files.items():
                         _atomic_write(folder / name, content.encode("utf-8"))
             except OSError as exc:
@@ -371,6 +521,8 @@ class SkillLibrary:
                     "cannot be committed; remove that rule, or create the bank elsewhere "
                     "with `skillbank init DIR`"
                 )
+            if (self.dir / "conftest.py").is_file():
+                rels.append(f"{self.rel}/conftest.py")  # committed with the first skills
             git(self.root, "add", "--", *rels)
             staged = git(self.root, "diff", "--cached", "--quiet", "--", *rels, check=False)
             if staged.returncode == 0:
@@ -383,13 +535,79 @@ class SkillLibrary:
                 ) from None
         return git(self.root, "rev-parse", "HEAD").stdout.strip()
 
-    def history(self, skill_id: str) -> list[tuple[str, str]]:
-        """(commit sha, subject) of every commit that touched a skill, newest first."""
-        out = git(
-            self.root, "log", "--format=%H%x09%s", "--", f"{self.rel}/{skill_id}", check=False
-        ).stdout
-        pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
-        return [(sha, subject) for sha, subject in pairs]
+
+def _skill_id(skill: TestedSkill | Skill) -> str:
+    return skill.draft.id if isinstance(skill, TestedSkill) else skill.id
+
+
+def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
+    """Build a `Skill` from the texts of its four files; ``rel`` names it in errors."""
+    meta = _front_matter(text["SKILL.md"], f"{rel}/SKILL.md")
+    md = meta.get("metadata") or {}
+    if meta.get("name") != skill_id or not isinstance(md, dict):
+        raise LibraryError(
+            f"{rel}/SKILL.md: front matter 'name' must be {skill_id!r} and 'metadata' a "
+            f"mapping (got name={meta.get('name')!r})"
+        )
+    try:
+        version = str(parse_version(str(md.get("version", ""))))
+    except ValueError:
+        raise LibraryError(
+            f"{rel}/SKILL.md: metadata.version must be a version like '1.2.0' (or a whole "
+            f"number, read as N.0.0), got {md.get('version')!r}"
+        ) from None
+    stage = str(md.get("stage", ""))
+    if stage not in STAGES:
+        raise LibraryError(
+            f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, got {stage!r}"
+        )
+    deprecated_by = md.get("deprecated_by")
+    if deprecated_by is not None and (
+        not isinstance(deprecated_by, str)
+        or not deprecated_by
+        or not set(deprecated_by) <= _ID_CHARS
+        or deprecated_by == skill_id
+    ):
+        raise LibraryError(
+            f"{rel}/SKILL.md: metadata.deprecated_by must be the id of another skill, "
+            f"got {deprecated_by!r}; remove it to undo the deprecation"
+        )
+    cases = []
+    # Split on "\n" only: str.splitlines() also splits on U+2028, U+0085 and friends,
+    # which JSON keeps raw inside strings (we write with ensure_ascii=False).
+    for n, line in enumerate(text["cases.jsonl"].split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            cases.append(Case.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise LibraryError(f"{rel}/cases.jsonl:{n}: not a valid case ({exc!r})") from None
+    try:
+        specs = json.loads(text["tools.json"])
+        assert isinstance(specs, dict)
+    except (ValueError, AssertionError):
+        raise LibraryError(f"{rel}/tools.json: must be a JSON object of tool definitions") from None
+    source = text["skill.py"]
+    try:
+        signature = read_signature(source)
+    except Exception as exc:
+        raise LibraryError(f"{rel}/skill.py: {exc}") from None
+    _, heading, flow = text["SKILL.md"].partition("## Data flow")
+    notes = tuple(line[2:] for line in flow.split("\n") if heading and line.startswith("- "))
+    return Skill(
+        id=skill_id,
+        description=str(meta.get("description", "")),
+        version=version,
+        stage=stage,
+        source=source,
+        signature=signature,
+        tools=tuple(str(md.get("tools", "")).split()),
+        requires=tuple(str(md.get("requires", "")).split()),
+        cases=tuple(cases),
+        tool_specs=specs,
+        notes=notes,
+        deprecated_by=deprecated_by,
+    )
 
 
 def _front_matter(text: str, where: str) -> dict[str, JSON]:

@@ -3,7 +3,8 @@
 ``SkillDraft`` (compiled) → ``ValidatedSkill`` (policy passed, signature read from the syntax
 tree) → ``TestedSkill`` (its recorded cases replay in the sandbox) → ``Skill`` (stored in
 ``skills/<id>/``). Each stage is a plain function from one type to the next, and
-`skillbank.library.SkillLibrary.store` accepts only a `TestedSkill`, so nothing untested is stored.
+`skillbank.library.SkillLibrary.store` accepts a `TestedSkill`, or a `Skill` read back from the
+library or its history (which was tested when first stored), so nothing untested is stored.
 """
 
 from __future__ import annotations
@@ -200,8 +201,9 @@ class Skill:
     id: str
     #: One line: what it does (SKILL.md ``description``).
     description: str
-    #: The version number, bumped when the code changes.
-    version: int
+    #: The semantic version, canonical ``"1.2.0"`` (see `skillbank.versioning`): major for a
+    #: breaking signature change, minor for other code changes, patch for documentation.
+    version: str
     #: Maturity stage, one of `STAGES`.
     stage: str
     #: The module source (``skill.py``).
@@ -218,6 +220,8 @@ class Skill:
     tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
     #: Reviewer notes from the compiler.
     notes: tuple[str, ...] = ()
+    #: The skill replacing this one, when it is deprecated (it keeps running until removed).
+    deprecated_by: str | None = None
 
     @property
     def content_hash(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from dataclasses import replace
@@ -23,6 +24,7 @@ from skillbank import (
 )
 from skillbank.examples import DEMO_ARGS, Shop
 from skillbank.library import SKILL_FILES, skill_files
+from skillbank.versioning import parse_version
 
 
 def git(root: Path, *args: str) -> str:
@@ -61,8 +63,11 @@ def test_init_creates_folder_skills_and_git_and_is_idempotent(tmp_path: Path) ->
     SkillBank.init(root).close()
     assert (root / "skills").is_dir() and (root / ".git").is_dir()
     assert (root / ".skillbank" / ".gitignore").read_text().strip().endswith("*")
-    SkillBank.init(root).close()  # again: no error, same repo
-    assert git(root, "status", "--porcelain") == ""
+    conftest = (root / "skills" / "conftest.py").read_text()
+    assert "skillbank.testing" in conftest  # `pytest skills/` runs every skill's checks
+    SkillBank.init(root).close()  # again: no error, same repo, nothing overwritten
+    # The conftest is committed together with the first skills.
+    assert git(root, "status", "--porcelain", "--untracked-files=all") == "?? skills/conftest.py\n"
 
 
 def test_init_inside_an_existing_repo_reuses_it(tmp_path: Path) -> None:
@@ -86,7 +91,7 @@ def test_learning_the_examples_makes_one_skill_per_procedure_in_one_commit(
     assert sum(len(s.cases) for s in skills) == len(example_trajectories)
     for s in skills:
         assert {p.name for p in (learned / "skills" / s.id).iterdir()} == set(SKILL_FILES)
-        assert s.version == 1 and s.stage == "associative"
+        assert s.version == "1.0.0" and s.stage == "associative"
         assert len({c.trajectory_id.rsplit("-", 1)[0] for c in s.cases}) == 1  # one procedure
     log = git(learned, "log", "--format=%s%n%b")
     assert log.startswith("skillbank learn: add 7 skill(s)")
@@ -123,7 +128,7 @@ def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
         second = bank.learn(orders[1:3])
         assert second.added == [] and second.updated == first.added
         skill = bank.get(first.added[0])
-        assert len(skill.cases) == 3 and skill.version == 1 and skill.stage == "associative"
+        assert len(skill.cases) == 3 and skill.version == "1.0.0" and skill.stage == "associative"
     assert git(tmp_path / "b", "rev-list", "--count", "HEAD").strip() == "2"
 
 
@@ -317,7 +322,16 @@ def test_learning_is_independent_of_input_order(
         half = len(example_trajectories) // 2
         bank.learn(list(reversed(example_trajectories[half:])))
         bank.learn(list(reversed(example_trajectories[:half])))
-    assert tree_state(forward) == tree_state(backward)
+    # The content is the same; only the version can differ, because it counts the changes
+    # each skill went through (a docstring that changed on the way is a patch bump).
+    version = re.compile(rb"\n  version: [0-9.]+\n")
+    assert {k: version.sub(b"\n", v) for k, v in tree_state(forward).items()} == {
+        k: version.sub(b"\n", v) for k, v in tree_state(backward).items()
+    }
+    for fresh, stepwise in zip(
+        SkillBank(forward).skills(), SkillBank(backward).skills(), strict=True
+    ):
+        assert fresh.version == "1.0.0" and parse_version(stepwise.version) >= (1, 0, 0)
 
 
 def test_duplicate_ids_with_different_content_keep_both_hashes(tmp_path: Path) -> None:

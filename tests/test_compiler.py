@@ -284,6 +284,25 @@ def test_learning_is_order_independent_and_loops_over_the_listed_items(
         assert [c.tool for c in case.calls] == [s.tool for s in t.steps]
 
 
+#: The end of the skill compiled from runs that picked the first pending order: the selection
+#: is a statement of its own, and a list without such an entry raises the declared LookupError.
+PICKED_BY_KEY = """\
+    Raises:
+        LookupError: If no entry of the list_orders result["orders"] has ["status"] == "pending".
+    \"\"\"
+    customer = tools.find_customer(email=email)
+    orders = tools.list_orders(customer_id=customer["customer_id"])
+    pending_order = next(
+        (entry for entry in orders["orders"] if entry["status"] == "pending"), None
+    )
+    if pending_order is None:
+        raise LookupError(
+            'no entry of the list_orders result["orders"] has ["status"] == "pending"'
+        )
+    return tools.cancel_order(order_id=pending_order["order_id"])
+"""
+
+
 def test_an_element_picked_by_key_at_different_positions_becomes_a_selection() -> None:
     from skillbank.compiler import compile_group
 
@@ -301,10 +320,8 @@ def test_an_element_picked_by_key_at_different_positions_becomes_a_selection() -
     b = run("2", "b@x.io", [{"order_id": "O-7", "status": "pending"},
                             {"order_id": "O-8", "status": "pending"}], "O-7")  # fmt: skip
     draft = compile_group([a, b])
-    assert (
-        'order_id=[entry for entry in orders["orders"] if entry["status"] == "pending"][0]'
-        '["order_id"]' in draft.source
-    ), draft.source
+    body = draft.source[draft.source.index("    Raises:") :]
+    assert body == PICKED_BY_KEY, draft.source
     assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
     assert any("pending" in n for n in draft.notes)
 

@@ -87,9 +87,16 @@ class Ref:
 class Pick(Ref):
     """The element of a list in an earlier result that has ``key == value``, then a path.
 
-    Renders as ``[entry for entry in orders["orders"] if entry["status"] == "pending"][0]``
-    followed by ``rest``: the runs took different positions but always the first element
-    whose key field held the same value.
+    The runs took different positions but always the first element whose key field held the
+    same value. `render_function` writes the selection as its own statement before the call
+    that uses it, so data without such an element fails with a declared ``LookupError``
+    instead of a bare ``IndexError``::
+
+        pending_order = next(
+            (entry for entry in orders["orders"] if entry["status"] == "pending"), None
+        )
+        if pending_order is None:
+            raise LookupError('no entry of the list_orders result["orders"] has ...')
     """
 
     #: Path, inside each element, of the field that selects it.
@@ -98,12 +105,38 @@ class Pick(Ref):
     value: JSON = None
     #: Path inside the selected element.
     rest: Path = ()
+    #: The tool whose result holds the list (named in the error message).
+    tool: str = ""
 
     def render(self) -> str:
-        """Source text of the selection."""
-        field = "entry" + "".join(f"[{literal(p)}]" for p in self.key)
-        picked = f"[entry for entry in {super().render()} if {field} == {literal(self.value)}][0]"
-        return picked + "".join(f"[{literal(p)}]" for p in self.rest)
+        """Inline source text of the selection (`render_function` hoists it instead)."""
+        picked = f"[entry for entry in {super().render()} if {self.test()}][0]"
+        return picked + _subscripts(self.rest)
+
+    def test(self) -> str:
+        """The condition an element must meet, on the name ``entry``."""
+        return f"entry{_subscripts(self.key)} == {literal(self.value)}"
+
+    def describe(self) -> str:
+        """What is picked, for notes, e.g. ``list_orders result["orders"] (first entry with
+        ["status"] == "pending")["order_id"]``."""
+        where = f"{self.tool} result" if self.tool else self.var
+        return (
+            f"{where}{_subscripts(self.path)} (first entry with {_subscripts(self.key)} == "
+            f"{literal(self.value)}){_subscripts(self.rest)}"
+        )
+
+    def missing(self) -> str:
+        """The message of the ``LookupError`` raised when no element matches."""
+        where = f"the {self.tool} result" if self.tool else self.var
+        return (
+            f"no entry of {where}{_subscripts(self.path)} has {_subscripts(self.key)} == "
+            f"{literal(self.value)}"
+        )
+
+
+def _subscripts(path: Path) -> str:
+    return "".join(f"[{literal(p)}]" for p in path)
 
 
 #: An argument value: a literal JSON value, a Ref, or containers mixing both.
@@ -226,21 +259,111 @@ def _wrap(text: str, width: int, indent: str) -> list[str]:
     return lines
 
 
-def _call_source(call: Call, indent: str, prefix: str, suffix: str = "") -> list[str]:
-    if all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in call.kwargs):
-        args = [f"{k}={render_expr(v)}" for k, v in call.kwargs]
+def _collect_picks(expr: Expr, into: list[Pick]) -> None:
+    if isinstance(expr, Pick):
+        if expr not in into:
+            into.append(expr)
+    elif isinstance(expr, list):
+        for v in expr:
+            _collect_picks(v, into)
+    elif isinstance(expr, dict):
+        for v in expr.values():
+            _collect_picks(v, into)
+
+
+def _replace_picks(expr: Expr, names: dict[Pick, str]) -> Expr:
+    if isinstance(expr, Pick):
+        return Ref(names[expr], expr.rest)
+    if isinstance(expr, list):
+        return [_replace_picks(v, names) for v in expr]
+    if isinstance(expr, dict):
+        return {k: _replace_picks(v, names) for k, v in expr.items()}
+    return expr
+
+
+def _pick_name(pick: Pick, taken: set[str]) -> str:
+    last = next((p for p in reversed(pick.path) if isinstance(p, str)), "entry")
+    noun = identifier(last)
+    if noun.endswith("ies"):
+        noun = noun[:-3] + "y"
+    elif noun.endswith("s") and not noun.endswith("ss"):
+        noun = noun[:-1]
+    word = pick.value if isinstance(pick.value, str) else ""
+    prefix = word if re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,15}", word) else "picked"
+    name = identifier(f"{prefix}_{noun}", taken | {"entry"})
+    taken.add(name)
+    return name
+
+
+def _pick_source(pick: Pick, var: str, indent: str) -> list[str]:
+    """``var = next(...)`` then a ``LookupError`` when the list holds no such element."""
+    listed = pick.var + _subscripts(pick.path)
+    inner = f"(entry for entry in {listed} if {pick.test()}), None"
+    one = f"{indent}{var} = next({inner})"
+    out = (
+        [one]
+        if len(one) <= 99
+        else [f"{indent}{var} = next(", f"{indent}    {inner}", f"{indent})"]
+    )
+    out.append(f"{indent}if {var} is None:")
+    error = f"{indent}    raise LookupError({pick.missing()!r})"
+    if len(error) <= 99:
+        return [*out, error]
+    return [
+        *out,
+        f"{indent}    raise LookupError(",
+        f"{indent}        {pick.missing()!r}",
+        f"{indent}    )",
+    ]
+
+
+def _call_source(
+    call: Call, indent: str, prefix: str, taken: set[str], suffix: str = ""
+) -> list[str]:
+    # A selection by key becomes statements of its own before the call, so a missing
+    # element raises a LookupError that says what was looked for.
+    picks: list[Pick] = []
+    for _, v in call.kwargs:
+        _collect_picks(v, picks)
+    names = {pick: _pick_name(pick, taken) for pick in picks}
+    head = [line for pick in picks for line in _pick_source(pick, names[pick], indent)]
+    kwargs = [(k, _replace_picks(v, names)) for k, v in call.kwargs]
+    if all(k.isidentifier() and not keyword.iskeyword(k) for k, _ in kwargs):
+        args = [f"{k}={render_expr(v)}" for k, v in kwargs]
     else:
         # An argument named like a keyword ("class") or not an identifier ("first-name")
         # cannot be written as k=v; pass them all through one dict instead.
-        args = ["**" + render_expr(dict(call.kwargs))]
+        args = ["**" + render_expr(dict(kwargs))]
     one = f"{indent}{prefix}tools.{call.tool}({', '.join(args)}){suffix}"
     if len(one) <= 99:
-        return [one]
+        return [*head, one]
     return (
-        [f"{indent}{prefix}tools.{call.tool}("]
+        head
+        + [f"{indent}{prefix}tools.{call.tool}("]
         + [f"{indent}    {a}," for a in args]
         + [f"{indent}){suffix}"]
     )
+
+
+def _plan_names(plan: FunctionPlan) -> set[str]:
+    taken = {"tools", "entry"} | {p.name for p in plan.params}
+    for stmt in plan.calls:
+        if isinstance(stmt, Loop):
+            taken |= {stmt.item, stmt.collect or ""}
+        if isinstance(stmt, If):
+            taken.add(stmt.fallback or "")
+        for call in stmt.body if isinstance(stmt, (Loop, If)) else (stmt,):
+            taken.add(call.var or "")
+    return taken - {""}
+
+
+def _plan_picks(plan: FunctionPlan) -> list[Pick]:
+    picks: list[Pick] = []
+    for stmt in plan.calls:
+        for call in stmt.body if isinstance(stmt, (Loop, If)) else (stmt,):
+            for _, v in call.kwargs:
+                _collect_picks(v, picks)
+    return picks
 
 
 def _param_source(p: ParamPlan) -> str:
@@ -269,7 +392,14 @@ def render_function(plan: FunctionPlan) -> str:
         out.append("")
     out.append("    Returns:")
     out += _wrap(plan.returns_doc, 99, "        ")
+    picks = _plan_picks(plan)
+    if picks:
+        out += ["", "    Raises:"]
+        missing = ", or if ".join(p.missing() for p in picks)
+        wrapped = _wrap(f"LookupError: If {missing}.", 99, "        ")
+        out += [wrapped[0]] + ["    " + w for w in wrapped[1:]]
     out.append('    """')
+    taken = _plan_names(plan)
     for i, stmt in enumerate(plan.calls):
         last = i == len(plan.calls) - 1
         if isinstance(stmt, If):
@@ -277,7 +407,7 @@ def render_function(plan: FunctionPlan) -> str:
             for j, call in enumerate(stmt.body):
                 final = last and j == len(stmt.body) - 1
                 prefix = "return " if final else (f"{call.var} = " if call.var else "")
-                out += _call_source(call, "        ", prefix)
+                out += _call_source(call, "        ", prefix, taken)
             if last and stmt.fallback:
                 out.append(f"    return {stmt.fallback}")
             continue
@@ -288,14 +418,16 @@ def render_function(plan: FunctionPlan) -> str:
             out.append(f"    for {stmt.item} in {over}:")
             for j, call in enumerate(stmt.body):
                 if j == len(stmt.body) - 1 and stmt.collect:
-                    out += _call_source(call, "        ", f"{stmt.collect}.append(", ")")
+                    out += _call_source(call, "        ", f"{stmt.collect}.append(", taken, ")")
                 else:
-                    out += _call_source(call, "        ", f"{call.var} = " if call.var else "")
+                    out += _call_source(
+                        call, "        ", f"{call.var} = " if call.var else "", taken
+                    )
             if last and stmt.collect:
                 out.append(f"    return {stmt.collect}")
             continue
         prefix = "return " if last else (f"{stmt.var} = " if stmt.var else "")
-        out += _call_source(stmt, "    ", prefix)
+        out += _call_source(stmt, "    ", prefix, taken)
     return "\n".join(out) + "\n"
 
 

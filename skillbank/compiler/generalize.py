@@ -442,10 +442,12 @@ class _Builder:
                 ref = Ref(names[slot], origin[1])
             else:
                 _, list_path, key, key_value, rest = origin
-                ref = Pick(names[slot], list_path, key, key_value, rest)
-            self.notes.append(
-                f"{tool}({arg}) <- {self.slot_tool[slot]} result{ref.render()[len(ref.var) :]}"
-            )
+                ref = Pick(names[slot], list_path, key, key_value, rest, self.slot_tool[slot])
+            if isinstance(ref, Pick):
+                where = ref.describe()
+            else:
+                where = f"{self.slot_tool[slot]} result{ref.render()[len(ref.var) :]}"
+            self.notes.append(f"{tool}({arg}) <- {where}")
             return ref
         if all(v is None for v in values):
             return None

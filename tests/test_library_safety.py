@@ -1,0 +1,125 @@
+"""The library survives concurrent writers and a full disk: nothing is lost or corrupted.
+
+Real processes learn into one real git repository at the same time; a file-size limit
+(RLIMIT_FSIZE, what a full disk looks like to a writer: EFBIG on write) makes writes fail
+part-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from skillbank import SkillBank, load_trajectories
+from tests.conftest import EXAMPLE_TRAJECTORIES as TRAJECTORIES
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from skillbank import SkillBank, load_trajectories
+    root, first, last, branch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    runs = load_trajectories(sys.argv[5])[first:last]
+    with SkillBank(root) as bank:
+        report = bank.learn(runs, branch=branch)
+    print(json.dumps({"added": report.added, "updated": report.updated}))
+    """
+)
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _learner(root: Path, first: int, last: int, branch: str = "current") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(root), str(first), str(last), branch, str(TRAJECTORIES)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_learns_at_once_lose_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    SkillBank.init(root).close()
+    # Two halves of the example runs, learned by two processes started together, and a
+    # third process learning everything again (all three contend for the same lock).
+    procs = [_learner(root, 0, 21), _learner(root, 21, 42), _learner(root, 0, 42)]
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        outs.append(json.loads(out))
+    with SkillBank(root) as bank:
+        skills = {s.id: s for s in bank.skills()}
+    # What one process learning everything at once produces.
+    with SkillBank.init(tmp_path / "reference") as ref_bank:
+        ref_bank.learn(load_trajectories(TRAJECTORIES), branch="current")
+        expected = {s.id: s for s in ref_bank.skills()}
+    assert set(skills) == set(expected)
+    for sid, skill in skills.items():
+        # Every run learned by any process is a case of its skill: nothing was overwritten.
+        assert {c.trajectory_id for c in skill.cases} == {
+            c.trajectory_id for c in expected[sid].cases
+        }
+    assert _git(root, "status", "--porcelain") == ""
+    fsck = subprocess.run(["git", "fsck", "--strict"], cwd=root, capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+    # Each process that changed something made exactly one commit.
+    commits = _git(root, "log", "--format=%s").splitlines()
+    changed = sum(1 for o in outs if o["added"] or o["updated"])
+    assert len(commits) == changed
+
+
+def _limited_learn(root: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    code = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+        from skillbank import SkillBank, load_trajectories
+        from skillbank.errors import LibraryError
+        with SkillBank({str(root)!r}) as bank:
+            try:
+                bank.learn(load_trajectories({str(TRAJECTORIES)!r}), branch="current")
+            except LibraryError as exc:
+                print("LibraryError:", exc)
+                sys.exit(1)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted((root / "skills").rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_full_disk_part_way_leaves_library_and_history_as_they_were(tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    with SkillBank.init(root) as bank:
+        bank.learn(load_trajectories(TRAJECTORIES)[:6], branch="current")
+    before, head = _tree(root), _git(root, "rev-parse", "HEAD")
+    # Large enough for Python and small files, too small for the bigger skill files.
+    proc = _limited_learn(root, 6000)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "LibraryError:" in proc.stdout
+    assert "nothing was changed" in proc.stdout or "restored" in proc.stdout, proc.stdout
+    assert _tree(root) == before
+    assert _git(root, "rev-parse", "HEAD") == head
+    assert _git(root, "status", "--porcelain", "--", "skills") == ""
+    assert not list((root / "skills").rglob("*.tmp")), "temporary files were left behind"
+    # And the library still works: a learn without the limit succeeds.
+    with SkillBank(root) as bank:
+        report = bank.learn(load_trajectories(TRAJECTORIES), branch="current")
+    assert report.commit is not None
+    assert os.path.isdir(root / "skills")
