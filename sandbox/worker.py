@@ -379,6 +379,12 @@ def _trim_shared_caches() -> None:
             re_module._compile_repl.cache_clear()  # its keys are replacement texts of any size
     except (AttributeError, TypeError, IndexError):  # pragma: no cover - another Python's re
         pass
+    typing_module = sys.modules.get("typing")  # Literal[...], Union[...] are lru-cached
+    for cleanup in getattr(typing_module, "_cleanups", ()):
+        try:
+            cleanup()
+        except Exception:  # pragma: no cover - another Python's typing  # noqa: BLE001
+            pass
     strptime = sys.modules.get("_strptime")  # datetime.strptime's pattern cache
     regex_cache = getattr(strptime, "_regex_cache", None)
     if isinstance(regex_cache, dict) and regex_cache:

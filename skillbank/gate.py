@@ -36,7 +36,7 @@ from skillbank.errors import LibraryError, SkillbankError
 from skillbank.library import git
 from skillbank.skill import Skill
 from skillbank.validate import RULES as VALIDATION_RULES
-from skillbank.validate import check_source
+from skillbank.validate import check_source, normalize_source
 
 if TYPE_CHECKING:
     from skillbank.bank import SkillBank
@@ -63,6 +63,7 @@ CHECKS = ("validate", "replay", "properties", "determinism", "version", "require
 #: Rule id -> summary, for the gate's own findings (validation findings keep their SB ids).
 GATE_RULES: dict[str, str] = {
     "SBG001": "the skill's folder cannot be read",
+    "SBG002": "skill.py is not in normal form (a warning)",
     "SBG101": "a recorded case no longer replays",
     "SBG102": "a property on generated inputs fails",
     "SBG103": "the skill is not deterministic",
@@ -179,6 +180,9 @@ class GateReport:
     removed: tuple[str, ...]
     #: Every check's outcome, by skill then check order.
     outcomes: tuple[CheckOutcome, ...] = field(default_factory=tuple)
+    #: The bank's folder relative to the top of its git repository ("" or "sub/"): CI
+    #: annotations and SARIF name files from the top.
+    prefix: str = ""
 
     @property
     def findings(self) -> list[GateFinding]:
@@ -232,9 +236,17 @@ def changed_skills(root: Path, skills_rel: str, base: str) -> tuple[str, set[str
     commit = target
     if head.returncode == 0:
         mb = git(root, "merge-base", target, "HEAD", check=False)
-        if mb.returncode == 0 and mb.stdout.strip():
-            commit = mb.stdout.strip()
-    names = git(root, "diff", "--name-only", "--no-renames", commit, "--", skills_rel).stdout
+        if mb.returncode != 0 or not mb.stdout.strip():
+            raise GateUsageError(
+                f"--base {base!r} and HEAD have no common ancestor (a shallow clone? in "
+                "GitHub Actions check out with `fetch-depth: 0`), so the change cannot be told "
+                "apart from the base"
+            )
+        commit = mb.stdout.strip()
+    # --relative: paths relative to the bank's folder, which may sit inside a larger repo.
+    names = git(
+        root, "diff", "--name-only", "--no-renames", "--relative", commit, "--", skills_rel
+    ).stdout
     untracked = git(root, "ls-files", "--others", "--exclude-standard", "--", skills_rel).stdout
     ids = set()
     prefix = Path(skills_rel).parts
@@ -245,18 +257,33 @@ def changed_skills(root: Path, skills_rel: str, base: str) -> tuple[str, set[str
     return commit, ids
 
 
-def _ids_for_paths(root: Path, skills_rel: str, paths: Iterable[str]) -> set[str]:
+def _ids_for_paths(
+    root: Path, skills_rel: str, paths: Iterable[str], known: Sequence[str]
+) -> set[str]:
+    """The skills holding ``paths`` (files or folders; the skills folder itself means all).
+
+    Raises:
+        GateUsageError: a path inside the skills folder that names no skill.
+    """
     skills_dir = (root / skills_rel).resolve()
-    ids = set()
+    ids: set[str] = set()
     for raw in paths:
         path = Path(raw)
         full = (path if path.is_absolute() else Path.cwd() / path).resolve()
+        if full == skills_dir:
+            ids |= set(known)
+            continue
         try:
             rel = full.relative_to(skills_dir)
         except ValueError:
-            continue
-        if len(rel.parts) >= 2:
-            ids.add(rel.parts[0])
+            continue  # not under the skills folder (pre-commit may pass other files)
+        if len(rel.parts) == 1 and full.is_file():
+            continue  # a file beside the skill folders, such as conftest.py
+        if rel.parts[0] not in known:
+            raise GateUsageError(
+                f"{raw} is in no skill folder; known skills: {', '.join(known) or 'none'}"
+            )
+        ids.add(rel.parts[0])
     return ids
 
 
@@ -364,6 +391,34 @@ class _Run:
         return outcome
 
 
+def _load_findings(run: _Run, sid: str, error: LibraryError) -> list[GateFinding]:
+    """Why a skill folder cannot be read; a broken ``skill.py`` is shown where it breaks."""
+    py = run.root / run.path(sid, "skill.py")
+    try:
+        source = py.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        source = None
+    if source is not None:
+        found = [f for f in check_source(source, skill_id=sid) if f.rule == "SB001"]
+        if found:
+            return [
+                GateFinding(
+                    f.rule,
+                    "error",
+                    sid,
+                    "load",
+                    f.message,
+                    run.path(sid, "skill.py"),
+                    f.line,
+                    f.col,
+                )  # fmt: skip
+                for f in found
+            ]
+    text = str(error)
+    name = next((n for n in ("cases.jsonl", "tools.json", "skill.py") if n in text), "SKILL.md")
+    return [GateFinding("SBG001", "error", sid, "load", text, run.path(sid, name))]
+
+
 def _validate(run: _Run, skill: Skill) -> bool:
     started = time.monotonic()
     found = check_source(skill.source, tools=(*skill.tools, *skill.requires), skill_id=skill.id)
@@ -380,8 +435,32 @@ def _validate(run: _Run, skill: Skill) -> bool:
         )  # fmt: skip
         for f in found
     ]
-    run.record(skill.id, "validate", started, findings, f"{len(ALL_RULES)} rule(s)")
-    return not findings
+    errors = bool(findings)
+    if not findings and normalize_source(skill.source) != skill.source:
+        line = _first_difference(skill.source, normalize_source(skill.source))
+        findings.append(
+            GateFinding(
+                "SBG002",
+                "warning",
+                skill.id,
+                "validate",
+                "skill.py is not in normal form (trailing spaces, tabs, blank lines or line "
+                "endings); it still runs, but the next learn will rewrite it: re-learn, or "
+                "apply skillbank.validate.normalize_source",
+                run.path(skill.id, "skill.py"),
+                line,
+                0,
+            )  # fmt: skip
+        )
+    run.record(skill.id, "validate", started, findings, f"{len(VALIDATION_RULES)} rule(s)")
+    return not errors
+
+
+def _first_difference(a: str, b: str) -> int:
+    for n, (x, y) in enumerate(zip(a.split("\n"), b.split("\n"), strict=False), start=1):
+        if x != y:
+            return n
+    return min(a.count("\n"), b.count("\n")) + 1
 
 
 def _prove(
@@ -391,19 +470,23 @@ def _prove(
     library: Mapping[str, Skill],
     max_examples: int,
 ) -> None:
-    from skillbank.proving import prove_skill
+    from skillbank.proving import CaseResult, prove_skill, replay_case
 
     started = time.monotonic()
-    report = prove_skill(
-        skill,
-        bank.sandbox,
-        limits=bank.limits,
-        library=library,
-        max_examples=max_examples,
-    )
+    cases: tuple[CaseResult, ...]
+    if max_examples < 1:  # properties switched off: replay only
+        report = None
+        cases = tuple(
+            replay_case(bank.sandbox, skill, c, bank.limits, library) for c in skill.cases
+        )
+    else:
+        report = prove_skill(
+            skill, bank.sandbox, limits=bank.limits, library=library, max_examples=max_examples
+        )
+        cases = report.cases
     cases_path = run.path(skill.id, "cases.jsonl")
     replay: list[GateFinding] = []
-    for n, case in enumerate(report.cases, start=1):
+    for n, case in enumerate(cases, start=1):
         if not case.ok:
             replay.append(
                 GateFinding(
@@ -418,12 +501,13 @@ def _prove(
                     0,
                 )  # fmt: skip
             )
-    run.record(skill.id, "replay", started, replay, f"{len(report.cases)} case(s)")
+    run.record(skill.id, "replay", started, replay, f"{len(cases)} case(s)")
     skill_path = run.path(skill.id, "skill.py")
-    for check, rule, result in (
-        ("properties", "SBG102", report.properties),
-        ("determinism", "SBG103", report.determinism),
-    ):
+    for check, rule in (("properties", "SBG102"), ("determinism", "SBG103")):
+        if report is None:
+            run.record(skill.id, check, time.monotonic(), skipped="prove_examples is 0")
+            continue
+        result = report.properties if check == "properties" else report.determinism
         findings = []
         if not result.ok:
             findings.append(
@@ -435,7 +519,7 @@ def _prove(
 
 
 def _check_version(run: _Run, skill: Skill, old: Skill | None) -> None:
-    from skillbank.versioning import parse_version, required_bump, signature_diff
+    from skillbank.versioning import parse_version, required_bump, signature_change
 
     started = time.monotonic()
     if old is None:
@@ -451,7 +535,7 @@ def _check_version(run: _Run, skill: Skill, old: Skill | None) -> None:
     findings: list[GateFinding] = []
     new_v, old_v = parse_version(str(skill.version)), parse_version(str(old.version))
     need = required_bump(old.source, old.description, skill.source, skill.description)
-    change = signature_diff(old.signature, skill.signature)
+    change = signature_change(old.source, skill.source)
 
     def add(rule: str, message: str) -> None:
         findings.append(GateFinding(rule, "error", skill.id, "version", message, md_path, line,
@@ -626,11 +710,13 @@ def run_gate(
     head_ids = lib.ids()
     base_commit: str | None = None
     removed: tuple[str, ...] = ()
+    if base is not None and paths:
+        raise GateUsageError("give either --base or paths, not both")
     if base is not None:
         base_commit, changed = changed_skills(root, lib.rel, base)
         removed = tuple(sorted(i for i in changed if i not in head_ids))
     elif paths:
-        changed = _ids_for_paths(root, lib.rel, paths)
+        changed = _ids_for_paths(root, lib.rel, paths, head_ids)
     else:
         changed = set(head_ids)
     library: dict[str, Skill] = {}
@@ -648,12 +734,7 @@ def run_gate(
         if progress is not None:
             progress(sid)
         if sid in broken:
-            started = time.monotonic()
-            run.record(
-                sid, "load", started,
-                [GateFinding("SBG001", "error", sid, "load", str(broken[sid]),
-                             run.path(sid, "SKILL.md"))],
-            )  # fmt: skip
+            run.record(sid, "load", time.monotonic(), _load_findings(run, sid, broken[sid]))
             continue
         skill = library[sid]
         valid = _validate(run, skill)
@@ -671,7 +752,9 @@ def run_gate(
             run.record(sid, "version", time.monotonic(), skipped="no --base to compare with")
         _check_requires(run, skill, library, cycle)
         _check_tools(run, skill, tool_specs)
+    shown = git(root, "rev-parse", "--show-prefix", check=False)
     return GateReport(
+        prefix=shown.stdout.strip() if shown.returncode == 0 else "",
         root=root,
         base=base,
         base_commit=base_commit,

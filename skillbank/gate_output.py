@@ -105,7 +105,10 @@ def sarif(report: GateReport) -> dict[str, JSON]:
             "locations": [
                 {
                     "physicalLocation": {
-                        "artifactLocation": {"uri": f.path, "uriBaseId": "%SRCROOT%"},
+                        "artifactLocation": {
+                            "uri": report.prefix + f.path,
+                            "uriBaseId": "%SRCROOT%",
+                        },
                         "region": {"startLine": max(f.line, 1), "startColumn": f.col + 1},
                     }
                 }
@@ -126,11 +129,19 @@ def sarif(report: GateReport) -> dict[str, JSON]:
                         "rules": rules,
                     }
                 },
-                "originalUriBaseIds": {"%SRCROOT%": {"uri": report.root.as_uri() + "/"}},
+                "originalUriBaseIds": {"%SRCROOT%": {"uri": _top(report).as_uri() + "/"}},
                 "results": results,
             }
         ],
     }
+
+
+def _top(report: GateReport) -> Path:
+    """The top of the repository the bank lives in."""
+    top = report.root
+    for _ in Path(report.prefix).parts:
+        top = top.parent
+    return top
 
 
 def _escape_data(text: str) -> str:
@@ -146,7 +157,8 @@ def github_annotations(report: GateReport) -> list[str]:
     lines = []
     for f in report.findings:
         props = (
-            f"file={_escape_property(f.path)},line={max(f.line, 1)},col={f.col + 1},"
+            f"file={_escape_property(report.prefix + f.path)},line={max(f.line, 1)},"
+            f"col={f.col + 1},"
             f"title={_escape_property(f'{f.rule} {f.skill_id} ({f.check})')}"
         )
         lines.append(f"::{f.level} {props}::{_escape_data(f.message)}")

@@ -500,6 +500,17 @@ class SkillLibrary:
         ids = [_skill_id(skill) for skill, *_ in skills]
         folders = [self.dir / sid for sid in ids]
         rels = [f"{self.rel}/{sid}" for sid in ids]
+        # Never fold someone's uncommitted edit into our commit: its version bump and
+        # message would describe a different change than the one committed.
+        dirty = git(
+            self.root, "status", "--porcelain", "--untracked-files=all", "--", *rels, check=False
+        ).stdout.splitlines()
+        if dirty:
+            where = dirty[0][3:].strip()
+            raise LibraryError(
+                f"{where} has uncommitted changes; commit them (so their version bump is "
+                f"recorded) or discard them (`git checkout -- {where}`), then try again"
+            )
         with self._transaction(folders):
             try:
                 for sid, (skill, version, stage, _, deprecated_by) in zip(ids, skills, strict=True):

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from skillbank.errors import LibraryError
 from skillbank.gate import CHECKS, GateReport, changed_skills, run_gate
+from skillbank.library import SkillLibrary
 from skillbank.skill import Skill
 
 if TYPE_CHECKING:
@@ -64,7 +67,7 @@ class SkillReview:
 
     #: The skill id.
     skill_id: str
-    #: "added", "changed" or "removed".
+    #: "added", "changed", "removed" or "unreadable" (its folder cannot be read).
     action: str
     #: The skill at the base (None when added).
     old: Skill | None
@@ -84,11 +87,27 @@ def _diff(old: str, new: str, name: str) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
+def _cases_text(skill: Skill) -> str:
+    return "".join(
+        json.dumps(c.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for c in skill.cases
+    )
+
+
 def _fence(text: str, lang: str) -> str:
     fence = "```"
     while fence in text:
         fence += "`"
     return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def _loadable(lib: SkillLibrary) -> list[Skill]:
+    out = []
+    for sid in lib.ids():
+        try:
+            out.append(lib.load(sid))
+        except LibraryError:
+            continue
+    return out
 
 
 def _hand_edited(skill: Skill) -> bool:
@@ -129,6 +148,22 @@ def _risks(
     fresh = sorted(set(new.tools) - base_tools)
     if fresh:
         flags.append(f"calls tool(s) no skill used before: {', '.join(f'`{t}`' for t in fresh)}")
+    if old is not None:
+        added_tools = sorted(set(new.tools) - set(old.tools))
+        if added_tools:
+            names = ", ".join(f"`{t}`" for t in added_tools)
+            flags.append(f"now calls tool(s) it did not call before: {names}")
+        before = {(c.trajectory_id, c.trajectory_sha256): c.to_json() for c in old.cases}
+        after = {(c.trajectory_id, c.trajectory_sha256): c.to_json() for c in new.cases}
+        rewritten = sorted(k[0] for k in before if k in after and before[k] != after[k])
+        dropped = sorted(k[0] for k in before if k not in after)
+        if rewritten or dropped:
+            parts = [f"rewritten: {', '.join(rewritten)}"] if rewritten else []
+            parts += [f"removed: {', '.join(dropped)}"] if dropped else []
+            flags.append(
+                f"recorded evidence changed, not only added ({'; '.join(parts)}); "
+                "see the cases diff"
+            )
     if breaking:
         flags.append("breaking signature change: callers and agents must be updated")
     if len(new.cases) < 2:
@@ -209,6 +244,13 @@ def _section(
         lines += ["", "<details><summary>Code diff</summary>", ""]
         lines.append(_fence(_diff(old.source, new.source, f"{item.skill_id}/skill.py"), "diff"))
         lines += ["", "</details>"]
+    if old is not None and new is not None and _cases_text(old) != _cases_text(new):
+        old_text, new_text = _cases_text(old), _cases_text(new)
+        kept = set(old_text.splitlines())
+        if not kept <= set(new_text.splitlines()):  # more than new cases appended
+            lines += ["", "<details><summary>Cases diff (recorded evidence changed)</summary>"]
+            lines += ["", _fence(_diff(old_text, new_text, f"{item.skill_id}/cases.jsonl"),
+                                 "diff"), "", "</details>"]  # fmt: skip
     elif new is not None and old is None:
         lines += ["", "<details><summary>Code</summary>", ""]
         lines.append(_fence(new.source, "python"))
@@ -225,7 +267,7 @@ def review(
 ) -> tuple[str, GateReport]:
     """The Markdown body of a pull request for the skill changes since ``base``, and the gate
     report it includes (so a caller can also fail on it)."""
-    from skillbank.versioning import signature_diff
+    from skillbank.versioning import signature_change
 
     lib = bank.library
     base_commit, changed = changed_skills(bank.root, lib.rel, base)
@@ -237,15 +279,22 @@ def review(
         if at_base is not None:
             base_tools |= set(at_base.tools)
     items: list[tuple[SkillReview, Sequence[str], bool]] = []
+    requirers = {s.id: s.requires for s in _loadable(lib)}
     for sid in sorted(changed):
         old = lib.load_at(sid, base_commit)
-        new = lib.load(sid) if sid in head_ids else None
+        try:
+            new = lib.load(sid) if sid in head_ids else None
+        except LibraryError:
+            new = None  # cannot be read: the gate's load check says why
         if old is None and new is None:
             continue
         action = "added" if old is None else "removed" if new is None else "changed"
-        change = signature_diff(old.signature, new.signature) if old and new else None
-        breaking = bool(change and change.breaking)
+        change = signature_change(old.source, new.source) if old and new else None
+        callers = sorted(c for c, req in requirers.items() if sid in req)
+        breaking = bool(change and change.breaking) or (new is None and bool(callers))
         risks = _risks(sid, old, new, base_tools, breaking)
+        if new is None and sid in head_ids:
+            action, risks = "unreadable", ("its folder cannot be read; see the load finding",)
         items.append(
             (SkillReview(sid, action, old, new, risks), change.changes if change else (), breaking)
         )
@@ -255,7 +304,8 @@ def review(
         lines.append(f"No skill changed since `{base}` (`{short}`).")
         return "\n".join(lines) + "\n", gate
     counts = {
-        a: sum(1 for i, _, _ in items if i.action == a) for a in ("added", "changed", "removed")
+        a: sum(1 for i, _, _ in items if i.action == a)
+        for a in ("added", "changed", "removed", "unreadable")
     }
     summary = ", ".join(f"{n} {a}" for a, n in counts.items() if n)
     verdict = (
@@ -281,6 +331,10 @@ def review(
     if dependents:
         lines += ["", f"Also checked, because they call a changed skill: "
                   f"{', '.join(f'`{d}`' for d in dependents)}."]  # fmt: skip
+        broken = [f for f in gate.findings if f.skill_id in dependents]
+        if broken:
+            lines += ["", "**Callers that fail because of this change:**", ""]
+            lines.append(_fence("\n".join(f.render(gate.root) for f in broken), "text"))
     lines.append("")
     for item, sentences, breaking in items:
         lines += _section(item, gate, sentences, breaking)

@@ -434,6 +434,13 @@ class _Checker(cst.CSTVisitor):
             )  # fmt: skip
             return
         owner = node.value.value if isinstance(node.value, cst.Name) else None
+        if owner == "typing" and attr not in TYPING_NAMES:
+            self.add(
+                node.attr, "SB204",
+                f"typing.{attr} is not available in the sandbox, which hands in only "
+                f"{', '.join(TYPING_NAMES)} from typing; remove it",
+            )  # fmt: skip
+            return
         if owner == "tools":
             self.called_tools.add(attr)
             if self.tools is not None and attr not in self.tools:

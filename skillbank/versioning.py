@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 
 from skillbank.errors import SkillRejected
 from skillbank.skill import Param, Signature
+from skillbank.types import signature_schema
 from skillbank.validate import code_shape, read_signature
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "bump",
     "parse_version",
     "required_bump",
+    "signature_change",
     "signature_diff",
 ]
 
@@ -211,6 +213,49 @@ def signature_diff(old: Signature, new: Signature) -> SignatureChange:
     return SignatureChange(breaking, tuple(changes))
 
 
+def _schema_change(old_source: str, new_source: str) -> list[str]:
+    """Parameters and return whose JSON Schema changed although the annotation text did not
+    (a TypedDict the skill declares was edited): each such change breaks callers."""
+    try:
+        old, new = signature_schema(old_source), signature_schema(new_source)
+    except SkillRejected:
+        return []
+    found = []
+    old_props = old.parameters.get("properties", {})
+    new_props = new.parameters.get("properties", {})
+    for name in sorted(set(old_props) & set(new_props)):
+        if _strip_docs(old_props[name]) != _strip_docs(new_props[name]):
+            found.append(f"parameter {name!r} accepts different values (breaking)")
+    if _strip_docs(old.returns) != _strip_docs(new.returns):
+        found.append("the returned value has a different shape (breaking)")
+    return found
+
+
+def _strip_docs(schema: object) -> object:
+    if isinstance(schema, dict):
+        return {
+            k: _strip_docs(v)
+            for k, v in schema.items()
+            if k not in ("description", "title", "default")
+        }
+    if isinstance(schema, list):
+        return [_strip_docs(v) for v in schema]
+    return schema
+
+
+def signature_change(old_source: str, new_source: str) -> SignatureChange:
+    """`signature_diff` of two sources, plus changes of the declared TypedDicts they use.
+
+    Raises:
+        SkillRejected: a source cannot be read.
+    """
+    change = signature_diff(read_signature(old_source), read_signature(new_source))
+    # Annotation text the diff saw change is already reported; this adds what it could not
+    # see (a TypedDict edited in place).
+    extra = [] if change.breaking else _schema_change(old_source, new_source)
+    return SignatureChange(True, (*change.changes, *extra)) if extra else change
+
+
 def required_bump(
     old_source: str, old_description: str, new_source: str, new_description: str
 ) -> Bump | None:
@@ -225,7 +270,7 @@ def required_bump(
     if old_source == new_source and old_description == new_description:
         return None
     try:
-        change = signature_diff(read_signature(old_source), read_signature(new_source))
+        change = signature_change(old_source, new_source)
     except SkillRejected:
         return "major"
     if change.breaking:

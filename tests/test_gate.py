@@ -7,6 +7,7 @@ way the README's GitHub workflow does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -280,3 +281,84 @@ def test_the_readme_workflow_blocks_each_bad_change_and_passes_the_good_one(
         assert f"::error file=skills/{HISTORY}/" in proc.stdout
         assert want in proc.stdout + proc.stderr
     shutil.rmtree(clone)
+
+
+def test_a_bank_in_a_subfolder_of_a_repo_is_gated(tmp_path: Path) -> None:
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    git(outer, "init", "-q", "-b", "main")
+    with SkillBank.init(outer / "sub") as bank:
+        runs = [t for t in load_trajectories(EXAMPLE_TRAJECTORIES) if "order_history" in t.id]
+        bank.learn(runs, branch="current")
+    git(outer, "switch", "-q", "-c", "feature")
+    edit(
+        outer / "sub" / "skills" / HISTORY / "skill.py",
+        "    customer =",
+        "    import os\n    customer =",
+    )
+    code, out = gate(outer / "sub", "--base", "main")
+    assert code == 1 and "SB201" in out, out
+    # Annotations name the file from the repository's top, where GitHub expects it.
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(tmp_path / "s.md")}
+    code, out = gate(outer / "sub", "--base", "main", env=env)
+    assert f"::error file=sub/skills/{HISTORY}/skill.py," in out, out
+
+
+def test_paths_select_skills_and_a_path_in_no_skill_is_a_usage_error(
+    clone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(clone)
+    code, out = gate(clone, f"skills/{HISTORY}")
+    assert code == 0 and "gate passed: 1 skill(s)" in out, out
+    code, out = gate(clone, "skills")
+    assert code == 0 and "gate passed: 6 skill(s)" in out, out
+    code, out = gate(clone, "skills/typo_skill/skill.py")
+    assert code == 2 and "in no skill folder" in out, out
+    code, out = gate(clone, "--base", "origin/main", f"skills/{HISTORY}")
+    assert code == 2 and "not both" in out, out
+
+
+def test_edits_the_gate_must_not_miss(clone: Path) -> None:
+    folder = clone / "skills" / HISTORY
+    # A syntax error is shown in skill.py, where it is.
+    original = (folder / "skill.py").read_text()
+    (folder / "skill.py").write_text(original.replace("def ", "def (", 1))
+    code, out = gate(clone, "--examples", "0")
+    assert code == 1 and re.search(rf"skills/{HISTORY}/skill.py:\d+:\d+: SB001", out), out
+    # Trailing spaces: still runs, but reported so the reviewer knows the file is not canonical.
+    (folder / "skill.py").write_text(original.replace("    return", "    return   ", 1) + "\n\n\n")
+    code, out = gate(clone, "--examples", "0")
+    assert code == 0 and "SBG002 [warning]" in out, out
+
+
+def test_learn_refuses_to_fold_an_uncommitted_edit_into_its_commit(clone: Path) -> None:
+    from skillbank.errors import LibraryError
+
+    folder = clone / "skills" / HISTORY
+    edit(
+        folder / "skill.py",
+        "    return tools.list_orders",
+        "    found = customer\n    return tools.list_orders",
+    )
+    run = next(t for t in load_trajectories(EXAMPLE_TRAJECTORIES) if "order_history" in t.id)
+    another = dataclasses.replace(run, id="shop-order_history-new", task=run.task + " please")
+    with SkillBank(clone) as bank, pytest.raises(LibraryError, match="uncommitted changes"):
+        bank.learn([another], branch="current")
+    assert "found = customer" in (folder / "skill.py").read_text()  # the edit is kept
+
+
+def test_review_shows_callers_it_breaks_and_rewritten_evidence(clone: Path) -> None:
+    folder = clone / "skills" / HISTORY
+    cases = [json.loads(x) for x in (folder / "cases.jsonl").read_text().splitlines()]
+    cases[0]["result"] = {"orders": []}
+    (folder / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cases))
+    runner = CliRunner()
+    result = runner.invoke(
+        cli, ["review", "--base", "origin/main", "--root", str(clone), "--examples", "0"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert "recorded evidence changed, not only added (rewritten: shop-order_history-01)" in (
+        result.output
+    ), result.output
+    assert "Cases diff" in result.output
+    assert "| replay | ❌ failed |" in result.output

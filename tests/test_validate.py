@@ -151,6 +151,13 @@ RULE_TABLE = [
     ("source-too-large", GOOD + "# " + "x" * MAX_SOURCE_BYTES + "\n", "SB401", 1, 0),
     ("nested-too-deep", nested(MAX_NESTING + 1), "SB402", 3 + MAX_NESTING, 4 * MAX_NESTING + 4),
     ("too-complex", either(MAX_COMPLEXITY + 1), "SB403", 1, 4),
+    (
+        "typing-attribute-not-handed-in",
+        "import typing\n" + body("return typing.cast(dict, x)"),
+        "SB204",
+        4,
+        18,
+    ),
 ]
 
 TYPED_SIG = "x: typing.Optional[list[dict[str, int]]] = None, y: 'typing.Literal[1, -1]' = 1"
