@@ -26,8 +26,19 @@ from skillbank.errors import (
     SkillTestFailed,
     TrajectoryError,
 )
+from skillbank.ledger import Ledger
 from skillbank.recognize import Plan, PlanResult, PlanStep
+from skillbank.recording import Recorder
 from skillbank.skill import Case, Param, Signature, Skill, SkillDraft, TestedSkill, ValidatedSkill
+from skillbank.toolspec import (
+    canonical_schema,
+    chat_tool,
+    decode_arguments,
+    mcp_tool,
+    render_tools,
+    responses_tool,
+    strict_schema,
+)
 from skillbank.trajectory import (
     Outcome,
     Step,
@@ -60,6 +71,7 @@ __all__ = [
     "LLMRequestError",
     "LearnEntry",
     "LearnReport",
+    "Ledger",
     "LibraryError",
     "Outcome",
     "Param",
@@ -67,6 +79,7 @@ __all__ = [
     "PlanResult",
     "PlanStep",
     "ProcedureReport",
+    "Recorder",
     "RunResult",
     "Signature",
     "SignatureChange",
@@ -85,15 +98,22 @@ __all__ = [
     "TrajectoryError",
     "ValidatedSkill",
     "Version",
+    "canonical_schema",
+    "chat_tool",
     "check_source",
     "compile_group",
     "compile_trajectory",
+    "decode_arguments",
     "load_config",
     "load_trajectories",
+    "mcp_tool",
     "parse_record",
     "parse_version",
+    "render_tools",
     "required_bump",
+    "responses_tool",
     "scan_trajectories",
     "signature_diff",
+    "strict_schema",
     "validate",
 ]

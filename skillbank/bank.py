@@ -11,7 +11,8 @@ Every write is a git commit under the bank's lock. ``learn`` commits on a branch
 and its sha256 and says what changed; each skill's version moves as
 `skillbank.versioning.required_bump` decides. ``history``, ``diff``, ``rollback`` and
 ``deprecate`` read and change a skill's versions; a deprecated skill keeps running, with a
-warning, until it is removed.
+warning, until it is removed. ``tool_specs`` offers the skills to a model as tools, and
+``call_tool`` runs the one it called and answers with a ``role: "tool"`` message.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ast
 import difflib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import time
@@ -40,13 +42,27 @@ from skillbank.compiler import (
     pattern_tokens,
     skill_id_for,
 )
-from skillbank.compose import closure, grant, requirement_cycle
+from skillbank.compose import closure, grant, requirement_cycle, tools_needed
 from skillbank.config import Config, load_config
-from skillbank.errors import CompileError, LibraryError, SkillArgumentError, SkillNotFound
+from skillbank.errors import (
+    CompileError,
+    LibraryError,
+    SkillArgumentError,
+    SkillbankError,
+    SkillNotFound,
+)
 from skillbank.library import CONFTEST, SkillLibrary, git
 from skillbank.proving import Failed, prove
 from skillbank.recognize import Plan, PlanResult, match_steps
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ToolCallRecord
+from skillbank.toolspec import (
+    ToolFormat,
+    canonical_schema,
+    decode_arguments,
+    render_tools,
+    tool_error,
+    tool_result,
+)
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 from skillbank.validate import Rejected, code_shape, read_signature, validate
 from skillbank.versioning import (
@@ -1131,6 +1147,165 @@ class SkillBank:
                 else None
             ),
         )
+
+    # --- as tools for a model -----------------------------------------------------------
+
+    def tool_specs(
+        self,
+        fmt: ToolFormat = "chat",
+        *,
+        stages: Sequence[str] = ("associative", "autonomous"),
+    ) -> list[dict[str, Any]]:
+        """The skills a model may call, as tool definitions (see `skillbank.toolspec`).
+
+        Deprecated skills are left out (their replacements are offered instead).
+
+        Args:
+            fmt: "chat" (Chat Completions), "responses" (the Responses API) or "mcp".
+            stages: The stages to offer; by default not "cognitive" (learned from too
+                little evidence to be called as a tool).
+        """
+        wanted = set(stages)
+        offered = [s for s in self.skills() if s.stage in wanted and not s.deprecated_by]
+        return render_tools(offered, fmt)
+
+    def call_tool(
+        self,
+        name: str,
+        arguments_json: str,
+        tools: Mapping[str, Callable[..., JSON]],
+        *,
+        caller: str | None = None,
+    ) -> str:
+        """Run a skill a model called as a tool; return the ``role: "tool"`` message's text.
+
+        Never raises: every failure comes back as a result the model can read and act on.
+        The text is compact, key-sorted JSON: ``{"ok": true, "value": ...}`` (plus
+        ``"warning"`` for a deprecated skill), or ``{"ok": false, "error": {"type",
+        "message", "hint"}}`` where type is one of `skillbank.toolspec.ToolErrorType`: an
+        unknown skill (the hint names close ones), arguments that are not JSON, not an
+        object or do not fit the signature (the hint is the signature), a host tool
+        missing from ``tools``, or a skill that failed in the sandbox (with its
+        ``error_type`` and the number of ``tool_calls`` it made before it stopped).
+
+        Args:
+            name: The tool name the model used (the skill id).
+            arguments_json: The arguments as the model sent them: a JSON object, where a
+                ``null`` for an optional parameter (strict mode) means "use the default".
+            tools: The host tools, by name.
+            caller: Who is calling (an agent or session name); not used yet, reserved for
+                recording outcomes.
+        """
+        try:
+            return self._call_tool(name, arguments_json, tools)
+        except Exception as exc:  # noqa: BLE001 - an agent's loop must never see one
+            return tool_error(
+                "internal_error",
+                f"{type(exc).__name__}: {exc}",
+                "this is a bug in skillbank, not in the call; do the task with the tools directly",
+            )
+
+    def _call_tool(
+        self, name: str, arguments_json: str, tools: Mapping[str, Callable[..., JSON]]
+    ) -> str:
+        try:
+            skill = self.get(name)
+        except SkillNotFound:
+            known = self.library.ids()
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            if close:
+                hint = f"did you mean {' or '.join(close)}?"
+            elif known:
+                hint = f"call one of the skills offered as tools: {', '.join(known[:20])}"
+            else:
+                hint = "the bank has no skills yet; use the tools directly"
+            return tool_error("unknown_skill", f"there is no skill named {name!r}", hint)
+        usage = skill.signature.render()
+        try:
+            args = json.loads(arguments_json.strip() or "{}", parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            return tool_error(
+                "invalid_json",
+                f"the arguments are not valid JSON ({exc})",
+                f"send one JSON object with the arguments of {usage}",
+            )
+        if not isinstance(args, dict):
+            return tool_error(
+                "invalid_arguments",
+                f"the arguments must be a JSON object, got a JSON {_json_kind(args)}",
+                f"send one JSON object with the arguments of {usage}",
+            )
+        args = decode_arguments(skill, args)
+        try:
+            args = self.check_args(skill, args)
+        except SkillArgumentError as exc:
+            return tool_error("invalid_arguments", str(exc), usage)
+        problem = _schema_problem(args, canonical_schema(skill))
+        if problem is not None:
+            return tool_error("invalid_arguments", f"{skill.id!r}: {problem}", usage)
+        library = {s.id: s for s in self.skills()} if skill.requires else {skill.id: skill}
+        missing = sorted(tools_needed(skill.id, library) - set(tools))
+        if missing:
+            return tool_error(
+                "missing_tool",
+                f"{skill.id!r} needs the host tool(s) {', '.join(missing)}, which this host "
+                "does not provide",
+                "other arguments will not help; do the task with the tools you have",
+            )
+        try:
+            result = self.run(skill.id, args, tools)
+        except SkillbankError as exc:
+            return tool_error(
+                "unavailable",
+                str(exc),
+                "the skill cannot run here; do the task with the tools you have",
+            )
+        if result.ok:
+            return tool_result(result.value, warning=result.warning)
+        return tool_error(
+            "skill_failed",
+            result.error or "the skill failed",
+            _failure_hint(result),
+            error_type=result.error_type,
+            tool_calls=len(result.tool_calls),
+        )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_kind(value: JSON) -> str:
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    return kinds.get(type(value), "null")
+
+
+def _schema_problem(args: Mapping[str, JSON], schema: Mapping[str, JSON]) -> str | None:
+    """What is wrong with the arguments deep inside (check_args looks at the top level)."""
+    # Imported here, like in skillbank.proving: it is slow to import for every command.
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
+    error = best_match(Draft202012Validator(schema).iter_errors(dict(args)))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"argument {where.lstrip('.') or '(all)'}: {error.message}"
+
+
+def _failure_hint(result: RunResult) -> str:
+    if not result.tool_calls:
+        return (
+            "it stopped before calling any tool; check the arguments, or do the steps with "
+            "the tools directly"
+        )
+    last = result.tool_calls[-1]
+    failed = " (which failed)" if last.error else ""
+    return (
+        f"it stopped after {len(result.tool_calls)} tool call(s), the last one to "
+        f"{last.tool}{failed}; the calls that ran may have changed something, so check "
+        "before calling it again, or finish the task with the tools directly"
+    )
 
 
 def _words(text: str) -> set[str]:

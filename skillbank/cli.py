@@ -22,11 +22,14 @@ from rich.table import Table
 
 from skillbank.bank import LearnReport, RunResult, SkillBank
 from skillbank.errors import SkillbankError
+from skillbank.export import export_command
 from skillbank.gate import GateReport, GateUsageError, load_tool_specs, run_gate
 from skillbank.gate_output import dumps_sarif, junit_xml, write_github
 from skillbank.library import git
+from skillbank.mcp_server import serve_command
 from skillbank.review import review as review_changes
-from skillbank.skill import Skill
+from skillbank.skill import STAGES, Skill
+from skillbank.toolspec import ToolFormat
 from skillbank.trajectory import load_trajectories, scan_trajectories
 
 __all__ = ["cli", "main"]
@@ -275,6 +278,32 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
         console.print(f"data flow: {note}")
     console.print("")
     click.echo(skill.source, nl=False)
+
+
+@cli.command(name="tools")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["chat", "responses", "mcp"]),
+    default="chat",
+    show_default=True,
+    help="chat: Chat Completions tools; responses: Responses API tools; mcp: MCP tools.",
+)
+@click.option(
+    "--all-stages", is_flag=True, help="Offer cognitive skills too (learned from few runs)."
+)
+@_root_option
+def tools_(fmt: ToolFormat, all_stages: bool, root: Path) -> None:
+    """Print the skills as tool definitions for a model, as a JSON list.
+
+    One JSON Schema per skill, read from its signature; strict mode where the schema
+    allows it. Deprecated skills are left out, and so are cognitive ones unless
+    --all-stages.
+
+    Example: skillbank tools --format responses > tools.json
+    """
+    stages = STAGES if all_stages else ("associative", "autonomous")
+    _print_json(SkillBank(root).tool_specs(fmt, stages=stages))
 
 
 def load_tools(spec: str) -> Mapping[str, Callable[..., Any]]:
@@ -762,6 +791,11 @@ def review(
         click.echo(f"review written to {output}")
     else:
         click.echo(markdown, nl=False)
+
+
+# Commands defined next to what they serve (they import heavy SDKs only when run).
+cli.add_command(serve_command)
+cli.add_command(export_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

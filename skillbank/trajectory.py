@@ -17,6 +17,19 @@ failed call. Tool results whose content is JSON text are parsed so data flow can
 Without an ``outcome`` the trajectory counts as successful when no tool call failed
 (``Outcome.inferred`` is then true).
 
+OpenAI Responses items are read too: a record with ``input`` (a string, or a list of items)
+and/or ``output`` (a list of items) instead of ``messages``::
+
+    {"input": [{"type": "message", "role": "user", "content": "..."},
+               {"type": "function_call", "call_id": "c1", "name": "...", "arguments": "{...}"},
+               {"type": "function_call_output", "call_id": "c1", "output": "..."}],
+     "output": [{"type": "message", "role": "assistant", "content": [...]}],
+     "tools": [{"type": "function", "name": "...", "parameters": {...}}], "id": "...", ...}
+
+Calls and outputs pair by ``call_id``; other item types (reasoning, built-in tools) are
+skipped; tools may be in either the Responses or the Chat Completions shape. Errors name the
+item, e.g. ``input[3].arguments``.
+
 The shapes are checked with pydantic at this edge; everything after it works on frozen
 dataclasses. Every error names the file, the record and the field.
 """
@@ -27,7 +40,8 @@ import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -219,6 +233,170 @@ def _parse_result(text: str) -> JSON:
         return text
 
 
+# --- OpenAI Responses items -------------------------------------------------------------------
+
+#: Item types of the Responses API that carry no tool call of ours (reasoning, built-in tools);
+#: they are skipped. Anything else unknown is skipped too: it cannot be a function call.
+_RESPONSES_KINDS = ("message", "function_call", "function_call_output")
+
+# How a field of the chat record built from Responses items is named in the items.
+_CHAT_TO_ITEM = (
+    (re.compile(r"^\.tool_calls\[0\]\.function\."), "."),
+    (re.compile(r"^\.tool_calls\[0\]\.id"), ".call_id"),
+    (re.compile(r"^\.tool_call_id"), ".call_id"),
+)
+
+
+def _bare_message(exc: TrajectoryError) -> str:
+    """The message of a TrajectoryError without its ``source: field:`` prefix."""
+    full = str(exc)
+    prefix = ": ".join(part for part in (exc.source, exc.field) if part)
+    return full[len(prefix) + 2 :] if prefix and full.startswith(prefix + ": ") else full
+
+
+def _from_responses(
+    obj: Mapping[str, JSON], where: str
+) -> tuple[dict[str, JSON], Callable[[str], str]]:
+    """Rewrite a record of Responses items as a Chat Completions record.
+
+    ``input`` (a string, or a list of items) and then ``output`` (a list of items) are read in
+    order: ``message`` items (or bare ``{"role", "content"}`` ones) become chat messages, each
+    ``function_call`` an assistant message with one tool call, each ``function_call_output``
+    the tool message answering it (paired by ``call_id``). Other items (reasoning, built-in
+    tool calls) are skipped. Tools in the Responses shape (``{"type": "function", "name",
+    "description", "parameters"}``) are rewritten in the chat shape; built-in tools are skipped.
+
+    Returns:
+        The chat record, and a function naming, for a field of the chat record, the item it
+        came from (``messages[3].tool_calls[0].function.arguments`` -> ``input[2].arguments``).
+
+    Raises:
+        TrajectoryError: naming the item (``input[2]``, ``output[0].call_id``) for an item that
+            is not an object, a call without a ``call_id`` or name, arguments that are not a
+            JSON object, a duplicate ``call_id``, or a call and an output that do not pair up.
+    """
+
+    def fail(message: str, field: str) -> TrajectoryError:
+        return TrajectoryError(message, source=where, field=field)
+
+    items: list[tuple[str, JSON]] = []
+    raw_input = obj.get("input")
+    if isinstance(raw_input, str):
+        items.append(("input", {"type": "message", "role": "user", "content": raw_input}))
+    elif isinstance(raw_input, list):
+        items += [(f"input[{i}]", item) for i, item in enumerate(raw_input)]
+    elif raw_input is not None:
+        raise fail(
+            f"must be a string or a list of Responses items, got {type(raw_input).__name__}",
+            "input",
+        )
+    raw_output = obj.get("output")
+    if isinstance(raw_output, list):
+        items += [(f"output[{i}]", item) for i, item in enumerate(raw_output)]
+    elif raw_output is not None:
+        raise fail(f"must be a list of Responses items, got {type(raw_output).__name__}", "output")
+
+    messages: list[dict[str, JSON]] = []
+    message_locs: list[str] = []
+    calls: dict[str, tuple[str, str]] = {}  # call_id -> (item location, name)
+    answered: set[str] = set()
+    for loc, item in items:
+        if not isinstance(item, dict):
+            raise fail(f"a Responses item must be a JSON object, got {item!r}", loc)
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind not in _RESPONSES_KINDS:
+            continue
+        if kind == "message":
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        elif kind == "function_call":
+            call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
+            if not isinstance(call_id, str) or not call_id:
+                raise fail(f"a function_call needs a call_id, got {call_id!r}", f"{loc}.call_id")
+            if not isinstance(name, str) or not name:
+                raise fail(f"a function_call needs a name, got {name!r}", f"{loc}.name")
+            if call_id in calls:
+                raise fail(
+                    f"duplicate call_id {call_id!r} (also used by {calls[call_id][0]})",
+                    f"{loc}.call_id",
+                )
+            if not isinstance(arguments, str):
+                raise fail(
+                    f"arguments must be JSON text (a string), got {type(arguments).__name__}",
+                    f"{loc}.arguments",
+                )
+            try:
+                decoded = json.loads(arguments or "{}")
+            except ValueError as exc:
+                raise fail(f"arguments are not valid JSON ({exc}): {arguments!r}",
+                           f"{loc}.arguments") from None  # fmt: skip
+            if not isinstance(decoded, dict):
+                raise fail(f"arguments must encode a JSON object, got {decoded!r}",
+                           f"{loc}.arguments")  # fmt: skip
+            calls[call_id] = (loc, name)
+            function = {"name": name, "arguments": arguments}
+            messages.append({
+                "role": "assistant", "content": None,
+                "tool_calls": [{"id": call_id, "type": "function", "function": function}],
+            })  # fmt: skip
+        else:
+            call_id = item.get("call_id")
+            if call_id not in calls or call_id in answered:
+                again = " (it was already answered)" if call_id in answered else ""
+                raise fail(
+                    f"no earlier function_call has call_id {call_id!r}{again}", f"{loc}.call_id"
+                )
+            output = item.get("output")
+            if not isinstance(output, (str, list)):
+                raise fail(
+                    f"a function_call_output needs its output as text, got {output!r}",
+                    f"{loc}.output",
+                )
+            answered.add(call_id)
+            messages.append({
+                "role": "tool", "tool_call_id": call_id, "content": output,
+                "is_error": item.get("is_error", False),
+            })  # fmt: skip
+        message_locs.append(loc)
+    for call_id, (loc, name) in calls.items():
+        if call_id not in answered:
+            raise fail(
+                f"function_call {call_id!r} ({name}) has no function_call_output answering it",
+                f"{loc}.call_id",
+            )
+
+    tools: list[JSON] = []
+    tool_locs: list[tuple[str, bool]] = []  # (where the tool came from, was it flat)
+    raw_tools = obj.get("tools", [])
+    for i, tool in enumerate(raw_tools if isinstance(raw_tools, list) else []):
+        if isinstance(tool, dict) and tool.get("type", "function") != "function":
+            continue  # a built-in tool (web search, file search, ...): never a function call
+        flat = isinstance(tool, dict) and "function" not in tool and "name" in tool
+        if flat:
+            function = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
+            tool = {"type": "function", "function": function}
+        tools.append(tool)
+        tool_locs.append((f"tools[{i}]", flat))
+    chat = {k: v for k, v in obj.items() if k not in ("input", "output", "tools")}
+    chat["messages"] = messages
+    chat["tools"] = tools if isinstance(raw_tools, list) else raw_tools
+
+    def locate(field: str) -> str:
+        found = re.match(r"^(messages|tools)\[(\d+)\](.*)$", field)
+        if found is None:
+            return "input" if field == "messages" else field
+        kind, index, rest = found.group(1), int(found.group(2)), found.group(3)
+        if kind == "tools":
+            loc, flat = tool_locs[index]
+            return loc + (re.sub(r"^\.function\.", ".", rest) if flat else rest)
+        for pattern, replacement in _CHAT_TO_ITEM:
+            rest = pattern.sub(replacement, rest)
+        if messages[index]["role"] == "tool" and rest.startswith(".content"):
+            rest = ".output" + rest[len(".content") :]
+        return message_locs[index] + rest
+
+    return chat, locate
+
+
 def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
     """Parse one record (the fine-tuning container, or a bare message list) into a Trajectory.
 
@@ -243,6 +421,26 @@ def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
         if problem:
             field, _, message = problem.partition(": ")
             raise TrajectoryError(message, source=where, field=field)
+    if "input" in obj or "output" in obj:
+        if "messages" in obj:
+            raise TrajectoryError(
+                "a record holds either Chat Completions 'messages' or Responses "
+                "'input'/'output' items, not both",
+                source=where,
+                field="messages",
+            )
+        chat, locate = _from_responses(obj, where)
+        try:
+            return _parse_chat(chat, source, where)
+        except TrajectoryError as exc:
+            raise TrajectoryError(
+                _bare_message(exc), source=where, field=locate(exc.field)
+            ) from None
+    return _parse_chat(obj, source, where)
+
+
+def _parse_chat(obj: dict[str, JSON], source: str, where: str) -> Trajectory:
+    """Parse a record in the Chat Completions shape (``messages`` and ``tools``)."""
     try:
         record = _Record.model_validate(obj)
     except PydanticValidationError as exc:

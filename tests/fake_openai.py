@@ -64,8 +64,9 @@ class ToolCall:
 
     #: The function name.
     name: str
-    #: The arguments (sent to the client as a JSON string, as the real API does).
-    arguments: Mapping[str, JSON] = field(default_factory=dict)
+    #: The arguments (sent to the client as a JSON string, as the real API does); a ``str``
+    #: is sent verbatim, to script a model that writes broken JSON.
+    arguments: Mapping[str, JSON] | str = field(default_factory=dict)
     #: The call id; ``None`` numbers calls ``call_1``, ``call_2``, ... over the server's life.
     id: str | None = None
 
@@ -265,7 +266,9 @@ class FakeOpenAI:
                         "type": "function",
                         "function": {
                             "name": call.name,
-                            "arguments": json.dumps(dict(call.arguments), ensure_ascii=False),
+                            "arguments": call.arguments
+                            if isinstance(call.arguments, str)
+                            else json.dumps(dict(call.arguments), ensure_ascii=False),
                         },
                     }
                 )

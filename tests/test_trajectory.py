@@ -272,3 +272,147 @@ def test_jsonl_lines_split_on_newline_only(tmp_path: Path) -> None:
     path.write_text(json.dumps(rec, ensure_ascii=False) + "\n", encoding="utf-8")
     (t,) = load_trajectories(path)
     assert "\u2028" in t.task
+
+
+# --- OpenAI Responses items -----------------------------------------------------------------
+
+
+def responses_record(**extra: Any) -> dict[str, Any]:
+    """`record()`'s run, as Responses items (flat tools, content parts, a reasoning item)."""
+    rec: dict[str, Any] = {
+        "input": [
+            {"type": "message", "role": "developer", "content": "You help."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Show orders of "}]},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {
+                "type": "function_call",
+                "id": "fc_1",
+                "call_id": "c1",
+                "name": "find_customer",
+                "arguments": '{"email": "ann@example.com"}',
+            },
+            {"type": "function_call_output", "call_id": "c1", "output": '{"customer_id": "C-7"}'},
+        ],
+        "output": [
+            {
+                "type": "function_call",
+                "call_id": "c2",
+                "name": "list_orders",
+                "arguments": '{"customer_id": "C-7"}',
+                "status": "completed",
+            },
+            {
+                "type": "function_call_output",
+                "call_id": "c2",
+                "output": '{"orders": [{"id": "O-1"}]}',
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Ann has one order."}],
+            },
+        ],
+        "tools": [{"type": "function", **t["function"]} for t in TOOLS]
+        + [{"type": "web_search_preview"}],
+    }
+    rec["input"][1]["content"][0]["text"] = "Show orders of ann@example.com"
+    rec.update(extra)
+    return rec
+
+
+def test_responses_items_read_like_chat_messages() -> None:
+    chat = parse_record(record())
+    resp = parse_record(responses_record())
+    assert (resp.task, resp.tools, resp.steps, resp.outcome) == (
+        chat.task,
+        chat.tools,
+        chat.steps,
+        chat.outcome,
+    )
+    assert resp.sha256 == chat.sha256 and resp.id == chat.id
+    assert resp.outcome.detail == "Ann has one order."
+
+
+def test_responses_input_string_output_only_and_chat_shaped_tools() -> None:
+    rec = responses_record(tools=copy.deepcopy(TOOLS))
+    calls = rec["input"][3:] + rec["output"]
+    t = parse_record({"input": "Show orders of ann@example.com", "output": calls, "tools": TOOLS})
+    assert t.task == "Show orders of ann@example.com"
+    assert [s.tool for s in t.steps] == ["find_customer", "list_orders"]
+    # A Responses ``response`` object alone: output items and a task field.
+    only = parse_record({"object": "response", "task": "Show orders", "output": calls})
+    assert only.task == "Show orders" and len(only.steps) == 2
+
+
+def test_responses_is_error_and_list_output() -> None:
+    rec = responses_record()
+    rec["output"][1] = {
+        "type": "function_call_output",
+        "call_id": "c2",
+        "output": [{"type": "input_text", "text": "no such customer"}],
+        "is_error": True,
+    }
+    t = parse_record(rec)
+    assert t.steps[1].error == "no such customer" and not t.outcome.success
+
+
+def test_responses_records_load_from_files_beside_chat_records(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    lines = [json.dumps(record(id="chat")), json.dumps(responses_record(id="resp"))]
+    path.write_text("\n".join(lines) + "\n")
+    loaded = load_trajectories(path)
+    assert [t.id for t in loaded] == ["chat", "resp"]
+    assert loaded[0].steps == loaded[1].steps
+
+
+def _resp_mutate(path: str, value: Any) -> dict[str, Any]:
+    rec = responses_record(id="bad-one")
+    target: Any = rec
+    keys = [int(k) if k.isdigit() else k for k in path.split("/")]
+    for key in keys[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return rec
+
+
+RESPONSES_BAD = [
+    ("args-not-json", _resp_mutate("input/3/arguments", "{email:"), "input[3].arguments",
+     "not valid JSON"),
+    ("args-not-object", _resp_mutate("output/0/arguments", "[1]"), "output[0].arguments",
+     "JSON object"),
+    ("args-not-text", _resp_mutate("output/0/arguments", {"a": 1}), "output[0].arguments",
+     "JSON text"),
+    ("unpaired-output", _resp_mutate("input/4/call_id", "zz"), "input[4].call_id", "'zz'"),
+    ("unanswered-call", _resp_mutate("output/1", {"type": "reasoning"}), "output[0].call_id",
+     "no function_call_output"),
+    ("no-call-id", _resp_mutate("input/3/call_id", KeyError), "input[3].call_id", "call_id"),
+    ("duplicate-call-id", _resp_mutate("output/0/call_id", "c1"), "output[0].call_id",
+     "duplicate"),
+    ("item-not-object", _resp_mutate("output/2", "hi"), "output[2]", "JSON object"),
+    ("unknown-tool", _resp_mutate("output/0/name", "drop_table"), "output[0].name",
+     "'drop_table'"),
+    ("bad-role", _resp_mutate("input/0/role", "robot"), "input[0].role", "robot"),
+    ("bad-flat-tool", _resp_mutate("tools/0/name", "a b"), "tools[0].name", ""),
+    ("input-not-list", _resp_mutate("input", 3), "input", "string or a list"),
+    ("both-shapes", responses_record(id="bad-one", messages=[]), "messages", "not both"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rec", "field", "words"), [b[1:] for b in RESPONSES_BAD], ids=[b[0] for b in RESPONSES_BAD]
+)
+def test_malformed_responses_records_name_the_item(
+    tmp_path: Path, rec: dict[str, Any], field: str, words: str
+) -> None:
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(responses_record(id="good")) + "\n" + json.dumps(rec) + "\n")
+    with pytest.raises(TrajectoryError) as info:
+        load_trajectories(path)
+    message = str(info.value)
+    assert f"{path}:2" in message and "'bad-one'" in message
+    assert words in message
+    assert info.value.field == field
+    assert message.count(f"{field}: ") == 1  # the field is named once, not stacked

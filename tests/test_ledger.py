@@ -1,0 +1,96 @@
+"""The ledger: rows in, counts out, and no lost writes when processes write at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skillbank.errors import LibraryError
+from skillbank.ledger import LEDGER_FILE, CallRecord, Ledger
+
+
+def test_record_outcomes_and_stats(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "state" / "ledger.sqlite")
+    first = ledger.record("a", ok=True, version="1.0.0", latency_s=0.5, caller="agent", ts=1.0)
+    ledger.record("a", ok=False, version="1.0.0", latency_s=1.5, error="boom", caller="agent")
+    ledger.record("a", ok=False, version="1.1.0", error="task failed", caller="agent:outcome")
+    ledger.record("b", ok=True)
+
+    rows = ledger.outcomes("a")
+    assert [r.ok for r in rows] == [True, False, False]
+    assert rows[0] == CallRecord(first, 1.0, "a", "1.0.0", True, 0.5, None, "agent")
+    assert rows[1].error == "boom" and rows[2].latency_s is None
+    assert ledger.outcomes("nobody") == []
+
+    assert ledger.stats("a") == {
+        "calls": 3,
+        "successes": 1,
+        "failures": 2,
+        "mean_latency_s": 1.0,  # over the rows that have a latency
+    }
+    assert ledger.stats() == {"calls": 4, "successes": 2, "failures": 2, "mean_latency_s": 1.0}
+    assert ledger.stats("nobody") == {
+        "calls": 0,
+        "successes": 0,
+        "failures": 0,
+        "mean_latency_s": None,
+    }
+
+
+def test_file_is_in_wal_mode_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).record("a", ok=True)
+    assert Ledger(path).stats("a")["calls"] == 1
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_for_bank_lives_in_the_state_dir(bank) -> None:
+    ledger = Ledger.for_bank(bank)
+    assert ledger.path == bank.root / ".skillbank" / LEDGER_FILE
+    ledger.record("x", ok=True)
+    assert ledger.path.is_file()
+
+
+def test_not_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    path.write_text("this is not a database" * 100)
+    with pytest.raises(LibraryError, match="cannot open the ledger"):
+        Ledger(path)
+
+
+def _writer(path: str, worker: int, n: int, go: Any) -> None:
+    ledger = Ledger(path)
+    go.wait(30)  # all writers start together, so the writes really contend
+    for i in range(n):
+        ledger.record(f"skill_{worker}", ok=i % 3 != 0, latency_s=0.001 * i, caller=str(worker))
+
+
+def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "ledger.sqlite")
+    workers, n = 4, 200
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no shared state
+    go = ctx.Barrier(workers)
+    procs = [ctx.Process(target=_writer, args=(path, w, n, go)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * workers
+    ledger = Ledger(path)
+    assert ledger.stats()["calls"] == workers * n
+    for w in range(workers):
+        rows = ledger.outcomes(f"skill_{w}")
+        assert len(rows) == n
+        assert sum(r.ok for r in rows) == sum(1 for i in range(n) if i % 3 != 0)
+        # Each process's rows keep its own order.
+        assert [r.latency_s for r in rows] == pytest.approx([0.001 * i for i in range(n)])
+    for p in procs:
+        p.close()
