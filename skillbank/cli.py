@@ -27,6 +27,7 @@ from skillbank.gate import GateReport, GateUsageError, load_tool_specs, run_gate
 from skillbank.gate_output import dumps_sarif, junit_xml, write_github
 from skillbank.library import git
 from skillbank.mcp_server import serve_command
+from skillbank.options import json_option, root_option
 from skillbank.review import review as review_changes
 from skillbank.skill import STAGES, Skill
 from skillbank.toolspec import ToolFormat
@@ -67,17 +68,6 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERNAL)
 
 
-_root_option = click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SKILLBANK_ROOT",
-    default=".",
-    show_default=True,
-    help="The bank's folder (holds skills/). Env: SKILLBANK_ROOT.",
-)
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="skillbank")
 def cli() -> None:
@@ -92,7 +82,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
-@_json_option
+@json_option
 def init(path: Path, as_json: bool) -> None:
     """Create a skill bank at PATH: skills/, local state, and a git repo if there is none.
 
@@ -161,8 +151,8 @@ def _render_report(report: LearnReport, bank: SkillBank, console: Console) -> No
     "branch already starts with skillbank/. current: the checked-out branch. NAME: that "
     "branch (created from HEAD if missing; an existing one must point to HEAD).",
 )
-@_root_option
-@_json_option
+@root_option
+@json_option
 def learn(
     paths: tuple[Path, ...], skip_invalid: bool, branch: str | None, root: Path, as_json: bool
 ) -> None:
@@ -235,8 +225,8 @@ def _skills_table(skills: list[Skill]) -> Table:
 
 
 @cli.command(name="list")
-@_root_option
-@_json_option
+@root_option
+@json_option
 def list_(root: Path, as_json: bool) -> None:
     """List the skills in the bank.
 
@@ -254,8 +244,8 @@ def list_(root: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("skill_id")
-@_root_option
-@_json_option
+@root_option
+@json_option
 def show(skill_id: str, root: Path, as_json: bool) -> None:
     """Show one skill: signature, stage, tools, provenance and source.
 
@@ -292,7 +282,7 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
 @click.option(
     "--all-stages", is_flag=True, help="Offer cognitive skills too (learned from few runs)."
 )
-@_root_option
+@root_option
 def tools_(fmt: ToolFormat, all_stages: bool, root: Path) -> None:
     """Print the skills as tool definitions for a model, as a JSON list.
 
@@ -367,8 +357,8 @@ def _render_run(result: RunResult, console: Console) -> None:
     help="Host tools as MODULE:ATTR (a mapping or a function returning one), "
     "e.g. skillbank.examples.shop:tools.",
 )
-@_root_option
-@_json_option
+@root_option
+@json_option
 def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_json: bool) -> None:
     """Run a skill in the sandbox with JSON arguments, against host tools.
 
@@ -406,8 +396,8 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_root_option
-@_json_option
+@root_option
+@json_option
 def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
     """Show which known skills each trajectory's calls amount to (the shortest plan).
 
@@ -444,8 +434,8 @@ def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("skill_id")
-@_root_option
-@_json_option
+@root_option
+@json_option
 def history(skill_id: str, root: Path, as_json: bool) -> None:
     """List the commits that changed a skill, newest first: version, date, stage, subject.
 
@@ -473,7 +463,7 @@ def history(skill_id: str, root: Path, as_json: bool) -> None:
 @click.argument("skill_id")
 @click.argument("a", required=False)
 @click.argument("b", required=False)
-@_root_option
+@root_option
 def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
     """Show how a skill changed between A and B, and whether the signature change breaks callers.
 
@@ -489,8 +479,8 @@ def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
 @cli.command()
 @click.argument("skill_id")
 @click.argument("version")
-@_root_option
-@_json_option
+@root_option
+@json_option
 def rollback(skill_id: str, version: str, root: Path, as_json: bool) -> None:
     """Restore the code of an earlier VERSION of a skill, as a new, higher version.
 
@@ -516,8 +506,8 @@ def rollback(skill_id: str, version: str, root: Path, as_json: bool) -> None:
 @cli.command()
 @click.argument("old_id")
 @click.option("--by", "new_id", required=True, help="The skill that replaces OLD_ID.")
-@_root_option
-@_json_option
+@root_option
+@json_option
 def deprecate(old_id: str, new_id: str, root: Path, as_json: bool) -> None:
     """Mark skill OLD_ID as replaced by another; it keeps running, with a warning.
 
@@ -679,8 +669,8 @@ def _render_gate(report: GateReport, console: Console) -> None:
     help="Generated examples per skill for the property check "
     "(default: the prove_examples setting).",
 )
-@_root_option
-@_json_option
+@root_option
+@json_option
 def gate(
     paths: tuple[Path, ...],
     base: str | None,
@@ -763,7 +753,7 @@ def _write_text(path: Path, text: str) -> None:
     default=None,
     help="Generated examples per skill for the property check.",
 )
-@_root_option
+@root_option
 def review(
     base: str, output: Path | None, tool_specs: str | None, examples: int | None, root: Path
 ) -> None:

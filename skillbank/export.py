@@ -40,6 +40,7 @@ import yaml
 
 from skillbank.errors import SkillbankError
 from skillbank.library import _docstring_args, skill_files
+from skillbank.options import root_option
 from skillbank.skill import Skill
 
 __all__ = [
@@ -624,14 +625,7 @@ def export_command() -> None:
 
 @export_command.command("agent-skills")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SKILLBANK_ROOT",
-    default=".",
-    show_default=True,
-    help="The bank's folder (holds skills/). Env: SKILLBANK_ROOT.",
-)
+@root_option
 @click.option(
     "--skill",
     "skill_ids",

@@ -35,6 +35,7 @@ import click
 
 from skillbank.bank import SkillBank
 from skillbank.errors import ConfigError, SkillbankError
+from skillbank.options import root_option
 from skillbank.skill import Skill
 from skillbank.toolspec import render_tools, tool_error
 
@@ -496,14 +497,7 @@ def _url(host: str, port: int) -> str:
     metavar="HOST:PORT",
     help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.",
 )
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SKILLBANK_ROOT",
-    default=".",
-    show_default=True,
-    help="The bank's folder (holds skills/). Env: SKILLBANK_ROOT.",
-)
+@root_option
 def serve_command(tools_spec: str | None, http: str | None, root: Path) -> None:
     """Serve the bank's skills to MCP clients (stdio by default).
 

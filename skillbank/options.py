@@ -1,0 +1,22 @@
+"""Command-line options shared by the commands defined in several modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+__all__ = ["json_option", "root_option"]
+
+#: ``--root DIR`` (env ``SKILLBANK_ROOT``): the bank every command works on.
+root_option = click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SKILLBANK_ROOT",
+    default=".",
+    show_default=True,
+    help="The bank's folder (holds skills/). Env: SKILLBANK_ROOT.",
+)
+
+#: ``--json``: machine-readable output.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
