@@ -26,10 +26,13 @@
    turn failed.
 6. **Learn or blame**: a successful run is learned (``bank.learn([trajectory],
    branch="current")``): a new procedure becomes a skill, a run of a known one a new case
-   of it. Every skill call is written to the ledger (`skillbank.ledger`) with
-   ``caller="agent"``; when the run failed, each skill it used whose calls all worked gets
-   one more failure row, ``caller="agent:outcome"``, so a skill that runs cleanly but does
-   the wrong thing loses trust too.
+   of it. Every skill call that ran is written to the ledger (`skillbank.ledger`) by
+   `SkillBank.run`, with ``caller="agent"`` (a call with arguments that do not fit is the
+   model's mistake, not the skill's, and is not recorded); when the run failed, each skill it
+   used whose calls all worked gets one more failure row, ``caller="agent:outcome"``, so a
+   skill that runs cleanly but does the wrong thing loses trust too. Then the skills used are
+   promoted or demoted by their counts (`SkillBank.update_stages`: a commit per change; a
+   skill folder with uncommitted edits is left for next time, with a note on stderr).
 
 Model errors from the endpoint (after the client's own retries) end the run as a failure
 with the reason in `AgentResult.detail`; they are not raised.
@@ -40,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -357,14 +361,7 @@ class _Run:
                 tuple(raw),
             )
         )
-        self.ledger.record(
-            skill.id,
-            ok=ok,
-            version=skill.version,
-            latency_s=latency,
-            error=error,
-            caller="agent",
-        )
+        # The ledger row of the call is written by SkillBank.run (caller="agent").
         return text, not ok
 
     def _tool(self, call_id: str, name: str, arguments_json: str) -> tuple[str, bool]:
@@ -549,8 +546,10 @@ def run(
             try:
                 report = bank.learn([result.trajectory], branch="current")
             except SkillbankError as exc:
-                return replace(result, learn_error=str(exc))
-            return replace(result, learned=report)
+                result = replace(result, learn_error=str(exc))
+            else:
+                result = replace(result, learned=report)
+        _update_stages(bank, used)
         return result
     already_failed = {c.skill_id for c in state.skill_calls if not c.ok}
     versions = {c.skill_id: c.version for c in state.skill_calls}
@@ -563,7 +562,18 @@ def run(
                 error=f"the task failed: {result.detail}",
                 caller="agent:outcome",
             )
+    _update_stages(bank, used)
     return result
+
+
+def _update_stages(bank: SkillBank, used: Sequence[str]) -> None:
+    """Promote or demote the skills this run used, by their ledger counts (see `run`)."""
+    if not used:
+        return
+    try:
+        bank.update_stages(used)
+    except SkillbankError as exc:  # e.g. a skill folder with uncommitted edits: next time
+        print(f"skillbank: stages not updated: {exc}", file=sys.stderr)
 
 
 def _trajectory(

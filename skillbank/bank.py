@@ -20,10 +20,12 @@ from __future__ import annotations
 import ast
 import difflib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -51,7 +53,10 @@ from skillbank.errors import (
     SkillbankError,
     SkillNotFound,
 )
+from skillbank.ledger import Ledger
 from skillbank.library import CONFTEST, SkillLibrary, git
+from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
+from skillbank.maturity import posterior_mean as _posterior_mean
 from skillbank.proving import Failed, prove
 from skillbank.recognize import Plan, PlanResult, match_steps
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ToolCallRecord
@@ -76,6 +81,7 @@ from skillbank.versioning import (
 
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
+    from skillbank.search import Hit
 
 __all__ = ["LearnEntry", "LearnReport", "ProcedureReport", "RunResult", "SkillBank"]
 
@@ -379,10 +385,12 @@ class SkillBank:
 
     # --- learning -----------------------------------------------------------------------
 
-    def _stage(self, cases: int, previous: str | None) -> str:
-        if previous == "autonomous":
-            return previous  # learning more never lowers trust; failures do (ledger)
-        return "associative" if cases >= self.config.min_cases_associative else "cognitive"
+    def _stage(self, sid: str, cases: int, previous: str | None) -> str:
+        # The same rule as `update_stages`, so learning never undoes what outcomes decided.
+        from skillbank.maturity import decide_stage
+
+        successes, failures = self.ledger.counts().get(sid, (0, 0))
+        return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
 
     def learn(
         self, trajectories: Iterable[Trajectory], *, branch: str | None = None
@@ -517,7 +525,7 @@ class SkillBank:
                                          draft.description)  # fmt: skip
                     previous = parse_version(old.version)
                     version = str(bump(previous, kind) if kind else previous)
-                stage = self._stage(len(draft.cases), old.stage if old else None)
+                stage = self._stage(sid, len(draft.cases), old.stage if old else None)
                 versions[sid] = version
                 # Learning more runs of a deprecated skill keeps it deprecated.
                 changes.append((tested, version, stage, action, old.deprecated_by if old else None))
@@ -1000,7 +1008,7 @@ class SkillBank:
                 )
             kind = required_bump(current.source, current.description, old.source, old.description)
             new_version = str(bump(parse_version(current.version), kind or "patch"))
-            stage = self._stage(len(old.cases), current.stage)
+            stage = self._stage(old.id, len(old.cases), current.stage)
             restored = old.version
             lines = [
                 f"skillbank rollback {skill_id} to {new_version} (restores code of {restored})",
@@ -1108,11 +1116,17 @@ class SkillBank:
         tools: Mapping[str, Callable[..., JSON]],
         *,
         limits: Limits | None = None,
+        caller: str | None = None,
     ) -> RunResult:
         """Run a stored skill in the sandbox with ``args``, reaching only its declared tools.
 
         A failure inside the skill (its own error, a tool that raised, a limit) comes back in
         the result; misuse (unknown skill, bad arguments, a declared tool not provided) raises.
+
+        Every run that reaches the sandbox is one row of the ledger (`skillbank.ledger`):
+        version, ok, latency, error type and message, and ``caller`` (who called: ``"agent"``,
+        an MCP client, ...). Misuse is not recorded: it says nothing about the skill. A ledger
+        that cannot be written never fails the call (it is reported once on stderr).
 
         Raises:
             SkillNotFound: no such skill.
@@ -1131,6 +1145,8 @@ class SkillBank:
             ) from None
         result = self.sandbox.run(skill.source, skill.id, checked, granted, limits,
                                   skill_id=skill.id)  # fmt: skip
+        error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
+        self._record(skill, result.ok, result.duration_s, error, caller)
         return RunResult(
             skill_id=skill.id,
             ok=result.ok,
@@ -1147,6 +1163,192 @@ class SkillBank:
                 else None
             ),
         )
+
+    def reflex(
+        self,
+        task_text: str,
+        args: Mapping[str, JSON],
+        tools: Mapping[str, Callable[..., JSON]],
+    ) -> RunResult | None:
+        """Run an autonomous skill straight away when ``task_text`` clearly asks for it.
+
+        No model plans the steps. The best `skillbank.search` hit must be an autonomous,
+        non-deprecated skill that *covers* the task: at least ``reflex_min_relevance`` of
+        the task's words (`skillbank.search.tokenize`, leaving out the words of the argument
+        values) occur in the skill's document (`skillbank.search.skill_doc`), leading the
+        second hit's coverage by ``reflex_min_margin``. (A hit's own ``relevance`` is relative
+        to the query's best match, so it cannot say that no skill fits.) ``args`` must fit
+        the signature and ``tools`` hold the tools the skill needs. The run is recorded with
+        ``caller="reflex"``.
+
+        Returns:
+            The run's result (which may be a failure of the skill), or None when no skill
+            qualifies or the arguments or tools do not fit it (then nothing ran).
+        """
+        from skillbank.search import search, skill_doc, tokenize  # numpy, bm25s: when needed
+
+        hits = search(self, task_text, k=2)
+        if not hits:
+            return None
+        values: set[str] = set()
+        for value in args.values() if isinstance(args, Mapping) else ():
+            if isinstance(value, str | int | float):
+                values.update(tokenize(str(value)))
+        words = [w for w in dict.fromkeys(tokenize(task_text)) if w not in values]
+        if not words:
+            return None
+
+        def coverage(skill: Skill) -> float:
+            document = set(tokenize(skill_doc(skill).text))
+            return sum(w in document for w in words) / len(words)
+
+        try:
+            skill = self.get(hits[0].skill_id)  # its stage from SKILL.md, never a cached one
+            if skill.stage != "autonomous" or skill.deprecated_by:
+                return None
+            best = coverage(skill)
+            if best < self.config.reflex_min_relevance:
+                return None
+            if len(hits) > 1 and best - coverage(self.get(hits[1].skill_id)) < (
+                self.config.reflex_min_margin
+            ):
+                return None  # two skills fit the task about as well: let the model choose
+            self.check_args(skill, args)
+            return self.run(skill.id, args, tools, caller="reflex")
+        except (SkillArgumentError, SkillNotFound):
+            return None
+
+    # --- the ledger and stages ----------------------------------------------------------
+
+    def search(
+        self, text: str, k: int = 5, *, thompson: bool = False, seed: int | None = None
+    ) -> list[Hit]:
+        """The ``k`` skills most relevant to ``text``, ranked by relevance times expected
+        success (see `skillbank.search`)."""
+        from skillbank.search import search
+
+        return search(self, text, k, thompson=thompson, seed=seed)
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        """The bank's ledger of skill calls (``<state_dir>/ledger.sqlite``)."""
+        return Ledger.for_bank(self)
+
+    def _record(
+        self, skill: Skill, ok: bool, latency_s: float, error: str | None, caller: str | None
+    ) -> None:
+        try:
+            self.ledger.record(
+                skill.id,
+                ok=ok,
+                version=skill.version,
+                latency_s=latency_s,
+                error=error,
+                caller=caller,
+            )
+        except Exception as exc:  # noqa: BLE001 - statistics must never fail a skill call
+            where = self.root / self.config.state_dir
+            if where not in _LEDGER_WARNED:
+                _LEDGER_WARNED.add(where)
+                print(
+                    f"skillbank: cannot record calls in the ledger under {where} "
+                    f"({type(exc).__name__}: {exc}); skill calls go on, unrecorded",
+                    file=sys.stderr,
+                )
+
+    def stats(self, skill_id: str | None = None) -> list[SkillStats]:
+        """How each skill (or just ``skill_id``) has done, from the ledger, sorted by id.
+
+        Skills with no calls are listed too (all zero); ledger rows of a skill no longer in
+        the bank are listed with ``stage=None``.
+
+        Raises:
+            SkillNotFound: ``skill_id`` is neither in the bank nor in the ledger.
+        """
+        skills = {s.id: s for s in self.skills()}
+        if skill_id is not None:
+            ids = [skill_id]
+            if skill_id not in skills and not self.ledger.outcomes(skill_id):
+                self.get(skill_id)  # raises SkillNotFound, naming the known ids
+        else:
+            ids = sorted(set(skills) | set(self.ledger.counts()))
+        out = []
+        for sid in ids:
+            rows = self.ledger.outcomes(sid)
+            s = sum(r.ok for r in rows)
+            f = len(rows) - s
+            latencies = [r.latency_s for r in rows if r.latency_s is not None]
+            errors = [r.error for r in rows if r.error]
+            skill = skills.get(sid)
+            out.append(
+                SkillStats(
+                    skill_id=sid,
+                    stage=skill.stage if skill else None,
+                    earned=(
+                        decide_stage(skill.stage, s, f, len(skill.cases), self.config)
+                        if skill
+                        else None
+                    ),
+                    calls=len(rows),
+                    successes=s,
+                    failures=f,
+                    mean=_posterior_mean(s, f),
+                    lower_bound=lower_bound(s, f),
+                    mean_latency_s=sum(latencies) / len(latencies) if latencies else None,
+                    p95_latency_s=p95(latencies),
+                    last_error=errors[-1] if errors else None,
+                )
+            )
+        return out
+
+    def update_stages(self, skill_ids: Iterable[str] | None = None) -> list[StageChange]:
+        """Promote or demote skills by their ledger counts; one commit per change.
+
+        The rule is `skillbank.maturity.decide_stage`. A change rewrites the skill at its
+        same version with the new stage (``skillbank stage: ID old -> new (s/f, lower bound
+        x)``), on the current branch. Not done after each call (a commit per call would be
+        far too heavy): ``skillbank stages``, ``skillbank stats --update`` and the end of
+        `skillbank.agent.run` call it.
+
+        Args:
+            skill_ids: The skills to check (default: all).
+
+        Returns:
+            The changes made, in id order.
+
+        Raises:
+            SkillNotFound: an id that is not in the bank.
+            LibraryError: a skill to change has uncommitted edits (changes made before it
+                stay committed).
+        """
+        changes: list[StageChange] = []
+        with self._lock():
+            counts = self.ledger.counts()
+            if skill_ids is None:
+                skills = self.skills()
+            else:
+                skills = [self.get(sid) for sid in sorted(set(skill_ids))]
+            for skill in skills:
+                s, f = counts.get(skill.id, (0, 0))
+                new = decide_stage(skill.stage, s, f, len(skill.cases), self.config)
+                if new == skill.stage:
+                    continue
+                bound = lower_bound(s, f)
+                message = (
+                    f"skillbank stage: {skill.id} {skill.stage} -> {new} "
+                    f"({s}/{f}, lower bound {bound:.2f})\n\n"
+                    f"{skill.id} v{skill.version}: {s} successful and {f} failed calls in the "
+                    f"ledger; posterior mean {_posterior_mean(s, f):.2f}, 5% quantile "
+                    f"{bound:.2f}. The code is unchanged.\n"
+                )
+                commit = self.library.store(
+                    [(skill, skill.version, new, "stage", skill.deprecated_by)], message
+                )
+                if commit is not None:
+                    changes.append(
+                        StageChange(skill.id, skill.version, skill.stage, new, s, f, bound, commit)
+                    )
+        return changes
 
     # --- as tools for a model -----------------------------------------------------------
 
@@ -1193,11 +1395,10 @@ class SkillBank:
             arguments_json: The arguments as the model sent them: a JSON object, where a
                 ``null`` for an optional parameter (strict mode) means "use the default".
             tools: The host tools, by name.
-            caller: Who is calling (an agent or session name); not used yet, reserved for
-                recording outcomes.
+            caller: Who is calling (an agent or session name), recorded in the ledger.
         """
         try:
-            return self._call_tool(name, arguments_json, tools)
+            return self._call_tool(name, arguments_json, tools, caller)
         except Exception as exc:  # noqa: BLE001 - an agent's loop must never see one
             return tool_error(
                 "internal_error",
@@ -1206,7 +1407,11 @@ class SkillBank:
             )
 
     def _call_tool(
-        self, name: str, arguments_json: str, tools: Mapping[str, Callable[..., JSON]]
+        self,
+        name: str,
+        arguments_json: str,
+        tools: Mapping[str, Callable[..., JSON]],
+        caller: str | None,
     ) -> str:
         try:
             skill = self.get(name)
@@ -1253,7 +1458,7 @@ class SkillBank:
                 "other arguments will not help; do the task with the tools you have",
             )
         try:
-            result = self.run(skill.id, args, tools)
+            result = self.run(skill.id, args, tools, caller=caller)
         except SkillbankError as exc:
             return tool_error(
                 "unavailable",
@@ -1269,6 +1474,10 @@ class SkillBank:
             error_type=result.error_type,
             tool_calls=len(result.tool_calls),
         )
+
+
+#: State folders whose ledger could not be written, already reported on stderr.
+_LEDGER_WARNED: set[Path] = set()
 
 
 def _no_constant(name: str) -> Any:

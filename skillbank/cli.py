@@ -26,12 +26,16 @@ from skillbank.export import export_command
 from skillbank.gate import GateReport, GateUsageError, load_tool_specs, run_gate
 from skillbank.gate_output import dumps_sarif, junit_xml, write_github
 from skillbank.library import git
+from skillbank.maturity import stages_command, stats_command
 from skillbank.mcp_server import serve_command
 from skillbank.options import json_option, root_option
+from skillbank.report import report_command
 from skillbank.review import review as review_changes
+from skillbank.search import search_command
 from skillbank.skill import STAGES, Skill
 from skillbank.toolspec import ToolFormat
 from skillbank.trajectory import load_trajectories, scan_trajectories
+from skillbank.upkeep import dedup_command, drift_command, prune_command, refine_command
 
 __all__ = ["cli", "main"]
 
@@ -383,7 +387,7 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
                 "with --tools MODULE:ATTR (e.g. --tools skillbank.examples.shop:tools)"
             )
         tools = load_tools(tools_spec) if tools_spec else {}
-        result = bank.run(skill_id, args, tools)
+        result = bank.run(skill_id, args, tools, caller="cli")
     if result.warning:
         click.echo(f"warning: {skill_id}: {result.warning}", err=True)
     if as_json:
@@ -576,7 +580,7 @@ def demo(directory: Path) -> None:
         args = {p.name: DEMO_ARGS["order_product"][p.name] for p in skill.signature.params}
         sku_stock = {p["sku"]: p["stock"] for p in shop.snapshot()["products"]}
         console.print(f"skillbank run {skill.id} --args '{json.dumps(args)}'")
-        result = bank.run(skill.id, args, shop.tools())
+        result = bank.run(skill.id, args, shop.tools(), caller="demo")
         _render_run(result, console)
         if not result.ok:
             sys.exit(EXIT_CHECK_FAILED)
@@ -786,6 +790,17 @@ def review(
 # Commands defined next to what they serve (they import heavy SDKs only when run).
 cli.add_command(serve_command)
 cli.add_command(export_command)
+cli.add_command(report_command)
+for _command in (
+    search_command,
+    stats_command,
+    stages_command,
+    prune_command,
+    refine_command,
+    dedup_command,
+    drift_command,
+):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

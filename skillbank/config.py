@@ -54,6 +54,26 @@ class Config:
     #: unless the bank has no commit yet or the current branch is already a ``skillbank/``
     #: one), ``"current"`` (the checked-out branch), or a branch name.
     learn_branch: str = "auto"
+    #: Ledger calls an associative skill needs before it may become autonomous.
+    autonomous_min_calls: int = 20
+    #: Promote to autonomous when the success posterior's lower bound (5% quantile) reaches
+    #: this (see `skillbank.maturity`).
+    autonomous_promote: float = 0.9
+    #: Demote from autonomous when the lower bound or the mean falls below this (strictly
+    #: below `autonomous_promote`: the gap is the hysteresis band).
+    autonomous_demote: float = 0.75
+    #: Ledger calls before a poor success rate may demote an associative skill to cognitive.
+    cognitive_min_calls: int = 5
+    #: Demote from associative to cognitive when the posterior mean falls below this.
+    cognitive_demote: float = 0.5
+    #: A skill demoted to cognitive returns to associative only with a posterior mean of at
+    #: least this (strictly above `cognitive_demote`).
+    cognitive_promote: float = 0.6
+    #: The share of a task's words (argument values aside) that must occur in an autonomous
+    #: skill's document for `SkillBank.reflex` to run it directly, without the model.
+    reflex_min_relevance: float = 0.6
+    #: How far that share must lead the second search hit's for `SkillBank.reflex`.
+    reflex_min_margin: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -74,6 +94,30 @@ class Config:
             raise ConfigError(f"prove_examples={self.prove_examples!r} must be 0 or more")
         if self.llm_max_attempts < 1:
             raise ConfigError(f"llm_max_attempts={self.llm_max_attempts!r} must be at least 1")
+        for name in (
+            "autonomous_promote",
+            "autonomous_demote",
+            "cognitive_demote",
+            "cognitive_promote",
+            "reflex_min_relevance",
+            "reflex_min_margin",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name}={value!r} must be a number from 0 to 1")
+        for low, high in (
+            ("autonomous_demote", "autonomous_promote"),
+            ("cognitive_demote", "cognitive_promote"),
+        ):
+            if not getattr(self, low) < getattr(self, high):
+                raise ConfigError(
+                    f"{low}={getattr(self, low)!r} must be below {high}={getattr(self, high)!r}, "
+                    "or a skill could be promoted and demoted on the same statistics; lower "
+                    f"{low} or raise {high}"
+                )
+        for name in ("autonomous_min_calls", "cognitive_min_calls"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1")
         branch = self.learn_branch
         if not branch or branch.startswith("-") or any(c.isspace() for c in branch):
             raise ConfigError(

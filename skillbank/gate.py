@@ -50,7 +50,9 @@ __all__ = [
     "GateUsageError",
     "changed_skills",
     "load_tool_specs",
+    "normalise_specs",
     "run_gate",
+    "tool_findings",
 ]
 
 JSON = Any
@@ -290,7 +292,7 @@ def _ids_for_paths(
 # --- tool specs -------------------------------------------------------------------------
 
 
-def _normalise_specs(data: JSON, where: str) -> dict[str, dict[str, JSON]]:
+def normalise_specs(data: JSON, where: str) -> dict[str, dict[str, JSON]]:
     """name -> parameters schema, from Chat Completions, Responses or MCP shaped specs."""
     items: Iterable[JSON]
     if isinstance(data, Mapping):
@@ -329,7 +331,7 @@ def load_tool_specs(ref: str, root: Path) -> dict[str, dict[str, JSON]]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise GateUsageError(f"tool specs {path}: cannot read JSON: {exc}") from None
-        return _normalise_specs(data, str(path))
+        return normalise_specs(data, str(path))
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise GateUsageError(f"tool specs {ref!r} must be MODULE:ATTR or a path to a .json file")
@@ -345,7 +347,7 @@ def load_tool_specs(ref: str, root: Path) -> dict[str, dict[str, JSON]]:
         raise GateUsageError(f"tool specs {ref!r}: {module_name!r} has no attribute {attr!r}")
     if callable(obj) and not isinstance(obj, (Mapping, list)):
         obj = obj()
-    return _normalise_specs(obj, ref)
+    return normalise_specs(obj, ref)
 
 
 # --- the checks -------------------------------------------------------------------------
@@ -617,11 +619,25 @@ def _check_tools(run: _Run, skill: Skill, current: Mapping[str, Mapping[str, JSO
     if current is None:
         run.record(skill.id, "tools", started, skipped="no tool specs configured (tool_specs)")
         return
+    findings = tool_findings(skill, current, run.rel)
+    run.record(skill.id, "tools", started, findings, f"{len(skill.tools)} tool(s)")
+
+
+def tool_findings(
+    skill: Skill, current: Mapping[str, Mapping[str, JSON]], skills_rel: str = "skills"
+) -> list[GateFinding]:
+    """Tools ``skill`` calls that are gone, or whose schema its recorded calls no longer fit.
+
+    ``current`` maps tool name to the JSON Schema of its parameters (`load_tool_specs`).
+
+    Raises:
+        GateUsageError: a current schema is not valid JSON Schema.
+    """
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
     from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
     findings: list[GateFinding] = []
-    py = run.path(skill.id, "skill.py")
+    py = f"{skills_rel}/{skill.id}/skill.py"
     for tool in skill.tools:
         line, col = _line_of(skill.source, rf"\btools\.{re.escape(tool)}\b")
         schema = current.get(tool)
@@ -676,7 +692,7 @@ def _check_tools(run: _Run, skill: Skill, current: Mapping[str, Mapping[str, JSO
                     col,
                 )  # fmt: skip
             )
-    run.record(skill.id, "tools", started, findings, f"{len(skill.tools)} tool(s)")
+    return findings
 
 
 def run_gate(

@@ -10,8 +10,10 @@ server), so it is opened in WAL mode (readers never block the writer) with a bus
 (writers wait for each other instead of failing), and each operation uses its own short-lived
 connection, so a `Ledger` may be used from any thread or process.
 
-This is the seed of the outcome ledger: the success posterior, promotion and demotion read
-these rows later.
+`skillbank.bank.SkillBank.run` writes one row per call it runs (so do `call_tool`, the MCP
+server and the agent, which go through it); the agent adds one ``"agent:outcome"`` failure row
+per skill used in a task that failed although the skill's calls worked. `skillbank.maturity`
+turns the counts into the success posterior and the stage.
 """
 
 from __future__ import annotations
@@ -170,6 +172,14 @@ class Ledger:
             CallRecord(int(r[0]), float(r[1]), str(r[2]), str(r[3]), bool(r[4]), r[5], r[6], r[7])
             for r in rows
         ]
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """``{skill_id: (successes, failures)}`` for every skill with rows, in one query."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT skill_id, coalesce(sum(ok), 0), count(*) FROM calls GROUP BY skill_id"
+            ).fetchall()
+        return {str(sid): (int(ok), int(n) - int(ok)) for sid, ok, n in rows}
 
     def stats(self, skill_id: str | None = None) -> dict[str, int | float | None]:
         """Counts over one skill's rows (or all rows): calls, successes, failures, latency.

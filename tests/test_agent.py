@@ -222,7 +222,7 @@ def test_a_cognitive_skill_is_described_in_the_system_prompt_not_offered(
 # --- (c) failures ---------------------------------------------------------------------------
 
 
-def test_bad_skill_arguments_then_giving_up_fails_learns_nothing_and_is_in_the_ledger(
+def test_bad_skill_arguments_then_giving_up_fails_learns_nothing_and_charges_no_skill(
     fake_openai: FakeOpenAI, client: openai.OpenAI, shop: Shop, learned_bank: SkillBank
 ) -> None:
     def check_error(body: Any) -> str:
@@ -252,9 +252,9 @@ def test_bad_skill_arguments_then_giving_up_fails_learns_nothing_and_is_in_the_l
     assert result.trajectory.steps == () and not result.trajectory.outcome.success
     assert shop.snapshot() == before
     assert len(learned_bank.library.history(ORDER_SKILL)) == commits
-    rows = Ledger.for_bank(learned_bank).outcomes(ORDER_SKILL)
-    assert [(r.ok, r.caller) for r in rows] == [(False, "agent")]  # one failure, not two
-    assert "quantity" in (rows[0].error or "")
+    # Arguments that do not fit are the model's mistake, not the skill's: the skill never
+    # ran, so SkillBank.run recorded nothing, and the failed task is not charged to it either.
+    assert Ledger.for_bank(learned_bank).outcomes(ORDER_SKILL) == []
 
 
 def test_a_skill_whose_tool_raises_fails_with_its_raw_calls_recorded(
@@ -413,3 +413,25 @@ def test_word_overlap_retrieval_is_ranked_limited_and_filtered(
         s.id for s in relevant_skills(learned_bank, "Restock 3 units of 'mug'", tools=no_stock)
     ]
     assert relevant_skills(learned_bank, "Show the order history", k=0) == []
+
+
+def test_the_skills_a_run_used_change_stage_at_its_end(
+    fake_openai: FakeOpenAI, client: openai.OpenAI, shop: Shop, learned_bank: SkillBank
+) -> None:
+    ledger = Ledger.for_bank(learned_bank)
+    for _ in range(27):  # one more success lifts the lower bound over 0.9
+        ledger.record(HISTORY_SKILL, ok=True)
+    fake_openai.add([ToolCall(HISTORY_SKILL, {"email": "bob@example.com"})], "Here they are.")
+    result = run(
+        "Show the order history for bob@example.com",
+        client,
+        shop.tools(),
+        learned_bank,
+        tool_specs=TOOL_SPECS,
+        model="fake-model",
+    )
+    assert result.success
+    assert ledger.counts()[HISTORY_SKILL] == (28, 0)  # the call recorded once, by the bank
+    assert learned_bank.get(HISTORY_SKILL).stage == "autonomous"
+    (entry, *_) = learned_bank.history(HISTORY_SKILL)
+    assert entry.subject.startswith(f"skillbank stage: {HISTORY_SKILL} associative -> autonomous")

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from skillbank.errors import LibraryError
+from skillbank.bank import SkillBank
+from skillbank.errors import LibraryError, SkillArgumentError
+from skillbank.examples.shop import Shop
 from skillbank.ledger import LEDGER_FILE, CallRecord, Ledger
+from skillbank.trajectory import load_trajectories
+from tests.conftest import EXAMPLE_TRAJECTORIES
+
+HISTORY = "find_customer_list_orders"
 
 
 def test_record_outcomes_and_stats(tmp_path: Path) -> None:
@@ -94,3 +102,51 @@ def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
         assert [r.latency_s for r in rows] == pytest.approx([0.001 * i for i in range(n)])
     for p in procs:
         p.close()
+
+
+def test_counts_are_per_skill_in_bulk(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    assert ledger.counts() == {}
+    for ok in (True, True, False):
+        ledger.record("a", ok=ok)
+    ledger.record("b", ok=False, caller="agent:outcome")
+    assert ledger.counts() == {"a": (2, 1), "b": (0, 1)}
+
+
+@pytest.fixture
+def shop_bank(tmp_path: Path) -> Iterator[tuple[SkillBank, Shop]]:
+    with SkillBank.init(tmp_path / "bank") as bank:
+        bank.learn(load_trajectories(EXAMPLE_TRAJECTORIES), branch="current")
+        yield bank, Shop.create(tmp_path / "shop.sqlite")
+
+
+def test_every_run_is_recorded_once_with_its_caller(shop_bank: tuple[SkillBank, Shop]) -> None:
+    bank, shop = shop_bank
+    skill = bank.get(HISTORY)
+    assert bank.run(HISTORY, {"email": "bob@example.com"}, shop.tools()).ok
+    reply = json.loads(
+        bank.call_tool(HISTORY, '{"email": "nobody@example.com"}', shop.tools(), caller="mcp:x")
+    )
+    assert reply["ok"] is False
+    # Misuse never reaches the sandbox and is not the skill's failure: no row.
+    bank.call_tool(HISTORY, '{"mail": 1}', shop.tools(), caller="mcp:x")
+    with pytest.raises(SkillArgumentError):
+        bank.run(HISTORY, {}, shop.tools())
+
+    first, second = Ledger.for_bank(bank).outcomes(HISTORY)
+    assert (first.ok, first.caller, first.version, first.error) == (True, None, skill.version, None)
+    assert first.latency_s is not None and first.latency_s > 0
+    assert (second.ok, second.caller) == (False, "mcp:x")
+    assert second.error is not None and second.error.startswith(reply["error"]["error_type"])
+    assert reply["error"]["message"] in second.error
+
+
+def test_a_ledger_that_cannot_be_written_never_fails_a_call(
+    shop_bank: tuple[SkillBank, Shop], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bank, shop = shop_bank
+    (bank.root / ".skillbank" / LEDGER_FILE).mkdir(parents=True)  # a folder, not a database
+    for _ in range(3):
+        assert bank.run(HISTORY, {"email": "bob@example.com"}, shop.tools()).ok
+    err = capsys.readouterr().err
+    assert err.count("cannot record calls in the ledger") == 1  # said once, not per call

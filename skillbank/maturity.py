@@ -1,0 +1,410 @@
+"""Maturity: the success posterior of a skill and the stage it earns (Fitts & Posner).
+
+Every call of a skill is a row in the ledger (`skillbank.ledger`). With ``s`` successes and
+``f`` failures, the skill's success rate has the posterior ``Beta(1 + s, 1 + f)`` (a uniform
+prior). Two numbers of it decide the stage:
+
+- the posterior mean, ``(1 + s) / (2 + s + f)``;
+- the lower bound, its 5% quantile: the success rate is at least this with 95% belief. It
+  is computed here, without scipy: the regularized incomplete beta function by its continued
+  fraction, inverted by bisection.
+
+`decide_stage` is the rule, a pure function of the current stage, the counts and the recorded
+cases (``calls = s + f``)::
+
+    cognitive   -> associative  cases >= min_cases_associative, unless the ledger already says
+                                the skill fails: calls >= cognitive_min_calls and
+                                mean < cognitive_promote
+    associative -> cognitive    calls >= cognitive_min_calls and mean < cognitive_demote
+    associative -> autonomous   calls >= autonomous_min_calls and lower bound >= autonomous_promote
+    autonomous  -> associative  f >= 1 and (lower bound < autonomous_demote
+                                            or mean < autonomous_demote)
+
+The rules are applied until the stage stops changing (at most two steps, e.g. autonomous ->
+associative -> cognitive for a skill that broke), so the result is a fixed point: deciding
+again on the same counts changes nothing. Each demote threshold is strictly below its promote
+threshold (`skillbank.config.Config` checks it): between them lies a hysteresis band where a
+skill keeps the stage it has, so a success and a failure around a threshold do not flip it back
+and forth. Two choices worth knowing:
+
+- Failures never block the first promotion to associative: cases alone decide it, as they
+  always did, while the ledger has fewer than ``cognitive_min_calls`` rows. With that many, a
+  skill that mostly fails (mean below ``cognitive_promote``) stays cognitive, otherwise learning
+  a new case would undo the demotion that its failures earned.
+- A skill with no recorded failure is never demoted from autonomous. The ledger is local and
+  not committed, the stage is: on a fresh clone an autonomous skill has no rows, and its lower
+  bound (0.05 for ``Beta(1, 1)``) says nothing about it. One failure is enough to let the
+  lower bound decide.
+
+Stage changes are applied by `skillbank.bank.SkillBank.update_stages` (one commit each), from
+``skillbank stages``, ``skillbank stats --update`` and the end of `skillbank.agent.run`, never
+after each call: a commit per call would be far too heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from skillbank.options import json_option, root_option
+
+if TYPE_CHECKING:
+    from skillbank.config import Config
+
+__all__ = [
+    "LOWER_QUANTILE",
+    "SkillStats",
+    "StageChange",
+    "beta_quantile",
+    "betainc",
+    "decide_stage",
+    "lower_bound",
+    "p95",
+    "posterior_mean",
+    "stages_command",
+    "stats_command",
+]
+
+#: The quantile of the posterior used as its lower bound.
+LOWER_QUANTILE = 0.05
+
+_STAGES = ("cognitive", "associative", "autonomous")
+
+
+# --- the beta distribution ------------------------------------------------------------------
+
+
+def _beta_cf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function ``I_x(a, b)``: the CDF of Beta(a, b) at x.
+
+    Raises:
+        ValueError: ``a`` or ``b`` is not positive, or ``x`` is outside [0, 1].
+    """
+    if not (a > 0 and b > 0):
+        raise ValueError(f"a={a!r} and b={b!r} must be positive")
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x={x!r} must be in [0, 1]")
+    if x in (0.0, 1.0):
+        return x
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    # The continued fraction converges fast for x < (a + 1) / (a + b + 2); use the symmetry
+    # I_x(a, b) = 1 - I_{1-x}(b, a) on the other side.
+    if x < (a + 1.0) / (a + b + 2.0):
+        return min(1.0, max(0.0, front * _beta_cf(a, b, x) / a))
+    return min(1.0, max(0.0, 1.0 - front * _beta_cf(b, a, 1.0 - x) / b))
+
+
+def beta_quantile(q: float, a: float, b: float) -> float:
+    """The ``q`` quantile of Beta(a, b): the x with ``betainc(a, b, x) == q`` (bisection).
+
+    Raises:
+        ValueError: ``q`` is outside [0, 1], or ``a`` or ``b`` is not positive.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"q={q!r} must be in [0, 1]")
+    if not (a > 0 and b > 0):
+        raise ValueError(f"a={a!r} and b={b!r} must be positive")
+    if q in (0.0, 1.0):
+        return q  # the ends of the support (the CDF rounds to them before x does)
+    lo, hi = 0.0, 1.0
+    for _ in range(100):  # 2**-100: far below float resolution
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def posterior_mean(successes: int, failures: int) -> float:
+    """The mean of the success posterior Beta(1 + s, 1 + f)."""
+    return (1 + successes) / (2 + successes + failures)
+
+
+def lower_bound(successes: int, failures: int, q: float = LOWER_QUANTILE) -> float:
+    """The ``q`` quantile (default 5%) of the success posterior Beta(1 + s, 1 + f)."""
+    return beta_quantile(q, 1 + successes, 1 + failures)
+
+
+# --- the stage rule -------------------------------------------------------------------------
+
+
+def _step(stage: str, s: int, f: int, cases: int, config: Config) -> str:
+    calls = s + f
+    mean = posterior_mean(s, f)
+    if stage == "cognitive":
+        failing = calls >= config.cognitive_min_calls and mean < config.cognitive_promote
+        if cases >= config.min_cases_associative and not failing:
+            return "associative"
+        return stage
+    if stage == "associative":
+        if calls >= config.cognitive_min_calls and mean < config.cognitive_demote:
+            return "cognitive"
+        if calls >= config.autonomous_min_calls and lower_bound(s, f) >= config.autonomous_promote:
+            return "autonomous"
+        return stage
+    if f >= 1 and (lower_bound(s, f) < config.autonomous_demote or mean < config.autonomous_demote):
+        return "associative"
+    return stage
+
+
+def decide_stage(current: str, successes: int, failures: int, cases: int, config: Config) -> str:
+    """The stage a skill has earned, given its stage now, its ledger counts and its cases.
+
+    The rule is in the module docstring. Pure: the same inputs always give the same stage,
+    and deciding again from the result changes nothing.
+
+    Raises:
+        ValueError: an unknown stage or a negative count.
+    """
+    if current not in _STAGES:
+        raise ValueError(f"stage {current!r} is not one of {', '.join(_STAGES)}")
+    if min(successes, failures, cases) < 0:
+        raise ValueError(
+            f"counts must not be negative: successes={successes!r}, failures={failures!r}, "
+            f"cases={cases!r}"
+        )
+    stage = current
+    for _ in range(len(_STAGES)):
+        following = _step(stage, successes, failures, cases, config)
+        if following == stage:
+            break
+        stage = following
+    return stage
+
+
+# --- reports --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageChange:
+    """A skill moved to another stage by `skillbank.bank.SkillBank.update_stages`."""
+
+    #: The skill.
+    skill_id: str
+    #: Its version (unchanged: a stage change is not a code change).
+    version: str
+    #: The stage it had.
+    old: str
+    #: The stage it has now.
+    new: str
+    #: Successful calls in the ledger.
+    successes: int
+    #: Failed calls (and failed tasks charged to it) in the ledger.
+    failures: int
+    #: The posterior's 5% quantile.
+    lower_bound: float
+    #: The commit that recorded the change.
+    commit: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The change as JSON data."""
+        return {
+            "skill_id": self.skill_id,
+            "version": self.version,
+            "old": self.old,
+            "new": self.new,
+            "successes": self.successes,
+            "failures": self.failures,
+            "lower_bound": round(self.lower_bound, 4),
+            "commit": self.commit,
+        }
+
+
+@dataclass(frozen=True)
+class SkillStats:
+    """How a skill has done, from the ledger, and the stage that earns it."""
+
+    #: The skill.
+    skill_id: str
+    #: Its stage now (from SKILL.md; None for ledger rows of a skill no longer in the bank).
+    stage: str | None
+    #: The stage `decide_stage` would give it now (None when it is not in the bank).
+    earned: str | None
+    #: Ledger rows: calls and task outcomes charged to it.
+    calls: int
+    #: Rows that succeeded.
+    successes: int
+    #: Rows that failed.
+    failures: int
+    #: The posterior mean, Beta(1 + successes, 1 + failures).
+    mean: float
+    #: The posterior's 5% quantile.
+    lower_bound: float
+    #: Mean seconds per call (None without timed calls).
+    mean_latency_s: float | None
+    #: The 95th percentile of the call times (nearest rank; None without timed calls).
+    p95_latency_s: float | None
+    #: The most recent error recorded.
+    last_error: str | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """successes / calls (None without calls)."""
+        return self.successes / self.calls if self.calls else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The statistics as JSON data."""
+
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 6)
+
+        return {
+            "skill_id": self.skill_id,
+            "stage": self.stage,
+            "earned": self.earned,
+            "calls": self.calls,
+            "successes": self.successes,
+            "failures": self.failures,
+            "success_rate": r(self.success_rate),
+            "mean": r(self.mean),
+            "lower_bound": r(self.lower_bound),
+            "mean_latency_s": r(self.mean_latency_s),
+            "p95_latency_s": r(self.p95_latency_s),
+            "last_error": self.last_error,
+        }
+
+
+def p95(values: list[float]) -> float | None:
+    """The 95th percentile by nearest rank (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+# --- commands (registered on the `skillbank` group by skillbank.cli) ------------------------
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _render_stats(stats: list[SkillStats]) -> None:
+    if not stats:
+        click.echo("no skills and no recorded calls")
+        return
+    header = ("skill", "stage", "calls", "ok", "fail", "rate", "mean", "lower", "avg", "p95")
+    rows = [
+        (
+            s.skill_id,
+            (s.stage or "-") + (f" (earns {s.earned})" if s.earned and s.earned != s.stage else ""),
+            str(s.calls),
+            str(s.successes),
+            str(s.failures),
+            "-" if s.success_rate is None else f"{s.success_rate:.0%}",
+            f"{s.mean:.2f}",
+            f"{s.lower_bound:.2f}",
+            _ms(s.mean_latency_s),
+            _ms(s.p95_latency_s),
+        )
+        for s in stats
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for s in stats:
+        if s.last_error:
+            click.echo(f"{s.skill_id}: last error: {s.last_error}")
+
+
+def _render_changes(changes: list[StageChange]) -> None:
+    if not changes:
+        click.echo("no stage changes")
+    for c in changes:
+        click.echo(
+            f"{c.skill_id}: {c.old} -> {c.new} ({c.successes}/{c.failures}, lower bound "
+            f"{c.lower_bound:.2f}) in {c.commit[:12]}"
+        )
+
+
+@click.command(name="stats")
+@click.argument("skill_id", required=False)
+@click.option(
+    "--update",
+    is_flag=True,
+    help="Then apply the stages the statistics earn (one commit per change).",
+)
+@root_option
+@json_option
+def stats_command(skill_id: str | None, update: bool, root: Path, as_json: bool) -> None:
+    """Show how each skill (or SKILL_ID) has done: calls, successes, failures, success rate,
+    the success posterior (mean and 90% lower bound), mean and p95 latency, last error, stage.
+
+    The numbers come from the local ledger (.skillbank/ledger.sqlite); the lower bound is the
+    5% quantile of Beta(1 + successes, 1 + failures).
+
+    Example: skillbank stats order_history --json
+    """
+    from skillbank.bank import SkillBank
+
+    with SkillBank(root) as bank:
+        changes = bank.update_stages([skill_id] if skill_id else None) if update else []
+        stats = bank.stats(skill_id)
+    if as_json:
+        data: dict[str, Any] = {"skills": [s.to_json() for s in stats]}
+        if update:
+            data["changes"] = [c.to_json() for c in changes]
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    _render_stats(stats)
+    if update:
+        _render_changes(changes)
+
+
+@click.command(name="stages")
+@click.argument("skill_ids", nargs=-1)
+@root_option
+@json_option
+def stages_command(skill_ids: tuple[str, ...], root: Path, as_json: bool) -> None:
+    """Promote and demote skills by their ledger statistics; one commit per change.
+
+    With no SKILL_IDS, every skill is checked. See `skillbank.maturity` for the rule.
+
+    Example: skillbank stages --json
+    """
+    from skillbank.bank import SkillBank
+
+    with SkillBank(root) as bank:
+        changes = bank.update_stages(list(skill_ids) or None)
+    if as_json:
+        click.echo(json.dumps([c.to_json() for c in changes], indent=2, sort_keys=True))
+    else:
+        _render_changes(changes)

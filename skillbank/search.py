@@ -1,0 +1,595 @@
+"""Find the skills for a task: BM25 over what each skill says about itself, times its record.
+
+A skill's *document* is its id split on ``_``, its description, its docstring, its parameter
+names and the task texts of the trajectories it was learned from. Text is tokenised into
+lower-case words (a light suffix stemmer folds ``orders``/``ordered``/``ordering`` together;
+a short stop-word list is dropped), and ids and e-mail addresses (``O-5003``,
+``bob@example.com``, ``update_email``) are kept whole as well as split into their words.
+
+Ranking: ``score = relevance x success``.
+
+- *relevance* is the BM25 score (`bm25s`, Lucene variant, k1=1.5, b=0.75) divided by the
+  query's best score, so the best match has 1.0. When the optional ``embeddings`` extra
+  (`wordllama`, whose small model ships inside the package) is importable, the BM25 ranking
+  and a cosine ranking of static embeddings are fused by reciprocal rank fusion (k=60) and
+  that fused score, divided by the query's best, is the relevance. `backend` says which is in
+  use; ``SKILLBANK_SEARCH_EMBEDDINGS=0`` turns embeddings off.
+- *success* is the mean of the Beta(1 + s, 1 + f) posterior over the skill's successes and
+  failures in the outcome ledger (`skillbank.ledger`): 0.5 for an unused skill. With
+  ``thompson=True`` it is a sample from that Beta instead (seeded), which lets a rarely
+  used skill win now and then and so earn a record.
+
+Deprecated skills are never returned. The index is cached twice, both keyed by the library's
+`fingerprint` (ids, content hashes, case counts, descriptions, deprecations) and the
+backend: in memory per bank object, and on disk under ``<state_dir>/search/`` (local state,
+like the ledger), so it is rebuilt only when skills change.
+
+Example:
+    >>> hits = search(bank, "which orders did bob@example.com place?")  # doctest: +SKIP
+    >>> hits[0].skill_id                                                 # doctest: +SKIP
+    'find_customer_list_orders'
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import bm25s  # type: ignore[import-untyped]
+import click
+import numpy as np
+import numpy.typing as npt
+
+from skillbank.ledger import Ledger
+from skillbank.options import json_option, root_option
+from skillbank.skill import Skill
+
+if TYPE_CHECKING:
+    from skillbank.bank import SkillBank
+
+__all__ = [
+    "RRF_K",
+    "STOP_WORDS",
+    "Hit",
+    "SearchIndex",
+    "SkillDoc",
+    "backend",
+    "fingerprint",
+    "search",
+    "search_command",
+    "skill_doc",
+    "tokenize",
+]
+
+#: The reciprocal rank fusion constant (Cormack et al. 2009): a hit at rank r adds 1/(k + r).
+RRF_K = 60
+
+#: How deep each ranking goes into the fusion.
+FUSION_DEPTH = 100
+
+#: Words too common in task texts to tell skills apart.
+STOP_WORDS = frozenset(
+    """
+    a about after again all am an and any are as at be been before being but by can could did
+    do does doing done for from had has have having he her here hers him his how i if in into
+    is it its itself just like me more most need my no nor not now of off on once only or
+    other our ours out over own please same she should so some such than that the their theirs
+    them then there these they this those through to too under until up very want was we were
+    what when where which while who whom why will with would you your yours
+    """.split()
+)
+
+#: Where the index lives inside the bank's state folder.
+CACHE_DIR = "search"
+
+#: Bumped when the document, tokeniser or file format changes, so old caches are not read.
+FORMAT = 1
+
+_ENV_EMBEDDINGS = "SKILLBANK_SEARCH_EMBEDDINGS"
+_COMPOUND = re.compile(
+    r"[a-z0-9][a-z0-9._%+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)+"  # an e-mail address
+    r"|[a-z0-9]+(?:[-_./][a-z0-9]+)+"  # an id: O-5003, SKU-LAMP-DSK, update_email, a/b.txt
+    r"|[a-z0-9]+"
+)
+_WORD = re.compile(r"[a-z0-9]+")
+_VOWELS = frozenset("aeiouy")
+
+Floats = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One skill found for a query, with the parts of its score."""
+
+    #: The skill's id.
+    skill_id: str
+    #: ``relevance * success``, in [0, 1]; hits are sorted by it, best first.
+    score: float
+    #: How well the skill's document matches the query, in [0, 1] (1.0 for the best match).
+    relevance: float
+    #: Expected success from the ledger: the Beta posterior mean, or a sample with Thompson.
+    success: float
+    #: The skill's maturity stage.
+    stage: str
+    #: The skill's one-line description.
+    description: str
+
+
+@dataclass(frozen=True)
+class SkillDoc:
+    """What the index holds for one skill."""
+
+    #: The skill's id.
+    skill_id: str
+    #: The text BM25 indexes (see `skill_doc`).
+    text: str
+    #: The shorter text embedded when embeddings are used: id words, description, tasks.
+    summary: str
+    #: The skill's maturity stage.
+    stage: str
+    #: The skill's one-line description.
+    description: str
+    #: True when the skill is deprecated (kept in the index, never returned).
+    deprecated: bool = False
+
+
+def _stem(word: str) -> str:
+    # Just enough to fold plurals and tenses in task texts ("orders", "placed", "cancelled");
+    # identifiers and numbers are left alone.
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        word = word[:-3] + "y"
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        stem = word[: -len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 3 and _VOWELS & set(stem):
+            word = stem
+            break
+    if word.endswith("e") and len(word) > 4:
+        word = word[:-1]
+    if len(word) > 4 and word[-1] == word[-2] and word[-1] not in _VOWELS | {"s", "l"}:
+        word = word[:-1]
+    if word.endswith("ll") and len(word) > 5:
+        word = word[:-1]
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    """The tokens BM25 sees: stemmed lower-case words without stop words, ids kept whole too.
+
+    Example:
+        >>> tokenize("Which orders has bob@example.com placed?")
+        ['order', 'bob@example.com', 'bob', 'example', 'com', 'plac']
+    """
+    out: list[str] = []
+    for match in _COMPOUND.finditer(text.lower()):
+        token = match.group()
+        parts = _WORD.findall(token)
+        if len(parts) > 1:
+            out.append(token.strip("."))
+        out.extend(_stem(p) for p in parts if p not in STOP_WORDS)
+    return out
+
+
+def skill_doc(skill: Skill) -> SkillDoc:
+    """The document a skill is found by: id words, description, docstring, params, tasks."""
+    id_words = skill.id.replace("_", " ")
+    params = " ".join(p.name for p in skill.signature.params)
+    tasks = "\n".join(skill.tasks)
+    # The id is one compound token, so its words are indexed once, with the whole id.
+    text = "\n".join([skill.id, skill.description, skill.signature.docstring, params, tasks])
+    summary = "\n".join([id_words, skill.description, tasks])
+    return SkillDoc(
+        skill_id=skill.id,
+        text=text,
+        summary=summary,
+        stage=skill.stage,
+        description=skill.description,
+        deprecated=skill.deprecated_by is not None,
+    )
+
+
+def fingerprint(skills: Iterable[Skill]) -> str:
+    """A hash of what the index depends on: ids, content hashes, case counts, descriptions."""
+    digest = hashlib.sha256(f"skillbank-search/{FORMAT}\n".encode())
+    for s in sorted(skills, key=lambda s: s.id):
+        row = [s.id, s.content_hash, str(len(s.cases)), s.description, s.deprecated_by or ""]
+        digest.update(json.dumps(row).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+class _Embedder(Protocol):
+    def embed(self, texts: list[str]) -> Any: ...
+
+
+@functools.cache
+def _wordllama() -> _Embedder | None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        import wordllama  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    finally:  # wordllama calls logging.basicConfig on import; undo it, logging is the app's
+        root.handlers[:], root.level = handlers, level
+    # The model ships inside the package; its loader looks for the tokenizer in the wrong
+    # sub-folder unless it is pointed at the package as its cache. Never download.
+    try:
+        model: _Embedder = wordllama.WordLlama.load(
+            cache_dir=Path(wordllama.__file__).parent, disable_download=True
+        )
+    except (OSError, ValueError) as exc:
+        logging.getLogger(__name__).warning("wordllama is installed but unusable: %s", exc)
+        return None
+    return model
+
+
+def _embedder() -> _Embedder | None:
+    if os.environ.get(_ENV_EMBEDDINGS, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    return _wordllama()
+
+
+def backend() -> str:
+    """The ranking in use: ``"bm25+wordllama (rrf)"`` or ``"bm25"``.
+
+    Embeddings are used when the ``embeddings`` extra is installed
+    (``pip install 'skillbank[embeddings]'``) and ``SKILLBANK_SEARCH_EMBEDDINGS`` is not 0.
+    """
+    return "bm25+wordllama (rrf)" if _embedder() is not None else "bm25"
+
+
+def _embed(model: _Embedder, texts: list[str]) -> Floats:
+    vectors = np.asarray(model.embed(texts), dtype=np.float32).reshape(len(texts), -1)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    out: Floats = vectors / np.where(norms == 0, 1, norms)
+    return out
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class SearchIndex:
+    """BM25 (and optionally embeddings) over a list of `SkillDoc`, ready to rank queries.
+
+    Built with `SearchIndex.build`; `search` keeps one per bank. Usable on its own for
+    documents that are not in a bank (the benchmark indexes synthetic ones).
+    """
+
+    def __init__(
+        self,
+        docs: Sequence[SkillDoc],
+        bm25: Any,
+        embeddings: Floats | None,
+        key: str,
+    ) -> None:
+        self.docs = list(docs)
+        self.key = key
+        self._bm25 = bm25
+        self._embeddings = embeddings
+        self._position = {d.skill_id: i for i, d in enumerate(self.docs)}
+        self._ids = np.array([d.skill_id for d in self.docs], dtype=object)
+        self._live = np.array([not d.deprecated for d in self.docs], dtype=bool)
+
+    @property
+    def backend(self) -> str:
+        """``"bm25+wordllama (rrf)"`` when this index holds embeddings, else ``"bm25"``."""
+        return "bm25" if self._embeddings is None else "bm25+wordllama (rrf)"
+
+    @classmethod
+    def build(
+        cls, docs: Sequence[SkillDoc], *, key: str = "", embeddings: bool | None = None
+    ) -> SearchIndex:
+        """Index ``docs``; ``embeddings`` None means "when wordllama is available"."""
+        model = _embedder() if embeddings in (None, True) else None
+        if embeddings and model is None:
+            raise RuntimeError(
+                "embeddings were asked for but wordllama is not available; install it with "
+                "`pip install 'skillbank[embeddings]'`"
+            )
+        bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+        if docs:
+            bm25.index([tokenize(d.text) or [""] for d in docs], show_progress=False)
+        vectors = _embed(model, [d.summary for d in docs]) if model and docs else None
+        return cls(docs, bm25, vectors, key)
+
+    # --- on disk ------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> None:
+        """Write the index to ``folder`` (replaced as a whole, never half-written)."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        try:
+            if self.docs:
+                self._bm25.save(str(tmp / "bm25"), show_progress=False)
+            if self._embeddings is not None:
+                np.save(tmp / "embeddings.npy", self._embeddings)
+            meta = {"format": FORMAT, "key": self.key, "docs": [asdict(d) for d in self.docs]}
+            (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, folder: Path, key: str) -> SearchIndex | None:
+        """The index saved in ``folder`` if it is there, readable and for ``key``; else None."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            if meta.get("format") != FORMAT or meta.get("key") != key:
+                return None
+            docs = [SkillDoc(**d) for d in meta["docs"]]
+            bm25 = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+            if docs:
+                bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False, verbosity=0)
+            vectors = None
+            if (folder / "embeddings.npy").is_file():
+                vectors = np.load(folder / "embeddings.npy", allow_pickle=False)
+                if vectors.shape[0] != len(docs):
+                    return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return cls(docs, bm25, vectors, key)
+
+    # --- ranking ------------------------------------------------------------------------
+
+    def bm25_scores(self, text: str) -> Floats:
+        """The raw BM25 score of every document for ``text`` (zeros when nothing matches)."""
+        scores: Floats = np.zeros(len(self.docs), dtype=np.float32)
+        if not self.docs:
+            return scores
+        ids = self._bm25.get_tokens_ids(tokenize(text))
+        if ids:
+            scores = np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
+        return scores
+
+    def relevance(self, text: str) -> tuple[npt.NDArray[np.intp], Floats]:
+        """The documents that match ``text`` at all (deprecated ones left out) and their
+        relevance in [0, 1], the best being 1.0."""
+        none = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float32))
+        if not self.docs or not text.strip():
+            return none
+        scores = self.bm25_scores(text)
+        scores[~self._live] = 0
+        model = _embedder() if self._embeddings is not None else None
+        if model is None:
+            found = np.flatnonzero(scores > 0)
+            if not len(found):
+                return none
+            rel = scores[found]
+            normalised: Floats = (rel / rel.max()).astype(np.float32)
+            return found, normalised
+        fused = np.zeros(len(self.docs), dtype=np.float64)
+        lexical = np.flatnonzero(scores > 0)
+        for order in (
+            _top(scores[lexical], FUSION_DEPTH, lexical),
+            _top_cosine(self._embeddings, _embed(model, [text])[0], self._live, FUSION_DEPTH),
+        ):
+            fused[order] += 1.0 / (RRF_K + np.arange(1, len(order) + 1))
+        found = np.flatnonzero(fused > 0)
+        if not len(found):
+            return none
+        rel64 = fused[found]
+        return found, (rel64 / rel64.max()).astype(np.float32)
+
+    def rank(
+        self,
+        text: str,
+        k: int = 5,
+        *,
+        outcomes: Mapping[str, tuple[int, int]] | Callable[[str], tuple[int, int]] = {},  # noqa: B006
+        thompson: bool = False,
+        seed: int | None = None,
+    ) -> list[Hit]:
+        """The best ``k`` documents for ``text``, by relevance x expected success.
+
+        Args:
+            text: The query.
+            k: How many hits at most.
+            outcomes: (successes, failures) per skill id: a mapping (missing ids count as
+                none), or a function asked only for the candidates that could still enter
+                the top ``k``, best relevance first.
+            thompson: Sample success from each Beta posterior instead of taking its mean.
+            seed: The sampler's seed (``thompson`` only); the same seed gives the same hits.
+        """
+        if k <= 0:
+            return []
+        found, rel = self.relevance(text)
+        if not len(found):
+            return []
+        rng = np.random.default_rng(seed)
+        if isinstance(outcomes, Mapping):
+            s = np.zeros(len(found), dtype=np.float64)
+            f = np.zeros(len(found), dtype=np.float64)
+            if outcomes:
+                where = {int(doc): i for i, doc in enumerate(found)}
+                for sid, (ok, bad) in outcomes.items():
+                    i = where.get(self._position.get(sid, -1), -1)
+                    if i >= 0:
+                        s[i], f[i] = ok, bad
+            success = rng.beta(1 + s, 1 + f) if thompson else (1 + s) / (2 + s + f)
+            score = rel * success
+            keep = _top(score, max(4 * k, 32), np.arange(len(found)))
+            rows = [(int(found[i]), float(rel[i]), float(success[i])) for i in keep]
+        else:
+            rows = self._rank_lazily(found, rel, k, outcomes, rng, thompson)
+        hits = [
+            Hit(
+                skill_id=self.docs[doc].skill_id,
+                score=min(1.0, max(0.0, r * p)),
+                relevance=r,
+                success=p,
+                stage=self.docs[doc].stage,
+                description=self.docs[doc].description,
+            )
+            for doc, r, p in rows
+        ]
+        hits.sort(key=lambda h: (-h.score, -h.relevance, h.skill_id))
+        return hits[:k]
+
+    def _rank_lazily(
+        self,
+        found: npt.NDArray[np.intp],
+        rel: Floats,
+        k: int,
+        outcomes: Callable[[str], tuple[int, int]],
+        rng: np.random.Generator,
+        thompson: bool,
+    ) -> list[tuple[int, float, float]]:
+        # Success is at most 1, so once a candidate's relevance is below the k-th best score
+        # so far, no later (less relevant) candidate can enter: stop asking the ledger.
+        order = sorted(range(len(found)), key=lambda i: (-float(rel[i]), self._ids[found[i]]))
+        rows: list[tuple[int, float, float]] = []
+        best: list[float] = []
+        for i in order:
+            r = float(rel[i])
+            if len(best) >= k and r < best[k - 1]:
+                break
+            ok, bad = outcomes(str(self._ids[found[i]]))
+            p = float(rng.beta(1 + ok, 1 + bad)) if thompson else (1 + ok) / (2 + ok + bad)
+            rows.append((int(found[i]), r, p))
+            best = sorted([*best, r * p], reverse=True)[:k]
+        return rows
+
+
+def _top(values: npt.NDArray[Any], n: int, labels: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """``labels`` of the ``n`` largest ``values``, largest first (ties by label)."""
+    if len(values) > n:
+        part = np.argpartition(-values, n - 1)[:n]
+    else:
+        part = np.arange(len(values))
+    ordered = part[np.lexsort((labels[part], -values[part]))]
+    out: npt.NDArray[np.intp] = labels[ordered]
+    return out
+
+
+def _top_cosine(
+    vectors: Floats | None, query: Floats, live: npt.NDArray[np.bool_], n: int
+) -> npt.NDArray[np.intp]:
+    if vectors is None or not len(vectors) or not np.any(query):
+        return np.zeros(0, dtype=np.intp)
+    sims = vectors @ query
+    candidates = np.flatnonzero(live)
+    return _top(sims[candidates], n, candidates)
+
+
+# --------------------------------------------------------------------------- banks
+
+_MEMORY: weakref.WeakKeyDictionary[SkillBank, SearchIndex] = weakref.WeakKeyDictionary()
+
+
+def _index_for(bank: SkillBank) -> SearchIndex:
+    skills = bank.skills()
+    key = f"{fingerprint(skills)}:{'emb' if _embedder() is not None else 'bm25'}"
+    cached = _MEMORY.get(bank)
+    if cached is not None and cached.key == key:
+        return cached
+    folder = bank.root / bank.config.state_dir / CACHE_DIR
+    index = SearchIndex.load(folder / "index", key)
+    if index is None:
+        index = SearchIndex.build([skill_doc(s) for s in skills], key=key)
+        try:
+            index.save(folder / "index")
+        except OSError as exc:  # a read-only bank still searches, it just rebuilds each time
+            logging.getLogger(__name__).warning("cannot cache the search index: %s", exc)
+    _MEMORY[bank] = index
+    return index
+
+
+def _outcomes(bank: SkillBank) -> Mapping[str, tuple[int, int]] | Callable[[str], tuple[int, int]]:
+    ledger = Ledger.for_bank(bank)
+    bulk = getattr(ledger, "counts", None)
+    if callable(bulk):
+        counts: Mapping[str, tuple[int, int]] = bulk()
+        return counts
+
+    def one(skill_id: str) -> tuple[int, int]:
+        stats = ledger.stats(skill_id)
+        return int(stats["successes"] or 0), int(stats["failures"] or 0)
+
+    return one
+
+
+def search(
+    bank: SkillBank, text: str, k: int = 5, *, thompson: bool = False, seed: int | None = None
+) -> list[Hit]:
+    """The ``k`` skills most likely to do ``text``, best first (see the module docstring).
+
+    Args:
+        bank: The bank to search.
+        text: The task, in the user's words.
+        k: How many hits at most.
+        thompson: Rank by a sample of each skill's success posterior instead of its mean.
+        seed: The sampler's seed, for repeatable Thompson rankings.
+
+    Returns:
+        Up to ``k`` hits, never a deprecated skill; [] for an empty query or library.
+
+    Raises:
+        ValueError: ``k`` is negative.
+        LibraryError: the library or the ledger cannot be read.
+    """
+    if k < 0:
+        raise ValueError(f"k must not be negative, got k={k!r}")
+    if not text.strip() or k == 0:
+        return []
+    index = _index_for(bank)
+    if not index.docs:
+        return []
+    return index.rank(text, k, outcomes=_outcomes(bank), thompson=thompson, seed=seed)
+
+
+# --------------------------------------------------------------------------- command
+
+
+@click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("text")
+@click.option("--k", "k", type=click.IntRange(min=1), default=5, show_default=True,
+              help="How many skills to show at most.")  # fmt: skip
+@click.option("--thompson", is_flag=True, help="Rank by a sample of each success posterior.")
+@click.option("--seed", type=int, default=None, help="Seed for --thompson (repeatable order).")
+@json_option
+@root_option
+def search_command(
+    text: str, k: int, thompson: bool, seed: int | None, as_json: bool, root: Path
+) -> None:
+    """Find the skills that fit a task, best first: relevance x expected success.
+
+    Example: skillbank search "show the orders of bob@example.com" --k 3
+    """
+    from skillbank.bank import SkillBank
+
+    bank = SkillBank(root)
+    hits = search(bank, text, k, thompson=thompson, seed=seed)
+    if as_json:
+        data = {"backend": backend(), "hits": [asdict(h) for h in hits]}
+        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("no skill matches; `skillbank list` shows them all")
+        return
+    width = max(len(h.skill_id) for h in hits)
+    for h in hits:
+        click.echo(
+            f"{h.score:.3f}  {h.skill_id:<{width}}  rel {h.relevance:.2f}  "
+            f"ok {h.success:.2f}  {h.stage:<11}  {h.description}"
+        )
+    click.echo(f"({backend()})")

@@ -1,0 +1,1160 @@
+"""Upkeep of a skill library: refine from failures, merge duplicates, follow tool drift, prune.
+
+Each function takes a `SkillBank`, checks every change the way learning does (validate with
+the libcst policy, replay every recorded case in the sandbox) and writes it as one git commit
+whose message says why:
+
+- `refine`: failed runs of a known skill are contrasted with the skill's recorded successes.
+  A tool-result field that separates them (``stock["available"] < quantity``,
+  ``order["status"] == "shipped"``) becomes a guard that raises a declared ``ValueError``
+  before the call that failed; the guarded skill must still replay every case and must raise
+  on each failure's recorded responses. Minor version bump.
+- `find_duplicates` / `merge_duplicates`: skills with the same normalised code (parameters and
+  locals renamed, docstrings dropped) or the same recorded tool-call sequences; the one with
+  more cases is kept (gaining the other's cases that replay on it) and the other is
+  deprecated in its favour, so its callers keep working.
+- `check_drift`: a tool whose parameters schema changed (sha256 of its canonical JSON) makes
+  the skills using it re-prove (replay, and every recorded call checked against the new
+  schema as `skillbank.gate` does); those that fail are demoted one stage, those that pass
+  get the new ``tools.json`` (patch bump).
+- `prune`: skills that keep failing (ledger) or are never used are removed in one commit,
+  except those another skill requires.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sandbox import SkillError
+from skillbank.bank import SkillBank, _from_case
+from skillbank.compiler import pattern_key
+from skillbank.compose import grant
+from skillbank.errors import LibraryError, SkillbankError, SkillNotFound
+from skillbank.gate import load_tool_specs, normalise_specs, tool_findings
+from skillbank.ledger import Ledger
+from skillbank.library import git
+from skillbank.options import json_option, root_option
+from skillbank.proving import Failed, replay_case
+from skillbank.skill import Case, Skill, SkillDraft, TestedSkill
+from skillbank.trajectory import Step, Trajectory, canonical_json, load_trajectories
+from skillbank.validate import Rejected, normalize_source, validate
+from skillbank.versioning import bump, parse_version
+
+__all__ = [
+    "DriftEntry",
+    "DriftReport",
+    "DuplicatePair",
+    "PruneEntry",
+    "PruneReport",
+    "RefineEntry",
+    "RefineReport",
+    "check_drift",
+    "dedup_command",
+    "drift_command",
+    "find_duplicates",
+    "merge_duplicates",
+    "prune",
+    "prune_command",
+    "refine",
+    "refine_command",
+]
+
+JSON = Any
+
+#: One stage down, for a skill that no longer passes its checks.
+_DEMOTE = {"autonomous": "associative", "associative": "cognitive", "cognitive": "cognitive"}
+
+_LEN = "<len>"
+
+
+# --- refine -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefineEntry:
+    """What `refine` did for one skill (or one failure no skill matched)."""
+
+    #: The skill refined (None when the failures matched no skill).
+    skill_id: str | None
+    #: "refined", "unchanged" (it already raises on these runs), "no separating field",
+    #: "rejected" (the guarded skill failed its checks),
+    #: "unmatched" (no skill has this call pattern) or "skipped" (not a failure).
+    action: str
+    #: The failure trajectories considered.
+    trajectories: tuple[str, ...]
+    #: The guard's condition as written in the code (``stock["available"] < quantity``).
+    guard: str | None = None
+    #: The version written.
+    version: str | None = None
+    #: Why nothing was written, for a reader.
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        """The entry as JSON data."""
+        return {
+            "skill_id": self.skill_id,
+            "action": self.action,
+            "trajectories": list(self.trajectories),
+            "guard": self.guard,
+            "version": self.version,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class RefineReport:
+    """The outcome of one `refine` call."""
+
+    #: One entry per skill the failures matched, plus one per unmatched or skipped run.
+    entries: tuple[RefineEntry, ...]
+    #: The commit holding the refined skills (None when nothing changed).
+    commit: str | None = None
+
+    @property
+    def refined(self) -> list[str]:
+        """Ids of the skills that got a guard."""
+        return [e.skill_id for e in self.entries if e.action == "refined" and e.skill_id]
+
+    def to_json(self) -> dict[str, JSON]:
+        """The report as JSON data (the CLI's ``--json`` output)."""
+        return {"commit": self.commit, "entries": [e.to_json() for e in self.entries]}
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failed run mapped onto a skill: its arguments, answered calls, and the failing call."""
+
+    trajectory: Trajectory
+    #: The skill's arguments, read back from the run's calls.
+    args: dict[str, JSON]
+    #: The successful calls before the failing one (answered from the recording).
+    answered: tuple[Step, ...]
+    #: The tool of the call that failed (or that the agent did not dare to make).
+    tool: str
+
+
+@dataclass(frozen=True)
+class _Guard:
+    condition: str
+    why: str
+
+
+def _is_failure(t: Trajectory) -> bool:
+    return not t.outcome.success or bool(t.steps and t.steps[-1].error is not None)
+
+
+def _case_tools(skill: Skill) -> list[list[str]]:
+    return [[c.tool for c in case.calls] for case in skill.cases]
+
+
+def _matches(skill: Skill, t: Trajectory) -> bool:
+    if not skill.cases:
+        return False
+    tools = [s.tool for s in t.steps]
+    steps = list(t.steps)
+    key = pattern_key([Step(s.tool, s.arguments, s.result) for s in steps])
+    known = pattern_key([Step(c.tool, c.arguments, c.result) for c in skill.cases[0].calls])
+    if key == known:
+        return True
+    return any(len(tools) <= len(seq) and seq[: len(tools)] == tools for seq in _case_tools(skill))
+
+
+def _map_failure(skill: Skill, t: Trajectory) -> _Failure | str:
+    """Where the run failed on the skill's pattern, and the skill's arguments for it."""
+    steps = list(t.steps)
+    failed_at = next((i for i, s in enumerate(steps) if s.error is not None), len(steps))
+    longest = max(_case_tools(skill), key=len)
+    if failed_at >= len(longest):
+        return "it failed after the skill's last call, so no call can be guarded"
+    tool = longest[failed_at]
+    if failed_at < len(steps) and steps[failed_at].tool != tool:
+        return f"its failing call {steps[failed_at].tool} is not the skill's call {tool}"
+    args: dict[str, JSON] = {}
+    for param in skill.signature.params:
+        source = _param_source(skill, param.name)
+        if source is not None and source[0] < len(steps):
+            value = steps[source[0]].arguments.get(source[1], _MISSING)
+            if value is not _MISSING:
+                args[param.name] = value
+                continue
+        if not param.has_default:
+            return f"cannot tell its value of the skill's argument {param.name!r} from its calls"
+    return _Failure(t, args, tuple(steps[:failed_at]), tool)
+
+
+_MISSING = object()
+
+
+def _param_source(skill: Skill, name: str) -> tuple[int, str] | None:
+    """The (call index, argument name) every recorded case passed parameter ``name`` to."""
+    cases = [c for c in skill.cases if name in c.args]
+    if not cases:
+        return None
+    first = cases[0]
+    for i, call in enumerate(first.calls):
+        for arg, value in sorted(call.arguments.items()):
+            if canonical_json(value) != canonical_json(first.args[name]):
+                continue
+            if all(
+                i < len(c.calls)
+                and canonical_json(c.calls[i].arguments.get(arg)) == canonical_json(c.args[name])
+                for c in cases
+            ):
+                return i, arg
+    return None
+
+
+def _fields(
+    value: JSON, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], JSON]]:
+    """Every scalar inside a tool result, with its path (lists: their length and item 0)."""
+    if isinstance(value, dict):
+        for key in sorted(value):
+            yield from _fields(value[key], (*path, key))
+    elif isinstance(value, list):
+        yield (*path, _LEN), len(value)
+        if value:
+            yield from _fields(value[0], (*path, 0))
+    else:
+        yield path, value
+
+
+def _expr(var: str, path: tuple[str | int, ...]) -> str:
+    text = var
+    for part in path:
+        if part == _LEN:
+            text = f"len({text})"
+        else:
+            text += f"[{part!r}]" if isinstance(part, int) else f"[{json.dumps(part)}]"
+    return text
+
+
+def _result_vars(source: str) -> dict[str, str]:
+    """Tool name -> the variable its result is assigned to, for tools called once at top level."""
+    tree = ast.parse(source)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_"))
+    counts: dict[str, int] = {}
+    for node in ast.walk(fn):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "tools"
+        ):
+            counts[node.func.attr] = counts.get(node.func.attr, 0) + 1
+    out: dict[str, str] = {}
+    for stmt in fn.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Name)
+            and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Attribute)
+            and isinstance(stmt.value.func.value, ast.Name)
+            and stmt.value.func.value.id == "tools"
+            and counts.get(stmt.value.func.attr) == 1
+        ):
+            out[stmt.value.func.attr] = stmt.targets[0].id
+    return out
+
+
+def _separating_guards(skill: Skill, failures: Sequence[_Failure]) -> list[_Guard]:
+    """Conditions true on every failure and false on every recorded case, best first.
+
+    Looks at the results of the calls before the failing one, the nearest call first; per
+    field: a number below a numeric argument, a number below (above) every success, then a
+    categorical value (a bool, or a string/number the successes repeat) seen only in failures.
+    """
+    variables = _result_vars(skill.source)
+    k = min(len(f.answered) for f in failures)
+    numeric = [p.name for p in skill.signature.params if p.annotation in ("int", "float")]
+    guards: list[_Guard] = []
+    for i in reversed(range(k)):
+        tools = {f.answered[i].tool for f in failures}
+        if len(tools) != 1:
+            continue
+        (tool,) = tools
+        var = variables.get(tool)
+        cases = [c for c in skill.cases if len(c.calls) > i and c.calls[i].tool == tool]
+        if var is None or not cases:
+            continue
+        fail_fields = [dict(_fields(f.answered[i].result)) for f in failures]
+        ok_fields = [dict(_fields(c.calls[i].result)) for c in cases]
+        flowing = {
+            canonical_json(v) for c in cases for call in c.calls for v in call.arguments.values()
+        }
+        paths = sorted(set.intersection(*(set(d) for d in fail_fields + ok_fields)), key=str)
+        for path in paths:
+            bad = [d[path] for d in fail_fields]
+            good = [d[path] for d in ok_fields]
+            expr = _expr(var, path)
+            numbers = all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in bad + good
+            )
+            if numbers:
+                for p in numeric:
+                    if (
+                        all(p in f.args for f in failures)
+                        and all(b < f.args[p] for b, f in zip(bad, failures, strict=True))
+                        and all(
+                            p in c.args and g >= c.args[p] for g, c in zip(good, cases, strict=True)
+                        )
+                    ):
+                        guards.append(_Guard(f"{expr} < {p}", f"{expr} is below {p}"))
+                if max(bad) < min(good):
+                    guards.append(
+                        _Guard(f"{expr} <= {max(bad)!r}", f"{expr} is at most {max(bad)!r}")
+                    )
+                elif min(bad) > max(good):
+                    guards.append(
+                        _Guard(f"{expr} >= {min(bad)!r}", f"{expr} is at least {min(bad)!r}")
+                    )
+                continue
+            scalars = all(isinstance(v, str | bool | int | float) or v is None for v in bad + good)
+            seen_bad = {canonical_json(v) for v in bad}
+            if not scalars or seen_bad & {canonical_json(v) for v in good}:
+                continue
+            categorical = all(isinstance(v, bool) for v in bad + good) or (
+                len({canonical_json(v) for v in good}) < len(good) and not seen_bad & flowing
+            )
+            if not categorical:
+                continue
+            values = sorted({canonical_json(v): v for v in bad}.values(), key=canonical_json)
+            if len(values) == 1:
+                cond = f"{expr} == {values[0]!r}"
+                if isinstance(values[0], bool):
+                    cond = expr if values[0] else f"not {expr}"
+                guards.append(_Guard(cond, f"{expr} is {values[0]!r}"))
+            else:
+                listed = ", ".join(repr(v) for v in values)
+                guards.append(_Guard(f"{expr} in ({listed})", f"{expr} is one of {listed}"))
+    return guards
+
+
+def _guarded_source(source: str, tool: str, guard: _Guard, ids: Sequence[str]) -> str | None:
+    """The source with ``if <guard>: raise ValueError(...)`` before the call of ``tool``."""
+    tree = ast.parse(source)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_"))
+    body = fn.body
+    doc = (
+        body[0]
+        if body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(getattr(body[0], "value", None), ast.Constant)
+        else None
+    )
+    target = None
+    for stmt in body:
+        if stmt is doc:
+            continue
+        if any(
+            isinstance(n, ast.Attribute)
+            and n.attr == tool
+            and isinstance(n.value, ast.Name)
+            and n.value.id == "tools"
+            for n in ast.walk(stmt)
+        ):
+            target = stmt
+            break
+    if target is None or doc is None or doc.end_lineno is None:
+        return None
+    lines = source.split("\n")
+    indent = " " * target.col_offset
+    why = guard.why.replace('"', "'")
+    message = f"{tool} would fail: {why} (as in the failed run(s) {', '.join(ids)})"
+    guard_lines = [
+        f"{indent}if {guard.condition}:",
+        f"{indent}    raise ValueError(",
+        f"{indent}        {json.dumps(message)}",
+        f"{indent}    )",
+    ]
+    lines[target.lineno - 1 : target.lineno - 1] = guard_lines
+    close = doc.end_lineno - 1
+    entry = f"ValueError: when {guard.why}; {tool} would fail (refined from failed runs)."
+    doc_indent = " " * doc.col_offset
+    docstring = doc.value.value if isinstance(doc.value, ast.Constant) else ""
+    if lines[close].strip() == '"""':
+        if isinstance(docstring, str) and "Raises:" in docstring:
+            lines[close:close] = [f"{doc_indent}    {entry}"]
+        else:
+            lines[close:close] = ["", f"{doc_indent}Raises:", f"{doc_indent}    {entry}"]
+    else:
+        at = lines[close].rfind('"""')
+        if at < 0:
+            return None
+        lines[close] = (
+            lines[close][:at]
+            + f"\n\n{doc_indent}Raises:\n{doc_indent}    {entry}\n{doc_indent}"
+            + lines[close][at:]
+        )
+    return normalize_source("\n".join(lines))
+
+
+def _rejects(
+    bank: SkillBank, draft: SkillDraft, failure: _Failure, library: Mapping[str, Skill]
+) -> str | None:
+    """None when the skill raises ValueError on the failure's recorded answers before its call."""
+    answered = list(failure.answered)
+    position = [0]
+    problem: list[str] = []
+
+    def double(name: str) -> Callable[..., JSON]:
+        def call(**arguments: JSON) -> JSON:
+            n = position[0]
+            position[0] += 1
+            if n >= len(answered):
+                problem.append(f"it still made call {n + 1}, {name}(...)")
+                raise RuntimeError("refine: the failing call was made")
+            if answered[n].tool != name:
+                problem.append(f"call {n + 1} was {name}, the run called {answered[n].tool}")
+                raise RuntimeError("refine: the call differs from the recorded one")
+            return answered[n].result
+
+        return call
+
+    doubles = {name: double(name) for name in draft.tools}
+    granted = grant(draft.tools, draft.requires, doubles, library, bank.sandbox, bank.limits)
+    result = bank.sandbox.run(draft.source, draft.id, dict(failure.args), granted, bank.limits)
+    if problem:
+        return problem[0]
+    if result.ok:
+        return "it returned normally"
+    err = result.error
+    if not (isinstance(err, SkillError) and err.exc_type == "ValueError"):
+        return f"it failed with {type(err).__name__}: {err}, not the declared ValueError"
+    return None
+
+
+def _check_text(outcome: TestedSkill | Failed | Rejected) -> str | None:
+    if isinstance(outcome, TestedSkill):
+        return None
+    if isinstance(outcome, Rejected):
+        return "validation failed: " + "; ".join(f.message for f in outcome.findings)
+    return f"replay failed: {outcome.failure}"
+
+
+def _check(bank: SkillBank, draft: SkillDraft, library: Mapping[str, Skill]) -> TestedSkill | str:
+    from skillbank.proving import prove
+
+    validated = validate(draft)
+    if isinstance(validated, Rejected):
+        return _check_text(validated) or "rejected"
+    tested = prove(validated, bank.sandbox, bank.limits, library)
+    return tested if isinstance(tested, TestedSkill) else (_check_text(tested) or "failed")
+
+
+def _draft(skill: Skill, **changes: Any) -> SkillDraft:
+    draft = SkillDraft(skill.id, skill.source, skill.description, skill.tools, skill.cases,
+                       skill.tool_specs, skill.requires, skill.notes)  # fmt: skip
+    return replace(draft, **changes)
+
+
+def _refine_one(
+    bank: SkillBank, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
+) -> tuple[RefineEntry, TestedSkill | None]:
+    ids = tuple(f.trajectory.id for f in failures)
+    tools = {f.tool for f in failures}
+    problems: list[str] = []
+    current = _draft(skill)
+    if not any(_rejects(bank, current, f, library) for f in failures):
+        return RefineEntry(skill.id, "unchanged", ids, reason="it already raises ValueError "
+                           "before the failing call on these runs"), None  # fmt: skip
+    if len(tools) == 1:
+        (tool,) = tools
+        for guard in _separating_guards(skill, failures):
+            source = _guarded_source(skill.source, tool, guard, ids)
+            if source is None:
+                continue
+            checked = _check(bank, _draft(skill, source=source), library)
+            if isinstance(checked, str):
+                problems.append(f"guard {guard.condition}: {checked}")
+                continue
+            missed = [
+                (f.trajectory.id, _rejects(bank, checked.draft, f, library)) for f in failures
+            ]
+            bad = [f"{tid}: {why}" for tid, why in missed if why]
+            if bad:
+                problems.append(f"guard {guard.condition} did not reject {'; '.join(bad)}")
+                continue
+            version = str(bump(parse_version(skill.version), "minor"))
+            return RefineEntry(skill.id, "refined", ids, guard.condition, version), checked
+    repaired = _llm_repair(bank, skill, failures, library)
+    if isinstance(repaired, TestedSkill):
+        version = str(bump(parse_version(skill.version), "minor"))
+        return RefineEntry(skill.id, "refined", ids, "(LLM repair)", version), repaired
+    if problems:
+        reason = "; ".join(problems[:3])
+        if repaired:
+            reason += f"; {repaired}"
+        return RefineEntry(skill.id, "rejected", ids, reason=reason), None
+    reason = (
+        "no separating field: no tool-result field tells these failures from the recorded successes"
+    )
+    if repaired:
+        reason += f"; {repaired}"
+    return RefineEntry(skill.id, "no separating field", ids, reason=reason), None
+
+
+def _failed_because(failure: _Failure) -> str:
+    steps = failure.trajectory.steps
+    n = len(failure.answered)
+    said = steps[n].error if n < len(steps) else failure.trajectory.outcome.detail
+    return said or "the run failed"
+
+
+def _llm_repair(
+    bank: SkillBank, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
+) -> TestedSkill | str | None:
+    """Ask the configured LLM compiler for a guarded skill; None when there is none."""
+    llm = bank.llm
+    if llm is None:
+        return None
+    runs = [_from_case(c, skill.tool_specs) for c in skill.cases]
+    found: list[TestedSkill] = []
+
+    def check(draft: SkillDraft) -> str | None:
+        checked = _check(bank, draft, library)
+        if isinstance(checked, str):
+            return checked
+        bad = [
+            f"on the failed run {f.trajectory.id} (arguments {canonical_json(f.args)}) the "
+            f"skill must raise ValueError before calling {f.tool}, because that call failed "
+            f"({_failed_because(f)}); "
+            f"but {why}"
+            for f in failures
+            for why in [_rejects(bank, checked.draft, f, library)]
+            if why
+        ]
+        if bad:
+            return "; ".join(bad) + ". Add a guard that raises ValueError (declared under Raises:)."
+        found.append(checked)
+        return None
+
+    result = llm.compile(skill.id, runs, check)
+    if result.draft is None or not found:
+        return f"the LLM compiler did not fix it: {result.error}"
+    return found[-1]
+
+
+def refine(
+    bank: SkillBank, failures: Sequence[Trajectory], *, skill_id: str | None = None
+) -> RefineReport:
+    """Add guards learned from failed runs to the skills they are runs of; one commit.
+
+    Each failure is matched to a skill by its call pattern (the pattern key, or its calls
+    being a prefix of a recorded case's), or to ``skill_id`` when given. For each skill, the
+    results of the calls before the one that failed are compared with the same results in the
+    skill's recorded cases; the first field that separates them all becomes a guard raising
+    ``ValueError`` before the failing call (declared under ``Raises:``). The guarded skill
+    must pass validation, replay every recorded case, and raise on each failure's recorded
+    responses instead of making the failing call. Without a separating field, a configured
+    LLM compiler is asked to repair the skill (checked the same way). Each refined skill gets
+    a minor version bump; the commit message names the failure trajectories.
+
+    Raises:
+        SkillNotFound: ``skill_id`` names no skill.
+        LibraryError: the library cannot be written (nothing is changed).
+    """
+    skills = {s.id: s for s in bank.skills()}
+    if skill_id is not None and skill_id not in skills:
+        raise SkillNotFound(skill_id, sorted(skills))
+    entries: list[RefineEntry] = []
+    groups: dict[str, list[_Failure]] = {}
+    for t in failures:
+        if not _is_failure(t):
+            entries.append(RefineEntry(None, "skipped", (t.id,), reason="the run succeeded"))
+            continue
+        candidates = (
+            [skills[skill_id]]
+            if skill_id
+            else [s for s in skills.values() if not s.deprecated_by and _matches(s, t)]
+        )
+        mapped = [(s, _map_failure(s, t)) for s in candidates]
+        usable = [(s, m) for s, m in mapped if isinstance(m, _Failure)]
+        if not usable:
+            why = "; ".join(f"{s.id}: {m}" for s, m in mapped if isinstance(m, str))
+            entries.append(RefineEntry(None, "unmatched", (t.id,),
+                                       reason=why or "no skill has this call pattern"))  # fmt: skip
+            continue
+        s, m = usable[0]
+        groups.setdefault(s.id, []).append(m)
+    changes: list[tuple[TestedSkill, str, str, str, str | None]] = []
+    with bank._lock():
+        library = {s.id: s for s in bank.skills()}
+        for sid in sorted(groups):
+            skill = library[sid]
+            entry, tested = _refine_one(bank, skill, groups[sid], library)
+            entries.append(entry)
+            if tested is not None and entry.version is not None:
+                changes.append((tested, entry.version, skill.stage, "refined", skill.deprecated_by))
+        commit = None
+        if changes:
+            lines = [f"skillbank refine: guard {len(changes)} skill(s) against failed runs", ""]
+            for e in entries:
+                if e.action == "refined" and e.skill_id:
+                    old = library[e.skill_id].version
+                    lines.append(f"refined {e.skill_id} v{old} -> v{e.version}: raise ValueError "
+                                 f"when {e.guard}")  # fmt: skip
+                    lines += [f"- failure {tid}" for tid in e.trajectories]
+            commit = bank.library.store(changes, "\n".join(lines) + "\n")
+    return RefineReport(tuple(entries), commit)
+
+
+# --- duplicates -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DuplicatePair:
+    """Two skills that do the same thing."""
+
+    #: The skill to keep (more recorded cases).
+    keep: str
+    #: The skill to deprecate in favour of ``keep``.
+    drop: str
+    #: Why they are duplicates: "same code" and/or "same tool-call sequences".
+    reasons: tuple[str, ...]
+    #: Share of recorded tool-call sequences in common (Jaccard, 0..1).
+    overlap: float
+
+    def to_json(self) -> dict[str, JSON]:
+        """The pair as JSON data."""
+        return {"keep": self.keep, "drop": self.drop, "reasons": list(self.reasons),
+                "overlap": round(self.overlap, 3)}  # fmt: skip
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        if node.id != "tools" and node.id in self.names:
+            node.id = self.names[node.id]
+        return node
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.arg = self.names.get(node.arg, node.arg)
+        return node
+
+
+def normalised_shape(source: str) -> str:
+    """A hash of the code without docstrings, with function, parameters and locals renamed."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return hashlib.sha256(source.encode()).hexdigest()
+    rename = _Rename()
+    for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+        if not fn.name.startswith("_"):
+            fn.name = "skill"
+        if (
+            fn.body
+            and isinstance(fn.body[0], ast.Expr)
+            and isinstance(getattr(fn.body[0], "value", None), ast.Constant)
+        ):
+            fn.body = fn.body[1:] or [ast.Pass()]
+        for a in fn.args.args + fn.args.kwonlyargs:
+            rename.names.setdefault(a.arg, f"v{len(rename.names)}")
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                rename.names.setdefault(node.id, f"v{len(rename.names)}")
+    tree = rename.visit(tree)
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def _sequences(skill: Skill) -> set[tuple[str, ...]]:
+    return {tuple(c.tool for c in case.calls) for case in skill.cases}
+
+
+def find_duplicates(bank: SkillBank, *, min_overlap: float = 0.5) -> list[DuplicatePair]:
+    """Pairs of skills (not deprecated) with the same normalised code or call sequences.
+
+    Two skills are duplicates when their code is the same once docstrings are dropped and the
+    function, parameters and locals are renamed in order, or when at least ``min_overlap`` of
+    their recorded tool-call sequences are shared (Jaccard) and they declare the same tools.
+    """
+    skills = [s for s in bank.skills() if not s.deprecated_by]
+    shapes = {s.id: normalised_shape(s.source) for s in skills}
+    pairs: list[DuplicatePair] = []
+    for n, a in enumerate(skills):
+        for b in skills[n + 1 :]:
+            reasons = []
+            if shapes[a.id] == shapes[b.id]:
+                reasons.append("same code")
+            sa, sb = _sequences(a), _sequences(b)
+            overlap = len(sa & sb) / len(sa | sb) if sa | sb else 0.0
+            if overlap >= min_overlap and a.tools == b.tools and a.requires == b.requires:
+                reasons.append("same tool-call sequences")
+            if not reasons:
+                continue
+            keep, drop = sorted((a, b), key=lambda s: (-len(s.cases), s.id))
+            pairs.append(DuplicatePair(keep.id, drop.id, tuple(reasons), overlap))
+    return pairs
+
+
+def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
+    """Keep ``pair.keep`` (plus the other's cases that replay on it); deprecate ``pair.drop``.
+
+    The dropped skill keeps running (with a deprecation warning) and so do its callers.
+
+    Returns:
+        The sha of the last commit made.
+
+    Raises:
+        SkillNotFound: either skill does not exist.
+        LibraryError: the library cannot be written.
+    """
+    commit: str | None = None
+    with bank._lock():
+        keep, drop = bank.get(pair.keep), bank.get(pair.drop)
+        library = {s.id: s for s in bank.skills()}
+        ours = [p.name for p in keep.signature.params]
+        theirs = [p.name for p in drop.signature.params]
+        rename = dict(zip(theirs, ours, strict=True)) if len(ours) == len(theirs) else {}
+        known = {c.trajectory_sha256 for c in keep.cases}
+        gained: list[Case] = []
+        for case in drop.cases:
+            if case.trajectory_sha256 in known:
+                continue
+            moved = replace(case, args={rename.get(k, k): v for k, v in case.args.items()})
+            if replay_case(bank.sandbox, keep, moved, bank.limits, library).ok:
+                gained.append(moved)
+        if gained:
+            cases = tuple(sorted((*keep.cases, *gained),
+                                 key=lambda c: (c.trajectory_id, c.trajectory_sha256)))  # fmt: skip
+            checked = _check(bank, _draft(keep, cases=cases), library)
+            if isinstance(checked, TestedSkill):
+                message = (
+                    f"skillbank dedup: {pair.keep} takes {len(gained)} case(s) of {pair.drop}\n\n"
+                    f"{pair.drop} duplicates {pair.keep} ({', '.join(pair.reasons)}); its cases "
+                    "that replay on the kept skill are kept with it:\n"
+                    + "".join(f"- {c.trajectory_id} sha256:{c.trajectory_sha256}\n" for c in gained)
+                )
+                commit = bank.library.store(
+                    [(checked, keep.version, keep.stage, "merged", keep.deprecated_by)], message
+                )
+    return bank.deprecate(pair.drop, by=pair.keep) or commit or ""
+
+
+# --- drift ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftEntry:
+    """What `check_drift` did for one skill using a changed tool."""
+
+    #: The skill.
+    skill_id: str
+    #: The changed tools it uses.
+    tools: tuple[str, ...]
+    #: "updated" (passed; tools.json rewritten, patch bump) or "demoted" (failed).
+    action: str
+    #: The stage after (for "demoted", one lower unless already cognitive).
+    stage: str
+    #: The version after.
+    version: str
+    #: What failed, for a demoted skill.
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        """The entry as JSON data."""
+        return {"skill_id": self.skill_id, "tools": list(self.tools), "action": self.action,
+                "stage": self.stage, "version": self.version, "reason": self.reason}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """The outcome of `check_drift`."""
+
+    #: One entry per skill that uses a changed tool.
+    entries: tuple[DriftEntry, ...]
+    #: The tools whose parameters schema changed (or that disappeared).
+    changed_tools: tuple[str, ...]
+    #: The commit (None when nothing changed).
+    commit: str | None = None
+
+    @property
+    def demoted(self) -> list[str]:
+        """Ids of the skills that failed against the new schemas."""
+        return [e.skill_id for e in self.entries if e.action == "demoted"]
+
+    def to_json(self) -> dict[str, JSON]:
+        """The report as JSON data."""
+        return {"commit": self.commit, "changed_tools": list(self.changed_tools),
+                "entries": [e.to_json() for e in self.entries]}  # fmt: skip
+
+
+def schema_hash(parameters: Mapping[str, JSON] | None) -> str:
+    """The sha256 of a tool's parameters schema as canonical JSON."""
+    return hashlib.sha256(canonical_json(dict(parameters or {})).encode()).hexdigest()
+
+
+def _parameters(spec: Mapping[str, JSON]) -> Mapping[str, JSON] | None:
+    fn = spec.get("function")
+    inner = fn if isinstance(fn, Mapping) else spec
+    params = inner.get("parameters")
+    return params if isinstance(params, Mapping) else None
+
+
+def _current_specs(tool_specs: Mapping[str, Mapping[str, JSON]]) -> dict[str, dict[str, JSON]]:
+    """name -> parameters schema, from that already or from full tool definitions."""
+    full = any(
+        isinstance(v, Mapping) and ("function" in v or "inputSchema" in v or "name" in v)
+        for v in tool_specs.values()
+    )
+    if full:
+        return normalise_specs(dict(tool_specs), "tool specs")
+    return {k: dict(v) for k, v in tool_specs.items()}
+
+
+def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -> DriftReport:
+    """Re-prove the skills whose tools' parameters schemas changed; demote or update them.
+
+    ``tool_specs`` maps tool name to its parameters schema (what
+    `skillbank.gate.load_tool_specs` returns), or to full tool definitions. A tool is changed
+    when the sha256 of its schema's canonical JSON differs from the one in a skill's
+    ``tools.json`` (a tool missing from ``tool_specs`` is not checked). Each skill using a
+    changed tool replays its cases and has every recorded call checked against the new schema
+    (`skillbank.gate`'s tool check). A skill that fails drops one stage (autonomous →
+    associative → cognitive); one that passes gets the new schema in ``tools.json`` and a
+    patch bump. All of it is one commit.
+
+    Raises:
+        GateUsageError: a current schema is not valid JSON Schema.
+        LibraryError: the library cannot be written.
+    """
+    current = _current_specs(tool_specs)
+    entries: list[DriftEntry] = []
+    changed_tools: set[str] = set()
+    changes: list[tuple[Skill, str, str, str, str | None]] = []
+    with bank._lock():
+        skills = bank.skills()
+        library = {s.id: s for s in skills}
+        for skill in skills:
+            changed = tuple(
+                t
+                for t in skill.tools
+                if t in current
+                and schema_hash(_parameters(skill.tool_specs.get(t, {}))) != schema_hash(current[t])
+            )
+            if not changed:
+                continue
+            changed_tools.update(changed)
+            found = tool_findings(skill, current, bank.library.rel)
+            problems = [f.message for f in found if f.level == "error"]
+            for case in skill.cases:
+                result = replay_case(bank.sandbox, skill, case, bank.limits, library)
+                if not result.ok:
+                    problems.append(
+                        f"case {case.trajectory_id!r} no longer replays: {result.failure}"
+                    )
+            if problems:
+                stage = _DEMOTE.get(skill.stage, "cognitive")
+                entries.append(DriftEntry(skill.id, changed, "demoted", stage, skill.version,
+                                          "; ".join(problems)))  # fmt: skip
+                if stage != skill.stage:
+                    changes.append((skill, skill.version, stage, "demoted", skill.deprecated_by))
+                continue
+            specs = {k: dict(v) for k, v in skill.tool_specs.items()}
+            for t in changed:
+                old = dict(specs.get(t) or {"type": "function", "function": {"name": t}})
+                fn = dict(old.get("function") or {"name": t})
+                fn["parameters"] = dict(current[t])
+                old["function"] = fn
+                specs[t] = old
+            version = str(bump(parse_version(skill.version), "patch"))
+            changes.append((replace(skill, tool_specs=specs), version, skill.stage, "updated",
+                            skill.deprecated_by))  # fmt: skip
+            entries.append(DriftEntry(skill.id, changed, "updated", skill.stage, version))
+        commit = None
+        if changes:
+            lines = [
+                f"skillbank drift: tool schema changed ({', '.join(sorted(changed_tools))})",
+                "",
+            ]
+            for e in entries:
+                if e.action == "demoted":
+                    lines.append(f"demoted {e.skill_id} to {e.stage}: {e.reason}")
+                else:
+                    lines.append(
+                        f"updated {e.skill_id} v{e.version}: tools.json follows "
+                        f"{', '.join(e.tools)}; cases replay and fit the new schema"
+                    )
+            commit = bank.library.store(changes, "\n".join(lines) + "\n")
+    return DriftReport(tuple(entries), tuple(sorted(changed_tools)), commit)
+
+
+# --- prune ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneEntry:
+    """One skill `prune` removed (or would remove, or had to keep)."""
+
+    #: The skill.
+    skill_id: str
+    #: "removed", "would remove" (dry run) or "kept" (another skill requires it).
+    action: str
+    #: Why it was chosen: failing (with its numbers) or unused.
+    reason: str
+
+    def to_json(self) -> dict[str, JSON]:
+        """The entry as JSON data."""
+        return {"skill_id": self.skill_id, "action": self.action, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """The outcome of `prune`."""
+
+    #: One entry per skill chosen.
+    entries: tuple[PruneEntry, ...]
+    #: The commit removing them (None on a dry run or when nothing was removed).
+    commit: str | None = None
+
+    @property
+    def removed(self) -> list[str]:
+        """Ids removed (or that would be, on a dry run)."""
+        return [e.skill_id for e in self.entries if e.action in ("removed", "would remove")]
+
+    def to_json(self) -> dict[str, JSON]:
+        """The report as JSON data."""
+        return {"commit": self.commit, "entries": [e.to_json() for e in self.entries]}
+
+
+def _first_committed(bank: SkillBank, skill_id: str) -> float | None:
+    entries = bank.library.history(skill_id)
+    if not entries:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(entries[-1].date).timestamp()
+
+
+def prune(
+    bank: SkillBank,
+    *,
+    min_calls: int = 10,
+    max_failure_rate: float = 0.5,
+    unused_days: float = 90,
+    dry_run: bool = False,
+    now: float | None = None,
+) -> PruneReport:
+    """Remove skills that keep failing or are never used, in one commit.
+
+    Failing: at least ``min_calls`` ledger rows and a failure rate above
+    ``max_failure_rate``. Unused: no ledger row in the last ``unused_days`` days and first
+    committed longer ago than that. A skill another skill requires is never removed (it is
+    listed as "kept"). ``dry_run`` lists without changing anything.
+
+    Raises:
+        LibraryError: the library cannot be written (nothing is changed).
+    """
+    now = time.time() if now is None else now
+    ledger = Ledger.for_bank(bank)
+    cutoff = now - unused_days * 86400
+    entries: list[PruneEntry] = []
+    commit = None
+    with bank._lock():
+        skills = bank.skills()
+        required: dict[str, list[str]] = {}
+        for s in skills:
+            for r in s.requires:
+                required.setdefault(r, []).append(s.id)
+        chosen: list[tuple[str, str]] = []
+        for s in skills:
+            rows = ledger.outcomes(s.id)
+            failures = sum(1 for r in rows if not r.ok)
+            if len(rows) >= min_calls and failures / len(rows) > max_failure_rate:
+                chosen.append((s.id, f"failing: {failures} of {len(rows)} call(s) failed "
+                                     f"(more than {max_failure_rate:.0%})"))  # fmt: skip
+                continue
+            recent = [r for r in rows if r.ts >= cutoff]
+            born = _first_committed(bank, s.id)
+            if not recent and (born is None or born <= cutoff):
+                last = max((r.ts for r in rows), default=None)
+                said = (
+                    "never called"
+                    if last is None
+                    else f"last called {(now - last) / 86400:.0f} day(s) ago"
+                )
+                chosen.append((s.id, f"unused: {said} (no call in {unused_days:g} day(s))"))
+        keep = {sid for sid, _ in chosen if sid in required}
+        for sid, why in chosen:
+            if sid in keep:
+                callers = ", ".join(sorted(required.get(sid, [])))
+                entries.append(PruneEntry(sid, "kept", f"{why}; required by {callers}, so kept"))
+            else:
+                entries.append(PruneEntry(sid, "would remove" if dry_run else "removed", why))
+        gone = [e for e in entries if e.action == "removed"]
+        if gone and not dry_run:
+            commit = _remove(bank, gone)
+    return PruneReport(tuple(entries), commit)
+
+
+def _remove(bank: SkillBank, gone: Sequence[PruneEntry]) -> str:
+    root, rel = bank.root, bank.library.rel
+    rels = [f"{rel}/{e.skill_id}" for e in gone]
+    dirty = git(root, "status", "--porcelain", "--untracked-files=all", "--", *rels,
+                check=False).stdout.splitlines()  # fmt: skip
+    if dirty:
+        where = dirty[0][3:].strip()
+        raise LibraryError(
+            f"{where} has uncommitted changes; commit or discard them, then prune again"
+        )
+    lines = [f"skillbank prune: remove {len(gone)} skill(s)", ""]
+    lines += [f"removed {e.skill_id}: {e.reason}" for e in gone]
+    git(root, "rm", "-r", "-q", "--", *rels)
+    try:
+        git(root, "commit", "-q", "-m", "\n".join(lines) + "\n", "--", *rels)
+    except LibraryError:
+        git(root, "reset", "-q", "--", *rels, check=False)
+        git(root, "checkout", "--", *rels, check=False)
+        raise
+    return git(root, "rev-parse", "HEAD").stdout.strip()
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _echo_json(data: JSON) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def _open(root: Path) -> SkillBank:
+    try:
+        return SkillBank(root)
+    except SkillbankError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command(name="prune")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
+@click.option("--min-calls", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Fewest ledger rows before a failure rate counts.")  # fmt: skip
+@click.option("--max-failure-rate", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Remove skills failing more often than this.")  # fmt: skip
+@click.option("--unused-days", type=click.FloatRange(min=0), default=90, show_default=True,
+              help="Remove skills not called for this many days.")  # fmt: skip
+@json_option
+@root_option
+def prune_command(dry_run: bool, min_calls: int, max_failure_rate: float, unused_days: float,
+                  as_json: bool, root: Path) -> None:  # fmt: skip
+    """Remove skills that keep failing or are never used (one commit).
+
+    A skill another skill requires is kept. Exit code 0, 1 on a skillbank error.
+
+    Example: skillbank prune --dry-run --unused-days 30
+    """
+    with _open(root) as bank:
+        try:
+            report = prune(bank, min_calls=min_calls, max_failure_rate=max_failure_rate,
+                           unused_days=unused_days, dry_run=dry_run)  # fmt: skip
+        except SkillbankError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json(report.to_json())
+        return
+    for e in report.entries:
+        click.echo(f"{e.action} {e.skill_id}: {e.reason}")
+    if not report.entries:
+        click.echo("nothing to prune")
+    if report.commit:
+        click.echo(f"committed {report.commit[:12]}")
+
+
+@click.command(name="refine")
+@click.argument("failures", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--skill", "skill_id", default=None, help="Refine this skill (default: by pattern).")
+@json_option
+@root_option
+def refine_command(failures: Path, skill_id: str | None, as_json: bool, root: Path) -> None:
+    """Guard skills against the failed runs in FAILURES.jsonl (one commit).
+
+    Exit code 0 when every failure was guarded against, 1 otherwise.
+
+    Example: skillbank refine failures.jsonl
+    """
+    with _open(root) as bank:
+        try:
+            report = refine(bank, load_trajectories(failures), skill_id=skill_id)
+        except SkillbankError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        for e in report.entries:
+            what = f" ({e.guard}) v{e.version}" if e.action == "refined" else f": {e.reason}"
+            click.echo(f"{e.action} {e.skill_id or '-'} [{', '.join(e.trajectories)}]{what}")
+        if report.commit:
+            click.echo(f"committed {report.commit[:12]}")
+    if any(e.action not in ("refined", "unchanged", "skipped") for e in report.entries):
+        raise SystemExit(1)
+
+
+@click.command(name="dedup")
+@click.option("--merge", is_flag=True, help="Merge each pair: keep one, deprecate the other.")
+@json_option
+@root_option
+def dedup_command(merge: bool, as_json: bool, root: Path) -> None:
+    """Find near-duplicate skills; with --merge, keep one of each pair and deprecate the other.
+
+    Exit code 1 when duplicates are found and not merged.
+
+    Example: skillbank dedup --merge
+    """
+    with _open(root) as bank:
+        try:
+            pairs = find_duplicates(bank)
+            commits = [merge_duplicates(bank, p) for p in pairs] if merge else []
+        except SkillbankError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json({"pairs": [p.to_json() for p in pairs], "commits": commits})
+    else:
+        for p in pairs:
+            done = " (merged)" if merge else ""
+            click.echo(f"{p.drop} duplicates {p.keep} ({', '.join(p.reasons)}){done}")
+        if not pairs:
+            click.echo("no duplicates")
+    if pairs and not merge:
+        raise SystemExit(1)
+
+
+@click.command(name="drift")
+@click.option("--tool-specs", "specs_ref", required=True,
+              help="The current tools: MODULE:ATTR or a .json file.")  # fmt: skip
+@json_option
+@root_option
+def drift_command(specs_ref: str, as_json: bool, root: Path) -> None:
+    """Re-prove skills whose tools changed; demote those that fail (one commit).
+
+    Exit code 1 when a skill was demoted.
+
+    Example: skillbank drift --tool-specs skillbank.examples.shop:TOOL_SPECS
+    """
+    with _open(root) as bank:
+        try:
+            report = check_drift(bank, load_tool_specs(specs_ref, bank.root))
+        except SkillbankError as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        for e in report.entries:
+            click.echo(f"{e.action} {e.skill_id} ({e.stage}, v{e.version})"
+                       + (f": {e.reason}" if e.reason else ""))  # fmt: skip
+        if not report.entries:
+            click.echo("no tool the skills use has changed")
+        if report.commit:
+            click.echo(f"committed {report.commit[:12]}")
+    if report.demoted:
+        raise SystemExit(1)

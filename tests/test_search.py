@@ -1,0 +1,163 @@
+"""Tests for skillbank.search: ranking, caching, the ledger weighting and the command."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skillbank import SkillBank, load_trajectories
+from skillbank.ledger import Ledger
+from skillbank.search import SearchIndex, SkillDoc, backend, search, search_command, tokenize
+
+from .conftest import EXAMPLE_TRAJECTORIES
+
+LIST_ORDERS = "find_customer_list_orders"
+
+
+@pytest.fixture(scope="module")
+def shop_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("search") / "bank"
+    with SkillBank.init(root) as bank:
+        bank.learn(load_trajectories(EXAMPLE_TRAJECTORIES), branch="current")
+    return root
+
+
+@pytest.fixture
+def shop(shop_root: Path, tmp_path: Path) -> SkillBank:
+    # Each test gets its own copy: ledgers and caches must not leak between tests.
+    root = tmp_path / "copy"
+    shutil.copytree(shop_root, root)
+    return SkillBank(root)
+
+
+@pytest.fixture(params=["bm25", "fused"])
+def ranking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "fused" and backend() == "bm25":
+        pytest.skip("wordllama is not installed")
+    monkeypatch.setenv("SKILLBANK_SEARCH_EMBEDDINGS", "1" if request.param == "fused" else "0")
+    return backend()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("I want to see what orders bob@example.com placed", LIST_ORDERS),
+        ("List every order of customer farid@example.com from newest to oldest", LIST_ORDERS),
+        ("refund the broken item from order O-5015", "get_order_create_return_issue_refund"),
+        (
+            "we got 12 more 'kettle' in, put them on the shelf",
+            "search_products_restock_check_stock",
+        ),
+        ("alice@example.com has a new address alice@new.test", "find_customer_update_email"),
+        ("cancel the pending order of carol@example.com", "find_customer_list_orders_cancel_order"),
+    ],
+)
+def test_held_out_wording_finds_the_skill(
+    shop: SkillBank, ranking: str, text: str, expected: str
+) -> None:
+    ids = [h.skill_id for h in search(shop, text)]
+    if ranking == "bm25":  # BM25 alone confuses "placed" with place_order: top 3, not top 1
+        assert expected in ids[:3], ids
+    else:
+        assert ids[0] == expected, ids
+
+
+def test_empty_query_and_empty_library(shop: SkillBank, bank: SkillBank) -> None:
+    assert search(shop, "   ") == []
+    assert search(shop, "order", k=0) == []
+    assert search(bank, "show the orders of bob@example.com") == []
+
+
+def test_index_is_cached_and_rebuilt_when_skills_change(
+    shop: SkillBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds: list[int] = []
+    real = SearchIndex.build.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[SearchIndex], /, docs: list[SkillDoc], **kw: object) -> SearchIndex:
+        builds.append(len(docs))
+        return real(cls, docs, **kw)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(SearchIndex, "build", classmethod(counting))
+    search(shop, "order history")
+    search(shop, "restock a product")
+    assert builds == [7]
+    search(SkillBank(shop.root), "order history")  # a new process: read from disk
+    assert builds == [7]
+    runs = load_trajectories(EXAMPLE_TRAJECTORIES)
+    extra = [t for t in runs if "order_history" in t.id][:2]
+    renamed = [
+        dataclasses.replace(t, id=f"x-{t.id}", steps=t.steps[1:])
+        for t in extra  # list_orders without find_customer: the skill changes
+    ]
+    report = shop.learn(renamed, branch="current")
+    assert report.added or report.updated, report
+    search(shop, "order history")
+    assert len(builds) == 2  # the library changed: rebuilt once
+
+
+def test_failures_drop_a_skill_below_an_equally_relevant_one(shop: SkillBank) -> None:
+    text = "order for a customer"
+    before = search(shop, text, k=7)
+    first, second = before[0], before[1]
+    ledger = Ledger.for_bank(shop)
+    for _ in range(30):
+        ledger.record(
+            first.skill_id, ok=False, version="1.0.0", latency_s=0.1, error="x", caller="test"
+        )
+    after = {h.skill_id: h for h in search(shop, text, k=7)}
+    assert after[first.skill_id].success == pytest.approx(1 / 32)
+    assert after[second.skill_id].score > after[first.skill_id].score
+    assert [h.skill_id for h in search(shop, text, k=7)][0] != first.skill_id
+
+
+def test_thompson_is_repeatable_with_a_seed(shop: SkillBank) -> None:
+    ledger = Ledger.for_bank(shop)
+    ledger.record(LIST_ORDERS, ok=True, version="1.0.0", latency_s=0.1, caller="test")
+    one = search(shop, "orders of a customer", k=7, thompson=True, seed=3)
+    two = search(shop, "orders of a customer", k=7, thompson=True, seed=3)
+    assert one == two
+    means = search(shop, "orders of a customer", k=7)
+    assert [h.success for h in one] != [h.success for h in means]
+
+
+def test_deprecated_skills_are_not_returned(shop: SkillBank) -> None:
+    shop.deprecate(LIST_ORDERS, by="find_customer_list_orders_cancel_order")
+    ids = [h.skill_id for h in search(shop, "Show the order history for bob@example.com", k=7)]
+    assert LIST_ORDERS not in ids and ids
+
+
+@given(
+    text=st.text(alphabet=st.sampled_from("abcdeorstl @.-_0123"), max_size=40),
+    k=st.integers(min_value=1, max_value=10),
+)
+def test_scores_are_bounded_sorted_and_k_respected(shop_root: Path, text: str, k: int) -> None:
+    hits = search(SkillBank(shop_root), text, k)
+    assert len(hits) <= k
+    assert all(0.0 <= h.score <= 1.0 and 0.0 <= h.relevance <= 1.0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_tokenize_keeps_ids_and_emails_whole() -> None:
+    tokens = tokenize("Which orders has bob@example.com placed for O-5003?")
+    assert {"bob@example.com", "o-5003", "order", "bob"} <= set(tokens)
+    assert "which" not in tokens
+
+
+def test_command_prints_hits_and_json(shop: SkillBank) -> None:
+    runner = CliRunner()
+    text = "show the orders of bob@example.com"
+    result = runner.invoke(search_command, [text, "--root", str(shop.root), "--k", "2"])
+    assert result.exit_code == 0, result.output
+    assert LIST_ORDERS in result.output.splitlines()[0]
+    result = runner.invoke(search_command, [text, "--root", str(shop.root), "--json"])
+    data = json.loads(result.output)
+    assert data["backend"] == backend() and data["hits"][0]["skill_id"] == LIST_ORDERS
+    assert "Example:" in runner.invoke(search_command, ["--help"]).output
