@@ -41,11 +41,9 @@ with the reason in `AgentResult.detail`; they are not raised.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -210,35 +208,21 @@ def relevant_skills(
 ) -> list[Skill]:
     """The skills worth offering for ``task``, best first, at most ``k``.
 
-    When the bank has a ``search(task, k=k)`` method (the retrieval of a later issue), its
-    ranking is used (items may be skills or have a ``.skill``). Otherwise skills are ranked
-    by word overlap: the distinct content words (see `_words`) the task shares with the
-    skill's description, id and recorded task texts. A skill needs at least `MIN_OVERLAP` of
-    them; each shared word counts ``log(1 + n / m)``, where ``n`` skills are candidates and
-    ``m`` of them use the word, so a word that singles a skill out outweighs one they all use;
-    ties go to the skill with more recorded cases, then to the smaller id. The ranking is
-    deterministic.
-
-    Skills that are deprecated, or that declare a tool missing from ``tools`` (when given),
-    are left out.
+    The ranking is the bank's search (`skillbank.search`: relevance times expected success).
+    Search always ranks something first, so a skill must also share at least `MIN_OVERLAP`
+    content words (see `_words`; quoted values, numbers and stop words do not count) with the
+    task: "What is the weather in Oslo?" gets no skill offered. Skills that are deprecated, or
+    that declare a tool missing from ``tools`` (when given), are left out.
     """
     if k <= 0:
         return []
-    search = getattr(bank, "search", None)
-    if callable(search):
-        found = [getattr(item, "skill", item) for item in search(task, k=k)]
-        return [s for s in found if isinstance(s, Skill) and _usable(s, tools)][:k]
     wanted = _words(task)
-    candidates = [(skill, _skill_words(skill)) for skill in bank.skills() if _usable(skill, tools)]
-    frequency = Counter(word for _, words in candidates for word in words & wanted)
-    scored = []
-    for skill, words in candidates:
-        shared = words & wanted
-        if len(shared) >= MIN_OVERLAP:
-            # A word fewer skills use says more about which one the task needs.
-            weight = sum(math.log(1 + len(candidates) / frequency[w]) for w in shared)
-            scored.append((-round(weight, 9), -len(skill.cases), skill.id, skill))
-    return [item[-1] for item in sorted(scored, key=lambda item: item[:3])[:k]]
+    found: list[Skill] = []
+    for hit in bank.search(task, k=3 * k):  # extra room for the ones filtered out below
+        skill = bank.get(hit.skill_id)
+        if _usable(skill, tools) and len(_skill_words(skill) & wanted) >= MIN_OVERLAP:
+            found.append(skill)
+    return found[:k]
 
 
 def _describe(skill: Skill) -> str:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,7 +54,7 @@ from skillbank.errors import (
     SkillbankError,
     SkillNotFound,
 )
-from skillbank.ledger import Ledger
+from skillbank.ledger import LEDGER_FILE, Ledger
 from skillbank.library import CONFTEST, SkillLibrary, git
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
@@ -385,11 +386,21 @@ class SkillBank:
 
     # --- learning -----------------------------------------------------------------------
 
+    def _outcome_counts(self) -> dict[str, tuple[int, int]]:
+        """The ledger's (successes, failures) per skill; empty when there is no ledger yet or
+        it cannot be read (it is local statistics: learning must not depend on it)."""
+        if not (self.root / self.config.state_dir / LEDGER_FILE).is_file():
+            return {}
+        try:
+            return self.ledger.counts()
+        except (LibraryError, sqlite3.Error):
+            return {}
+
     def _stage(self, sid: str, cases: int, previous: str | None) -> str:
         # The same rule as `update_stages`, so learning never undoes what outcomes decided.
         from skillbank.maturity import decide_stage
 
-        successes, failures = self.ledger.counts().get(sid, (0, 0))
+        successes, failures = self._outcome_counts().get(sid, (0, 0))
         return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
 
     def learn(
