@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import openai
 
-from skillbank.errors import SkillbankError
+from skillbank.errors import LibraryError, SkillbankError
 from skillbank.ledger import Ledger
 from skillbank.skill import Skill
 from skillbank.toolspec import chat_tool, tool_result
@@ -299,7 +300,7 @@ class _Run:
         bank: SkillBank,
         tools: Mapping[str, Callable[..., JSON]],
         offered: Mapping[str, Skill],
-        ledger: Ledger,
+        ledger: Ledger | None,
     ) -> None:
         self.bank = bank
         self.tools = tools
@@ -445,7 +446,12 @@ def run(
         {"role": "system", "content": _system_prompt(system_prompt, described)},
         {"role": "user", "content": task},
     ]
-    state = _Run(bank, tools, offered, Ledger.for_bank(bank))
+    try:
+        ledger: Ledger | None = Ledger.for_bank(bank)
+    except LibraryError as exc:  # local statistics: the task goes on without them
+        print(f"skillbank: outcomes not recorded: {exc}", file=sys.stderr)
+        ledger = None
+    state = _Run(bank, tools, offered, ledger)
 
     turns = model_calls = 0
     usage: list[int] | None = None
@@ -538,14 +544,17 @@ def run(
     already_failed = {c.skill_id for c in state.skill_calls if not c.ok}
     versions = {c.skill_id: c.version for c in state.skill_calls}
     for sid in used:
-        if sid not in already_failed:  # one failure per skill and run, not two
-            state.ledger.record(
-                sid,
-                ok=False,
-                version=versions[sid],
-                error=f"the task failed: {result.detail}",
-                caller="agent:outcome",
-            )
+        if sid not in already_failed and state.ledger is not None:  # one failure per run
+            try:
+                state.ledger.record(
+                    sid,
+                    ok=False,
+                    version=versions[sid],
+                    error=f"the task failed: {result.detail}",
+                    caller="agent:outcome",
+                )
+            except (LibraryError, sqlite3.Error) as exc:  # never fail the run for statistics
+                print(f"skillbank: outcome not recorded: {exc}", file=sys.stderr)
     _update_stages(bank, used)
     return result
 

@@ -386,21 +386,23 @@ class SkillBank:
 
     # --- learning -----------------------------------------------------------------------
 
-    def _outcome_counts(self) -> dict[str, tuple[int, int]]:
-        """The ledger's (successes, failures) per skill; empty when there is no ledger yet or
-        it cannot be read (it is local statistics: learning must not depend on it)."""
+    def _outcome_counts(self, versions: Mapping[str, str]) -> dict[str, tuple[int, int]]:
+        """The ledger's (successes, failures) per skill, counting calls of the given versions
+        only; empty when there is no ledger yet or it cannot be read (it is local statistics:
+        learning must not depend on it)."""
         if not (self.root / self.config.state_dir / LEDGER_FILE).is_file():
             return {}
         try:
-            return self.ledger.counts()
+            return self.ledger.counts(versions)
         except (LibraryError, sqlite3.Error):
             return {}
 
-    def _stage(self, sid: str, cases: int, previous: str | None) -> str:
-        # The same rule as `update_stages`, so learning never undoes what outcomes decided.
+    def _stage(self, sid: str, version: str, cases: int, previous: str | None) -> str:
+        # The same rule as `update_stages`, so learning never undoes what outcomes decided;
+        # a new version starts with a clean record (the failures were of the old code).
         from skillbank.maturity import decide_stage
 
-        successes, failures = self._outcome_counts().get(sid, (0, 0))
+        successes, failures = self._outcome_counts({sid: version}).get(sid, (0, 0))
         return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
 
     def learn(
@@ -536,7 +538,7 @@ class SkillBank:
                                          draft.description)  # fmt: skip
                     previous = parse_version(old.version)
                     version = str(bump(previous, kind) if kind else previous)
-                stage = self._stage(sid, len(draft.cases), old.stage if old else None)
+                stage = self._stage(sid, version, len(draft.cases), old.stage if old else None)
                 versions[sid] = version
                 # Learning more runs of a deprecated skill keeps it deprecated.
                 changes.append((tested, version, stage, action, old.deprecated_by if old else None))
@@ -1019,7 +1021,7 @@ class SkillBank:
                 )
             kind = required_bump(current.source, current.description, old.source, old.description)
             new_version = str(bump(parse_version(current.version), kind or "patch"))
-            stage = self._stage(old.id, len(old.cases), current.stage)
+            stage = self._stage(old.id, new_version, len(old.cases), current.stage)
             restored = old.version
             lines = [
                 f"skillbank rollback {skill_id} to {new_version} (restores code of {restored})",
@@ -1110,15 +1112,24 @@ class SkillBank:
                 f"{skill.id!r} needs argument {missing[0].name!r} ({missing[0].annotation}); "
                 f"its signature is {usage}"
             )
+        checked = dict(args)
         for name, value in args.items():
             allowed = _TYPES.get(params[name].annotation)
             bad_bool = isinstance(value, bool) and params[name].annotation in ("int", "float")
+            if (
+                params[name].annotation == "int"
+                and isinstance(value, float)
+                and value.is_integer()
+                and abs(value) < 2**53
+            ):
+                checked[name] = int(value)  # JSON Schema's integer: models may send 2.0
+                continue
             if allowed and (not isinstance(value, allowed) or bad_bool):
                 raise SkillArgumentError(
                     f"argument {name!r} of {skill.id!r} must be {params[name].annotation}, "
                     f"got {value!r} ({type(value).__name__})"
                 )
-        return dict(args)
+        return checked
 
     def run(
         self,
@@ -1183,7 +1194,9 @@ class SkillBank:
     ) -> RunResult | None:
         """Run an autonomous skill straight away when ``task_text`` clearly asks for it.
 
-        No model plans the steps. The best `skillbank.search` hit must be an autonomous,
+        No model plans the steps, so it errs on the side of not running: a task with a
+        negation ("do not ...", "without ...") or fewer than three words besides the argument
+        values never runs. The best `skillbank.search` hit must be an autonomous,
         non-deprecated skill that *covers* the task: at least ``reflex_min_relevance`` of
         the task's words (`skillbank.search.tokenize`, leaving out the words of the argument
         values) occur in the skill's document (`skillbank.search.skill_doc`), leading the
@@ -1205,9 +1218,11 @@ class SkillBank:
         for value in args.values() if isinstance(args, Mapping) else ():
             if isinstance(value, str | int | float):
                 values.update(tokenize(str(value)))
+        if _NEGATION & set(re.findall(r"[a-z]+(?:'[a-z]+)?", task_text.lower())):
+            return None  # "do not cancel ...": a model must read that, not a reflex
         words = [w for w in dict.fromkeys(tokenize(task_text)) if w not in values]
-        if not words:
-            return None
+        if len(words) < _REFLEX_MIN_WORDS:
+            return None  # too little said to be sure what is asked
 
         def coverage(skill: Skill) -> float:
             document = set(tokenize(skill_doc(skill).text))
@@ -1334,11 +1349,12 @@ class SkillBank:
         """
         changes: list[StageChange] = []
         with self._lock():
-            counts = self.ledger.counts()
             if skill_ids is None:
                 skills = self.skills()
             else:
                 skills = [self.get(sid) for sid in sorted(set(skill_ids))]
+            # Calls of each skill's current version: a repaired skill is judged afresh.
+            counts = self.ledger.counts({s.id: s.version for s in skills})
             for skill in skills:
                 s, f = counts.get(skill.id, (0, 0))
                 new = decide_stage(skill.stage, s, f, len(skill.cases), self.config)
@@ -1436,6 +1452,13 @@ class SkillBank:
             else:
                 hint = "the bank has no skills yet; use the tools directly"
             return tool_error("unknown_skill", f"there is no skill named {name!r}", hint)
+        if skill.stage == "cognitive":  # described to the model, never run automatically
+            return tool_error(
+                "unavailable",
+                f"skill {name!r} is at the cognitive stage: it is a described procedure, not a "
+                "tool",
+                "do its steps with the base tools, as its description says",
+            )
         usage = skill.signature.render()
         try:
             args = json.loads(arguments_json.strip() or "{}", parse_constant=_no_constant)
@@ -1526,6 +1549,16 @@ def _failure_hint(result: RunResult) -> str:
         f"{last.tool}{failed}; the calls that ran may have changed something, so check "
         "before calling it again, or finish the task with the tools directly"
     )
+
+
+#: Words that turn a request around; a task holding one never runs as a reflex.
+_NEGATION = frozenset(
+    {"not", "no", "never", "don't", "dont", "doesn't", "without", "except", "nor", "neither",
+     "cannot", "can't", "won't", "shouldn't", "instead", "unless", "stop", "undo"}
+)  # fmt: skip
+
+#: Task words (argument values aside) a reflex needs before trusting a match.
+_REFLEX_MIN_WORDS = 3
 
 
 def _words(text: str) -> set[str]:

@@ -71,7 +71,7 @@ class Config:
     cognitive_promote: float = 0.6
     #: The share of a task's words (argument values aside) that must occur in an autonomous
     #: skill's document for `SkillBank.reflex` to run it directly, without the model.
-    reflex_min_relevance: float = 0.6
+    reflex_min_relevance: float = 0.85
     #: How far that share must lead the second search hit's for `SkillBank.reflex`.
     reflex_min_margin: float = 0.1
 

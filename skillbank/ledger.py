@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,13 +173,25 @@ class Ledger:
             for r in rows
         ]
 
-    def counts(self) -> dict[str, tuple[int, int]]:
-        """``{skill_id: (successes, failures)}`` for every skill with rows, in one query."""
+    def counts(self, versions: Mapping[str, str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{skill_id: (successes, failures)}`` for every skill with rows, in one query.
+
+        With ``versions`` (skill id -> version), only those skills are counted, and only rows
+        of that version (or of no recorded version).
+        """
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT skill_id, coalesce(sum(ok), 0), count(*) FROM calls GROUP BY skill_id"
+                "SELECT skill_id, version, coalesce(sum(ok), 0), count(*) FROM calls "
+                "GROUP BY skill_id, version"
             ).fetchall()
-        return {str(sid): (int(ok), int(n) - int(ok)) for sid, ok, n in rows}
+        out: dict[str, tuple[int, int]] = {}
+        for sid, version, ok, n in rows:
+            sid = str(sid)
+            if versions is not None and (sid not in versions or version not in (versions[sid], "")):
+                continue
+            s, f = out.get(sid, (0, 0))
+            out[sid] = (s + int(ok), f + int(n) - int(ok))
+        return out
 
     def stats(self, skill_id: str | None = None) -> dict[str, int | float | None]:
         """Counts over one skill's rows (or all rows): calls, successes, failures, latency.

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,7 +52,8 @@ import click
 import numpy as np
 import numpy.typing as npt
 
-from skillbank.ledger import Ledger
+from skillbank.errors import LibraryError
+from skillbank.ledger import LEDGER_FILE, Ledger
 from skillbank.options import json_option, root_option
 from skillbank.skill import Skill
 
@@ -203,10 +205,18 @@ def skill_doc(skill: Skill) -> SkillDoc:
 
 
 def fingerprint(skills: Iterable[Skill]) -> str:
-    """A hash of what the index depends on: ids, content hashes, case counts, descriptions."""
+    """A hash of what the index depends on: ids, content hashes, case counts, descriptions,
+    deprecations and stages (a hit reports the stage, which a stage commit alone changes)."""
     digest = hashlib.sha256(f"skillbank-search/{FORMAT}\n".encode())
     for s in sorted(skills, key=lambda s: s.id):
-        row = [s.id, s.content_hash, str(len(s.cases)), s.description, s.deprecated_by or ""]
+        row = [
+            s.id,
+            s.content_hash,
+            str(len(s.cases)),
+            s.description,
+            s.deprecated_by or "",
+            s.stage,
+        ]
         digest.update(json.dumps(row).encode("utf-8") + b"\n")
     return digest.hexdigest()
 
@@ -514,18 +524,15 @@ def _index_for(bank: SkillBank) -> SearchIndex:
     return index
 
 
-def _outcomes(bank: SkillBank) -> Mapping[str, tuple[int, int]] | Callable[[str], tuple[int, int]]:
-    ledger = Ledger.for_bank(bank)
-    bulk = getattr(ledger, "counts", None)
-    if callable(bulk):
-        counts: Mapping[str, tuple[int, int]] = bulk()
-        return counts
-
-    def one(skill_id: str) -> tuple[int, int]:
-        stats = ledger.stats(skill_id)
-        return int(stats["successes"] or 0), int(stats["failures"] or 0)
-
-    return one
+def _outcomes(bank: SkillBank) -> Mapping[str, tuple[int, int]]:
+    """(successes, failures) per skill; empty without a ledger or when it cannot be read:
+    the ledger is local statistics, and search must work without them."""
+    if not (bank.root / bank.config.state_dir / LEDGER_FILE).is_file():
+        return {}
+    try:
+        return Ledger.for_bank(bank).counts()
+    except (LibraryError, sqlite3.Error):
+        return {}
 
 
 def search(

@@ -950,10 +950,12 @@ def prune(
 ) -> PruneReport:
     """Remove skills that keep failing or are never used, in one commit.
 
-    Failing: at least ``min_calls`` ledger rows and a failure rate above
-    ``max_failure_rate``. Unused: no ledger row in the last ``unused_days`` days and first
-    committed longer ago than that. A skill another skill requires is never removed (it is
-    listed as "kept"). ``dry_run`` lists without changing anything.
+    Failing: at least ``min_calls`` ledger rows of its current version and a failure rate
+    above ``max_failure_rate``. Unused: no ledger row in the last ``unused_days`` days, first
+    committed longer ago than that, and a ledger that has been recording since before then
+    (the ledger is local: on a fresh clone it knows nothing, so nothing counts as unused). A
+    skill another skill requires, or that a deprecated alias points to, is never removed (it
+    is listed as "kept"). ``dry_run`` lists without changing anything.
 
     Raises:
         LibraryError: the library cannot be written (nothing is changed).
@@ -969,18 +971,27 @@ def prune(
         for s in skills:
             for r in s.requires:
                 required.setdefault(r, []).append(s.id)
+        for s in skills:
+            if s.deprecated_by:  # the alias points at its replacement: keep the replacement
+                required.setdefault(s.deprecated_by, []).append(f"{s.id} (its deprecated alias)")
+        all_rows = {s.id: ledger.outcomes(s.id) for s in skills}
+        # The ledger is local and not committed: on a fresh clone it is empty. Only a ledger
+        # that has been watching since before the cutoff can say that a skill went unused.
+        observed_since = min((r.ts for rows in all_rows.values() for r in rows), default=None)
+        watching = observed_since is not None and observed_since <= cutoff
         chosen: list[tuple[str, str]] = []
         for s in skills:
-            rows = ledger.outcomes(s.id)
+            # Calls of the current version only: a repaired skill starts with a clean record.
+            rows = [r for r in all_rows[s.id] if r.version in (s.version, "")]  # "": unknown
             failures = sum(1 for r in rows if not r.ok)
             if len(rows) >= min_calls and failures / len(rows) > max_failure_rate:
-                chosen.append((s.id, f"failing: {failures} of {len(rows)} call(s) failed "
-                                     f"(more than {max_failure_rate:.0%})"))  # fmt: skip
+                chosen.append((s.id, f"failing: {failures} of {len(rows)} call(s) of v{s.version} "
+                                     f"failed (more than {max_failure_rate:.0%})"))  # fmt: skip
                 continue
-            recent = [r for r in rows if r.ts >= cutoff]
+            recent = [r for r in all_rows[s.id] if r.ts >= cutoff]
             born = _first_committed(bank, s.id)
-            if not recent and (born is None or born <= cutoff):
-                last = max((r.ts for r in rows), default=None)
+            if watching and not recent and (born is None or born <= cutoff):
+                last = max((r.ts for r in all_rows[s.id]), default=None)
                 said = (
                     "never called"
                     if last is None

@@ -150,3 +150,15 @@ def test_a_ledger_that_cannot_be_written_never_fails_a_call(
         assert bank.run(HISTORY, {"email": "bob@example.com"}, shop.tools()).ok
     err = capsys.readouterr().err
     assert err.count("cannot record calls in the ledger") == 1  # said once, not per call
+
+
+def test_counts_can_be_limited_to_the_current_versions(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for _ in range(3):
+        ledger.record("a", ok=False, version="1.0.0")
+    ledger.record("a", ok=True, version="1.1.0")
+    ledger.record("a", ok=True, version="")
+    ledger.record("b", ok=True, version="2.0.0")
+    assert ledger.counts() == {"a": (2, 3), "b": (1, 0)}
+    # A repaired skill (1.1.0) is judged on its own calls, not on those of the broken 1.0.0.
+    assert ledger.counts({"a": "1.1.0"}) == {"a": (2, 0)}

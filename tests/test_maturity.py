@@ -323,6 +323,14 @@ def test_reflex_runs_the_autonomous_skill_for_a_matching_task(bank: SkillBank, s
     # A task for another (not autonomous) skill does not trigger the reflex.
     order = "Order two 'wall clock' for hiro@example.com"
     assert bank.reflex(order, {"email": "hiro@example.com"}, tools) is None
+    # Nothing runs without a model when the task says more, or the opposite, or too little.
+    for near_miss in (
+        "Do not show the order history for bob@example.com",
+        "Show the refund history for bob@example.com",
+        "Show the order history for bob@example.com, then cancel every pending order",
+        "history",
+    ):
+        assert bank.reflex(near_miss, {"email": "bob@example.com"}, tools) is None, near_miss
 
 
 # --- commands -------------------------------------------------------------------------------

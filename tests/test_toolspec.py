@@ -533,6 +533,12 @@ def test_a_deprecated_skill_still_answers_with_a_warning(
     small_bank: SkillBank, tmp_path: Path
 ) -> None:
     tools = Shop.create(tmp_path / "shop.sqlite").tools()
+    # Cognitive skills are described procedures, never run as tools.
+    data = call(small_bank, CANCEL, {"email": "alice@example.com"}, tools)
+    assert data["ok"] is False and data["error"]["type"] == "unavailable"
+    for sid in (HISTORY, CANCEL):  # once callable, the deprecated one still answers
+        md = small_bank.library.dir / sid / "SKILL.md"
+        md.write_text(md.read_text().replace("stage: cognitive", "stage: associative"))
     data = call(small_bank, HISTORY, {"email": "alice@example.com"}, tools)
     assert data["ok"] is True and CANCEL in data["warning"]
 

@@ -299,3 +299,11 @@ def _record(t: Trajectory) -> dict:
     return {"id": t.id, "task": t.task, "messages": messages,
             "tools": [x.to_openai() for x in t.tools],
             "outcome": {"success": t.outcome.success}}  # fmt: skip
+
+
+def test_prune_never_calls_a_skill_unused_on_a_ledger_that_was_not_watching(
+    shop_bank: SkillBank,
+) -> None:
+    # A fresh clone has no ledger: it cannot tell unused skills from skills used elsewhere.
+    later = prune(shop_bank, dry_run=True, now=time.time() + 365 * 86400)
+    assert later.entries == ()
