@@ -701,7 +701,10 @@ def find_duplicates(bank: SkillBank, *, min_overlap: float = 0.5) -> list[Duplic
 
 
 def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
-    """Keep ``pair.keep`` (plus the other's cases that replay on it); deprecate ``pair.drop``.
+    """Keep ``pair.keep`` (plus the other's cases); deprecate ``pair.drop``.
+
+    Every recorded case of the dropped skill must replay on the kept one (then the kept skill
+    does everything the other did), else nothing is merged.
 
     The dropped skill keeps running (with a deprecation warning) and so do its callers.
 
@@ -715,6 +718,13 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
     commit: str | None = None
     with bank._lock():
         keep, drop = bank.get(pair.keep), bank.get(pair.drop)
+        if drop.deprecated_by:
+            return ""  # already merged (e.g. a third duplicate of the same skill)
+        if keep.deprecated_by:
+            raise LibraryError(
+                f"{pair.keep} is itself deprecated in favour of {keep.deprecated_by}; merge "
+                f"{pair.drop} into {keep.deprecated_by} instead"
+            )
         library = {s.id: s for s in bank.skills()}
         ours = [p.name for p in keep.signature.params]
         theirs = [p.name for p in drop.signature.params]
@@ -725,8 +735,15 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
             if case.trajectory_sha256 in known:
                 continue
             moved = replace(case, args={rename.get(k, k): v for k, v in case.args.items()})
-            if replay_case(bank.sandbox, keep, moved, bank.limits, library).ok:
-                gained.append(moved)
+            replayed = replay_case(bank.sandbox, keep, moved, bank.limits, library)
+            if not replayed.ok:
+                # Then the kept skill does not do what the other did: not a duplicate.
+                raise LibraryError(
+                    f"{pair.drop} is not a duplicate of {pair.keep}: its case "
+                    f"{case.trajectory_id!r} does not replay on {pair.keep} "
+                    f"({replayed.failure}); nothing was merged"
+                )
+            gained.append(moved)
         if gained:
             cases = tuple(sorted((*keep.cases, *gained),
                                  key=lambda c: (c.trajectory_id, c.trajectory_sha256)))  # fmt: skip
@@ -1118,25 +1135,34 @@ def refine_command(failures: Path, skill_id: str | None, as_json: bool, root: Pa
 def dedup_command(merge: bool, as_json: bool, root: Path) -> None:
     """Find near-duplicate skills; with --merge, keep one of each pair and deprecate the other.
 
-    Exit code 1 when duplicates are found and not merged.
+    Exit code 1 when duplicates are found and not merged (a pair whose cases do not replay on
+    the skill that would be kept is not merged).
 
     Example: skillbank dedup --merge
     """
+    outcome: dict[tuple[str, str], str] = {}
+    commits: list[str] = []
     with _open(root) as bank:
         try:
             pairs = find_duplicates(bank)
-            commits = [merge_duplicates(bank, p) for p in pairs] if merge else []
         except SkillbankError as exc:
             raise click.ClickException(str(exc)) from None
+        for p in pairs if merge else []:
+            try:  # one pair that is not a duplicate after all does not stop the others
+                commits.append(merge_duplicates(bank, p))
+                outcome[(p.keep, p.drop)] = "merged"
+            except SkillbankError as exc:
+                outcome[(p.keep, p.drop)] = f"not merged: {exc}"
     if as_json:
-        _echo_json({"pairs": [p.to_json() for p in pairs], "commits": commits})
+        rows = [{**p.to_json(), "outcome": outcome.get((p.keep, p.drop))} for p in pairs]
+        _echo_json({"pairs": rows, "commits": commits})
     else:
         for p in pairs:
-            done = " (merged)" if merge else ""
+            done = f" ({outcome[(p.keep, p.drop)]})" if merge else ""
             click.echo(f"{p.drop} duplicates {p.keep} ({', '.join(p.reasons)}){done}")
         if not pairs:
             click.echo("no duplicates")
-    if pairs and not merge:
+    if pairs and (not merge or any(o != "merged" for o in outcome.values())):
         raise SystemExit(1)
 
 

@@ -307,3 +307,30 @@ def test_prune_never_calls_a_skill_unused_on_a_ledger_that_was_not_watching(
     # A fresh clone has no ledger: it cannot tell unused skills from skills used elsewhere.
     later = prune(shop_bank, dry_run=True, now=time.time() + 365 * 86400)
     assert later.entries == ()
+
+
+def test_a_merge_whose_cases_do_not_replay_on_the_kept_skill_changes_nothing(
+    shop_bank: SkillBank,
+) -> None:
+    from skillbank.errors import LibraryError
+    from skillbank.upkeep import DuplicatePair
+
+    ids = [s.id for s in shop_bank.skills()]
+    keep, drop = (
+        "find_customer_list_orders",
+        "find_customer_search_products_check_stock_place_order",
+    )
+    assert keep in ids and drop in ids
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=shop_bank.root, capture_output=True, text=True
+    ).stdout
+    pair = DuplicatePair(keep, drop, ("same tool-call sequences",), 0.5)
+    with pytest.raises(LibraryError, match="is not a duplicate.*nothing was merged"):
+        merge_duplicates(shop_bank, pair)
+    assert shop_bank.get(drop).deprecated_by is None
+    assert (
+        subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=shop_bank.root, capture_output=True, text=True
+        ).stdout
+        == head
+    )
