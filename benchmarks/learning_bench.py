@@ -94,10 +94,8 @@ class Dataset:
     close: Callable[[], None] = lambda: None
 
 
-def shop_dataset() -> Dataset:
-    from skillbank.examples import Shop
-
-    every = load_trajectories(SHOP_FILE)
+def heldout_split(every: Sequence[Trajectory]) -> tuple[list[Trajectory], list[Trajectory]]:
+    """The shop split: every third run of each procedure (by id) is held out."""
     by_procedure: dict[str, list[Trajectory]] = defaultdict(list)
     for t in every:
         by_procedure[t.id.rsplit("-", 1)[0]].append(t)
@@ -106,6 +104,15 @@ def shop_dataset() -> Dataset:
     for runs in by_procedure.values():
         for i, t in enumerate(sorted(runs, key=lambda r: r.id)):
             (heldout if i % 3 == 2 else train).append(t)
+    return train, heldout
+
+
+def shop_dataset() -> Dataset:
+    from skillbank.examples import Shop
+
+    every = load_trajectories(SHOP_FILE)
+    procedures = {t.id.rsplit("-", 1)[0] for t in every}
+    train, heldout = heldout_split(every)
     tmp = tempfile.TemporaryDirectory(prefix="skillbank-learnbench-shop-")
     counter = iter(range(10**9))
 
@@ -119,7 +126,7 @@ def shop_dataset() -> Dataset:
         train,
         heldout,
         fresh,
-        f"{len(every)} runs of {len(by_procedure)} procedures; every 3rd run of each procedure "
+        f"{len(every)} runs of {len(procedures)} procedures; every 3rd run of each procedure "
         "(by id) held out",
         tmp.cleanup,
     )

@@ -43,6 +43,8 @@ BFCL_DATA = ROOT / "benchmarks" / "bfcl" / "data"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from learning_bench import heldout_split  # noqa: E402  (the same shop split)
+
 from skillbank import SkillBank, Trajectory, load_trajectories  # noqa: E402
 from skillbank.compiler import pattern_key  # noqa: E402
 from skillbank.search import (  # noqa: E402
@@ -64,19 +66,6 @@ WORDS = (
 ).split()
 
 # --------------------------------------------------------------------------- data
-
-
-def heldout_split(every: list[Trajectory]) -> tuple[list[Trajectory], list[Trajectory]]:
-    """learning_bench's shop split: every third run of each procedure (by id) held out."""
-    by_procedure: dict[str, list[Trajectory]] = defaultdict(list)
-    for t in every:
-        by_procedure[t.id.rsplit("-", 1)[0]].append(t)
-    train: list[Trajectory] = []
-    heldout: list[Trajectory] = []
-    for runs in by_procedure.values():
-        for i, t in enumerate(sorted(runs, key=lambda r: r.id)):
-            (heldout if i % 3 == 2 else train).append(t)
-    return train, heldout
 
 
 def key_of(t: Trajectory) -> str:

@@ -386,10 +386,12 @@ class SkillBank:
 
     # --- learning -----------------------------------------------------------------------
 
-    def _outcome_counts(self, versions: Mapping[str, str]) -> dict[str, tuple[int, int]]:
-        """The ledger's (successes, failures) per skill, counting calls of the given versions
-        only; empty when there is no ledger yet or it cannot be read (it is local statistics:
-        learning must not depend on it)."""
+    def outcome_counts(
+        self, versions: Mapping[str, str] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """The ledger's (successes, failures) per skill (with ``versions``: of those versions
+        only); empty when there is no ledger yet or it cannot be read. The ledger is local
+        statistics: learning and search must work without it, and reading never creates it."""
         if not (self.root / self.config.state_dir / LEDGER_FILE).is_file():
             return {}
         try:
@@ -402,7 +404,7 @@ class SkillBank:
         # a new version starts with a clean record (the failures were of the old code).
         from skillbank.maturity import decide_stage
 
-        successes, failures = self._outcome_counts({sid: version}).get(sid, (0, 0))
+        successes, failures = self.outcome_counts({sid: version}).get(sid, (0, 0))
         return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
 
     def learn(

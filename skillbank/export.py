@@ -39,9 +39,9 @@ import click
 import yaml
 
 from skillbank.errors import SkillbankError
-from skillbank.library import _docstring_args, skill_files
+from skillbank.library import skill_files
 from skillbank.options import root_option
-from skillbank.skill import Skill
+from skillbank.skill import Skill, docstring_args
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -238,7 +238,7 @@ def _skill_md(skill: Skill, name: str, script_path: str, embedded: Sequence[Skil
     body += ["", "## Signature", "", "```python", skill.signature.render(), "```", ""]
     body += ["## Arguments", ""]
     if skill.signature.params:
-        described = _docstring_args(skill.signature.docstring)
+        described = docstring_args(skill.signature.docstring)
         body += ["| name | type | default | description |", "| --- | --- | --- | --- |"]
         for p in skill.signature.params:
             default = f"`{p.default}`" if p.has_default else "required"

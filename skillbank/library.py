@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from skillbank.errors import LibraryError, SkillNotFound
-from skillbank.skill import STAGES, Case, Skill, TestedSkill, content_hash
+from skillbank.skill import STAGES, Case, Skill, TestedSkill, content_hash, docstring_args
 from skillbank.validate import read_signature
 from skillbank.versioning import HistoryEntry, Version, parse_version
 
@@ -160,7 +160,7 @@ def skill_files(
         body.append(f"- ... and {len(ordered) - 10} more in `cases.jsonl`")
     body += ["", "## Arguments", ""]
     if signature.params:
-        doc_args = _docstring_args(signature.docstring)
+        doc_args = docstring_args(signature.docstring)
         body += ["| name | type | description |", "| --- | --- | --- |"]
         for p in signature.params:
             text = doc_args.get(p.name, "").replace("|", "\\|")
@@ -189,29 +189,6 @@ def skill_files(
         )
         + "\n",
     }
-
-
-def _docstring_args(doc: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    current: str | None = None
-    in_args = False
-    for line in doc.split("\n"):
-        stripped = line.strip()
-        if stripped in ("Args:", "Arguments:"):
-            in_args = True
-            continue
-        if in_args:
-            if stripped.endswith(":") and " " not in stripped:
-                break  # the next section
-            if not stripped:
-                continue
-            name, sep, rest = stripped.partition(": ")
-            if sep and name.isidentifier() and line.startswith("    ") and not line[4:5].isspace():
-                current = name
-                out[name] = rest
-            elif current:
-                out[current] += " " + stripped
-    return out
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,8 +51,6 @@ import click
 import numpy as np
 import numpy.typing as npt
 
-from skillbank.errors import LibraryError
-from skillbank.ledger import LEDGER_FILE, Ledger
 from skillbank.options import json_option, root_option
 from skillbank.skill import Skill
 
@@ -524,17 +521,6 @@ def _index_for(bank: SkillBank) -> SearchIndex:
     return index
 
 
-def _outcomes(bank: SkillBank) -> Mapping[str, tuple[int, int]]:
-    """(successes, failures) per skill; empty without a ledger or when it cannot be read:
-    the ledger is local statistics, and search must work without them."""
-    if not (bank.root / bank.config.state_dir / LEDGER_FILE).is_file():
-        return {}
-    try:
-        return Ledger.for_bank(bank).counts()
-    except (LibraryError, sqlite3.Error):
-        return {}
-
-
 def search(
     bank: SkillBank, text: str, k: int = 5, *, thompson: bool = False, seed: int | None = None
 ) -> list[Hit]:
@@ -552,7 +538,7 @@ def search(
 
     Raises:
         ValueError: ``k`` is negative.
-        LibraryError: the library or the ledger cannot be read.
+        LibraryError: the library cannot be read (an unreadable ledger only drops the weighting).
     """
     if k < 0:
         raise ValueError(f"k must not be negative, got k={k!r}")
@@ -561,7 +547,7 @@ def search(
     index = _index_for(bank)
     if not index.docs:
         return []
-    return index.rank(text, k, outcomes=_outcomes(bank), thompson=thompson, seed=seed)
+    return index.rank(text, k, outcomes=bank.outcome_counts(), thompson=thompson, seed=seed)
 
 
 # --------------------------------------------------------------------------- command

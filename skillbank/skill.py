@@ -10,6 +10,7 @@ library or its history (which was tested when first stored), so nothing untested
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "ToolCallRecord",
     "ValidatedSkill",
     "content_hash",
+    "docstring_args",
 ]
 
 JSON = Any
@@ -36,6 +38,44 @@ STAGES = ("cognitive", "associative", "autonomous")
 def content_hash(source: str) -> str:
     """The sha256 of a skill's source text, the identity of one exact version of its code."""
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+_ARGS_HEADER = re.compile(r"^(\s*)(?:Args|Arguments|Parameters):\s*$")
+_ARG_ITEM = re.compile(r"^\*{0,2}([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def docstring_args(docstring: str) -> dict[str, str]:
+    """The Google-style ``Args:`` section of a docstring: name -> its text on one line.
+
+    Used wherever a skill's arguments are described: ``SKILL.md``, tool definitions for
+    models, and Agent Skills exports.
+    """
+    lines = docstring.splitlines()
+    headers = [(i, m) for i, m in enumerate(map(_ARGS_HEADER.match, lines)) if m is not None]
+    if not headers:
+        return {}
+    start, header = headers[0]
+    base = len(header.group(1))
+    found: dict[str, list[str]] = {}
+    item_indent: int | None = None
+    current: str | None = None
+    for line in lines[start + 1 :]:
+        text = line.strip()
+        if not text:
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent <= base:
+            break  # the next section
+        item_indent = indent if item_indent is None else item_indent
+        item = _ARG_ITEM.match(text) if indent == item_indent else None
+        if item is not None:
+            current = item.group(1)
+            found[current] = [item.group(2)]
+        elif current is not None and indent > item_indent:
+            found[current].append(text)
+        else:
+            current = None
+    return {name: " ".join(" ".join(parts).split()) for name, parts in found.items()}
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,10 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from skillbank.skill import Skill
+from skillbank.skill import Skill, docstring_args
 from skillbank.types import SignatureSchema, signature_schema
 
 __all__ = [
@@ -392,39 +391,6 @@ def decode_arguments(skill: Skill, arguments: Mapping[str, Any]) -> dict[str, An
 
 # ----------------------------------------------------------------------------- rendering
 
-_ARGS_HEADER = re.compile(r"^(\s*)(?:Args|Arguments|Parameters):\s*$")
-_ARG_ITEM = re.compile(r"^\*{0,2}([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
-
-
-def _docstring_args(docstring: str) -> dict[str, str]:
-    """The Google-style ``Args:`` section of a docstring: name -> text on one line."""
-    lines = docstring.splitlines()
-    headers = [(i, m) for i, m in enumerate(map(_ARGS_HEADER.match, lines)) if m is not None]
-    if not headers:
-        return {}
-    start, header = headers[0]
-    base = len(header.group(1))
-    found: dict[str, list[str]] = {}
-    item_indent: int | None = None
-    current: str | None = None
-    for line in lines[start + 1 :]:
-        text = line.strip()
-        if not text:
-            continue
-        indent = len(line) - len(line.lstrip())
-        if indent <= base:
-            break  # the next section
-        item_indent = indent if item_indent is None else item_indent
-        item = _ARG_ITEM.match(text) if indent == item_indent else None
-        if item is not None:
-            current = item.group(1)
-            found[current] = [item.group(2)]
-        elif current is not None and indent > item_indent:
-            found[current].append(text)
-        else:
-            current = None
-    return {name: " ".join(" ".join(parts).split()) for name, parts in found.items()}
-
 
 def tool_description(skill: Skill) -> str:
     """The skill's description and one line per argument (its docstring text, its default).
@@ -432,7 +398,7 @@ def tool_description(skill: Skill) -> str:
     Strict mode cannot carry a parameter's default in the schema, so it is named here.
     """
     schema = canonical_schema(skill)
-    docs = _docstring_args(skill.signature.docstring)
+    docs = docstring_args(skill.signature.docstring)
     lines = [" ".join(skill.description.split())]
     args = []
     for name, prop in schema["properties"].items():
