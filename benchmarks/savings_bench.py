@@ -63,8 +63,8 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from skillbank import Trajectory  # noqa: E402
+from skillbank.signature import signature_schema  # noqa: E402
 from skillbank.skill import Skill  # noqa: E402
-from skillbank.types import signature_schema  # noqa: E402
 
 try:  # how an agent is shown a skill and its result; absent from older checkouts
     from skillbank.toolspec import chat_tool, tool_result

@@ -71,6 +71,7 @@ from sandbox.errors import PolicyViolation, ResourceLimitExceeded, ToolError, To
 
 __all__ = [
     "ALLOWED_MODULES",
+    "DENIED_MODULE_NAMES",
     "SKILL_FILENAME",
     "SKILL_MODULE_NAME",
     "TYPING_NAMES",
@@ -112,9 +113,10 @@ _FUTURE = "__future__"
 # ``typing`` is handed out as a view of :data:`TYPING_NAMES` only.
 _TYPING = "typing"
 
-# Public names that would let one call change state another call sees, or that walk
-# attributes from a format string (``string.Formatter``). Reading one is a PolicyViolation.
-_DENIED_MODULE_NAMES: Final[dict[str, frozenset[str]]] = {
+#: Public names that would let one call change state another call sees, or that walk
+#: attributes from a format string (``string.Formatter``). Reading one is a PolicyViolation;
+#: the host's validator refuses them statically from this same table.
+DENIED_MODULE_NAMES: Final[dict[str, frozenset[str]]] = {
     "decimal": frozenset({"setcontext", "DefaultContext", "BasicContext", "ExtendedContext"}),
     "re": frozenset({"template", "purge"}),
     "__future__": frozenset({"all_feature_names"}),  # a mutable list
@@ -576,7 +578,7 @@ def _module_view(name: str, only: Iterable[str] | None = None) -> ModuleView:
         names: Iterable[str] = (
             exported if exported is not None else (n for n in dir(module) if n[:1] != "_")
         )
-        denied = _DENIED_MODULE_NAMES.get(name, frozenset())
+        denied = DENIED_MODULE_NAMES.get(name, frozenset())
         attrs = {
             n: getattr(module, n)
             for n in names
@@ -712,7 +714,7 @@ def _attribute_refusal(ob: object, name: str) -> str | None:
         isinstance(ob, type) and issubclass(ob, string.Formatter)
     ):
         return "string.Formatter is not allowed in a skill; use an f-string"
-    if isinstance(ob, ModuleView) and name in _DENIED_MODULE_NAMES.get(ob._sandbox_name, ()):
+    if isinstance(ob, ModuleView) and name in DENIED_MODULE_NAMES.get(ob._sandbox_name, ()):
         return (
             f"{ob._sandbox_name}.{name} is not available in a skill (it changes state other "
             "calls share, or reaches private attributes)"

@@ -16,16 +16,22 @@ from skillbank.config import Config, load_config
 from skillbank.errors import (
     CompileError,
     ConfigError,
+    ExportError,
+    GateUsageError,
     LibraryError,
     LLMReplyError,
     LLMRequestError,
     SkillArgumentError,
     SkillbankError,
+    SkillCallFailed,
+    SkillCheckFailed,
     SkillNotFound,
     SkillRejected,
     SkillTestFailed,
     TrajectoryError,
+    UnsupportedType,
 )
+from skillbank.findings import Finding
 from skillbank.ledger import Ledger
 from skillbank.recognize import Plan, PlanResult, PlanStep
 from skillbank.recording import Recorder
@@ -48,7 +54,7 @@ from skillbank.trajectory import (
     parse_record,
     scan_trajectories,
 )
-from skillbank.validate import Finding, check_source, validate
+from skillbank.validate import check_source, validate
 from skillbank.versioning import (
     HistoryEntry,
     SignatureChange,
@@ -65,7 +71,9 @@ __all__ = [
     "CompileError",
     "Config",
     "ConfigError",
+    "ExportError",
     "Finding",
+    "GateUsageError",
     "HistoryEntry",
     "LLMReplyError",
     "LLMRequestError",
@@ -86,6 +94,8 @@ __all__ = [
     "Skill",
     "SkillArgumentError",
     "SkillBank",
+    "SkillCallFailed",
+    "SkillCheckFailed",
     "SkillDraft",
     "SkillNotFound",
     "SkillRejected",
@@ -96,6 +106,7 @@ __all__ = [
     "ToolSpec",
     "Trajectory",
     "TrajectoryError",
+    "UnsupportedType",
     "ValidatedSkill",
     "Version",
     "canonical_schema",

@@ -60,6 +60,7 @@ from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_boun
 from skillbank.maturity import posterior_mean as _posterior_mean
 from skillbank.proving import Failed, prove
 from skillbank.recognize import Plan, PlanResult, match_steps
+from skillbank.signature import read_signature
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ToolCallRecord
 from skillbank.toolspec import (
     ToolFormat,
@@ -70,7 +71,7 @@ from skillbank.toolspec import (
     tool_result,
 )
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
-from skillbank.validate import Rejected, code_shape, read_signature, validate
+from skillbank.validate import Rejected, code_shape, validate
 from skillbank.versioning import (
     HistoryEntry,
     Version,

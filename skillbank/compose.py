@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from skillbank.errors import SkillArgumentError
+from skillbank.errors import SkillArgumentError, SkillCallFailed
 
 if TYPE_CHECKING:
     from sandbox import Limits, Sandbox
@@ -31,10 +31,6 @@ JSON = Any
 
 #: Deepest chain of skills calling skills that will run.
 MAX_DEPTH = 8
-
-
-class SkillCallFailed(Exception):
-    """A required skill failed; the calling skill sees this message as a tool error."""
 
 
 def closure(skill_id: str, requires: Mapping[str, Sequence[str]]) -> set[str]:

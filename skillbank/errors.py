@@ -8,12 +8,17 @@ Expected failures (a skill fails its replay test, sandboxed code raises) come ba
     ├── CompileError         a trajectory cannot be turned into a skill
     │   ├── LLMRequestError  the LLM endpoint could not be asked, or refused
     │   └── LLMReplyError    the LLM's reply is not the JSON object asked for
+    ├── UnsupportedType      an annotation outside the type vocabulary (also a ValueError)
     ├── SkillRejected        a skill's source breaks the validation policy (carries findings)
     ├── SkillTestFailed      a skill does not reproduce its recorded cases (carries the failure)
+    ├── SkillCheckFailed     a check of ``pytest skills/`` failed (carries the whole report)
     ├── SkillNotFound        no skill with that id in the library
     ├── SkillArgumentError   arguments do not match a skill's signature
+    ├── SkillCallFailed      a skill that another skill requires failed inside that call
     ├── LibraryError         the skills folder or its git repository is broken or unwritable
-    └── ConfigError          configuration is invalid
+    ├── ConfigError          configuration is invalid
+    ├── GateUsageError       the gate was asked something it cannot do (a bad base ref)
+    └── ExportError          an export cannot be written as asked
 
 The sandbox has its own tree (`sandbox.SandboxError`), because `sandbox` never imports us.
 """
@@ -21,23 +26,26 @@ The sandbox has its own tree (`sandbox.SandboxError`), because `sandbox` never i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from skillbank.validate import Finding
+from skillbank.findings import Finding
 
 __all__ = [
     "CompileError",
     "ConfigError",
+    "ExportError",
+    "GateUsageError",
     "LLMReplyError",
     "LLMRequestError",
     "LibraryError",
     "SkillArgumentError",
+    "SkillCallFailed",
+    "SkillCheckFailed",
     "SkillNotFound",
     "SkillRejected",
     "SkillTestFailed",
     "SkillbankError",
     "TrajectoryError",
+    "UnsupportedType",
 ]
 
 
@@ -88,6 +96,22 @@ class LLMReplyError(CompileError):
         super().__init__(message)
 
 
+class UnsupportedType(SkillbankError, ValueError):
+    """Raised by `skillbank.signature.annotation_schema` for an annotation outside the vocabulary.
+
+    ``annotation`` is the offending part (``Any`` in ``list[Any]``), ``line`` (1-based) and
+    ``col`` (0-based) point at it in the text that was read, and ``reason`` says what to
+    write instead. It is also a ``ValueError``: a bad annotation is a bad value.
+    """
+
+    def __init__(self, annotation: str, reason: str, *, line: int = 1, col: int = 0) -> None:
+        self.annotation = annotation
+        self.reason = reason
+        self.line = line
+        self.col = col
+        super().__init__(f"unsupported type {annotation!r} at {line}:{col}: {reason}")
+
+
 class SkillRejected(SkillbankError):
     """Raised when a skill's source breaks the validation policy.
 
@@ -112,6 +136,13 @@ class SkillTestFailed(SkillbankError):
         super().__init__(f"skill {skill!r} failed its tests: {failure}")
 
 
+class SkillCheckFailed(SkillbankError):
+    """Raised by a ``pytest skills/`` item (`skillbank.testing`) when its check fails.
+
+    The message is the whole report pytest shows for the item, without a traceback.
+    """
+
+
 class SkillNotFound(SkillbankError):
     """Raised by `SkillBank.get` and friends when no skill has the requested id."""
 
@@ -127,6 +158,13 @@ class SkillArgumentError(SkillbankError):
     """Raised when arguments passed to a skill do not match its signature."""
 
 
+class SkillCallFailed(SkillbankError):
+    """Raised to a calling skill (as a tool error) when a skill it requires failed.
+
+    See `skillbank.compose.grant`; the caller sees the message, not a traceback.
+    """
+
+
 class LibraryError(SkillbankError):
     """Raised when the skills folder or its git repository cannot be read or written.
 
@@ -136,3 +174,19 @@ class LibraryError(SkillbankError):
 
 class ConfigError(SkillbankError):
     """Raised when a configuration value (pyproject, environment, flag) is invalid."""
+
+
+class GateUsageError(SkillbankError):
+    """Raised by `skillbank.gate` when it is asked something it cannot do.
+
+    For example an unknown base ref, or tool specs that cannot be read (exit code 2).
+    """
+
+
+class ExportError(SkillbankError):
+    """Raised by `skillbank.export` when an export cannot be written as asked.
+
+    For example: the output folder holds something that is not an earlier export of the same
+    skill, two skill ids map to one Agent Skills name, or a skill requires a skill that was
+    not given.
+    """

@@ -38,7 +38,7 @@ from typing import Any
 import click
 import yaml
 
-from skillbank.errors import SkillbankError
+from skillbank.errors import ExportError, SkillbankError
 from skillbank.library import skill_files
 from skillbank.options import root_option
 from skillbank.skill import Skill, docstring_args
@@ -74,15 +74,6 @@ _NO_SANDBOX = (
     "does not travel with this export: `{script}` runs as plain Python, with whatever the "
     "host tools you give it can do. Review it as code before you run it."
 )
-
-
-class ExportError(SkillbankError):
-    """Raised when an export cannot be written as asked.
-
-    For example: the output folder holds something that is not an earlier export of the same
-    skill, two skill ids map to one Agent Skills name, or a skill requires a skill that was
-    not given.
-    """
 
 
 def agent_skill_name(skill_id: str) -> str:

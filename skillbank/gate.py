@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from skillbank.compose import closure, requirement_cycle
-from skillbank.errors import LibraryError, SkillbankError
+from skillbank.errors import GateUsageError, LibraryError
+from skillbank.findings import caret
 from skillbank.library import git
 from skillbank.skill import Skill
 from skillbank.validate import RULES as VALIDATION_RULES
@@ -83,10 +84,6 @@ GATE_RULES: dict[str, str] = {
 ALL_RULES: dict[str, str] = {**VALIDATION_RULES, **GATE_RULES}
 
 
-class GateUsageError(SkillbankError):
-    """The gate was asked something it cannot do (an unknown base ref, a bad tool spec)."""
-
-
 @dataclass(frozen=True)
 class GateFinding:
     """One problem the gate found, at a place in a file."""
@@ -118,10 +115,7 @@ class GateFinding:
             lines = (root / self.path).read_text(encoding="utf-8").split("\n")
         except (OSError, UnicodeDecodeError):
             return head
-        if self.path.endswith(".py") and 1 <= self.line <= len(lines):
-            text = lines[self.line - 1]
-            return f"{head}\n    {text}\n    {' ' * min(self.col, len(text))}^"
-        return head
+        return caret(head, lines, self.line, self.col) if self.path.endswith(".py") else head
 
     def to_json(self) -> dict[str, JSON]:
         """The finding as JSON data."""

@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from skillbank.errors import LibraryError, SkillNotFound
+from skillbank.signature import read_signature
 from skillbank.skill import STAGES, Case, Skill, TestedSkill, content_hash, docstring_args
-from skillbank.validate import read_signature
 from skillbank.versioning import HistoryEntry, Version, parse_version
 
 __all__ = ["SKILL_FILES", "SkillLibrary", "StoredChange", "git", "skill_files"]

@@ -7,7 +7,7 @@ Every check runs the skill in the sandbox against tool doubles, never against re
   same arguments, same order) and return the recorded result. A mismatch is reported with the
   call number and both sides, so a reviewer sees what diverged.
 - **Properties** (`check_properties`): hypothesis draws arguments from the skill's signature
-  (`skillbank.types.signature_schema`) and answers each tool call with a value drawn from
+  (`skillbank.signature.signature_schema`) and answers each tool call with a value drawn from
   `infer_schema` of that tool's recorded results. Every call's arguments must match the
   tool's parameter schema; the skill must return a value of its declared type or raise an
   error its docstring declares under ``Raises:``. A policy violation, an exceeded limit, a
@@ -37,7 +37,7 @@ from skillbank.trajectory import canonical_json
 if TYPE_CHECKING:
     from hypothesis import strategies as st
 
-    from skillbank.types import SignatureSchema
+    from skillbank.signature import SignatureSchema
 
 # hypothesis, hypothesis_jsonschema and jsonschema are imported where they are used: they
 # take a quarter of a second to import, which every ``skillbank`` command would otherwise pay,
@@ -600,7 +600,7 @@ def _setup(
     """The shared setup, or why the skill cannot be property-tested (as text)."""
     from jsonschema import Draft202012Validator, SchemaError  # type: ignore[import-untyped, unused-ignore]
 
-    from skillbank.types import signature_schema
+    from skillbank.signature import signature_schema
 
     subject = _subject(skill)
     library = library or {}

@@ -28,15 +28,11 @@ import pytest
 
 from sandbox import Limits, Sandbox
 from skillbank.config import Config, load_config
-from skillbank.errors import SkillbankError
+from skillbank.errors import SkillbankError, SkillCheckFailed
 from skillbank.library import SkillLibrary
 from skillbank.skill import Case, Skill
 
 __all__ = ["SkillCheckFailed", "SkillFile", "SkillItem", "pytest_collect_file"]
-
-
-class SkillCheckFailed(Exception):
-    """A skill check failed; the message is the whole report shown for the item."""
 
 
 @dataclass

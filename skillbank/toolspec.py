@@ -1,7 +1,7 @@
 """Skills as tools for a model: one canonical JSON Schema per skill, rendered three ways.
 
 The canonical schema is the skill's signature as JSON Schema, read from its syntax tree
-(`skillbank.types.signature_schema`; the code is never imported). It is rendered for
+(`skillbank.signature.signature_schema`; the code is never imported). It is rendered for
 
 - Chat Completions: ``{"type": "function", "function": {"name", "description",
   "parameters", "strict"}}``,
@@ -44,8 +44,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from skillbank.signature import SignatureSchema, signature_schema
 from skillbank.skill import Skill, docstring_args
-from skillbank.types import SignatureSchema, signature_schema
 
 __all__ = [
     "ToolErrorType",

@@ -11,7 +11,7 @@ The skill's source is parsed, never imported or executed. The policy (v2); rule 
     SB105  no ``*args``/``**kwargs`` and no positional-only parameters (a skill is called with
            exactly its arguments, by keyword)
     SB106  the return type is annotated
-    SB107  parameter annotations use the type vocabulary (`skillbank.types`): str, int, float,
+    SB107  parameter annotations use the type vocabulary (`skillbank.signature`): str, int, float,
            bool, None, list[T], dict[str, T], Literal, Optional/Union/``|``, declared TypedDicts
     SB108  the return annotation uses the type vocabulary
     SB109  a default is a JSON literal that matches its parameter's annotation
@@ -58,10 +58,11 @@ from libcst.metadata import (
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 from sandbox import ALLOWED_MODULES
-from sandbox.policy import _DENIED_MODULE_NAMES, TYPING_NAMES
+from sandbox.policy import DENIED_MODULE_NAMES, TYPING_NAMES
 from skillbank.errors import SkillRejected
-from skillbank.skill import Param, Signature, SkillDraft, ValidatedSkill
-from skillbank.types import check_signature, declares_typeddict
+from skillbank.findings import Finding, parse_finding
+from skillbank.signature import check_signature, declares_typeddict, docstring, read_signature
+from skillbank.skill import SkillDraft, ValidatedSkill
 
 __all__ = [
     "ALLOWED_IMPORTS",
@@ -72,12 +73,10 @@ __all__ = [
     "MAX_STATEMENTS",
     "RULES",
     "TYPING_NAMES",
-    "Finding",
     "Rejected",
     "check_source",
     "code_shape",
     "normalize_source",
-    "read_signature",
     "validate",
 ]
 
@@ -137,7 +136,7 @@ _FORMAT_ATTRIBUTES = frozenset({"format", "format_map"})
 # Module attributes the sandbox refuses (they change state other calls share), including
 # ``string.Formatter`` through the ``string`` builtin.
 _DENIED_ATTRIBUTES: dict[str, frozenset[str]] = {
-    module: names for module, names in _DENIED_MODULE_NAMES.items() if module != "__future__"
+    module: names for module, names in DENIED_MODULE_NAMES.items() if module != "__future__"
 }
 # Nodes that add a path through a function (cyclomatic complexity, SB403).
 _BRANCHES = (
@@ -162,29 +161,6 @@ def _kind(cls: type) -> int:
         | (_BRANCH if issubclass(cls, _BRANCHES) else 0)
         | (_BLOCK if issubclass(cls, _BLOCKS) else 0)
     )
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One policy violation at a place in the source."""
-
-    #: The rule id, e.g. ``SB201``.
-    rule: str
-    #: 1-based line.
-    line: int
-    #: 0-based column.
-    col: int
-    #: What is wrong and what to do instead.
-    message: str
-
-    def render(self, source: str = "", path: str = "<skill>") -> str:
-        """``path:line:col: RULE message``, then the source line and a caret under the column."""
-        head = f"{path}:{self.line}:{self.col}: {self.rule} {self.message}"
-        lines = source.splitlines()
-        if 1 <= self.line <= len(lines):
-            text = lines[self.line - 1]
-            return f"{head}\n    {text}\n    {' ' * min(self.col, len(text))}^"
-        return head
 
 
 @dataclass(frozen=True)
@@ -535,24 +511,6 @@ def _code(node: cst.CSTNode) -> str:
     return _EMPTY_MODULE.code_for_node(node)
 
 
-def _syntax_finding(source: str, exc: cst.ParserSyntaxError) -> Finding:
-    # libcst's native parser sometimes reports the token after the mistake; CPython's own
-    # parser (ast.parse only parses, it never runs anything) points at the mistake itself.
-    try:
-        ast.parse(source)
-    except SyntaxError as err:
-        line, col = err.lineno or 1, max((err.offset or 1) - 1, 0)
-        return Finding("SB001", line, col, f"syntax error: {err.msg}; fix it so the module parses")
-    except (ValueError, RecursionError, MemoryError):
-        pass
-    return Finding(
-        "SB001",
-        exc.raw_line,
-        exc.raw_column,
-        f"syntax error: {exc.message}; fix it so the module parses",
-    )
-
-
 def _bound_print_names(module: cst.Module, names: list[cst.Name]) -> list[cst.Name]:
     """The ``print``/``printed`` names that are bound or deleted, not just read."""
     if not names:
@@ -601,10 +559,8 @@ def check_source(
     """
     try:
         module = cst.parse_module(source)
-    except cst.ParserSyntaxError as exc:
-        return [_syntax_finding(source, exc)]
-    except (cst.CSTValidationError, RecursionError, ValueError) as exc:  # odd names, nesting
-        return [Finding("SB001", 1, 0, f"cannot parse the source: {exc}")]
+    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError) as exc:
+        return [parse_finding(source, exc)]
     checker = _Checker(tools)
     try:
         module.visit(checker)
@@ -640,7 +596,7 @@ def check_source(
         if i == 0 and _is_docstring(stmt):
             continue
         if declares_typeddict(stmt):
-            continue  # rule SB110 (skillbank.types) checks the declaration
+            continue  # rule SB110 (skillbank.signature) checks the declaration
         if isinstance(stmt, cst.SimpleStatementLine) and all(
             isinstance(s, (cst.Import, cst.ImportFrom))
             or (
@@ -673,7 +629,7 @@ def check_source(
                 f"the public function is {fn.name.value!r} but the skill id is {skill_id!r}; "
                 "they must be equal",
             )  # fmt: skip
-        if _docstring(fn) is None:
+        if docstring(fn) is None:
             at(fn, "SB103", f"function {fn.name.value!r} needs a docstring saying what it does")
     pending += signature_problems
     size = len(source.encode("utf-8", "surrogatepass"))
@@ -717,53 +673,6 @@ def check_source(
         where: CodeRange = positions[node]
         findings.append(Finding(rule, where.start.line, where.start.column, message))
     return sorted(findings, key=lambda f: (f.line, f.col, f.rule))
-
-
-def _docstring(fn: cst.FunctionDef) -> str | None:
-    try:
-        with warnings.catch_warnings():  # an invalid escape such as "\d" only warns
-            warnings.simplefilter("ignore")
-            return fn.get_docstring()
-    except (SyntaxError, ValueError, MemoryError):  # one libcst cannot evaluate (a NUL byte)
-        return ""
-
-
-def _public_function(module: cst.Module) -> cst.FunctionDef | None:
-    return next(
-        (
-            s
-            for s in module.body
-            if isinstance(s, cst.FunctionDef) and not s.name.value.startswith("_")
-        ),
-        None,
-    )
-
-
-def read_signature(source: str) -> Signature:
-    """Read the public function's signature from the syntax tree (the code is never run).
-
-    Raises:
-        SkillRejected: when the source does not parse or has no public function.
-    """
-    try:
-        module = cst.parse_module(source)
-    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
-        raise SkillRejected("<source>", check_source(source), source) from None
-    fn = _public_function(module)
-    if fn is None:
-        raise SkillRejected("<source>", [Finding("SB101", 1, 0, "no public function")], source)
-    code = module.code_for_node
-    params = tuple(
-        Param(
-            name=p.name.value,
-            annotation=code(p.annotation.annotation) if p.annotation else "",
-            has_default=p.default is not None,
-            default=code(p.default) if p.default is not None else None,
-        )
-        for p in (*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params)
-    )
-    returns = code(fn.returns.annotation) if fn.returns else ""
-    return Signature(fn.name.value, params, returns, _docstring(fn) or "")
 
 
 class _StripDocstrings(cst.CSTTransformer):

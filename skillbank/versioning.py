@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from skillbank.errors import SkillRejected
+from skillbank.signature import read_signature, signature_schema
 from skillbank.skill import Param, Signature
-from skillbank.types import signature_schema
-from skillbank.validate import code_shape, read_signature
+from skillbank.validate import code_shape
 
 __all__ = [
     "Bump",

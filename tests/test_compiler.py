@@ -12,7 +12,7 @@ from skillbank import CompileError, Outcome, Step, ToolSpec, Trajectory, check_s
 from skillbank.compiler import compile_trajectory, skill_id_for
 from skillbank.compiler.dataflow import find_origin, mentioned_in
 from skillbank.compiler.emit import identifier, literal
-from skillbank.validate import read_signature
+from skillbank.signature import read_signature
 
 
 def traj(task: str, *steps: tuple[str, dict[str, Any], Any], success: bool = True) -> Trajectory:

@@ -25,8 +25,8 @@ from skillbank.export import (
     export_command,
 )
 from skillbank.library import SkillLibrary, skill_files
+from skillbank.signature import read_signature
 from skillbank.skill import Skill
-from skillbank.validate import read_signature
 
 skills_ref = pytest.importorskip("skills_ref", reason="pip install -e '.[test]' (skills-ref)")
 

@@ -25,9 +25,10 @@ from skillbank.compiler.llm import (
 from skillbank.config import Config, load_config
 from skillbank.errors import CompileError, ConfigError
 from skillbank.proving import prove
+from skillbank.signature import read_signature
 from skillbank.skill import SkillDraft, TestedSkill, ValidatedSkill
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
-from skillbank.validate import read_signature, validate
+from skillbank.validate import validate
 from tests.fake_openai import Delay, FakeOpenAI, HTTPError, Message, ToolCall
 
 SKILL = "order_history"

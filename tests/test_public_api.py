@@ -30,6 +30,23 @@ def test_every_skillbank_error_subclasses_the_root_and_is_documented() -> None:
         assert cls.__name__ in errors.__doc__, f"{cls.__name__} missing from the tree drawing"
 
 
+def test_every_exception_any_module_defines_is_in_the_drawn_tree() -> None:
+    # One tree, in one module: an error class defined anywhere else escapes the drawing,
+    # the CLI's exit codes and the JSON error envelope.
+    for info in pkgutil.walk_packages(skillbank.__path__, "skillbank."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == module.__name__
+                and not name.startswith("_")
+            ):
+                assert module is errors, f"{info.name}.{name} belongs in skillbank.errors"
+
+
 def test_every_sandbox_error_subclasses_its_root() -> None:
     for name in sandbox.__all__:
         obj = getattr(sandbox, name)

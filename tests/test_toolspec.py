@@ -30,8 +30,8 @@ from skillbank.cli import cli
 from skillbank.examples.shop import Shop
 from skillbank.library import SkillLibrary
 from skillbank.proving import _strategy as values_of  # hypothesis-jsonschema cannot do objects
+from skillbank.signature import read_signature
 from skillbank.skill import STAGES, Skill
-from skillbank.validate import read_signature
 from tests.conftest import EXAMPLE_TRAJECTORIES, REPO
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skillbank import SkillRejected, check_source
-from skillbank.types import signature_schema
+from skillbank.signature import signature_schema
 from skillbank.validate import (
     MAX_COMPLEXITY,
     MAX_NESTING,

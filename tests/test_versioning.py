@@ -27,7 +27,7 @@ from skillbank import (
 )
 from skillbank.cli import cli
 from skillbank.library import skill_files
-from skillbank.validate import read_signature
+from skillbank.signature import read_signature
 from skillbank.versioning import Version, bump
 
 # --- helpers ----------------------------------------------------------------------------

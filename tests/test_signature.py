@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 
 from sandbox import Sandbox
 from skillbank import SkillRejected, check_source
-from skillbank.types import (
+from skillbank.signature import (
     SignatureSchema,
     UnsupportedType,
     annotation_schema,

@@ -38,21 +38,23 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from sandbox.policy import TYPING_NAMES
-from skillbank.errors import SkillRejected
-
-if TYPE_CHECKING:
-    from skillbank.validate import Finding
+from skillbank.errors import SkillRejected, UnsupportedType
+from skillbank.findings import Finding, parse_finding
+from skillbank.skill import Param, Signature
 
 __all__ = [
     "SignatureSchema",
     "UnsupportedType",
     "annotation_schema",
+    "docstring",
+    "public_function",
+    "read_signature",
     "signature_schema",
     "typeddict_schemas",
 ]
@@ -109,22 +111,6 @@ _ADVICE: dict[str, str] = {
     "TypedDict": "TypedDict declares a type (class Order(TypedDict): ...); annotate with its name",
     "TypeVar": "generic skills are not supported; use a concrete type",
 }
-
-
-class UnsupportedType(ValueError):
-    """Raised by `annotation_schema` for an annotation outside the vocabulary.
-
-    ``annotation`` is the offending part (``Any`` in ``list[Any]``), ``line`` (1-based) and
-    ``col`` (0-based) point at it in the text that was read, and ``reason`` says what to
-    write instead.
-    """
-
-    def __init__(self, annotation: str, reason: str, *, line: int = 1, col: int = 0) -> None:
-        self.annotation = annotation
-        self.reason = reason
-        self.line = line
-        self.col = col
-        super().__init__(f"unsupported type {annotation!r} at {line}:{col}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -842,13 +828,14 @@ def _docstring_raises(docstring: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _docstring(fn: cst.FunctionDef) -> str:
+def docstring(fn: cst.FunctionDef) -> str | None:
+    """The function's docstring, None when it has none ("" when libcst cannot evaluate it)."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # an invalid escape such as "\d" only warns
             warnings.simplefilter("ignore")
-            return fn.get_docstring() or ""
+            return fn.get_docstring()
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError):
-        return ""
+        return ""  # one libcst cannot evaluate (a NUL byte)
 
 
 def public_function(module: cst.Module) -> cst.FunctionDef | None:
@@ -957,15 +944,15 @@ def check_signature(module: cst.Module) -> tuple[SignatureSchema | None, list[Pr
         "required": required,
         "additionalProperties": False,
     }
-    return SignatureSchema(name, parameters, returns, _docstring_raises(_docstring(fn))), problems
+    return SignatureSchema(
+        name, parameters, returns, _docstring_raises(docstring(fn) or "")
+    ), problems
 
 
 # ------------------------------------------------------------------------------ public API
 
 
 def _located(module: cst.Module, problems: Sequence[Problem]) -> list[Finding]:
-    from skillbank.validate import Finding  # validate imports this module
-
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     findings = [
         Finding(p.rule, positions[p.node].start.line, positions[p.node].start.column, p.message)
@@ -977,10 +964,8 @@ def _located(module: cst.Module, problems: Sequence[Problem]) -> list[Finding]:
 def _parse(source: str) -> cst.Module:
     try:
         return cst.parse_module(source)
-    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError):
-        from skillbank.validate import check_source  # validate imports this module
-
-        raise SkillRejected("<source>", check_source(source), source) from None
+    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError) as exc:
+        raise SkillRejected("<source>", [parse_finding(source, exc)], source) from None
 
 
 def annotation_schema(
@@ -1041,16 +1026,39 @@ def signature_schema(source: str) -> SignatureSchema:
     try:
         schema, problems = check_signature(module)
     except RecursionError:
-        from skillbank.validate import Finding
-
         finding = Finding("SB001", 1, 0, "the source nests too deeply to read")
         raise SkillRejected("<source>", [finding], source) from None
     fn = public_function(module)
     if fn is None:
-        from skillbank.validate import Finding
-
         missing = Finding("SB101", 1, 0, "no public function; define one `def <skill_id>(...)`")
         raise SkillRejected("<source>", [missing, *_located(module, problems)], source)
     if schema is None or problems:
         raise SkillRejected(fn.name.value, _located(module, problems), source)
     return schema
+
+
+def read_signature(source: str) -> Signature:
+    """Read the public function's signature from the syntax tree (the code is never run).
+
+    Raises:
+        SkillRejected: when the source does not parse or has no public function.
+    """
+    try:
+        module = cst.parse_module(source)
+    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError) as exc:
+        raise SkillRejected("<source>", [parse_finding(source, exc)], source) from None
+    fn = public_function(module)
+    if fn is None:
+        raise SkillRejected("<source>", [Finding("SB101", 1, 0, "no public function")], source)
+    code = module.code_for_node
+    params = tuple(
+        Param(
+            name=p.name.value,
+            annotation=code(p.annotation.annotation) if p.annotation else "",
+            has_default=p.default is not None,
+            default=code(p.default) if p.default is not None else None,
+        )
+        for p in (*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params)
+    )
+    returns = code(fn.returns.annotation) if fn.returns else ""
+    return Signature(fn.name.value, params, returns, docstring(fn) or "")
