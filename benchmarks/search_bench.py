@@ -51,7 +51,6 @@ from skillbank.search import (  # noqa: E402
     SearchIndex,
     SkillDoc,
     backend,
-    search,
     skill_doc,
     tokenize,
 )
@@ -99,7 +98,7 @@ def recall(
     os.environ["SKILLBANK_SEARCH_EMBEDDINGS"] = "1" if embeddings else "0"
     at1 = at5 = 0
     for text, right in queries:
-        ids = [h.skill_id for h in search(bank, text, 5)]
+        ids = [h.skill_id for h in bank.search(text, 5)]
         at1 += bool(ids[:1] and ids[0] in right)
         at5 += bool(right & set(ids))
     n = len(queries)
@@ -299,10 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     # End to end on a real bank (library stat + fingerprint + ledger read + rank).
-    e2e = pcts(timed(lambda q: search(shop, q, 5), [rng.choice(texts) for _ in range(200)]))
+    e2e = pcts(timed(lambda q: shop.search(q, 5), [rng.choice(texts) for _ in range(200)]))
     rows.append(
         (
-            f"end to end `search(bank)`, shop bank ({len(templates[:7])} skills), {backend()}",
+            f"end to end `bank.search`, shop bank ({len(templates[:7])} skills), {backend()}",
             f"{e2e[0]:.3f} / {e2e[1]:.3f} ms",
             "",
             "",

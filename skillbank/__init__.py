@@ -10,7 +10,7 @@ Names in ``__all__`` are the public API; anything else may change without notice
 
 from __future__ import annotations
 
-from skillbank.bank import LearnEntry, LearnReport, ProcedureReport, RunResult, SkillBank
+from skillbank.bank import SkillBank
 from skillbank.compiler import compile_group, compile_trajectory
 from skillbank.config import Config, load_config
 from skillbank.errors import (
@@ -32,9 +32,11 @@ from skillbank.errors import (
     UnsupportedType,
 )
 from skillbank.findings import Finding
+from skillbank.learning import LearnEntry, LearnReport, ProcedureReport
 from skillbank.ledger import Ledger
 from skillbank.recognize import Plan, PlanResult, PlanStep
 from skillbank.recording import Recorder
+from skillbank.running import RunResult
 from skillbank.skill import Case, Param, Signature, Skill, SkillDraft, TestedSkill, ValidatedSkill
 from skillbank.toolspec import (
     canonical_schema,

@@ -58,7 +58,8 @@ from skillbank.toolspec import chat_tool, tool_result
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 
 if TYPE_CHECKING:
-    from skillbank.bank import LearnReport, SkillBank
+    from skillbank.bank import SkillBank
+    from skillbank.learning import LearnReport
 
 __all__ = [
     "CALLABLE_STAGES",

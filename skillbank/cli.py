@@ -20,17 +20,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from skillbank.bank import LearnReport, RunResult, SkillBank
+from skillbank.bank import SkillBank
 from skillbank.errors import SkillbankError
 from skillbank.export import export_command
 from skillbank.gate import GateReport, GateUsageError, load_tool_specs, run_gate
 from skillbank.gate_output import dumps_sarif, junit_xml, write_github
+from skillbank.learning import LearnReport
 from skillbank.library import git
 from skillbank.maturity import stages_command, stats_command
 from skillbank.mcp_server import serve_command
 from skillbank.options import json_option, root_option
 from skillbank.report import report_command
 from skillbank.review import review as review_changes
+from skillbank.running import RunResult
 from skillbank.search import search_command
 from skillbank.skill import STAGES, Skill
 from skillbank.toolspec import ToolFormat

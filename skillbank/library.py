@@ -25,13 +25,16 @@ that renames them is the way to publish skills in that format.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +42,26 @@ import yaml
 
 from skillbank.errors import LibraryError, SkillNotFound
 from skillbank.signature import read_signature
-from skillbank.skill import STAGES, Case, Skill, TestedSkill, content_hash, docstring_args
+from skillbank.skill import (
+    STAGES,
+    Case,
+    Skill,
+    Stage,
+    TestedSkill,
+    content_hash,
+    docstring_args,
+)
 from skillbank.versioning import HistoryEntry, Version, parse_version
 
-__all__ = ["SKILL_FILES", "SkillLibrary", "StoredChange", "git", "skill_files"]
+__all__ = [
+    "CONFTEST",
+    "SKILL_FILES",
+    "Restamp",
+    "SkillLibrary",
+    "StoredChange",
+    "git",
+    "skill_files",
+]
 
 JSON = Any
 
@@ -193,26 +212,68 @@ def skill_files(
 
 @dataclass(frozen=True)
 class StoredChange:
-    """One skill written by `SkillLibrary.store`."""
+    """One skill whose code `SkillLibrary.store` writes: only a tested skill can be one."""
 
-    #: The skill id.
-    id: str
-    #: "added" or "updated".
-    action: str
-    #: The version written (canonical ``"1.2.0"``).
-    version: str
+    #: The skill, just checked (`skillbank.proving.check`).
+    skill: TestedSkill
+    #: The version written.
+    version: Version
     #: The stage written.
-    stage: str
+    stage: Stage
+    #: What happened, for the commit message: "added", "updated", "rolled back".
+    action: str
+    #: The skill replacing this one, when it is deprecated.
+    deprecated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Restamp:
+    """New metadata for a stored skill whose code does not change (`SkillLibrary.restamp`)."""
+
+    #: The skill as stored (its code, cases and description are written back unchanged).
+    skill: Skill
+    #: The version written.
+    version: Version
+    #: The stage written.
+    stage: Stage
+    #: The skill replacing this one, when it is deprecated.
+    deprecated_by: str | None = None
 
 
 class SkillLibrary:
     """The ``skills/`` folder of a bank and the git repository holding it."""
 
-    def __init__(self, root: Path, skills_dir: str = "skills") -> None:
+    def __init__(
+        self, root: Path, skills_dir: str = "skills", state_dir: str = ".skillbank"
+    ) -> None:
         self.root = Path(root)
         self.dir = self.root / skills_dir
         self.rel = skills_dir
+        #: Local, uncommitted state (the writers' lock) lives here.
+        self.state = self.root / state_dir
         self._cache: dict[str, tuple[tuple[tuple[int, int, int], ...], Skill]] = {}
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the bank's writer lock: one writer at a time; other processes wait.
+
+        Every command that commits takes it around its whole read-decide-write, so two
+        writers never interleave commits or decide on a library the other is changing.
+        """
+        try:
+            self.state.mkdir(exist_ok=True)
+            fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LibraryError(
+                f"cannot take the bank's lock under {self.state} ({exc}); check that the "
+                "folder is writable"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # --- reading ------------------------------------------------------------------------
 
@@ -430,6 +491,71 @@ class SkillLibrary:
 
     # --- writing ------------------------------------------------------------------------
 
+    def check_branch_name(self, name: str) -> None:
+        """Raise LibraryError unless ``name`` is a valid git branch name."""
+        proc = git(self.root, "check-ref-format", "--branch", name, check=False)
+        if name.startswith("-") or proc.returncode != 0:
+            raise LibraryError(
+                f"{name!r} is not a valid git branch name; pass --branch auto, current, or a "
+                "name like skillbank/new-skills"
+            )
+
+    def enter_branch(
+        self, wanted: str, new_hashes: Sequence[str]
+    ) -> tuple[str | None, Callable[[], None]]:
+        """Put HEAD on the branch a learn commit goes to; return its name and an undo.
+
+        ``wanted`` is "current" (the checked-out branch), "auto" (the current branch when
+        the bank has no commit yet or the branch name starts with ``skillbank/``; otherwise
+        a new branch ``skillbank/learn-<UTC yyyymmdd-HHMMSS>-<8 hex>`` made from HEAD, the
+        hex being sha256 over the sorted ``new_hashes``), or a branch name (created from HEAD
+        if missing; an existing one must point to HEAD). Only ever switches to a branch that
+        points to HEAD's commit (or makes one from it), so the working tree, dirty files
+        included, is never touched.
+
+        Raises:
+            LibraryError: the named branch exists and points elsewhere.
+        """
+        root = self.root
+        current = git(root, "symbolic-ref", "--short", "-q", "HEAD", check=False).stdout.strip()
+        head = git(root, "rev-parse", "--verify", "-q", "HEAD", check=False).stdout.strip()
+        if wanted == "current":
+            return current or None, _nothing
+        if wanted == "auto":
+            if not head or current.startswith("skillbank/"):
+                return current or None, _nothing
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            digest = hashlib.sha256("\n".join(sorted(set(new_hashes))).encode()).hexdigest()
+            target = base = f"skillbank/learn-{stamp}-{digest[:8]}"
+            n = 2
+            while _branch_commit(root, target) is not None:
+                target, n = f"{base}-{n}", n + 1
+        else:
+            target = wanted
+            if target == current:
+                return current, _nothing
+        points_to = _branch_commit(root, target)
+        if points_to is not None and (not head or points_to != head):
+            raise LibraryError(
+                f"branch {target!r} exists but points to {points_to[:12]}, not to HEAD "
+                f"({head[:12] or 'no commit yet'}), so switching to it would change files in "
+                f"the working tree; check it out yourself (`git switch {target}`) and learn "
+                "again, or pass --branch current or a new branch name"
+            )
+        git(root, "switch", "-q", *(() if points_to else ("-c",)), target)
+
+        def undo() -> None:
+            if current and head:
+                git(root, "switch", "-q", current, check=False)
+            elif current:  # an unborn branch: only the symbolic ref moved
+                git(root, "symbolic-ref", "HEAD", f"refs/heads/{current}", check=False)
+            else:
+                git(root, "switch", "-q", "--detach", head, check=False)
+            if points_to is None and head:
+                git(root, "branch", "-q", "-D", target, check=False)
+
+        return target, undo
+
     @contextmanager
     def _transaction(self, folders: Sequence[Path]) -> Iterator[None]:
         # Snapshot every file we may touch; on any failure put the bytes back and unstage.
@@ -456,25 +582,60 @@ class SkillLibrary:
             git(self.root, "reset", "-q", "--", *rels, check=False)
             raise
 
-    def store(
-        self,
-        skills: Sequence[tuple[TestedSkill | Skill, str, str, str, str | None]],
-        message: str,
-    ) -> str | None:
-        """Write skills and commit them in one commit; return its sha, or None if unchanged.
+    def store(self, changes: Sequence[StoredChange], message: str) -> str | None:
+        """Write tested skills and commit them in one commit; return its sha, or None if
+        unchanged.
+
+        Only a `TestedSkill` can be stored: code reaches the library through
+        `skillbank.proving.check`, and the type checker holds every caller to that.
 
         Args:
-            skills: (skill, version, stage, action, deprecated_by) for each skill to write.
-                The skill is a `TestedSkill` (just checked), or a `Skill` read back from the
-                library or its history (checked when it was first stored).
+            changes: The skills to write, with their version, stage and deprecation.
             message: The commit message (provenance: what changed and from which trajectories).
 
         Raises:
             LibraryError: when writing or committing fails; the library is left as it was.
         """
+        return self._commit(
+            [
+                (
+                    c.skill.draft.id,
+                    skill_files(
+                        c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by
+                    ),
+                )
+                for c in changes
+            ],  # fmt: skip
+            message,
+        )
+
+    def restamp(self, changes: Sequence[Restamp], message: str) -> str | None:
+        """Rewrite stored skills' metadata (stage, version, deprecation) and commit.
+
+        The code, cases and description are written back as they were read, so no untested
+        code can enter this way. Returns the commit's sha, or None if nothing changed.
+
+        Raises:
+            LibraryError: when writing or committing fails; the library is left as it was.
+        """
+        return self._commit(
+            [
+                (
+                    c.skill.id,
+                    skill_files(
+                        c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by
+                    ),
+                )
+                for c in changes
+            ],  # fmt: skip
+            message,
+        )
+
+    def _commit(self, written: Sequence[tuple[str, dict[str, str]]], message: str) -> str | None:
+        skills = written
         if not skills:
             return None
-        ids = [_skill_id(skill) for skill, *_ in skills]
+        ids = [sid for sid, _ in skills]
         folders = [self.dir / sid for sid in ids]
         rels = [f"{self.rel}/{sid}" for sid in ids]
         # Never fold someone's uncommitted edit into our commit: its version bump and
@@ -490,12 +651,9 @@ class SkillLibrary:
             )
         with self._transaction(folders):
             try:
-                for sid, (skill, version, stage, _, deprecated_by) in zip(ids, skills, strict=True):
+                for sid, files in skills:
                     folder = self.dir / sid
                     folder.mkdir(parents=True, exist_ok=True)
-                    files = skill_files(
-                        skill, version=version, stage=stage, deprecated_by=deprecated_by
-                    )
                     for name, content in files.items():
                         _atomic_write(folder / name, content.encode("utf-8"))
             except OSError as exc:
@@ -524,10 +682,6 @@ class SkillLibrary:
         return git(self.root, "rev-parse", "HEAD").stdout.strip()
 
 
-def _skill_id(skill: TestedSkill | Skill) -> str:
-    return skill.draft.id if isinstance(skill, TestedSkill) else skill.id
-
-
 def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
     """Build a `Skill` from the texts of its four files; ``rel`` names it in errors."""
     meta = _front_matter(text["SKILL.md"], f"{rel}/SKILL.md")
@@ -544,10 +698,11 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
             f"{rel}/SKILL.md: metadata.version must be a version like '1.2.0' (or a whole "
             f"number, read as N.0.0), got {md.get('version')!r}"
         ) from None
-    stage = str(md.get("stage", ""))
-    if stage not in STAGES:
+    stage = next((s for s in STAGES if s == md.get("stage")), None)
+    if stage is None:
         raise LibraryError(
-            f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, got {stage!r}"
+            f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, "
+            f"got {md.get('stage')!r}"
         )
     deprecated_by = md.get("deprecated_by")
     if deprecated_by is not None and (
@@ -624,3 +779,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _nothing() -> None:
+    pass
+
+
+def _branch_commit(root: Path, name: str) -> str | None:
+    """The commit a local branch points to, or None when there is no such branch."""
+    proc = git(root, "rev-parse", "--verify", "-q", f"refs/heads/{name}", check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from skillbank.options import json_option, root_option
+from skillbank.skill import STAGES, Stage
 
 if TYPE_CHECKING:
     from skillbank.config import Config
@@ -72,9 +73,6 @@ __all__ = [
 
 #: The quantile of the posterior used as its lower bound.
 LOWER_QUANTILE = 0.05
-
-_STAGES = ("cognitive", "associative", "autonomous")
-
 
 # --- the beta distribution ------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ def lower_bound(successes: int, failures: int, q: float = LOWER_QUANTILE) -> flo
 # --- the stage rule -------------------------------------------------------------------------
 
 
-def _step(stage: str, s: int, f: int, cases: int, config: Config) -> str:
+def _step(stage: Stage, s: int, f: int, cases: int, config: Config) -> Stage:
     calls = s + f
     mean = posterior_mean(s, f)
     if stage == "cognitive":
@@ -185,7 +183,7 @@ def _step(stage: str, s: int, f: int, cases: int, config: Config) -> str:
     return stage
 
 
-def decide_stage(current: str, successes: int, failures: int, cases: int, config: Config) -> str:
+def decide_stage(current: str, successes: int, failures: int, cases: int, config: Config) -> Stage:
     """The stage a skill has earned, given its stage now, its ledger counts and its cases.
 
     The rule is in the module docstring. Pure: the same inputs always give the same stage,
@@ -194,15 +192,15 @@ def decide_stage(current: str, successes: int, failures: int, cases: int, config
     Raises:
         ValueError: an unknown stage or a negative count.
     """
-    if current not in _STAGES:
-        raise ValueError(f"stage {current!r} is not one of {', '.join(_STAGES)}")
+    if current not in STAGES:
+        raise ValueError(f"stage {current!r} is not one of {', '.join(STAGES)}")
     if min(successes, failures, cases) < 0:
         raise ValueError(
             f"counts must not be negative: successes={successes!r}, failures={failures!r}, "
             f"cases={cases!r}"
         )
-    stage = current
-    for _ in range(len(_STAGES)):
+    stage = STAGES[STAGES.index(current)]  # type: ignore[arg-type, unused-ignore]
+    for _ in range(len(STAGES)):
         following = _step(stage, successes, failures, cases, config)
         if following == stage:
             break

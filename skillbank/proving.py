@@ -18,6 +18,11 @@ Every check runs the skill in the sandbox against tool doubles, never against re
 A failed property reports the example hypothesis shrank to: the arguments and every call
 with the double's answer, as JSON. `prove_skill` runs all three; the gate and the pytest
 plugin (`skillbank.testing`) share it.
+
+**One check path.** `check` (validate, then replay) is how every part of skillbank decides
+whether a draft may be stored: learning, rollback, refine, dedup, the LLM's repair loop.
+Its outcome is a value (`TestedSkill`, `Failed` or `Rejected`); `explain` turns the two
+failures into the one text that reports, commit messages and repair prompts show.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from skillbank.compose import closure, grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillRejected, SkillTestFailed
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ValidatedSkill
 from skillbank.trajectory import canonical_json
+from skillbank.validate import Rejected, validate
 
 if TYPE_CHECKING:
     from hypothesis import strategies as st
@@ -44,12 +50,15 @@ if TYPE_CHECKING:
 # and hypothesis warns when its data tables are read while pytest loads plugins.
 
 __all__ = [
+    "FAILURES_SHOWN",
     "CaseResult",
     "Failed",
     "ProofReport",
     "PropertyResult",
+    "check",
     "check_determinism",
     "check_properties",
+    "explain",
     "infer_schema",
     "prove",
     "prove_skill",
@@ -189,6 +198,53 @@ def prove(
     if all(r.ok for r in results):
         return TestedSkill(validated, len(results))
     return Failed(validated, results)
+
+
+#: Failing runs `explain` lists one by one (the rest are counted).
+FAILURES_SHOWN = 3
+
+
+def check(
+    draft: SkillDraft,
+    sandbox: Sandbox,
+    limits: Limits | None = None,
+    library: Mapping[str, Skill] | None = None,
+) -> TestedSkill | Failed | Rejected:
+    """Validate a draft with the libcst policy, then replay every recorded case.
+
+    The one path by which a draft becomes a `TestedSkill`, the only value the library
+    stores. ``library`` supplies the skills the draft requires. Never raises for a bad draft:
+    a policy finding is a `Rejected`, a case that does not replay is a `Failed`.
+    """
+    validated = validate(draft)
+    if isinstance(validated, Rejected):
+        return validated
+    return prove(validated, sandbox, limits, library)
+
+
+def explain(outcome: TestedSkill | Failed | Rejected) -> str | None:
+    """What `check` found, as text for a reader or a repair prompt (None when it passed).
+
+    Findings read ``<skill>:line:col: RULE message`` with the line and a caret; a failed
+    replay names each falsifying run (up to `FAILURES_SHOWN`), its arguments and the first
+    diverging call.
+    """
+    if isinstance(outcome, TestedSkill):
+        return None
+    if isinstance(outcome, Rejected):
+        lines = [f"validation failed with {len(outcome.findings)} finding(s):"]
+        lines += [f.render(outcome.draft.source) for f in outcome.findings]
+        return "\n".join(lines)
+    draft = outcome.validated.draft
+    args = {c.trajectory_id: c.args for c in draft.cases}
+    bad = [c for c in outcome.cases if not c.ok]
+    lines = [f"replay failed for {len(bad)} of {len(outcome.cases)} recorded run(s):"]
+    for c in bad[:FAILURES_SHOWN]:
+        shown = _short(dict(args.get(c.trajectory_id, {})), 300)
+        lines.append(f"- run {json.dumps(c.trajectory_id)} with arguments {shown}: {c.failure}")
+    if len(bad) > FAILURES_SHOWN:
+        lines.append(f"- and {len(bad) - FAILURES_SHOWN} more run(s)")
+    return "\n".join(lines)
 
 
 # --- tool doubles from recorded results ----------------------------------------------------
@@ -500,20 +556,10 @@ class _Subject:
 
 def _subject(skill: Skill | ValidatedSkill | TestedSkill) -> _Subject:
     if isinstance(skill, Skill):
-        draft = SkillDraft(
-            id=skill.id,
-            source=skill.source,
-            description=skill.description,
-            tools=skill.tools,
-            cases=skill.cases,
-            tool_specs=skill.tool_specs,
-            requires=skill.requires,
-            notes=skill.notes,
-        )
-        validated = ValidatedSkill(draft, skill.signature)
+        validated = ValidatedSkill(skill.as_draft(), skill.signature)
     else:
         validated = skill.validated if isinstance(skill, TestedSkill) else skill
-        draft = validated.draft
+    draft = validated.draft
     return _Subject(
         draft.id, draft.source, draft.tools, draft.requires, draft.cases, draft.tool_specs,
         validated,

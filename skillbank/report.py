@@ -237,7 +237,7 @@ def _cells(row: _Row) -> tuple[str, ...]:
 
 
 def _stage_counts(rows: Sequence[_Row]) -> dict[str, int]:
-    counts = dict.fromkeys(STAGES, 0)
+    counts: dict[str, int] = dict.fromkeys(STAGES, 0)
     for row in rows:
         counts[row.skill.stage] = counts.get(row.skill.stage, 0) + 1
     return counts

@@ -112,7 +112,6 @@ def _loadable(lib: SkillLibrary) -> list[Skill]:
 
 def _hand_edited(skill: Skill) -> bool:
     """True when the code differs from what the compiler derives from the recorded cases."""
-    from skillbank.bank import _from_case
     from skillbank.compiler import compile_group
     from skillbank.errors import CompileError
     from skillbank.validate import code_shape
@@ -120,7 +119,7 @@ def _hand_edited(skill: Skill) -> bool:
     if skill.requires or not skill.cases:
         return False
     try:
-        runs = [_from_case(c, skill.tool_specs) for c in skill.cases]
+        runs = [c.to_trajectory(skill.tool_specs) for c in skill.cases]
         draft = compile_group(runs, name=skill.id)
     except (CompileError, RecursionError, ValueError):
         return True

@@ -40,7 +40,6 @@ import os
 import re
 import shutil
 import tempfile
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,7 +54,7 @@ from skillbank.options import json_option, root_option
 from skillbank.skill import Skill
 
 if TYPE_CHECKING:
-    from skillbank.bank import SkillBank
+    pass
 
 __all__ = [
     "RRF_K",
@@ -64,8 +63,8 @@ __all__ = [
     "SearchIndex",
     "SkillDoc",
     "backend",
+    "embedder",
     "fingerprint",
-    "search",
     "search_command",
     "skill_doc",
     "tokenize",
@@ -247,7 +246,7 @@ def _wordllama() -> _Embedder | None:
     return model
 
 
-def _embedder() -> _Embedder | None:
+def embedder() -> _Embedder | None:
     if os.environ.get(_ENV_EMBEDDINGS, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     return _wordllama()
@@ -259,7 +258,7 @@ def backend() -> str:
     Embeddings are used when the ``embeddings`` extra is installed
     (``pip install 'skillbank[embeddings]'``) and ``SKILLBANK_SEARCH_EMBEDDINGS`` is not 0.
     """
-    return "bm25+wordllama (rrf)" if _embedder() is not None else "bm25"
+    return "bm25+wordllama (rrf)" if embedder() is not None else "bm25"
 
 
 def _embed(model: _Embedder, texts: list[str]) -> Floats:
@@ -304,7 +303,7 @@ class SearchIndex:
         cls, docs: Sequence[SkillDoc], *, key: str = "", embeddings: bool | None = None
     ) -> SearchIndex:
         """Index ``docs``; ``embeddings`` None means "when wordllama is available"."""
-        model = _embedder() if embeddings in (None, True) else None
+        model = embedder() if embeddings in (None, True) else None
         if embeddings and model is None:
             raise RuntimeError(
                 "embeddings were asked for but wordllama is not available; install it with "
@@ -376,7 +375,7 @@ class SearchIndex:
             return none
         scores = self.bm25_scores(text)
         scores[~self._live] = 0
-        model = _embedder() if self._embeddings is not None else None
+        model = embedder() if self._embeddings is not None else None
         if model is None:
             found = np.flatnonzero(scores > 0)
             if not len(found):
@@ -498,58 +497,6 @@ def _top_cosine(
     return _top(sims[candidates], n, candidates)
 
 
-# --------------------------------------------------------------------------- banks
-
-_MEMORY: weakref.WeakKeyDictionary[SkillBank, SearchIndex] = weakref.WeakKeyDictionary()
-
-
-def _index_for(bank: SkillBank) -> SearchIndex:
-    skills = bank.skills()
-    key = f"{fingerprint(skills)}:{'emb' if _embedder() is not None else 'bm25'}"
-    cached = _MEMORY.get(bank)
-    if cached is not None and cached.key == key:
-        return cached
-    folder = bank.root / bank.config.state_dir / CACHE_DIR
-    index = SearchIndex.load(folder / "index", key)
-    if index is None:
-        index = SearchIndex.build([skill_doc(s) for s in skills], key=key)
-        try:
-            index.save(folder / "index")
-        except OSError as exc:  # a read-only bank still searches, it just rebuilds each time
-            logging.getLogger(__name__).warning("cannot cache the search index: %s", exc)
-    _MEMORY[bank] = index
-    return index
-
-
-def search(
-    bank: SkillBank, text: str, k: int = 5, *, thompson: bool = False, seed: int | None = None
-) -> list[Hit]:
-    """The ``k`` skills most likely to do ``text``, best first (see the module docstring).
-
-    Args:
-        bank: The bank to search.
-        text: The task, in the user's words.
-        k: How many hits at most.
-        thompson: Rank by a sample of each skill's success posterior instead of its mean.
-        seed: The sampler's seed, for repeatable Thompson rankings.
-
-    Returns:
-        Up to ``k`` hits, never a deprecated skill; [] for an empty query or library.
-
-    Raises:
-        ValueError: ``k`` is negative.
-        LibraryError: the library cannot be read (an unreadable ledger only drops the weighting).
-    """
-    if k < 0:
-        raise ValueError(f"k must not be negative, got k={k!r}")
-    if not text.strip() or k == 0:
-        return []
-    index = _index_for(bank)
-    if not index.docs:
-        return []
-    return index.rank(text, k, outcomes=bank.outcome_counts(), thompson=thompson, seed=seed)
-
-
 # --------------------------------------------------------------------------- command
 
 
@@ -571,7 +518,7 @@ def search_command(
     from skillbank.bank import SkillBank
 
     bank = SkillBank(root)
-    hits = search(bank, text, k, thompson=thompson, seed=seed)
+    hits = bank.search(text, k, thompson=thompson, seed=seed)
     if as_json:
         data = {"backend": backend(), "hits": [asdict(h) for h in hits]}
         click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))

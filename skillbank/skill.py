@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 
 __all__ = [
     "STAGES",
+    "Stage",
     "Case",
     "Param",
     "Signature",
@@ -31,8 +34,11 @@ __all__ = [
 
 JSON = Any
 
+#: A skill's maturity (Fitts & Posner): described to the model, called as a tool, trusted to
+#: run on its own.
+Stage = Literal["cognitive", "associative", "autonomous"]
 #: Fitts & Posner's stages, in order of trust.
-STAGES = ("cognitive", "associative", "autonomous")
+STAGES: tuple[Stage, ...] = ("cognitive", "associative", "autonomous")
 
 
 def content_hash(source: str) -> str:
@@ -163,6 +169,26 @@ class Case:
             "result": self.result,
         }
 
+    def to_trajectory(self, tool_specs: Mapping[str, Mapping[str, JSON]]) -> Trajectory:
+        """The trajectory this case was learned from (its hash is kept as recorded).
+
+        ``tool_specs`` are the skill's tool definitions (Chat Completions shape), so the
+        rebuilt trajectory offers the same tools the original did.
+        """
+        tools = []
+        for name, spec in sorted(tool_specs.items()):
+            fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
+            fn = fn if isinstance(fn, Mapping) else {}
+            tools.append(ToolSpec(name, str(fn.get("description", "")), fn.get("parameters") or {}))
+        return Trajectory(
+            id=self.trajectory_id,
+            task=self.task,
+            tools=tuple(tools),
+            steps=tuple(Step(c.tool, c.arguments, c.result) for c in self.calls),
+            outcome=Outcome(True),
+            recorded_sha256=self.trajectory_sha256,
+        )
+
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> Case:
         """Rebuild a case from `to_json` output (raises KeyError/TypeError on bad data)."""
@@ -245,7 +271,7 @@ class Skill:
     #: breaking signature change, minor for other code changes, patch for documentation.
     version: str
     #: Maturity stage, one of `STAGES`.
-    stage: str
+    stage: Stage
     #: The module source (``skill.py``).
     source: str
     #: The signature read from the source.
@@ -262,6 +288,23 @@ class Skill:
     notes: tuple[str, ...] = ()
     #: The skill replacing this one, when it is deprecated (it keeps running until removed).
     deprecated_by: str | None = None
+
+    def as_draft(self, **changes: Any) -> SkillDraft:
+        """This skill as a draft to check again, with ``changes`` to its draft fields
+        (``source``, ``cases``, ``id``, ...): rollback, refinement and merges start here."""
+        return replace(
+            SkillDraft(
+                self.id,
+                self.source,
+                self.description,
+                self.tools,
+                self.cases,
+                self.tool_specs,
+                self.requires,
+                self.notes,
+            ),  # fmt: skip
+            **changes,
+        )
 
     @property
     def content_hash(self) -> str:

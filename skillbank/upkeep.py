@@ -35,18 +35,18 @@ from typing import Any
 import click
 
 from sandbox import SkillError
-from skillbank.bank import SkillBank, _from_case
+from skillbank.bank import SkillBank
 from skillbank.compiler import pattern_key
 from skillbank.compose import grant
 from skillbank.errors import LibraryError, SkillbankError, SkillNotFound
 from skillbank.gate import load_tool_specs, normalise_specs, tool_findings
-from skillbank.ledger import Ledger
-from skillbank.library import git
+from skillbank.library import Restamp, StoredChange, git
+from skillbank.lifecycle import Lifecycle
 from skillbank.options import json_option, root_option
-from skillbank.proving import Failed, replay_case
-from skillbank.skill import Case, Skill, SkillDraft, TestedSkill
+from skillbank.proving import explain, replay_case
+from skillbank.skill import Case, Skill, SkillDraft, Stage, TestedSkill
 from skillbank.trajectory import Step, Trajectory, canonical_json, load_trajectories
-from skillbank.validate import Rejected, normalize_source, validate
+from skillbank.validate import normalize_source
 from skillbank.versioning import bump, parse_version
 
 __all__ = [
@@ -71,7 +71,11 @@ __all__ = [
 JSON = Any
 
 #: One stage down, for a skill that no longer passes its checks.
-_DEMOTE = {"autonomous": "associative", "associative": "cognitive", "cognitive": "cognitive"}
+_DEMOTE: dict[str, Stage] = {
+    "autonomous": "associative",
+    "associative": "cognitive",
+    "cognitive": "cognitive",
+}
 
 _LEN = "<len>"
 
@@ -400,7 +404,7 @@ def _guarded_source(source: str, tool: str, guard: _Guard, ids: Sequence[str]) -
 
 
 def _rejects(
-    bank: SkillBank, draft: SkillDraft, failure: _Failure, library: Mapping[str, Skill]
+    life: Lifecycle, draft: SkillDraft, failure: _Failure, library: Mapping[str, Skill]
 ) -> str | None:
     """None when the skill raises ValueError on the failure's recorded answers before its call."""
     answered = list(failure.answered)
@@ -422,8 +426,8 @@ def _rejects(
         return call
 
     doubles = {name: double(name) for name in draft.tools}
-    granted = grant(draft.tools, draft.requires, doubles, library, bank.sandbox, bank.limits)
-    result = bank.sandbox.run(draft.source, draft.id, dict(failure.args), granted, bank.limits)
+    granted = grant(draft.tools, draft.requires, doubles, library, life.sandbox(), life.limits)
+    result = life.sandbox().run(draft.source, draft.id, dict(failure.args), granted, life.limits)
     if problem:
         return problem[0]
     if result.ok:
@@ -434,38 +438,19 @@ def _rejects(
     return None
 
 
-def _check_text(outcome: TestedSkill | Failed | Rejected) -> str | None:
-    if isinstance(outcome, TestedSkill):
-        return None
-    if isinstance(outcome, Rejected):
-        return "validation failed: " + "; ".join(f.message for f in outcome.findings)
-    return f"replay failed: {outcome.failure}"
-
-
-def _check(bank: SkillBank, draft: SkillDraft, library: Mapping[str, Skill]) -> TestedSkill | str:
-    from skillbank.proving import prove
-
-    validated = validate(draft)
-    if isinstance(validated, Rejected):
-        return _check_text(validated) or "rejected"
-    tested = prove(validated, bank.sandbox, bank.limits, library)
-    return tested if isinstance(tested, TestedSkill) else (_check_text(tested) or "failed")
-
-
-def _draft(skill: Skill, **changes: Any) -> SkillDraft:
-    draft = SkillDraft(skill.id, skill.source, skill.description, skill.tools, skill.cases,
-                       skill.tool_specs, skill.requires, skill.notes)  # fmt: skip
-    return replace(draft, **changes)
+def _check(life: Lifecycle, draft: SkillDraft, library: Mapping[str, Skill]) -> TestedSkill | str:
+    checked = life.check(draft, library)
+    return checked if isinstance(checked, TestedSkill) else (explain(checked) or "failed")
 
 
 def _refine_one(
-    bank: SkillBank, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
+    life: Lifecycle, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
 ) -> tuple[RefineEntry, TestedSkill | None]:
     ids = tuple(f.trajectory.id for f in failures)
     tools = {f.tool for f in failures}
     problems: list[str] = []
-    current = _draft(skill)
-    if not any(_rejects(bank, current, f, library) for f in failures):
+    current = skill.as_draft()
+    if not any(_rejects(life, current, f, library) for f in failures):
         return RefineEntry(skill.id, "unchanged", ids, reason="it already raises ValueError "
                            "before the failing call on these runs"), None  # fmt: skip
     if len(tools) == 1:
@@ -474,12 +459,12 @@ def _refine_one(
             source = _guarded_source(skill.source, tool, guard, ids)
             if source is None:
                 continue
-            checked = _check(bank, _draft(skill, source=source), library)
+            checked = _check(life, skill.as_draft(source=source), library)
             if isinstance(checked, str):
                 problems.append(f"guard {guard.condition}: {checked}")
                 continue
             missed = [
-                (f.trajectory.id, _rejects(bank, checked.draft, f, library)) for f in failures
+                (f.trajectory.id, _rejects(life, checked.draft, f, library)) for f in failures
             ]
             bad = [f"{tid}: {why}" for tid, why in missed if why]
             if bad:
@@ -487,7 +472,7 @@ def _refine_one(
                 continue
             version = str(bump(parse_version(skill.version), "minor"))
             return RefineEntry(skill.id, "refined", ids, guard.condition, version), checked
-    repaired = _llm_repair(bank, skill, failures, library)
+    repaired = _llm_repair(life, skill, failures, library)
     if isinstance(repaired, TestedSkill):
         version = str(bump(parse_version(skill.version), "minor"))
         return RefineEntry(skill.id, "refined", ids, "(LLM repair)", version), repaired
@@ -512,17 +497,17 @@ def _failed_because(failure: _Failure) -> str:
 
 
 def _llm_repair(
-    bank: SkillBank, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
+    life: Lifecycle, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
 ) -> TestedSkill | str | None:
     """Ask the configured LLM compiler for a guarded skill; None when there is none."""
-    llm = bank.llm
+    llm = life.llm()
     if llm is None:
         return None
-    runs = [_from_case(c, skill.tool_specs) for c in skill.cases]
+    runs = [c.to_trajectory(skill.tool_specs) for c in skill.cases]
     found: list[TestedSkill] = []
 
     def check(draft: SkillDraft) -> str | None:
-        checked = _check(bank, draft, library)
+        checked = _check(life, draft, library)
         if isinstance(checked, str):
             return checked
         bad = [
@@ -531,7 +516,7 @@ def _llm_repair(
             f"({_failed_because(f)}); "
             f"but {why}"
             for f in failures
-            for why in [_rejects(bank, checked.draft, f, library)]
+            for why in [_rejects(life, checked.draft, f, library)]
             if why
         ]
         if bad:
@@ -546,7 +531,7 @@ def _llm_repair(
 
 
 def refine(
-    bank: SkillBank, failures: Sequence[Trajectory], *, skill_id: str | None = None
+    life: Lifecycle, failures: Sequence[Trajectory], *, skill_id: str | None = None
 ) -> RefineReport:
     """Add guards learned from failed runs to the skills they are runs of; one commit.
 
@@ -564,7 +549,7 @@ def refine(
         SkillNotFound: ``skill_id`` names no skill.
         LibraryError: the library cannot be written (nothing is changed).
     """
-    skills = {s.id: s for s in bank.skills()}
+    skills = {s.id: s for s in life.library.load_all()}
     if skill_id is not None and skill_id not in skills:
         raise SkillNotFound(skill_id, sorted(skills))
     entries: list[RefineEntry] = []
@@ -587,15 +572,18 @@ def refine(
             continue
         s, m = usable[0]
         groups.setdefault(s.id, []).append(m)
-    changes: list[tuple[TestedSkill, str, str, str, str | None]] = []
-    with bank._lock():
-        library = {s.id: s for s in bank.skills()}
+    changes: list[StoredChange] = []
+    with life.library.lock():
+        library = {s.id: s for s in life.library.load_all()}
         for sid in sorted(groups):
             skill = library[sid]
-            entry, tested = _refine_one(bank, skill, groups[sid], library)
+            entry, tested = _refine_one(life, skill, groups[sid], library)
             entries.append(entry)
             if tested is not None and entry.version is not None:
-                changes.append((tested, entry.version, skill.stage, "refined", skill.deprecated_by))
+                changes.append(
+                    StoredChange(tested, parse_version(entry.version), skill.stage, "refined",
+                                 skill.deprecated_by)
+                )  # fmt: skip
         commit = None
         if changes:
             lines = [f"skillbank refine: guard {len(changes)} skill(s) against failed runs", ""]
@@ -605,7 +593,7 @@ def refine(
                     lines.append(f"refined {e.skill_id} v{old} -> v{e.version}: raise ValueError "
                                  f"when {e.guard}")  # fmt: skip
                     lines += [f"- failure {tid}" for tid in e.trajectories]
-            commit = bank.library.store(changes, "\n".join(lines) + "\n")
+            commit = life.library.store(changes, "\n".join(lines) + "\n")
     return RefineReport(tuple(entries), commit)
 
 
@@ -674,14 +662,14 @@ def _sequences(skill: Skill) -> set[tuple[str, ...]]:
     return {tuple(c.tool for c in case.calls) for case in skill.cases}
 
 
-def find_duplicates(bank: SkillBank, *, min_overlap: float = 0.5) -> list[DuplicatePair]:
+def find_duplicates(life: Lifecycle, *, min_overlap: float = 0.5) -> list[DuplicatePair]:
     """Pairs of skills (not deprecated) with the same normalised code or call sequences.
 
     Two skills are duplicates when their code is the same once docstrings are dropped and the
     function, parameters and locals are renamed in order, or when at least ``min_overlap`` of
     their recorded tool-call sequences are shared (Jaccard) and they declare the same tools.
     """
-    skills = [s for s in bank.skills() if not s.deprecated_by]
+    skills = [s for s in life.library.load_all() if not s.deprecated_by]
     shapes = {s.id: normalised_shape(s.source) for s in skills}
     pairs: list[DuplicatePair] = []
     for n, a in enumerate(skills):
@@ -700,7 +688,7 @@ def find_duplicates(bank: SkillBank, *, min_overlap: float = 0.5) -> list[Duplic
     return pairs
 
 
-def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
+def merge_duplicates(life: Lifecycle, pair: DuplicatePair) -> str:
     """Keep ``pair.keep`` (plus the other's cases); deprecate ``pair.drop``.
 
     Every recorded case of the dropped skill must replay on the kept one (then the kept skill
@@ -716,8 +704,8 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
         LibraryError: the library cannot be written.
     """
     commit: str | None = None
-    with bank._lock():
-        keep, drop = bank.get(pair.keep), bank.get(pair.drop)
+    with life.library.lock():
+        keep, drop = life.library.load(pair.keep), life.library.load(pair.drop)
         if drop.deprecated_by:
             return ""  # already merged (e.g. a third duplicate of the same skill)
         if keep.deprecated_by:
@@ -725,7 +713,7 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
                 f"{pair.keep} is itself deprecated in favour of {keep.deprecated_by}; merge "
                 f"{pair.drop} into {keep.deprecated_by} instead"
             )
-        library = {s.id: s for s in bank.skills()}
+        library = {s.id: s for s in life.library.load_all()}
         ours = [p.name for p in keep.signature.params]
         theirs = [p.name for p in drop.signature.params]
         rename = dict(zip(theirs, ours, strict=True)) if len(ours) == len(theirs) else {}
@@ -735,7 +723,7 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
             if case.trajectory_sha256 in known:
                 continue
             moved = replace(case, args={rename.get(k, k): v for k, v in case.args.items()})
-            replayed = replay_case(bank.sandbox, keep, moved, bank.limits, library)
+            replayed = replay_case(life.sandbox(), keep, moved, life.limits, library)
             if not replayed.ok:
                 # Then the kept skill does not do what the other did: not a duplicate.
                 raise LibraryError(
@@ -747,7 +735,7 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
         if gained:
             cases = tuple(sorted((*keep.cases, *gained),
                                  key=lambda c: (c.trajectory_id, c.trajectory_sha256)))  # fmt: skip
-            checked = _check(bank, _draft(keep, cases=cases), library)
+            checked = _check(life, keep.as_draft(cases=cases), library)
             if isinstance(checked, TestedSkill):
                 message = (
                     f"skillbank dedup: {pair.keep} takes {len(gained)} case(s) of {pair.drop}\n\n"
@@ -755,10 +743,12 @@ def merge_duplicates(bank: SkillBank, pair: DuplicatePair) -> str:
                     "that replay on the kept skill are kept with it:\n"
                     + "".join(f"- {c.trajectory_id} sha256:{c.trajectory_sha256}\n" for c in gained)
                 )
-                commit = bank.library.store(
-                    [(checked, keep.version, keep.stage, "merged", keep.deprecated_by)], message
-                )
-    return bank.deprecate(pair.drop, by=pair.keep) or commit or ""
+                commit = life.library.store(
+                    [StoredChange(checked, parse_version(keep.version), keep.stage, "merged",
+                                  keep.deprecated_by)],
+                    message,
+                )  # fmt: skip
+    return life.deprecate(pair.drop, by=pair.keep) or commit or ""
 
 
 # --- drift ------------------------------------------------------------------------------
@@ -832,7 +822,7 @@ def _current_specs(tool_specs: Mapping[str, Mapping[str, JSON]]) -> dict[str, di
     return {k: dict(v) for k, v in tool_specs.items()}
 
 
-def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -> DriftReport:
+def check_drift(life: Lifecycle, tool_specs: Mapping[str, Mapping[str, JSON]]) -> DriftReport:
     """Re-prove the skills whose tools' parameters schemas changed; demote or update them.
 
     ``tool_specs`` maps tool name to its parameters schema (what
@@ -851,9 +841,9 @@ def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -
     current = _current_specs(tool_specs)
     entries: list[DriftEntry] = []
     changed_tools: set[str] = set()
-    changes: list[tuple[Skill, str, str, str, str | None]] = []
-    with bank._lock():
-        skills = bank.skills()
+    changes: list[Restamp] = []
+    with life.library.lock():
+        skills = life.library.load_all()
         library = {s.id: s for s in skills}
         for skill in skills:
             changed = tuple(
@@ -865,10 +855,10 @@ def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -
             if not changed:
                 continue
             changed_tools.update(changed)
-            found = tool_findings(skill, current, bank.library.rel)
+            found = tool_findings(skill, current, life.library.rel)
             problems = [f.message for f in found if f.level == "error"]
             for case in skill.cases:
-                result = replay_case(bank.sandbox, skill, case, bank.limits, library)
+                result = replay_case(life.sandbox(), skill, case, life.limits, library)
                 if not result.ok:
                     problems.append(
                         f"case {case.trajectory_id!r} no longer replays: {result.failure}"
@@ -878,7 +868,9 @@ def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -
                 entries.append(DriftEntry(skill.id, changed, "demoted", stage, skill.version,
                                           "; ".join(problems)))  # fmt: skip
                 if stage != skill.stage:
-                    changes.append((skill, skill.version, stage, "demoted", skill.deprecated_by))
+                    changes.append(
+                        Restamp(skill, parse_version(skill.version), stage, skill.deprecated_by)
+                    )
                 continue
             specs = {k: dict(v) for k, v in skill.tool_specs.items()}
             for t in changed:
@@ -887,10 +879,10 @@ def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -
                 fn["parameters"] = dict(current[t])
                 old["function"] = fn
                 specs[t] = old
-            version = str(bump(parse_version(skill.version), "patch"))
-            changes.append((replace(skill, tool_specs=specs), version, skill.stage, "updated",
-                            skill.deprecated_by))  # fmt: skip
-            entries.append(DriftEntry(skill.id, changed, "updated", skill.stage, version))
+            version = bump(parse_version(skill.version), "patch")
+            changes.append(Restamp(replace(skill, tool_specs=specs), version, skill.stage,
+                                   skill.deprecated_by))  # fmt: skip
+            entries.append(DriftEntry(skill.id, changed, "updated", skill.stage, str(version)))
         commit = None
         if changes:
             lines = [
@@ -905,7 +897,7 @@ def check_drift(bank: SkillBank, tool_specs: Mapping[str, Mapping[str, JSON]]) -
                         f"updated {e.skill_id} v{e.version}: tools.json follows "
                         f"{', '.join(e.tools)}; cases replay and fit the new schema"
                     )
-            commit = bank.library.store(changes, "\n".join(lines) + "\n")
+            commit = life.library.restamp(changes, "\n".join(lines) + "\n")
     return DriftReport(tuple(entries), tuple(sorted(changed_tools)), commit)
 
 
@@ -947,8 +939,8 @@ class PruneReport:
         return {"commit": self.commit, "entries": [e.to_json() for e in self.entries]}
 
 
-def _first_committed(bank: SkillBank, skill_id: str) -> float | None:
-    entries = bank.library.history(skill_id)
+def _first_committed(life: Lifecycle, skill_id: str) -> float | None:
+    entries = life.library.history(skill_id)
     if not entries:
         return None
     from datetime import datetime
@@ -957,7 +949,7 @@ def _first_committed(bank: SkillBank, skill_id: str) -> float | None:
 
 
 def prune(
-    bank: SkillBank,
+    life: Lifecycle,
     *,
     min_calls: int = 10,
     max_failure_rate: float = 0.5,
@@ -978,12 +970,12 @@ def prune(
         LibraryError: the library cannot be written (nothing is changed).
     """
     now = time.time() if now is None else now
-    ledger = Ledger.for_bank(bank)
+    ledger = life.ledger()
     cutoff = now - unused_days * 86400
     entries: list[PruneEntry] = []
     commit = None
-    with bank._lock():
-        skills = bank.skills()
+    with life.library.lock():
+        skills = life.library.load_all()
         required: dict[str, list[str]] = {}
         for s in skills:
             for r in s.requires:
@@ -1006,7 +998,7 @@ def prune(
                                      f"failed (more than {max_failure_rate:.0%})"))  # fmt: skip
                 continue
             recent = [r for r in all_rows[s.id] if r.ts >= cutoff]
-            born = _first_committed(bank, s.id)
+            born = _first_committed(life, s.id)
             if watching and not recent and (born is None or born <= cutoff):
                 last = max((r.ts for r in all_rows[s.id]), default=None)
                 said = (
@@ -1024,12 +1016,12 @@ def prune(
                 entries.append(PruneEntry(sid, "would remove" if dry_run else "removed", why))
         gone = [e for e in entries if e.action == "removed"]
         if gone and not dry_run:
-            commit = _remove(bank, gone)
+            commit = _remove(life, gone)
     return PruneReport(tuple(entries), commit)
 
 
-def _remove(bank: SkillBank, gone: Sequence[PruneEntry]) -> str:
-    root, rel = bank.root, bank.library.rel
+def _remove(life: Lifecycle, gone: Sequence[PruneEntry]) -> str:
+    root, rel = life.library.root, life.library.rel
     rels = [f"{rel}/{e.skill_id}" for e in gone]
     dirty = git(root, "status", "--porcelain", "--untracked-files=all", "--", *rels,
                 check=False).stdout.splitlines()  # fmt: skip
@@ -1084,7 +1076,7 @@ def prune_command(dry_run: bool, min_calls: int, max_failure_rate: float, unused
     """
     with _open(root) as bank:
         try:
-            report = prune(bank, min_calls=min_calls, max_failure_rate=max_failure_rate,
+            report = prune(bank.lifecycle, min_calls=min_calls, max_failure_rate=max_failure_rate,
                            unused_days=unused_days, dry_run=dry_run)  # fmt: skip
         except SkillbankError as exc:
             raise click.ClickException(str(exc)) from None
@@ -1113,7 +1105,7 @@ def refine_command(failures: Path, skill_id: str | None, as_json: bool, root: Pa
     """
     with _open(root) as bank:
         try:
-            report = refine(bank, load_trajectories(failures), skill_id=skill_id)
+            report = refine(bank.lifecycle, load_trajectories(failures), skill_id=skill_id)
         except SkillbankError as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
@@ -1144,12 +1136,12 @@ def dedup_command(merge: bool, as_json: bool, root: Path) -> None:
     commits: list[str] = []
     with _open(root) as bank:
         try:
-            pairs = find_duplicates(bank)
+            pairs = find_duplicates(bank.lifecycle)
         except SkillbankError as exc:
             raise click.ClickException(str(exc)) from None
         for p in pairs if merge else []:
             try:  # one pair that is not a duplicate after all does not stop the others
-                commits.append(merge_duplicates(bank, p))
+                commits.append(merge_duplicates(bank.lifecycle, p))
                 outcome[(p.keep, p.drop)] = "merged"
             except SkillbankError as exc:
                 outcome[(p.keep, p.drop)] = f"not merged: {exc}"
@@ -1180,7 +1172,7 @@ def drift_command(specs_ref: str, as_json: bool, root: Path) -> None:
     """
     with _open(root) as bank:
         try:
-            report = check_drift(bank, load_tool_specs(specs_ref, bank.root))
+            report = check_drift(bank.lifecycle, load_tool_specs(specs_ref, bank.root))
         except SkillbankError as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from skillbank import SkillBank, load_trajectories
 from skillbank.ledger import Ledger
-from skillbank.search import SearchIndex, SkillDoc, backend, search, search_command, tokenize
+from skillbank.search import SearchIndex, SkillDoc, backend, search_command, tokenize
 
 from .conftest import EXAMPLE_TRAJECTORIES
 
@@ -62,7 +62,7 @@ def ranking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 def test_held_out_wording_finds_the_skill(
     shop: SkillBank, ranking: str, text: str, expected: str
 ) -> None:
-    ids = [h.skill_id for h in search(shop, text)]
+    ids = [h.skill_id for h in shop.search(text)]
     if ranking == "bm25":  # BM25 alone confuses "placed" with place_order: top 3, not top 1
         assert expected in ids[:3], ids
     else:
@@ -70,9 +70,9 @@ def test_held_out_wording_finds_the_skill(
 
 
 def test_empty_query_and_empty_library(shop: SkillBank, bank: SkillBank) -> None:
-    assert search(shop, "   ") == []
-    assert search(shop, "order", k=0) == []
-    assert search(bank, "show the orders of bob@example.com") == []
+    assert shop.search("   ") == []
+    assert shop.search("order", k=0) == []
+    assert bank.search("show the orders of bob@example.com") == []
 
 
 def test_index_is_cached_and_rebuilt_when_skills_change(
@@ -86,10 +86,10 @@ def test_index_is_cached_and_rebuilt_when_skills_change(
         return real(cls, docs, **kw)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(SearchIndex, "build", classmethod(counting))
-    search(shop, "order history")
-    search(shop, "restock a product")
+    shop.search("order history")
+    shop.search("restock a product")
     assert builds == [7]
-    search(SkillBank(shop.root), "order history")  # a new process: read from disk
+    SkillBank(shop.root).search("order history")  # a new process: read from disk
     assert builds == [7]
     runs = load_trajectories(EXAMPLE_TRAJECTORIES)
     extra = [t for t in runs if "order_history" in t.id][:2]
@@ -99,38 +99,38 @@ def test_index_is_cached_and_rebuilt_when_skills_change(
     ]
     report = shop.learn(renamed, branch="current")
     assert report.added or report.updated, report
-    search(shop, "order history")
+    shop.search("order history")
     assert len(builds) == 2  # the library changed: rebuilt once
 
 
 def test_failures_drop_a_skill_below_an_equally_relevant_one(shop: SkillBank) -> None:
     text = "order for a customer"
-    before = search(shop, text, k=7)
+    before = shop.search(text, k=7)
     first, second = before[0], before[1]
     ledger = Ledger.for_bank(shop)
     for _ in range(30):
         ledger.record(
             first.skill_id, ok=False, version="1.0.0", latency_s=0.1, error="x", caller="test"
         )
-    after = {h.skill_id: h for h in search(shop, text, k=7)}
+    after = {h.skill_id: h for h in shop.search(text, k=7)}
     assert after[first.skill_id].success == pytest.approx(1 / 32)
     assert after[second.skill_id].score > after[first.skill_id].score
-    assert [h.skill_id for h in search(shop, text, k=7)][0] != first.skill_id
+    assert [h.skill_id for h in shop.search(text, k=7)][0] != first.skill_id
 
 
 def test_thompson_is_repeatable_with_a_seed(shop: SkillBank) -> None:
     ledger = Ledger.for_bank(shop)
     ledger.record(LIST_ORDERS, ok=True, version="1.0.0", latency_s=0.1, caller="test")
-    one = search(shop, "orders of a customer", k=7, thompson=True, seed=3)
-    two = search(shop, "orders of a customer", k=7, thompson=True, seed=3)
+    one = shop.search("orders of a customer", k=7, thompson=True, seed=3)
+    two = shop.search("orders of a customer", k=7, thompson=True, seed=3)
     assert one == two
-    means = search(shop, "orders of a customer", k=7)
+    means = shop.search("orders of a customer", k=7)
     assert [h.success for h in one] != [h.success for h in means]
 
 
 def test_deprecated_skills_are_not_returned(shop: SkillBank) -> None:
     shop.deprecate(LIST_ORDERS, by="find_customer_list_orders_cancel_order")
-    ids = [h.skill_id for h in search(shop, "Show the order history for bob@example.com", k=7)]
+    ids = [h.skill_id for h in shop.search("Show the order history for bob@example.com", k=7)]
     assert LIST_ORDERS not in ids and ids
 
 
@@ -139,7 +139,7 @@ def test_deprecated_skills_are_not_returned(shop: SkillBank) -> None:
     k=st.integers(min_value=1, max_value=10),
 )
 def test_scores_are_bounded_sorted_and_k_respected(shop_root: Path, text: str, k: int) -> None:
-    hits = search(SkillBank(shop_root), text, k)
+    hits = SkillBank(shop_root).search(text, k)
     assert len(hits) <= k
     assert all(0.0 <= h.score <= 1.0 and 0.0 <= h.relevance <= 1.0 for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)

@@ -440,7 +440,7 @@ def test_arguments_are_checked_deep_against_the_schema(
     learned: SkillBank, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A skill with nested arguments: they are checked before anything runs (no tool given).
-    monkeypatch.setattr(learned, "get", lambda name: TYPED)
+    monkeypatch.setattr(learned.library, "load", lambda name: TYPED)
     args = {"lines": [{"sku": "S-1", "quantity": "2"}], "mode": "air"}
     error = error_of(call(learned, TYPED.id, args, {}), "invalid_arguments")
     assert "lines[0].quantity" in error["message"]
@@ -475,14 +475,14 @@ def test_unavailable_and_internal_errors_are_results(
     def broken_library(*args: Any, **kwargs: Any) -> Any:
         raise LibraryError("skills/x: SKILL.md is broken")
 
-    monkeypatch.setattr(learned, "run", broken_library)
+    monkeypatch.setattr(learned.runner, "run", broken_library)
     data = call(learned, HISTORY, {"email": "alice@example.com"}, shop_tools)
     assert "SKILL.md is broken" in error_of(data, "unavailable")["message"]
 
     def bug(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(learned, "get", bug)
+    monkeypatch.setattr(learned.runner, "get", bug)
     assert "boom" in error_of(call(learned, HISTORY, {}, shop_tools), "internal_error")["message"]
 
 

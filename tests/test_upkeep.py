@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from skillbank import SkillBank
 from skillbank.examples import Shop
 from skillbank.ledger import Ledger
+from skillbank.library import StoredChange
+from skillbank.skill import TestedSkill
 from skillbank.trajectory import Outcome, Step, Trajectory
 from skillbank.upkeep import (
     check_drift,
@@ -26,6 +28,7 @@ from skillbank.upkeep import (
     refine,
     refine_command,
 )
+from skillbank.versioning import Version
 
 
 def git(root: Path, *args: str) -> str:
@@ -76,7 +79,7 @@ def test_refine_adds_a_guard_that_passes_the_cases_and_rejects_the_failure(
 ) -> None:
     sid = order_skill(shop_bank)
     before = shop_bank.get(sid)
-    report = refine(shop_bank, [tea_failure(example_trajectories[0].tools)])
+    report = refine(shop_bank.lifecycle, [tea_failure(example_trajectories[0].tools)])
     assert report.refined == [sid]
     (entry,) = report.entries
     assert entry.guard == 'stock["available"] < quantity'
@@ -106,7 +109,7 @@ def test_refine_without_a_separating_field_says_so(
     failure = Trajectory("fail-flaky", case.task, example_trajectories[0].tools, tuple(steps),
                          Outcome(False))  # fmt: skip
     head = git(shop_bank.root, "rev-parse", "HEAD")
-    report = refine(shop_bank, [failure])
+    report = refine(shop_bank.lifecycle, [failure])
     assert [e.action for e in report.entries] == ["no separating field"]
     assert report.commit is None and git(shop_bank.root, "rev-parse", "HEAD") == head
 
@@ -117,7 +120,7 @@ def test_refine_skips_successes_and_reports_unmatched(
     other = Trajectory("odd", "restock", example_trajectories[0].tools,
                        (Step("restock", {"sku": "X", "quantity": 2}, None, error="no"),),
                        Outcome(False))  # fmt: skip
-    report = refine(shop_bank, [example_trajectories[0], other])
+    report = refine(shop_bank.lifecycle, [example_trajectories[0], other])
     assert [e.action for e in report.entries] == ["skipped", "unmatched"]
 
 
@@ -126,8 +129,6 @@ def test_refine_skips_successes_and_reports_unmatched(
 
 def _clone(bank: SkillBank, sid: str, new_id: str) -> None:
     """Store a renamed copy of a skill (as an LLM or a reviewer might have written it)."""
-    from skillbank.upkeep import _check, _draft
-
     skill = bank.get(sid)
     source = (
         skill.source.replace(sid, new_id)
@@ -138,9 +139,11 @@ def _clone(bank: SkillBank, sid: str, new_id: str) -> None:
         replace(c, args={("count" if k == "quantity" else k): v for k, v in c.args.items()})
         for c in skill.cases[:2]
     )
-    tested = _check(bank, _draft(skill, id=new_id, source=source, cases=cases), {})
-    assert not isinstance(tested, str), tested
-    bank.library.store([(tested, "1.0.0", "associative", "added", None)], f"add {new_id}\n")
+    tested = bank.check(skill.as_draft(id=new_id, source=source, cases=cases), {})
+    assert isinstance(tested, TestedSkill), tested
+    bank.library.store(
+        [StoredChange(tested, Version(1, 0, 0), "associative", "added")], f"add {new_id}\n"
+    )
 
 
 def test_duplicates_are_found_and_merged_and_the_old_id_keeps_working(
@@ -148,13 +151,13 @@ def test_duplicates_are_found_and_merged_and_the_old_id_keeps_working(
 ) -> None:
     sid = order_skill(shop_bank)
     _clone(shop_bank, sid, "order_one")
-    (pair,) = find_duplicates(shop_bank)
+    (pair,) = find_duplicates(shop_bank.lifecycle)
     assert (pair.keep, pair.drop) == (sid, "order_one")
     assert "same code" in pair.reasons and "same tool-call sequences" in pair.reasons
-    commit = merge_duplicates(shop_bank, pair)
+    commit = merge_duplicates(shop_bank.lifecycle, pair)
     assert commit == git(shop_bank.root, "rev-parse", "HEAD")
     assert shop_bank.get("order_one").deprecated_by == sid
-    assert find_duplicates(shop_bank) == []
+    assert find_duplicates(shop_bank.lifecycle) == []
     shop = Shop.create(tmp_path / "shop.sqlite")
     result = shop_bank.run("order_one", {"email": "bob@example.com", "query": "lamp",
                                          "count": 1}, shop.tools())  # fmt: skip
@@ -177,7 +180,7 @@ def test_a_breaking_schema_change_demotes_the_skills_using_the_tool(shop_bank: S
     params["properties"]["currency"] = {"type": "string"}
     params["required"] = [*params["required"], "currency"]
     stage = shop_bank.get(sid).stage
-    report = check_drift(shop_bank, specs)
+    report = check_drift(shop_bank.lifecycle, specs)
     assert report.changed_tools == ("place_order",)
     assert report.demoted == [sid]
     assert shop_bank.get(sid).stage == {"associative": "cognitive",
@@ -191,12 +194,12 @@ def test_a_cosmetic_change_does_not_demote(shop_bank: SkillBank) -> None:
     head = git(shop_bank.root, "rev-parse", "HEAD")
     specs = _specs(shop_bank)
     specs["place_order"]["function"]["description"] = "Places an order (reworded)."
-    assert check_drift(shop_bank, specs).entries == ()
+    assert check_drift(shop_bank.lifecycle, specs).entries == ()
     assert git(shop_bank.root, "rev-parse", "HEAD") == head
     # A reworded parameter description changes the schema: re-proved, passes, patch bump.
     specs["place_order"]["function"]["parameters"]["properties"]["sku"]["description"] = "SKU."
     stage = shop_bank.get(sid).stage
-    report = check_drift(shop_bank, specs)
+    report = check_drift(shop_bank.lifecycle, specs)
     assert [(e.skill_id, e.action) for e in report.entries] == [(sid, "updated")]
     after = shop_bank.get(sid)
     assert after.stage == stage and after.version == "1.0.1"
@@ -218,23 +221,23 @@ def test_prune_removes_a_failing_skill_and_keeps_a_required_one(shop_bank: Skill
     for n in range(10):
         ledger.record(sid, ok=n < 2, error=None if n < 2 else "boom")
         ledger.record(other, ok=True)
-    dry = prune(shop_bank, dry_run=True)
+    dry = prune(shop_bank.lifecycle, dry_run=True)
     assert dry.removed == [sid] and dry.commit is None
     assert (shop_bank.library.dir / sid).exists()
-    report = prune(shop_bank)
+    report = prune(shop_bank.lifecycle)
     assert report.removed == [sid] and "8 of 10" in report.entries[0].reason
     assert not (shop_bank.library.dir / sid).exists()
     assert git(shop_bank.root, "status", "--porcelain") == ""
     assert sid in git(shop_bank.root, "log", "-1", "--format=%B")
     # A required skill is kept even when unused.
-    from skillbank.upkeep import _check, _draft
-
     base = shop_bank.get(other)
-    caller = _check(shop_bank, _draft(base, id="caller", source=base.source.replace(
+    caller = shop_bank.check(base.as_draft(id="caller", source=base.source.replace(
         f"def {other}(", "def caller("), requires=(other,)), {other: base})  # fmt: skip
-    assert not isinstance(caller, str), caller
-    shop_bank.library.store([(caller, "1.0.0", "cognitive", "added", None)], "add caller\n")
-    later = prune(shop_bank, unused_days=0, now=time.time() + 86400)
+    assert isinstance(caller, TestedSkill), caller
+    shop_bank.library.store(
+        [StoredChange(caller, Version(1, 0, 0), "cognitive", "added")], "add caller\n"
+    )
+    later = prune(shop_bank.lifecycle, unused_days=0, now=time.time() + 86400)
     actions = {e.skill_id: e.action for e in later.entries}
     assert actions == {other: "kept", "caller": "removed"}
     assert (shop_bank.library.dir / other).exists()
@@ -305,7 +308,7 @@ def test_prune_never_calls_a_skill_unused_on_a_ledger_that_was_not_watching(
     shop_bank: SkillBank,
 ) -> None:
     # A fresh clone has no ledger: it cannot tell unused skills from skills used elsewhere.
-    later = prune(shop_bank, dry_run=True, now=time.time() + 365 * 86400)
+    later = prune(shop_bank.lifecycle, dry_run=True, now=time.time() + 365 * 86400)
     assert later.entries == ()
 
 
@@ -326,7 +329,7 @@ def test_a_merge_whose_cases_do_not_replay_on_the_kept_skill_changes_nothing(
     ).stdout
     pair = DuplicatePair(keep, drop, ("same tool-call sequences",), 0.5)
     with pytest.raises(LibraryError, match="is not a duplicate.*nothing was merged"):
-        merge_duplicates(shop_bank, pair)
+        merge_duplicates(shop_bank.lifecycle, pair)
     assert shop_bank.get(drop).deprecated_by is None
     assert (
         subprocess.run(

@@ -38,16 +38,11 @@ from skillbank.errors import (
     LLMRequestError,
     SkillbankError,
 )
-from skillbank.proving import Failed, prove
-from skillbank.skill import Case, SkillDraft, TestedSkill, ToolCallRecord
+from skillbank.proving import check, explain
+from skillbank.signature import read_signature
+from skillbank.skill import Case, SkillDraft, ToolCallRecord
 from skillbank.trajectory import Step, Trajectory, canonical_json
-from skillbank.validate import (
-    ALLOWED_IMPORTS,
-    FORBIDDEN_NAMES,
-    Rejected,
-    read_signature,
-    validate,
-)
+from skillbank.validate import ALLOWED_IMPORTS, FORBIDDEN_NAMES
 
 if TYPE_CHECKING:
     from skillbank.config import Config
@@ -59,7 +54,6 @@ __all__ = [
     "LLMRequestError",
     "LLMResult",
     "build_messages",
-    "feedback_for",
     "parse_reply",
     "replay_check",
 ]
@@ -70,8 +64,6 @@ JSON = Any
 RESULT_LIMIT = 300
 #: Characters of one task text shown to the model.
 TASK_LIMIT = 500
-#: Failing runs described in one piece of replay feedback.
-FAILURES_SHOWN = 3
 
 _SKILL_ID = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n(.*?)```", re.DOTALL)
@@ -298,43 +290,15 @@ def parse_reply(text: str, run_ids: Sequence[str]) -> LLMProposal:
 # --- the caller's check ---------------------------------------------------------------------
 
 
-def feedback_for(outcome: TestedSkill | Failed | Rejected, source: str | None = None) -> str | None:
-    """What `validate` or `prove` found, as text for a repair prompt (None when it passed).
-
-    Findings read ``<skill>:line:col: RULE message`` with the line and a caret; a failed
-    replay names each falsifying run, its arguments and the first diverging call.
-    """
-    if isinstance(outcome, TestedSkill):
-        return None
-    if isinstance(outcome, Rejected):
-        text = source if source is not None else outcome.draft.source
-        lines = [f"validation failed with {len(outcome.findings)} finding(s):"]
-        lines += [f.render(text) for f in outcome.findings]
-        return "\n".join(lines)
-    draft = outcome.validated.draft
-    args = {c.trajectory_id: c.args for c in draft.cases}
-    bad = [c for c in outcome.cases if not c.ok]
-    lines = [f"replay failed for {len(bad)} of {len(outcome.cases)} recorded run(s):"]
-    for c in bad[:FAILURES_SHOWN]:
-        shown = _short(canonical_json(dict(args.get(c.trajectory_id, {}))), RESULT_LIMIT)
-        lines.append(f"- run {json.dumps(c.trajectory_id)} with arguments {shown}: {c.failure}")
-    if len(bad) > FAILURES_SHOWN:
-        lines.append(f"- and {len(bad) - FAILURES_SHOWN} more run(s)")
-    return "\n".join(lines)
-
-
 def replay_check(
     sandbox: Sandbox, limits: Limits | None = None
 ) -> Callable[[SkillDraft], str | None]:
-    """The standard ``check`` for `LLMCompiler.compile`: validate, then replay every case."""
+    """The standard ``check`` for `LLMCompiler.compile`: `skillbank.proving.check`, explained."""
 
-    def check(draft: SkillDraft) -> str | None:
-        validated = validate(draft)
-        if isinstance(validated, Rejected):
-            return feedback_for(validated)
-        return feedback_for(prove(validated, sandbox, limits))
+    def run_check(draft: SkillDraft) -> str | None:
+        return explain(check(draft, sandbox, limits))
 
-    return check
+    return run_check
 
 
 # --- the compiler ---------------------------------------------------------------------------
@@ -497,7 +461,7 @@ class LLMCompiler:
             skill_id: The skill id, which is also the function name.
             trajectories: Successful runs of one procedure; each becomes a recorded case.
             check: Validates and replays a draft; returns None when it passes, else the
-                problems as text (see `replay_check` and `feedback_for`).
+                problems as text (see `replay_check` and `skillbank.proving.explain`).
 
         Raises:
             CompileError: misuse: a bad skill id, no trajectories, a failed trajectory, one

@@ -1,0 +1,147 @@
+"""Grouping: which runs are one procedure, before any of them is generalised.
+
+Runs with the same call pattern (`pattern_key`: the tools called, repeats folded) are one
+procedure. A pattern whose blocks all appear, in order, in another one's (some runs left
+blocks out) joins that procedure when the task texts read alike, so the left-out blocks
+become conditional steps; the per-pattern parts are kept, so that a merge that does not
+compile or check can be learned pattern by pattern instead. A procedure whose pattern a
+stored skill already holds is that skill's: its new runs become new cases, never a
+near-duplicate skill.
+
+Pure: no sandbox, no git, no I/O. The same runs and skills give the same groups whatever
+the order of the input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from skillbank.compiler.generalize import is_subpattern, pattern_key, pattern_tokens
+from skillbank.skill import Skill
+from skillbank.trajectory import Step, Trajectory
+
+__all__ = ["PatternToken", "ProcedureGroup", "alike", "group_procedures", "successful_steps"]
+
+#: One folded block of a call pattern, with the argument names of its calls.
+PatternToken = tuple[tuple[str, ...], tuple[str, ...]]
+
+#: Word overlap (Jaccard, words of three letters or more) above which two task texts read
+#: alike, so a run that left blocks out may join the procedure that has them.
+ALIKE_OVERLAP = 0.5
+#: Most blocks a run may leave out and still join a longer procedure.
+MAX_LEFT_OUT = 2
+
+
+@dataclass
+class ProcedureGroup:
+    """The runs of one procedure, and the stored skill that already holds it (if any)."""
+
+    #: Indexes into the runs given to `group_procedures`, in canonical order.
+    members: list[int]
+    #: The stored skill holding this procedure's pattern, None for a new procedure.
+    old: Skill | None
+    #: The members per call pattern (one part unless patterns were merged).
+    parts: list[list[int]]
+    #: The longest pattern's tokens (`pattern_tokens`: blocks with their argument names).
+    tokens: list[PatternToken] = field(default_factory=list)
+    #: The task texts of the members (and of the old skill's cases).
+    tasks: list[str] = field(default_factory=list)
+
+    @property
+    def merged(self) -> bool:
+        """True when runs of several call patterns were put together."""
+        return len(self.parts) > 1
+
+
+def successful_steps(trajectory: Trajectory) -> list[Step]:
+    """The calls that worked: failed calls the agent recovered from are not the procedure."""
+    return [s for s in trajectory.steps if s.error is None]
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]{3,}", text.lower()))
+
+
+def alike(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether two procedures' task texts read alike (word overlap of their first tasks)."""
+    if not a or not b:
+        return False
+    wa, wb = _words(a[0]), _words(b[0])
+    return bool(wa | wb) and len(wa & wb) / len(wa | wb) >= ALIKE_OVERLAP
+
+
+def group_procedures(
+    runs: Sequence[Trajectory], indexes: Sequence[int], existing: Mapping[str, Skill]
+) -> list[ProcedureGroup]:
+    """The procedures among ``runs[i]`` for ``i`` in ``indexes`` (runs with calls that worked).
+
+    ``existing`` is the library before learning: a procedure whose pattern a skill holds is
+    that skill's (``old``), and a stored skill's pattern takes part in merging too.
+    """
+    by_key: dict[str, str] = {}
+    for skill in sorted(existing.values(), key=lambda s: s.id):
+        if skill.cases:
+            steps = [Step(c.tool, c.arguments, c.result) for c in skill.cases[0].calls]
+            by_key.setdefault(pattern_key(steps), skill.id)
+    patterns: dict[str, list[int]] = {}
+    for i in indexes:
+        patterns.setdefault(pattern_key(successful_steps(runs[i])), []).append(i)
+    groups: list[ProcedureGroup] = []
+    for key in sorted(patterns):
+        # Canonical order, so which task represents a procedure never depends on input order.
+        members = sorted(patterns[key], key=lambda i: (runs[i].id, runs[i].sha256))
+        old = existing.get(by_key[key]) if key in by_key else None
+        groups.append(
+            ProcedureGroup(
+                members=list(members),
+                old=old,
+                parts=[list(members)],
+                tokens=pattern_tokens(successful_steps(runs[members[0]])),
+                tasks=[runs[i].task for i in members],
+            )
+        )
+    for skill in sorted(existing.values(), key=lambda s: s.id):
+        if any(g.old is skill for g in groups) or not skill.cases:
+            continue
+        longest = max(skill.cases, key=lambda c: len(c.calls))
+        steps = [Step(c.tool, c.arguments, c.result) for c in longest.calls]
+        groups.append(
+            ProcedureGroup(
+                members=[],
+                old=skill,
+                parts=[],
+                tokens=pattern_tokens(steps),
+                tasks=[c.task for c in skill.cases],
+            )
+        )
+    while _merge_one(groups):
+        pass
+    for g in groups:
+        g.parts = g.parts or [g.members]
+    return [g for g in groups if g.members]
+
+
+def _merge_one(groups: list[ProcedureGroup]) -> bool:
+    """Fold one new procedure into another whose pattern contains its own; False if none."""
+    for small in groups:
+        if small.old is not None or not small.members:
+            continue
+        for big in groups:
+            if big is small or not (big.members or big.old):
+                continue
+            lesser, greater = sorted((small.tokens, big.tokens), key=len)
+            if (
+                lesser != greater
+                and len(greater) - len(lesser) <= MAX_LEFT_OUT
+                and is_subpattern(lesser, greater)
+                and alike(small.tasks, big.tasks)
+            ):
+                big.members += small.members
+                big.parts = (big.parts or [[]]) + small.parts
+                big.tasks += small.tasks
+                big.tokens = greater
+                small.members, small.parts = [], []
+                return True
+    return False

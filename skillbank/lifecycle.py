@@ -1,0 +1,301 @@
+"""Lifecycle: how skills mature, and the changes a maintainer makes to stored skills.
+
+Outcomes in the ledger move a skill through Fitts & Posner's stages (`skillbank.maturity`
+holds the rule): `Lifecycle.update_stages` commits each change, `Lifecycle.stats` shows the
+evidence. `Lifecycle.rollback` writes an earlier version back as a new, higher one (after it
+passes `skillbank.proving.check` against today's library); `Lifecycle.deprecate` points a
+skill at its replacement. Refinement, deduplication, drift and pruning (`skillbank.upkeep`)
+build on the same parts.
+
+Every change is a commit under the library's lock; a stage change rewrites metadata only
+(`skillbank.library.SkillLibrary.restamp`), a rollback stores tested code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from sandbox import Limits, Sandbox
+from skillbank.compose import requirement_cycle
+from skillbank.config import Config
+from skillbank.errors import LibraryError
+from skillbank.history import History
+from skillbank.ledger import LEDGER_FILE, Ledger
+from skillbank.library import Restamp, SkillLibrary, StoredChange
+from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
+from skillbank.maturity import posterior_mean as _posterior_mean
+from skillbank.proving import Failed, explain
+from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
+from skillbank.validate import Rejected
+from skillbank.versioning import Version, bump, parse_version, required_bump, signature_diff
+
+if TYPE_CHECKING:
+    from skillbank.compiler.llm import LLMCompiler
+
+__all__ = ["Lifecycle"]
+
+#: Checks a draft against a library (`skillbank.proving.check` in the bank's sandbox).
+Check = Callable[[SkillDraft, Mapping[str, Skill]], TestedSkill | Failed | Rejected]
+
+
+class Lifecycle:
+    """Stages, statistics, rollback and deprecation over one library and its ledger.
+
+    Args:
+        library: The skills.
+        config: The stage thresholds.
+        ledger: Gives the ledger (opened on first use).
+        check: Checks a draft against a library.
+        history: Reads the skills' versions.
+        sandbox: Gives the sandbox replays run in (started on first use).
+        limits: The limits of each sandbox run.
+        llm: Gives the optional LLM compiler (refinement may ask it).
+    """
+
+    def __init__(
+        self,
+        library: SkillLibrary,
+        config: Config,
+        *,
+        ledger: Callable[[], Ledger],
+        check: Check,
+        history: History,
+        sandbox: Callable[[], Sandbox],
+        limits: Limits,
+        llm: Callable[[], LLMCompiler | None],
+    ) -> None:
+        self.library = library
+        self.config = config
+        self.ledger = ledger
+        self.check = check
+        self.history = history
+        self.sandbox = sandbox
+        self.limits = limits
+        self.llm = llm
+
+    def stage_for(self, sid: str, version: Version, cases: int, previous: Stage | None) -> Stage:
+        """The stage a version starts at: the rule of `update_stages` on that version's
+        calls (none, for a new version: the failures were of the old code)."""
+        successes, failures = self.outcome_counts({sid: str(version)}).get(sid, (0, 0))
+        return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
+
+    def outcome_counts(
+        self, versions: Mapping[str, str] | None = None
+    ) -> dict[str, tuple[int, int]]:
+        """The ledger's (successes, failures) per skill (with ``versions``: of those versions
+        only); empty when there is no ledger yet or it cannot be read. The ledger is local
+        statistics: learning and search must work without it, and reading never creates it."""
+        if not (self.library.state / LEDGER_FILE).is_file():
+            return {}
+        try:
+            return self.ledger().counts(versions)
+        except (LibraryError, sqlite3.Error):
+            return {}
+
+    def rollback(self, skill_id: str, version: str) -> str:
+        """Write the files of an earlier version back as a new, higher version; commit.
+
+        ``version`` is a version (``"1.2.0"``) or a git revision. The restored code, cases,
+        description and deprecation are those of that version; its version number is the
+        current one bumped as the change needs (at least a patch: versions never go back).
+        The restored skill is validated and replayed against today's library first. The
+        commit goes on the current branch.
+
+        Returns:
+            The commit's sha.
+
+        Raises:
+            SkillNotFound: no such skill.
+            LibraryError: no such version, nothing to roll back, or the old version no longer
+                passes its checks (nothing is changed).
+        """
+        with self.library.lock():
+            current = self.library.load(skill_id)
+            old, _, label = self.history.at(skill_id, version)
+            if replace(old, version=current.version, stage=current.stage) == current:
+                raise LibraryError(
+                    f"{skill_id!r} v{current.version} already holds what {label} held; "
+                    "nothing to roll back"
+                )
+            library = {s.id: s for s in self.library.load_all()}
+            library[skill_id] = old
+            cycle = requirement_cycle({sid: s.requires for sid, s in library.items()})
+            if cycle:
+                raise LibraryError(
+                    f"restoring {skill_id!r} {label} would make skills require each other in "
+                    f"a cycle ({' -> '.join(cycle)}); nothing was changed"
+                )
+            draft = old.as_draft()
+            checked = self.check(draft, library)
+            problem = explain(checked)
+            if not isinstance(checked, TestedSkill):
+                raise LibraryError(
+                    f"{skill_id!r} {label} no longer passes its checks, so it was not "
+                    f"restored: {problem}"
+                )
+            kind = required_bump(current.source, current.description, old.source, old.description)
+            new_version = bump(parse_version(current.version), kind or "patch")
+            stage = self.stage_for(old.id, new_version, len(old.cases), current.stage)
+            restored = old.version
+            lines = [
+                f"skillbank rollback {skill_id} to {new_version} (restores code of {restored})",
+                "",
+                f"{skill_id} v{current.version} -> v{new_version}: the files of {label} are "
+                f"written back ({kind or 'patch'} bump; versions never go backwards).",
+            ]
+            lines += [f"  - {c}" for c in signature_diff(current.signature, old.signature).changes]
+            commit = self.library.store(
+                [StoredChange(checked, new_version, stage, "rolled back", old.deprecated_by)],
+                "\n".join(lines) + "\n",
+            )
+        if commit is None:  # cannot happen: the version always moves
+            raise LibraryError(f"rolling back {skill_id!r} changed nothing")
+        return commit
+
+    def deprecate(self, old_id: str, *, by: str) -> str:
+        """Mark a skill as replaced by another; commit (a patch bump of the old skill).
+
+        The deprecated skill keeps running, and so do the skills that require it, until it
+        is removed; `run` returns a warning naming its replacement, and new skills are never
+        composed from it. The commit goes on the current branch.
+
+        Returns:
+            The commit's sha (the existing one, when it is already deprecated by ``by``).
+
+        Raises:
+            SkillNotFound: either skill does not exist.
+            LibraryError: a skill replacing itself, or a chain of replacements in a circle.
+        """
+        with self.library.lock():
+            old = self.library.load(old_id)
+            new = self.library.load(by)
+            chain, step = [old_id, by], new
+            while step.deprecated_by and step.deprecated_by not in chain:
+                chain.append(step.deprecated_by)
+                step = self.library.load(step.deprecated_by)
+            if old_id == by or step.deprecated_by == old_id:
+                loop = " -> ".join([*chain, old_id] if old_id != by else [old_id, by])
+                raise LibraryError(
+                    f"{old_id!r} cannot be deprecated by {by!r}: the replacements would go "
+                    f"round in a circle ({loop}); pick a skill that is not deprecated"
+                )
+            if old.deprecated_by == by:
+                entries = self.library.history(old_id)
+                if entries and entries[0].deprecated_by == by:
+                    return entries[0].commit
+            version = bump(parse_version(old.version), "patch")
+            callers = sorted(s.id for s in self.library.load_all() if old_id in s.requires)
+            lines = [
+                f"skillbank deprecate {old_id}: use {by} instead",
+                "",
+                f"{old_id} v{old.version} -> v{version} is deprecated in favour of {by} "
+                f"v{new.version}. It keeps running, and so do the skills that require it, "
+                "until it is removed; running it warns.",
+            ]
+            if callers:
+                lines.append(f"Required by: {', '.join(callers)}")
+            commit = self.library.restamp(
+                [Restamp(old, version, old.stage, by)], "\n".join(lines) + "\n"
+            )
+        if commit is None:  # cannot happen: the version always moves
+            raise LibraryError(f"deprecating {old_id!r} changed nothing")
+        return commit
+
+    def stats(self, skill_id: str | None = None) -> list[SkillStats]:
+        """How each skill (or just ``skill_id``) has done, from the ledger, sorted by id.
+
+        Skills with no calls are listed too (all zero); ledger rows of a skill no longer in
+        the bank are listed with ``stage=None``.
+
+        Raises:
+            SkillNotFound: ``skill_id`` is neither in the bank nor in the ledger.
+        """
+        skills = {s.id: s for s in self.library.load_all()}
+        if skill_id is not None:
+            ids = [skill_id]
+            if skill_id not in skills and not self.ledger().outcomes(skill_id):
+                self.library.load(skill_id)  # raises SkillNotFound, naming the known ids
+        else:
+            ids = sorted(set(skills) | set(self.ledger().counts()))
+        out = []
+        for sid in ids:
+            rows = self.ledger().outcomes(sid)
+            s = sum(r.ok for r in rows)
+            f = len(rows) - s
+            latencies = [r.latency_s for r in rows if r.latency_s is not None]
+            errors = [r.error for r in rows if r.error]
+            skill = skills.get(sid)
+            out.append(
+                SkillStats(
+                    skill_id=sid,
+                    stage=skill.stage if skill else None,
+                    earned=(
+                        decide_stage(skill.stage, s, f, len(skill.cases), self.config)
+                        if skill
+                        else None
+                    ),
+                    calls=len(rows),
+                    successes=s,
+                    failures=f,
+                    mean=_posterior_mean(s, f),
+                    lower_bound=lower_bound(s, f),
+                    mean_latency_s=sum(latencies) / len(latencies) if latencies else None,
+                    p95_latency_s=p95(latencies),
+                    last_error=errors[-1] if errors else None,
+                )
+            )
+        return out
+
+    def update_stages(self, skill_ids: Iterable[str] | None = None) -> list[StageChange]:
+        """Promote or demote skills by their ledger counts; one commit per change.
+
+        The rule is `skillbank.maturity.decide_stage`. A change rewrites the skill at its
+        same version with the new stage (``skillbank stage: ID old -> new (s/f, lower bound
+        x)``), on the current branch. Not done after each call (a commit per call would be
+        far too heavy): ``skillbank stages``, ``skillbank stats --update`` and the end of
+        `skillbank.agent.run` call it.
+
+        Args:
+            skill_ids: The skills to check (default: all).
+
+        Returns:
+            The changes made, in id order.
+
+        Raises:
+            SkillNotFound: an id that is not in the bank.
+            LibraryError: a skill to change has uncommitted edits (changes made before it
+                stay committed).
+        """
+        changes: list[StageChange] = []
+        with self.library.lock():
+            if skill_ids is None:
+                skills = self.library.load_all()
+            else:
+                skills = [self.library.load(sid) for sid in sorted(set(skill_ids))]
+            # Calls of each skill's current version: a repaired skill is judged afresh.
+            counts = self.ledger().counts({s.id: s.version for s in skills})
+            for skill in skills:
+                s, f = counts.get(skill.id, (0, 0))
+                new = decide_stage(skill.stage, s, f, len(skill.cases), self.config)
+                if new == skill.stage:
+                    continue
+                bound = lower_bound(s, f)
+                message = (
+                    f"skillbank stage: {skill.id} {skill.stage} -> {new} "
+                    f"({s}/{f}, lower bound {bound:.2f})\n\n"
+                    f"{skill.id} v{skill.version}: {s} successful and {f} failed calls in the "
+                    f"ledger; posterior mean {_posterior_mean(s, f):.2f}, 5% quantile "
+                    f"{bound:.2f}. The code is unchanged.\n"
+                )
+                version = parse_version(skill.version)
+                commit = self.library.restamp(
+                    [Restamp(skill, version, new, skill.deprecated_by)], message
+                )
+                if commit is not None:
+                    changes.append(
+                        StageChange(skill.id, skill.version, skill.stage, new, s, f, bound, commit)
+                    )
+        return changes

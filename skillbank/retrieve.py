@@ -1,0 +1,171 @@
+"""Retrieval: from a task's words to the skill that does it, and the reflex that runs it.
+
+`Retriever.search` ranks the library's skills for a task by relevance (BM25 over each
+skill's document, fused with word embeddings when installed; `skillbank.search` holds the
+index) times expected success (the ledger's posterior), and caches the index under the
+bank's state folder, keyed by the library's content. `Retriever.reflex` is the autonomous
+stage: a trusted skill that clearly covers the task runs with no model planning it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from skillbank.config import Config
+from skillbank.errors import SkillArgumentError, SkillNotFound
+from skillbank.library import SkillLibrary
+from skillbank.running import Runner, RunResult
+from skillbank.search import (
+    CACHE_DIR,
+    Hit,
+    SearchIndex,
+    embedder,
+    fingerprint,
+    skill_doc,
+    tokenize,
+)
+from skillbank.skill import Skill
+
+__all__ = ["Retriever"]
+
+JSON = Any
+
+#: Words that turn a request around; a task holding one never runs as a reflex.
+_NEGATION = frozenset(
+    {"not", "no", "never", "don't", "dont", "doesn't", "without", "except", "nor", "neither",
+     "cannot", "can't", "won't", "shouldn't", "instead", "unless", "stop", "undo"}
+)  # fmt: skip
+
+#: Task words (argument values aside) a reflex needs before trusting a match.
+_REFLEX_MIN_WORDS = 3
+
+
+class Retriever:
+    """Finds skills for tasks in one library, and runs a trusted one as a reflex.
+
+    Args:
+        library: The skills.
+        config: The reflex thresholds.
+        runner: Runs the skill a reflex picks.
+        counts: The ledger's (successes, failures) per skill; empty without a ledger.
+    """
+
+    def __init__(
+        self,
+        library: SkillLibrary,
+        config: Config,
+        *,
+        runner: Runner,
+        counts: Callable[[], Mapping[str, tuple[int, int]]],
+    ) -> None:
+        self.library = library
+        self.config = config
+        self.runner = runner
+        self._counts = counts
+        self._index: SearchIndex | None = None
+
+    def index(self) -> SearchIndex:
+        """The search index of the library as it is now (rebuilt only when skills changed)."""
+        skills = self.library.load_all()
+        key = f"{fingerprint(skills)}:{'emb' if embedder() is not None else 'bm25'}"
+        if self._index is not None and self._index.key == key:
+            return self._index
+        folder = self.library.state / CACHE_DIR
+        index = SearchIndex.load(folder / "index", key)
+        if index is None:
+            index = SearchIndex.build([skill_doc(s) for s in skills], key=key)
+            try:
+                index.save(folder / "index")
+            except OSError as exc:  # a read-only bank still searches, it just rebuilds
+                logging.getLogger(__name__).warning("cannot cache the search index: %s", exc)
+        self._index = index
+        return index
+
+    def search(
+        self, text: str, k: int = 5, *, thompson: bool = False, seed: int | None = None
+    ) -> list[Hit]:
+        """The ``k`` skills most likely to do ``text``, best first (see the module docstring).
+
+        Args:
+            text: The task, in the user's words.
+            k: How many hits at most.
+            thompson: Rank by a sample of each skill's success posterior instead of its mean.
+            seed: The sampler's seed, for repeatable Thompson rankings.
+
+        Returns:
+            Up to ``k`` hits, never a deprecated skill; [] for an empty query or library.
+
+        Raises:
+            ValueError: ``k`` is negative.
+            LibraryError: the library cannot be read (an unreadable ledger only drops the
+                weighting).
+        """
+        if k < 0:
+            raise ValueError(f"k must not be negative, got k={k!r}")
+        if not text.strip() or k == 0:
+            return []
+        index = self.index()
+        if not index.docs:
+            return []
+        return index.rank(text, k, outcomes=self._counts(), thompson=thompson, seed=seed)
+
+    def reflex(
+        self,
+        task_text: str,
+        args: Mapping[str, JSON],
+        tools: Mapping[str, Callable[..., JSON]],
+    ) -> RunResult | None:
+        """Run an autonomous skill straight away when ``task_text`` clearly asks for it.
+
+        No model plans the steps, so it errs on the side of not running: a task with a
+        negation ("do not ...", "without ...") or fewer than three words besides the argument
+        values never runs. The best `skillbank.search` hit must be an autonomous,
+        non-deprecated skill that *covers* the task: at least ``reflex_min_relevance`` of
+        the task's words (`skillbank.search.tokenize`, leaving out the words of the argument
+        values) occur in the skill's document (`skillbank.search.skill_doc`), leading the
+        second hit's coverage by ``reflex_min_margin``. (A hit's own ``relevance`` is relative
+        to the query's best match, so it cannot say that no skill fits.) ``args`` must fit
+        the signature and ``tools`` hold the tools the skill needs. The run is recorded with
+        ``caller="reflex"``.
+
+        Returns:
+            The run's result (which may be a failure of the skill), or None when no skill
+            qualifies or the arguments or tools do not fit it (then nothing ran).
+        """
+        hits = self.search(task_text, k=2)
+        if not hits:
+            return None
+        values: set[str] = set()
+        for value in args.values() if isinstance(args, Mapping) else ():
+            if isinstance(value, str | int | float):
+                values.update(tokenize(str(value)))
+        if _NEGATION & set(re.findall(r"[a-z]+(?:'[a-z]+)?", task_text.lower())):
+            return None  # "do not cancel ...": a model must read that, not a reflex
+        words = [w for w in dict.fromkeys(tokenize(task_text)) if w not in values]
+        if len(words) < _REFLEX_MIN_WORDS:
+            return None  # too little said to be sure what is asked
+
+        def coverage(skill: Skill) -> float:
+            document = set(tokenize(skill_doc(skill).text))
+            return sum(w in document for w in words) / len(words)
+
+        try:
+            skill = self.library.load(
+                hits[0].skill_id
+            )  # its stage from SKILL.md, never a cached one
+            if skill.stage != "autonomous" or skill.deprecated_by:
+                return None
+            best = coverage(skill)
+            if best < self.config.reflex_min_relevance:
+                return None
+            if len(hits) > 1 and best - coverage(self.library.load(hits[1].skill_id)) < (
+                self.config.reflex_min_margin
+            ):
+                return None  # two skills fit the task about as well: let the model choose
+            self.runner.check_args(skill, args)
+            return self.runner.run(skill.id, args, tools, caller="reflex")
+        except (SkillArgumentError, SkillNotFound):
+            return None

@@ -1,0 +1,437 @@
+"""Running: a stored skill called with arguments, in the sandbox, against host tools.
+
+`Runner.run` is the one way a skill runs for a caller: it checks the arguments against the
+skill's signature, grants the skill exactly the tools it declares (and, for a composed
+skill, the skills it requires, each run nested in the sandbox), runs it, and records the
+outcome in the ledger. `Runner.call_tool` is the same for a model that called the skill as a
+tool: it never raises, and answers with the text of a ``role: "tool"`` message. `Runner.execute`
+runs a recognised `skillbank.recognize.Plan` step by step.
+
+A failure inside the skill (its own error, a tool that raised, a limit) comes back in the
+`RunResult`; misuse (unknown skill, bad arguments, a declared tool not provided) raises a
+`skillbank.errors.SkillbankError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox import Limits, Sandbox, ToolCall
+from skillbank.compose import grant, tools_needed
+from skillbank.errors import SkillArgumentError, SkillbankError, SkillNotFound
+from skillbank.ledger import Ledger
+from skillbank.library import SkillLibrary
+from skillbank.recognize import Plan, PlanResult
+from skillbank.skill import Skill
+from skillbank.toolspec import canonical_schema, decode_arguments, tool_error, tool_result
+
+__all__ = ["RunResult", "Runner"]
+
+JSON = Any
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What running a skill did."""
+
+    #: The skill that ran.
+    skill_id: str
+    #: True when it returned normally.
+    ok: bool
+    #: Its return value (JSON data; None on error).
+    value: JSON
+    #: The error message when it failed (policy, limit, tool or skill error).
+    error: str | None
+    #: The error's kind (the sandbox error class name), None when ok.
+    error_type: str | None
+    #: Every tool call it made, in order.
+    tool_calls: tuple[ToolCall, ...]
+    #: Wall-clock seconds.
+    duration_s: float
+    #: What the skill printed.
+    output: str = ""
+    #: A note for whoever called it, e.g. ``"deprecated: use other_skill ..."``.
+    warning: str | None = None
+
+    def to_json(self) -> dict[str, JSON]:
+        """The result as JSON data (the CLI's ``--json`` output)."""
+        return {
+            "skill_id": self.skill_id,
+            "ok": self.ok,
+            "value": self.value,
+            "error": self.error,
+            "error_type": self.error_type,
+            "tool_calls": [
+                {
+                    "tool": c.tool,
+                    "arguments": c.arguments,
+                    "result": c.result,
+                    "error": c.error,
+                    "duration_s": round(c.duration_s, 6),
+                }
+                for c in self.tool_calls
+            ],
+            "duration_s": round(self.duration_s, 6),
+            "output": self.output,
+            "warning": self.warning,
+        }
+
+
+class Runner:
+    """Runs stored skills for callers, and records each run in the ledger.
+
+    Args:
+        library: Where skills are read.
+        sandbox: Gives the sandbox every run goes through (started on first use).
+        limits: The default limits of a run.
+        ledger: Gives the ledger runs are recorded in (opened on first use).
+    """
+
+    def __init__(
+        self,
+        library: SkillLibrary,
+        *,
+        sandbox: Callable[[], Sandbox],
+        limits: Limits,
+        ledger: Callable[[], Ledger],
+    ) -> None:
+        self.library = library
+        self._sandbox = sandbox
+        self.limits = limits
+        self._ledger = ledger
+
+    def get(self, skill_id: str) -> Skill:
+        """One stored skill (raises SkillNotFound with the known ids)."""
+        return self.library.load(skill_id)
+
+    def _skills(self) -> list[Skill]:
+        return self.library.load_all()
+
+    def check_args(self, skill: Skill, args: Mapping[str, JSON]) -> dict[str, JSON]:
+        """Check arguments against the skill's signature; return them as a plain dict.
+
+        Raises:
+            SkillArgumentError: naming the unknown, missing or mistyped argument.
+        """
+        if not isinstance(args, Mapping):
+            raise SkillArgumentError(
+                f"arguments for {skill.id!r} must be a JSON object, got {type(args).__name__}"
+            )
+        params = {p.name: p for p in skill.signature.params}
+        usage = skill.signature.render()
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            raise SkillArgumentError(
+                f"{skill.id!r} has no parameter {unknown[0]!r}; its signature is {usage}"
+            )
+        missing = [p for p in params.values() if not p.has_default and p.name not in args]
+        if missing:
+            raise SkillArgumentError(
+                f"{skill.id!r} needs argument {missing[0].name!r} ({missing[0].annotation}); "
+                f"its signature is {usage}"
+            )
+        checked = dict(args)
+        for name, value in args.items():
+            allowed = _TYPES.get(params[name].annotation)
+            bad_bool = isinstance(value, bool) and params[name].annotation in ("int", "float")
+            if (
+                params[name].annotation == "int"
+                and isinstance(value, float)
+                and value.is_integer()
+                and abs(value) < 2**53
+            ):
+                checked[name] = int(value)  # JSON Schema's integer: models may send 2.0
+                continue
+            if allowed and (not isinstance(value, allowed) or bad_bool):
+                raise SkillArgumentError(
+                    f"argument {name!r} of {skill.id!r} must be {params[name].annotation}, "
+                    f"got {value!r} ({type(value).__name__})"
+                )
+        return checked
+
+    def run(
+        self,
+        skill_id: str,
+        args: Mapping[str, JSON],
+        tools: Mapping[str, Callable[..., JSON]],
+        *,
+        limits: Limits | None = None,
+        caller: str | None = None,
+    ) -> RunResult:
+        """Run a stored skill in the sandbox with ``args``, reaching only its declared tools.
+
+        A failure inside the skill (its own error, a tool that raised, a limit) comes back in
+        the result; misuse (unknown skill, bad arguments, a declared tool not provided) raises.
+
+        Every run that reaches the sandbox is one row of the ledger (`skillbank.ledger`):
+        version, ok, latency, error type and message, and ``caller`` (who called: ``"agent"``,
+        an MCP client, ...). Misuse is not recorded: it says nothing about the skill. A ledger
+        that cannot be written never fails the call (it is reported once on stderr).
+
+        Raises:
+            SkillNotFound: no such skill.
+            SkillArgumentError: the arguments do not fit the signature, or ``tools`` lacks a
+                tool the skill declares.
+        """
+        skill = self.get(skill_id)
+        checked = self.check_args(skill, args)
+        limits = limits or self.limits
+        library = {s.id: s for s in self._skills()} if skill.requires else {}
+        try:
+            granted = grant(skill.tools, skill.requires, tools, library, self._sandbox(), limits)
+        except SkillArgumentError as exc:
+            raise SkillArgumentError(
+                f"{skill_id!r} calls tools {', '.join(skill.tools)}: {exc}"
+            ) from None
+        result = self._sandbox().run(skill.source, skill.id, checked, granted, limits,
+                                  skill_id=skill.id)  # fmt: skip
+        error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
+        self._record(skill, result.ok, result.duration_s, error, caller)
+        return RunResult(
+            skill_id=skill.id,
+            ok=result.ok,
+            value=result.value,
+            error=None if result.error is None else str(result.error),
+            error_type=None if result.error is None else type(result.error).__name__,
+            tool_calls=result.tool_calls,
+            duration_s=result.duration_s,
+            output=result.output,
+            warning=(
+                f"deprecated: use {skill.deprecated_by} ({skill.id} keeps working until it "
+                "is removed)"
+                if skill.deprecated_by
+                else None
+            ),
+        )
+
+    def execute(self, plan: Plan, tools: Mapping[str, Callable[..., JSON]]) -> PlanResult:
+        """Run a plan against host tools: skills in the sandbox, raw steps directly.
+
+        Stops at the first step that fails; the result says which and why.
+        """
+        values: list[JSON] = []
+        calls: list[ToolCall] = []
+        for n, step in enumerate(plan.steps, start=1):
+            if step.kind == "skill":
+                result = self.run(step.name, step.arguments, tools)
+                calls += result.tool_calls
+                if not result.ok:
+                    return PlanResult(
+                        False,
+                        tuple(values),
+                        tuple(calls),
+                        f"step {n} ({step.name}): {result.error}",
+                    )
+                values.append(result.value)
+                continue
+            function = tools.get(step.name)
+            if function is None:
+                raise SkillArgumentError(
+                    f"plan step {n} calls tool {step.name!r}, which was not given"
+                )
+            started = time.monotonic()
+            try:
+                value = function(**dict(step.arguments))
+            except Exception as exc:  # noqa: BLE001 - a failing tool ends the plan, as a value
+                calls.append(
+                    ToolCall(
+                        step.name, dict(step.arguments), None, str(exc), time.monotonic() - started
+                    )
+                )
+                why = f"step {n} ({step.name}): {type(exc).__name__}: {exc}"
+                return PlanResult(False, tuple(values), tuple(calls), why)
+            calls.append(
+                ToolCall(step.name, dict(step.arguments), value, None, time.monotonic() - started)
+            )
+            values.append(value)
+        return PlanResult(True, tuple(values), tuple(calls))
+
+    def call_tool(
+        self,
+        name: str,
+        arguments_json: str,
+        tools: Mapping[str, Callable[..., JSON]],
+        *,
+        caller: str | None = None,
+    ) -> str:
+        """Run a skill a model called as a tool; return the ``role: "tool"`` message's text.
+
+        Never raises: every failure comes back as a result the model can read and act on.
+        The text is compact, key-sorted JSON: ``{"ok": true, "value": ...}`` (plus
+        ``"warning"`` for a deprecated skill), or ``{"ok": false, "error": {"type",
+        "message", "hint"}}`` where type is one of `skillbank.toolspec.ToolErrorType`: an
+        unknown skill (the hint names close ones), arguments that are not JSON, not an
+        object or do not fit the signature (the hint is the signature), a host tool
+        missing from ``tools``, or a skill that failed in the sandbox (with its
+        ``error_type`` and the number of ``tool_calls`` it made before it stopped).
+
+        Args:
+            name: The tool name the model used (the skill id).
+            arguments_json: The arguments as the model sent them: a JSON object, where a
+                ``null`` for an optional parameter (strict mode) means "use the default".
+            tools: The host tools, by name.
+            caller: Who is calling (an agent or session name), recorded in the ledger.
+        """
+        try:
+            return self._call_tool(name, arguments_json, tools, caller)
+        except Exception as exc:  # noqa: BLE001 - an agent's loop must never see one
+            return tool_error(
+                "internal_error",
+                f"{type(exc).__name__}: {exc}",
+                "this is a bug in skillbank, not in the call; do the task with the tools directly",
+            )
+
+    def _call_tool(
+        self,
+        name: str,
+        arguments_json: str,
+        tools: Mapping[str, Callable[..., JSON]],
+        caller: str | None,
+    ) -> str:
+        try:
+            skill = self.get(name)
+        except SkillNotFound:
+            known = self.library.ids()
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            if close:
+                hint = f"did you mean {' or '.join(close)}?"
+            elif known:
+                hint = f"call one of the skills offered as tools: {', '.join(known[:20])}"
+            else:
+                hint = "the bank has no skills yet; use the tools directly"
+            return tool_error("unknown_skill", f"there is no skill named {name!r}", hint)
+        if skill.stage == "cognitive":  # described to the model, never run automatically
+            return tool_error(
+                "unavailable",
+                f"skill {name!r} is at the cognitive stage: it is a described procedure, not a "
+                "tool",
+                "do its steps with the base tools, as its description says",
+            )
+        usage = skill.signature.render()
+        try:
+            args = json.loads(arguments_json.strip() or "{}", parse_constant=_no_constant)
+        except (ValueError, RecursionError) as exc:
+            return tool_error(
+                "invalid_json",
+                f"the arguments are not valid JSON ({exc})",
+                f"send one JSON object with the arguments of {usage}",
+            )
+        if not isinstance(args, dict):
+            return tool_error(
+                "invalid_arguments",
+                f"the arguments must be a JSON object, got a JSON {_json_kind(args)}",
+                f"send one JSON object with the arguments of {usage}",
+            )
+        args = decode_arguments(skill, args)
+        try:
+            args = self.check_args(skill, args)
+        except SkillArgumentError as exc:
+            return tool_error("invalid_arguments", str(exc), usage)
+        problem = _schema_problem(args, canonical_schema(skill))
+        if problem is not None:
+            return tool_error("invalid_arguments", f"{skill.id!r}: {problem}", usage)
+        library = {s.id: s for s in self._skills()} if skill.requires else {skill.id: skill}
+        missing = sorted(tools_needed(skill.id, library) - set(tools))
+        if missing:
+            return tool_error(
+                "missing_tool",
+                f"{skill.id!r} needs the host tool(s) {', '.join(missing)}, which this host "
+                "does not provide",
+                "other arguments will not help; do the task with the tools you have",
+            )
+        try:
+            result = self.run(skill.id, args, tools, caller=caller)
+        except SkillbankError as exc:
+            return tool_error(
+                "unavailable",
+                str(exc),
+                "the skill cannot run here; do the task with the tools you have",
+            )
+        if result.ok:
+            return tool_result(result.value, warning=result.warning)
+        return tool_error(
+            "skill_failed",
+            result.error or "the skill failed",
+            _failure_hint(result),
+            error_type=result.error_type,
+            tool_calls=len(result.tool_calls),
+        )
+
+    def _record(
+        self, skill: Skill, ok: bool, latency_s: float, error: str | None, caller: str | None
+    ) -> None:
+        try:
+            self._ledger().record(
+                skill.id,
+                ok=ok,
+                version=skill.version,
+                latency_s=latency_s,
+                error=error,
+                caller=caller,
+            )
+        except Exception as exc:  # noqa: BLE001 - statistics must never fail a skill call
+            where = self.library.state
+            if where not in _LEDGER_WARNED:
+                _LEDGER_WARNED.add(where)
+                print(
+                    f"skillbank: cannot record calls in the ledger under {where} "
+                    f"({type(exc).__name__}: {exc}); skill calls go on, unrecorded",
+                    file=sys.stderr,
+                )
+
+
+#: State folders whose ledger could not be written, already reported on stderr.
+_LEDGER_WARNED: set[Path] = set()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_kind(value: JSON) -> str:
+    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
+    return kinds.get(type(value), "null")
+
+
+def _schema_problem(args: Mapping[str, JSON], schema: Mapping[str, JSON]) -> str | None:
+    """What is wrong with the arguments deep inside (check_args looks at the top level)."""
+    # Imported here, like in skillbank.proving: it is slow to import for every command.
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
+    error = best_match(Draft202012Validator(schema).iter_errors(dict(args)))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"argument {where.lstrip('.') or '(all)'}: {error.message}"
+
+
+def _failure_hint(result: RunResult) -> str:
+    if not result.tool_calls:
+        return (
+            "it stopped before calling any tool; check the arguments, or do the steps with "
+            "the tools directly"
+        )
+    last = result.tool_calls[-1]
+    failed = " (which failed)" if last.error else ""
+    return (
+        f"it stopped after {len(result.tool_calls)} tool call(s), the last one to "
+        f"{last.tool}{failed}; the calls that ran may have changed something, so check "
+        "before calling it again, or finish the task with the tools directly"
+    )
