@@ -1261,7 +1261,7 @@ class SkillBank:
     @functools.cached_property
     def ledger(self) -> Ledger:
         """The bank's ledger of skill calls (``<state_dir>/ledger.sqlite``)."""
-        return Ledger.for_bank(self)
+        return Ledger.in_state_dir(self.root / self.config.state_dir)
 
     def _record(
         self, skill: Skill, ok: bool, latency_s: float, error: str | None, caller: str | None

@@ -8,7 +8,8 @@ while a stage change that follows from them is a commit.
 The file is shared by every process that uses the bank (agents, ``skillbank run``, an MCP
 server), so it is opened in WAL mode (readers never block the writer) with a busy timeout
 (writers wait for each other instead of failing), and each operation uses its own short-lived
-connection, so a `Ledger` may be used from any thread or process.
+connection, so a `Ledger` may be used from any thread or process. The ledger knows only its
+file: it takes a path (or the state folder), never the bank.
 
 `skillbank.bank.SkillBank.run` writes one row per call it runs (so do `call_tool`, the MCP
 server and the agent, which go through it); the agent adds one ``"agent:outcome"`` failure row
@@ -24,12 +25,8 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from skillbank.errors import LibraryError
-
-if TYPE_CHECKING:
-    from skillbank.bank import SkillBank
 
 __all__ = ["LEDGER_FILE", "CallRecord", "Ledger"]
 
@@ -84,7 +81,7 @@ class Ledger:
         LibraryError: when the file cannot be opened or is not a ledger.
 
     Example:
-        >>> ledger = Ledger.for_bank(bank)                          # doctest: +SKIP
+        >>> ledger = Ledger.in_state_dir(bank_root / ".skillbank")  # doctest: +SKIP
         >>> ledger.record("order_history", ok=True, caller="agent")  # doctest: +SKIP
         1
         >>> ledger.stats("order_history")["successes"]              # doctest: +SKIP
@@ -107,9 +104,10 @@ class Ledger:
             ) from None
 
     @classmethod
-    def for_bank(cls, bank: SkillBank) -> Ledger:
-        """The ledger of a bank: ``<root>/<state_dir>/ledger.sqlite``."""
-        return cls(bank.root / bank.config.state_dir / LEDGER_FILE)
+    def in_state_dir(cls, state_dir: str | Path, *, busy_timeout_s: float = 30.0) -> Ledger:
+        """The ledger in a state folder (``<state_dir>/ledger.sqlite``), e.g. a bank's
+        ``<root>/.skillbank``."""
+        return cls(Path(state_dir) / LEDGER_FILE, busy_timeout_s=busy_timeout_s)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

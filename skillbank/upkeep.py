@@ -40,7 +40,6 @@ from skillbank.compiler import pattern_key
 from skillbank.compose import grant
 from skillbank.errors import LibraryError, SkillbankError, SkillNotFound
 from skillbank.gate import load_tool_specs, normalise_specs, tool_findings
-from skillbank.ledger import Ledger
 from skillbank.library import git
 from skillbank.options import json_option, root_option
 from skillbank.proving import Failed, replay_case
@@ -978,7 +977,7 @@ def prune(
         LibraryError: the library cannot be written (nothing is changed).
     """
     now = time.time() if now is None else now
-    ledger = Ledger.for_bank(bank)
+    ledger = bank.ledger
     cutoff = now - unused_days * 86400
     entries: list[PruneEntry] = []
     commit = None

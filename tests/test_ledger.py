@@ -60,9 +60,10 @@ def test_file_is_in_wal_mode_and_reopens(tmp_path: Path) -> None:
         conn.close()
 
 
-def test_for_bank_lives_in_the_state_dir(bank) -> None:
-    ledger = Ledger.for_bank(bank)
+def test_the_banks_ledger_lives_in_its_state_dir(bank) -> None:
+    ledger = bank.ledger
     assert ledger.path == bank.root / ".skillbank" / LEDGER_FILE
+    assert Ledger.in_state_dir(bank.root / ".skillbank").path == ledger.path
     ledger.record("x", ok=True)
     assert ledger.path.is_file()
 
@@ -133,7 +134,7 @@ def test_every_run_is_recorded_once_with_its_caller(shop_bank: tuple[SkillBank, 
     with pytest.raises(SkillArgumentError):
         bank.run(HISTORY, {}, shop.tools())
 
-    first, second = Ledger.for_bank(bank).outcomes(HISTORY)
+    first, second = bank.ledger.outcomes(HISTORY)
     assert (first.ok, first.caller, first.version, first.error) == (True, None, skill.version, None)
     assert first.latency_s is not None and first.latency_s > 0
     assert (second.ok, second.caller) == (False, "mcp:x")
