@@ -2,6 +2,14 @@
 ``SKILLBANK_*`` environment variables, then explicit overrides (command-line flags).
 
 Every path derives from the bank root, so tests can point a whole bank at a temp dir.
+
+How values are read, whatever the layer:
+
+- A value is coerced by its field's type: ``bool``, ``int``, ``float``, ``str``, and
+  ``tuple[str, ...]`` for lists. A list is a TOML array in ``[tool.skillbank]``
+  (``query_tools = ["find_customer", "list_orders"]``) and comma-separated in an environment
+  variable (``SKILLBANK_QUERY_TOOLS="find_customer, list_orders"``); items are stripped and empty
+  ones dropped, so ``""`` is the empty list.
 """
 
 from __future__ import annotations
@@ -74,6 +82,13 @@ class Config:
     reflex_min_relevance: float = 0.85
     #: How far that share must lead the second search hit's for `SkillBank.reflex`.
     reflex_min_margin: float = 0.1
+    #: Tools the bank's owner declares queries: they only read, so a skill may call them
+    #: freely and repeat them. Declared effects come before the tools' own annotations and the
+    #: name heuristic (not used by the compiler yet). A tool may not be in both lists.
+    query_tools: tuple[str, ...] = ()
+    #: Tools the bank's owner declares commands: they change state (an order placed, a mail
+    #: sent). Unknown tools are treated as commands anyway; listing one makes it explicit.
+    command_tools: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -129,6 +144,21 @@ class Config:
                 f"llm_base_url={self.llm_base_url!r} must be an http:// or https:// URL, "
                 "e.g. 'http://127.0.0.1:8080/v1'; leave it empty to use OPENAI_BASE_URL"
             )
+        for name in ("query_tools", "command_tools"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(
+                isinstance(t, str) and t and t == t.strip() for t in value
+            ):
+                raise ConfigError(
+                    f"{name}={value!r} must be a tuple of tool names, e.g. ('find_customer',)"
+                )
+        both = sorted(set(self.query_tools) & set(self.command_tools))
+        if both:
+            raise ConfigError(
+                f"{', '.join(map(repr, both))} {'is' if len(both) == 1 else 'are'} in both "
+                "query_tools and command_tools; a tool either only reads (query) or changes "
+                "state (command): remove it from one list"
+            )
 
 
 def default_config() -> Config:
@@ -139,6 +169,13 @@ def default_config() -> Config:
 def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
     try:
+        if kind == "tuple[str, ...]":
+            # A TOML array item by item; a string (environment, flag, or a TOML string) split
+            # on commas. Items stripped, empty ones dropped.
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return tuple(i.strip() for i in items if i.strip())
         if kind == "bool":
             if isinstance(raw, bool):
                 return raw
@@ -156,11 +193,20 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
             return int(raw)
         return str(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name}={raw!r} must be a {kind}") from None
+        shown = repr(raw)
+        if kind == "tuple[str, ...]":
+            raise ConfigError(
+                f"{where}: {name}={shown} must be a list of names: a TOML array of strings "
+                f'(e.g. {name} = ["a", "b"]) or a comma-separated string (e.g. "a,b")'
+            ) from None
+        raise ConfigError(f"{where}: {name}={shown} must be a {kind}") from None
 
 
 def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
     """Load the bank's configuration: defaults < pyproject.toml < environment < overrides.
+
+    Lists are TOML arrays in pyproject.toml and comma-separated in ``SKILLBANK_<KEY>``
+    variables (see the module docstring).
 
     Raises:
         ConfigError: an unknown key or a bad value, naming where it came from.
