@@ -10,6 +10,10 @@ How values are read, whatever the layer:
   (``query_tools = ["find_customer", "list_orders"]``) and comma-separated in an environment
   variable (``SKILLBANK_QUERY_TOOLS="find_customer, list_orders"``); items are stripped and empty
   ones dropped, so ``""`` is the empty list.
+- A renamed or retired key (`_DEPRECATED_KEYS`) is still accepted, with a `DeprecationWarning`
+  naming its replacement; a renamed key's value goes to the new key, unless the new key is set
+  in the same layer, which wins (the warning says so). A later layer still overrides an earlier
+  one, whichever name each used.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -166,6 +171,22 @@ def default_config() -> Config:
     return Config()
 
 
+@dataclass(frozen=True)
+class _Deprecated:
+    """A key that was renamed or retired."""
+
+    #: The key that replaces it, or None when it was retired (its value is ignored).
+    new: str | None
+    #: Why, for the warning, e.g. "the unit is in the name now".
+    reason: str
+
+
+#: Renamed and retired keys, old name -> what became of it. Such a key is accepted with a
+#: `DeprecationWarning`, never rejected, so a bank's pyproject.toml keeps working across
+#: upgrades. None has been renamed or retired yet.
+_DEPRECATED_KEYS: Mapping[str, _Deprecated] = {}
+
+
 def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
     try:
@@ -202,16 +223,48 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {name}={shown} must be a {kind}") from None
 
 
+def _layer(given: Mapping[str, tuple[Any, str]], known: set[str]) -> dict[str, Any]:
+    """One layer's values by current key name, from ``{key as written: (raw, where)}``.
+
+    Deprecated keys warn and move to their new name; a new key set in the same layer wins.
+    """
+    values: dict[str, Any] = {}
+    for key, (raw, where) in given.items():
+        if key in known:
+            values[key] = _coerce(key, raw, where)
+    for key, (raw, where) in given.items():
+        if key not in _DEPRECATED_KEYS:
+            continue
+        old = _DEPRECATED_KEYS[key]
+        new = old.new
+        if new is None:
+            message = f"{where}: {key!r} is retired and has no effect ({old.reason}); remove it"
+        elif new in given:
+            message = (
+                f"{where}: {key!r} is deprecated ({old.reason}); {given[new][1]} also sets "
+                f"its replacement {new!r}, which wins; remove {key!r}"
+            )
+        else:
+            message = f"{where}: {key!r} is deprecated ({old.reason}); rename it to {new!r}"
+        # stacklevel 3: the warning points at whoever called load_config.
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+        if new is not None and new not in given:
+            values[new] = _coerce(new, raw, f"{where} ({key!r}, now {new!r})")
+    return values
+
+
 def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
     """Load the bank's configuration: defaults < pyproject.toml < environment < overrides.
 
     Lists are TOML arrays in pyproject.toml and comma-separated in ``SKILLBANK_<KEY>``
-    variables (see the module docstring).
+    variables; renamed keys warn (`DeprecationWarning`) and still work (see the module
+    docstring).
 
     Raises:
         ConfigError: an unknown key or a bad value, naming where it came from.
     """
     known = {f.name for f in fields(Config)}
+    accepted = known | set(_DEPRECATED_KEYS)
     values: dict[str, Any] = {}
     pyproject = Path(root) / "pyproject.toml"
     if pyproject.is_file():
@@ -220,21 +273,23 @@ def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) ->
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{pyproject}: cannot read it: {exc}") from None
         section = data.get("tool", {}).get("skillbank", {})
-        for key, raw in section.items():
-            if key not in known:
+        where = f"{pyproject} [tool.skillbank]"
+        for key in section:
+            if key not in accepted:
                 raise ConfigError(
-                    f"{pyproject} [tool.skillbank]: unknown key {key!r}; "
-                    f"known keys: {', '.join(sorted(known))}"
+                    f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
                 )
-            values[key] = _coerce(key, raw, f"{pyproject} [tool.skillbank]")
-    for key in known:
-        env = f"SKILLBANK_{key.upper()}"
-        if env in os.environ:
-            values[key] = _coerce(key, os.environ[env], f"environment {env}")
-    for key, raw in (overrides or {}).items():
-        if raw is None:
-            continue
-        if key not in known:
+        from_file = _layer({k: (raw, where) for k, raw in section.items()}, known)
+        values.update(from_file)
+    env = {
+        key: (os.environ[f"SKILLBANK_{key.upper()}"], f"environment SKILLBANK_{key.upper()}")
+        for key in sorted(accepted)
+        if f"SKILLBANK_{key.upper()}" in os.environ
+    }
+    values.update(_layer(env, known))
+    given = {k: (raw, "option") for k, raw in (overrides or {}).items() if raw is not None}
+    for key in given:
+        if key not in accepted:
             raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        values[key] = _coerce(key, raw, "option")
+    values.update(_layer(given, known))
     return replace(default_config(), **values)

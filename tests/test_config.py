@@ -1,4 +1,4 @@
-"""Configuration: layers and their precedence, lists."""
+"""Configuration: layers and their precedence, lists, deprecated keys."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from skillbank import config as config_module
 from skillbank.config import Config, load_config
 from skillbank.errors import ConfigError
 from tests.conftest import REPO
@@ -92,3 +93,76 @@ def test_flags_beat_the_environment_which_beats_pyproject(
     config = load_config(tmp_path, {"query_tools": ["from_flag"], "timeout_s": None})
     assert (config.query_tools, config.timeout_s) == (("from_flag",), 2.0)  # None: flag not given
     assert load_config(tmp_path, {"query_tools": "a, b"}).query_tools == ("a", "b")
+
+
+# --- deprecated keys --------------------------------------------------------------------
+
+
+@pytest.fixture
+def renamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No key has been renamed yet, so the tests rename two of their own."""
+    monkeypatch.setattr(
+        config_module,
+        "_DEPRECATED_KEYS",
+        {
+            "timeout": config_module._Deprecated("timeout_s", "units are in the name now"),
+            "use_colour": config_module._Deprecated(None, "output follows NO_COLOR"),
+        },
+    )
+
+
+@pytest.mark.usefixtures("renamed")
+def test_a_renamed_key_still_works_with_a_warning(tmp_path: Path) -> None:
+    _pyproject(tmp_path, "timeout = 3")
+    with pytest.warns(
+        DeprecationWarning, match=r"'timeout' is deprecated.*rename it to 'timeout_s'"
+    ):
+        config = load_config(tmp_path)
+    assert config.timeout_s == 3.0
+
+
+@pytest.mark.usefixtures("renamed")
+def test_the_warning_points_at_the_caller(tmp_path: Path) -> None:
+    _pyproject(tmp_path, "timeout = 3")
+    with pytest.warns(DeprecationWarning) as caught:
+        load_config(tmp_path)
+    assert [w.filename for w in caught] == [__file__]
+
+
+@pytest.mark.usefixtures("renamed")
+def test_when_both_names_are_set_the_new_one_wins(tmp_path: Path) -> None:
+    _pyproject(tmp_path, "timeout = 3\ntimeout_s = 4")
+    with pytest.warns(
+        DeprecationWarning, match=r"also sets its replacement 'timeout_s', which wins"
+    ):
+        config = load_config(tmp_path)
+    assert config.timeout_s == 4.0
+
+
+@pytest.mark.usefixtures("renamed")
+def test_a_renamed_key_in_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _pyproject(tmp_path, "timeout_s = 4")
+    monkeypatch.setenv("SKILLBANK_TIMEOUT", "5")
+    # A later layer still wins, whatever name it uses.
+    with pytest.warns(DeprecationWarning, match="environment SKILLBANK_TIMEOUT: 'timeout'"):
+        assert load_config(tmp_path).timeout_s == 5.0
+    monkeypatch.setenv("SKILLBANK_TIMEOUT_S", "6")
+    with pytest.warns(DeprecationWarning, match="SKILLBANK_TIMEOUT_S also sets"):
+        assert load_config(tmp_path).timeout_s == 6.0
+
+
+@pytest.mark.usefixtures("renamed")
+def test_a_retired_key_is_accepted_and_ignored(tmp_path: Path) -> None:
+    _pyproject(tmp_path, "use_colour = true")
+    with pytest.warns(DeprecationWarning, match="'use_colour' is retired and has no effect"):
+        assert load_config(tmp_path) == Config()
+
+
+@pytest.mark.usefixtures("renamed")
+def test_a_renamed_keys_bad_value_names_both_keys(tmp_path: Path) -> None:
+    _pyproject(tmp_path, 'timeout = "soon"')
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ConfigError, match=r"\('timeout', now 'timeout_s'\): timeout_s='soon'"),
+    ):
+        load_config(tmp_path)
