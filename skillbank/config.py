@@ -14,6 +14,9 @@ How values are read, whatever the layer:
   naming its replacement; a renamed key's value goes to the new key, unless the new key is set
   in the same layer, which wins (the warning says so). A later layer still overrides an earlier
   one, whichever name each used.
+- A key that can hold a secret (`_SECRET_KEYS`: ``ledger_url`` with a password) is refused
+  from pyproject.toml when it does: a committed file is no place for a password; the error
+  says which ``SKILLBANK_<KEY>`` variable to use instead, and never repeats the secret.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import math
 import os
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from skillbank.errors import ConfigError
 
@@ -94,6 +98,10 @@ class Config:
     #: Tools the bank's owner declares commands: they change state (an order placed, a mail
     #: sent). Unknown tools are treated as commands anyway; listing one makes it explicit.
     command_tools: tuple[str, ...] = ()
+    #: Where the call ledger lives: ``""`` is the embedded SQLite file
+    #: ``<state_dir>/ledger.sqlite``, the only backend in this version. A URL with a password
+    #: belongs in ``SKILLBANK_LEDGER_URL``, never in pyproject.toml.
+    ledger_url: str = ""
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -164,11 +172,53 @@ class Config:
                 "query_tools and command_tools; a tool either only reads (query) or changes "
                 "state (command): remove it from one list"
             )
+        if self.ledger_url:
+            raise ConfigError(
+                f"ledger_url={_redact_url(self.ledger_url)!r}: only the embedded SQLite ledger "
+                "is supported in this version; leave ledger_url empty (the ledger is then "
+                "<state_dir>/ledger.sqlite)"
+            )
 
 
 def default_config() -> Config:
     """The built-in defaults, the one place they are defined."""
     return Config()
+
+
+def _redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for a message."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}"
+        query = parts.query
+        if "password" in parse_qs(query):
+            query = "&".join(
+                "password=***" if item.startswith("password=") else item
+                for item in query.split("&")
+            )
+        return parts._replace(netloc=netloc, query=query).geturl()
+    except ValueError:
+        return "<not a URL>"
+
+
+def _url_secret(value: Any) -> str | None:
+    """What secret a URL holds (a password in its user part or its query), if any."""
+    try:
+        parts = urlsplit(str(value))
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            return "a password"
+    except ValueError:
+        return None
+    return None
+
+
+#: Keys whose value may hold a secret, each with a check saying which secret it holds (None
+#: for none). Such a value comes from the environment (or a flag) only, never from the
+#: committed pyproject.toml. API keys are never keys here at all (``OPENAI_API_KEY``).
+_SECRET_KEYS: Mapping[str, Callable[[Any], str | None]] = {"ledger_url": _url_secret}
 
 
 @dataclass(frozen=True)
@@ -214,7 +264,7 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
             return int(raw)
         return str(raw)
     except (TypeError, ValueError):
-        shown = repr(raw)
+        shown = "<hidden: it may hold a secret>" if name in _SECRET_KEYS else repr(raw)
         if kind == "tuple[str, ...]":
             raise ConfigError(
                 f"{where}: {name}={shown} must be a list of names: a TOML array of strings "
@@ -257,11 +307,12 @@ def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """Load the bank's configuration: defaults < pyproject.toml < environment < overrides.
 
     Lists are TOML arrays in pyproject.toml and comma-separated in ``SKILLBANK_<KEY>``
-    variables; renamed keys warn (`DeprecationWarning`) and still work (see the module
-    docstring).
+    variables; renamed keys warn (`DeprecationWarning`) and still work; secrets are refused
+    from pyproject.toml (see the module docstring).
 
     Raises:
-        ConfigError: an unknown key or a bad value, naming where it came from.
+        ConfigError: an unknown key, a bad value, or a secret in pyproject.toml, naming where
+            it came from.
     """
     known = {f.name for f in fields(Config)}
     accepted = known | set(_DEPRECATED_KEYS)
@@ -280,6 +331,14 @@ def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) ->
                     f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
                 )
         from_file = _layer({k: (raw, where) for k, raw in section.items()}, known)
+        for key, value in from_file.items():
+            secret = _SECRET_KEYS[key](value) if key in _SECRET_KEYS else None
+            if secret is not None:
+                raise ConfigError(
+                    f"{where}: {key} holds {secret}, and secrets never go in a committed file; "
+                    f"remove it from {pyproject.name} and set the environment variable "
+                    f"SKILLBANK_{key.upper()} instead"
+                )
         values.update(from_file)
     env = {
         key: (os.environ[f"SKILLBANK_{key.upper()}"], f"environment SKILLBANK_{key.upper()}")

@@ -1,4 +1,4 @@
-"""Configuration: layers and their precedence, lists, deprecated keys."""
+"""Configuration: layers and their precedence, lists, deprecated keys, secrets."""
 
 from __future__ import annotations
 
@@ -166,3 +166,30 @@ def test_a_renamed_keys_bad_value_names_both_keys(tmp_path: Path) -> None:
         pytest.raises(ConfigError, match=r"\('timeout', now 'timeout_s'\): timeout_s='soon'"),
     ):
         load_config(tmp_path)
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def test_a_password_in_pyproject_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    for url in ("postgresql://me:hunter2@db/skills", "postgresql://db/skills?password=hunter2"):
+        _pyproject(tmp_path, f'ledger_url = "{url}"')
+        with pytest.raises(ConfigError) as caught:
+            load_config(tmp_path)
+        message = str(caught.value)
+        assert "ledger_url holds a password" in message
+        assert "set the environment variable SKILLBANK_LEDGER_URL" in message
+        assert "hunter2" not in message
+
+
+def test_only_the_embedded_ledger_is_supported_yet(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_config(tmp_path).ledger_url == ""
+    _pyproject(tmp_path, 'ledger_url = "postgresql://db/skills"')  # no password: may be here
+    with pytest.raises(ConfigError, match="only the embedded SQLite ledger is supported"):
+        load_config(tmp_path)
+    monkeypatch.setenv("SKILLBANK_LEDGER_URL", "postgresql://me:hunter2@db/skills")
+    with pytest.raises(ConfigError, match="only the embedded SQLite") as caught:
+        load_config(tmp_path)
+    assert "hunter2" not in str(caught.value) and "me:***@db" in str(caught.value)
