@@ -448,7 +448,7 @@ def run(
         {"role": "user", "content": task},
     ]
     try:
-        ledger: Ledger | None = Ledger.for_bank(bank)
+        ledger: Ledger | None = bank.ledger
     except LibraryError as exc:  # local statistics: the task goes on without them
         print(f"skillbank: outcomes not recorded: {exc}", file=sys.stderr)
         ledger = None

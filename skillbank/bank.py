@@ -151,7 +151,7 @@ class SkillBank:
     @functools.cached_property
     def ledger(self) -> Ledger:
         """The bank's ledger of skill calls (``<state_dir>/ledger.sqlite``)."""
-        return Ledger.for_bank(self)
+        return Ledger.in_state_dir(self.library.state)
 
     @property
     def llm(self) -> LLMCompiler | None:

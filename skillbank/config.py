@@ -2,6 +2,21 @@
 ``SKILLBANK_*`` environment variables, then explicit overrides (command-line flags).
 
 Every path derives from the bank root, so tests can point a whole bank at a temp dir.
+
+How values are read, whatever the layer:
+
+- A value is coerced by its field's type: ``bool``, ``int``, ``float``, ``str``, and
+  ``tuple[str, ...]`` for lists. A list is a TOML array in ``[tool.skillbank]``
+  (``query_tools = ["find_customer", "list_orders"]``) and comma-separated in an environment
+  variable (``SKILLBANK_QUERY_TOOLS="find_customer, list_orders"``); items are stripped and empty
+  ones dropped, so ``""`` is the empty list.
+- A renamed or retired key (`_DEPRECATED_KEYS`) is still accepted, with a `DeprecationWarning`
+  naming its replacement; a renamed key's value goes to the new key, unless the new key is set
+  in the same layer, which wins (the warning says so). A later layer still overrides an earlier
+  one, whichever name each used.
+- A key that can hold a secret (`_SECRET_KEYS`: ``ledger_url`` with a password) is refused
+  from pyproject.toml when it does: a committed file is no place for a password; the error
+  says which ``SKILLBANK_<KEY>`` variable to use instead, and never repeats the secret.
 """
 
 from __future__ import annotations
@@ -9,10 +24,12 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from skillbank.errors import ConfigError
 
@@ -74,6 +91,17 @@ class Config:
     reflex_min_relevance: float = 0.85
     #: How far that share must lead the second search hit's for `SkillBank.reflex`.
     reflex_min_margin: float = 0.1
+    #: Tools the bank's owner declares queries: they only read, so a skill may call them
+    #: freely and repeat them. Declared effects come before the tools' own annotations and the
+    #: name heuristic (not used by the compiler yet). A tool may not be in both lists.
+    query_tools: tuple[str, ...] = ()
+    #: Tools the bank's owner declares commands: they change state (an order placed, a mail
+    #: sent). Unknown tools are treated as commands anyway; listing one makes it explicit.
+    command_tools: tuple[str, ...] = ()
+    #: Where the call ledger lives: ``""`` is the embedded SQLite file
+    #: ``<state_dir>/ledger.sqlite``, the only backend in this version. A URL with a password
+    #: belongs in ``SKILLBANK_LEDGER_URL``, never in pyproject.toml.
+    ledger_url: str = ""
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -129,6 +157,27 @@ class Config:
                 f"llm_base_url={self.llm_base_url!r} must be an http:// or https:// URL, "
                 "e.g. 'http://127.0.0.1:8080/v1'; leave it empty to use OPENAI_BASE_URL"
             )
+        for name in ("query_tools", "command_tools"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(
+                isinstance(t, str) and t and t == t.strip() for t in value
+            ):
+                raise ConfigError(
+                    f"{name}={value!r} must be a tuple of tool names, e.g. ('find_customer',)"
+                )
+        both = sorted(set(self.query_tools) & set(self.command_tools))
+        if both:
+            raise ConfigError(
+                f"{', '.join(map(repr, both))} {'is' if len(both) == 1 else 'are'} in both "
+                "query_tools and command_tools; a tool either only reads (query) or changes "
+                "state (command): remove it from one list"
+            )
+        if self.ledger_url:
+            raise ConfigError(
+                f"ledger_url={_redact_url(self.ledger_url)!r}: only the embedded SQLite ledger "
+                "is supported in this version; leave ledger_url empty (the ledger is then "
+                "<state_dir>/ledger.sqlite)"
+            )
 
 
 def default_config() -> Config:
@@ -136,9 +185,68 @@ def default_config() -> Config:
     return Config()
 
 
+def _redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for a message."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}"
+        query = parts.query
+        if "password" in parse_qs(query):
+            query = "&".join(
+                "password=***" if item.startswith("password=") else item
+                for item in query.split("&")
+            )
+        return parts._replace(netloc=netloc, query=query).geturl()
+    except ValueError:
+        return "<not a URL>"
+
+
+def _url_secret(value: Any) -> str | None:
+    """What secret a URL holds (a password in its user part or its query), if any."""
+    try:
+        parts = urlsplit(str(value))
+        if parts.password is not None or "password" in parse_qs(parts.query):
+            return "a password"
+    except ValueError:
+        return None
+    return None
+
+
+#: Keys whose value may hold a secret, each with a check saying which secret it holds (None
+#: for none). Such a value comes from the environment (or a flag) only, never from the
+#: committed pyproject.toml. API keys are never keys here at all (``OPENAI_API_KEY``).
+_SECRET_KEYS: Mapping[str, Callable[[Any], str | None]] = {"ledger_url": _url_secret}
+
+
+@dataclass(frozen=True)
+class _Deprecated:
+    """A key that was renamed or retired."""
+
+    #: The key that replaces it, or None when it was retired (its value is ignored).
+    new: str | None
+    #: Why, for the warning, e.g. "the unit is in the name now".
+    reason: str
+
+
+#: Renamed and retired keys, old name -> what became of it. Such a key is accepted with a
+#: `DeprecationWarning`, never rejected, so a bank's pyproject.toml keeps working across
+#: upgrades. None has been renamed or retired yet.
+_DEPRECATED_KEYS: Mapping[str, _Deprecated] = {}
+
+
 def _coerce(name: str, raw: Any, where: str) -> Any:
     kind = {f.name: f.type for f in fields(Config)}[name]
     try:
+        if kind == "tuple[str, ...]":
+            # A TOML array item by item; a string (environment, flag, or a TOML string) split
+            # on commas. Items stripped, empty ones dropped.
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ValueError
+            return tuple(i.strip() for i in items if i.strip())
         if kind == "bool":
             if isinstance(raw, bool):
                 return raw
@@ -156,16 +264,58 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
             return int(raw)
         return str(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name}={raw!r} must be a {kind}") from None
+        shown = "<hidden: it may hold a secret>" if name in _SECRET_KEYS else repr(raw)
+        if kind == "tuple[str, ...]":
+            raise ConfigError(
+                f"{where}: {name}={shown} must be a list of names: a TOML array of strings "
+                f'(e.g. {name} = ["a", "b"]) or a comma-separated string (e.g. "a,b")'
+            ) from None
+        raise ConfigError(f"{where}: {name}={shown} must be a {kind}") from None
+
+
+def _layer(given: Mapping[str, tuple[Any, str]], known: set[str]) -> dict[str, Any]:
+    """One layer's values by current key name, from ``{key as written: (raw, where)}``.
+
+    Deprecated keys warn and move to their new name; a new key set in the same layer wins.
+    """
+    values: dict[str, Any] = {}
+    for key, (raw, where) in given.items():
+        if key in known:
+            values[key] = _coerce(key, raw, where)
+    for key, (raw, where) in given.items():
+        if key not in _DEPRECATED_KEYS:
+            continue
+        old = _DEPRECATED_KEYS[key]
+        new = old.new
+        if new is None:
+            message = f"{where}: {key!r} is retired and has no effect ({old.reason}); remove it"
+        elif new in given:
+            message = (
+                f"{where}: {key!r} is deprecated ({old.reason}); {given[new][1]} also sets "
+                f"its replacement {new!r}, which wins; remove {key!r}"
+            )
+        else:
+            message = f"{where}: {key!r} is deprecated ({old.reason}); rename it to {new!r}"
+        # stacklevel 3: the warning points at whoever called load_config.
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+        if new is not None and new not in given:
+            values[new] = _coerce(new, raw, f"{where} ({key!r}, now {new!r})")
+    return values
 
 
 def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) -> Config:
     """Load the bank's configuration: defaults < pyproject.toml < environment < overrides.
 
+    Lists are TOML arrays in pyproject.toml and comma-separated in ``SKILLBANK_<KEY>``
+    variables; renamed keys warn (`DeprecationWarning`) and still work; secrets are refused
+    from pyproject.toml (see the module docstring).
+
     Raises:
-        ConfigError: an unknown key or a bad value, naming where it came from.
+        ConfigError: an unknown key, a bad value, or a secret in pyproject.toml, naming where
+            it came from.
     """
     known = {f.name for f in fields(Config)}
+    accepted = known | set(_DEPRECATED_KEYS)
     values: dict[str, Any] = {}
     pyproject = Path(root) / "pyproject.toml"
     if pyproject.is_file():
@@ -174,21 +324,31 @@ def load_config(root: str | Path, overrides: Mapping[str, Any] | None = None) ->
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{pyproject}: cannot read it: {exc}") from None
         section = data.get("tool", {}).get("skillbank", {})
-        for key, raw in section.items():
-            if key not in known:
+        where = f"{pyproject} [tool.skillbank]"
+        for key in section:
+            if key not in accepted:
                 raise ConfigError(
-                    f"{pyproject} [tool.skillbank]: unknown key {key!r}; "
-                    f"known keys: {', '.join(sorted(known))}"
+                    f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}"
                 )
-            values[key] = _coerce(key, raw, f"{pyproject} [tool.skillbank]")
-    for key in known:
-        env = f"SKILLBANK_{key.upper()}"
-        if env in os.environ:
-            values[key] = _coerce(key, os.environ[env], f"environment {env}")
-    for key, raw in (overrides or {}).items():
-        if raw is None:
-            continue
-        if key not in known:
+        from_file = _layer({k: (raw, where) for k, raw in section.items()}, known)
+        for key, value in from_file.items():
+            secret = _SECRET_KEYS[key](value) if key in _SECRET_KEYS else None
+            if secret is not None:
+                raise ConfigError(
+                    f"{where}: {key} holds {secret}, and secrets never go in a committed file; "
+                    f"remove it from {pyproject.name} and set the environment variable "
+                    f"SKILLBANK_{key.upper()} instead"
+                )
+        values.update(from_file)
+    env = {
+        key: (os.environ[f"SKILLBANK_{key.upper()}"], f"environment SKILLBANK_{key.upper()}")
+        for key in sorted(accepted)
+        if f"SKILLBANK_{key.upper()}" in os.environ
+    }
+    values.update(_layer(env, known))
+    given = {k: (raw, "option") for k, raw in (overrides or {}).items() if raw is not None}
+    for key in given:
+        if key not in accepted:
             raise ConfigError(f"unknown setting {key!r}; known: {', '.join(sorted(known))}")
-        values[key] = _coerce(key, raw, "option")
+    values.update(_layer(given, known))
     return replace(default_config(), **values)

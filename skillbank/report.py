@@ -38,7 +38,7 @@ import click
 
 from skillbank.bank import SkillBank
 from skillbank.errors import SkillbankError
-from skillbank.ledger import CallRecord, Ledger
+from skillbank.ledger import CallRecord
 from skillbank.options import root_option
 from skillbank.skill import STAGES, Skill
 from skillbank.versioning import HistoryEntry
@@ -673,7 +673,7 @@ def write_report(bank: SkillBank, out: Path, *, now: float | None = None) -> Rep
         OSError: the folder cannot be written.
     """
     now = time.time() if now is None else now
-    ledger = Ledger.for_bank(bank)
+    ledger = bank.ledger
     rows = [
         _row(skill, ledger.outcomes(skill.id), bank.library.history(skill.id), now)
         for skill in sorted(bank.skills(), key=lambda s: s.id)

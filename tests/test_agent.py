@@ -17,7 +17,6 @@ from skillbank import SkillBank, load_trajectories
 from skillbank.agent import AgentResult, relevant_skills, run
 from skillbank.config import Config
 from skillbank.examples.shop import TOOL_SPECS, Shop
-from skillbank.ledger import Ledger
 from tests.conftest import EXAMPLE_TRAJECTORIES
 from tests.fake_openai import FakeOpenAI, HTTPError, ToolCall
 
@@ -127,7 +126,7 @@ def test_model_calls_a_skill_the_shop_changes_and_the_trajectory_has_the_raw_cal
     assert result.learned is not None and result.learned.updated == [ORDER_SKILL]
     assert len(learned_bank.get(ORDER_SKILL).cases) == 7
 
-    (row,) = Ledger.for_bank(learned_bank).outcomes(ORDER_SKILL)
+    (row,) = learned_bank.ledger.outcomes(ORDER_SKILL)
     assert row.ok and row.caller == "agent" and row.version == call.version
     assert row.latency_s is not None and row.latency_s > 0
 
@@ -254,7 +253,7 @@ def test_bad_skill_arguments_then_giving_up_fails_learns_nothing_and_charges_no_
     assert len(learned_bank.library.history(ORDER_SKILL)) == commits
     # Arguments that do not fit are the model's mistake, not the skill's: the skill never
     # ran, so SkillBank.run recorded nothing, and the failed task is not charged to it either.
-    assert Ledger.for_bank(learned_bank).outcomes(ORDER_SKILL) == []
+    assert learned_bank.ledger.outcomes(ORDER_SKILL) == []
 
 
 def test_a_skill_whose_tool_raises_fails_with_its_raw_calls_recorded(
@@ -284,7 +283,7 @@ def test_a_skill_whose_tool_raises_fails_with_its_raw_calls_recorded(
         ("place_order", False),
     ]
     assert steps[-1].error and steps[-1].error.startswith("ValueError: ")
-    (row,) = Ledger.for_bank(learned_bank).outcomes(ORDER_SKILL)
+    (row,) = learned_bank.ledger.outcomes(ORDER_SKILL)
     assert not row.ok and row.caller == "agent" and row.error
 
 
@@ -340,7 +339,7 @@ def test_a_skill_that_runs_but_the_judge_rejects_is_charged_in_the_ledger(
     assert seen and seen[0].success and seen[0].learned is None  # judged before learning
     assert not result.success and result.learned is None
     assert not result.trajectory.outcome.success
-    rows = Ledger.for_bank(learned_bank).outcomes(HISTORY_SKILL)
+    rows = learned_bank.ledger.outcomes(HISTORY_SKILL)
     assert [(r.ok, r.caller) for r in rows] == [(True, "agent"), (False, "agent:outcome")]
 
 
@@ -418,7 +417,7 @@ def test_word_overlap_retrieval_is_ranked_limited_and_filtered(
 def test_the_skills_a_run_used_change_stage_at_its_end(
     fake_openai: FakeOpenAI, client: openai.OpenAI, shop: Shop, learned_bank: SkillBank
 ) -> None:
-    ledger = Ledger.for_bank(learned_bank)
+    ledger = learned_bank.ledger
     for _ in range(27):  # one more success lifts the lower bound over 0.9
         ledger.record(HISTORY_SKILL, ok=True)
     fake_openai.add([ToolCall(HISTORY_SKILL, {"email": "bob@example.com"})], "Here they are.")

@@ -14,7 +14,7 @@ import pytest
 from skillbank.bank import SkillBank
 from skillbank.errors import LibraryError, SkillArgumentError
 from skillbank.examples.shop import Shop
-from skillbank.ledger import LEDGER_FILE, CallRecord, Ledger
+from skillbank.ledger import LEDGER_FILE, SCHEMA_VERSION, CallRecord, Ledger
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
@@ -60,11 +60,26 @@ def test_file_is_in_wal_mode_and_reopens(tmp_path: Path) -> None:
         conn.close()
 
 
-def test_for_bank_lives_in_the_state_dir(bank) -> None:
-    ledger = Ledger.for_bank(bank)
+def test_the_banks_ledger_lives_in_its_state_dir(bank) -> None:
+    ledger = bank.ledger
     assert ledger.path == bank.root / ".skillbank" / LEDGER_FILE
+    assert Ledger.in_state_dir(bank.root / ".skillbank").path == ledger.path
     ledger.record("x", ok=True)
     assert ledger.path.is_file()
+
+
+def test_reading_never_creates_the_file(tmp_path: Path) -> None:
+    ledger = Ledger.in_state_dir(tmp_path / "state")
+    assert ledger.outcomes("a") == [] and ledger.counts() == {}
+    assert ledger.stats()["calls"] == 0 and ledger.schema_version == 0
+    assert not (tmp_path / "state").exists()
+    ledger.record("a", ok=True)
+    assert ledger.schema_version == SCHEMA_VERSION
+    assert ledger.stats()["calls"] == 1
+    ledger.path.unlink()  # removed under a live Ledger: reads are empty, a write starts afresh
+    assert ledger.counts() == {} and not ledger.path.exists()
+    ledger.record("a", ok=False)
+    assert ledger.counts() == {"a": (0, 1)}
 
 
 def test_not_a_ledger_is_a_clear_error(tmp_path: Path) -> None:
@@ -133,7 +148,7 @@ def test_every_run_is_recorded_once_with_its_caller(shop_bank: tuple[SkillBank, 
     with pytest.raises(SkillArgumentError):
         bank.run(HISTORY, {}, shop.tools())
 
-    first, second = Ledger.for_bank(bank).outcomes(HISTORY)
+    first, second = bank.ledger.outcomes(HISTORY)
     assert (first.ok, first.caller, first.version, first.error) == (True, None, skill.version, None)
     assert first.latency_s is not None and first.latency_s > 0
     assert (second.ok, second.caller) == (False, "mcp:x")
@@ -162,3 +177,181 @@ def test_counts_can_be_limited_to_the_current_versions(tmp_path: Path) -> None:
     assert ledger.counts() == {"a": (2, 3), "b": (1, 0)}
     # A repaired skill (1.1.0) is judged on its own calls, not on those of the broken 1.0.0.
     assert ledger.counts({"a": "1.1.0"}) == {"a": (2, 0)}
+
+
+# --- the schema and its migrations ------------------------------------------------------
+
+# The schema every ledger had before the version table: what version 1 adopts.
+_UNVERSIONED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id        INTEGER PRIMARY KEY,
+    ts        REAL NOT NULL,
+    skill_id  TEXT NOT NULL,
+    version   TEXT NOT NULL,
+    ok        INTEGER NOT NULL,
+    latency_s REAL,
+    error     TEXT,
+    caller    TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_skill ON calls (skill_id, id);
+"""
+
+
+def _sql(path: Path, query: str) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(query).fetchall()
+    finally:
+        conn.close()
+
+
+def _unversioned_ledger(path: Path) -> None:
+    """A ledger as skillbank wrote it before schema versions, with three rows."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_UNVERSIONED_SCHEMA)
+        conn.executemany(
+            "INSERT INTO calls (ts, skill_id, version, ok, latency_s, error, caller) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (1.0, "a", "1.0.0", 1, 0.25, None, "agent"),
+                (2.0, "a", "1.0.0", 0, 0.5, "boom", None),
+                (3.0, "b", "", 1, None, None, "agent:outcome"),
+            ],
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_new_ledger_records_its_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).record("a", ok=True)
+    assert _sql(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+
+
+def test_a_ledger_from_before_versions_is_adopted_as_version_1(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    _unversioned_ledger(path)
+
+    ledger = Ledger(path)  # opening an existing file brings it up to date at once
+
+    assert _sql(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert ledger.outcomes("a") == [
+        CallRecord(1, 1.0, "a", "1.0.0", True, 0.25, None, "agent"),
+        CallRecord(2, 2.0, "a", "1.0.0", False, 0.5, "boom", None),
+    ]
+    assert ledger.counts() == {"a": (1, 1), "b": (1, 0)}
+    assert ledger.record("b", ok=False) == 4  # ids go on where they were
+    assert Ledger(path).counts() == {"a": (1, 1), "b": (1, 1)}  # and a second open is a no-op
+
+
+def test_a_ledger_from_a_newer_skillbank_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).record("a", ok=True)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.close()
+    before = path.read_bytes()
+
+    expected = rf"schema version {SCHEMA_VERSION + 1}.*up to {SCHEMA_VERSION}.*upgrade skillbank"
+    with pytest.raises(LibraryError, match=expected):
+        Ledger(path)
+    fresh = Ledger(tmp_path / "other.sqlite")
+    path.replace(fresh.path)  # a file that appears after the Ledger was made is checked too
+    with pytest.raises(LibraryError, match="upgrade skillbank"):
+        fresh.record("a", ok=True)
+    assert fresh.path.read_bytes() == before
+
+
+def test_a_database_that_is_not_a_ledger_is_not_written_into(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    with pytest.raises(LibraryError, match=r"cannot open the ledger.*'notes'.*no skillbank ledger"):
+        Ledger(path)
+    assert [name for (name,) in _sql(path, "SELECT name FROM sqlite_master")] == ["notes"]
+
+
+def _add_a_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the code knows a migration 2 (a real one would be appended to the list)."""
+    from skillbank import ledger as ledger_module
+
+    step = ledger_module._Migration(
+        ledger_module.SCHEMA_VERSION + 1,
+        "test: a column with a default, filled in for old rows",
+        ("ALTER TABLE calls ADD COLUMN session TEXT NOT NULL DEFAULT 'unknown'",),
+    )
+    monkeypatch.setattr(ledger_module, "_MIGRATIONS", (*ledger_module._MIGRATIONS, step))
+
+
+def test_rows_survive_a_migration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "ledger.sqlite"
+    _unversioned_ledger(path)
+    before = Ledger(path).outcomes("a") + Ledger(path).outcomes("b")
+
+    _add_a_column(monkeypatch)
+    ledger = Ledger(path)
+
+    assert ledger.schema_version == SCHEMA_VERSION + 1
+    assert ledger.outcomes("a") + ledger.outcomes("b") == before
+    assert _sql(path, "SELECT DISTINCT session FROM calls") == [("unknown",)]
+
+
+def test_a_failed_migration_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skillbank import ledger as ledger_module
+
+    path = tmp_path / "ledger.sqlite"
+    _unversioned_ledger(path)
+    broken = ledger_module._Migration(
+        2, "test: the first statement works, the second fails", ("CREATE TABLE t (x INTEGER)", "X")
+    )
+    monkeypatch.setattr(ledger_module, "_MIGRATIONS", (*ledger_module._MIGRATIONS, broken))
+    with pytest.raises(LibraryError, match="cannot open the ledger"):
+        Ledger(path)
+    # Nothing of the failed step, not even the version table of the adoption, was kept.
+    assert sorted(name for (name,) in _sql(path, "SELECT name FROM sqlite_master")) == [
+        "calls",
+        "calls_skill",
+    ]
+    assert _sql(path, "SELECT count(*) FROM calls") == [(3,)]
+
+
+def _first_open(path: str, go: Any) -> None:
+    """A process that opens a ledger at the same moment as others, with a migration 2 that
+    counts how often it runs; any migration run twice would also fail (plain CREATE TABLE)."""
+    from skillbank import ledger as ledger_module
+
+    step = ledger_module._Migration(
+        2,
+        "test: counts its own runs",
+        ("CREATE TABLE runs (n INTEGER)", "INSERT INTO runs (n) VALUES (1)"),
+    )
+    ledger_module._MIGRATIONS = (*ledger_module._MIGRATIONS, step)
+    go.wait(30)
+    Ledger(path).record("a", ok=True)
+
+
+def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    workers = 6
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Barrier(workers)
+    procs = [ctx.Process(target=_first_open, args=(str(path), go)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * workers
+    for p in procs:
+        p.close()
+    assert _sql(path, "SELECT count(*) FROM runs") == [(1,)]
+    assert _sql(path, "SELECT version FROM schema_version") == [(2,)]
+    assert _sql(path, "SELECT count(*) FROM calls") == [(workers,)]
+    assert _sql(path, "PRAGMA journal_mode") == [("wal",)]

@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from skillbank.bank import SkillBank
-from skillbank.ledger import Ledger
 from skillbank.report import ReportFiles, report_command, write_report
 from skillbank.trajectory import load_trajectories
 
@@ -68,7 +67,7 @@ def shop_bank(tmp_path: Path) -> SkillBank:
 
 def _fill_ledger(bank: SkillBank) -> dict[str, tuple[int, int]]:
     """Write calls over several days; return (calls, successes) per skill."""
-    ledger = Ledger.for_bank(bank)
+    ledger = bank.ledger
     ids = [s.id for s in bank.skills()]
     expected: dict[str, tuple[int, int]] = {}
     for n, sid in enumerate(ids[:-1]):  # the last skill is never called
@@ -123,7 +122,7 @@ def test_report_shows_every_skill_with_ledger_counts(shop_bank: SkillBank, tmp_p
 
 def test_posterior_and_success_rate(shop_bank: SkillBank, tmp_path: Path) -> None:
     sid = shop_bank.skills()[0].id
-    ledger = Ledger.for_bank(shop_bank)
+    ledger = shop_bank.ledger
     for ok in (True, True, True, False):
         ledger.record(sid, ok=ok, version="1.0.0", latency_s=0.5, caller="test", ts=NOW - 5)
     summary = write_report(shop_bank, tmp_path / "out", now=NOW).markdown.read_text("utf-8")
@@ -166,7 +165,7 @@ def test_output_is_deterministic_given_now(shop_bank: SkillBank, tmp_path: Path)
 def test_savings_and_history(shop_bank: SkillBank, tmp_path: Path) -> None:
     skill = max(shop_bank.skills(), key=lambda s: len(s.cases[0].calls))
     per_case = sum(len(c.calls) for c in skill.cases) / len(skill.cases)
-    ledger = Ledger.for_bank(shop_bank)
+    ledger = shop_bank.ledger
     for _ in range(3):
         ledger.record(skill.id, ok=True, version="1.0.0", caller="test", ts=NOW - 5)
     ledger.record(skill.id, ok=False, version="1.0.0", caller="test", ts=NOW - 5)

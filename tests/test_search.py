@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skillbank import SkillBank, load_trajectories
-from skillbank.ledger import Ledger
 from skillbank.search import SearchIndex, SkillDoc, backend, search_command, tokenize
 
 from .conftest import EXAMPLE_TRAJECTORIES
@@ -107,7 +106,7 @@ def test_failures_drop_a_skill_below_an_equally_relevant_one(shop: SkillBank) ->
     text = "order for a customer"
     before = shop.search(text, k=7)
     first, second = before[0], before[1]
-    ledger = Ledger.for_bank(shop)
+    ledger = shop.ledger
     for _ in range(30):
         ledger.record(
             first.skill_id, ok=False, version="1.0.0", latency_s=0.1, error="x", caller="test"
@@ -119,7 +118,7 @@ def test_failures_drop_a_skill_below_an_equally_relevant_one(shop: SkillBank) ->
 
 
 def test_thompson_is_repeatable_with_a_seed(shop: SkillBank) -> None:
-    ledger = Ledger.for_bank(shop)
+    ledger = shop.ledger
     ledger.record(LIST_ORDERS, ok=True, version="1.0.0", latency_s=0.1, caller="test")
     one = shop.search("orders of a customer", k=7, thompson=True, seed=3)
     two = shop.search("orders of a customer", k=7, thompson=True, seed=3)

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 
 from skillbank import SkillBank
 from skillbank.examples import Shop
-from skillbank.ledger import Ledger
 from skillbank.library import StoredChange
 from skillbank.skill import TestedSkill
 from skillbank.trajectory import Outcome, Step, Trajectory
@@ -217,7 +216,7 @@ def test_a_cosmetic_change_does_not_demote(shop_bank: SkillBank) -> None:
 def test_prune_removes_a_failing_skill_and_keeps_a_required_one(shop_bank: SkillBank) -> None:
     sid = order_skill(shop_bank)
     other = next(s.id for s in shop_bank.skills() if s.id != sid)
-    ledger = Ledger.for_bank(shop_bank)
+    ledger = shop_bank.ledger
     for n in range(10):
         ledger.record(sid, ok=n < 2, error=None if n < 2 else "boom")
         ledger.record(other, ok=True)
