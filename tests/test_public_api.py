@@ -30,6 +30,17 @@ def test_every_skillbank_error_subclasses_the_root_and_is_documented() -> None:
         assert cls.__name__ in errors.__doc__, f"{cls.__name__} missing from the tree drawing"
 
 
+def test_every_skillbank_error_has_a_one_line_hint_a_raise_can_sharpen() -> None:
+    # The hint is what the JSON error envelope tells a script (or a model) to do next.
+    for _, cls in inspect.getmembers(errors, inspect.isclass):
+        if cls.__module__ == errors.__name__:
+            assert cls.hint.strip() and "\n" not in cls.hint, cls
+    assert errors.SkillNotFound("x").hint == errors.SkillNotFound.hint
+    assert errors.ConfigError("bad", hint="set it").hint == "set it"
+    assert errors.TrajectoryError("bad", source="a.jsonl", hint="fix a.jsonl").hint == "fix a.jsonl"
+    assert str(errors.TrajectoryError("bad", source="a.jsonl")) == "a.jsonl: bad"
+
+
 def test_every_exception_any_module_defines_is_in_the_drawn_tree() -> None:
     # One tree, in one module: an error class defined anywhere else escapes the drawing,
     # the CLI's exit codes and the JSON error envelope.
