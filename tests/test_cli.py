@@ -159,7 +159,7 @@ def test_unexpected_errors_exit_3_without_a_traceback(
     def explode(self: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("skillbank.cli.SkillBank.skills", explode)
+    monkeypatch.setattr("skillbank.SkillBank.skills", explode)
     result = runner.invoke(cli, ["list", "--root", str(root)])
     assert result.exit_code == 3
     assert "internal error: RuntimeError: disk on fire" in result.output

@@ -80,6 +80,18 @@ def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
                 assert top in allowed, f"{info.name} imports {words[1]}"
 
 
+def test_only_the_cli_package_imports_click() -> None:
+    # Library modules return values and raise SkillbankError; the cli package prints them.
+    for info in pkgutil.walk_packages(skillbank.__path__, "skillbank."):
+        if info.name.endswith("__main__") or info.name.split(".")[:2] == ["skillbank", "cli"]:
+            continue
+        module = importlib.import_module(info.name)
+        for line in inspect.getsource(module).splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert words[1].split(".")[0] != "click", f"{info.name} imports {words[1]}"
+
+
 def test_every_module_has_a_docstring() -> None:
     for pkg in (skillbank, sandbox):
         for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):

@@ -1,4 +1,4 @@
-"""Command-line options shared by the commands defined in several modules."""
+"""Command-line options every command group shares: ``--root`` and ``--json``."""
 
 from __future__ import annotations
 
