@@ -9,7 +9,7 @@ import click
 
 from skillbank import ConfigError, SkillBank
 from skillbank.cli.options import root_option
-from skillbank.mcp_server import (
+from skillbank.gateway import (
     INSTALL_HINT,
     is_tool,
     load_host_tools,

@@ -1,4 +1,4 @@
-"""`skillbank serve`: the bank's skills as MCP tools, on the official ``mcp`` SDK.
+"""The MCP server: a bank's skills as MCP tools, on the official ``mcp`` SDK (``skillbank serve``).
 
 Every ``tools/list`` reads the library, so the list follows it as skills are learned. Only
 skills at stage ``associative`` or ``autonomous`` are tools; every skill, cognitive ones too,

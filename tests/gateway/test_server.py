@@ -29,10 +29,10 @@ from skillbank.bank import SkillBank
 from skillbank.cli import cli
 from skillbank.errors import ConfigError
 from skillbank.examples import DEMO_ARGS, Shop
-from skillbank.mcp_server import build_server, load_host_tools
+from skillbank.gateway import build_server, load_host_tools
 from skillbank.trajectory import Trajectory
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: Learned when a test runs, while a server is up: one trajectory makes it cognitive (a
 #: resource, not a tool); the others make it associative.
 LATE = "shop-change_email"
