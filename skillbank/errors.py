@@ -225,7 +225,7 @@ class GateUsageError(SkillbankError):
     For example an unknown base ref, or tool specs that cannot be read (exit code 2).
     """
 
-    hint = "check --base and --tool-specs (`skillbank gate --help`)"
+    hint = "check the --base ref or the --tool-specs value the message names"
 
 
 class ExportError(SkillbankError):

@@ -9,7 +9,7 @@ The commands live in modules by what they act on:
 - `skillbank.cli.serve`, `skillbank.cli.export`, `skillbank.cli.report`, `skillbank.cli.demo`
 
 `skillbank.cli.output` holds what they share: the one JSON printer, the tables, and the one
-map from an error to its exit code and its message;
+map from an error to its exit code and its message (or, under ``--json``, its envelope);
 `skillbank.cli.options` the ``--root`` and ``--json`` options. Commands do not catch errors:
 the group does, once, in `_Group.invoke`. Only this package imports click.
 
@@ -24,13 +24,17 @@ from typing import Any, NoReturn
 import click
 
 from skillbank.cli import demo, export, library, lifecycle, report, review, run, serve
-from skillbank.cli.output import fail
+from skillbank.cli.output import fail, remember_args
 
 __all__ = ["cli", "main"]
 
 
 class _Group(click.Group):
     """Reports whatever a command raised through `skillbank.cli.output.fail`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        remember_args(ctx, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from skillbank.cli.output import remember_json
+
 __all__ = ["json_option", "root_option"]
 
 #: ``--root DIR`` (env ``SKILLBANK_ROOT``): the bank every command works on.
@@ -18,5 +20,13 @@ root_option = click.option(
     help="The bank's folder (holds skills/). Env: SKILLBANK_ROOT.",
 )
 
-#: ``--json``: machine-readable output.
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+#: ``--json``: machine-readable output, errors included. It is read before any other option
+#: (eager), so a usage error in a later one is reported as JSON too.
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    is_eager=True,
+    callback=remember_json,
+    help="Print JSON for scripts.",
+)

@@ -2,7 +2,10 @@
 
 Every command prints JSON with `print_json` and tables on `make_console`. Errors are not
 handled by commands: the group hands whatever a command raised to `fail`, which maps it to an
-exit code and prints it as one line on stderr.
+exit code and prints it, as one line on stderr or, under ``--json``, as the envelope on
+stdout::
+
+    {"ok": false, "error": {"type": "SkillNotFound", "message": "...", "hint": "..."}}
 
 ==============================  ==================  =========
 raised                          ``type``            exit code
@@ -20,6 +23,7 @@ command prints its data and exits 1 itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import traceback
@@ -42,6 +46,8 @@ __all__ = [
     "fail",
     "make_console",
     "print_json",
+    "remember_args",
+    "remember_json",
     "render_learn_report",
     "render_run",
     "skills_table",
@@ -55,6 +61,9 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 _INTERNAL_HINT = "set SKILLBANK_DEBUG=1 for the traceback, and please report it"
+# Keys in click's context meta (shared by every context of one invocation).
+_JSON = "skillbank.json"
+_ARGS = "skillbank.args"
 
 
 def print_json(data: Any) -> None:
@@ -76,12 +85,19 @@ class ErrorReport:
 
     #: The error's kind: a `SkillbankError` class name, ``UsageError`` or ``InternalError``.
     type: str
-    #: The message, as stderr shows it after ``Error:``.
+    #: The one-line message (the same text as without ``--json``).
     message: str
     #: What to do next.
     hint: str
     #: The process's exit code.
     exit_code: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON error envelope."""
+        return {
+            "ok": False,
+            "error": {"type": self.type, "message": self.message, "hint": self.hint},
+        }
 
 
 def describe_error(exc: Exception) -> ErrorReport:
@@ -103,13 +119,16 @@ def describe_error(exc: Exception) -> ErrorReport:
 def fail(ctx: click.Context, exc: Exception) -> NoReturn:
     """Report ``exc``, which a command raised, and exit with its code.
 
-    Called once, by the group's invoke, for every command: click prints the message on stderr
-    as ``Error: ...`` (with the usage for usage errors), and an internal error prints one line
-    and no traceback.
+    Called once, by the group's invoke, for every command. Under ``--json`` the envelope goes
+    to stdout; otherwise click prints the message on stderr as ``Error: ...`` (with the
+    usage for usage errors), and an internal error prints one line and no traceback.
     """
     error = describe_error(exc)
     if error.exit_code == EXIT_INTERNAL and os.environ.get("SKILLBANK_DEBUG"):
         traceback.print_exc()
+    if _json_requested(ctx, exc):
+        print_json(error.to_json())
+        ctx.exit(error.exit_code)
     if isinstance(exc, click.ClickException):
         raise exc
     if isinstance(exc, GateUsageError):
@@ -118,6 +137,32 @@ def fail(ctx: click.Context, exc: Exception) -> NoReturn:
         raise click.ClickException(error.message) from None
     click.echo(f"internal error: {error.message} ({error.hint})", err=True)
     ctx.exit(EXIT_INTERNAL)
+
+
+def remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """The ``--json`` option's callback: note whether errors are to be reported as JSON."""
+    ctx.meta[_JSON] = value
+    return value
+
+
+def remember_args(ctx: click.Context, args: Sequence[str]) -> None:
+    """Note the command line, for usage errors that come before ``--json`` is read."""
+    ctx.meta[_ARGS] = tuple(args)
+
+
+def _json_requested(ctx: click.Context, exc: Exception) -> bool:
+    flag = ctx.meta.get(_JSON)
+    if flag is not None:
+        return bool(flag)
+    # click stopped before reading --json (an unknown option, an option without its value):
+    # the flag counts when it is on the command line and the failing command takes it.
+    words = tuple(itertools.takewhile(lambda arg: arg != "--", ctx.meta.get(_ARGS, ())))
+    failing = exc.ctx if isinstance(exc, click.UsageError) else None
+    return (
+        "--json" in words
+        and failing is not None
+        and any(p.name == "as_json" for p in failing.command.params)
+    )
 
 
 def _subcommand_context(ctx: click.Context) -> click.Context:
