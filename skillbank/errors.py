@@ -20,6 +20,10 @@ Expected failures (a skill fails its replay test, sandboxed code raises) come ba
     ├── GateUsageError       the gate was asked something it cannot do (a bad base ref)
     └── ExportError          an export cannot be written as asked
 
+Every error carries a ``hint``: one line saying what to do next. Each class has a default,
+and a raise can pass a sharper one (``raise ConfigError(message, hint="...")``). The CLI's
+JSON error envelope shows it next to the class name and the message.
+
 The sandbox has its own tree (`sandbox.SandboxError`), because `sandbox` never imports us.
 """
 
@@ -50,7 +54,18 @@ __all__ = [
 
 
 class SkillbankError(Exception):
-    """Root of every error skillbank raises on purpose; the CLI prints it as one line."""
+    """Root of every error skillbank raises on purpose; the CLI prints it as one line.
+
+    ``hint`` says what to do next: the class's default unless the raise passed one.
+    """
+
+    #: What to do next, in one line (each class has its own default).
+    hint: str = "read the message: it names what is wrong and where"
+
+    def __init__(self, *args: object, hint: str | None = None) -> None:
+        super().__init__(*args)
+        if hint is not None:
+            self.hint = hint
 
 
 class TrajectoryError(SkillbankError):
@@ -60,15 +75,21 @@ class TrajectoryError(SkillbankError):
     ``runs.jsonl:3 (record 'abc'): messages[2].tool_calls[0].function.arguments: ...``.
     """
 
-    def __init__(self, message: str, *, source: str = "", field: str = "") -> None:
+    hint = "fix the record the message names, or pass --skip-invalid to learn from the good ones"
+
+    def __init__(
+        self, message: str, *, source: str = "", field: str = "", hint: str | None = None
+    ) -> None:
         self.source = source
         self.field = field
         where = ": ".join(part for part in (source, field) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
 
 
 class CompileError(SkillbankError):
     """Raised when a trajectory cannot be compiled into a skill (for example it made no calls)."""
+
+    hint = "check that the trajectory succeeded and called tools; the message says what is missing"
 
 
 class LLMRequestError(CompileError):
@@ -79,9 +100,11 @@ class LLMRequestError(CompileError):
     `LLMCompiler.compile` never raises it; it reports it in `LLMResult`.
     """
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    hint = "check OPENAI_API_KEY, the model name and the endpoint, then try again"
+
+    def __init__(self, message: str, *, retryable: bool, hint: str | None = None) -> None:
         self.retryable = retryable
-        super().__init__(message)
+        super().__init__(message, hint=hint)
 
 
 class LLMReplyError(CompileError):
@@ -91,9 +114,11 @@ class LLMReplyError(CompileError):
     the expected format and asks again.
     """
 
-    def __init__(self, message: str, reply: str = "") -> None:
+    hint = "try again, or use a model that follows JSON instructions more closely"
+
+    def __init__(self, message: str, reply: str = "", *, hint: str | None = None) -> None:
         self.reply = reply
-        super().__init__(message)
+        super().__init__(message, hint=hint)
 
 
 class UnsupportedType(SkillbankError, ValueError):
@@ -103,6 +128,8 @@ class UnsupportedType(SkillbankError, ValueError):
     ``col`` (0-based) point at it in the text that was read, and ``reason`` says what to
     write instead. It is also a ``ValueError``: a bad annotation is a bad value.
     """
+
+    hint = "annotate with a supported type, as the message suggests"
 
     def __init__(self, annotation: str, reason: str, *, line: int = 1, col: int = 0) -> None:
         self.annotation = annotation
@@ -119,6 +146,8 @@ class SkillRejected(SkillbankError):
     like a compiler would, with the offending line and a caret.
     """
 
+    hint = "fix each finding at the line and column shown, then check the skill again"
+
     def __init__(self, skill: str, findings: Sequence[Finding], source: str = "") -> None:
         self.skill = skill
         self.findings = tuple(findings)
@@ -129,6 +158,8 @@ class SkillRejected(SkillbankError):
 
 class SkillTestFailed(SkillbankError):
     """Raised when a skill does not reproduce a recorded case; ``failure`` says how."""
+
+    hint = "fix the skill's code, or record new cases if the tools changed"
 
     def __init__(self, skill: str, failure: str) -> None:
         self.skill = skill
@@ -142,9 +173,13 @@ class SkillCheckFailed(SkillbankError):
     The message is the whole report pytest shows for the item, without a traceback.
     """
 
+    hint = "read the report; `skillbank gate` runs the same checks"
+
 
 class SkillNotFound(SkillbankError):
     """Raised by `SkillBank.get` and friends when no skill has the requested id."""
+
+    hint = "run `skillbank list` to see the skill ids"
 
     def __init__(self, skill_id: str, known: Sequence[str] = ()) -> None:
         self.skill_id = skill_id
@@ -157,12 +192,16 @@ class SkillNotFound(SkillbankError):
 class SkillArgumentError(SkillbankError):
     """Raised when arguments passed to a skill do not match its signature."""
 
+    hint = "pass arguments that match the skill's signature (`skillbank show ID`)"
+
 
 class SkillCallFailed(SkillbankError):
     """Raised to a calling skill (as a tool error) when a skill it requires failed.
 
     See `skillbank.compose.grant`; the caller sees the message, not a traceback.
     """
+
+    hint = "run the required skill on its own to see why it failed"
 
 
 class LibraryError(SkillbankError):
@@ -171,9 +210,13 @@ class LibraryError(SkillbankError):
     A failed write never leaves the library half-changed: files are restored before raising.
     """
 
+    hint = "check that the folder is a skill bank (`skillbank init`), writable, with git"
+
 
 class ConfigError(SkillbankError):
     """Raised when a configuration value (pyproject, environment, flag) is invalid."""
+
+    hint = "fix the value in pyproject.toml [tool.skillbank], SKILLBANK_* or the flag"
 
 
 class GateUsageError(SkillbankError):
@@ -181,6 +224,8 @@ class GateUsageError(SkillbankError):
 
     For example an unknown base ref, or tool specs that cannot be read (exit code 2).
     """
+
+    hint = "check the --base ref or the --tool-specs value the message names"
 
 
 class ExportError(SkillbankError):
@@ -190,3 +235,5 @@ class ExportError(SkillbankError):
     skill, two skill ids map to one Agent Skills name, or a skill requires a skill that was
     not given.
     """
+
+    hint = "export into an empty folder, or one holding an earlier export of these skills"

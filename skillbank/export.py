@@ -35,12 +35,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import click
 import yaml
 
-from skillbank.errors import ExportError, SkillbankError
+from skillbank.errors import ExportError
 from skillbank.library import skill_files
-from skillbank.options import root_option
 from skillbank.skill import Skill, docstring_args
 
 __all__ = [
@@ -49,7 +47,6 @@ __all__ = [
     "agent_skill_files",
     "agent_skill_name",
     "export_agent_skills",
-    "export_command",
 ]
 
 JSON = Any
@@ -601,56 +598,3 @@ def _write_if_changed(path: Path, data: bytes, *, executable: bool) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@click.group("export", context_settings={"help_option_names": ["-h", "--help"]})
-def export_command() -> None:
-    """Write skills out in formats other tools read.
-
-    Example: skillbank export agent-skills dist/skills
-    """
-
-
-@export_command.command("agent-skills")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@root_option
-@click.option(
-    "--skill",
-    "skill_ids",
-    multiple=True,
-    metavar="ID",
-    help="Export only this skill (repeatable; default: every skill).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def agent_skills_command(out: Path, root: Path, skill_ids: tuple[str, ...], as_json: bool) -> None:
-    """Export skills as Agent Skills folders under OUT, one per skill.
-
-    Each folder holds SKILL.md, scripts/<id>.py (the skill as a plain Python script that
-    calls host tools you pass with --tools MODULE:ATTR), and references/ (tools.json,
-    cases.jsonl). Names use hyphens for the ids' underscores. The sandbox does not travel
-    with the export: review the scripts as code. A re-export rewrites its own folders and
-    refuses to touch anything else.
-
-    Example: skillbank export agent-skills dist/skills --skill find_customer_list_orders
-    """
-    from skillbank.bank import SkillBank  # the bank pulls in the sandbox; only the CLI needs it
-
-    try:
-        bank = SkillBank(root)
-        library = bank.skills()
-        chosen = [bank.get(i) for i in dict.fromkeys(skill_ids)] if skill_ids else library
-        folders = export_agent_skills(chosen, out, dependencies=library)
-    except SkillbankError as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps([str(f) for f in folders], indent=2))
-        return
-    for folder in folders:
-        click.echo(str(folder))
-    click.echo(
-        f"{len(folders)} skill(s) exported to {out} as Agent Skills; the scripts run without "
-        "skillbank's sandbox, so review them as code"
-    )

@@ -43,15 +43,10 @@ after each call: a commit per call would be far too heavy.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
-from skillbank.options import json_option, root_option
 from skillbank.skill import STAGES, Stage
 
 if TYPE_CHECKING:
@@ -67,8 +62,6 @@ __all__ = [
     "lower_bound",
     "p95",
     "posterior_mean",
-    "stages_command",
-    "stats_command",
 ]
 
 #: The quantile of the posterior used as its lower bound.
@@ -306,103 +299,3 @@ def p95(values: list[float]) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
-
-
-# --- commands (registered on the `skillbank` group by skillbank.cli) ------------------------
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def _render_stats(stats: list[SkillStats]) -> None:
-    if not stats:
-        click.echo("no skills and no recorded calls")
-        return
-    header = ("skill", "stage", "calls", "ok", "fail", "rate", "mean", "lower", "avg", "p95")
-    rows = [
-        (
-            s.skill_id,
-            (s.stage or "-") + (f" (earns {s.earned})" if s.earned and s.earned != s.stage else ""),
-            str(s.calls),
-            str(s.successes),
-            str(s.failures),
-            "-" if s.success_rate is None else f"{s.success_rate:.0%}",
-            f"{s.mean:.2f}",
-            f"{s.lower_bound:.2f}",
-            _ms(s.mean_latency_s),
-            _ms(s.p95_latency_s),
-        )
-        for s in stats
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    for s in stats:
-        if s.last_error:
-            click.echo(f"{s.skill_id}: last error: {s.last_error}")
-
-
-def _render_changes(changes: list[StageChange]) -> None:
-    if not changes:
-        click.echo("no stage changes")
-    for c in changes:
-        click.echo(
-            f"{c.skill_id}: {c.old} -> {c.new} ({c.successes}/{c.failures}, lower bound "
-            f"{c.lower_bound:.2f}) in {c.commit[:12]}"
-        )
-
-
-@click.command(name="stats")
-@click.argument("skill_id", required=False)
-@click.option(
-    "--update",
-    is_flag=True,
-    help="Then apply the stages the statistics earn (one commit per change).",
-)
-@root_option
-@json_option
-def stats_command(skill_id: str | None, update: bool, root: Path, as_json: bool) -> None:
-    """Show how each skill (or SKILL_ID) has done: calls, successes, failures, success rate,
-    the success posterior (mean and 90% lower bound), mean and p95 latency, last error, stage.
-
-    The numbers come from the local ledger (.skillbank/ledger.sqlite); the lower bound is the
-    5% quantile of Beta(1 + successes, 1 + failures).
-
-    Example: skillbank stats order_history --json
-    """
-    from skillbank.bank import SkillBank
-
-    with SkillBank(root) as bank:
-        changes = bank.update_stages([skill_id] if skill_id else None) if update else []
-        stats = bank.stats(skill_id)
-    if as_json:
-        data: dict[str, Any] = {"skills": [s.to_json() for s in stats]}
-        if update:
-            data["changes"] = [c.to_json() for c in changes]
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-        return
-    _render_stats(stats)
-    if update:
-        _render_changes(changes)
-
-
-@click.command(name="stages")
-@click.argument("skill_ids", nargs=-1)
-@root_option
-@json_option
-def stages_command(skill_ids: tuple[str, ...], root: Path, as_json: bool) -> None:
-    """Promote and demote skills by their ledger statistics; one commit per change.
-
-    With no SKILL_IDS, every skill is checked. See `skillbank.maturity` for the rule.
-
-    Example: skillbank stages --json
-    """
-    from skillbank.bank import SkillBank
-
-    with SkillBank(root) as bank:
-        changes = bank.update_stages(list(skill_ids) or None)
-    if as_json:
-        click.echo(json.dumps([c.to_json() for c in changes], indent=2, sort_keys=True))
-    else:
-        _render_changes(changes)

@@ -34,16 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
 from skillbank.bank import SkillBank
-from skillbank.errors import SkillbankError
 from skillbank.ledger import CallRecord
-from skillbank.options import root_option
 from skillbank.skill import STAGES, Skill
 from skillbank.versioning import HistoryEntry
 
-__all__ = ["REPORT_DIR", "ReportFiles", "report_command", "write_report"]
+__all__ = ["REPORT_DIR", "ReportFiles", "write_report"]
 
 #: The default output folder, inside the bank's state folder.
 REPORT_DIR = "report"
@@ -686,31 +682,3 @@ def write_report(bank: SkillBank, out: Path, *, now: float | None = None) -> Rep
     summary = out / "summary.md"
     summary.write_text(_markdown(bank, rows, totals, now), encoding="utf-8")
     return ReportFiles(html=page, markdown=summary, pngs=_write_pngs(out, rows))
-
-
-@click.command("report", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help=f"Output folder (default: <root>/.skillbank/{REPORT_DIR}).",
-)
-@root_option
-def report_command(out: Path | None, root: Path) -> None:
-    """Write an HTML page and a Markdown summary of the bank's skills and their use.
-
-    The page shows skills by stage, success over time, latency, estimated savings and the
-    stage history from git, with charts as inline SVG; it needs no network. With matplotlib
-    installed (pip install 'skillbank[plot]'), stages.png and latency.png are written too.
-
-    Example: skillbank report --out report/
-    """
-    try:
-        bank = SkillBank(root)
-        files = write_report(bank, out or bank.root / bank.config.state_dir / REPORT_DIR)
-    except SkillbankError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the report: {exc}") from None
-    for path in files.paths:
-        click.echo(path)

@@ -25,7 +25,7 @@ backend: in memory per bank object, and on disk under ``<state_dir>/search/`` (l
 like the ledger), so it is rebuilt only when skills change.
 
 Example:
-    >>> hits = search(bank, "which orders did bob@example.com place?")  # doctest: +SKIP
+    >>> hits = bank.search("which orders did bob@example.com place?")  # doctest: +SKIP
     >>> hits[0].skill_id                                                 # doctest: +SKIP
     'find_customer_list_orders'
 """
@@ -46,11 +46,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import bm25s  # type: ignore[import-untyped]
-import click
 import numpy as np
 import numpy.typing as npt
 
-from skillbank.options import json_option, root_option
 from skillbank.skill import Skill
 
 if TYPE_CHECKING:
@@ -65,7 +63,6 @@ __all__ = [
     "backend",
     "embedder",
     "fingerprint",
-    "search_command",
     "skill_doc",
     "tokenize",
 ]
@@ -495,41 +492,3 @@ def _top_cosine(
     sims = vectors @ query
     candidates = np.flatnonzero(live)
     return _top(sims[candidates], n, candidates)
-
-
-# --------------------------------------------------------------------------- command
-
-
-@click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("text")
-@click.option("--k", "k", type=click.IntRange(min=1), default=5, show_default=True,
-              help="How many skills to show at most.")  # fmt: skip
-@click.option("--thompson", is_flag=True, help="Rank by a sample of each success posterior.")
-@click.option("--seed", type=int, default=None, help="Seed for --thompson (repeatable order).")
-@json_option
-@root_option
-def search_command(
-    text: str, k: int, thompson: bool, seed: int | None, as_json: bool, root: Path
-) -> None:
-    """Find the skills that fit a task, best first: relevance x expected success.
-
-    Example: skillbank search "show the orders of bob@example.com" --k 3
-    """
-    from skillbank.bank import SkillBank
-
-    bank = SkillBank(root)
-    hits = bank.search(text, k, thompson=thompson, seed=seed)
-    if as_json:
-        data = {"backend": backend(), "hits": [asdict(h) for h in hits]}
-        click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
-        return
-    if not hits:
-        click.echo("no skill matches; `skillbank list` shows them all")
-        return
-    width = max(len(h.skill_id) for h in hits)
-    for h in hits:
-        click.echo(
-            f"{h.score:.3f}  {h.skill_id:<{width}}  rel {h.relevance:.2f}  "
-            f"ok {h.success:.2f}  {h.stage:<11}  {h.description}"
-        )
-    click.echo(f"({backend()})")

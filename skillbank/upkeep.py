@@ -29,23 +29,18 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-import click
-
 from sandbox import SkillError
-from skillbank.bank import SkillBank
 from skillbank.compiler import pattern_key
 from skillbank.compose import grant
-from skillbank.errors import LibraryError, SkillbankError, SkillNotFound
-from skillbank.gate import load_tool_specs, normalise_specs, tool_findings
+from skillbank.errors import LibraryError, SkillNotFound
+from skillbank.gate import normalise_specs, tool_findings
 from skillbank.library import Restamp, StoredChange, git
 from skillbank.lifecycle import Lifecycle
-from skillbank.options import json_option, root_option
 from skillbank.proving import explain, replay_case
 from skillbank.skill import Case, Skill, SkillDraft, Stage, TestedSkill
-from skillbank.trajectory import Step, Trajectory, canonical_json, load_trajectories
+from skillbank.trajectory import Step, Trajectory, canonical_json
 from skillbank.validate import normalize_source
 from skillbank.versioning import bump, parse_version
 
@@ -58,14 +53,10 @@ __all__ = [
     "RefineEntry",
     "RefineReport",
     "check_drift",
-    "dedup_command",
-    "drift_command",
     "find_duplicates",
     "merge_duplicates",
     "prune",
-    "prune_command",
     "refine",
-    "refine_command",
 ]
 
 JSON = Any
@@ -1040,150 +1031,3 @@ def _remove(life: Lifecycle, gone: Sequence[PruneEntry]) -> str:
         git(root, "checkout", "--", *rels, check=False)
         raise
     return git(root, "rev-parse", "HEAD").stdout.strip()
-
-
-# --- commands ---------------------------------------------------------------------------
-
-
-def _echo_json(data: JSON) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
-
-
-def _open(root: Path) -> SkillBank:
-    try:
-        return SkillBank(root)
-    except SkillbankError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-@click.command(name="prune")
-@click.option("--dry-run", is_flag=True, help="List what would be removed; change nothing.")
-@click.option("--min-calls", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Fewest ledger rows before a failure rate counts.")  # fmt: skip
-@click.option("--max-failure-rate", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Remove skills failing more often than this.")  # fmt: skip
-@click.option("--unused-days", type=click.FloatRange(min=0), default=90, show_default=True,
-              help="Remove skills not called for this many days.")  # fmt: skip
-@json_option
-@root_option
-def prune_command(dry_run: bool, min_calls: int, max_failure_rate: float, unused_days: float,
-                  as_json: bool, root: Path) -> None:  # fmt: skip
-    """Remove skills that keep failing or are never used (one commit).
-
-    A skill another skill requires is kept. Exit code 0, 1 on a skillbank error.
-
-    Example: skillbank prune --dry-run --unused-days 30
-    """
-    with _open(root) as bank:
-        try:
-            report = prune(bank.lifecycle, min_calls=min_calls, max_failure_rate=max_failure_rate,
-                           unused_days=unused_days, dry_run=dry_run)  # fmt: skip
-        except SkillbankError as exc:
-            raise click.ClickException(str(exc)) from None
-    if as_json:
-        _echo_json(report.to_json())
-        return
-    for e in report.entries:
-        click.echo(f"{e.action} {e.skill_id}: {e.reason}")
-    if not report.entries:
-        click.echo("nothing to prune")
-    if report.commit:
-        click.echo(f"committed {report.commit[:12]}")
-
-
-@click.command(name="refine")
-@click.argument("failures", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--skill", "skill_id", default=None, help="Refine this skill (default: by pattern).")
-@json_option
-@root_option
-def refine_command(failures: Path, skill_id: str | None, as_json: bool, root: Path) -> None:
-    """Guard skills against the failed runs in FAILURES.jsonl (one commit).
-
-    Exit code 0 when every failure was guarded against, 1 otherwise.
-
-    Example: skillbank refine failures.jsonl
-    """
-    with _open(root) as bank:
-        try:
-            report = refine(bank.lifecycle, load_trajectories(failures), skill_id=skill_id)
-        except SkillbankError as exc:
-            raise click.ClickException(str(exc)) from None
-    if as_json:
-        _echo_json(report.to_json())
-    else:
-        for e in report.entries:
-            what = f" ({e.guard}) v{e.version}" if e.action == "refined" else f": {e.reason}"
-            click.echo(f"{e.action} {e.skill_id or '-'} [{', '.join(e.trajectories)}]{what}")
-        if report.commit:
-            click.echo(f"committed {report.commit[:12]}")
-    if any(e.action not in ("refined", "unchanged", "skipped") for e in report.entries):
-        raise SystemExit(1)
-
-
-@click.command(name="dedup")
-@click.option("--merge", is_flag=True, help="Merge each pair: keep one, deprecate the other.")
-@json_option
-@root_option
-def dedup_command(merge: bool, as_json: bool, root: Path) -> None:
-    """Find near-duplicate skills; with --merge, keep one of each pair and deprecate the other.
-
-    Exit code 1 when duplicates are found and not merged (a pair whose cases do not replay on
-    the skill that would be kept is not merged).
-
-    Example: skillbank dedup --merge
-    """
-    outcome: dict[tuple[str, str], str] = {}
-    commits: list[str] = []
-    with _open(root) as bank:
-        try:
-            pairs = find_duplicates(bank.lifecycle)
-        except SkillbankError as exc:
-            raise click.ClickException(str(exc)) from None
-        for p in pairs if merge else []:
-            try:  # one pair that is not a duplicate after all does not stop the others
-                commits.append(merge_duplicates(bank.lifecycle, p))
-                outcome[(p.keep, p.drop)] = "merged"
-            except SkillbankError as exc:
-                outcome[(p.keep, p.drop)] = f"not merged: {exc}"
-    if as_json:
-        rows = [{**p.to_json(), "outcome": outcome.get((p.keep, p.drop))} for p in pairs]
-        _echo_json({"pairs": rows, "commits": commits})
-    else:
-        for p in pairs:
-            done = f" ({outcome[(p.keep, p.drop)]})" if merge else ""
-            click.echo(f"{p.drop} duplicates {p.keep} ({', '.join(p.reasons)}){done}")
-        if not pairs:
-            click.echo("no duplicates")
-    if pairs and (not merge or any(o != "merged" for o in outcome.values())):
-        raise SystemExit(1)
-
-
-@click.command(name="drift")
-@click.option("--tool-specs", "specs_ref", required=True,
-              help="The current tools: MODULE:ATTR or a .json file.")  # fmt: skip
-@json_option
-@root_option
-def drift_command(specs_ref: str, as_json: bool, root: Path) -> None:
-    """Re-prove skills whose tools changed; demote those that fail (one commit).
-
-    Exit code 1 when a skill was demoted.
-
-    Example: skillbank drift --tool-specs skillbank.examples.shop:TOOL_SPECS
-    """
-    with _open(root) as bank:
-        try:
-            report = check_drift(bank.lifecycle, load_tool_specs(specs_ref, bank.root))
-        except SkillbankError as exc:
-            raise click.ClickException(str(exc)) from None
-    if as_json:
-        _echo_json(report.to_json())
-    else:
-        for e in report.entries:
-            click.echo(f"{e.action} {e.skill_id} ({e.stage}, v{e.version})"
-                       + (f": {e.reason}" if e.reason else ""))  # fmt: skip
-        if not report.entries:
-            click.echo("no tool the skills use has changed")
-        if report.commit:
-            click.echo(f"committed {report.commit[:12]}")
-    if report.demoted:
-        raise SystemExit(1)

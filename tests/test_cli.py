@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from skillbank.cli import cli
+from skillbank.errors import SkillNotFound
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
 
@@ -159,7 +160,7 @@ def test_unexpected_errors_exit_3_without_a_traceback(
     def explode(self: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("skillbank.cli.SkillBank.skills", explode)
+    monkeypatch.setattr("skillbank.SkillBank.skills", explode)
     result = runner.invoke(cli, ["list", "--root", str(root)])
     assert result.exit_code == 3
     assert "internal error: RuntimeError: disk on fire" in result.output
@@ -205,3 +206,110 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "find_customer_list_orders(email: str) -> dict" in proc.stdout
     assert "True {'customer_id': 'C-1008', 'orders': []}" in proc.stdout
+
+
+# --- the JSON error envelope ----------------------------------------------------------------
+
+
+def _envelope(result: Result) -> dict[str, str]:
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and set(data) == {"ok", "error"}, data
+    assert set(data["error"]) == {"type", "message", "hint"}, data
+    assert all(data["error"][key] for key in ("type", "message", "hint")), data
+    return data["error"]
+
+
+def test_a_skillbank_error_under_json_is_the_envelope_on_stdout(
+    runner: CliRunner, learned_root: Path
+) -> None:
+    result = runner.invoke(
+        cli, prog_name="skillbank", args=["show", "nope", "--json", "--root", str(learned_root)]
+    )
+    assert result.exit_code == 1
+    error = _envelope(result)
+    assert error["type"] == "SkillNotFound" and "no skill 'nope'" in error["message"]
+    assert error["hint"] == SkillNotFound.hint
+    assert result.stderr == ""
+    # The same error without --json: one line on stderr, nothing on stdout.
+    result = runner.invoke(
+        cli, prog_name="skillbank", args=["show", "nope", "--root", str(learned_root)]
+    )
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: no skill 'nope' in the library.")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "X", "--args", "{oops", "--json"], "not valid JSON"),  # raised by the command
+        (["show", "--json"], "Missing argument 'SKILL_ID'"),  # raised by click, --json read
+        (["list", "--json", "--bogus"], "No such option '--bogus'"),  # before --json is read
+        (["export", "agent-skills", "out", "--bogus", "--json"], "No such option"),  # nested
+    ],
+)
+def test_a_usage_error_under_json_is_the_envelope_with_exit_2(
+    runner: CliRunner, learned_root: Path, args: list[str], words: str
+) -> None:
+    result = runner.invoke(cli, prog_name="skillbank", args=[*args, "--root", str(learned_root)])
+    assert result.exit_code == 2, result.output
+    error = _envelope(result)
+    assert error["type"] == "UsageError" and words in error["message"]
+    assert error["hint"].startswith(f"run `skillbank {args[0]}")
+    assert result.stderr == ""
+
+
+def test_gate_usage_errors_keep_their_type_and_exit_2(
+    runner: CliRunner, learned_root: Path
+) -> None:
+    args = ["gate", "--base", "no-such-ref", "--root", str(learned_root)]
+    result = runner.invoke(cli, prog_name="skillbank", args=[*args, "--json"])
+    assert result.exit_code == 2
+    error = _envelope(result)
+    assert error["type"] == "GateUsageError" and "no-such-ref" in error["message"]
+    result = runner.invoke(cli, prog_name="skillbank", args=args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("Usage: skillbank gate [OPTIONS] [PATHS]...")
+    assert "Error: --base 'no-such-ref' is not a commit" in result.stderr
+
+
+def test_an_internal_error_under_json_is_the_envelope_with_exit_3(
+    runner: CliRunner, learned_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(self: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("skillbank.SkillBank.skills", explode)
+    result = runner.invoke(
+        cli, prog_name="skillbank", args=["list", "--json", "--root", str(learned_root)]
+    )
+    assert result.exit_code == 3
+    error = _envelope(result)
+    assert error == {
+        "type": "InternalError",
+        "message": "RuntimeError: disk on fire",
+        "hint": "set SKILLBANK_DEBUG=1 for the traceback, and please report it",
+    }
+
+
+def test_a_command_without_json_never_prints_the_envelope(
+    runner: CliRunner, learned_root: Path
+) -> None:
+    result = runner.invoke(
+        cli, prog_name="skillbank", args=["diff", "x", "--json", "--root", str(learned_root)]
+    )
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "No such option '--json'" in result.stderr
+
+
+def test_an_invalid_record_under_json_is_a_trajectory_error(
+    runner: CliRunner, learned_root: Path
+) -> None:
+    bad = learned_root / "bad.jsonl"
+    bad.write_text("{broken\n")
+    args = ["learn", str(bad), "--json", "--root", str(learned_root)]
+    result = runner.invoke(cli, prog_name="skillbank", args=args)
+    assert result.exit_code == 1
+    error = _envelope(result)
+    assert error["type"] == "TrajectoryError" and f"{bad}:1" in error["message"]
+    assert "--skip-invalid" in error["hint"]

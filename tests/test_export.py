@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from skillbank import SkillBank
+from skillbank.cli import cli
 from skillbank.examples import Shop
 from skillbank.export import (
     EXPORT_FORMAT,
     ExportError,
     agent_skill_name,
     export_agent_skills,
-    export_command,
 )
 from skillbank.library import SkillLibrary, skill_files
 from skillbank.signature import read_signature
@@ -339,20 +339,20 @@ def test_command_exports_the_chosen_skills(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["agent-skills", str(out), "--root", str(REPO), "--skill", "find_customer_list_orders"]
 
-    result = runner.invoke(export_command, [*argv, "--json"])
+    result = runner.invoke(cli, ["export", *argv, "--json"])
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == [str(out / "find-customer-list-orders")]
     assert skills_ref.validate(out / "find-customer-list-orders") == []
-    again = runner.invoke(export_command, argv)
+    again = runner.invoke(cli, ["export", *argv])
     assert again.exit_code == 0 and "review them as code" in again.output
-    missing = runner.invoke(export_command, [*argv[:4], "--skill", "no_such_skill"])
+    missing = runner.invoke(cli, ["export", *argv[:4], "--skill", "no_such_skill"])
     assert missing.exit_code == 1 and "no_such_skill" in missing.output
 
 
 def test_command_help_has_an_example() -> None:
     runner = CliRunner()
     for argv in (["--help"], ["agent-skills", "--help"]):
-        result = runner.invoke(export_command, argv)
+        result = runner.invoke(cli, ["export", *argv])
         assert result.exit_code == 0
         assert "Example:" in result.output

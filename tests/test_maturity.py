@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skillbank.bank import SkillBank
+from skillbank.cli import cli
 from skillbank.config import Config
 from skillbank.errors import ConfigError
 from skillbank.examples.shop import Shop
@@ -24,8 +25,6 @@ from skillbank.maturity import (
     lower_bound,
     p95,
     posterior_mean,
-    stages_command,
-    stats_command,
 )
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
@@ -343,7 +342,7 @@ def test_stats_and_stages_commands(bank: SkillBank, shop: Shop) -> None:
     runner = CliRunner()
     root = ["--root", str(bank.root)]
 
-    out = runner.invoke(stats_command, [HISTORY, "--json", *root])
+    out = runner.invoke(cli, ["stats", HISTORY, "--json", *root])
     assert out.exit_code == 0, out.output
     (row,) = json.loads(out.output)["skills"]
     assert row["skill_id"] == HISTORY and row["calls"] == 30 and row["successes"] == 30
@@ -353,20 +352,20 @@ def test_stats_and_stages_commands(bank: SkillBank, shop: Shop) -> None:
     assert row["mean_latency_s"] > 0 and row["p95_latency_s"] > 0 and row["last_error"] is None
     assert (row["stage"], row["earned"]) == ("associative", "autonomous")
 
-    out = runner.invoke(stats_command, root)
+    out = runner.invoke(cli, ["stats", *root])
     assert out.exit_code == 0, out.output
     assert "(earns autonomous)" in out.output and "ms" in out.output
     assert f"{ORDER}: last error: ValueError: not enough stock" in out.output
 
-    out = runner.invoke(stats_command, ["nope", *root])
+    out = runner.invoke(cli, ["stats", "nope", *root])
     assert out.exit_code != 0 and "nope" in (out.output + str(out.exception))
 
-    out = runner.invoke(stages_command, ["--json", *root])
+    out = runner.invoke(cli, ["stages", "--json", *root])
     assert out.exit_code == 0, out.output
     assert [(c["skill_id"], c["new"]) for c in json.loads(out.output)] == [(HISTORY, "autonomous")]
-    out = runner.invoke(stats_command, ["--update", *root])
+    out = runner.invoke(cli, ["stats", "--update", *root])
     assert out.exit_code == 0 and "no stage changes" in out.output
     assert bank.get(HISTORY).stage == "autonomous"
 
-    for command in (stats_command, stages_command):
-        assert "Example:" in (command.help or "")
+    for name in ("stats", "stages"):
+        assert "Example:" in (cli.commands[name].help or "")

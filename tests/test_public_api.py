@@ -30,6 +30,17 @@ def test_every_skillbank_error_subclasses_the_root_and_is_documented() -> None:
         assert cls.__name__ in errors.__doc__, f"{cls.__name__} missing from the tree drawing"
 
 
+def test_every_skillbank_error_has_a_one_line_hint_a_raise_can_sharpen() -> None:
+    # The hint is what the JSON error envelope tells a script (or a model) to do next.
+    for _, cls in inspect.getmembers(errors, inspect.isclass):
+        if cls.__module__ == errors.__name__:
+            assert cls.hint.strip() and "\n" not in cls.hint, cls
+    assert errors.SkillNotFound("x").hint == errors.SkillNotFound.hint
+    assert errors.ConfigError("bad", hint="set it").hint == "set it"
+    assert errors.TrajectoryError("bad", source="a.jsonl", hint="fix a.jsonl").hint == "fix a.jsonl"
+    assert str(errors.TrajectoryError("bad", source="a.jsonl")) == "a.jsonl: bad"
+
+
 def test_every_exception_any_module_defines_is_in_the_drawn_tree() -> None:
     # One tree, in one module: an error class defined anywhere else escapes the drawing,
     # the CLI's exit codes and the JSON error envelope.
@@ -67,6 +78,18 @@ def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
             if words[:1] in (["import"], ["from"]) and len(words) > 1:
                 top = words[1].split(".")[0]
                 assert top in allowed, f"{info.name} imports {words[1]}"
+
+
+def test_only_the_cli_package_imports_click() -> None:
+    # Library modules return values and raise SkillbankError; the cli package prints them.
+    for info in pkgutil.walk_packages(skillbank.__path__, "skillbank."):
+        if info.name.endswith("__main__") or info.name.split(".")[:2] == ["skillbank", "cli"]:
+            continue
+        module = importlib.import_module(info.name)
+        for line in inspect.getsource(module).splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert words[1].split(".")[0] != "click", f"{info.name} imports {words[1]}"
 
 
 def test_every_module_has_a_docstring() -> None:

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from skillbank.bank import SkillBank
-from skillbank.report import ReportFiles, report_command, write_report
+from skillbank.cli import cli
+from skillbank.report import ReportFiles, write_report
 from skillbank.trajectory import load_trajectories
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "skillbank/examples/trajectories/shop.jsonl"
@@ -190,7 +191,7 @@ def test_pngs_when_matplotlib_is_installed(shop_bank: SkillBank, tmp_path: Path)
 
 def test_report_command(shop_bank: SkillBank, tmp_path: Path) -> None:
     out = tmp_path / "cli-out"
-    result = CliRunner().invoke(report_command, ["--root", str(shop_bank.root), "--out", str(out)])
+    result = CliRunner().invoke(cli, ["report", "--root", str(shop_bank.root), "--out", str(out)])
     assert result.exit_code == 0, result.output
     printed = result.output.split()
     assert str(out / "index.html") in printed and str(out / "summary.md") in printed
@@ -199,14 +200,14 @@ def test_report_command(shop_bank: SkillBank, tmp_path: Path) -> None:
 
 def test_report_command_default_out_and_help(shop_bank: SkillBank) -> None:
     runner = CliRunner()
-    result = runner.invoke(report_command, ["--root", str(shop_bank.root)])
+    result = runner.invoke(cli, ["report", "--root", str(shop_bank.root)])
     assert result.exit_code == 0, result.output
     assert (shop_bank.root / ".skillbank" / "report" / "index.html").is_file()
-    assert "Example:" in runner.invoke(report_command, ["--help"]).output
+    assert "Example:" in runner.invoke(cli, ["report", "--help"]).output
 
 
 def test_report_command_not_a_bank(tmp_path: Path) -> None:
-    result = CliRunner().invoke(report_command, ["--root", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["report", "--root", str(tmp_path)])
     assert result.exit_code == 1
     assert "not a skill bank" in result.output
 

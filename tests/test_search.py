@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skillbank import SkillBank, load_trajectories
-from skillbank.search import SearchIndex, SkillDoc, backend, search_command, tokenize
+from skillbank.cli import cli
+from skillbank.search import SearchIndex, SkillDoc, backend, tokenize
 
 from .conftest import EXAMPLE_TRAJECTORIES
 
@@ -153,10 +154,10 @@ def test_tokenize_keeps_ids_and_emails_whole() -> None:
 def test_command_prints_hits_and_json(shop: SkillBank) -> None:
     runner = CliRunner()
     text = "show the orders of bob@example.com"
-    result = runner.invoke(search_command, [text, "--root", str(shop.root), "--k", "2"])
+    result = runner.invoke(cli, ["search", text, "--root", str(shop.root), "--k", "2"])
     assert result.exit_code == 0, result.output
     assert LIST_ORDERS in result.output.splitlines()[0]
-    result = runner.invoke(search_command, [text, "--root", str(shop.root), "--json"])
+    result = runner.invoke(cli, ["search", text, "--root", str(shop.root), "--json"])
     data = json.loads(result.output)
     assert data["backend"] == backend() and data["hits"][0]["skill_id"] == LIST_ORDERS
-    assert "Example:" in runner.invoke(search_command, ["--help"]).output
+    assert "Example:" in runner.invoke(cli, ["search", "--help"]).output

@@ -12,20 +12,17 @@ import pytest
 from click.testing import CliRunner
 
 from skillbank import SkillBank
+from skillbank.cli import cli
 from skillbank.examples import Shop
 from skillbank.library import StoredChange
 from skillbank.skill import TestedSkill
 from skillbank.trajectory import Outcome, Step, Trajectory
 from skillbank.upkeep import (
     check_drift,
-    dedup_command,
-    drift_command,
     find_duplicates,
     merge_duplicates,
     prune,
-    prune_command,
     refine,
-    refine_command,
 )
 from skillbank.versioning import Version
 
@@ -250,27 +247,27 @@ def test_commands_exit_codes(
 ) -> None:
     runner = CliRunner()
     root = str(shop_bank.root)
-    result = runner.invoke(prune_command, ["--dry-run", "--json", "--root", root])
+    result = runner.invoke(cli, ["prune", "--dry-run", "--json", "--root", root])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["commit"] is None
-    assert runner.invoke(dedup_command, ["--root", root]).exit_code == 0
+    assert runner.invoke(cli, ["dedup", "--root", root]).exit_code == 0
     specs = tmp_path / "specs.json"
     specs.write_text(json.dumps(list(_specs(shop_bank).values())))
-    assert runner.invoke(drift_command, ["--tool-specs", str(specs), "--root", root]).exit_code == 0
-    assert runner.invoke(prune_command, ["--root", str(tmp_path / "nope")]).exit_code == 1
+    assert runner.invoke(cli, ["drift", "--tool-specs", str(specs), "--root", root]).exit_code == 0
+    assert runner.invoke(cli, ["prune", "--root", str(tmp_path / "nope")]).exit_code == 1
     failures = tmp_path / "failures.jsonl"
     failures.write_text(json.dumps(_record(tea_failure(example_trajectories[0].tools))) + "\n")
-    result = runner.invoke(refine_command, [str(failures), "--root", root])
+    result = runner.invoke(cli, ["refine", str(failures), "--root", root])
     assert result.exit_code == 0, result.output
     assert "refined" in result.output
-    result = runner.invoke(refine_command, [str(failures), "--root", root])
+    result = runner.invoke(cli, ["refine", str(failures), "--root", root])
     assert result.exit_code == 0 and "unchanged" in result.output  # already guarded
     odd = Trajectory("odd", "restock", example_trajectories[0].tools,
                      (Step("restock", {"sku": "X", "quantity": 2}, None, error="no"),),
                      Outcome(False))  # fmt: skip
     failures.write_text(json.dumps(_record(odd)) + "\n")
-    assert runner.invoke(refine_command, [str(failures), "--root", root]).exit_code == 1
-    assert runner.invoke(dedup_command, ["--root", root]).exit_code == 0
+    assert runner.invoke(cli, ["refine", str(failures), "--root", root]).exit_code == 1
+    assert runner.invoke(cli, ["dedup", "--root", root]).exit_code == 0
 
 
 def _record(t: Trajectory) -> dict:

@@ -1,4 +1,4 @@
-"""`skillbank serve`: the bank's skills as MCP tools, on the official ``mcp`` SDK.
+"""The MCP server: a bank's skills as MCP tools, on the official ``mcp`` SDK (``skillbank serve``).
 
 Every ``tools/list`` reads the library, so the list follows it as skills are learned. Only
 skills at stage ``associative`` or ``autonomous`` are tools; every skill, cognitive ones too,
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -28,14 +27,10 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import click
 
 from skillbank.bank import SkillBank
 from skillbank.errors import ConfigError, SkillbankError
-from skillbank.options import root_option
 from skillbank.skill import Skill
 from skillbank.toolspec import render_tools, tool_error
 
@@ -49,8 +44,9 @@ __all__ = [
     "INSTALL_HINT",
     "WATCH_INTERVAL_S",
     "build_server",
+    "is_tool",
     "load_host_tools",
-    "serve_command",
+    "read_library",
     "serve_http",
     "serve_stdio",
 ]
@@ -177,22 +173,26 @@ class _Watch:
             del self.sessions[next(iter(self.sessions))]
 
 
-def _is_tool(skill: Skill) -> bool:
+def is_tool(skill: Skill) -> bool:
+    """Whether the server offers ``skill`` as a tool (else only as a resource)."""
     # As `SkillBank.tools` offers them: a deprecated skill's replacement is offered instead.
     return skill.stage in CALLABLE_STAGES and not skill.deprecated_by
 
 
 def _tools_state(skills: Iterable[Skill]) -> _ToolsState:
-    return frozenset((s.id, s.version) for s in skills if _is_tool(s))
+    return frozenset((s.id, s.version) for s in skills if is_tool(s))
 
 
 def _resources_state(skills: Iterable[Skill]) -> _ResourcesState:
     return frozenset((s.id, s.version, s.stage) for s in skills)
 
 
-def _read_library(bank: SkillBank, reported: set[str] | None = None) -> list[Skill]:
-    """Every skill that loads. A broken folder (or one being written) is skipped with a
-    warning, once per problem when ``reported`` remembers them, instead of failing the list."""
+def read_library(bank: SkillBank, reported: set[str] | None = None) -> list[Skill]:
+    """Every skill that loads, as the server lists them.
+
+    A broken folder (or one being written) is skipped with a warning, once per problem when
+    ``reported`` remembers them, instead of failing the list.
+    """
     skills = []
     for skill_id in bank.library.ids():
         try:
@@ -269,7 +269,7 @@ def build_server(
     reported: set[str] = set()
 
     async def library() -> list[Skill]:
-        return await anyio.to_thread.run_sync(_read_library, bank, reported)
+        return await anyio.to_thread.run_sync(read_library, bank, reported)
 
     async def announce(watch: _Watch) -> None:
         skills = await library()
@@ -325,7 +325,7 @@ def build_server(
     ) -> types.ListToolsResult:
         skills = await library()
         listed_by(ctx).tools = _tools_state(skills)
-        offered = render_tools([s for s in skills if _is_tool(s)], "mcp")
+        offered = render_tools([s for s in skills if is_tool(s)], "mcp")
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in offered])
 
     async def call_tool(
@@ -335,7 +335,7 @@ def build_server(
             skill: Skill | None = await anyio.to_thread.run_sync(bank.get, params.name)
         except SkillbankError:
             skill = None  # call_tool says what is wrong, in the same shape as any error
-        if skill is not None and not _is_tool(skill):
+        if skill is not None and not is_tool(skill):
             text = _not_offered(skill)
         else:
             run = functools.partial(
@@ -462,86 +462,3 @@ def serve_http(bank: SkillBank, tools: HostTools, host: str, port: int) -> None:
 
     app = server.streamable_http_app(host=host)
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-# --- the command ----------------------------------------------------------------------------
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.BadParameter(
-            f"{value!r} must look like HOST:PORT, e.g. 127.0.0.1:8765", param_hint="--http"
-        )
-    return host, int(port)
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}/mcp"
-
-
-@click.command(name="serve", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--tools",
-    "tools_spec",
-    default=None,
-    metavar="MODULE[:ATTR]",
-    help="The host tools skills call: a module whose `tools` (or ATTR) is a mapping of name "
-    "to function, or a function returning one, e.g. skillbank.examples.shop.",
-)
-@click.option(
-    "--http",
-    "http",
-    default=None,
-    metavar="HOST:PORT",
-    help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.",
-)
-@root_option
-def serve_command(tools_spec: str | None, http: str | None, root: Path) -> None:
-    """Serve the bank's skills to MCP clients (stdio by default).
-
-    Skills at stage associative or autonomous are tools; each call runs in the sandbox
-    against the host tools. Every skill's SKILL.md is the resource skill://<id>. The
-    list follows the library: skills learned while the server runs appear in it.
-
-    \b
-    Example:
-      SKILLBANK_SHOP_DB=shop.sqlite skillbank serve --tools skillbank.examples.shop
-    """
-    if importlib.util.find_spec("mcp") is None:
-        raise click.ClickException(f"skillbank serve needs the mcp package: {INSTALL_HINT}")
-    address = _host_port(http) if http is not None else None
-    try:
-        tools = load_host_tools(tools_spec) if tools_spec is not None else {}
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--tools") from None
-    try:
-        with SkillBank(root) as bank:
-            skills = _read_library(bank)
-            needed = sorted({t for s in skills if _is_tool(s) for t in s.tools} - set(tools))
-            if needed:
-                click.echo(
-                    f"warning: no host tool {', '.join(needed)}: skills calling them will fail; "
-                    "name the module that provides them with --tools MODULE",
-                    err=True,
-                )
-            where = _url(*address) if address else "stdio"
-            n_tools = sum(1 for s in skills if _is_tool(s))
-            click.echo(
-                f"skillbank: serving {n_tools} of {len(skills)} skill(s) from {bank.root} on "
-                f"{where}",
-                err=True,
-            )
-            if address is None:
-                serve_stdio(bank, tools)
-            else:
-                serve_http(bank, tools, *address)
-    except SkillbankError as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        pass
-
-
-if __name__ == "__main__":
-    serve_command.main(prog_name="python -m skillbank.mcp_server")

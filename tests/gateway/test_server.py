@@ -26,12 +26,13 @@ from mcp.client.session import IncomingMessage
 from mcp.shared.subscriptions import ToolsListChanged
 
 from skillbank.bank import SkillBank
+from skillbank.cli import cli
 from skillbank.errors import ConfigError
 from skillbank.examples import DEMO_ARGS, Shop
-from skillbank.mcp_server import build_server, load_host_tools, serve_command
+from skillbank.gateway import build_server, load_host_tools
 from skillbank.trajectory import Trajectory
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: Learned when a test runs, while a server is up: one trajectory makes it cognitive (a
 #: resource, not a tool); the others make it associative.
 LATE = "shop-change_email"
@@ -229,14 +230,14 @@ def test_load_host_tools_takes_a_module_or_module_attr() -> None:
 
 def test_serve_help_and_usage_errors(bank: SkillBank) -> None:
     runner = CliRunner()
-    help_text = runner.invoke(serve_command, ["--help"]).output
+    help_text = runner.invoke(cli, ["serve", "--help"]).output
     assert "Example:" in help_text and "--http HOST:PORT" in help_text
-    bad_tools = runner.invoke(serve_command, ["--root", str(bank.root), "--tools", "nope_mod"])
+    bad_tools = runner.invoke(cli, ["serve", "--root", str(bank.root), "--tools", "nope_mod"])
     assert bad_tools.exit_code == 2
     assert "cannot import host tools module 'nope_mod'" in bad_tools.output
-    bad_http = runner.invoke(serve_command, ["--root", str(bank.root), "--http", "localhost"])
+    bad_http = runner.invoke(cli, ["serve", "--root", str(bank.root), "--http", "localhost"])
     assert bad_http.exit_code == 2 and "HOST:PORT" in bad_http.output
-    not_a_bank = runner.invoke(serve_command, ["--root", str(bank.root / "skills" / "x")])
+    not_a_bank = runner.invoke(cli, ["serve", "--root", str(bank.root / "skills" / "x")])
     assert not_a_bank.exit_code == 1 and "is not a skill bank" in not_a_bank.output
 
 
@@ -245,7 +246,7 @@ def test_serve_help_and_usage_errors(bank: SkillBank) -> None:
 
 def _command(bank: SkillBank, *extra: str) -> list[str]:
     tools = "skillbank.examples.shop"
-    return ["-m", "skillbank.mcp_server", "--root", str(bank.root), "--tools", tools, *extra]
+    return ["-m", "skillbank", "serve", "--root", str(bank.root), "--tools", tools, *extra]
 
 
 def test_serves_over_stdio(bank: SkillBank, shop: Shop) -> None:

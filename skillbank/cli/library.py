@@ -1,0 +1,252 @@
+"""Commands on the library itself: init, learn, list, show, history, diff, rollback, deprecate."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from skillbank import Skill, SkillBank, TrajectoryError, scan_trajectories
+from skillbank.cli.options import json_option, root_option
+from skillbank.cli.output import (
+    EXIT_CHECK_FAILED,
+    make_console,
+    print_json,
+    render_learn_report,
+    skills_table,
+)
+
+__all__ = ["deprecate", "diff", "history", "init", "learn", "list_", "rollback", "show"]
+
+
+@click.command(name="init")
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path), default=".")
+@json_option
+def init(path: Path, as_json: bool) -> None:
+    """Create a skill bank at PATH: skills/, local state, and a git repo if there is none.
+
+    Example: skillbank init my-skills
+    """
+    bank = SkillBank.init(path)
+    if as_json:
+        print_json({"root": str(bank.root), "skills_dir": str(bank.library.dir)})
+    else:
+        click.echo(f"skill bank ready at {bank.root} (skills in {bank.library.dir})")
+
+
+@click.command(name="learn")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--skip-invalid", is_flag=True, help="Learn from the good records of a file with bad ones."
+)
+@click.option(
+    "--branch",
+    default=None,
+    metavar="NAME|auto|current",
+    help="Where the commit goes. auto (the default; env SKILLBANK_LEARN_BRANCH): a new "
+    "skillbank/learn-... branch from HEAD, unless the bank has no commit yet or the current "
+    "branch already starts with skillbank/. current: the checked-out branch. NAME: that "
+    "branch (created from HEAD if missing; an existing one must point to HEAD).",
+)
+@root_option
+@json_option
+def learn(
+    paths: tuple[Path, ...], skip_invalid: bool, branch: str | None, root: Path, as_json: bool
+) -> None:
+    """Learn skills from trajectory files (.jsonl/.json, OpenAI messages with tool_calls).
+
+    Each successful trajectory is compiled, validated, replayed in the sandbox, and stored;
+    all changes land in one git commit on a branch (see --branch), ready for a pull request.
+    Exits 1 when a trajectory was rejected.
+
+    Example: skillbank learn runs/*.jsonl --branch auto
+    """
+    scan = scan_trajectories(list(paths))
+    if scan.errors and not skip_invalid:
+        more = f" (and {len(scan.errors) - 1} more bad record(s))" if len(scan.errors) > 1 else ""
+        raise TrajectoryError(
+            f"{scan.errors[0]}{more}; fix it, or pass --skip-invalid to learn from the good records"
+        )
+    for err in scan.errors:
+        click.echo(f"skipped invalid record: {err}", err=True)
+    with SkillBank(root) as bank:
+        report = bank.learn(scan.trajectories, branch=branch)
+        if as_json:
+            data = report.to_json()
+            data["invalid_records"] = [str(e) for e in scan.errors]
+            print_json(data)
+        else:
+            render_learn_report(report, make_console())
+    if report.rejected:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": skill.id,
+        "description": skill.description,
+        "version": skill.version,
+        "stage": skill.stage,
+        "signature": skill.signature.render(),
+        "parameters": [
+            {"name": p.name, "type": p.annotation, "required": not p.has_default}
+            for p in skill.signature.params
+        ],
+        "returns": skill.signature.returns,
+        "tools": list(skill.tools),
+        "requires": list(skill.requires),
+        "cases": len(skill.cases),
+        "content_hash": f"sha256:{skill.content_hash}",
+        "deprecated_by": skill.deprecated_by,
+    }
+    if full:
+        data["source"] = skill.source
+        data["docstring"] = skill.signature.docstring
+        data["tasks"] = list(skill.tasks)
+        data["notes"] = list(skill.notes)
+    return data
+
+
+@click.command(name="list")
+@root_option
+@json_option
+def list_(root: Path, as_json: bool) -> None:
+    """List the skills in the bank.
+
+    Example: skillbank list --json
+    """
+    skills = SkillBank(root).skills()
+    if as_json:
+        print_json([_skill_json(s) for s in skills])
+        return
+    if not skills:
+        click.echo("no skills yet; learn some with `skillbank learn FILE.jsonl`")
+        return
+    make_console().print(skills_table(skills))
+
+
+@click.command(name="show")
+@click.argument("skill_id")
+@root_option
+@json_option
+def show(skill_id: str, root: Path, as_json: bool) -> None:
+    """Show one skill: signature, stage, tools, provenance and source.
+
+    Example: skillbank show find_customer_list_orders
+    """
+    skill = SkillBank(root).get(skill_id)
+    if as_json:
+        print_json(_skill_json(skill, full=True))
+        return
+    console = make_console()
+    console.print(f"[bold]{skill.id}[/bold]  v{skill.version}  {skill.stage}")
+    console.print(skill.description)
+    if skill.deprecated_by:
+        console.print(f"[yellow]deprecated: use {skill.deprecated_by}[/yellow]")
+    console.print(f"signature: {skill.signature.render()}")
+    console.print(f"tools:     {', '.join(skill.tools)}")
+    sources = ", ".join(c.trajectory_id for c in skill.cases)
+    console.print(f"cases:     {len(skill.cases)} (learned from: {sources})")
+    for note in skill.notes:
+        console.print(f"data flow: {note}")
+    console.print("")
+    click.echo(skill.source, nl=False)
+
+
+@click.command(name="history")
+@click.argument("skill_id")
+@root_option
+@json_option
+def history(skill_id: str, root: Path, as_json: bool) -> None:
+    """List the commits that changed a skill, newest first: version, date, stage, subject.
+
+    Example: skillbank history find_customer_list_orders
+    """
+    entries = SkillBank(root).history(skill_id)
+    if as_json:
+        print_json([dataclasses.asdict(e) for e in entries])
+        return
+    if not entries:
+        click.echo(f"{skill_id} has no commits yet")
+        return
+    table = Table()
+    table.add_column("version", no_wrap=True)
+    table.add_column("commit", no_wrap=True)
+    for col in ("date", "stage", "subject"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        stage = f"{e.stage}, deprecated: use {e.deprecated_by}" if e.deprecated_by else e.stage
+        table.add_row(e.version, e.commit[:12], e.date, stage, e.subject)
+    make_console().print(table)
+
+
+@click.command(name="diff")
+@click.argument("skill_id")
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@root_option
+def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
+    """Show how a skill changed between A and B, and whether the signature change breaks callers.
+
+    A and B are versions (1.2.0, 1, v1.2.0) or git revisions (a sha, a branch, HEAD~1).
+    By default B is the working tree and A the version before it.
+
+    \b
+    Example: skillbank diff find_customer_list_orders 1.0.0 2.0.0
+    """
+    click.echo(SkillBank(root).diff(skill_id, a, b), nl=False)
+
+
+@click.command(name="rollback")
+@click.argument("skill_id")
+@click.argument("version")
+@root_option
+@json_option
+def rollback(skill_id: str, version: str, root: Path, as_json: bool) -> None:
+    """Restore the code of an earlier VERSION of a skill, as a new, higher version.
+
+    The restored skill is validated and replayed first; the commit goes on the current
+    branch. Versions never go backwards: the new version is the current one, bumped.
+
+    Example: skillbank rollback find_customer_list_orders 1.0.0
+    """
+    with SkillBank(root) as bank:
+        commit = bank.rollback(skill_id, version)
+        skill = bank.get(skill_id)
+    if as_json:
+        print_json(
+            {"skill_id": skill_id, "restored": version, "version": skill.version, "commit": commit}
+        )
+    else:
+        click.echo(
+            f"rolled back {skill_id} to v{skill.version} (restores code of {version}): "
+            f"committed {commit[:12]}"
+        )
+
+
+@click.command(name="deprecate")
+@click.argument("old_id")
+@click.option("--by", "new_id", required=True, help="The skill that replaces OLD_ID.")
+@root_option
+@json_option
+def deprecate(old_id: str, new_id: str, root: Path, as_json: bool) -> None:
+    """Mark skill OLD_ID as replaced by another; it keeps running, with a warning.
+
+    Skills that require OLD_ID keep working through it until it is removed.
+
+    Example: skillbank deprecate find_customer_list_orders --by list_customer_orders
+    """
+    with SkillBank(root) as bank:
+        commit = bank.deprecate(old_id, by=new_id)
+        skill = bank.get(old_id)
+    if as_json:
+        print_json(
+            {"skill_id": old_id, "deprecated_by": new_id, "version": skill.version,
+             "commit": commit}
+        )  # fmt: skip
+    else:
+        click.echo(f"deprecated {old_id} (v{skill.version}): use {new_id}; committed {commit[:12]}")

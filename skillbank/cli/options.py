@@ -1,0 +1,32 @@
+"""Command-line options every command group shares: ``--root`` and ``--json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from skillbank.cli.output import remember_json
+
+__all__ = ["json_option", "root_option"]
+
+#: ``--root DIR`` (env ``SKILLBANK_ROOT``): the bank every command works on.
+root_option = click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SKILLBANK_ROOT",
+    default=".",
+    show_default=True,
+    help="The bank's folder (holds skills/). Env: SKILLBANK_ROOT.",
+)
+
+#: ``--json``: machine-readable output, errors included. It is read before any other option
+#: (eager), so a usage error in a later one is reported as JSON too.
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    is_eager=True,
+    callback=remember_json,
+    help="Print JSON for scripts.",
+)

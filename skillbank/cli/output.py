@@ -1,0 +1,252 @@
+"""What the commands print: the one JSON printer, the tables, and the one error map.
+
+Every command prints JSON with `print_json` and tables on `make_console`. Errors are not
+handled by commands: the group hands whatever a command raised to `fail`, which maps it to an
+exit code and prints it, as one line on stderr or, under ``--json``, as the envelope on
+stdout::
+
+    {"ok": false, "error": {"type": "SkillNotFound", "message": "...", "hint": "..."}}
+
+==============================  ==================  =========
+raised                          ``type``            exit code
+==============================  ==================  =========
+a `SkillbankError`              its class name      1
+`GateUsageError`                ``GateUsageError``  2
+`click.UsageError` (and kin)    ``UsageError``      2
+another `click.ClickException`  ``Error``           1
+anything else                   ``InternalError``   3
+==============================  ==================  =========
+
+A check that fails (a rejected trajectory, a failed gate, a failed run) is not an error: the
+command prints its data and exits 1 itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from skillbank import GateUsageError, LearnReport, RunResult, Skill, SkillbankError
+
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_USAGE",
+    "ErrorReport",
+    "describe_error",
+    "fail",
+    "make_console",
+    "print_json",
+    "remember_args",
+    "remember_json",
+    "render_learn_report",
+    "render_run",
+    "skills_table",
+]
+
+#: A check failed, or a skillbank error.
+EXIT_CHECK_FAILED = 1
+#: The command was called wrongly.
+EXIT_USAGE = 2
+#: A bug: anything skillbank did not raise on purpose.
+EXIT_INTERNAL = 3
+
+_INTERNAL_HINT = "set SKILLBANK_DEBUG=1 for the traceback, and please report it"
+# Keys in click's context meta (shared by every context of one invocation).
+_JSON = "skillbank.json"
+_ARGS = "skillbank.args"
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as the commands' JSON: indented, keys sorted, non-ASCII kept."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def make_console() -> Console:
+    """A console for tables and markup (no automatic highlighting, long lines kept)."""
+    return Console(highlight=False, soft_wrap=True)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """An error as the CLI reports it."""
+
+    #: The error's kind: a `SkillbankError` class name, ``UsageError`` or ``InternalError``.
+    type: str
+    #: The one-line message (the same text as without ``--json``).
+    message: str
+    #: What to do next.
+    hint: str
+    #: The process's exit code.
+    exit_code: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON error envelope."""
+        return {
+            "ok": False,
+            "error": {"type": self.type, "message": self.message, "hint": self.hint},
+        }
+
+
+def describe_error(exc: Exception) -> ErrorReport:
+    """How ``exc`` is reported: its type, message, hint and exit code (the table above)."""
+    if isinstance(exc, SkillbankError):
+        code = EXIT_USAGE if isinstance(exc, GateUsageError) else EXIT_CHECK_FAILED
+        return ErrorReport(type(exc).__name__, str(exc), exc.hint, code)
+    if isinstance(exc, click.UsageError):
+        where = exc.ctx.command_path if exc.ctx is not None else "skillbank"
+        hint = f"run `{where} --help` for the usage"
+        return ErrorReport("UsageError", exc.format_message(), hint, exc.exit_code)
+    if isinstance(exc, click.ClickException):
+        hint = "read the message: it names what is wrong and where"
+        return ErrorReport("Error", exc.format_message(), hint, exc.exit_code)
+    message = f"{type(exc).__name__}: {exc}"
+    return ErrorReport("InternalError", message, _INTERNAL_HINT, EXIT_INTERNAL)
+
+
+def fail(ctx: click.Context, exc: Exception) -> NoReturn:
+    """Report ``exc``, which a command raised, and exit with its code.
+
+    Called once, by the group's invoke, for every command. Under ``--json`` the envelope goes
+    to stdout; otherwise click prints the message on stderr as ``Error: ...`` (with the
+    usage for usage errors), and an internal error prints one line and no traceback.
+    """
+    error = describe_error(exc)
+    if error.exit_code == EXIT_INTERNAL and os.environ.get("SKILLBANK_DEBUG"):
+        traceback.print_exc()
+    if _json_requested(ctx, exc):
+        print_json(error.to_json())
+        ctx.exit(error.exit_code)
+    if isinstance(exc, click.ClickException):
+        raise exc
+    if isinstance(exc, GateUsageError):
+        raise click.UsageError(error.message, ctx=_subcommand_context(ctx)) from None
+    if isinstance(exc, SkillbankError):
+        raise click.ClickException(error.message) from None
+    click.echo(f"internal error: {error.message} ({error.hint})", err=True)
+    ctx.exit(EXIT_INTERNAL)
+
+
+def remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """The ``--json`` option's callback: note whether errors are to be reported as JSON."""
+    ctx.meta[_JSON] = value
+    return value
+
+
+def remember_args(ctx: click.Context, args: Sequence[str]) -> None:
+    """Note the command line, for usage errors that come before ``--json`` is read."""
+    ctx.meta[_ARGS] = tuple(args)
+
+
+def _json_requested(ctx: click.Context, exc: Exception) -> bool:
+    flag = ctx.meta.get(_JSON)
+    if flag is not None:
+        return bool(flag)
+    # click stopped before reading --json (an unknown option, an option without its value):
+    # the flag counts when it is on the command line and the failing command takes it.
+    words = tuple(itertools.takewhile(lambda arg: arg != "--", ctx.meta.get(_ARGS, ())))
+    failing = exc.ctx if isinstance(exc, click.UsageError) else None
+    return (
+        "--json" in words
+        and failing is not None
+        and any(p.name == "as_json" for p in failing.command.params)
+    )
+
+
+def _subcommand_context(ctx: click.Context) -> click.Context:
+    # The context of the command the group invoked, so a usage error shows its usage line.
+    name = ctx.invoked_subcommand
+    group = ctx.command
+    command = group.get_command(ctx, name) if name and isinstance(group, click.Group) else None
+    return click.Context(command, info_name=name, parent=ctx) if command is not None else ctx
+
+
+# --- what several commands show -------------------------------------------------------------
+
+
+def render_learn_report(report: LearnReport, console: Console) -> None:
+    """Print what learning did: a table of changed procedures, counts, and the commit."""
+    table = Table(title="procedures", show_lines=False)
+    for col in ("skill", "change", "v", "cases", "new runs", "generalised"):
+        table.add_column(col, overflow="fold")
+    for p in report.procedures:
+        if p.action == "unchanged":
+            continue
+        table.add_row(
+            p.skill_id or "-",
+            p.action if p.action != "rejected" else "[red]rejected[/red]",
+            str(p.version or "-"),
+            str(p.cases),
+            str(len(p.trajectories)),
+            "; ".join(p.generalised) or (p.reason or "")[:200],
+        )
+    if any(p.action != "unchanged" for p in report.procedures):
+        console.print(table)
+    n_unchanged = sum(1 for e in report.entries if e.action == "unchanged")
+    console.print(
+        f"{len(report.entries)} trajectories: {len(report.added)} skill(s) added, "
+        f"{len(report.updated)} updated, {n_unchanged} trajectory(ies) already known, "
+        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected"
+    )
+    for e in report.skipped:
+        console.print(f"skipped {e.trajectory_id}: {e.reason}")
+    for e in report.rejected:
+        console.print(f"[red]rejected[/red] {e.trajectory_id}: {e.reason}")
+    if report.commit:
+        where = f" on branch {report.branch}" if report.branch else " (detached HEAD)"
+        console.print(
+            f"committed {report.commit[:12]}{where} (validated with libcst, replayed in the "
+            "sandbox)"
+        )
+        if report.branch and report.branch not in ("main", "master"):
+            console.print(
+                f"to open a pull request: git push -u origin {report.branch}, then "
+                "skillbank review --base main"
+            )
+    else:
+        console.print("nothing to commit: the library already holds all of this")
+
+
+def skills_table(skills: Sequence[Skill]) -> Table:
+    """The skills as a table: id, version, stage, cases, parameters -> returns."""
+    # The id never wraps (it is what you type next); the signature shows the parameters.
+    table = Table()
+    table.add_column("skill", no_wrap=True)
+    for col in ("v", "stage", "cases"):
+        table.add_column(col)
+    table.add_column("parameters -> returns", overflow="fold")
+    for s in skills:
+        params = s.signature.render()[len(s.id) :]
+        stage = f"{s.stage}, deprecated: use {s.deprecated_by}" if s.deprecated_by else s.stage
+        table.add_row(s.id, s.version, stage, str(len(s.cases)), params)
+    return table
+
+
+def render_run(result: RunResult, console: Console) -> None:
+    """Print a run's tool calls as a table, then its value or its error."""
+    table = Table(title=f"{result.skill_id}: tool calls")
+    for col in ("#", "tool", "arguments", "result"):
+        table.add_column(col, overflow="fold")
+    for n, call in enumerate(result.tool_calls, start=1):
+        shown = f"error: {call.error}" if call.error else json.dumps(call.result)
+        if len(shown) > 160:
+            shown = shown[:157] + "..."
+        table.add_row(str(n), call.tool, json.dumps(call.arguments), shown)
+    console.print(table)
+    if result.ok:
+        console.print(f"returned in {result.duration_s * 1000:.1f} ms:")
+        click.echo(json.dumps(result.value, indent=2, ensure_ascii=False))
+    else:
+        console.print(f"[red]failed[/red] ({result.error_type}): {result.error}")
