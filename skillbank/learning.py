@@ -121,6 +121,9 @@ class LearnReport:
     #: The branch that got the commit (None when nothing was committed, or HEAD was
     #: detached).
     branch: str | None = None
+    #: True when that branch is the checked-out one (its working tree shows the change);
+    #: False for a review branch written without checking it out.
+    checked_out: bool = True
 
     def _ids(self, action: str) -> list[str]:
         return sorted({e.skill_id for e in self.entries if e.action == action and e.skill_id})
@@ -156,6 +159,7 @@ class LearnReport:
         return {
             "commit": self.commit,
             "branch": self.branch,
+            "checked_out": self.checked_out,
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
@@ -243,8 +247,11 @@ class Learner:
 
         Args:
             trajectories: The runs to learn from.
-            branch: Where the commit goes (default: the ``learn_branch`` setting, "auto"); see
-                `skillbank.library.SkillLibrary.enter_branch`.
+            branch: Where the commit goes (default: the ``learn_branch`` setting, "auto"):
+                "auto", "current" or a branch name, as
+                `skillbank.library.SkillLibrary.branch_for` says. A branch other than the
+                checked-out one is written without checking it out: the working tree does
+                not change, and agents are offered the new skills once it is merged.
 
         Raises:
             LibraryError: when the library cannot be read or written, or the branch cannot
@@ -253,7 +260,7 @@ class Learner:
         given = list(trajectories)
         wanted = branch or self.config.learn_branch
         if wanted not in ("auto", "current"):
-            self.library.check_branch_name(wanted)
+            self.library.check_branch_name(wanted)  # before any work, not after it
         with self.library.lock():
             existing = {s.id: s for s in self.library.load_all()}
             batch = _Batch(given, existing, taken=set(existing))
@@ -283,26 +290,23 @@ class Learner:
                     f"skills would require each other in a cycle ({' -> '.join(cycle)}); "
                     "fix the 'requires' of those skills before learning more"
                 )
-            commit, on = None, None
+            commit, target = None, None
             if batch.changes:
                 new_hashes = [given[i].sha256 for i, e in batch.entries.items()
                               if e.action in ("added", "updated")]  # fmt: skip
-                on, undo = self.library.enter_branch(wanted, new_hashes)
-                try:
-                    commit = self.library.store(
-                        batch.changes, _commit_message(batch.changes, entries, existing)
-                    )
-                except BaseException:
-                    undo()
-                    raise
-                if commit is None:
-                    undo()  # byte-identical after all: stay where we were
+                target = self.library.branch_for(wanted, "learn", new_hashes)
+                commit = self.library.store(
+                    batch.changes,
+                    _commit_message(batch.changes, entries, existing),
+                    branch=target,
+                )
         return LearnReport(
             tuple(entries),
             commit,
             {c.skill.draft.id: str(c.version) for c in batch.changes},
             tuple(batch.procedures),
-            on if commit else None,
+            target.name if commit and target else None,
+            target.checked_out if commit and target else True,
         )
 
     def _learn_procedure(self, batch: _Batch, group: ProcedureGroup) -> None:

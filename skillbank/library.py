@@ -31,7 +31,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,21 +85,35 @@ def _json_line(value: JSON) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def git(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def git(
+    root: Path,
+    *args: str,
+    check: bool = True,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``git`` in ``root``; a failure raises LibraryError quoting git's own words.
 
-    When no identity is configured (a fresh machine, a CI runner) commits are made as
+    ``input`` goes to git's stdin (long messages and path lists never go on the command
+    line); ``env`` adds to the environment (e.g. ``GIT_INDEX_FILE``). When no identity is
+    configured (a fresh machine, a CI runner) commits are made as
     ``skillbank <skillbank@localhost>`` rather than failing.
     """
-    env = dict(os.environ)
-    if args[:1] == ("commit",) and not _has_identity(root):
+    env = {**os.environ, **(env or {})}
+    if args[:1] in (("commit",), ("commit-tree",)) and not _has_identity(root):
         env.setdefault("GIT_AUTHOR_NAME", "skillbank")
         env.setdefault("GIT_AUTHOR_EMAIL", "skillbank@localhost")
         env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
         env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
     try:
         proc = subprocess.run(
-            ["git", *args], cwd=root, env=env, capture_output=True, text=True, check=False
+            ["git", *args],
+            cwd=root,
+            env=env,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except FileNotFoundError:
         raise LibraryError(
@@ -238,6 +252,21 @@ class Restamp:
     stage: Stage
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Branch:
+    """Where a commit goes (`SkillLibrary.branch_for`)."""
+
+    #: The branch's name (None: a detached HEAD, committed where it is).
+    name: str | None
+    #: True: the checked-out branch, whose working tree is written and committed; False: a
+    #: branch written with git plumbing, leaving HEAD, index and working tree as they are.
+    checked_out: bool
+    #: The commit the change goes on top of (None: the bank has no commit yet).
+    base: str | None
+    #: True when the branch does not exist yet (its commit creates it).
+    new: bool
 
 
 class SkillLibrary:
@@ -500,61 +529,59 @@ class SkillLibrary:
                 "name like skillbank/new-skills"
             )
 
-    def enter_branch(
-        self, wanted: str, new_hashes: Sequence[str]
-    ) -> tuple[str | None, Callable[[], None]]:
-        """Put HEAD on the branch a learn commit goes to; return its name and an undo.
+    def branch_for(self, wanted: str, verb: str, salt: Sequence[str] = ()) -> Branch:
+        """Where a change made by ``verb`` (``"learn"``, ``"stages"``, ...) is committed.
 
-        ``wanted`` is "current" (the checked-out branch), "auto" (the current branch when
-        the bank has no commit yet or the branch name starts with ``skillbank/``; otherwise
-        a new branch ``skillbank/learn-<UTC yyyymmdd-HHMMSS>-<8 hex>`` made from HEAD, the
-        hex being sha256 over the sorted ``new_hashes``), or a branch name (created from HEAD
-        if missing; an existing one must point to HEAD). Only ever switches to a branch that
-        points to HEAD's commit (or makes one from it), so the working tree, dirty files
-        included, is never touched.
+        ``wanted`` is:
+
+        - ``"current"``: the checked-out branch; the working tree is written and committed.
+        - ``"auto"``: the checked-out branch when the bank has no commit yet or the branch's
+          name starts with ``skillbank/`` (a review branch being continued); otherwise a new
+          branch ``skillbank/<verb>-<UTC yyyymmdd-HHMMSS>-<8 hex>`` from HEAD, the hex being
+          sha256 over the sorted ``salt`` (the new trajectories' hashes, say).
+        - a branch name: that branch; created from HEAD if missing, and an existing one must
+          point to HEAD (the change was decided on the working tree, which is HEAD's).
+
+        A branch other than the checked-out one is written with git plumbing: HEAD, the
+        index and the working tree never change, and the branch appears only when its commit
+        does. Commit hooks do not run there; the gate runs on the pull request instead.
 
         Raises:
-            LibraryError: the named branch exists and points elsewhere.
+            LibraryError: an invalid name, or a named branch that points elsewhere.
         """
         root = self.root
         current = git(root, "symbolic-ref", "--short", "-q", "HEAD", check=False).stdout.strip()
         head = git(root, "rev-parse", "--verify", "-q", "HEAD", check=False).stdout.strip()
+        here = Branch(current or None, checked_out=True, base=head or None, new=False)
         if wanted == "current":
-            return current or None, _nothing
+            return here
         if wanted == "auto":
             if not head or current.startswith("skillbank/"):
-                return current or None, _nothing
+                return here
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            digest = hashlib.sha256("\n".join(sorted(set(new_hashes))).encode()).hexdigest()
-            target = base = f"skillbank/learn-{stamp}-{digest[:8]}"
+            digest = hashlib.sha256("\n".join(sorted(set(salt))).encode()).hexdigest()
+            target = base = f"skillbank/{verb}-{stamp}-{digest[:8]}"
             n = 2
             while _branch_commit(root, target) is not None:
                 target, n = f"{base}-{n}", n + 1
-        else:
-            target = wanted
-            if target == current:
-                return current, _nothing
-        points_to = _branch_commit(root, target)
-        if points_to is not None and (not head or points_to != head):
+            return Branch(target, checked_out=False, base=head, new=True)
+        self.check_branch_name(wanted)
+        if wanted == current or not head:
+            if wanted != current:
+                raise LibraryError(
+                    f"the bank has no commit yet, so there is nothing to branch {wanted!r} "
+                    "from; commit once on the current branch (--branch current) first"
+                )
+            return here
+        points_to = _branch_commit(root, wanted)
+        if points_to is not None and points_to != head:
             raise LibraryError(
-                f"branch {target!r} exists but points to {points_to[:12]}, not to HEAD "
-                f"({head[:12] or 'no commit yet'}), so switching to it would change files in "
-                f"the working tree; check it out yourself (`git switch {target}`) and learn "
-                "again, or pass --branch current or a new branch name"
+                f"branch {wanted!r} exists but points to {points_to[:12]}, not to HEAD "
+                f"({head[:12]}); this change was decided on the working tree, so it cannot go "
+                f"on top of other skills; check it out yourself (`git switch {wanted}`) and "
+                "run again, or pass --branch auto, current or a new branch name"
             )
-        git(root, "switch", "-q", *(() if points_to else ("-c",)), target)
-
-        def undo() -> None:
-            if current and head:
-                git(root, "switch", "-q", current, check=False)
-            elif current:  # an unborn branch: only the symbolic ref moved
-                git(root, "symbolic-ref", "HEAD", f"refs/heads/{current}", check=False)
-            else:
-                git(root, "switch", "-q", "--detach", head, check=False)
-            if points_to is None and head:
-                git(root, "branch", "-q", "-D", target, check=False)
-
-        return target, undo
+        return Branch(wanted, checked_out=False, base=head, new=points_to is None)
 
     @contextmanager
     def _transaction(self, folders: Sequence[Path]) -> Iterator[None]:
@@ -578,11 +605,13 @@ class SkillLibrary:
             for folder in folders:
                 if folder.exists() and not any(folder.iterdir()):
                     folder.rmdir()
-            rels = [str(f.relative_to(self.root)) for f in folders]
-            git(self.root, "reset", "-q", "--", *rels, check=False)
+            rels = "".join(f"{f.relative_to(self.root)}\n" for f in folders)
+            git(self.root, "reset", "-q", "--pathspec-from-file=-", input=rels, check=False)
             raise
 
-    def store(self, changes: Sequence[StoredChange], message: str) -> str | None:
+    def store(
+        self, changes: Sequence[StoredChange], message: str, *, branch: Branch | None = None
+    ) -> str | None:
         """Write tested skills and commit them in one commit; return its sha, or None if
         unchanged.
 
@@ -592,24 +621,21 @@ class SkillLibrary:
         Args:
             changes: The skills to write, with their version, stage and deprecation.
             message: The commit message (provenance: what changed and from which trajectories).
+            branch: Where the commit goes (`branch_for`); None: the checked-out branch.
 
         Raises:
             LibraryError: when writing or committing fails; the library is left as it was.
         """
-        return self._commit(
-            [
-                (
-                    c.skill.draft.id,
-                    skill_files(
-                        c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by
-                    ),
-                )
-                for c in changes
-            ],  # fmt: skip
-            message,
-        )
+        written = [
+            (c.skill.draft.id,
+             skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by))
+            for c in changes
+        ]  # fmt: skip
+        return self._commit(written, message, branch)
 
-    def restamp(self, changes: Sequence[Restamp], message: str) -> str | None:
+    def restamp(
+        self, changes: Sequence[Restamp], message: str, *, branch: Branch | None = None
+    ) -> str | None:
         """Rewrite stored skills' metadata (stage, version, deprecation) and commit.
 
         The code, cases and description are written back as they were read, so no untested
@@ -618,40 +644,74 @@ class SkillLibrary:
         Raises:
             LibraryError: when writing or committing fails; the library is left as it was.
         """
-        return self._commit(
-            [
-                (
-                    c.skill.id,
-                    skill_files(
-                        c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by
-                    ),
-                )
-                for c in changes
-            ],  # fmt: skip
-            message,
-        )
+        written = [
+            (c.skill.id,
+             skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by))
+            for c in changes
+        ]  # fmt: skip
+        return self._commit(written, message, branch)
 
-    def _commit(self, written: Sequence[tuple[str, dict[str, str]]], message: str) -> str | None:
-        skills = written
-        if not skills:
+    def _commit(
+        self,
+        written: Sequence[tuple[str, Mapping[str, str]]],
+        message: str,
+        branch: Branch | None,
+    ) -> str | None:
+        if not written:
             return None
-        ids = [sid for sid, _ in skills]
-        folders = [self.dir / sid for sid in ids]
-        rels = [f"{self.rel}/{sid}" for sid in ids]
+        rels = [f"{self.rel}/{sid}" for sid, _ in written]
         # Never fold someone's uncommitted edit into our commit: its version bump and
-        # message would describe a different change than the one committed.
-        dirty = git(
-            self.root, "status", "--porcelain", "--untracked-files=all", "--", *rels, check=False
-        ).stdout.splitlines()
+        # message would describe a different change than the one committed (and on another
+        # branch, the change was decided on the edited files, not on HEAD's).
+        # ``status --porcelain`` names paths from the repository's top, which is above the
+        # bank when the bank is a folder of a larger repository.
+        prefix = git(self.root, "rev-parse", "--show-prefix", check=False).stdout.strip()
+        dirty = self._under([prefix + r for r in rels], git(
+            self.root, "status", "--porcelain", "--untracked-files=all", "--", self.rel,
+            check=False,
+        ).stdout.splitlines(), column=3)  # fmt: skip
         if dirty:
-            where = dirty[0][3:].strip()
+            where = dirty[0]
             raise LibraryError(
                 f"{where} has uncommitted changes; commit them (so their version bump is "
                 f"recorded) or discard them (`git checkout -- {where}`), then try again"
             )
-        with self._transaction(folders):
+        ignored = git(
+            self.root, "check-ignore", "--stdin", input="\n".join(rels) + "\n", check=False
+        ).stdout.split()
+        if ignored:
+            raise LibraryError(
+                f"{ignored[0]} is ignored by git here (a .gitignore rule), so skills "
+                "cannot be committed; remove that rule, or create the bank elsewhere "
+                "with `skillbank init DIR`"
+            )
+        if branch is None or branch.checked_out:
+            return self._commit_here(written, message, rels)
+        return self._commit_elsewhere(written, message, rels, branch)
+
+    @staticmethod
+    def _under(rels: Sequence[str], lines: Sequence[str], column: int = 0) -> list[str]:
+        """The lines whose path (from ``column`` on) is one of ``rels`` or inside one.
+
+        Git lists a whole folder cheaply; filtering here keeps thousands of paths off the
+        command line.
+        """
+        wanted = set(rels)
+        out = []
+        for line in lines:
+            path = line[column:].strip().strip('"')
+            parts = path.split("/")
+            if any("/".join(parts[:n]) in wanted for n in range(1, len(parts) + 1)):
+                out.append(path)
+        return out
+
+    def _commit_here(
+        self, written: Sequence[tuple[str, Mapping[str, str]]], message: str, rels: list[str]
+    ) -> str | None:
+        """Write the working tree and commit on the checked-out branch."""
+        with self._transaction([self.dir / sid for sid, _ in written]):
             try:
-                for sid, files in skills:
+                for sid, files in written:
                     folder = self.dir / sid
                     folder.mkdir(parents=True, exist_ok=True)
                     for name, content in files.items():
@@ -660,26 +720,91 @@ class SkillLibrary:
                 raise LibraryError(
                     f"writing skills under {self.dir} failed ({exc}); nothing was changed"
                 ) from None
-            ignored = git(self.root, "check-ignore", "--", *rels, check=False).stdout.split()
-            if ignored:
-                raise LibraryError(
-                    f"{ignored[0]} is ignored by git here (a .gitignore rule), so skills "
-                    "cannot be committed; remove that rule, or create the bank elsewhere "
-                    "with `skillbank init DIR`"
-                )
             if (self.dir / "conftest.py").is_file():
                 rels.append(f"{self.rel}/conftest.py")  # committed with the first skills
-            git(self.root, "add", "--", *rels)
-            staged = git(self.root, "diff", "--cached", "--quiet", "--", *rels, check=False)
-            if staged.returncode == 0:
+            # Paths and message go through stdin and a file: a batch of thousands of skills
+            # must not meet the command line's length limit.
+            paths = "".join(f"{r}\n" for r in rels)
+            git(self.root, "add", "--pathspec-from-file=-", input=paths)
+            staged = git(
+                self.root, "diff", "--cached", "--name-only", "--relative", "--", self.rel
+            ).stdout
+            if not self._under(rels, staged.splitlines()):
                 return None  # byte-identical to what is committed: no empty commit
-            try:
-                git(self.root, "commit", "-q", "-m", message, "--", *rels)
-            except LibraryError as exc:
-                raise LibraryError(
-                    f"{exc}. The skills folder and index were restored as they were."
-                ) from None
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".msg") as msg:
+                msg.write(message)
+                msg.flush()
+                try:
+                    git(self.root, "commit", "-q", "-F", msg.name, "--pathspec-from-file=-",
+                        input=paths)  # fmt: skip
+                except LibraryError as exc:
+                    raise LibraryError(
+                        f"{exc}. The skills folder and index were restored as they were."
+                    ) from None
         return git(self.root, "rev-parse", "HEAD").stdout.strip()
+
+    def _commit_elsewhere(
+        self,
+        written: Sequence[tuple[str, Mapping[str, str]]],
+        message: str,
+        rels: list[str],
+        branch: Branch,
+    ) -> str | None:
+        """Commit on a branch that is not checked out, with plumbing, in a private index.
+
+        The new tree is the base commit's with the written skills' folders replaced; the
+        branch moves only if it still points where it did (``update-ref`` compares and
+        swaps), so a concurrent writer is refused, never overwritten.
+        """
+        assert branch.name is not None and branch.base is not None  # branch_for's contract
+        # Plumbing names paths from the repository's top: run it there, with full paths.
+        top = Path(git(self.root, "rev-parse", "--show-toplevel").stdout.strip())
+        prefix = git(self.root, "rev-parse", "--show-prefix").stdout.strip()
+        full = [prefix + r for r in rels]
+        with tempfile.TemporaryDirectory(prefix="skillbank-commit-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            git(top, "read-tree", branch.base, env=env)
+            listed = git(top, "ls-files", "-z", "--", prefix + self.rel, env=env).stdout
+            old = self._under(full, listed.split("\0"))
+            blobs: list[tuple[str, str]] = []  # (repository path, file holding its bytes)
+            for n, (sid, files) in enumerate(written):
+                for name, content in files.items():
+                    held = Path(tmp) / f"{n}-{name}"
+                    held.write_bytes(content.encode("utf-8"))
+                    blobs.append((f"{prefix}{self.rel}/{sid}/{name}", str(held)))
+            conftest = self.dir / "conftest.py"
+            at_base = git(
+                top, "cat-file", "-e", f"{branch.base}:{prefix}{self.rel}/conftest.py",
+                check=False,
+            )  # fmt: skip
+            if at_base.returncode != 0 and conftest.is_file():
+                blobs.append((f"{prefix}{self.rel}/conftest.py", str(conftest)))
+            shas = git(
+                top, "hash-object", "-w", "--stdin-paths",
+                input="".join(f"{f}\n" for _, f in blobs),
+            ).stdout.split()  # fmt: skip
+            zero = "0" * len(branch.base)
+            records = [f"0 {zero}\t{p}" for p in old]
+            records += [f"100644 {sha}\t{p}" for (p, _), sha in zip(blobs, shas, strict=True)]
+            git(top, "update-index", "-z", "--index-info",
+                input="".join(f"{r}\0" for r in records), env=env)  # fmt: skip
+            tree = git(top, "write-tree", env=env).stdout.strip()
+            if tree == git(top, "rev-parse", f"{branch.base}^{{tree}}").stdout.strip():
+                return None  # byte-identical to the base: no empty commit, no new branch
+            commit = git(
+                top, "commit-tree", tree, "-p", branch.base, "-F", "-", input=message
+            ).stdout.strip()
+        expected = "" if branch.new else branch.base
+        moved = git(
+            self.root, "update-ref", "-m", f"skillbank: {message.splitlines()[0][:200]}",
+            f"refs/heads/{branch.name}", commit, expected, check=False,
+        )  # fmt: skip
+        if moved.returncode != 0:
+            raise LibraryError(
+                f"branch {branch.name!r} moved while this change was being written (another "
+                f"writer?); nothing was committed there: {moved.stderr.strip()}"
+            )
+        return commit
 
 
 def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
@@ -779,10 +904,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _nothing() -> None:
-    pass
 
 
 def _branch_commit(root: Path, name: str) -> str | None:

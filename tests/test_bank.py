@@ -125,7 +125,7 @@ def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
     with SkillBank.init(tmp_path / "b") as bank:
         first = bank.learn(orders[:1])
         assert len(first.added) == 1 and bank.get(first.added[0]).stage == "cognitive"
-        second = bank.learn(orders[1:3])
+        second = bank.learn(orders[1:3], branch="current")
         assert second.added == [] and second.updated == first.added
         skill = bank.get(first.added[0])
         assert len(skill.cases) == 3 and skill.version == "1.0.0" and skill.stage == "associative"
@@ -212,7 +212,7 @@ def test_a_rejecting_git_hook_leaves_tree_and_index_as_they_were(
         hook.write_text("#!/bin/sh\necho 'policy: no commits today' >&2\nexit 1\n")
         hook.chmod(0o755)
         with pytest.raises(LibraryError, match="no commits today.*restored"):
-            bank.learn(example_trajectories[1:8])
+            bank.learn(example_trajectories[1:8], branch="current")
     assert tree_state(root) == before_tree
     assert git(root, "rev-parse", "HEAD") == head
     assert git(root, "status", "--porcelain") == ""
@@ -321,7 +321,7 @@ def test_learning_is_independent_of_input_order(
     with SkillBank.init(backward) as bank:
         half = len(example_trajectories) // 2
         bank.learn(list(reversed(example_trajectories[half:])))
-        bank.learn(list(reversed(example_trajectories[:half])))
+        bank.learn(list(reversed(example_trajectories[:half])), branch="current")
     # The content is the same; only the version can differ, because it counts the changes
     # each skill went through (a docstring that changed on the way is a patch bump).
     version = re.compile(rb"\n  version: [0-9.]+\n")

@@ -216,6 +216,8 @@ def test_review_report_for_a_learned_branch(clone: Path) -> None:
     with SkillBank(clone) as bank:
         report = bank.learn(load_trajectories(EXAMPLE_TRAJECTORIES))  # auto: a new branch
     assert report.branch and report.branch.startswith("skillbank/learn-")
+    assert git(clone, "status", "--porcelain", "-uno") == ""  # written without checking it out
+    git(clone, "switch", "-q", report.branch)  # the reviewer checks the branch out
     runner = CliRunner()
     result = runner.invoke(
         cli, ["review", "--base", "origin/main", "--root", str(clone), "--examples", "5"],

@@ -20,13 +20,14 @@ from skillbank import (
     SkillBank,
     SkillNotFound,
     Step,
+    TestedSkill,
     Trajectory,
     parse_version,
     required_bump,
     signature_diff,
 )
 from skillbank.cli import cli
-from skillbank.library import skill_files
+from skillbank.library import StoredChange, skill_files
 from skillbank.signature import read_signature
 from skillbank.versioning import Version, bump
 
@@ -94,8 +95,12 @@ def versioned(tmp_path: Path) -> Iterator[SkillBank]:
     """A bank where ``get_skill`` went 1.0.0 -> 1.1.0 (a default appeared) -> 2.0.0 (gone)."""
     with SkillBank.init(tmp_path / "bank") as bank:
         assert bank.learn([lookup("a", "1", "fast")]).versions == {"get_skill": "1.0.0"}
-        assert bank.learn([lookup("b", "2", "fast")]).versions == {"get_skill": "1.1.0"}
-        assert bank.learn([lookup("c", "3", "slow")]).versions == {"get_skill": "2.0.0"}
+        assert bank.learn([lookup("b", "2", "fast")], branch="current").versions == {
+            "get_skill": "1.1.0"
+        }
+        assert bank.learn([lookup("c", "3", "slow")], branch="current").versions == {
+            "get_skill": "2.0.0"
+        }
         yield bank
 
 
@@ -205,35 +210,46 @@ def test_bump() -> None:
 # --- learn branches ----------------------------------------------------------------------
 
 
-def test_learn_auto_branch_is_made_named_and_continued(tmp_path: Path) -> None:
+def head_branch(root: Path) -> str:
+    return git(root, "symbolic-ref", "--short", "HEAD").strip()
+
+
+def test_learn_auto_branch_is_made_named_and_never_checked_out(tmp_path: Path) -> None:
     root = tmp_path / "bank"
     with SkillBank.init(root) as bank:
         first = bank.learn([lookup("a", "1", "fast")])
-        base = git(root, "symbolic-ref", "--short", "HEAD").strip()
+        base = head_branch(root)
         assert first.branch == base  # a fresh bank: the first commit goes where HEAD is
         runs = [lookup("b", "2", "fast"), lookup("d", "4", "fast")]
         second = bank.learn(runs)
         assert second.commit and second.branch
         digest = hashlib.sha256("\n".join(sorted(r.sha256 for r in runs)).encode()).hexdigest()
         assert re.fullmatch(rf"skillbank/learn-\d{{8}}-\d{{6}}-{digest[:8]}", second.branch)
-        assert git(root, "symbolic-ref", "--short", "HEAD").strip() == second.branch
-        message = git(root, "log", "-1", "--format=%B")
+        # The user stays where they were: HEAD, index and working tree did not move.
+        assert head_branch(root) == base
+        assert git(root, "rev-parse", "HEAD").strip() == first.commit
+        assert git(root, "status", "--porcelain") == ""
+        assert bank.get("get_skill").version == "1.0.0"  # agents see the checked-out branch
+        message = git(root, "log", "-1", "--format=%B", second.branch)
         for r in runs:
             assert f"- {r.id} sha256:{r.sha256}" in message
         assert "updated get_skill v1.0.0 -> v1.1.0" in message
         assert "minor: parameter 'mode' now has a default \"fast\"" in message
-        # The base branch did not move; the new branch holds the commit on top of it.
-        assert git(root, "rev-parse", base).strip() == first.commit
         assert git(root, "rev-parse", f"{second.commit}~1").strip() == first.commit
-        # A second learn on a skillbank/ branch continues there.
+        changed = git(root, "show", "--name-only", "--format=", second.commit).split()
+        assert changed and all(p.startswith("skills/get_skill/") for p in changed)
+        # Checked out, the branch holds exactly what a commit in the working tree would.
+        git(root, "switch", "-q", second.branch)
+        assert bank.get("get_skill").version == "1.1.0" and len(bank.get("get_skill").cases) == 3
+        # A learn on a skillbank/ branch continues there (it is checked out).
         third = bank.learn([lookup("c", "3", "slow")])
         assert third.branch == second.branch
         assert git(root, "branch", "--list", "skillbank/*").count("skillbank/") == 1
         assert git(root, "rev-parse", f"{third.commit}~1").strip() == second.commit
-        # Nothing to commit: no branch switch, no new branch.
+        # Nothing to commit: no new branch.
         git(root, "switch", "-q", base)
         assert bank.learn([lookup("a", "1", "fast")]).branch is None
-        assert git(root, "symbolic-ref", "--short", "HEAD").strip() == base
+        assert git(root, "branch", "--list", "skillbank/*").count("skillbank/") == 1
 
 
 def test_learn_keeps_dirty_and_staged_files_of_the_working_tree(tmp_path: Path) -> None:
@@ -249,32 +265,54 @@ def test_learn_keeps_dirty_and_staged_files_of_the_working_tree(tmp_path: Path) 
         git(root, "add", "staged.txt")
         (root / "scratch.txt").write_text("untracked\n")
         before = git(root, "status", "--porcelain")
+        index = (root / ".git" / "index").read_bytes()
         report = bank.learn([lookup("b", "2", "fast")])
         assert report.branch and report.branch.startswith("skillbank/learn-")
     assert (root / "notes.txt").read_text() == "v2, not committed\n"
     assert (root / "staged.txt").read_text() == "s2, staged\n"
     assert (root / "scratch.txt").read_text() == "untracked\n"
     assert git(root, "status", "--porcelain") == before
-    changed = git(root, "show", "--name-only", "--format=", "HEAD").split()
+    assert (root / ".git" / "index").read_bytes() == index
+    # The commit holds the skill only: nothing of the user's dirty or staged work.
+    changed = git(root, "show", "--name-only", "--format=", report.branch).split()
     assert changed and all(p.startswith("skills/get_skill/") for p in changed)
+    assert git(root, "show", f"{report.branch}:staged.txt") == "s1\n"
 
 
 def test_learn_on_current_or_a_named_branch(tmp_path: Path) -> None:
     root = tmp_path / "bank"
     with SkillBank.init(root) as bank:
         bank.learn([lookup("a", "1", "fast")])
-        base = git(root, "symbolic-ref", "--short", "HEAD").strip()
+        base = head_branch(root)
         assert bank.learn([lookup("b", "2", "fast")], branch="current").branch == base
+        head = git(root, "rev-parse", "HEAD").strip()
         named = bank.learn([lookup("c", "3", "slow")], branch="team/skills")
-        assert named.branch == "team/skills"
-        assert git(root, "symbolic-ref", "--short", "HEAD").strip() == "team/skills"
-        # An existing branch that points elsewhere would change the working tree: refused.
-        git(root, "switch", "-q", base)
+        assert named.branch == "team/skills" and head_branch(root) == base
+        assert git(root, "rev-parse", "team/skills~1").strip() == head
+        # An existing branch that points elsewhere holds other skills than the working tree
+        # this learn decided on: refused, nothing changes.
         with pytest.raises(LibraryError, match="'team/skills' exists but points to"):
             bank.learn([lookup("d", "4", "slow")], branch="team/skills")
-        assert git(root, "symbolic-ref", "--short", "HEAD").strip() == base
+        assert git(root, "rev-parse", "team/skills").strip() == named.commit
         with pytest.raises(LibraryError, match="not a valid git branch name"):
             bank.learn([lookup("d", "4", "slow")], branch="bad..name")
+
+
+def test_a_moved_branch_is_refused_not_overwritten(tmp_path: Path) -> None:
+    root = tmp_path / "bank"
+    with SkillBank.init(root) as bank:
+        bank.learn([lookup("a", "1", "fast")])
+        target = bank.library.branch_for("team/skills", "learn")
+        assert target.new and not target.checked_out
+        git(root, "branch", "team/skills")  # another writer made it meanwhile
+        tested = bank.check(bank.get("get_skill").as_draft(description="Other words."))
+        assert isinstance(tested, TestedSkill)
+        change = StoredChange(tested, Version(1, 0, 1), "cognitive", "updated")
+        with pytest.raises(LibraryError, match="moved while this change was being written"):
+            bank.library.store([change], "doc\n", branch=target)
+        assert (
+            git(root, "rev-parse", "team/skills").strip() == git(root, "rev-parse", "HEAD").strip()
+        )
 
 
 def test_learn_branch_from_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,18 +326,23 @@ def test_learn_branch_from_configuration(tmp_path: Path, monkeypatch: pytest.Mon
         assert bank.learn([lookup("b", "2", "fast")]).branch == base
 
 
-def test_a_failed_commit_leaves_no_branch_behind(tmp_path: Path) -> None:
+def test_hooks_run_on_the_checked_out_branch_not_on_review_branches(tmp_path: Path) -> None:
     root = tmp_path / "bank"
     with SkillBank.init(root) as bank:
         bank.learn([lookup("a", "1", "fast")])
-        base = git(root, "symbolic-ref", "--short", "HEAD").strip()
+        base = head_branch(root)
+        head = git(root, "rev-parse", "HEAD").strip()
         hook = root / ".git" / "hooks" / "pre-commit"
         hook.write_text("#!/bin/sh\nexit 1\n")
         hook.chmod(0o755)
         with pytest.raises(LibraryError, match="restored"):
-            bank.learn([lookup("b", "2", "fast")])
-    assert git(root, "symbolic-ref", "--short", "HEAD").strip() == base
-    assert git(root, "branch", "--list", "skillbank/*") == ""
+            bank.learn([lookup("b", "2", "fast")], branch="current")
+        assert git(root, "rev-parse", "HEAD").strip() == head
+        assert git(root, "status", "--porcelain") == ""
+        # A review branch is written with plumbing (no hook); CI gates its pull request.
+        report = bank.learn([lookup("b", "2", "fast")])
+        assert report.branch and report.branch.startswith("skillbank/learn-")
+    assert head_branch(root) == base and git(root, "rev-parse", "HEAD").strip() == head
 
 
 # --- reading at a revision, history, diff, rollback ---------------------------------------
@@ -374,9 +417,11 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
 def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None:
     with SkillBank.init(tmp_path / "bank") as bank:
         bank.learn([history_run("h1", "ann@x.io"), history_run("h2", "bob@x.io")])
-        (latest,) = bank.learn([latest_run("l1", "ann@x.io"), latest_run("l2", "cy@x.io")]).added
+        runs = [latest_run("l1", "ann@x.io"), latest_run("l2", "cy@x.io")]
+        (latest,) = bank.learn(runs, branch="current").added
         assert bank.get(latest).requires == ("find_customer_list_orders",)
-        (replacement,) = bank.learn([orders_run("o1", "C-1"), orders_run("o2", "C-2")]).added
+        runs = [orders_run("o1", "C-1"), orders_run("o2", "C-2")]
+        (replacement,) = bank.learn(runs, branch="current").added
         with pytest.raises(SkillNotFound):
             bank.deprecate("find_customer_list_orders", by="no_such_skill")
         with pytest.raises(LibraryError, match="circle"):
@@ -423,7 +468,9 @@ def test_a_library_with_whole_number_versions_reads_as_semver(tmp_path: Path) ->
         assert [e.version for e in bank.history("get_skill")] == ["1.0.0", "1.0.0"]
         files = skill_files(skill, version=skill.version, stage=skill.stage)
         assert "  version: 1.0.0\n" in files["SKILL.md"]
-        assert bank.learn([lookup("b", "2", "fast")]).versions == {"get_skill": "1.1.0"}
+        assert bank.learn([lookup("b", "2", "fast")], branch="current").versions == {
+            "get_skill": "1.1.0"
+        }
         meta.write_text(meta.read_text().replace("version: 1.1.0", "version: '1.5'"))
         with pytest.raises(LibraryError, match=r"metadata.version must be a version like '1.2.0'"):
             bank.get("get_skill")
@@ -481,7 +528,8 @@ def test_cli_deprecate_list_and_run_warn(runner: CliRunner, tmp_path: Path) -> N
     root = tmp_path / "bank"
     with SkillBank.init(root) as bank:
         bank.learn([history_run("h1", "ann@x.io"), history_run("h2", "bob@x.io")])
-        (replacement,) = bank.learn([orders_run("o1", "C-1"), orders_run("o2", "C-2")]).added
+        runs = [orders_run("o1", "C-1"), orders_run("o2", "C-2")]
+        (replacement,) = bank.learn(runs, branch="current").added
     at = ["--root", str(root)]
     result = runner.invoke(
         cli, ["deprecate", "find_customer_list_orders", "--by", replacement, *at]
@@ -525,10 +573,14 @@ def test_cli_learn_says_where_the_commit_went(runner: CliRunner, tmp_path: Path)
     result = runner.invoke(cli, ["learn", str(runs), "--root", str(root), "--json"])
     branch = json.loads(result.stdout)["branch"]
     assert result.exit_code == 0 and branch.startswith("skillbank/learn-")
+    assert json.loads(result.stdout)["checked_out"] is False
     runs.write_text(record(lookup("c", "3", "slow")) + "\n")
     result = runner.invoke(cli, ["learn", str(runs), "--root", str(root)])
-    assert f"on branch {branch}" in result.output
-    assert f"git push -u origin {branch}" in result.output
-    assert "skillbank review --base main" in result.output
+    other = next(w for w in result.output.split() if w.startswith("skillbank/learn-"))
+    assert other != branch  # each learn from main is its own review branch
+    assert f"on branch {other}" in result.output
+    assert "your working tree is unchanged" in result.output
+    assert f"git switch {other} && skillbank review --base main" in result.output
+    assert f"git push -u origin {other}" in result.output
     result = runner.invoke(cli, ["learn", str(runs), "--root", str(root), "--branch", "a..b"])
     assert result.exit_code == 1 and "not a valid git branch name" in result.output

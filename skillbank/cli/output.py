@@ -210,7 +210,13 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
             f"committed {report.commit[:12]}{where} (validated with libcst, replayed in the "
             "sandbox)"
         )
-        if report.branch and report.branch not in ("main", "master"):
+        if report.branch and not report.checked_out:
+            console.print(
+                f"your working tree is unchanged; to review: git switch {report.branch} && "
+                f"skillbank review --base main; to open a pull request: git push -u origin "
+                f"{report.branch}"
+            )
+        elif report.branch and report.branch not in ("main", "master"):
             console.print(
                 f"to open a pull request: git push -u origin {report.branch}, then "
                 "skillbank review --base main"
