@@ -39,13 +39,13 @@ from skillbank.errors import (
     SkillbankError,
 )
 from skillbank.proving import Failed, prove
+from skillbank.signature import read_signature
 from skillbank.skill import Case, SkillDraft, TestedSkill, ToolCallRecord
 from skillbank.trajectory import Step, Trajectory, canonical_json
 from skillbank.validate import (
     ALLOWED_IMPORTS,
     FORBIDDEN_NAMES,
     Rejected,
-    read_signature,
     validate,
 )
 
