@@ -6,8 +6,11 @@ audited on its own. Layout:
 - :mod:`sandbox.policy`: what skill code may do (compiler policy, guards, builtins, the
   module allow-list);
 - :mod:`sandbox.worker`: the worker process (rlimits, stdio take-over, the run loop);
-- :mod:`sandbox.pool`: warm workers on the host side, recycling, crash handling;
-- :mod:`sandbox.protocol`: the JSON frames between them;
+- :mod:`sandbox.executor`: the Executor protocol, JSON only, that any backend speaks;
+- :mod:`sandbox.pool`: warm workers on the host side, recycling, crash handling, and the
+  default backend over them (:class:`LocalExecutor`);
+- :mod:`sandbox.protocol`: the JSON frames between host and worker;
+- :mod:`sandbox.contract`: the checks any Executor backend must pass;
 - :mod:`sandbox.core`, :mod:`sandbox.limits`, :mod:`sandbox.result`,
   :mod:`sandbox.errors`: the public types re-exported here.
 
@@ -33,9 +36,10 @@ from sandbox.errors import (
     ToolNotAllowed,
     WorkerCrashed,
 )
-from sandbox.executor import ExecRequest, Executor, LocalExecutor, MappingToolHost, ToolHost
+from sandbox.executor import ExecRequest, Executor, MappingToolHost, ToolHost
 from sandbox.limits import Limits
 from sandbox.policy import ALLOWED_MODULES
+from sandbox.pool import LocalExecutor
 from sandbox.result import Result, ToolCall
 
 __all__ = [

@@ -10,14 +10,9 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-from sandbox.executor import (
-    ExecRequest,
-    Executor,
-    LocalExecutor,
-    MappingToolHost,
-    result_from_json,
-)
+from sandbox.executor import ExecRequest, Executor, MappingToolHost, result_from_json
 from sandbox.limits import Limits
+from sandbox.pool import LocalExecutor
 from sandbox.result import Result
 
 __all__ = ["Sandbox"]

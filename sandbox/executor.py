@@ -8,36 +8,29 @@ callable crosses the boundary, so a backend may run the skill on another machine
 cluster, a job queue) without any change to the callers: :class:`sandbox.Sandbox` only speaks
 this protocol.
 
-:class:`LocalExecutor`, the default, runs calls on this machine's warm worker pool.
-:mod:`sandbox.contract` holds the checks any backend must pass.
+This module holds only the protocol and the types every side shares; it imports no backend.
+Backends depend on it, never the reverse: :class:`sandbox.pool.LocalExecutor`, the default,
+runs calls on this machine's warm worker pool and lives with that pool, because it is the
+pool's front door (it decides which outcomes leave a worker reusable). A remote backend is
+one more module beside it. :class:`sandbox.Sandbox` imports the protocol and the default
+backend; :mod:`sandbox.contract` holds the checks any backend must pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from sandbox.errors import (
-    SandboxError,
-    SkillError,
-    ToolError,
-    ToolNotAllowed,
-    error_from_wire,
-    error_to_wire,
-)
+from sandbox.errors import ToolError, ToolNotAllowed, error_from_wire, error_to_wire
 from sandbox.limits import Limits
-from sandbox.pool import CallOutcome, WorkerPool
-from sandbox.protocol import encode_frame
 from sandbox.result import Result, ToolCall
 
 __all__ = [
     "ExecRequest",
     "Executor",
-    "LocalExecutor",
     "MappingToolHost",
     "ToolHost",
     "result_from_json",
@@ -45,9 +38,6 @@ __all__ = [
 ]
 
 _SEPARATORS = (",", ":")
-
-# Failures that say nothing bad about the worker itself; anything else retires it.
-_REUSABLE_AFTER: frozenset[type[SandboxError]] = frozenset({SkillError, ToolError})
 
 
 def _sha256(text: str) -> str:
@@ -274,56 +264,3 @@ def result_from_json(text: str) -> Result:
             duration_s=0.0,
             output="",
         )
-
-
-class LocalExecutor:
-    """The default backend: warm, isolated worker processes on this machine.
-
-    Args:
-        max_idle_workers: Most idle workers kept warm.
-        max_calls_per_worker: Calls after which a worker is replaced by a fresh one.
-    """
-
-    def __init__(self, *, max_idle_workers: int = 2, max_calls_per_worker: int = 1000) -> None:
-        self.pool = WorkerPool(max_idle=max_idle_workers, max_calls=max_calls_per_worker)
-
-    def execute(self, request_json: str, tools: ToolHost) -> str:
-        """Run one request on a pooled worker (see :class:`Executor`)."""
-        request = ExecRequest.from_json(request_json)
-        return result_to_json(self.run(request, tools))
-
-    def run(self, request: ExecRequest, tools: ToolHost) -> Result:
-        """The same as :meth:`execute` without the JSON text around it (used in-process)."""
-        frame = encode_frame(
-            {
-                "op": "run",
-                "source": request.source,
-                "entry": request.entry,
-                "args": dict(request.args),
-                "tools": list(request.tools),
-                "limits": request.limits.to_wire(),
-            }
-        )
-        started = time.monotonic()
-        deadline = started + request.limits.timeout_s
-        worker = self.pool.acquire()
-        outcome: CallOutcome | None = None
-        try:
-            outcome = worker.execute(frame, request.tools, tools, request.limits, deadline)
-        finally:
-            reusable = outcome is not None and (
-                outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
-            )
-            self.pool.release(worker, reusable)
-        return Result(
-            ok=outcome.error is None,
-            value=outcome.value if outcome.error is None else None,
-            error=outcome.error,
-            tool_calls=tuple(outcome.tool_calls),
-            duration_s=time.monotonic() - started,
-            output=outcome.output,
-        )
-
-    def close(self) -> None:
-        """Kill all workers."""
-        self.pool.close()

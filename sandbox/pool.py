@@ -1,5 +1,9 @@
 """Host side of the worker processes: spawning, the protocol of one call, and recycling.
 
+:class:`LocalExecutor`, the default :class:`sandbox.executor.Executor` backend, is this
+pool's front door: it turns a request into a ``run`` frame for a pooled worker and decides,
+from the outcome, whether the worker may be reused.
+
 A :class:`WorkerPool` keeps a few idle, already-started workers and hands one to each
 call, so calls from different threads run in different processes at the same time. A
 worker goes back to the pool only after a call that ended normally (success, or the
@@ -28,25 +32,24 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from sandbox.errors import (
     ExecutionTimeout,
     ResourceLimitExceeded,
     SandboxError,
+    SkillError,
     ToolError,
     ToolNotAllowed,
     WorkerCrashed,
     error_from_wire,
 )
+from sandbox.executor import ExecRequest, ToolHost, result_to_json
 from sandbox.limits import Limits
-from sandbox.protocol import HEADER, decode_payload, encode_raw_frame
-from sandbox.result import ToolCall
+from sandbox.protocol import HEADER, decode_payload, encode_frame, encode_raw_frame
+from sandbox.result import Result, ToolCall
 
-if TYPE_CHECKING:
-    from sandbox.executor import ToolHost
-
-__all__ = ["CallOutcome", "WorkerPool", "WorkerProcess", "worker_sys_path"]
+__all__ = ["CallOutcome", "LocalExecutor", "WorkerPool", "WorkerProcess", "worker_sys_path"]
 
 #: Prepends the given directories to sys.path, then runs the worker. The worker needs only
 #: the policy half of the package, so the bootstrap registers ``sandbox`` without running its
@@ -66,6 +69,8 @@ _JSON_SEPARATORS: Final = (",", ":")
 _MIN_FRAME_CAP: Final = 64 * 1024 * 1024
 _EXIT_GRACE_S: Final = 2.0
 _READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
+#: Failures that say nothing bad about the worker itself; anything else retires it.
+_REUSABLE_AFTER: Final[frozenset[type[SandboxError]]] = frozenset({SkillError, ToolError})
 
 
 def worker_sys_path() -> list[str]:
@@ -107,7 +112,7 @@ class _ProtocolError(Exception):
 
 @dataclass
 class CallOutcome:
-    """What :meth:`WorkerProcess.execute` observed; :class:`sandbox.Sandbox` makes a Result."""
+    """What :meth:`WorkerProcess.execute` observed; :class:`LocalExecutor` makes a Result."""
 
     #: The entry function's JSON value (None on error).
     value: Any = None
@@ -539,3 +544,56 @@ class WorkerPool:
             self._discard(worker)
         for worker in busy:
             worker.kill()  # its owner thread sees EOF, then closes it in release()
+
+
+class LocalExecutor:
+    """The default backend: warm, isolated worker processes on this machine.
+
+    Args:
+        max_idle_workers: Most idle workers kept warm.
+        max_calls_per_worker: Calls after which a worker is replaced by a fresh one.
+    """
+
+    def __init__(self, *, max_idle_workers: int = 2, max_calls_per_worker: int = 1000) -> None:
+        self.pool = WorkerPool(max_idle=max_idle_workers, max_calls=max_calls_per_worker)
+
+    def execute(self, request_json: str, tools: ToolHost) -> str:
+        """Run one request on a pooled worker (see :class:`Executor`)."""
+        request = ExecRequest.from_json(request_json)
+        return result_to_json(self.run(request, tools))
+
+    def run(self, request: ExecRequest, tools: ToolHost) -> Result:
+        """The same as :meth:`execute` without the JSON text around it (used in-process)."""
+        frame = encode_frame(
+            {
+                "op": "run",
+                "source": request.source,
+                "entry": request.entry,
+                "args": dict(request.args),
+                "tools": list(request.tools),
+                "limits": request.limits.to_wire(),
+            }
+        )
+        started = time.monotonic()
+        deadline = started + request.limits.timeout_s
+        worker = self.pool.acquire()
+        outcome: CallOutcome | None = None
+        try:
+            outcome = worker.execute(frame, request.tools, tools, request.limits, deadline)
+        finally:
+            reusable = outcome is not None and (
+                outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
+            )
+            self.pool.release(worker, reusable)
+        return Result(
+            ok=outcome.error is None,
+            value=outcome.value if outcome.error is None else None,
+            error=outcome.error,
+            tool_calls=tuple(outcome.tool_calls),
+            duration_s=time.monotonic() - started,
+            output=outcome.output,
+        )
+
+    def close(self) -> None:
+        """Kill all workers."""
+        self.pool.close()

@@ -261,7 +261,7 @@ def backend() -> str:
 def _embed(model: _Embedder, texts: list[str]) -> Floats:
     vectors = np.asarray(model.embed(texts), dtype=np.float32).reshape(len(texts), -1)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    out: Floats = vectors / np.where(norms == 0, 1, norms)
+    out: Floats = (vectors / np.where(norms == 0, 1, norms)).astype(np.float32, copy=False)
     return out
 
 

@@ -50,6 +50,8 @@ def _snapshot_of_this_repo(dest: Path) -> Path:
     return dest
 
 
+# Slow: pre-commit pip-installs this repository into a fresh hook environment (65-80 s).
+@pytest.mark.slow
 def test_the_hooks_block_an_unsafe_skill_and_pass_a_good_one(tmp_path: Path) -> None:
     hooks_repo = _snapshot_of_this_repo(tmp_path / "skillbank-src")
     bank_root = tmp_path / "skills-repo"

@@ -1,10 +1,15 @@
-"""Meta-tests pinning conventions: the public surface and the error trees."""
+"""Meta-tests pinning conventions: the public surface, the error trees and the import graph."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
 
 import sandbox
 import skillbank
@@ -66,20 +71,6 @@ def test_every_sandbox_error_subclasses_its_root() -> None:
             assert obj.__doc__, name
 
 
-def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
-    import sys
-
-    allowed = set(sys.stdlib_module_names) | {"RestrictedPython", "sandbox"}
-    for info in pkgutil.iter_modules(sandbox.__path__, "sandbox."):
-        module = importlib.import_module(info.name)
-        source = inspect.getsource(module)
-        for line in source.splitlines():
-            words = line.split()
-            if words[:1] in (["import"], ["from"]) and len(words) > 1:
-                top = words[1].split(".")[0]
-                assert top in allowed, f"{info.name} imports {words[1]}"
-
-
 def test_only_the_cli_package_imports_click() -> None:
     # Library modules return values and raise SkillbankError; the cli package prints them.
     for info in pkgutil.walk_packages(skillbank.__path__, "skillbank."):
@@ -108,3 +99,219 @@ def test_all_names_every_error_and_the_pipeline_types() -> None:
             assert name in exported, f"{name} is not exported"
     for name in ("SkillDraft", "ValidatedSkill", "TestedSkill", "Skill", "Trajectory", "RunResult"):
         assert name in exported
+
+
+# ------------------------------------------------------------------------ the import graph
+# Built from the source with ast, so an import inside a function counts as much as one at the
+# top (a lazy import hides a cycle, it does not remove it). Imports under ``if TYPE_CHECKING:``
+# never run and are left out. ``from p import m`` is an edge to the module ``p.m`` when there is
+# one, else to ``p``; parent packages are not edges (every import runs them).
+
+#: module name -> (its file, whether it is a package's ``__init__``)
+Modules = dict[str, tuple[Path, bool]]
+#: module -> {imported module of the same tree: line of the first such import}
+Graph = dict[str, dict[str, int]]
+
+
+def _modules(root: Path) -> Modules:
+    """Every module of the package at ``root``, by dotted name."""
+    found: Modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        found[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+    return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> Iterator[tuple[list[str], int]]:
+    """For each imported thing: the names it may be (most specific first) and the line.
+
+    ``import a.b`` gives ``["a.b", "a"]``; ``from a import b`` gives ``["a.b", "a"]`` too
+    (``b`` is a module or a name in ``a``); relative imports are resolved against ``module``.
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                yield [".".join(parts[:n]) for n in range(len(parts), 0, -1)], node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                yield [f"{base}.{alias.name}", base], node.lineno
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _import_graph(root: Path) -> Graph:
+    """The import graph of the package at ``root``, restricted to its own modules."""
+    modules = _modules(root)
+    graph: Graph = {}
+    for name, (path, is_package) in modules.items():
+        edges = graph.setdefault(name, {})
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for candidates, line in _imports(tree, name, is_package):
+            target = next((c for c in candidates if c in modules), None)
+            if target is not None and target != name:
+                edges[target] = min(line, edges.get(target, line))
+    return graph
+
+
+def _cycles(graph: Graph) -> list[list[str]]:
+    """For each module on a cycle, one shortest cycle through it (rotations counted once)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    components: list[list[str]] = []
+
+    def connect(node: str) -> None:  # Tarjan
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    cycles: list[list[str]] = []
+    for component in sorted(components):
+        for start in component:
+            cycle = _shortest_cycle(graph, start, set(component))[:-1]
+            first = cycle.index(min(cycle))
+            cycle = [*cycle[first:], *cycle[:first], min(cycle)]
+            if cycle not in cycles:
+                cycles.append(cycle)
+    return cycles
+
+
+def _shortest_cycle(graph: Graph, start: str, members: set[str]) -> list[str]:
+    """A shortest cycle from ``start`` back to it within ``members`` (BFS)."""
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        step = []
+        for node in frontier:
+            for target in sorted(graph[node]):
+                if target == start:
+                    return [*paths[node], start]
+                if target in members and target not in paths:
+                    paths[target] = [*paths[node], target]
+                    step.append(target)
+        frontier = step
+    raise AssertionError(f"{start} is on no cycle within {sorted(members)}")
+
+
+def _explain(graph: Graph, cycles: list[list[str]]) -> str:
+    lines = ["import cycles (module:line of the import of the next one):"]
+    for cycle in cycles:
+        hops = [f"{a}:{graph[a][b]}" for a, b in zip(cycle, cycle[1:], strict=False)]
+        lines.append("  " + " -> ".join([*hops, cycle[-1]]))
+    return "\n".join(lines)
+
+
+def _package_root(package: object) -> Path:
+    return Path(inspect.getfile(package)).parent  # type: ignore[arg-type]
+
+
+def test_the_import_graph_sees_lazy_and_relative_imports_and_skips_type_checking(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    sources = {
+        "__init__.py": "from pkg.a import A\n",
+        "a.py": "def f():\n    from . import b\n",
+        "b.py": "import json\nclass B:\n    def g(self):\n        import pkg.sub.c\n",
+        "sub/__init__.py": "",
+        "sub/c.py": "from ..a import f\n",
+        "d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n"
+        "else:\n    from pkg import sub\n",
+    }
+    for name, text in sources.items():
+        (package / name).write_text(textwrap.dedent(text))
+    graph = _import_graph(package)
+    assert graph == {
+        "pkg": {"pkg.a": 1},
+        "pkg.a": {"pkg.b": 2},
+        "pkg.b": {"pkg.sub.c": 4},
+        "pkg.sub": {},
+        "pkg.sub.c": {"pkg.a": 1},
+        "pkg.d": {"pkg.sub": 5},
+    }
+    cycles = _cycles(graph)
+    assert cycles == [["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]]
+    assert _explain(graph, cycles).endswith("pkg.a:2 -> pkg.b:4 -> pkg.sub.c:1 -> pkg.a")
+
+
+def test_sandbox_has_no_import_cycle() -> None:
+    graph = _import_graph(_package_root(sandbox))
+    assert "sandbox.pool" in graph and "sandbox.executor" in graph
+    cycles = _cycles(graph)
+    assert not cycles, _explain(graph, cycles)
+
+
+def test_skillbank_has_no_import_cycle() -> None:
+    graph = _import_graph(_package_root(skillbank))
+    assert "skillbank.bank" in graph
+    cycles = _cycles(graph)
+    assert not cycles, _explain(graph, cycles)
+
+
+def _every_import(root: Path) -> Iterator[tuple[str, str, int]]:
+    """(module, imported top-level name, line) for every import, ``TYPE_CHECKING`` ones too."""
+    for name, (path, _) in _modules(root).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    yield name, alias.name.split(".")[0], node.lineno
+            elif isinstance(node, ast.ImportFrom):
+                top = root.name if node.level else (node.module or "").split(".")[0]
+                yield name, top, node.lineno
+
+
+def test_sandbox_never_imports_skillbank() -> None:
+    # The dependency points one way, so the sandbox can be read and audited on its own.
+    found = [
+        f"{module}:{line}"
+        for module, top, line in _every_import(_package_root(sandbox))
+        if top == "skillbank"
+    ]
+    assert not found, f"sandbox imports skillbank at {found}"
+
+
+def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
+    allowed = set(sys.stdlib_module_names) | {"RestrictedPython", "sandbox"}
+    found = [
+        f"{module}:{line} imports {top}"
+        for module, top, line in _every_import(_package_root(sandbox))
+        if top not in allowed
+    ]
+    assert not found, found

@@ -1770,6 +1770,8 @@ def heavy_results(secret_file, tmp_path_factory) -> dict[str, tuple[Result, Path
     return {row_id: (result, marker, after) for row_id, result, marker, after in outcomes}
 
 
+# Slow: the rows burn whole CPU and wall-clock budgets (8-11 s together, in heavy_results).
+@pytest.mark.slow
 @pytest.mark.parametrize("row", HEAVY_ROWS, ids=[row.id for row in HEAVY_ROWS])
 def test_resource_exhaustion_is_contained(secret_file, heavy_results, row):
     result, marker, after = heavy_results[row.id]

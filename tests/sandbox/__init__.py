@@ -1,0 +1,1 @@
+"""Tests of the sandbox package alone: no skillbank import (mirrors sandbox/)."""
