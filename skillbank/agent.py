@@ -31,8 +31,9 @@
    model's mistake, not the skill's, and is not recorded); when the run failed, each skill it
    used whose calls all worked gets one more failure row, ``caller="agent:outcome"``, so a
    skill that runs cleanly but does the wrong thing loses trust too. Then the skills used are
-   promoted or demoted by their counts (`SkillBank.update_stages`: a commit per change; a
-   skill folder with uncommitted edits is left for next time, with a note on stderr).
+   promoted or demoted by their counts (`SkillBank.update_stages`: a commit per change on the
+   checked-out branch, like the learning; a skill folder with uncommitted edits is left for
+   next time, with a note on stderr).
 
 Model errors from the endpoint (after the client's own retries) end the run as a failure
 with the reason in `AgentResult.detail`; they are not raised.
@@ -565,7 +566,7 @@ def _update_stages(bank: SkillBank, used: Sequence[str]) -> None:
     if not used:
         return
     try:
-        bank.update_stages(used)
+        bank.update_stages(used, branch="current")  # in place, like the agent's learning
     except SkillbankError as exc:  # e.g. a skill folder with uncommitted edits: next time
         print(f"skillbank: stages not updated: {exc}", file=sys.stderr)
 

@@ -30,7 +30,7 @@ from skillbank.errors import LibraryError
 from skillbank.history import History
 from skillbank.learning import Learner, LearnReport
 from skillbank.ledger import Ledger
-from skillbank.library import CONFTEST, SkillLibrary, git
+from skillbank.library import CONFTEST, Commit, SkillLibrary, git
 from skillbank.lifecycle import Lifecycle
 from skillbank.maturity import SkillStats, StageChange
 from skillbank.proving import Failed, check
@@ -290,17 +290,19 @@ class SkillBank:
         """How each skill has done, from the ledger (see `Lifecycle.stats`)."""
         return self.lifecycle.stats(skill_id)
 
-    def update_stages(self, skill_ids: Iterable[str] | None = None) -> list[StageChange]:
+    def update_stages(
+        self, skill_ids: Iterable[str] | None = None, *, branch: str | None = None
+    ) -> list[StageChange]:
         """Promote or demote skills by their ledger counts (see `Lifecycle.update_stages`)."""
-        return self.lifecycle.update_stages(skill_ids)
+        return self.lifecycle.update_stages(skill_ids, branch=branch)
 
-    def rollback(self, skill_id: str, version: str) -> str:
+    def rollback(self, skill_id: str, version: str, *, branch: str | None = None) -> Commit:
         """Write an earlier version back as a new, higher one (see `Lifecycle.rollback`)."""
-        return self.lifecycle.rollback(skill_id, version)
+        return self.lifecycle.rollback(skill_id, version, branch=branch)
 
-    def deprecate(self, old_id: str, *, by: str) -> str:
+    def deprecate(self, old_id: str, *, by: str, branch: str | None = None) -> Commit:
         """Mark a skill as replaced by another (see `Lifecycle.deprecate`)."""
-        return self.lifecycle.deprecate(old_id, by=by)
+        return self.lifecycle.deprecate(old_id, by=by, branch=branch)
 
     def history(self, skill_id: str) -> list[HistoryEntry]:
         """The commits that changed a skill, newest first (see `History.history`)."""

@@ -67,10 +67,12 @@ class Config:
     tool_specs: str = ""
     #: Generated examples per skill for the gate's property check.
     prove_examples: int = 25
-    #: Where ``learn`` commits: ``"auto"`` (a new ``skillbank/learn-...`` branch from HEAD,
-    #: unless the bank has no commit yet or the current branch is already a ``skillbank/``
-    #: one), ``"current"`` (the checked-out branch), or a branch name.
-    learn_branch: str = "auto"
+    #: Where every command that changes skills commits (learn, stages, rollback, deprecate,
+    #: refine, dedup, drift, prune): ``"auto"`` (a new ``skillbank/<verb>-...`` review branch
+    #: from HEAD, written without checking it out, unless the bank has no commit yet or the
+    #: current branch is already a ``skillbank/`` one), ``"current"`` (the checked-out
+    #: branch), or a branch name. Was ``learn_branch``.
+    branch: str = "auto"
     #: Ledger calls an associative skill needs before it may become autonomous.
     autonomous_min_calls: int = 20
     #: Promote to autonomous when the success posterior's lower bound (5% quantile) reaches
@@ -146,10 +148,10 @@ class Config:
         for name in ("autonomous_min_calls", "cognitive_min_calls"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be at least 1")
-        branch = self.learn_branch
+        branch = self.branch
         if not branch or branch.startswith("-") or any(c.isspace() for c in branch):
             raise ConfigError(
-                f"learn_branch={branch!r} must be 'auto', 'current' or a git branch name "
+                f"branch={branch!r} must be 'auto', 'current' or a git branch name "
                 "such as 'skillbank/new-skills'"
             )
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
@@ -233,8 +235,12 @@ class _Deprecated:
 
 #: Renamed and retired keys, old name -> what became of it. Such a key is accepted with a
 #: `DeprecationWarning`, never rejected, so a bank's pyproject.toml keeps working across
-#: upgrades. None has been renamed or retired yet.
-_DEPRECATED_KEYS: Mapping[str, _Deprecated] = {}
+#: upgrades.
+_DEPRECATED_KEYS: Mapping[str, _Deprecated] = {
+    "learn_branch": _Deprecated(
+        "branch", "it decides where every command that changes skills commits, not only learn"
+    ),
+}
 
 
 def _coerce(name: str, raw: Any, where: str) -> Any:

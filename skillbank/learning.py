@@ -204,7 +204,7 @@ class Learner:
 
     Args:
         library: Where skills are read and committed.
-        config: The bank's settings (stage thresholds, ``learn_branch``, ``llm_docs``).
+        config: The bank's settings (stage thresholds, ``branch``, ``llm_docs``).
         sandbox: Gives the sandbox every check runs in (started on first use).
         limits: The limits of each sandbox run.
         llm: Gives the optional LLM compiler (None: deterministic only).
@@ -247,7 +247,7 @@ class Learner:
 
         Args:
             trajectories: The runs to learn from.
-            branch: Where the commit goes (default: the ``learn_branch`` setting, "auto"):
+            branch: Where the commit goes (default: the ``branch`` setting, "auto"):
                 "auto", "current" or a branch name, as
                 `skillbank.library.SkillLibrary.branch_for` says. A branch other than the
                 checked-out one is written without checking it out: the working tree does
@@ -258,7 +258,7 @@ class Learner:
                 be used (nothing is changed).
         """
         given = list(trajectories)
-        wanted = branch or self.config.learn_branch
+        wanted = branch or self.config.branch
         if wanted not in ("auto", "current"):
             self.library.check_branch_name(wanted)  # before any work, not after it
         with self.library.lock():

@@ -25,6 +25,7 @@ that renames them is the way to publish skills in that format.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -33,7 +34,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ from skillbank.versioning import HistoryEntry, Version, parse_version
 __all__ = [
     "CONFTEST",
     "SKILL_FILES",
+    "Branch",
+    "Commit",
     "Restamp",
     "SkillLibrary",
     "StoredChange",
@@ -267,6 +270,32 @@ class Branch:
     base: str | None
     #: True when the branch does not exist yet (its commit creates it).
     new: bool
+
+    def after(self, commit: str | None) -> Branch:
+        """The same branch once ``commit`` landed on it (the next commit goes on top)."""
+        if commit is None or self.checked_out:
+            return self
+        return replace(self, base=commit, new=False)
+
+
+class Commit(str):
+    """A commit's sha (it is the string), and the branch it landed on.
+
+    A plain ``str`` to every caller that only wants the sha; ``branch`` and ``checked_out``
+    tell a reader where to look: the working tree's branch, or a review branch that was
+    written without checking it out.
+    """
+
+    #: The branch the commit is on (None: a detached HEAD).
+    branch: str | None
+    #: True when that branch is the checked-out one.
+    checked_out: bool
+
+    def __new__(cls, sha: str, branch: Branch | None) -> Commit:
+        made = super().__new__(cls, sha)
+        made.branch = branch.name if branch else None
+        made.checked_out = branch.checked_out if branch else True
+        return made
 
 
 class SkillLibrary:
@@ -599,6 +628,7 @@ class SkillLibrary:
                     if data is None:
                         path.unlink(missing_ok=True)
                     else:
+                        path.parent.mkdir(parents=True, exist_ok=True)
                         _atomic_write(path, data)
                 except OSError:
                     pass
@@ -611,7 +641,7 @@ class SkillLibrary:
 
     def store(
         self, changes: Sequence[StoredChange], message: str, *, branch: Branch | None = None
-    ) -> str | None:
+    ) -> Commit | None:
         """Write tested skills and commit them in one commit; return its sha, or None if
         unchanged.
 
@@ -626,16 +656,26 @@ class SkillLibrary:
         Raises:
             LibraryError: when writing or committing fails; the library is left as it was.
         """
-        written = [
+        written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.draft.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
 
+    def remove(
+        self, skill_ids: Sequence[str], message: str, *, branch: Branch | None = None
+    ) -> Commit | None:
+        """Delete skills' folders in one commit; return it (None when none of them exists).
+
+        Raises:
+            LibraryError: when writing or committing fails; the library is left as it was.
+        """
+        return self._commit([(sid, None) for sid in skill_ids], message, branch)
+
     def restamp(
         self, changes: Sequence[Restamp], message: str, *, branch: Branch | None = None
-    ) -> str | None:
+    ) -> Commit | None:
         """Rewrite stored skills' metadata (stage, version, deprecation) and commit.
 
         The code, cases and description are written back as they were read, so no untested
@@ -644,7 +684,7 @@ class SkillLibrary:
         Raises:
             LibraryError: when writing or committing fails; the library is left as it was.
         """
-        written = [
+        written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by))
             for c in changes
@@ -653,10 +693,11 @@ class SkillLibrary:
 
     def _commit(
         self,
-        written: Sequence[tuple[str, Mapping[str, str]]],
+        written: Sequence[tuple[str, Mapping[str, str] | None]],
         message: str,
         branch: Branch | None,
-    ) -> str | None:
+    ) -> Commit | None:
+        """Commit ``written`` (skill id -> its files, or None to delete its folder)."""
         if not written:
             return None
         rels = [f"{self.rel}/{sid}" for sid, _ in written]
@@ -686,8 +727,10 @@ class SkillLibrary:
                 "with `skillbank init DIR`"
             )
         if branch is None or branch.checked_out:
-            return self._commit_here(written, message, rels)
-        return self._commit_elsewhere(written, message, rels, branch)
+            sha = self._commit_here(written, message, rels)
+        else:
+            sha = self._commit_elsewhere(written, message, rels, branch)
+        return Commit(sha, branch) if sha is not None else None
 
     @staticmethod
     def _under(rels: Sequence[str], lines: Sequence[str], column: int = 0) -> list[str]:
@@ -706,13 +749,22 @@ class SkillLibrary:
         return out
 
     def _commit_here(
-        self, written: Sequence[tuple[str, Mapping[str, str]]], message: str, rels: list[str]
+        self,
+        written: Sequence[tuple[str, Mapping[str, str] | None]],
+        message: str,
+        rels: list[str],
     ) -> str | None:
         """Write the working tree and commit on the checked-out branch."""
         with self._transaction([self.dir / sid for sid, _ in written]):
             try:
                 for sid, files in written:
                     folder = self.dir / sid
+                    if files is None:  # the files a skill is made of; strays stay for a human
+                        for name in SKILL_FILES:
+                            (folder / name).unlink(missing_ok=True)
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
+                        continue
                     folder.mkdir(parents=True, exist_ok=True)
                     for name, content in files.items():
                         _atomic_write(folder / name, content.encode("utf-8"))
@@ -725,7 +777,7 @@ class SkillLibrary:
             # Paths and message go through stdin and a file: a batch of thousands of skills
             # must not meet the command line's length limit.
             paths = "".join(f"{r}\n" for r in rels)
-            git(self.root, "add", "--pathspec-from-file=-", input=paths)
+            git(self.root, "add", "--all", "--pathspec-from-file=-", input=paths)
             staged = git(
                 self.root, "diff", "--cached", "--name-only", "--relative", "--", self.rel
             ).stdout
@@ -745,7 +797,7 @@ class SkillLibrary:
 
     def _commit_elsewhere(
         self,
-        written: Sequence[tuple[str, Mapping[str, str]]],
+        written: Sequence[tuple[str, Mapping[str, str] | None]],
         message: str,
         rels: list[str],
         branch: Branch,
@@ -768,7 +820,7 @@ class SkillLibrary:
             old = self._under(full, listed.split("\0"))
             blobs: list[tuple[str, str]] = []  # (repository path, file holding its bytes)
             for n, (sid, files) in enumerate(written):
-                for name, content in files.items():
+                for name, content in (files or {}).items():
                     held = Path(tmp) / f"{n}-{name}"
                     held.write_bytes(content.encode("utf-8"))
                     blobs.append((f"{prefix}{self.rel}/{sid}/{name}", str(held)))

@@ -14,7 +14,7 @@ Every change is a commit under the library's lock; a stage change rewrites metad
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ from skillbank.config import Config
 from skillbank.errors import LibraryError
 from skillbank.history import History
 from skillbank.ledger import LEDGER_FILE, Ledger
-from skillbank.library import Restamp, SkillLibrary, StoredChange
+from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
 from skillbank.proving import Failed, explain
@@ -95,17 +95,31 @@ class Lifecycle:
         except (LibraryError, sqlite3.Error):
             return {}
 
-    def rollback(self, skill_id: str, version: str) -> str:
+    def target(self, branch: str | Branch | None, verb: str, salt: Sequence[str] = ()) -> Branch:
+        """Where a change by ``verb`` commits: ``branch`` ("auto", "current", a name; None:
+        the ``branch`` setting) resolved by `SkillLibrary.branch_for`, or a `Branch` as
+        given (a command that makes several commits passes the same branch along)."""
+        if isinstance(branch, Branch):
+            return branch
+        return self.library.branch_for(branch or self.config.branch, verb, salt)
+
+    def rollback(
+        self, skill_id: str, version: str, *, branch: str | Branch | None = None
+    ) -> Commit:
         """Write the files of an earlier version back as a new, higher version; commit.
 
         ``version`` is a version (``"1.2.0"``) or a git revision. The restored code, cases,
         description and deprecation are those of that version; its version number is the
         current one bumped as the change needs (at least a patch: versions never go back).
-        The restored skill is validated and replayed against today's library first. The
-        commit goes on the current branch.
+        The restored skill is validated and replayed against today's library first.
+
+        Args:
+            skill_id: The skill.
+            version: The version (or git revision) whose files come back.
+            branch: Where the commit goes (see `target`).
 
         Returns:
-            The commit's sha.
+            The commit (its sha, and the branch it is on).
 
         Raises:
             SkillNotFound: no such skill.
@@ -150,20 +164,21 @@ class Lifecycle:
             commit = self.library.store(
                 [StoredChange(checked, new_version, stage, "rolled back", old.deprecated_by)],
                 "\n".join(lines) + "\n",
+                branch=self.target(branch, "rollback", [skill_id, str(new_version)]),
             )
         if commit is None:  # cannot happen: the version always moves
             raise LibraryError(f"rolling back {skill_id!r} changed nothing")
         return commit
 
-    def deprecate(self, old_id: str, *, by: str) -> str:
+    def deprecate(self, old_id: str, *, by: str, branch: str | Branch | None = None) -> Commit:
         """Mark a skill as replaced by another; commit (a patch bump of the old skill).
 
         The deprecated skill keeps running, and so do the skills that require it, until it
         is removed; `run` returns a warning naming its replacement, and new skills are never
-        composed from it. The commit goes on the current branch.
+        composed from it. ``branch`` says where the commit goes (see `target`).
 
         Returns:
-            The commit's sha (the existing one, when it is already deprecated by ``by``).
+            The commit (the existing one, when it is already deprecated by ``by``).
 
         Raises:
             SkillNotFound: either skill does not exist.
@@ -185,7 +200,7 @@ class Lifecycle:
             if old.deprecated_by == by:
                 entries = self.library.history(old_id)
                 if entries and entries[0].deprecated_by == by:
-                    return entries[0].commit
+                    return Commit(entries[0].commit, self.library.branch_for("current", ""))
             version = bump(parse_version(old.version), "patch")
             callers = sorted(s.id for s in self.library.load_all() if old_id in s.requires)
             lines = [
@@ -198,7 +213,9 @@ class Lifecycle:
             if callers:
                 lines.append(f"Required by: {', '.join(callers)}")
             commit = self.library.restamp(
-                [Restamp(old, version, old.stage, by)], "\n".join(lines) + "\n"
+                [Restamp(old, version, old.stage, by)],
+                "\n".join(lines) + "\n",
+                branch=self.target(branch, "deprecate", [old_id, by]),
             )
         if commit is None:  # cannot happen: the version always moves
             raise LibraryError(f"deprecating {old_id!r} changed nothing")
@@ -249,17 +266,20 @@ class Lifecycle:
             )
         return out
 
-    def update_stages(self, skill_ids: Iterable[str] | None = None) -> list[StageChange]:
+    def update_stages(
+        self, skill_ids: Iterable[str] | None = None, *, branch: str | Branch | None = None
+    ) -> list[StageChange]:
         """Promote or demote skills by their ledger counts; one commit per change.
 
         The rule is `skillbank.maturity.decide_stage`. A change rewrites the skill at its
         same version with the new stage (``skillbank stage: ID old -> new (s/f, lower bound
-        x)``), on the current branch. Not done after each call (a commit per call would be
-        far too heavy): ``skillbank stages``, ``skillbank stats --update`` and the end of
+        x)``). Not done after each call (a commit per call would be far too heavy):
+        ``skillbank stages``, ``skillbank stats --update`` and the end of
         `skillbank.agent.run` call it.
 
         Args:
             skill_ids: The skills to check (default: all).
+            branch: Where the commits go (see `target`); all of them on one branch.
 
         Returns:
             The changes made, in id order.
@@ -277,6 +297,7 @@ class Lifecycle:
                 skills = [self.library.load(sid) for sid in sorted(set(skill_ids))]
             # Calls of each skill's current version: a repaired skill is judged afresh.
             counts = self.ledger().counts({s.id: s.version for s in skills})
+            on: Branch | None = None
             for skill in skills:
                 s, f = counts.get(skill.id, (0, 0))
                 new = decide_stage(skill.stage, s, f, len(skill.cases), self.config)
@@ -291,9 +312,12 @@ class Lifecycle:
                     f"{bound:.2f}. The code is unchanged.\n"
                 )
                 version = parse_version(skill.version)
+                if on is None:  # resolved at the first change: no change, no branch
+                    on = self.target(branch, "stages", [f"{skill.id}:{new}"])
                 commit = self.library.restamp(
-                    [Restamp(skill, version, new, skill.deprecated_by)], message
+                    [Restamp(skill, version, new, skill.deprecated_by)], message, branch=on
                 )
+                on = on.after(commit)
                 if commit is not None:
                     changes.append(
                         StageChange(skill.id, skill.version, skill.stage, new, s, f, bound, commit)

@@ -36,7 +36,7 @@ from skillbank.compiler import pattern_key
 from skillbank.compose import grant
 from skillbank.errors import LibraryError, SkillNotFound
 from skillbank.gate import normalise_specs, tool_findings
-from skillbank.library import Restamp, StoredChange, git
+from skillbank.library import Branch, Restamp, StoredChange
 from skillbank.lifecycle import Lifecycle
 from skillbank.proving import explain, replay_case
 from skillbank.skill import Case, Skill, SkillDraft, Stage, TestedSkill
@@ -522,7 +522,11 @@ def _llm_repair(
 
 
 def refine(
-    life: Lifecycle, failures: Sequence[Trajectory], *, skill_id: str | None = None
+    life: Lifecycle,
+    failures: Sequence[Trajectory],
+    *,
+    skill_id: str | None = None,
+    branch: str | Branch | None = None,
 ) -> RefineReport:
     """Add guards learned from failed runs to the skills they are runs of; one commit.
 
@@ -534,7 +538,8 @@ def refine(
     must pass validation, replay every recorded case, and raise on each failure's recorded
     responses instead of making the failing call. Without a separating field, a configured
     LLM compiler is asked to repair the skill (checked the same way). Each refined skill gets
-    a minor version bump; the commit message names the failure trajectories.
+    a minor version bump; the commit message names the failure trajectories. ``branch``
+    says where the commit goes (`Lifecycle.target`).
 
     Raises:
         SkillNotFound: ``skill_id`` names no skill.
@@ -584,7 +589,8 @@ def refine(
                     lines.append(f"refined {e.skill_id} v{old} -> v{e.version}: raise ValueError "
                                  f"when {e.guard}")  # fmt: skip
                     lines += [f"- failure {tid}" for tid in e.trajectories]
-            commit = life.library.store(changes, "\n".join(lines) + "\n")
+            on = life.target(branch, "refine", [t.sha256 for t in failures])
+            commit = life.library.store(changes, "\n".join(lines) + "\n", branch=on)
     return RefineReport(tuple(entries), commit)
 
 
@@ -679,13 +685,17 @@ def find_duplicates(life: Lifecycle, *, min_overlap: float = 0.5) -> list[Duplic
     return pairs
 
 
-def merge_duplicates(life: Lifecycle, pair: DuplicatePair) -> str:
+def merge_duplicates(
+    life: Lifecycle, pair: DuplicatePair, *, branch: str | Branch | None = None
+) -> str:
     """Keep ``pair.keep`` (plus the other's cases); deprecate ``pair.drop``.
 
     Every recorded case of the dropped skill must replay on the kept one (then the kept skill
     does everything the other did), else nothing is merged.
 
-    The dropped skill keeps running (with a deprecation warning) and so do its callers.
+    The dropped skill keeps running (with a deprecation warning) and so do its callers. Both
+    commits (the cases moved, the deprecation) go on one branch (``branch``, see
+    `Lifecycle.target`).
 
     Returns:
         The sha of the last commit made.
@@ -705,6 +715,7 @@ def merge_duplicates(life: Lifecycle, pair: DuplicatePair) -> str:
                 f"{pair.drop} into {keep.deprecated_by} instead"
             )
         library = {s.id: s for s in life.library.load_all()}
+        on = life.target(branch, "dedup", [pair.keep, pair.drop])
         ours = [p.name for p in keep.signature.params]
         theirs = [p.name for p in drop.signature.params]
         rename = dict(zip(theirs, ours, strict=True)) if len(ours) == len(theirs) else {}
@@ -738,8 +749,10 @@ def merge_duplicates(life: Lifecycle, pair: DuplicatePair) -> str:
                     [StoredChange(checked, parse_version(keep.version), keep.stage, "merged",
                                   keep.deprecated_by)],
                     message,
+                    branch=on,
                 )  # fmt: skip
-    return life.deprecate(pair.drop, by=pair.keep) or commit or ""
+                on = on.after(commit)
+    return life.deprecate(pair.drop, by=pair.keep, branch=on) or commit or ""
 
 
 # --- drift ------------------------------------------------------------------------------
@@ -813,7 +826,12 @@ def _current_specs(tool_specs: Mapping[str, Mapping[str, JSON]]) -> dict[str, di
     return {k: dict(v) for k, v in tool_specs.items()}
 
 
-def check_drift(life: Lifecycle, tool_specs: Mapping[str, Mapping[str, JSON]]) -> DriftReport:
+def check_drift(
+    life: Lifecycle,
+    tool_specs: Mapping[str, Mapping[str, JSON]],
+    *,
+    branch: str | Branch | None = None,
+) -> DriftReport:
     """Re-prove the skills whose tools' parameters schemas changed; demote or update them.
 
     ``tool_specs`` maps tool name to its parameters schema (what
@@ -823,7 +841,7 @@ def check_drift(life: Lifecycle, tool_specs: Mapping[str, Mapping[str, JSON]]) -
     changed tool replays its cases and has every recorded call checked against the new schema
     (`skillbank.gate`'s tool check). A skill that fails drops one stage (autonomous →
     associative → cognitive); one that passes gets the new schema in ``tools.json`` and a
-    patch bump. All of it is one commit.
+    patch bump. All of it is one commit, on ``branch`` (see `Lifecycle.target`).
 
     Raises:
         GateUsageError: a current schema is not valid JSON Schema.
@@ -888,7 +906,8 @@ def check_drift(life: Lifecycle, tool_specs: Mapping[str, Mapping[str, JSON]]) -
                         f"updated {e.skill_id} v{e.version}: tools.json follows "
                         f"{', '.join(e.tools)}; cases replay and fit the new schema"
                     )
-            commit = life.library.restamp(changes, "\n".join(lines) + "\n")
+            on = life.target(branch, "drift", sorted(changed_tools))
+            commit = life.library.restamp(changes, "\n".join(lines) + "\n", branch=on)
     return DriftReport(tuple(entries), tuple(sorted(changed_tools)), commit)
 
 
@@ -947,6 +966,7 @@ def prune(
     unused_days: float = 90,
     dry_run: bool = False,
     now: float | None = None,
+    branch: str | Branch | None = None,
 ) -> PruneReport:
     """Remove skills that keep failing or are never used, in one commit.
 
@@ -955,7 +975,8 @@ def prune(
     committed longer ago than that, and a ledger that has been recording since before then
     (the ledger is local: on a fresh clone it knows nothing, so nothing counts as unused). A
     skill another skill requires, or that a deprecated alias points to, is never removed (it
-    is listed as "kept"). ``dry_run`` lists without changing anything.
+    is listed as "kept"). ``dry_run`` lists without changing anything. The commit goes on
+    ``branch`` (see `Lifecycle.target`).
 
     Raises:
         LibraryError: the library cannot be written (nothing is changed).
@@ -1007,27 +1028,11 @@ def prune(
                 entries.append(PruneEntry(sid, "would remove" if dry_run else "removed", why))
         gone = [e for e in entries if e.action == "removed"]
         if gone and not dry_run:
-            commit = _remove(life, gone)
+            lines = [f"skillbank prune: remove {len(gone)} skill(s)", ""]
+            lines += [f"removed {e.skill_id}: {e.reason}" for e in gone]
+            commit = life.library.remove(
+                [e.skill_id for e in gone],
+                "\n".join(lines) + "\n",
+                branch=life.target(branch, "prune", [e.skill_id for e in gone]),
+            )
     return PruneReport(tuple(entries), commit)
-
-
-def _remove(life: Lifecycle, gone: Sequence[PruneEntry]) -> str:
-    root, rel = life.library.root, life.library.rel
-    rels = [f"{rel}/{e.skill_id}" for e in gone]
-    dirty = git(root, "status", "--porcelain", "--untracked-files=all", "--", *rels,
-                check=False).stdout.splitlines()  # fmt: skip
-    if dirty:
-        where = dirty[0][3:].strip()
-        raise LibraryError(
-            f"{where} has uncommitted changes; commit or discard them, then prune again"
-        )
-    lines = [f"skillbank prune: remove {len(gone)} skill(s)", ""]
-    lines += [f"removed {e.skill_id}: {e.reason}" for e in gone]
-    git(root, "rm", "-r", "-q", "--", *rels)
-    try:
-        git(root, "commit", "-q", "-m", "\n".join(lines) + "\n", "--", *rels)
-    except LibraryError:
-        git(root, "reset", "-q", "--", *rels, check=False)
-        git(root, "checkout", "--", *rels, check=False)
-        raise
-    return git(root, "rev-parse", "HEAD").stdout.strip()

@@ -50,7 +50,8 @@ def test_a_procedure_containing_a_known_one_calls_its_skill(tmp_path: Path) -> N
         assert bank.learn([history("h1", "ann@x.io"), history("h2", "bob@x.io")]).added == [
             "find_customer_list_orders"
         ]
-        report = bank.learn([latest("l1", "ann@x.io"), latest("l2", "cy@x.io")])
+        runs = [latest("l1", "ann@x.io"), latest("l2", "cy@x.io")]
+        report = bank.learn(runs, branch="current")
         (sid,) = report.added
         skill = bank.get(sid)
         assert skill.requires == ("find_customer_list_orders",)

@@ -205,6 +205,13 @@ def test_a_success_never_demotes_an_autonomous_skill(s: int, f: int, cases: int)
 # --- stage commits on a real bank -----------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _commit_on_the_checked_out_branch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These tests are about what each command changes, so its commits go where the working
+    # tree shows them; where a commit goes (review branches) is tested in test_branches.py.
+    monkeypatch.setenv("SKILLBANK_BRANCH", "current")
+
+
 @pytest.fixture
 def bank(tmp_path: Path) -> Iterator[SkillBank]:
     with SkillBank.init(tmp_path / "bank") as b:

@@ -303,8 +303,8 @@ def pick_run(tid: str, email: str, orders: list[dict[str, str]], picked: str) ->
 def test_composed_skills_and_declared_lookup_errors_prove(tmp_path: Path) -> None:
     with SkillBank.init(tmp_path / "bank") as bank:
         bank.learn([history("h1", "ann@x.io"), history("h2", "bob@x.io")])
-        bank.learn([latest("l1", "ann@x.io"), latest("l2", "cy@x.io")])
-        bank.learn([
+        bank.learn([latest("l1", "ann@x.io"), latest("l2", "cy@x.io")], branch="current")
+        bank.learn(branch="current", trajectories=[
             pick_run("p1", "a@x.io", [{"order_id": "O-1", "status": "shipped"},
                                       {"order_id": "O-2", "status": "pending"}], "O-2"),
             pick_run("p2", "b@x.io", [{"order_id": "O-7", "status": "pending"},

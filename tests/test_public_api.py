@@ -315,3 +315,24 @@ def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
         if top not in allowed
     ]
     assert not found, found
+
+
+def test_only_the_facades_users_import_the_bank() -> None:
+    # The parts below SkillBank are built from explicit collaborators; only the layers
+    # above it (the CLI, the agent loop, the MCP gateway, gate, review, report) may hold one.
+    users = {"skillbank", "skillbank.bank", "skillbank.agent", "skillbank.gate"}
+    users |= {"skillbank.review", "skillbank.report"}
+    for name, targets in _import_graph(_package_root(skillbank)).items():
+        if name in users or name.startswith(("skillbank.cli", "skillbank.gateway")):
+            continue
+        assert "skillbank.bank" not in targets, f"{name} imports the SkillBank facade"
+
+
+def test_contributing_draws_every_module() -> None:
+    drawing = (Path(skillbank.__file__).parent.parent / "CONTRIBUTING.md").read_text()
+    for info in pkgutil.walk_packages(skillbank.__path__, "skillbank."):
+        if info.name.startswith("skillbank.examples.") or info.name.endswith("__main__"):
+            continue
+        rel = info.name.removeprefix("skillbank.").replace(".", "/")
+        rel = f"{rel}/__init__" if info.ispkg else rel
+        assert f"| `{rel}` |" in drawing, f"CONTRIBUTING.md does not draw {info.name}"

@@ -129,7 +129,7 @@ def test_thompson_is_repeatable_with_a_seed(shop: SkillBank) -> None:
 
 
 def test_deprecated_skills_are_not_returned(shop: SkillBank) -> None:
-    shop.deprecate(LIST_ORDERS, by="find_customer_list_orders_cancel_order")
+    shop.deprecate(LIST_ORDERS, by="find_customer_list_orders_cancel_order", branch="current")
     ids = [h.skill_id for h in shop.search("Show the order history for bob@example.com", k=7)]
     assert LIST_ORDERS not in ids and ids
 

@@ -516,7 +516,7 @@ def small_bank(tmp_path: Path) -> Iterator[SkillBank]:
     with SkillBank.init(tmp_path / "bank") as bank:
         bank.learn(runs, branch="current")
         assert [s.stage for s in bank.skills()] == ["cognitive", "cognitive"]
-        bank.deprecate(HISTORY, by=CANCEL)
+        bank.deprecate(HISTORY, by=CANCEL, branch="current")
         yield bank
 
 

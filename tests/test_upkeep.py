@@ -33,6 +33,13 @@ def git(root: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+@pytest.fixture(autouse=True)
+def _commit_on_the_checked_out_branch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # These tests are about what each command changes, so its commits go where the working
+    # tree shows them; where a commit goes (review branches) is tested in test_branches.py.
+    monkeypatch.setenv("SKILLBANK_BRANCH", "current")
+
+
 @pytest.fixture
 def shop_bank(tmp_path: Path, example_trajectories: list[Trajectory]):
     wanted = ("order_product", "order_history")

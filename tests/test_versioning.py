@@ -319,11 +319,16 @@ def test_learn_branch_from_configuration(tmp_path: Path, monkeypatch: pytest.Mon
     root = tmp_path / "bank"
     with SkillBank.init(root) as bank:
         bank.learn([lookup("a", "1", "fast")])
-    monkeypatch.setenv("SKILLBANK_LEARN_BRANCH", "current")
+    monkeypatch.setenv("SKILLBANK_BRANCH", "current")
     with SkillBank(root) as bank:
         base = git(root, "symbolic-ref", "--short", "HEAD").strip()
-        assert bank.config.learn_branch == "current"
+        assert bank.config.branch == "current"
         assert bank.learn([lookup("b", "2", "fast")]).branch == base
+    # The key's old name still works, with a warning naming the new one.
+    monkeypatch.delenv("SKILLBANK_BRANCH")
+    monkeypatch.setenv("SKILLBANK_LEARN_BRANCH", "team/skills")
+    with pytest.warns(DeprecationWarning, match="'branch'"), SkillBank(root) as bank:
+        assert bank.config.branch == "team/skills"
 
 
 def test_hooks_run_on_the_checked_out_branch_not_on_review_branches(tmp_path: Path) -> None:
@@ -385,7 +390,7 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
 
     root = versioned.root
     before = git(root, "rev-parse", "HEAD").strip()
-    commit = versioned.rollback("get_skill", "1.1.0")
+    commit = versioned.rollback("get_skill", "1.1.0", branch="current")
     skill = versioned.get("get_skill")
     old = versioned.library.load_at("get_skill", entries[1].commit)
     assert old is not None
@@ -406,9 +411,9 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
         versioned.rollback("get_skill", "9")
     with pytest.raises(SkillNotFound):
         versioned.rollback("no_such_skill", "1.0.0")
-    assert versioned.rollback("get_skill", "1.0.0") and versioned.get("get_skill").version == (
-        "3.0.0"
-    )
+    assert versioned.rollback("get_skill", "1.0.0", branch="current") and versioned.get(
+        "get_skill"
+    ).version == ("3.0.0")
 
 
 # --- deprecation -------------------------------------------------------------------------
@@ -427,7 +432,7 @@ def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None
         with pytest.raises(LibraryError, match="circle"):
             bank.deprecate("find_customer_list_orders", by="find_customer_list_orders")
 
-        commit = bank.deprecate("find_customer_list_orders", by=replacement)
+        commit = bank.deprecate("find_customer_list_orders", by=replacement, branch="current")
         old = bank.get("find_customer_list_orders")
         assert old.deprecated_by == replacement and old.version == "1.0.1"
         message = git(bank.root, "log", "-1", "--format=%B")
@@ -435,7 +440,7 @@ def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None
             f"skillbank deprecate find_customer_list_orders: use {replacement}"
         )
         assert f"Required by: {latest}" in message
-        assert bank.deprecate("find_customer_list_orders", by=replacement) == commit  # idempotent
+        assert bank.deprecate("find_customer_list_orders", by=replacement) == commit  # same commit
         assert bank.history("find_customer_list_orders")[0].deprecated_by == replacement
         with pytest.raises(LibraryError, match="circle"):
             bank.deprecate(replacement, by="find_customer_list_orders")
@@ -496,7 +501,9 @@ def test_cli_history_diff_rollback(runner: CliRunner, versioned: SkillBank) -> N
     assert result.exit_code == 0 and "BREAKING" in result.output
     result = runner.invoke(cli, ["diff", "get_skill", "1.0.0", "1.1.0", *root])
     assert result.exit_code == 0 and "now has a default" in result.output
-    result = runner.invoke(cli, ["rollback", "get_skill", "1.1.0", *root, "--json"])
+    result = runner.invoke(
+        cli, ["rollback", "get_skill", "1.1.0", "--branch", "current", *root, "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["version"] == "2.1.0"
     result = runner.invoke(cli, ["list", *root, "--json"])
@@ -532,7 +539,8 @@ def test_cli_deprecate_list_and_run_warn(runner: CliRunner, tmp_path: Path) -> N
         (replacement,) = bank.learn(runs, branch="current").added
     at = ["--root", str(root)]
     result = runner.invoke(
-        cli, ["deprecate", "find_customer_list_orders", "--by", replacement, *at]
+        cli,
+        ["deprecate", "find_customer_list_orders", "--by", replacement, "--branch", "current", *at],
     )
     assert result.exit_code == 0, result.output
     assert f"use {replacement}" in result.output and "v1.0.1" in result.output

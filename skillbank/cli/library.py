@@ -11,9 +11,11 @@ import click
 from rich.table import Table
 
 from skillbank import Skill, SkillBank, TrajectoryError, scan_trajectories
-from skillbank.cli.options import json_option, root_option
+from skillbank.cli.options import branch_option, json_option, root_option
 from skillbank.cli.output import (
     EXIT_CHECK_FAILED,
+    commit_json,
+    committed,
     make_console,
     print_json,
     render_learn_report,
@@ -43,15 +45,7 @@ def init(path: Path, as_json: bool) -> None:
 @click.option(
     "--skip-invalid", is_flag=True, help="Learn from the good records of a file with bad ones."
 )
-@click.option(
-    "--branch",
-    default=None,
-    metavar="NAME|auto|current",
-    help="Where the commit goes. auto (the default; env SKILLBANK_LEARN_BRANCH): a new "
-    "skillbank/learn-... branch from HEAD, unless the bank has no commit yet or the current "
-    "branch already starts with skillbank/. current: the checked-out branch. NAME: that "
-    "branch (created from HEAD if missing; an existing one must point to HEAD).",
-)
+@branch_option
 @root_option
 @json_option
 def learn(
@@ -204,36 +198,38 @@ def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
 @click.command(name="rollback")
 @click.argument("skill_id")
 @click.argument("version")
+@branch_option
 @root_option
 @json_option
-def rollback(skill_id: str, version: str, root: Path, as_json: bool) -> None:
+def rollback(skill_id: str, version: str, branch: str | None, root: Path, as_json: bool) -> None:
     """Restore the code of an earlier VERSION of a skill, as a new, higher version.
 
-    The restored skill is validated and replayed first; the commit goes on the current
-    branch. Versions never go backwards: the new version is the current one, bumped.
+    The restored skill is validated and replayed first; the commit goes where --branch says.
+    Versions never go backwards: the new version is the current one, bumped.
 
     Example: skillbank rollback find_customer_list_orders 1.0.0
     """
     with SkillBank(root) as bank:
-        commit = bank.rollback(skill_id, version)
-        skill = bank.get(skill_id)
+        commit = bank.rollback(skill_id, version, branch=branch)
+        skill = bank.library.load_at(skill_id, commit)
+    new = skill.version if skill else "?"
     if as_json:
         print_json(
-            {"skill_id": skill_id, "restored": version, "version": skill.version, "commit": commit}
+            {"skill_id": skill_id, "restored": version, "version": new, **commit_json(commit)}
         )
     else:
         click.echo(
-            f"rolled back {skill_id} to v{skill.version} (restores code of {version}): "
-            f"committed {commit[:12]}"
+            f"rolled back {skill_id} to v{new} (restores code of {version}): {committed(commit)}"
         )
 
 
 @click.command(name="deprecate")
 @click.argument("old_id")
 @click.option("--by", "new_id", required=True, help="The skill that replaces OLD_ID.")
+@branch_option
 @root_option
 @json_option
-def deprecate(old_id: str, new_id: str, root: Path, as_json: bool) -> None:
+def deprecate(old_id: str, new_id: str, branch: str | None, root: Path, as_json: bool) -> None:
     """Mark skill OLD_ID as replaced by another; it keeps running, with a warning.
 
     Skills that require OLD_ID keep working through it until it is removed.
@@ -241,12 +237,12 @@ def deprecate(old_id: str, new_id: str, root: Path, as_json: bool) -> None:
     Example: skillbank deprecate find_customer_list_orders --by list_customer_orders
     """
     with SkillBank(root) as bank:
-        commit = bank.deprecate(old_id, by=new_id)
-        skill = bank.get(old_id)
+        commit = bank.deprecate(old_id, by=new_id, branch=branch)
+        skill = bank.library.load_at(old_id, commit)
+    new = skill.version if skill else "?"
     if as_json:
         print_json(
-            {"skill_id": old_id, "deprecated_by": new_id, "version": skill.version,
-             "commit": commit}
-        )  # fmt: skip
+            {"skill_id": old_id, "deprecated_by": new_id, "version": new, **commit_json(commit)}
+        )
     else:
-        click.echo(f"deprecated {old_id} (v{skill.version}): use {new_id}; committed {commit[:12]}")
+        click.echo(f"deprecated {old_id} (v{new}): use {new_id}; {committed(commit)}")

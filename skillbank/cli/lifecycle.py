@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from skillbank import SkillBank, SkillbankError, load_trajectories
-from skillbank.cli.options import json_option, root_option
-from skillbank.cli.output import EXIT_CHECK_FAILED, print_json
+from skillbank.cli.options import branch_option, json_option, root_option
+from skillbank.cli.output import EXIT_CHECK_FAILED, commit_json, committed, print_json
 from skillbank.gate import load_tool_specs
 from skillbank.maturity import SkillStats, StageChange
 from skillbank.upkeep import check_drift, find_duplicates, merge_duplicates, prune, refine
@@ -59,7 +59,7 @@ def _render_changes(changes: list[StageChange]) -> None:
     for c in changes:
         click.echo(
             f"{c.skill_id}: {c.old} -> {c.new} ({c.successes}/{c.failures}, lower bound "
-            f"{c.lower_bound:.2f}) in {c.commit[:12]}"
+            f"{c.lower_bound:.2f}): {committed(c.commit)}"
         )
 
 
@@ -70,9 +70,12 @@ def _render_changes(changes: list[StageChange]) -> None:
     is_flag=True,
     help="Then apply the stages the statistics earn (one commit per change).",
 )
+@branch_option
 @root_option
 @json_option
-def stats(skill_id: str | None, update: bool, root: Path, as_json: bool) -> None:
+def stats(
+    skill_id: str | None, update: bool, branch: str | None, root: Path, as_json: bool
+) -> None:
     """Show how each skill (or SKILL_ID) has done: calls, successes, failures, success rate,
     the success posterior (mean and 90% lower bound), mean and p95 latency, last error, stage.
 
@@ -82,7 +85,9 @@ def stats(skill_id: str | None, update: bool, root: Path, as_json: bool) -> None
     Example: skillbank stats order_history --json
     """
     with SkillBank(root) as bank:
-        changes = bank.update_stages([skill_id] if skill_id else None) if update else []
+        changes = (
+            bank.update_stages([skill_id] if skill_id else None, branch=branch) if update else []
+        )
         rows = bank.stats(skill_id)
     if as_json:
         data: dict[str, Any] = {"skills": [s.to_json() for s in rows]}
@@ -97,9 +102,10 @@ def stats(skill_id: str | None, update: bool, root: Path, as_json: bool) -> None
 
 @click.command(name="stages")
 @click.argument("skill_ids", nargs=-1)
+@branch_option
 @root_option
 @json_option
-def stages(skill_ids: tuple[str, ...], root: Path, as_json: bool) -> None:
+def stages(skill_ids: tuple[str, ...], branch: str | None, root: Path, as_json: bool) -> None:
     """Promote and demote skills by their ledger statistics; one commit per change.
 
     With no SKILL_IDS, every skill is checked. See `skillbank.maturity` for the rule.
@@ -107,7 +113,7 @@ def stages(skill_ids: tuple[str, ...], root: Path, as_json: bool) -> None:
     Example: skillbank stages --json
     """
     with SkillBank(root) as bank:
-        changes = bank.update_stages(list(skill_ids) or None)
+        changes = bank.update_stages(list(skill_ids) or None, branch=branch)
     if as_json:
         print_json([c.to_json() for c in changes])
     else:
@@ -125,10 +131,11 @@ def stages(skill_ids: tuple[str, ...], root: Path, as_json: bool) -> None:
               help="Remove skills failing more often than this.")  # fmt: skip
 @click.option("--unused-days", type=click.FloatRange(min=0), default=90, show_default=True,
               help="Remove skills not called for this many days.")  # fmt: skip
+@branch_option
 @json_option
 @root_option
 def prune_(dry_run: bool, min_calls: int, max_failure_rate: float, unused_days: float,
-           as_json: bool, root: Path) -> None:  # fmt: skip
+           branch: str | None, as_json: bool, root: Path) -> None:  # fmt: skip
     """Remove skills that keep failing or are never used (one commit).
 
     A skill another skill requires is kept. Exit code 0, 1 on a skillbank error.
@@ -137,24 +144,27 @@ def prune_(dry_run: bool, min_calls: int, max_failure_rate: float, unused_days: 
     """
     with SkillBank(root) as bank:
         report = prune(bank.lifecycle, min_calls=min_calls, max_failure_rate=max_failure_rate,
-                       unused_days=unused_days, dry_run=dry_run)  # fmt: skip
+                       unused_days=unused_days, dry_run=dry_run, branch=branch)  # fmt: skip
     if as_json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), **commit_json(report.commit)})
         return
     for e in report.entries:
         click.echo(f"{e.action} {e.skill_id}: {e.reason}")
     if not report.entries:
         click.echo("nothing to prune")
     if report.commit:
-        click.echo(f"committed {report.commit[:12]}")
+        click.echo(committed(report.commit))
 
 
 @click.command(name="refine")
 @click.argument("failures", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--skill", "skill_id", default=None, help="Refine this skill (default: by pattern).")
+@branch_option
 @json_option
 @root_option
-def refine_(failures: Path, skill_id: str | None, as_json: bool, root: Path) -> None:
+def refine_(
+    failures: Path, skill_id: str | None, branch: str | None, as_json: bool, root: Path
+) -> None:
     """Guard skills against the failed runs in FAILURES.jsonl (one commit).
 
     Exit code 0 when every failure was guarded against, 1 otherwise.
@@ -162,24 +172,27 @@ def refine_(failures: Path, skill_id: str | None, as_json: bool, root: Path) -> 
     Example: skillbank refine failures.jsonl
     """
     with SkillBank(root) as bank:
-        report = refine(bank.lifecycle, load_trajectories(failures), skill_id=skill_id)
+        report = refine(
+            bank.lifecycle, load_trajectories(failures), skill_id=skill_id, branch=branch
+        )
     if as_json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), **commit_json(report.commit)})
     else:
         for e in report.entries:
             what = f" ({e.guard}) v{e.version}" if e.action == "refined" else f": {e.reason}"
             click.echo(f"{e.action} {e.skill_id or '-'} [{', '.join(e.trajectories)}]{what}")
         if report.commit:
-            click.echo(f"committed {report.commit[:12]}")
+            click.echo(committed(report.commit))
     if any(e.action not in ("refined", "unchanged", "skipped") for e in report.entries):
         raise SystemExit(EXIT_CHECK_FAILED)
 
 
 @click.command(name="dedup")
 @click.option("--merge", is_flag=True, help="Merge each pair: keep one, deprecate the other.")
+@branch_option
 @json_option
 @root_option
-def dedup(merge: bool, as_json: bool, root: Path) -> None:
+def dedup(merge: bool, branch: str | None, as_json: bool, root: Path) -> None:
     """Find near-duplicate skills; with --merge, keep one of each pair and deprecate the other.
 
     Exit code 1 when duplicates are found and not merged (a pair whose cases do not replay on
@@ -191,21 +204,29 @@ def dedup(merge: bool, as_json: bool, root: Path) -> None:
     commits: list[str] = []
     with SkillBank(root) as bank:
         pairs = find_duplicates(bank.lifecycle)
+        on = None  # every merge on one branch, resolved at the first
         for p in pairs if merge else []:
             try:  # one pair that is not a duplicate after all does not stop the others
-                commits.append(merge_duplicates(bank.lifecycle, p))
+                on = on or bank.lifecycle.target(branch, "dedup", [f"{p.keep}:{p.drop}"])
+                commit = merge_duplicates(bank.lifecycle, p, branch=on)
+                on = on.after(commit or None)
+                commits.append(commit)
                 outcome[(p.keep, p.drop)] = "merged"
             except SkillbankError as exc:
                 outcome[(p.keep, p.drop)] = f"not merged: {exc}"
     if as_json:
         rows = [{**p.to_json(), "outcome": outcome.get((p.keep, p.drop))} for p in pairs]
-        print_json({"pairs": rows, "commits": commits})
+        print_json(
+            {"pairs": rows, "commits": commits, **commit_json(commits[-1] if commits else None)}
+        )
     else:
         for p in pairs:
             done = f" ({outcome[(p.keep, p.drop)]})" if merge else ""
             click.echo(f"{p.drop} duplicates {p.keep} ({', '.join(p.reasons)}){done}")
         if not pairs:
             click.echo("no duplicates")
+        if commits and commits[-1]:
+            click.echo(committed(commits[-1]))
     if pairs and (not merge or any(o != "merged" for o in outcome.values())):
         raise SystemExit(EXIT_CHECK_FAILED)
 
@@ -213,9 +234,10 @@ def dedup(merge: bool, as_json: bool, root: Path) -> None:
 @click.command(name="drift")
 @click.option("--tool-specs", "specs_ref", required=True,
               help="The current tools: MODULE:ATTR or a .json file.")  # fmt: skip
+@branch_option
 @json_option
 @root_option
-def drift(specs_ref: str, as_json: bool, root: Path) -> None:
+def drift(specs_ref: str, branch: str | None, as_json: bool, root: Path) -> None:
     """Re-prove skills whose tools changed; demote those that fail (one commit).
 
     Exit code 1 when a skill was demoted.
@@ -223,9 +245,9 @@ def drift(specs_ref: str, as_json: bool, root: Path) -> None:
     Example: skillbank drift --tool-specs skillbank.examples.shop:TOOL_SPECS
     """
     with SkillBank(root) as bank:
-        report = check_drift(bank.lifecycle, load_tool_specs(specs_ref, bank.root))
+        report = check_drift(bank.lifecycle, load_tool_specs(specs_ref, bank.root), branch=branch)
     if as_json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), **commit_json(report.commit)})
     else:
         for e in report.entries:
             click.echo(f"{e.action} {e.skill_id} ({e.stage}, v{e.version})"
@@ -233,6 +255,6 @@ def drift(specs_ref: str, as_json: bool, root: Path) -> None:
         if not report.entries:
             click.echo("no tool the skills use has changed")
         if report.commit:
-            click.echo(f"committed {report.commit[:12]}")
+            click.echo(committed(report.commit))
     if report.demoted:
         raise SystemExit(EXIT_CHECK_FAILED)

@@ -8,7 +8,7 @@ import click
 
 from skillbank.cli.output import remember_json
 
-__all__ = ["json_option", "root_option"]
+__all__ = ["branch_option", "json_option", "root_option"]
 
 #: ``--root DIR`` (env ``SKILLBANK_ROOT``): the bank every command works on.
 root_option = click.option(
@@ -29,4 +29,17 @@ json_option = click.option(
     is_eager=True,
     callback=remember_json,
     help="Print JSON for scripts.",
+)
+
+#: ``--branch``: where a command that changes skills commits.
+branch_option = click.option(
+    "--branch",
+    default=None,
+    metavar="auto|current|NAME",
+    help="Where the commit goes. auto (the default; configuration key `branch`, env "
+    "SKILLBANK_BRANCH): a new skillbank/<command>-... review branch from HEAD, written "
+    "without checking it out (your working tree does not change), unless the bank has no "
+    "commit yet or the current branch already starts with skillbank/. current: the "
+    "checked-out branch. NAME: that branch (created from HEAD if missing; an existing one "
+    "must point to HEAD).",
 )

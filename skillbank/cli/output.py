@@ -42,6 +42,8 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_USAGE",
     "ErrorReport",
+    "commit_json",
+    "committed",
     "describe_error",
     "fail",
     "make_console",
@@ -256,3 +258,24 @@ def render_run(result: RunResult, console: Console) -> None:
         click.echo(json.dumps(result.value, indent=2, ensure_ascii=False))
     else:
         console.print(f"[red]failed[/red] ({result.error_type}): {result.error}")
+
+
+def committed(commit: str) -> str:
+    """``committed <sha> on branch <name>``, saying so when the branch is not checked out."""
+    branch = getattr(commit, "branch", None)
+    text = f"committed {commit[:12]}" + (f" on branch {branch}" if branch else "")
+    if branch and not getattr(commit, "checked_out", True):
+        text += (
+            f" (not checked out: your working tree is unchanged; `git switch {branch}` to "
+            f"see it, `git push -u origin {branch}` to open a pull request)"
+        )
+    return text
+
+
+def commit_json(commit: str | None) -> dict[str, Any]:
+    """The commit, its branch and whether that branch is checked out, as JSON fields."""
+    return {
+        "commit": commit or None,
+        "branch": getattr(commit, "branch", None),
+        "checked_out": getattr(commit, "checked_out", True),
+    }
