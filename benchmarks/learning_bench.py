@@ -455,7 +455,7 @@ def diagnose(
             f"{sid}: {' > '.join(tools)}: {detail}; learned from {len(runs)} run(s)",
         )
     try:
-        from skillbank.recognize import _read, locators  # internals: diagnosis only
+        from skillbank.recognize import locators, read_located  # diagnosis only
     except ImportError as exc:
         return "diagnosis unavailable", f"skillbank.recognize changed: {exc}"
     locs = locators(skill)
@@ -465,7 +465,7 @@ def diagnose(
             "a required parameter cannot be located in the skill's recorded calls",
             f"{sid}({', '.join(missing)})",
         )
-    args = {name: _read(loc, steps, frozenset(skill.tools)) for name, loc in locs.items()}
+    args = {name: read_located(loc, steps, frozenset(skill.tools)) for name, loc in locs.items()}
     plain = (str, int, float, bool, list, dict, type(None))
     lost = [name for name, v in args.items() if not isinstance(v, plain)]
     if lost:

@@ -55,6 +55,7 @@ __all__ = [
     "Failed",
     "ProofReport",
     "PropertyResult",
+    "ToolDoubles",
     "check",
     "check_determinism",
     "check_properties",
@@ -63,6 +64,7 @@ __all__ = [
     "prove",
     "prove_skill",
     "replay_case",
+    "strategy_for",
 ]
 
 JSON = Any
@@ -351,7 +353,7 @@ def _parameters(spec: Mapping[str, JSON] | None) -> Mapping[str, JSON] | None:
     return params if isinstance(params, Mapping) else None
 
 
-#: Keywords `_strategy` builds objects and arrays from itself; others are checked by filter.
+#: Keywords `strategy_for` builds objects and arrays from itself; others are checked by filter.
 _DESCRIPTIVE = frozenset({"description", "title", "default", "examples", "$comment"})
 _OBJECT_KEYS = frozenset({"type", "properties", "required", "additionalProperties"})
 _ARRAY_KEYS = frozenset({"type", "items", "minItems", "maxItems"})
@@ -375,7 +377,7 @@ def _any_json() -> st.SearchStrategy[JSON]:
     )
 
 
-def _strategy(schema: Mapping[str, JSON]) -> st.SearchStrategy[JSON]:
+def strategy_for(schema: Mapping[str, JSON]) -> st.SearchStrategy[JSON]:
     """Values valid against ``schema``.
 
     Objects and arrays are built here, recursively, and everything else is handed to
@@ -392,28 +394,28 @@ def _strategy(schema: Mapping[str, JSON]) -> st.SearchStrategy[JSON]:
     if not keys:
         return _any_json()
     if keys == {"anyOf"}:
-        return st.one_of([_strategy(branch) for branch in schema["anyOf"]])
+        return st.one_of([strategy_for(branch) for branch in schema["anyOf"]])
     kind = schema.get("type")
     if isinstance(kind, list):
         rest = {k: v for k, v in schema.items() if k != "type"}
-        return st.one_of([_strategy({**rest, "type": t}) for t in kind])
+        return st.one_of([strategy_for({**rest, "type": t}) for t in kind])
     if "allOf" in keys and any(
         isinstance(part, Mapping) and part.get("type") in ("object", "array")
         for part in schema["allOf"]
     ):
         validator = Draft202012Validator(dict(schema))
-        return _strategy(schema["allOf"][0]).filter(validator.is_valid)
+        return strategy_for(schema["allOf"][0]).filter(validator.is_valid)
     if kind == "object" and "enum" not in keys and "const" not in keys:
         props: Mapping[str, JSON] = schema.get("properties", {})
         required = [k for k in schema.get("required", []) if isinstance(k, str)]
         extra = schema.get("additionalProperties", {})
-        fixed = {k: _strategy(props.get(k, {})) for k in required}
-        optional = {k: _strategy(v) for k, v in props.items() if k not in fixed}
+        fixed = {k: strategy_for(props.get(k, {})) for k in required}
+        optional = {k: strategy_for(v) for k, v in props.items() if k not in fixed}
         built: st.SearchStrategy[JSON] = st.fixed_dictionaries(fixed, optional=optional)
         if extra is not False:
             more = st.dictionaries(
                 st.text(max_size=10).filter(lambda k: k not in props),
-                _strategy(extra if isinstance(extra, Mapping) else {}),
+                strategy_for(extra if isinstance(extra, Mapping) else {}),
                 max_size=3,
             )
             built = st.tuples(built, more).map(lambda pair: {**pair[1], **pair[0]})
@@ -423,7 +425,7 @@ def _strategy(schema: Mapping[str, JSON]) -> st.SearchStrategy[JSON]:
         low = int(schema.get("minItems", 0))
         high = schema.get("maxItems")
         built = st.lists(
-            _strategy(items if isinstance(items, Mapping) else {}),
+            strategy_for(items if isinstance(items, Mapping) else {}),
             min_size=low,
             max_size=int(high) if high is not None else low + 4,
         )
@@ -441,7 +443,7 @@ def _checked(
     return built.filter(Draft202012Validator(dict(schema)).is_valid)
 
 
-class _Doubles:
+class ToolDoubles:
     """The tools of one run: each call is checked against the tool's schema, answered, noted.
 
     ``answer(tool, n)`` gives the value for the n-th call (0-based) of the run.
@@ -615,7 +617,7 @@ class _Setup:
     validators: dict[str, Any] = field(default_factory=dict)
 
     def run(
-        self, args: Mapping[str, JSON], doubles: _Doubles
+        self, args: Mapping[str, JSON], doubles: ToolDoubles
     ) -> tuple[Result, dict[str, SandboxError]]:
         """One run of the skill; also the failures of the skills it required, by id."""
         recorder = _RecordingSandbox(self.sandbox)
@@ -696,7 +698,7 @@ def _setup(
     def strategy(s: Mapping[str, JSON]) -> st.SearchStrategy[JSON]:
         key = canonical_json(s)
         if key not in cache:
-            cache[key] = _strategy(s)
+            cache[key] = strategy_for(s)
         return cache[key]
 
     answers = {t: strategy(infer_schema(observed.get(t, []))) for t in sorted(tools)}
@@ -926,7 +928,7 @@ def check_properties(
 
     def body(args: dict[str, JSON], data: st.DataObject) -> None:
         draws = _Draws(data, setup.answers)
-        doubles = _Doubles(setup.tools, draws, setup.validators)
+        doubles = ToolDoubles(setup.tools, draws, setup.validators)
         result, nested = setup.run(args, doubles)
         draws.resume()
         if doubles.problem:
@@ -971,7 +973,7 @@ def check_determinism(
 
     def body(args: dict[str, JSON], data: st.DataObject) -> None:
         draws = _Draws(data, setup.answers)
-        first = _Doubles(setup.tools, draws)
+        first = ToolDoubles(setup.tools, draws)
         one, _ = setup.run(args, first)
         draws.resume()
         diverged: list[str] = []
@@ -984,7 +986,7 @@ def check_determinism(
                 raise RuntimeError("determinism: the second run diverged")
             return first.calls[n][2]
 
-        second = _Doubles(setup.tools, again)
+        second = ToolDoubles(setup.tools, again)
         two, _ = setup.run(args, second)
         problem = diverged[0] if diverged else None
         if problem is None:

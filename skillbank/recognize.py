@@ -28,7 +28,7 @@ from skillbank.trajectory import Step, Trajectory, canonical_json
 if TYPE_CHECKING:
     from sandbox import Limits, Sandbox, ToolCall
 
-__all__ = ["Locator", "Plan", "PlanResult", "PlanStep", "locators", "match_steps"]
+__all__ = ["Locator", "Plan", "PlanResult", "PlanStep", "locators", "match_steps", "read_located"]
 
 JSON = Any
 
@@ -195,7 +195,8 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
     return result
 
 
-def _read(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSON:
+def read_located(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSON:
+    """The value ``locator`` points at in ``steps`` (a run that starts where a skill would)."""
     # The skill's span is unknown before it runs: look at the calls up to the first one the
     # skill does not declare.
     span: list[Step] = []
@@ -301,7 +302,7 @@ def match_steps(
             tools = frozenset(skill.tools).union(
                 *(tools_needed(sid, library) for sid in skill.requires)
             )
-            args = {name: _read(loc, steps[i:], tools) for name, loc in locs.items()}
+            args = {name: read_located(loc, steps[i:], tools) for name, loc in locs.items()}
             if any(v is MISSING for v in args.values()):
                 continue
             if check_args is not None:

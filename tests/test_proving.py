@@ -19,13 +19,13 @@ from jsonschema import Draft202012Validator
 from sandbox import Limits, Sandbox
 from skillbank import Outcome, SkillBank, Step, Trajectory
 from skillbank.proving import (
-    _Doubles,
-    _strategy,
+    ToolDoubles,
     check_determinism,
     check_properties,
     infer_schema,
     prove,
     prove_skill,
+    strategy_for,
 )
 from skillbank.skill import Skill, SkillDraft, TestedSkill, ValidatedSkill
 from skillbank.trajectory import load_trajectories
@@ -118,7 +118,7 @@ def test_doubles_answer_with_values_valid_for_the_inferred_schema(
     values: list[Any], data: st.DataObject
 ) -> None:
     schema = infer_schema(values)
-    answer = data.draw(_strategy(schema))
+    answer = data.draw(strategy_for(schema))
     assert Draft202012Validator(schema).is_valid(answer), (answer, schema)
 
 
@@ -152,7 +152,7 @@ PLACE_ORDER = {
 def test_a_double_refuses_arguments_outside_the_tool_schema(
     arguments: dict[str, Any], expected: str
 ) -> None:
-    doubles = _Doubles(
+    doubles = ToolDoubles(
         ["place_order"],
         lambda tool, n: {"ok": True},
         {"place_order": Draft202012Validator(PLACE_ORDER)},
@@ -162,7 +162,7 @@ def test_a_double_refuses_arguments_outside_the_tool_schema(
     assert doubles.problem is not None
     assert doubles.problem.startswith("call 1: place_order(")
     assert expected in doubles.problem
-    good = _Doubles(
+    good = ToolDoubles(
         ["place_order"],
         lambda tool, n: {"n": n},
         {"place_order": Draft202012Validator(PLACE_ORDER)},

@@ -336,3 +336,31 @@ def test_contributing_draws_every_module() -> None:
         rel = info.name.removeprefix("skillbank.").replace(".", "/")
         rel = f"{rel}/__init__" if info.ispkg else rel
         assert f"| `{rel}` |" in drawing, f"CONTRIBUTING.md does not draw {info.name}"
+
+
+def test_no_private_name_crosses_a_module() -> None:
+    # ``from m import _x`` or ``m._x`` on an imported module of ours: a private name is the
+    # module's own business; what others need is public and documented.
+    top = Path(skillbank.__file__).parent.parent
+    ours = ("skillbank", "sandbox")
+    for folder in ("skillbank", "sandbox", "tests", "benchmarks"):
+        for path in sorted((top / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            modules: set[str] = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(ours):
+                    for alias in node.names:
+                        assert not alias.name.startswith("_") or alias.name.startswith("__"), (
+                            f"{path.relative_to(top)}:{node.lineno} imports {alias.name}"
+                        )
+                elif isinstance(node, ast.Import):
+                    modules |= {(a.asname or a.name) for a in node.names if a.name.startswith(ours)}
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in modules
+                ):
+                    raise AssertionError(f"{path.relative_to(top)}:{node.lineno} reads {node.attr}")

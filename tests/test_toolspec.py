@@ -29,7 +29,7 @@ from skillbank import (
 from skillbank.cli import cli
 from skillbank.examples.shop import Shop
 from skillbank.library import SkillLibrary
-from skillbank.proving import _strategy as values_of  # hypothesis-jsonschema cannot do objects
+from skillbank.proving import strategy_for as values_of  # hypothesis-jsonschema cannot do objects
 from skillbank.signature import read_signature
 from skillbank.skill import STAGES, Skill
 from tests.conftest import EXAMPLE_TRAJECTORIES, REPO
