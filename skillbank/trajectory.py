@@ -98,9 +98,9 @@ class ToolSpec:
 class Step:
     """One tool call and what came back: a step of a trajectory, a call of a recorded case.
 
-    skillbank has this one record of a tool call. A trajectory's steps and a case's calls
-    (`skillbank.skill.Case.calls`) are both `Step` values, and every conversion of a call
-    lives here, on this class:
+    skillbank has this one record of a tool call. A trajectory's steps, a case's calls
+    (`skillbank.skill.Case.calls`) and a `skillbank.recording.Recorder`'s calls are all
+    `Step` values, and every conversion of a call lives here, on this class:
 
     - `from_tool_call`: a call a sandboxed run reported (`sandbox.ToolCall`, which stays a
       type of its own: the sandbox never imports skillbank, and it times each call);
