@@ -29,7 +29,7 @@ from skillbank.config import Config, load_config
 from skillbank.errors import LibraryError
 from skillbank.history import History
 from skillbank.learning import Learner, LearnReport
-from skillbank.ledger import Ledger
+from skillbank.ledger import Ledger, Outcomes
 from skillbank.library import CONFTEST, Commit, SkillLibrary, git
 from skillbank.lifecycle import Lifecycle
 from skillbank.maturity import SkillStats, StageChange
@@ -280,10 +280,8 @@ class SkillBank:
 
     # --- lifecycle and versions ---------------------------------------------------------
 
-    def outcome_counts(
-        self, versions: Mapping[str, str] | None = None
-    ) -> dict[str, tuple[int, int]]:
-        """The ledger's (successes, failures) per skill; empty without a readable ledger."""
+    def outcome_counts(self, versions: Mapping[str, str] | None = None) -> dict[str, Outcomes]:
+        """The ledger's `Outcomes` per skill; empty without a readable ledger."""
         return self.lifecycle.outcome_counts(versions)
 
     def stats(self, skill_id: str | None = None) -> list[SkillStats]:

@@ -40,7 +40,7 @@ from skillbank.library import SkillLibrary, StoredChange
 from skillbank.proving import Failed, check, explain
 from skillbank.recognize import match_steps
 from skillbank.signature import read_signature
-from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill, ToolCallRecord
+from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
 from skillbank.trajectory import Step, Trajectory
 from skillbank.validate import Rejected, code_shape
 from skillbank.versioning import Version, bump, parse_version, required_bump, signature_diff
@@ -526,7 +526,7 @@ class Learner:
         if not used or len(shape) == 1:
             return None
         composed_runs = []
-        raw_calls: dict[tuple[str, str], tuple[ToolCallRecord, ...]] = {}
+        raw_calls: dict[tuple[str, str], tuple[Step, ...]] = {}
         for run, plan in zip(runs, plans, strict=True):
             steps = [s for s in run.steps if s.error is None]
             new_steps = [
@@ -536,9 +536,7 @@ class Learner:
                 for p in plan.steps
             ]
             composed_runs.append(replace(run, steps=tuple(new_steps), recorded_sha256=run.sha256))
-            raw_calls[(run.id, run.sha256)] = tuple(
-                ToolCallRecord(s.tool, dict(s.arguments), s.result) for s in steps
-            )
+            raw_calls[(run.id, run.sha256)] = tuple(s.as_case_call() for s in steps)
         try:
             draft = compile_group(composed_runs, name=sid)
         except (CompileError, RecursionError, ValueError):

@@ -59,10 +59,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from skillbank.errors import LibraryError
 
-__all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "CallRecord", "Ledger"]
+__all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "CallRecord", "Ledger", "Outcomes"]
 
 #: The ledger's file name inside the bank's state folder.
 LEDGER_FILE = "ledger.sqlite"
@@ -230,6 +231,20 @@ class CallRecord:
     caller: str | None
 
 
+class Outcomes(NamedTuple):
+    """How a skill's calls went, by the ledger's rows: the two numbers its stage and its search
+    weight are computed from (`skillbank.maturity`, `skillbank.search`).
+
+    A tuple, so ``successes, failures = outcomes`` works; ``Outcomes(0, 0)`` is a skill the
+    ledger has no row of.
+    """
+
+    #: Rows that succeeded: calls that worked (and tasks served).
+    successes: int
+    #: Rows that failed: failed calls, and failed tasks charged to the skill.
+    failures: int
+
+
 class Ledger:
     """The outcomes of skill calls, in one SQLite file.
 
@@ -378,8 +393,8 @@ class Ledger:
             for r in rows
         ]
 
-    def counts(self, versions: Mapping[str, str] | None = None) -> dict[str, tuple[int, int]]:
-        """``{skill_id: (successes, failures)}`` for every skill with rows, in one query.
+    def counts(self, versions: Mapping[str, str] | None = None) -> dict[str, Outcomes]:
+        """``{skill_id: Outcomes(successes, failures)}`` for every skill with rows, in one query.
 
         With ``versions`` (skill id -> version), only those skills are counted, and only rows
         of that version (or of no recorded version).
@@ -391,13 +406,13 @@ class Ledger:
                 "SELECT skill_id, version, coalesce(sum(ok), 0), count(*) FROM calls "
                 "GROUP BY skill_id, version"
             ).fetchall()
-        out: dict[str, tuple[int, int]] = {}
+        out: dict[str, Outcomes] = {}
         for sid, version, ok, n in rows:
             sid = str(sid)
             if versions is not None and (sid not in versions or version not in (versions[sid], "")):
                 continue
-            s, f = out.get(sid, (0, 0))
-            out[sid] = (s + int(ok), f + int(n) - int(ok))
+            s, f = out.get(sid, Outcomes(0, 0))
+            out[sid] = Outcomes(s + int(ok), f + int(n) - int(ok))
         return out
 
     def stats(self, skill_id: str | None = None) -> dict[str, int | float | None]:

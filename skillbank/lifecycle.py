@@ -23,7 +23,7 @@ from skillbank.compose import requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import LibraryError
 from skillbank.history import History
-from skillbank.ledger import LEDGER_FILE, Ledger
+from skillbank.ledger import LEDGER_FILE, Ledger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
@@ -79,14 +79,12 @@ class Lifecycle:
     def stage_for(self, sid: str, version: Version, cases: int, previous: Stage | None) -> Stage:
         """The stage a version starts at: the rule of `update_stages` on that version's
         calls (none, for a new version: the failures were of the old code)."""
-        successes, failures = self.outcome_counts({sid: str(version)}).get(sid, (0, 0))
+        successes, failures = self.outcome_counts({sid: str(version)}).get(sid, Outcomes(0, 0))
         return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
 
-    def outcome_counts(
-        self, versions: Mapping[str, str] | None = None
-    ) -> dict[str, tuple[int, int]]:
-        """The ledger's (successes, failures) per skill (with ``versions``: of those versions
-        only); empty when there is no ledger yet or it cannot be read. The ledger is local
+    def outcome_counts(self, versions: Mapping[str, str] | None = None) -> dict[str, Outcomes]:
+        """The ledger's `Outcomes` per skill (with ``versions``: of those versions only);
+        empty when there is no ledger yet or it cannot be read. The ledger is local
         statistics: learning and search must work without it, and reading never creates it."""
         if not (self.library.state / LEDGER_FILE).is_file():
             return {}
@@ -299,7 +297,7 @@ class Lifecycle:
             counts = self.ledger().counts({s.id: s.version for s in skills})
             on: Branch | None = None
             for skill in skills:
-                s, f = counts.get(skill.id, (0, 0))
+                s, f = counts.get(skill.id, Outcomes(0, 0))
                 new = decide_stage(skill.stage, s, f, len(skill.cases), self.config)
                 if new == skill.stage:
                     continue

@@ -37,7 +37,7 @@ from sandbox import Limits, Result, Sandbox, SandboxError, SkillError, ToolError
 from skillbank.compose import closure, grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillRejected, SkillTestFailed
 from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ValidatedSkill
-from skillbank.trajectory import canonical_json
+from skillbank.trajectory import Step, canonical_json
 from skillbank.validate import Rejected, validate
 
 if TYPE_CHECKING:
@@ -457,10 +457,9 @@ class ToolDoubles:
     ) -> None:
         self.answer = answer
         self.validators = validators or {}
-        #: (tool, arguments, answer) of every call, in order.
-        self.calls: list[tuple[str, dict[str, JSON], JSON]] = []
-        #: The positions (0-based) of calls refused for their arguments.
-        self.refused: set[int] = set()
+        #: Every call, in order, with the double's answer; a call refused for its arguments
+        #: has the refusal as its error.
+        self.calls: list[Step] = []
         #: The first call whose arguments broke the tool's schema, as text.
         self.problem: str | None = None
         self.tools: dict[str, Callable[..., JSON]] = {name: self._double(name) for name in names}
@@ -470,12 +469,11 @@ class ToolDoubles:
             n = len(self.calls)
             bad = self._check(name, arguments)
             if bad is not None:
-                self.calls.append((name, arguments, None))
-                self.refused.add(n)
+                self.calls.append(Step(name, arguments, error=bad))
                 self.problem = self.problem or f"call {n + 1}: {name}({_short(arguments)}): {bad}"
                 raise ValueError(f"the arguments do not match the schema of {name!r}: {bad}")
             value = self.answer(name, n)
-            self.calls.append((name, arguments, value))
+            self.calls.append(Step(name, arguments, value))
             return value
 
         return call
@@ -503,9 +501,9 @@ class ToolDoubles:
     def transcript(self, args: Mapping[str, JSON]) -> str:
         """The example as JSON: the skill's arguments, then each call and the double's answer."""
         lines = [f"  arguments: {canonical_json(dict(args))}"]
-        for n, (tool, arguments, answer) in enumerate(self.calls):
-            shown = "(refused)" if n in self.refused else canonical_json(answer)
-            lines.append(f"  call {n + 1}: {tool} {canonical_json(arguments)} -> {shown}")
+        for n, call in enumerate(self.calls, start=1):
+            shown = "(refused)" if call.error is not None else canonical_json(call.result)
+            lines.append(f"  call {n}: {call.tool} {canonical_json(call.arguments)} -> {shown}")
         return "\n".join(lines)
 
 
@@ -979,22 +977,22 @@ def check_determinism(
         diverged: list[str] = []
 
         def again(tool: str, n: int) -> JSON:
-            if n >= len(first.calls) or first.calls[n][0] != tool:
-                before = f"{first.calls[n][0]}" if n < len(first.calls) else "nothing"
+            if n >= len(first.calls) or first.calls[n].tool != tool:
+                before = first.calls[n].tool if n < len(first.calls) else "nothing"
                 diverged.append(f"call {n + 1}: the second run called {tool} where the first "
                                 f"called {before}")  # fmt: skip
                 raise RuntimeError("determinism: the second run diverged")
-            return first.calls[n][2]
+            return first.calls[n].result
 
         second = ToolDoubles(setup.tools, again)
         two, _ = setup.run(args, second)
         problem = diverged[0] if diverged else None
         if problem is None:
             for n, (a, b) in enumerate(zip(first.calls, second.calls, strict=False), start=1):
-                if canonical_json(a[1]) != canonical_json(b[1]):
+                if canonical_json(a.arguments) != canonical_json(b.arguments):
                     problem = (
-                        f"call {n}: {a[0]} got {_short(a[1])} in the first run and "
-                        f"{_short(b[1])} in the second"
+                        f"call {n}: {a.tool} got {_short(a.arguments)} in the first run and "
+                        f"{_short(b.arguments)} in the second"
                     )
                     break
         if problem is None and len(first.calls) != len(second.calls):

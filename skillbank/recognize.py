@@ -183,8 +183,7 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
             if param.name not in case.args:
                 common = []
                 break
-            calls = [Step(c.tool, c.arguments, c.result) for c in case.calls]
-            found = _candidates(param.name, case.args[param.name], calls)
+            found = _candidates(param.name, case.args[param.name], case.calls)
             common = found if common is None else [c for c in common if c in set(found)]
             if not common:
                 break

@@ -23,30 +23,15 @@ import inspect
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from skillbank.trajectory import Step, Trajectory, parse_record
 
-__all__ = ["RecordedCall", "Recorder"]
+__all__ = ["Recorder"]
 
 JSON = Any
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class RecordedCall:
-    """One tool call the recorder saw."""
-
-    #: The tool's name.
-    tool: str
-    #: The arguments by name, as JSON data.
-    arguments: Mapping[str, JSON]
-    #: The result as JSON data (None when the call raised).
-    result: JSON = None
-    #: ``"ExceptionType: message"`` when the call raised, else None.
-    error: str | None = None
 
 
 def _jsonable(value: JSON) -> JSON:
@@ -77,14 +62,19 @@ class Recorder:
         self.task = task
         self.tool_specs = [dict(spec) for spec in tool_specs]
         self.system = system
-        self._calls: list[RecordedCall | None] = []
+        self._calls: list[Step | None] = []
         self._lock = threading.Lock()
 
     # --- recording -----------------------------------------------------------------------
 
     @property
-    def calls(self) -> tuple[RecordedCall, ...]:
-        """The calls that have finished, in the order they started."""
+    def calls(self) -> tuple[Step, ...]:
+        """The calls that have finished, in the order they started.
+
+        Each is a `Step` whose ``result`` is JSON data (None when the call raised), whose
+        ``error`` is ``"ExceptionType: message"`` when it raised, and whose ``call_id`` is
+        ``call_<n>``, n counting the calls from 1 in the order they started.
+        """
         with self._lock:
             return tuple(c for c in self._calls if c is not None)
 
@@ -100,15 +90,17 @@ class Recorder:
             with self._lock:
                 slot = len(self._calls)
                 self._calls.append(None)  # keep the order calls started in
+            call_id = f"call_{slot + 1}"
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
-                recorded = RecordedCall(name, arguments, None, f"{type(exc).__name__}: {exc}")
+                error = f"{type(exc).__name__}: {exc}"
+                recorded = Step(name, arguments, None, error, call_id)
                 with self._lock:
                     self._calls[slot] = recorded
                 raise
             with self._lock:
-                self._calls[slot] = RecordedCall(name, arguments, _jsonable(result))
+                self._calls[slot] = Step(name, arguments, _jsonable(result), None, call_id)
             return result
 
         return call
@@ -135,12 +127,6 @@ class Recorder:
 
     # --- output --------------------------------------------------------------------------
 
-    def _steps(self) -> tuple[Step, ...]:
-        return tuple(
-            Step(c.tool, dict(c.arguments), c.result, c.error, f"call_{i}")
-            for i, c in enumerate(self.calls, start=1)
-        )
-
     def to_messages(self, answer: str | None = None) -> list[dict[str, JSON]]:
         """The run as OpenAI chat messages: system (if given), user task, one assistant tool
         call and its tool message per call (a failed call's tool message has ``"is_error":
@@ -149,19 +135,8 @@ class Recorder:
         if self.system:
             messages.append({"role": "system", "content": self.system})
         messages.append({"role": "user", "content": self.task})
-        for step in self._steps():
-            arguments = json.dumps(dict(step.arguments), ensure_ascii=False)
-            call = {"name": step.tool, "arguments": arguments}
-            messages.append({
-                "role": "assistant", "content": None,
-                "tool_calls": [{"id": step.call_id, "type": "function", "function": call}],
-            })  # fmt: skip
-            tool: dict[str, JSON] = {"role": "tool", "tool_call_id": step.call_id}
-            if step.error is not None:
-                tool.update(content=step.error, is_error=True)
-            else:
-                tool["content"] = json.dumps(step.result, ensure_ascii=False)
-            messages.append(tool)
+        for step in self.calls:
+            messages += step.to_chat_messages()
         if answer:
             messages.append({"role": "assistant", "content": answer})
         return messages

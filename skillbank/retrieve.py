@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skillbank.config import Config
 from skillbank.errors import SkillArgumentError, SkillNotFound
@@ -28,6 +28,9 @@ from skillbank.search import (
     tokenize,
 )
 from skillbank.skill import Skill
+
+if TYPE_CHECKING:
+    from skillbank.ledger import Outcomes
 
 __all__ = ["Retriever"]
 
@@ -50,7 +53,7 @@ class Retriever:
         library: The skills.
         config: The reflex thresholds.
         runner: Runs the skill a reflex picks.
-        counts: The ledger's (successes, failures) per skill; empty without a ledger.
+        counts: The ledger's `Outcomes` per skill; empty without a ledger.
     """
 
     def __init__(
@@ -59,7 +62,7 @@ class Retriever:
         config: Config,
         *,
         runner: Runner,
-        counts: Callable[[], Mapping[str, tuple[int, int]]],
+        counts: Callable[[], Mapping[str, Outcomes]],
     ) -> None:
         self.library = library
         self.config = config

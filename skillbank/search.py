@@ -52,7 +52,7 @@ import numpy.typing as npt
 from skillbank.skill import Skill
 
 if TYPE_CHECKING:
-    pass
+    from skillbank.ledger import Outcomes
 
 __all__ = [
     "RRF_K",
@@ -398,7 +398,7 @@ class SearchIndex:
         text: str,
         k: int = 5,
         *,
-        outcomes: Mapping[str, tuple[int, int]] | Callable[[str], tuple[int, int]] = {},  # noqa: B006
+        outcomes: Mapping[str, Outcomes] | Callable[[str], Outcomes] = {},  # noqa: B006
         thompson: bool = False,
         seed: int | None = None,
     ) -> list[Hit]:
@@ -407,7 +407,7 @@ class SearchIndex:
         Args:
             text: The query.
             k: How many hits at most.
-            outcomes: (successes, failures) per skill id: a mapping (missing ids count as
+            outcomes: The ledger's `Outcomes` per skill id: a mapping (missing ids count as
                 none), or a function asked only for the candidates that could still enter
                 the top ``k``, best relevance first.
             thompson: Sample success from each Beta posterior instead of taking its mean.
@@ -453,7 +453,7 @@ class SearchIndex:
         found: npt.NDArray[np.intp],
         rel: Floats,
         k: int,
-        outcomes: Callable[[str], tuple[int, int]],
+        outcomes: Callable[[str], Outcomes],
         rng: np.random.Generator,
         thompson: bool,
     ) -> list[tuple[int, float, float]]:

@@ -26,7 +26,6 @@ __all__ = [
     "Skill",
     "SkillDraft",
     "TestedSkill",
-    "ToolCallRecord",
     "ValidatedSkill",
     "content_hash",
     "docstring_args",
@@ -122,22 +121,6 @@ class Signature:
 
 
 @dataclass(frozen=True)
-class ToolCallRecord:
-    """One tool call seen in a recorded case: what was asked and what came back."""
-
-    #: The tool's name.
-    tool: str
-    #: The arguments as JSON data.
-    arguments: Mapping[str, JSON]
-    #: The result as JSON data.
-    result: JSON = None
-
-    def to_json(self) -> dict[str, JSON]:
-        """The record as plain JSON data (stable key order is left to the writer)."""
-        return {"tool": self.tool, "arguments": dict(self.arguments), "result": self.result}
-
-
-@dataclass(frozen=True)
 class Case:
     """A recorded example of a skill: arguments in, tool calls made, result out.
 
@@ -153,8 +136,9 @@ class Case:
     task: str
     #: The skill's arguments.
     args: Mapping[str, JSON]
-    #: The tool calls the skill must make, in order.
-    calls: tuple[ToolCallRecord, ...]
+    #: The tool calls the skill must make, in order, each with the result to answer it (see
+    #: `skillbank.trajectory.Step.as_case_call`: a case keeps tool, arguments and result).
+    calls: tuple[Step, ...]
     #: The value the skill must return.
     result: JSON = None
 
@@ -165,7 +149,7 @@ class Case:
             "trajectory_sha256": self.trajectory_sha256,
             "task": self.task,
             "args": dict(self.args),
-            "calls": [c.to_json() for c in self.calls],
+            "calls": [c.to_case_json() for c in self.calls],
             "result": self.result,
         }
 
@@ -184,7 +168,7 @@ class Case:
             id=self.trajectory_id,
             task=self.task,
             tools=tuple(tools),
-            steps=tuple(Step(c.tool, c.arguments, c.result) for c in self.calls),
+            steps=self.calls,
             outcome=Outcome(True),
             recorded_sha256=self.trajectory_sha256,
         )
@@ -197,10 +181,7 @@ class Case:
             trajectory_sha256=str(data["trajectory_sha256"]),
             task=str(data["task"]),
             args=dict(data["args"]),
-            calls=tuple(
-                ToolCallRecord(str(c["tool"]), dict(c["arguments"]), c.get("result"))
-                for c in data["calls"]
-            ),
+            calls=tuple(Step.from_case_json(c) for c in data["calls"]),
             result=data.get("result"),
         )
 

@@ -44,12 +44,15 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from skillbank.errors import TrajectoryError
+
+if TYPE_CHECKING:
+    from sandbox import ToolCall
 
 __all__ = [
     "Outcome",
@@ -93,7 +96,23 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class Step:
-    """One tool call and what came back."""
+    """One tool call and what came back: a step of a trajectory, a call of a recorded case.
+
+    skillbank has this one record of a tool call. A trajectory's steps, a case's calls
+    (`skillbank.skill.Case.calls`) and a `skillbank.recording.Recorder`'s calls are all
+    `Step` values, and every conversion of a call lives here, on this class:
+
+    - `from_tool_call`: a call a sandboxed run reported (`sandbox.ToolCall`, which stays a
+      type of its own: the sandbox never imports skillbank, and it times each call);
+    - `as_case_call`: what a recorded case keeps of a call (tool, arguments, result);
+    - `to_case_json` / `from_case_json`: a case call as stored in ``cases.jsonl``;
+    - `to_chat_messages`: the call as the OpenAI chat messages a trajectory file holds
+      (`parse_record` reads them back).
+
+    It keeps the name ``Step`` rather than a new one because ``skillbank.Step`` is public API
+    and this module is where the pipeline starts: `skillbank.skill` imports it, so the record
+    cannot live there without a cycle.
+    """
 
     #: The tool's name.
     tool: str
@@ -103,8 +122,51 @@ class Step:
     result: JSON = None
     #: The error text when the call failed (the tool message was marked ``is_error``).
     error: str | None = None
-    #: The ``tool_call_id`` that paired call and result.
+    #: The ``tool_call_id`` that paired call and result ("" in a recorded case).
     call_id: str = ""
+
+    @classmethod
+    def from_tool_call(cls, call: ToolCall, call_id: str = "") -> Step:
+        """The call a sandboxed run reported (its timing is dropped)."""
+        return cls(call.tool, dict(call.arguments), call.result, call.error, call_id)
+
+    def as_case_call(self) -> Step:
+        """What a recorded case keeps of this call: tool, arguments and result.
+
+        The error and the call id are not stored in ``cases.jsonl``, so they are dropped
+        here and a case loads back equal to the one stored.
+        """
+        return Step(self.tool, dict(self.arguments), self.result)
+
+    def to_case_json(self) -> dict[str, JSON]:
+        """The call as stored in a case (``{"tool", "arguments", "result"}``; the writer
+        orders the keys)."""
+        return {"tool": self.tool, "arguments": dict(self.arguments), "result": self.result}
+
+    @classmethod
+    def from_case_json(cls, data: Mapping[str, JSON]) -> Step:
+        """Rebuild a case call from `to_case_json` output (raises KeyError/TypeError on bad
+        data)."""
+        return cls(str(data["tool"]), dict(data["arguments"]), data.get("result"))
+
+    def to_chat_messages(self) -> list[dict[str, JSON]]:
+        """The call as OpenAI chat messages: the assistant's tool call, then the tool message
+        answering it (``"is_error": true`` when it failed); `parse_record` reads them back."""
+        arguments = json.dumps(dict(self.arguments), ensure_ascii=False)
+        function = {"name": self.tool, "arguments": arguments}
+        answer: dict[str, JSON] = {"role": "tool", "tool_call_id": self.call_id}
+        if self.error is not None:
+            answer.update(content=self.error, is_error=True)
+        else:
+            answer["content"] = json.dumps(self.result, ensure_ascii=False)
+        return [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": self.call_id, "type": "function", "function": function}],
+            },
+            answer,
+        ]
 
 
 @dataclass(frozen=True)

@@ -155,10 +155,7 @@ def _matches(skill: Skill, t: Trajectory) -> bool:
     if not skill.cases:
         return False
     tools = [s.tool for s in t.steps]
-    steps = list(t.steps)
-    key = pattern_key([Step(s.tool, s.arguments, s.result) for s in steps])
-    known = pattern_key([Step(c.tool, c.arguments, c.result) for c in skill.cases[0].calls])
-    if key == known:
+    if pattern_key(t.steps) == pattern_key(skill.cases[0].calls):
         return True
     return any(len(tools) <= len(seq) and seq[: len(tools)] == tools for seq in _case_tools(skill))
 

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox import Sandbox
-from skillbank import SkillBank, Trajectory, check_source, compile_trajectory, parse_record
+from skillbank import SkillBank, Step, Trajectory, check_source, compile_trajectory, parse_record
 from skillbank.examples import PROCEDURES, Shop, run_procedure
 from skillbank.trajectory import canonical_json
 
@@ -72,12 +72,8 @@ def test_scripted_trajectories_compile_to_skills_that_reproduce_them(
     result = sandbox.run(draft.source, draft.id, dict(draft.cases[0].args), tools)
     assert result.ok, result.error
 
-    made = [
-        (c.tool, canonical_json(c.arguments), canonical_json(c.result)) for c in result.tool_calls
-    ]
-    seen = [
-        (s.tool, canonical_json(s.arguments), canonical_json(s.result)) for s in trajectory.steps
-    ]
+    made = [canonical_json(Step.from_tool_call(c).to_case_json()) for c in result.tool_calls]
+    seen = [canonical_json(s.to_case_json()) for s in trajectory.steps]
     assert made == seen
     assert canonical_json(result.value) == canonical_json(trajectory.steps[-1].result)
     assert replayer.snapshot() == recorder.snapshot()

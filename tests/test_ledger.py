@@ -14,7 +14,7 @@ import pytest
 from skillbank.bank import SkillBank
 from skillbank.errors import LibraryError, SkillArgumentError
 from skillbank.examples.shop import Shop
-from skillbank.ledger import LEDGER_FILE, SCHEMA_VERSION, CallRecord, Ledger
+from skillbank.ledger import LEDGER_FILE, SCHEMA_VERSION, CallRecord, Ledger, Outcomes
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
@@ -125,7 +125,10 @@ def test_counts_are_per_skill_in_bulk(tmp_path: Path) -> None:
     for ok in (True, True, False):
         ledger.record("a", ok=ok)
     ledger.record("b", ok=False, caller="agent:outcome")
-    assert ledger.counts() == {"a": (2, 1), "b": (0, 1)}
+    counts = ledger.counts()
+    assert counts == {"a": Outcomes(successes=2, failures=1), "b": Outcomes(0, 1)}
+    successes, failures = counts["a"]  # still a pair
+    assert (successes, failures) == (counts["a"].successes, counts["a"].failures) == (2, 1)
 
 
 @pytest.fixture

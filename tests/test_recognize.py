@@ -7,13 +7,13 @@ import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sandbox import ToolCall
 from skillbank import Outcome, SkillBank, Step, Trajectory, parse_record
 from skillbank.cli import cli
 from skillbank.examples import PROCEDURES, Shop, run_procedure
@@ -40,8 +40,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _calls(calls: Any) -> list[tuple[str, str, str]]:
-    return [(c.tool, canonical_json(c.arguments), canonical_json(c.result)) for c in calls]
+def _same_calls(made: tuple[ToolCall, ...], steps: tuple[Step, ...]) -> bool:
+    """Whether the sandbox made exactly the trajectory's calls (JSON compared exactly)."""
+    ran = [Step.from_tool_call(c).to_case_json() for c in made]
+    return canonical_json(ran) == canonical_json([s.to_case_json() for s in steps])
 
 
 @given(name=st.sampled_from(sorted(PROCEDURES)), seed=st.integers(0, 2**32 - 1))
@@ -59,9 +61,7 @@ def test_a_plan_reproduces_its_trajectory_from_the_same_starting_state(
     assert [s.kind for s in plan.steps] == ["skill"], plan  # a known procedure: one skill call
     result = bank.execute(plan, replayer.tools())
     assert result.ok, result.error
-    assert _calls(result.tool_calls) == [
-        (s.tool, canonical_json(s.arguments), canonical_json(s.result)) for s in trajectory.steps
-    ]
+    assert _same_calls(result.tool_calls, trajectory.steps)
     assert replayer.snapshot() == recorder.snapshot()
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from skillbank import SkillBank
 from skillbank.examples.shop import TOOL_SPECS, Shop
-from skillbank.recording import RecordedCall, Recorder
-from skillbank.trajectory import ToolSpec, load_trajectories, parse_record
+from skillbank.recording import Recorder
+from skillbank.trajectory import Step, ToolSpec, load_trajectories, parse_record
 
 
 def _order_history(tools: Any, email: str) -> Any:
@@ -35,10 +35,11 @@ def test_wrap_records_calls_in_order_and_passes_results_and_errors_through(
 
     calls = recorder.calls
     assert [c.tool for c in calls] == ["find_customer", "list_orders", "find_customer"]
-    assert calls[0] == RecordedCall(
+    assert calls[0] == Step(
         "find_customer",
         {"email": "alice@example.com"},
         shop.find_customer(email="alice@example.com"),
+        call_id="call_1",
     )
     assert calls[1].arguments == {"customer_id": "C-1001"} and calls[1].result == orders
     assert calls[2].result is None

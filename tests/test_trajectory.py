@@ -6,8 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from skillbank import TrajectoryError, load_trajectories, parse_record, scan_trajectories
+from sandbox import ToolCall
+from skillbank import Step, TrajectoryError, load_trajectories, parse_record, scan_trajectories
+from skillbank.skill import Case
+from skillbank.trajectory import canonical_json
 
 TOOLS = [
     {
@@ -416,3 +421,57 @@ def test_malformed_responses_records_name_the_item(
     assert words in message
     assert info.value.field == field
     assert message.count(f"{field}: ") == 1  # the field is named once, not stacked
+
+
+# --- Step: the one tool-call record, and its conversions ---------------------------------------
+
+
+def test_a_step_converts_from_a_sandbox_call_and_to_a_case_call() -> None:
+    ran = ToolCall("get_order", {"order_id": "O-1"}, {"status": "shipped"}, None, 0.25)
+    step = Step.from_tool_call(ran, "c7")
+    assert step == Step("get_order", {"order_id": "O-1"}, {"status": "shipped"}, None, "c7")
+    failed = Step.from_tool_call(ToolCall("get_order", {}, None, "ValueError: no", 0.0))
+    assert (failed.error, failed.call_id) == ("ValueError: no", "")
+
+    # A case keeps tool, arguments and result: the error and the call id are not stored.
+    assert step.as_case_call() == Step("get_order", {"order_id": "O-1"}, {"status": "shipped"})
+    assert step.to_case_json() == {
+        "tool": "get_order", "arguments": {"order_id": "O-1"}, "result": {"status": "shipped"},
+    }  # fmt: skip
+    assert Step.from_case_json(step.to_case_json()) == step.as_case_call()
+    assert Step.from_case_json({"tool": "ping", "arguments": {}}) == Step("ping", {})
+    with pytest.raises(KeyError):
+        Step.from_case_json({"tool": "ping"})
+
+
+_TEXT = st.text(max_size=20)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=10,
+)
+_STEPS = st.builds(
+    Step,
+    tool=st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True),
+    arguments=st.dictionaries(_TEXT, _JSON, max_size=3),
+    result=_JSON,
+    error=st.none() | st.text(min_size=1, max_size=20).filter(str.strip),
+)
+
+
+@given(steps=st.lists(_STEPS, max_size=4))
+def test_steps_survive_chat_messages_and_case_json(steps: list[Step]) -> None:
+    steps = [
+        Step(s.tool, s.arguments, None if s.error else s.result, s.error, f"c{n}")
+        for n, s in enumerate(steps)
+    ]
+    messages = [{"role": "user", "content": "do it"}]
+    for step in steps:
+        messages += step.to_chat_messages()
+    assert parse_record({"messages": messages}).steps == tuple(steps)
+
+    calls = tuple(s.as_case_call() for s in steps)
+    case = Case("t", "0" * 64, "do it", {}, calls, None)
+    stored = json.loads(canonical_json(case.to_json()))
+    assert Case.from_json(stored) == case
+    assert [c.call_id for c in Case.from_json(stored).calls] == [""] * len(steps)

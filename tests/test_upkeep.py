@@ -107,7 +107,7 @@ def test_refine_without_a_separating_field_says_so(
     sid = order_skill(shop_bank)
     case = shop_bank.get(sid).cases[0]
     # The same answers a success got, yet the order failed: nothing tells them apart.
-    steps = [Step(c.tool, c.arguments, c.result) for c in case.calls]
+    steps = list(case.calls)
     steps[-1] = replace(steps[-1], result=None, error="the payment service is down")
     failure = Trajectory("fail-flaky", case.task, example_trajectories[0].tools, tuple(steps),
                          Outcome(False))  # fmt: skip

@@ -50,7 +50,7 @@ from skillbank.compiler.emit import (
     task_template,
 )
 from skillbank.errors import CompileError
-from skillbank.skill import Case, SkillDraft, ToolCallRecord
+from skillbank.skill import Case, SkillDraft
 from skillbank.trajectory import Step, Trajectory, canonical_json
 
 __all__ = [
@@ -921,7 +921,7 @@ class _Builder:
                 trajectory_sha256=run.trajectory.sha256,
                 task=run.trajectory.task,
                 args={p.name: self.params[p.name][1][r] for p in params},
-                calls=tuple(ToolCallRecord(s.tool, dict(s.arguments), s.result) for s in run.steps),
+                calls=tuple(s.as_case_call() for s in run.steps),
                 result=returns_values[r],
             )
             for r, run in enumerate(runs)

@@ -83,8 +83,7 @@ def group_procedures(
     by_key: dict[str, str] = {}
     for skill in sorted(existing.values(), key=lambda s: s.id):
         if skill.cases:
-            steps = [Step(c.tool, c.arguments, c.result) for c in skill.cases[0].calls]
-            by_key.setdefault(pattern_key(steps), skill.id)
+            by_key.setdefault(pattern_key(skill.cases[0].calls), skill.id)
     patterns: dict[str, list[int]] = {}
     for i in indexes:
         patterns.setdefault(pattern_key(successful_steps(runs[i])), []).append(i)
@@ -106,13 +105,12 @@ def group_procedures(
         if any(g.old is skill for g in groups) or not skill.cases:
             continue
         longest = max(skill.cases, key=lambda c: len(c.calls))
-        steps = [Step(c.tool, c.arguments, c.result) for c in longest.calls]
         groups.append(
             ProcedureGroup(
                 members=[],
                 old=skill,
                 parts=[],
-                tokens=pattern_tokens(steps),
+                tokens=pattern_tokens(longest.calls),
                 tasks=[c.task for c in skill.cases],
             )
         )

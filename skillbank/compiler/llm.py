@@ -40,7 +40,7 @@ from skillbank.errors import (
 )
 from skillbank.proving import check, explain
 from skillbank.signature import read_signature
-from skillbank.skill import Case, SkillDraft, ToolCallRecord
+from skillbank.skill import Case, SkillDraft
 from skillbank.trajectory import Step, Trajectory, canonical_json
 from skillbank.validate import ALLOWED_IMPORTS, FORBIDDEN_NAMES
 
@@ -517,7 +517,7 @@ class LLMCompiler:
                     trajectory_sha256=t.sha256,
                     task=t.task,
                     args=dict(proposal.case_args[t.id]),
-                    calls=tuple(ToolCallRecord(s.tool, dict(s.arguments), s.result) for s in steps),
+                    calls=tuple(s.as_case_call() for s in steps),
                     result=steps[-1].result,
                 )
             )
