@@ -100,7 +100,7 @@ class SkillBank:
         )  # fmt: skip
         self.learner = Learner(
             self.library, self.config, sandbox=lambda: self.sandbox, limits=self.limits,
-            llm=lambda: self.llm, stage_for=self.lifecycle.stage_for,
+            llm=lambda: self.llm, stage_for=self.lifecycle.stage_for, check=self.check,
         )  # fmt: skip
         self.retriever = Retriever(
             self.library, self.config, runner=self.runner, counts=self.outcome_counts

@@ -37,12 +37,12 @@ from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import CompileError, LibraryError
 from skillbank.library import SkillLibrary, StoredChange
-from skillbank.proving import Failed, check, explain
+from skillbank.proving import Check, explain
 from skillbank.recognize import match_steps
 from skillbank.signature import read_signature
 from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
 from skillbank.trajectory import Step, Trajectory
-from skillbank.validate import Rejected, code_shape
+from skillbank.validate import code_shape
 from skillbank.versioning import Version, bump, parse_version, required_bump, signature_diff
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ class Learner:
         limits: The limits of each sandbox run.
         llm: Gives the optional LLM compiler (None: deterministic only).
         stage_for: The stage a skill's new version starts at (`Lifecycle.stage_for`).
+        check: Checks a draft against a library (the bank's one check path).
     """
 
     def __init__(
@@ -220,19 +221,16 @@ class Learner:
         limits: Limits,
         llm: Callable[[], LLMCompiler | None],
         stage_for: Callable[[str, Version, int, Stage | None], Stage],
+        check: Check,
     ) -> None:
         self.library = library
+        #: Checks a draft against a library (`skillbank.proving.check` in the bank's sandbox).
+        self.check = check
         self.config = config
         self._sandbox = sandbox
         self.limits = limits
         self._llm = llm
         self.stage_for = stage_for
-
-    def check(
-        self, draft: SkillDraft, library: Mapping[str, Skill] | None = None
-    ) -> TestedSkill | Failed | Rejected:
-        """`skillbank.proving.check` in this learner's sandbox and limits."""
-        return check(draft, self._sandbox(), self.limits, library)
 
     def learn(
         self, trajectories: Iterable[Trajectory], *, branch: str | None = None
@@ -456,14 +454,14 @@ class Learner:
         llm = self._llm()
         if llm is None:
             return None, problem, ()
-        result = llm.compile(sid, runs, lambda d: explain(self.check(d)))
+        result = llm.compile(sid, runs, lambda d: explain(self.check(d, None)))
         if result.draft is None:
             return (
                 None,
                 f"{problem}; the LLM compiler did not fix it: {result.error}",
                 (result.transcript),
             )
-        checked = self.check(result.draft)
+        checked = self.check(result.draft, None)
         if isinstance(checked, TestedSkill):
             return checked, None, result.transcript
         return None, explain(checked), result.transcript

@@ -27,18 +27,14 @@ from skillbank.ledger import LEDGER_FILE, Ledger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
-from skillbank.proving import Failed, explain
-from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
-from skillbank.validate import Rejected
+from skillbank.proving import Check, explain
+from skillbank.skill import Stage, TestedSkill
 from skillbank.versioning import Version, bump, parse_version, required_bump, signature_diff
 
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
 
 __all__ = ["Lifecycle"]
-
-#: Checks a draft against a library (`skillbank.proving.check` in the bank's sandbox).
-Check = Callable[[SkillDraft, Mapping[str, Skill]], TestedSkill | Failed | Rejected]
 
 
 class Lifecycle:

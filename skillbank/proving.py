@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAILURES_SHOWN",
     "CaseResult",
+    "Check",
     "Failed",
     "ProofReport",
     "PropertyResult",
@@ -204,6 +205,10 @@ def prove(
 
 #: Failing runs `explain` lists one by one (the rest are counted).
 FAILURES_SHOWN = 3
+
+#: `check` bound to a sandbox and limits: a draft and the library it may require, in; the
+#: outcome, out. What the parts of a bank take, so they all check the one way.
+Check = Callable[[SkillDraft, Mapping[str, Skill] | None], TestedSkill | Failed | Rejected]
 
 
 def check(
