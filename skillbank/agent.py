@@ -54,6 +54,7 @@ import openai
 
 from skillbank.errors import LibraryError, SkillbankError
 from skillbank.ledger import Ledger
+from skillbank.search import tokenize
 from skillbank.skill import Skill
 from skillbank.toolspec import chat_tool, tool_result
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
@@ -92,13 +93,6 @@ SYSTEM_PROMPT = (
 
 # A quoted value: a quote that does not follow a letter (so "Bob's" is not one) up to the next.
 _QUOTED = re.compile(r"(?<![a-z0-9])(?:'[^'\n]*'|\"[^\"\n]*\"|\u2018[^\u2019\n]*\u2019)")
-
-# Words that say nothing about which procedure a task needs.
-_STOP = frozenset(
-    "a an and are as at be by can could do does for from has have how i in into is it its "
-    "me my of on or our please that the their them then this to was we what when which with "
-    "you your calls".split()
-)
 
 
 @dataclass(frozen=True)
@@ -174,21 +168,14 @@ class AgentResult:
 
 
 def _words(text: str) -> set[str]:
-    """Content words: lower case, 3+ characters, no stop words, a plural ``s`` dropped.
+    """Content words (`skillbank.search.tokenize`, 3+ characters, no numbers).
 
     Values say nothing about which procedure a task needs, so quoted text (``'wall clock'``)
     is dropped, and values such as ``ann@example.com`` or ``SKU-MUG-RED`` stay one token,
     which another task with other values does not share.
     """
-    words = set()
     unquoted = _QUOTED.sub(" ", text.lower())
-    for token in re.findall(r"[a-z0-9][a-z0-9@.\-]*[a-z0-9]|[a-z0-9]", unquoted):
-        if len(token) < 3 or token in _STOP or token.isdigit():
-            continue
-        if token.endswith("s") and not token.endswith("ss") and len(token) > 3:
-            token = token[:-1]
-        words.add(token)
-    return words
+    return {t for t in tokenize(unquoted, compound_parts=False) if len(t) >= 3 and not t.isdigit()}
 
 
 def _skill_words(skill: Skill) -> set[str]:

@@ -162,8 +162,13 @@ def _stem(word: str) -> str:
     return word
 
 
-def tokenize(text: str) -> list[str]:
+def tokenize(text: str, *, compound_parts: bool = True) -> list[str]:
     """The tokens BM25 sees: stemmed lower-case words without stop words, ids kept whole too.
+
+    The one tokenizer of task texts: search, the reflex and the agent's choice of skills to
+    offer all read words this way. With ``compound_parts=False`` a compound (an email, an id
+    like ``SKU-MUG-RED``) stays one token without its parts: a value another task with other
+    values does not share.
 
     Example:
         >>> tokenize("Which orders has bob@example.com placed?")
@@ -175,6 +180,8 @@ def tokenize(text: str) -> list[str]:
         parts = _WORD.findall(token)
         if len(parts) > 1:
             out.append(token.strip("."))
+            if not compound_parts:
+                continue
         out.extend(_stem(p) for p in parts if p not in STOP_WORDS)
     return out
 
