@@ -46,7 +46,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from sandbox.policy import TYPING_NAMES
 from skillbank.errors import SkillRejected, UnsupportedType
 from skillbank.findings import Finding, parse_finding
-from skillbank.skill import Param, Signature
+from skillbank.skill import Param, Signature, SignatureSchema, Skill, ValidatedSkill
 
 __all__ = [
     "SignatureSchema",
@@ -55,6 +55,7 @@ __all__ = [
     "docstring",
     "public_function",
     "read_signature",
+    "schema_of",
     "signature_schema",
     "typeddict_schemas",
 ]
@@ -111,22 +112,6 @@ _ADVICE: dict[str, str] = {
     "TypedDict": "TypedDict declares a type (class Order(TypedDict): ...); annotate with its name",
     "TypeVar": "generic skills are not supported; use a concrete type",
 }
-
-
-@dataclass(frozen=True)
-class SignatureSchema:
-    """A skill's call signature as JSON Schema, read from its syntax tree."""
-
-    #: The public function's name.
-    name: str
-    #: The arguments: ``{"type": "object", "properties": ..., "required": [...],
-    #: "additionalProperties": False}``; a parameter with a default has ``"default"`` in its
-    #: property and is not required.
-    parameters: dict[str, Any]
-    #: The return annotation's schema.
-    returns: dict[str, Any]
-    #: The exception class names the docstring's Google-style ``Raises:`` section lists, sorted.
-    raises: tuple[str, ...] = field(default=())
 
 
 class Problem(NamedTuple):
@@ -1040,16 +1025,21 @@ def signature_schema(source: str) -> SignatureSchema:
 def read_signature(source: str) -> Signature:
     """Read the public function's signature from the syntax tree (the code is never run).
 
+    One parse gives both views: the text of each part, and (in ``schema``) the signature as
+    JSON Schema when every annotation is in the vocabulary and the module's TypedDicts are
+    well formed (None otherwise; `signature_schema` says why).
+
     Raises:
         SkillRejected: when the source does not parse or has no public function.
     """
-    try:
-        module = cst.parse_module(source)
-    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError) as exc:
-        raise SkillRejected("<source>", [parse_finding(source, exc)], source) from None
+    module = _parse(source)
     fn = public_function(module)
     if fn is None:
         raise SkillRejected("<source>", [Finding("SB101", 1, 0, "no public function")], source)
+    try:
+        schema, problems = check_signature(module)
+    except RecursionError:
+        schema, problems = None, []
     code = module.code_for_node
     params = tuple(
         Param(
@@ -1061,4 +1051,20 @@ def read_signature(source: str) -> Signature:
         for p in (*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params)
     )
     returns = code(fn.returns.annotation) if fn.returns else ""
-    return Signature(fn.name.value, params, returns, docstring(fn) or "")
+    return Signature(
+        fn.name.value, params, returns, docstring(fn) or "", None if problems else schema
+    )
+
+
+def schema_of(skill: Skill | ValidatedSkill) -> SignatureSchema:
+    """A skill's signature as JSON Schema, as it was read when the skill was loaded.
+
+    Raises:
+        SkillRejected: the signature has no JSON Schema (a stored skill passed validation,
+            so only a hand-edited or very old one can lack it); the findings say why.
+    """
+    if skill.signature.schema is not None:
+        return skill.signature.schema
+    # The error path (or a Signature built by hand): read again, to say where and why.
+    source = skill.draft.source if isinstance(skill, ValidatedSkill) else skill.source
+    return signature_schema(source)

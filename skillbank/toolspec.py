@@ -1,7 +1,8 @@
 """Skills as tools for a model: one canonical JSON Schema per skill, rendered three ways.
 
-The canonical schema is the skill's signature as JSON Schema, read from its syntax tree
-(`skillbank.signature.signature_schema`; the code is never imported). It is rendered for
+The canonical schema is the skill's signature as JSON Schema, read from its syntax tree once,
+when the skill is loaded (``skill.signature.schema``; the code is never imported). It is
+rendered for
 
 - Chat Completions: ``{"type": "function", "function": {"name", "description",
   "parameters", "strict"}}``,
@@ -39,12 +40,11 @@ The other half of the contract is the ``role: "tool"`` message a call gets back
 from __future__ import annotations
 
 import copy
-import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from skillbank.signature import SignatureSchema, signature_schema
+from skillbank.signature import schema_of
 from skillbank.skill import Skill, docstring_args
 
 __all__ = [
@@ -108,14 +108,8 @@ MAX_STRING_CHARS = 120_000
 # ----------------------------------------------------------------------- the canonical schema
 
 
-@functools.lru_cache(maxsize=256)
-def _signature(source: str) -> SignatureSchema:
-    # Reading a signature parses the source with libcst; call_tool asks on every call.
-    return signature_schema(source)
-
-
 def canonical_schema(skill: Skill) -> dict[str, Any]:
-    """The JSON Schema of a skill's arguments, read from its source (never imported).
+    """The JSON Schema of a skill's arguments, as read from its source when it was loaded.
 
     An object schema with every parameter under ``properties``, the ones without a default
     in ``required``, and ``additionalProperties: false``; a parameter with a default carries
@@ -124,11 +118,11 @@ def canonical_schema(skill: Skill) -> dict[str, Any]:
     Raises:
         SkillRejected: the source has no readable signature (a stored skill always has one).
     """
-    return copy.deepcopy(_signature(skill.source).parameters)
+    return copy.deepcopy(schema_of(skill).parameters)
 
 
 def _return_schema(skill: Skill) -> JSONSchema:
-    return copy.deepcopy(_signature(skill.source).returns)
+    return copy.deepcopy(schema_of(skill).returns)
 
 
 # ----------------------------------------------------------------------------- strict mode

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from typing import Any
@@ -16,9 +17,12 @@ from skillbank.signature import (
     SignatureSchema,
     UnsupportedType,
     annotation_schema,
+    read_signature,
+    schema_of,
     signature_schema,
     typeddict_schemas,
 )
+from skillbank.skill import Skill
 
 S, INT, F, B, N = (
     {"type": "string"},
@@ -27,6 +31,12 @@ S, INT, F, B, N = (
     {"type": "boolean"},
     {"type": "null"},
 )
+
+
+def make_skill(source: str) -> Skill:
+    signature = read_signature(source)
+    return Skill(signature.name, "Does it.", "1.0.0", "associative", source, signature, (), (), ())
+
 
 BOOLS = {"type": "array", "items": B}
 FLOATS = {"type": "object", "additionalProperties": F}
@@ -231,6 +241,31 @@ def test_signature_schema_reads_parameters_defaults_returns_and_raises() -> None
     # key order is part of the contract: stored schemas must not churn
     assert json.dumps(signature_schema(SKILL).parameters) == json.dumps(schema.parameters)
     assert check_source(SKILL, tools={"place"}, skill_id="place") == []
+
+
+def test_read_signature_gives_both_views_from_one_reading() -> None:
+    signature = read_signature(SKILL)
+    assert signature.render().startswith("place(order: Order, mode: Literal[")
+    assert signature.schema == signature_schema(SKILL)
+    hash(signature)  # the schema's dicts do not make the signature unhashable
+    # Any function has the text view; the JSON Schema needs the vocabulary.
+    loose = read_signature('def f(a, b: Any) -> set:\n    """Doc."""\n')
+    assert [p.annotation for p in loose.params] == ["", "Any"] and loose.schema is None
+    # A sound signature beside a broken TypedDict declaration has no schema either.
+    broken = "from typing import TypedDict\nclass T(TypedDict):\n    x: set[int]\n"
+    assert read_signature(broken + "def f(a: int) -> dict:\n    return {}\n").schema is None
+
+
+def test_schema_of_uses_the_signature_read_at_load_or_says_why_not() -> None:
+    skill = make_skill(SKILL)
+    assert schema_of(skill) is skill.signature.schema
+    hand_made = dataclasses.replace(
+        skill, signature=dataclasses.replace(skill.signature, schema=None)
+    )
+    assert schema_of(hand_made) == skill.signature.schema  # read again
+    bad = make_skill('def f(b: Any) -> dict:\n    """Doc."""\n    return {}\n')
+    with pytest.raises(SkillRejected, match="SB107 parameter 'b'"):
+        schema_of(bad)
 
 
 def _rejected(source: str) -> list[tuple[str, int, int]]:
