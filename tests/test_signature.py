@@ -12,11 +12,13 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
 from sandbox import Sandbox
-from skillbank import SkillRejected, check_source
+from skillbank import SkillArgumentError, SkillRejected, check_source
+from skillbank.proving import _strategy as values_of  # hypothesis-jsonschema cannot do objects
 from skillbank.signature import (
     SignatureSchema,
     UnsupportedType,
     annotation_schema,
+    check_arguments,
     read_signature,
     schema_of,
     signature_schema,
@@ -523,3 +525,121 @@ def test_signature_reading_never_crashes(source: str) -> None:
         for each in schemas.values():
             Draft202012Validator.check_schema(each)
     assert all(f.line >= 1 for f in check_source(source))
+
+
+# -- the argument check -----------------------------------------------------------------------
+
+PLACE = make_skill(SKILL)
+USAGE = PLACE.signature.render()
+ONE_LINE = {"lines": [{"sku": "a", "qty": 1}]}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({}, f"'place' needs argument 'order' (Order); its signature is {USAGE}"),
+        ({"order": ONE_LINE, "x": 1}, f"'place' has no parameter 'x'; its signature is {USAGE}"),
+        ({"order": [1]}, "argument 'order' of 'place' must be Order, got [1] (list)"),
+        ({"order": None}, "argument 'order' of 'place' must be Order, got None"),
+        ({"order": ONE_LINE, "limit": True},
+         "argument 'limit' of 'place' must be int | None, got True (bool)"),
+        ({"order": ONE_LINE, "retries": "2"},
+         "argument 'retries' of 'place' must be float, got '2' (str)"),
+        ({"order": ONE_LINE, "limit": 2.5},
+         "argument 'limit' of 'place' must be int | None, got 2.5 (float)"),
+        ({"order": {"lines": [{"sku": "a", "qty": "2"}]}},
+         "argument 'order.lines[0].qty' of 'place' must be int, got '2' (str)"),
+        ({"order": {"lines": [], "kind": "slow"}},
+         "argument 'order.kind' of 'place' must be Literal['standard', 'express'], got 'slow' "
+         "(str)"),
+        ({"order": {"lines": [], "colour": 1}},
+         "argument 'order' of 'place' has no key 'colour' (its keys: 'lines', 'note', 'kind')"),
+        ({"order": {}},
+         "argument 'order' of 'place' needs key 'lines' (list[{'sku': str, 'qty': int}])"),
+        ({"order": ONE_LINE, "tags": ["a", 1]},
+         "argument 'tags[1]' of 'place' must be str, got 1 (int)"),
+        ({"order": ONE_LINE, "tags": "x" * 100},
+         f"argument 'tags' of 'place' must be list[str], got '{'x' * 76}... (str)"),
+    ],
+)  # fmt: skip
+def test_check_arguments_says_what_is_wrong_and_where(args: Any, message: str) -> None:
+    with pytest.raises(SkillArgumentError) as info:
+        check_arguments(PLACE, args)
+    assert str(info.value) == message
+
+
+def test_check_arguments_passes_whole_floats_as_ints_and_keeps_the_callers_dict() -> None:
+    args = {"order": {"lines": [{"sku": "a", "qty": 2.0}]}, "limit": 3.0, "retries": 1}
+    checked = check_arguments(PLACE, args)
+    assert checked == {"order": {"lines": [{"sku": "a", "qty": 2}]}, "limit": 3, "retries": 1}
+    assert type(checked["limit"]) is int and type(checked["retries"]) is int
+    assert args["limit"] == 3.0 and type(args["limit"]) is float  # not changed
+    with pytest.raises(SkillArgumentError, match="must be int"):
+        check_arguments(PLACE, {"order": {"lines": [{"sku": "a", "qty": 2.0**60}]}})
+    with pytest.raises(SkillArgumentError, match="must be a JSON object, got list"):
+        check_arguments(PLACE, [ONE_LINE])  # type: ignore[arg-type]
+
+
+def test_strict_nulls_mean_the_default_unless_null_is_a_value() -> None:
+    sent = {
+        "order": {"lines": [], "note": None, "kind": None},
+        "mode": None,
+        "limit": None,
+        "tags": None,
+        "retries": None,
+    }
+    # order.note may be null and has no default: the null is its value, and is kept.
+    assert check_arguments(PLACE, sent, strict_nulls=True) == {"order": {"lines": [], "note": None}}
+    with pytest.raises(SkillArgumentError, match="argument 'order.kind' of 'place' must be"):
+        check_arguments(PLACE, sent)
+    with pytest.raises(SkillArgumentError, match="argument 'order' of 'place' must be Order"):
+        check_arguments(PLACE, {"order": None}, strict_nulls=True)  # required: null is a value
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False, max_value=2.0**52, min_value=-(2.0**52))
+    | st.sampled_from(["a", "dry", "express", ""]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["sku", "qty", "lines", "note", "kind", "x"]), inner)
+    ),
+    max_leaves=10,
+)
+_ARGUMENT_SKILLS = [
+    PLACE,
+    make_skill(
+        "def f(a: dict[str, list[int]], b: list = [], c: dict = {}) -> dict:\n    return a\n"
+    ),
+    make_skill(
+        "from typing import Optional, Union\n\n"
+        "def f(a: Union[int, str, None], b: Optional[list[float]] = None) -> dict:\n"
+        "    return {}\n"
+    ),
+]
+
+
+@pytest.mark.parametrize("skill", _ARGUMENT_SKILLS, ids=lambda s: s.signature.render()[:40])
+@given(data=st.data())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_check_arguments_accepts_exactly_what_the_json_schema_does(
+    skill: Skill, data: st.DataObject
+) -> None:
+    schema = skill.signature.schema
+    assert schema is not None
+    keys = [*schema.parameters["properties"], "x"]
+    args = data.draw(
+        values_of(schema.parameters) | st.dictionaries(st.sampled_from(keys), _JSON),
+        label="arguments",
+    )
+    valid = Draft202012Validator(schema.parameters).is_valid(args)
+    try:
+        checked = check_arguments(skill, args)
+    except SkillArgumentError:
+        assert not valid
+    else:
+        assert valid
+        assert checked == args  # the same values (a whole float became an equal int)
+        Draft202012Validator(schema.parameters).validate(checked)
