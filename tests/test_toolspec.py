@@ -475,7 +475,7 @@ def test_unavailable_and_internal_errors_are_results(
     def broken_library(*args: Any, **kwargs: Any) -> Any:
         raise LibraryError("skills/x: SKILL.md is broken")
 
-    monkeypatch.setattr(learned.runner, "run", broken_library)
+    monkeypatch.setattr(learned.runner, "run_checked", broken_library)
     data = call(learned, HISTORY, {"email": "alice@example.com"}, shop_tools)
     assert "SKILL.md is broken" in error_of(data, "unavailable")["message"]
 
