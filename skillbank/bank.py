@@ -38,6 +38,7 @@ from skillbank.recognize import Plan, PlanResult, match_steps
 from skillbank.retrieve import Retriever
 from skillbank.running import Runner, RunResult
 from skillbank.search import Hit
+from skillbank.signature import check_arguments
 from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
 from skillbank.toolspec import ToolFormat, render_tools
 from skillbank.trajectory import Trajectory
@@ -214,15 +215,16 @@ class SkillBank:
         Each skill step was checked by running the skill in the sandbox against the
         trajectory's own results; see `skillbank.recognize`.
         """
-        return match_steps(
-            trajectory, self.skills(), self.sandbox, self.limits, self.runner.check_args
-        )
+        return match_steps(trajectory, self.skills(), self.sandbox, self.limits, check_arguments)
 
     # --- running ------------------------------------------------------------------------
 
     def check_args(self, skill: Skill, args: Mapping[str, JSON]) -> dict[str, JSON]:
-        """Check arguments against the skill's signature (see `Runner.check_args`)."""
-        return self.runner.check_args(skill, args)
+        """Check arguments against the skill's signature; return them ready to run.
+
+        The check every call goes through (see `skillbank.signature.check_arguments`).
+        """
+        return check_arguments(skill, args)
 
     def run(
         self,

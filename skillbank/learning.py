@@ -482,15 +482,16 @@ class Learner:
         better = llm.improve_docs(draft.source, runs)
         if better is None:
             return tested
+        improved = read_signature(better)
         before = [p.name for p in tested.validated.signature.params]
-        after = [p.name for p in read_signature(better).params]
+        after = [p.name for p in improved.params]
         if len(before) != len(after):
             return tested
         rename = dict(zip(before, after, strict=True))
         cases = tuple(
             replace(c, args={rename.get(k, k): v for k, v in c.args.items()}) for c in draft.cases
         )
-        summary = read_signature(better).docstring.split("\n", 1)[0].strip()
+        summary = improved.docstring.split("\n", 1)[0].strip()
         candidate = replace(draft, source=better, cases=cases,
                             description=summary or draft.description)  # fmt: skip
         checked = self.check(candidate, library)

@@ -7,10 +7,11 @@ Every check runs the skill in the sandbox against tool doubles, never against re
   same arguments, same order) and return the recorded result. A mismatch is reported with the
   call number and both sides, so a reviewer sees what diverged.
 - **Properties** (`check_properties`): hypothesis draws arguments from the skill's signature
-  (`skillbank.signature.signature_schema`) and answers each tool call with a value drawn from
-  `infer_schema` of that tool's recorded results. Every call's arguments must match the
-  tool's parameter schema; the skill must return a value of its declared type or raise an
-  error its docstring declares under ``Raises:``. A policy violation, an exceeded limit, a
+  as JSON Schema (``signature.schema``, read when the skill was validated or loaded) and
+  answers each tool call with a value drawn from `infer_schema` of that tool's recorded
+  results. Every call's arguments must match the tool's parameter schema; the skill must
+  return a value of its declared type or raise an error its docstring declares under
+  ``Raises:``. A policy violation, an exceeded limit, a
   timeout or a crashed worker always fails.
 - **Determinism** (`check_determinism`): the same drawn example, run twice with the doubles
   giving the second run the first run's answers, must make the same calls and end the same way.
@@ -36,14 +37,21 @@ from typing import TYPE_CHECKING, Any, cast
 from sandbox import Limits, Result, Sandbox, SandboxError, SkillError, ToolError
 from skillbank.compose import closure, grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillRejected, SkillTestFailed
-from skillbank.skill import Case, Skill, SkillDraft, TestedSkill, ValidatedSkill
+from skillbank.signature import schema_of
+from skillbank.skill import (
+    Case,
+    SignatureSchema,
+    Skill,
+    SkillDraft,
+    TestedSkill,
+    ValidatedSkill,
+)
 from skillbank.trajectory import Step, canonical_json
 from skillbank.validate import Rejected, validate
 
 if TYPE_CHECKING:
     from hypothesis import strategies as st
 
-    from skillbank.signature import SignatureSchema
 
 # hypothesis, hypothesis_jsonschema and jsonschema are imported where they are used: they
 # take a quarter of a second to import, which every ``skillbank`` command would otherwise pay,
@@ -651,8 +659,6 @@ def _setup(
     """The shared setup, or why the skill cannot be property-tested (as text)."""
     from jsonschema import Draft202012Validator, SchemaError  # type: ignore[import-untyped, unused-ignore]
 
-    from skillbank.signature import signature_schema
-
     subject = _subject(skill)
     library = library or {}
     graph = {sid: s.requires for sid, s in library.items()}
@@ -678,10 +684,10 @@ def _setup(
             own.setdefault(call.tool, []).append(call.result)
     observed.update(own)  # the skill's own recordings describe its tools best
     try:
-        schema = signature_schema(subject.source)
+        schema = schema_of(subject.validated)
         raises = {subject.id: tuple(schema.raises)}
         for sid in needed:
-            raises[sid] = tuple(signature_schema(library[sid].source).raises)
+            raises[sid] = tuple(schema_of(library[sid]).raises)
     except SkillRejected as exc:
         return f"its signature cannot be read as JSON Schema: {exc}"
     validators: dict[str, Any] = {}

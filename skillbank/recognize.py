@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from skillbank.compiler.dataflow import MISSING, Path, iter_paths, value_at
 from skillbank.compose import grant, tools_needed
-from skillbank.errors import SkillArgumentError
+from skillbank.errors import SkillArgumentError, SkillRejected
 from skillbank.skill import Skill
 from skillbank.trajectory import Step, Trajectory, canonical_json
 
@@ -269,12 +269,13 @@ def match_steps(
     skills: Sequence[Skill],
     sandbox: Sandbox,
     limits: Limits | None = None,
-    check_args: Callable[[Skill, Mapping[str, JSON]], object] | None = None,
+    check_args: Callable[[Skill, Mapping[str, JSON]], Mapping[str, JSON]] | None = None,
 ) -> Plan:
     """The shortest plan of skill calls and raw tool calls reproducing ``trajectory``.
 
-    ``check_args`` (the bank's argument check) refuses arguments read off the trajectory that
-    the skill's signature would refuse, so every plan can be executed.
+    ``check_args`` (the bank's argument check, `skillbank.signature.check_arguments`)
+    refuses arguments read off the trajectory that the skill's signature would refuse, so
+    every plan can be executed; the skill is tried with the arguments as it returns them.
     """
     steps = [s for s in trajectory.steps if s.error is None]
     library = {s.id: s for s in skills}
@@ -306,9 +307,9 @@ def match_steps(
                 continue
             if check_args is not None:
                 try:
-                    check_args(skill, args)
-                except SkillArgumentError:
-                    continue
+                    args = dict(check_args(skill, args))
+                except (SkillArgumentError, SkillRejected):
+                    continue  # SkillRejected: a signature that cannot be checked
             covered, value = _try_skill(sandbox, skill, library, args, steps[i:], limits)
             if covered < 1:
                 continue

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from skillbank.config import Config
-from skillbank.errors import SkillArgumentError, SkillNotFound
+from skillbank.errors import SkillArgumentError, SkillNotFound, SkillRejected
 from skillbank.library import SkillLibrary
 from skillbank.running import Runner, RunResult
 from skillbank.search import (
@@ -168,7 +168,6 @@ class Retriever:
                 self.config.reflex_min_margin
             ):
                 return None  # two skills fit the task about as well: let the model choose
-            self.runner.check_args(skill, args)
             return self.runner.run(skill.id, args, tools, caller="reflex")
-        except (SkillArgumentError, SkillNotFound):
+        except (SkillArgumentError, SkillNotFound, SkillRejected):
             return None

@@ -1,11 +1,13 @@
 """Running: a stored skill called with arguments, in the sandbox, against host tools.
 
 `Runner.run` is the one way a skill runs for a caller: it checks the arguments against the
-skill's signature, grants the skill exactly the tools it declares (and, for a composed
-skill, the skills it requires, each run nested in the sandbox), runs it, and records the
-outcome in the ledger. `Runner.call_tool` is the same for a model that called the skill as a
-tool: it never raises, and answers with the text of a ``role: "tool"`` message. `Runner.execute`
-runs a recognised `skillbank.recognize.Plan` step by step.
+skill's signature (`skillbank.signature.check_arguments`, the one check), grants the skill
+exactly the tools it declares (and, for a composed skill, the skills it requires, each run
+nested in the sandbox), runs it, and records the outcome in the ledger. `Runner.call_tool`
+is the same for a model that called the skill as a tool: it never raises, and answers with
+the text of a ``role: "tool"`` message. `Runner.execute` runs a recognised
+`skillbank.recognize.Plan` step by step. A caller that has checked the arguments already
+runs them with `Runner.run_checked`, so no call is checked twice.
 
 A failure inside the skill (its own error, a tool that raised, a limit) comes back in the
 `RunResult`; misuse (unknown skill, bad arguments, a declared tool not provided) raises a
@@ -29,21 +31,13 @@ from skillbank.errors import SkillArgumentError, SkillbankError, SkillNotFound
 from skillbank.ledger import Ledger
 from skillbank.library import SkillLibrary
 from skillbank.recognize import Plan, PlanResult
+from skillbank.signature import Arguments, check_arguments
 from skillbank.skill import Skill
-from skillbank.toolspec import canonical_schema, decode_arguments, tool_error, tool_result
+from skillbank.toolspec import tool_error, tool_result
 
 __all__ = ["RunResult", "Runner"]
 
 JSON = Any
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "list": (list,),
-    "dict": (dict,),
-}
 
 
 @dataclass(frozen=True)
@@ -123,48 +117,6 @@ class Runner:
     def _skills(self) -> list[Skill]:
         return self.library.load_all()
 
-    def check_args(self, skill: Skill, args: Mapping[str, JSON]) -> dict[str, JSON]:
-        """Check arguments against the skill's signature; return them as a plain dict.
-
-        Raises:
-            SkillArgumentError: naming the unknown, missing or mistyped argument.
-        """
-        if not isinstance(args, Mapping):
-            raise SkillArgumentError(
-                f"arguments for {skill.id!r} must be a JSON object, got {type(args).__name__}"
-            )
-        params = {p.name: p for p in skill.signature.params}
-        usage = skill.signature.render()
-        unknown = sorted(set(args) - set(params))
-        if unknown:
-            raise SkillArgumentError(
-                f"{skill.id!r} has no parameter {unknown[0]!r}; its signature is {usage}"
-            )
-        missing = [p for p in params.values() if not p.has_default and p.name not in args]
-        if missing:
-            raise SkillArgumentError(
-                f"{skill.id!r} needs argument {missing[0].name!r} ({missing[0].annotation}); "
-                f"its signature is {usage}"
-            )
-        checked = dict(args)
-        for name, value in args.items():
-            allowed = _TYPES.get(params[name].annotation)
-            bad_bool = isinstance(value, bool) and params[name].annotation in ("int", "float")
-            if (
-                params[name].annotation == "int"
-                and isinstance(value, float)
-                and value.is_integer()
-                and abs(value) < 2**53
-            ):
-                checked[name] = int(value)  # JSON Schema's integer: models may send 2.0
-                continue
-            if allowed and (not isinstance(value, allowed) or bad_bool):
-                raise SkillArgumentError(
-                    f"argument {name!r} of {skill.id!r} must be {params[name].annotation}, "
-                    f"got {value!r} ({type(value).__name__})"
-                )
-        return checked
-
     def run(
         self,
         skill_id: str,
@@ -186,20 +138,41 @@ class Runner:
 
         Raises:
             SkillNotFound: no such skill.
-            SkillArgumentError: the arguments do not fit the signature, or ``tools`` lacks a
-                tool the skill declares.
+            SkillArgumentError: the arguments do not fit the signature
+                (`skillbank.signature.check_arguments` says how), or ``tools`` lacks a tool
+                the skill declares.
+            SkillRejected: the skill's signature cannot be read as JSON Schema (a
+                hand-edited skill), so its arguments cannot be checked.
         """
         skill = self.get(skill_id)
-        checked = self.check_args(skill, args)
+        return self.run_checked(
+            skill, check_arguments(skill, args), tools, limits=limits, caller=caller
+        )
+
+    def run_checked(
+        self,
+        skill: Skill,
+        args: Arguments,
+        tools: Mapping[str, Callable[..., JSON]],
+        *,
+        limits: Limits | None = None,
+        caller: str | None = None,
+    ) -> RunResult:
+        """`run` for a skill already loaded, with the arguments `check_arguments` returned
+        for it (so they are checked once, however the skill is called).
+
+        Raises:
+            SkillArgumentError: ``tools`` lacks a tool the skill declares.
+        """
         limits = limits or self.limits
         library = {s.id: s for s in self._skills()} if skill.requires else {}
         try:
             granted = grant(skill.tools, skill.requires, tools, library, self._sandbox(), limits)
         except SkillArgumentError as exc:
             raise SkillArgumentError(
-                f"{skill_id!r} calls tools {', '.join(skill.tools)}: {exc}"
+                f"{skill.id!r} calls tools {', '.join(skill.tools)}: {exc}"
             ) from None
-        result = self._sandbox().run(skill.source, skill.id, checked, granted, limits,
+        result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
                                   skill_id=skill.id)  # fmt: skip
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
         self._record(skill, result.ok, result.duration_s, error, caller)
@@ -338,14 +311,12 @@ class Runner:
                 f"the arguments must be a JSON object, got a JSON {_json_kind(args)}",
                 f"send one JSON object with the arguments of {usage}",
             )
-        args = decode_arguments(skill, args)
         try:
-            args = self.check_args(skill, args)
+            checked = check_arguments(skill, args, strict_nulls=True)
         except SkillArgumentError as exc:
             return tool_error("invalid_arguments", str(exc), usage)
-        problem = _schema_problem(args, canonical_schema(skill))
-        if problem is not None:
-            return tool_error("invalid_arguments", f"{skill.id!r}: {problem}", usage)
+        except SkillbankError as exc:  # the skill's own signature cannot be read
+            return tool_error("unavailable", str(exc), _UNAVAILABLE)
         library = {s.id: s for s in self._skills()} if skill.requires else {skill.id: skill}
         missing = sorted(tools_needed(skill.id, library) - set(tools))
         if missing:
@@ -356,13 +327,9 @@ class Runner:
                 "other arguments will not help; do the task with the tools you have",
             )
         try:
-            result = self.run(skill.id, args, tools, caller=caller)
+            result = self.run_checked(skill, checked, tools, caller=caller)
         except SkillbankError as exc:
-            return tool_error(
-                "unavailable",
-                str(exc),
-                "the skill cannot run here; do the task with the tools you have",
-            )
+            return tool_error("unavailable", str(exc), _UNAVAILABLE)
         if result.ok:
             return tool_result(result.value, warning=result.warning)
         return tool_error(
@@ -396,6 +363,8 @@ class Runner:
                 )
 
 
+#: The hint of a skill that cannot run here.
+_UNAVAILABLE = "the skill cannot run here; do the task with the tools you have"
 #: State folders whose ledger could not be written, already reported on stderr.
 _LEDGER_WARNED: set[Path] = set()
 
@@ -407,19 +376,6 @@ def _no_constant(name: str) -> Any:
 def _json_kind(value: JSON) -> str:
     kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
     return kinds.get(type(value), "null")
-
-
-def _schema_problem(args: Mapping[str, JSON], schema: Mapping[str, JSON]) -> str | None:
-    """What is wrong with the arguments deep inside (check_args looks at the top level)."""
-    # Imported here, like in skillbank.proving: it is slow to import for every command.
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
-
-    error = best_match(Draft202012Validator(schema).iter_errors(dict(args)))
-    if error is None:
-        return None
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    return f"argument {where.lstrip('.') or '(all)'}: {error.message}"
 
 
 def _failure_hint(result: RunResult) -> str:

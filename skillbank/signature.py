@@ -1,5 +1,10 @@
 """Skill signatures as JSON Schema, read from the syntax tree with a closed type vocabulary.
 
+`read_signature` reads a skill's `skillbank.skill.Signature` once per version of its source:
+the text of each part for people, and the same signature as JSON Schema for machines (tool
+definitions, generated inputs, and `check_arguments`, the one check every call's arguments
+pass, against that schema).
+
 A skill is called with JSON arguments and returns JSON, so its annotations say which JSON
 values it takes and gives. They are read with libcst (the code is never imported) and mapped:
 
@@ -27,6 +32,12 @@ Inside a skill module the reading also checks that an annotation can be evaluate
 sandbox: without ``from __future__ import annotations`` the typing names must be imported
 (``typing`` offers the sandbox's `sandbox.policy.TYPING_NAMES` only, so ``List``/``Dict``
 become ``list``/``dict``), and a TypedDict must be declared above the function using it.
+
+`check_arguments` walks the schema itself instead of handing it to a JSON Schema validator:
+the vocabulary needs seven keywords, and in one pass the walk says what is wrong in the
+annotation's own words with the path inside the argument (``'lines[0].quantity' ... must be
+int``), passes ``2.0`` on as ``2``, drops strict-mode nulls, and spares every call the import
+of ``jsonschema``. A property test holds it to the verdict of Draft 2020-12 (jsonschema).
 """
 
 from __future__ import annotations
@@ -38,23 +49,26 @@ import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, NewType
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from sandbox.policy import TYPING_NAMES
-from skillbank.errors import SkillRejected, UnsupportedType
+from skillbank.errors import SkillArgumentError, SkillRejected, UnsupportedType
 from skillbank.findings import Finding, parse_finding
-from skillbank.skill import Param, Signature
+from skillbank.skill import Param, Signature, SignatureSchema, Skill, ValidatedSkill
 
 __all__ = [
+    "Arguments",
     "SignatureSchema",
     "UnsupportedType",
     "annotation_schema",
+    "check_arguments",
     "docstring",
     "public_function",
     "read_signature",
+    "schema_of",
     "signature_schema",
     "typeddict_schemas",
 ]
@@ -111,22 +125,6 @@ _ADVICE: dict[str, str] = {
     "TypedDict": "TypedDict declares a type (class Order(TypedDict): ...); annotate with its name",
     "TypeVar": "generic skills are not supported; use a concrete type",
 }
-
-
-@dataclass(frozen=True)
-class SignatureSchema:
-    """A skill's call signature as JSON Schema, read from its syntax tree."""
-
-    #: The public function's name.
-    name: str
-    #: The arguments: ``{"type": "object", "properties": ..., "required": [...],
-    #: "additionalProperties": False}``; a parameter with a default has ``"default"`` in its
-    #: property and is not required.
-    parameters: dict[str, Any]
-    #: The return annotation's schema.
-    returns: dict[str, Any]
-    #: The exception class names the docstring's Google-style ``Raises:`` section lists, sorted.
-    raises: tuple[str, ...] = field(default=())
 
 
 class Problem(NamedTuple):
@@ -436,40 +434,169 @@ def _json_literal(node: cst.BaseExpression) -> Any:
     )
 
 
-def _matches(value: Any, schema: Mapping[str, Any]) -> bool:
-    """Whether a JSON value fits a schema of the vocabulary (bool is not an int here)."""
-    if "anyOf" in schema:
-        return any(_matches(value, option) for option in schema["anyOf"])
-    if "enum" in schema:
-        return any(type(v) is type(value) and v == value for v in schema["enum"])
+# ------------------------------------------------------------------- values against schemas
+
+#: The Python values of each JSON Schema type (a bool is never a number: see `_Fit.value`).
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+    "array": (list,),
+    "object": (dict,),
+}
+#: Floats up to here are exact integers.
+_EXACT = 2**53
+
+
+class _Misfit(Exception):
+    """A value that does not fit its schema: where inside the arguments, and how."""
+
+    def __init__(
+        self,
+        path: tuple[str | int, ...],
+        schema: Mapping[str, Any],
+        value: Any,
+        kind: Literal["type", "unknown", "missing"] = "type",
+        key: str | None = None,
+    ) -> None:
+        super().__init__(kind)
+        #: The keys and indexes leading to the value, from the top of the arguments.
+        self.path = path
+        #: The schema it missed (the object's, for an unknown or a missing key).
+        self.schema = schema
+        #: The value.
+        self.value = value
+        #: "type" (not a value of the schema), "unknown" or "missing" (a key of an object).
+        self.kind = kind
+        #: The unknown or missing key.
+        self.key = key
+
+
+def _kinds(schema: Mapping[str, Any]) -> set[str]:
     kind = schema.get("type")
-    if kind is None:
-        return True
-    if kind in ("string", "integer", "number", "boolean", "null"):
-        types: dict[str, tuple[type, ...]] = {
-            "string": (str,),
-            "integer": (int,),
-            "number": (int, float),
-            "boolean": (bool,),
-            "null": (type(None),),
-        }
-        return type(value) in types[kind]
-    if kind == "array":
-        items = schema.get("items")
-        return isinstance(value, list) and (
-            items is None or all(_matches(item, items) for item in value)
-        )
-    if kind != "object" or not isinstance(value, dict):
+    return {kind} if isinstance(kind, str) else set(kind) if isinstance(kind, list) else set()
+
+
+def _kind_of(value: object) -> str | None:
+    """The JSON Schema type of a scalar (None for anything else)."""
+    if isinstance(value, bool):
+        return "boolean"
+    for kind in ("integer", "number", "string", "null"):
+        if isinstance(value, _JSON_KINDS[kind]):
+            return kind
+    return None
+
+
+def _is_kind(value: object, kind: str) -> bool:
+    if isinstance(value, bool) and kind in ("integer", "number"):
         return False
-    if "properties" in schema:
-        properties: Mapping[str, Any] = schema["properties"]
-        return (
-            all(key in value for key in schema.get("required", ()))
-            and all(key in properties for key in value)
-            and all(_matches(v, properties[k]) for k, v in value.items())
-        )
-    extra = schema.get("additionalProperties")
-    return not isinstance(extra, Mapping) or all(_matches(v, extra) for v in value.values())
+    return isinstance(value, _JSON_KINDS.get(kind, ()))
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """Fits JSON values to schemas of the vocabulary.
+
+    `value` returns the value as it should be passed on, or raises `_Misfit` for the first
+    thing wrong (in an object: unknown keys, then missing ones, then the values in order).
+    Keywords other than ``type``, ``enum``, ``anyOf``, ``items``, ``properties``,
+    ``required`` and ``additionalProperties`` are annotations here (``default``).
+    """
+
+    #: A float with no fractional part fits ``integer`` and becomes an int (JSON Schema
+    #: counts 2.0 as an integer, and models send it); a Python default must be exact.
+    whole: bool = False
+    #: A null for a property that is not required, and cannot be null or defaults to null,
+    #: means "not given" (OpenAI strict mode sends one for every optional property).
+    nulls: bool = False
+
+    def fits(self, value: Any, schema: Mapping[str, Any]) -> bool:
+        try:
+            self.value(value, schema, ())
+        except _Misfit:
+            return False
+        return True
+
+    def value(self, value: Any, schema: Any, path: tuple[str | int, ...]) -> Any:
+        if not isinstance(schema, Mapping):
+            return value  # no schema: any value
+        if "anyOf" in schema:
+            return self.any_of(value, schema, path)
+        if "enum" in schema:
+            kind = _kind_of(value)
+            for member in schema["enum"]:
+                if _kind_of(member) == kind and member == value:
+                    return value  # 1 and True are distinct values in JSON
+                if self.whole and kind == "number" and _kind_of(member) == "integer":
+                    if member == value:
+                        return member
+            raise _Misfit(path, schema, value)
+        kinds = _kinds(schema)
+        if not kinds:
+            return value
+        for kind in sorted(kinds):
+            if (
+                kind == "integer"
+                and self.whole
+                and type(value) is float
+                and value.is_integer()
+                and abs(value) < _EXACT
+            ):
+                return int(value)
+            if not _is_kind(value, kind):
+                continue
+            if kind == "array":
+                items = schema.get("items")
+                return [self.value(item, items, (*path, i)) for i, item in enumerate(value)]
+            if kind == "object":
+                return self.object(value, schema, path)
+            return value
+        raise _Misfit(path, schema, value)
+
+    def any_of(self, value: Any, schema: Mapping[str, Any], path: tuple[str | int, ...]) -> Any:
+        misses: list[tuple[Any, _Misfit]] = []
+        for branch in schema["anyOf"]:
+            try:
+                return self.value(value, branch, path)
+            except _Misfit as miss:
+                misses.append((branch, miss))
+        # A dict (or list) missed the one object (or array) branch: say what is wrong inside.
+        kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else ""
+        inside = [m for b, m in misses if isinstance(b, Mapping) and kind in _kinds(b)]
+        if len(inside) == 1:
+            raise inside[0]
+        raise _Misfit(path, schema, value)
+
+    def object(
+        self, value: dict[Any, Any], schema: Mapping[str, Any], path: tuple[str | int, ...]
+    ) -> dict[Any, Any]:
+        properties = schema.get("properties")
+        properties = properties if isinstance(properties, Mapping) else {}
+        required = schema.get("required")
+        required = required if isinstance(required, list) else []
+        extra = schema.get("additionalProperties", True)
+        if extra is False:
+            unknown = sorted((k for k in value if k not in properties), key=str)
+            if unknown:
+                raise _Misfit(path, schema, value, "unknown", unknown[0])
+        given = {
+            k: v
+            for k, v in value.items()
+            if not (self.nulls and v is None and k in properties and self.omits(k, schema))
+        }
+        missing = [k for k in required if k not in given]
+        if missing:
+            raise _Misfit(path, schema, value, "missing", missing[0])
+        return {k: self.value(v, properties.get(k, extra), (*path, k)) for k, v in given.items()}
+
+    def omits(self, key: str, schema: Mapping[str, Any]) -> bool:
+        """Whether a null for ``key`` of an object means it was left out (strict mode)."""
+        prop = schema["properties"][key]
+        if key in schema.get("required", ()) or not isinstance(prop, Mapping):
+            return False
+        return ("default" in prop and prop["default"] is None) or not self.fits(None, prop)
 
 
 # ------------------------------------------------------------------------- the module level
@@ -914,7 +1041,7 @@ def check_signature(module: cst.Module) -> tuple[SignatureSchema | None, list[Pr
                     )
                 )
             else:
-                if schema is not None and not _matches(value, schema):
+                if schema is not None and not _Fit().fits(value, schema):
                     assert param.annotation is not None  # schema was read from it
                     problems.append(
                         Problem(
@@ -1040,16 +1167,21 @@ def signature_schema(source: str) -> SignatureSchema:
 def read_signature(source: str) -> Signature:
     """Read the public function's signature from the syntax tree (the code is never run).
 
+    One parse gives both views: the text of each part, and (in ``schema``) the signature as
+    JSON Schema when every annotation is in the vocabulary and the module's TypedDicts are
+    well formed (None otherwise; `signature_schema` says why).
+
     Raises:
         SkillRejected: when the source does not parse or has no public function.
     """
-    try:
-        module = cst.parse_module(source)
-    except (cst.ParserSyntaxError, cst.CSTValidationError, RecursionError, ValueError) as exc:
-        raise SkillRejected("<source>", [parse_finding(source, exc)], source) from None
+    module = _parse(source)
     fn = public_function(module)
     if fn is None:
         raise SkillRejected("<source>", [Finding("SB101", 1, 0, "no public function")], source)
+    try:
+        schema, problems = check_signature(module)
+    except RecursionError:
+        schema, problems = None, []
     code = module.code_for_node
     params = tuple(
         Param(
@@ -1061,4 +1193,156 @@ def read_signature(source: str) -> Signature:
         for p in (*fn.params.posonly_params, *fn.params.params, *fn.params.kwonly_params)
     )
     returns = code(fn.returns.annotation) if fn.returns else ""
-    return Signature(fn.name.value, params, returns, docstring(fn) or "")
+    return Signature(
+        fn.name.value, params, returns, docstring(fn) or "", None if problems else schema
+    )
+
+
+def schema_of(skill: Skill | ValidatedSkill) -> SignatureSchema:
+    """A skill's signature as JSON Schema, as it was read when the skill was loaded.
+
+    Raises:
+        SkillRejected: the signature has no JSON Schema (a stored skill passed validation,
+            so only a hand-edited or very old one can lack it); the findings say why.
+    """
+    if skill.signature.schema is not None:
+        return skill.signature.schema
+    # The error path (or a Signature built by hand): read again, to say where and why.
+    source = skill.draft.source if isinstance(skill, ValidatedSkill) else skill.source
+    return signature_schema(source)
+
+
+# ------------------------------------------------------------------------------ arguments
+
+#: A call's arguments as `check_arguments` returned them: checked, ready to run.
+Arguments = NewType("Arguments", dict[str, Any])
+
+
+def check_arguments(
+    skill: Skill, args: Mapping[str, Any], *, strict_nulls: bool = False
+) -> Arguments:
+    """Check a call's arguments against the skill's signature; return them ready to run.
+
+    The one argument check, for every way a skill is called (`skillbank.running.Runner.run`,
+    a model's tool call, a reflex, a recognised plan), against the signature's JSON Schema
+    as it was read when the skill was loaded (`schema_of`), to any depth. Unknown keys are
+    refused at every level, and a bool is never an int. A float with no fractional part is
+    an int, as in JSON Schema (models send ``2.0``), and is passed on as one.
+
+    Args:
+        skill: The skill called.
+        args: The arguments by name.
+        strict_nulls: The arguments come from a model's tool call, where strict mode
+            (`skillbank.toolspec.strict_schema`) sends ``null`` for every optional
+            parameter or TypedDict field it leaves out. Such a ``null`` is dropped, so the
+            default applies, when the value cannot be ``null`` or its default is ``null``.
+
+    Returns:
+        A new dict; ``args`` is not changed.
+
+    Raises:
+        SkillArgumentError: naming the unknown, missing or mistyped argument (with the path
+            inside it, e.g. ``'lines[0].quantity'``), what it must be, and the value.
+        SkillRejected: the skill's signature has no JSON Schema (see `schema_of`).
+    """
+    schema = schema_of(skill)
+    if not isinstance(args, Mapping):
+        raise SkillArgumentError(
+            f"arguments for {skill.id!r} must be a JSON object, got {type(args).__name__}"
+        )
+    try:
+        return Arguments(
+            _Fit(whole=True, nulls=strict_nulls).value(dict(args), schema.parameters, ())
+        )
+    except _Misfit as miss:
+        raise SkillArgumentError(_argument_problem(skill, miss)) from None
+
+
+def _argument_problem(skill: Skill, miss: _Misfit) -> str:
+    annotations = {p.name: p.annotation for p in skill.signature.params}
+    properties = miss.schema.get("properties") or {}
+    if not miss.path and miss.kind == "unknown":
+        return (
+            f"{skill.id!r} has no parameter {miss.key!r}; its signature is "
+            f"{skill.signature.render()}"
+        )
+    if not miss.path and miss.kind == "missing":
+        assert miss.key is not None  # a missing key is named
+        annotation = annotations.get(miss.key) or _type_text(properties.get(miss.key))
+        return (
+            f"{skill.id!r} needs argument {miss.key!r} ({annotation}); its signature is "
+            f"{skill.signature.render()}"
+        )
+    where = f"argument {_path_text(miss.path)} of {skill.id!r}"
+    if miss.kind == "unknown":
+        keys = ", ".join(map(repr, properties)) or "none"
+        return f"{where} has no key {miss.key!r} (its keys: {keys})"
+    if miss.kind == "missing":
+        assert miss.key is not None
+        return f"{where} needs key {miss.key!r} ({_type_text(properties.get(miss.key))})"
+    top = miss.path[0]
+    expected = annotations.get(top, "") if len(miss.path) == 1 and isinstance(top, str) else ""
+    return f"{where} must be {expected or _type_text(miss.schema)}, got {_shown(miss.value)}"
+
+
+def _path_text(path: Sequence[str | int]) -> str:
+    """``'lines[0].quantity'``: where a value is inside the arguments, quoted."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.isidentifier():
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part, ensure_ascii=False)}]"
+    return f"'{text}'"
+
+
+_TYPE_NAMES = {
+    "string": "str",
+    "integer": "int",
+    "number": "float",
+    "boolean": "bool",
+    "null": "None",
+}
+
+
+def _type_text(schema: Any) -> str:
+    """A schema of the vocabulary written back as the annotation it was read from."""
+    if not isinstance(schema, Mapping):
+        return "any JSON value"
+    if isinstance(schema.get("anyOf"), list):
+        return " | ".join(_type_text(branch) for branch in schema["anyOf"])
+    if isinstance(schema.get("enum"), list):
+        return f"Literal[{', '.join(map(repr, schema['enum']))}]"
+    texts = []
+    for kind in sorted(_kinds(schema)):
+        if kind == "array":
+            items = schema.get("items")
+            texts.append(f"list[{_type_text(items)}]" if isinstance(items, Mapping) else "list")
+        elif kind == "object":
+            texts.append(_object_text(schema))
+        else:
+            texts.append(_TYPE_NAMES.get(kind, kind))
+    return " | ".join(texts) or "any JSON value"
+
+
+def _object_text(schema: Mapping[str, Any]) -> str:
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        required = schema.get("required", ())
+        fields = [
+            f"{k!r}: {_type_text(v)}" + ("" if k in required else " (optional)")
+            for k, v in properties.items()
+        ]
+        return "{" + ", ".join(fields) + "}"
+    extra = schema.get("additionalProperties")
+    return f"dict[str, {_type_text(extra)}]" if isinstance(extra, Mapping) else "dict"
+
+
+def _shown(value: Any) -> str:
+    """A value in a message: its repr (cut short) and its type."""
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return text if value is None else f"{text} ({type(value).__name__})"

@@ -23,6 +23,7 @@ __all__ = [
     "Case",
     "Param",
     "Signature",
+    "SignatureSchema",
     "Skill",
     "SkillDraft",
     "TestedSkill",
@@ -98,8 +99,33 @@ class Param:
 
 
 @dataclass(frozen=True)
+class SignatureSchema:
+    """A signature as JSON Schema: what a caller may pass, and what comes back."""
+
+    #: The public function's name.
+    name: str
+    #: The arguments: ``{"type": "object", "properties": ..., "required": [...],
+    #: "additionalProperties": False}``; a parameter with a default has ``"default"`` in its
+    #: property and is not required.
+    parameters: dict[str, Any]
+    #: The return annotation's schema.
+    returns: dict[str, Any]
+    #: The exception class names the docstring's Google-style ``Raises:`` section lists, sorted.
+    raises: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
 class Signature:
-    """A skill's call signature, read with libcst and never by importing the code."""
+    """A skill's call signature, read once from its syntax tree (the code is never imported).
+
+    It is one value with two views: the source text of each part, for people (`render`,
+    diffs, ``SKILL.md``), and, in `schema`, the same signature as JSON Schema, for machines
+    (tool definitions, argument checks, generated inputs). The text view is the outer one
+    because every function has it, while the JSON Schema exists only when every annotation is
+    in the type vocabulary (`skillbank.signature`): a draft being repaired, an old version
+    from the history or a hand-edited file can still be shown and diffed. Keeping the two
+    together means a skill is parsed once per version, when it is validated or loaded.
+    """
 
     #: The function's name (equal to the skill id).
     name: str
@@ -109,6 +135,9 @@ class Signature:
     returns: str
     #: The function's docstring, dedented.
     docstring: str
+    #: The signature as JSON Schema; None when it has none (an annotation outside the
+    #: vocabulary, or missing): validation refuses such a skill (rules SB104-SB110).
+    schema: SignatureSchema | None = field(default=None, hash=False)
 
     def render(self) -> str:
         """The signature as a reader would write it: ``name(a: str, b: int = 1) -> dict``."""

@@ -1,7 +1,8 @@
 """Skills as tools for a model: one canonical JSON Schema per skill, rendered three ways.
 
-The canonical schema is the skill's signature as JSON Schema, read from its syntax tree
-(`skillbank.signature.signature_schema`; the code is never imported). It is rendered for
+The canonical schema is the skill's signature as JSON Schema, read from its syntax tree once,
+when the skill is loaded (``skill.signature.schema``; the code is never imported). It is
+rendered for
 
 - Chat Completions: ``{"type": "function", "function": {"name", "description",
   "parameters", "strict"}}``,
@@ -12,8 +13,9 @@ The canonical schema is the skill's signature as JSON Schema, read from its synt
 **Strict mode** (OpenAI structured outputs) is used where the schema allows it. `strict_schema`
 makes every object list all its properties in ``required`` with ``additionalProperties:
 false``, and turns an optional parameter into a required one that may be ``null``: the model
-sends ``null`` for "not given", and `decode_arguments` turns that back into an omitted
-argument, so the skill's own default applies. Annotation keywords (``default``, ``title``,
+sends ``null`` for "not given", and the argument check turns that back into an omitted
+argument, so the skill's own default applies (`skillbank.signature.check_arguments` with
+``strict_nulls``; `decode_arguments` alone). Annotation keywords (``default``, ``title``,
 ``examples``, ...) are dropped; a skill's defaults are named in the tool's description
 instead. A schema cannot be strict, and is sent as it is with ``strict: false``, when:
 
@@ -39,12 +41,12 @@ The other half of the contract is the ``role: "tool"`` message a call gets back
 from __future__ import annotations
 
 import copy
-import functools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from skillbank.signature import SignatureSchema, signature_schema
+from skillbank.errors import SkillArgumentError
+from skillbank.signature import check_arguments, schema_of
 from skillbank.skill import Skill, docstring_args
 
 __all__ = [
@@ -108,14 +110,8 @@ MAX_STRING_CHARS = 120_000
 # ----------------------------------------------------------------------- the canonical schema
 
 
-@functools.lru_cache(maxsize=256)
-def _signature(source: str) -> SignatureSchema:
-    # Reading a signature parses the source with libcst; call_tool asks on every call.
-    return signature_schema(source)
-
-
 def canonical_schema(skill: Skill) -> dict[str, Any]:
-    """The JSON Schema of a skill's arguments, read from its source (never imported).
+    """The JSON Schema of a skill's arguments, as read from its source when it was loaded.
 
     An object schema with every parameter under ``properties``, the ones without a default
     in ``required``, and ``additionalProperties: false``; a parameter with a default carries
@@ -124,11 +120,11 @@ def canonical_schema(skill: Skill) -> dict[str, Any]:
     Raises:
         SkillRejected: the source has no readable signature (a stored skill always has one).
     """
-    return copy.deepcopy(_signature(skill.source).parameters)
+    return copy.deepcopy(schema_of(skill).parameters)
 
 
 def _return_schema(skill: Skill) -> JSONSchema:
-    return copy.deepcopy(_signature(skill.source).returns)
+    return copy.deepcopy(schema_of(skill).returns)
 
 
 # ----------------------------------------------------------------------------- strict mode
@@ -263,7 +259,7 @@ def _strict(schema: Any, depth: int, budget: _Budget) -> JSONSchema:
         for kind in ("object", "array"):
             holders = [b for b in branches if kind in _containers(b)]
             if len(holders) > 1 and _has_optional(holders):
-                raise _NotStrict  # decode_arguments could not tell which branch a value is
+                raise _NotStrict  # the argument check could not tell which branch a null is in
         out["anyOf"] = [_strict(b, depth, budget) for b in branches]
     if "enum" in schema:
         values = schema["enum"]
@@ -334,59 +330,21 @@ def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------- decoding
 
 
-def _pick(value: Any, schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The schema (or anyOf branch) to decode ``value`` with, or None to leave it alone."""
-    branches = schema.get("anyOf")
-    if not isinstance(branches, list):
-        return schema
-    kind = "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None
-    if kind is None:
-        return None
-    holders = [b for b in branches if isinstance(b, Mapping) and kind in _containers(b)]
-    return holders[0] if len(holders) == 1 else None
-
-
-def _drops_null(prop: Any) -> bool:
-    """Whether a ``null`` sent for this optional property means "omitted"."""
-    if not isinstance(prop, Mapping):
-        return False
-    return not _admits_null(prop) or ("default" in prop and prop["default"] is None)
-
-
-def _decode(value: Any, schema: Any) -> Any:
-    picked = _pick(value, schema) if isinstance(schema, Mapping) else None
-    if picked is None:
-        return value
-    if isinstance(value, list) and isinstance(picked.get("items"), Mapping):
-        return [_decode(item, picked["items"]) for item in value]
-    if not isinstance(value, dict):
-        return value
-    properties = picked.get("properties")
-    properties = properties if isinstance(properties, Mapping) else {}
-    required = set(picked.get("required", ()))
-    extra = picked.get("additionalProperties")
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        prop = properties.get(key)
-        if prop is not None:
-            if item is None and key not in required and _drops_null(prop):
-                continue
-            out[key] = _decode(item, prop)
-        else:
-            out[key] = _decode(item, extra) if isinstance(extra, Mapping) else item
-    return out
-
-
 def decode_arguments(skill: Skill, arguments: Mapping[str, Any]) -> dict[str, Any]:
     """Undo strict mode: a ``null`` sent for an optional parameter (or optional TypedDict
     field) means it was left out, so it is omitted and the default applies.
 
     A ``null`` is kept where it is a value the parameter takes itself and its default is
-    not ``null`` (such schemas are never strict). Everything else passes through unchanged,
-    to be checked against the signature.
+    not ``null`` (such schemas are never strict). A model's tool call does not need this:
+    `skillbank.signature.check_arguments` with ``strict_nulls=True`` decodes while it
+    checks, in one pass. This is the decoding alone, for a host that runs the arguments
+    some other way; like the check, it also passes a whole float for an int as an int.
+    Arguments that do not fit the signature come back unchanged, for a check to refuse.
     """
-    decoded = _decode(dict(arguments), canonical_schema(skill))
-    return decoded if isinstance(decoded, dict) else dict(arguments)
+    try:
+        return dict(check_arguments(skill, arguments, strict_nulls=True))
+    except SkillArgumentError:
+        return dict(arguments)
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from skillbank.errors import SkillRejected
-from skillbank.signature import read_signature, signature_schema
-from skillbank.skill import Param, Signature
+from skillbank.signature import read_signature
+from skillbank.skill import Param, Signature, SignatureSchema
 from skillbank.validate import code_shape
 
 __all__ = [
@@ -213,12 +213,10 @@ def signature_diff(old: Signature, new: Signature) -> SignatureChange:
     return SignatureChange(breaking, tuple(changes))
 
 
-def _schema_change(old_source: str, new_source: str) -> list[str]:
+def _schema_change(old: SignatureSchema | None, new: SignatureSchema | None) -> list[str]:
     """Parameters and return whose JSON Schema changed although the annotation text did not
     (a TypedDict the skill declares was edited): each such change breaks callers."""
-    try:
-        old, new = signature_schema(old_source), signature_schema(new_source)
-    except SkillRejected:
+    if old is None or new is None:
         return []
     found = []
     old_props = old.parameters.get("properties", {})
@@ -249,10 +247,11 @@ def signature_change(old_source: str, new_source: str) -> SignatureChange:
     Raises:
         SkillRejected: a source cannot be read.
     """
-    change = signature_diff(read_signature(old_source), read_signature(new_source))
+    old, new = read_signature(old_source), read_signature(new_source)
+    change = signature_diff(old, new)
     # Annotation text the diff saw change is already reported; this adds what it could not
     # see (a TypedDict edited in place).
-    extra = [] if change.breaking else _schema_change(old_source, new_source)
+    extra = [] if change.breaking else _schema_change(old.schema, new.schema)
     return SignatureChange(True, (*change.changes, *extra)) if extra else change
 
 

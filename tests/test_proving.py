@@ -27,6 +27,7 @@ from skillbank.proving import (
     prove_skill,
     strategy_for,
 )
+from skillbank.signature import read_signature
 from skillbank.skill import Skill, SkillDraft, TestedSkill, ValidatedSkill
 from skillbank.trajectory import load_trajectories
 from skillbank.validate import validate
@@ -60,7 +61,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, S
 
 def edited(skill: Skill, old: str, new: str) -> Skill:
     assert old in skill.source, skill.source
-    return dataclasses.replace(skill, source=skill.source.replace(old, new))
+    source = skill.source.replace(old, new)
+    # The signature is read once per version of the source: a new source, a new signature.
+    return dataclasses.replace(skill, source=source, signature=read_signature(source))
 
 
 # --- infer_schema -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from typing import Any
@@ -11,14 +12,19 @@ from hypothesis_jsonschema import from_schema
 from jsonschema import Draft202012Validator
 
 from sandbox import Sandbox
-from skillbank import SkillRejected, check_source
+from skillbank import SkillArgumentError, SkillRejected, check_source
+from skillbank.proving import strategy_for as values_of  # hypothesis-jsonschema cannot do objects
 from skillbank.signature import (
     SignatureSchema,
     UnsupportedType,
     annotation_schema,
+    check_arguments,
+    read_signature,
+    schema_of,
     signature_schema,
     typeddict_schemas,
 )
+from skillbank.skill import Skill
 
 S, INT, F, B, N = (
     {"type": "string"},
@@ -27,6 +33,12 @@ S, INT, F, B, N = (
     {"type": "boolean"},
     {"type": "null"},
 )
+
+
+def make_skill(source: str) -> Skill:
+    signature = read_signature(source)
+    return Skill(signature.name, "Does it.", "1.0.0", "associative", source, signature, (), (), ())
+
 
 BOOLS = {"type": "array", "items": B}
 FLOATS = {"type": "object", "additionalProperties": F}
@@ -231,6 +243,31 @@ def test_signature_schema_reads_parameters_defaults_returns_and_raises() -> None
     # key order is part of the contract: stored schemas must not churn
     assert json.dumps(signature_schema(SKILL).parameters) == json.dumps(schema.parameters)
     assert check_source(SKILL, tools={"place"}, skill_id="place") == []
+
+
+def test_read_signature_gives_both_views_from_one_reading() -> None:
+    signature = read_signature(SKILL)
+    assert signature.render().startswith("place(order: Order, mode: Literal[")
+    assert signature.schema == signature_schema(SKILL)
+    hash(signature)  # the schema's dicts do not make the signature unhashable
+    # Any function has the text view; the JSON Schema needs the vocabulary.
+    loose = read_signature('def f(a, b: Any) -> set:\n    """Doc."""\n')
+    assert [p.annotation for p in loose.params] == ["", "Any"] and loose.schema is None
+    # A sound signature beside a broken TypedDict declaration has no schema either.
+    broken = "from typing import TypedDict\nclass T(TypedDict):\n    x: set[int]\n"
+    assert read_signature(broken + "def f(a: int) -> dict:\n    return {}\n").schema is None
+
+
+def test_schema_of_uses_the_signature_read_at_load_or_says_why_not() -> None:
+    skill = make_skill(SKILL)
+    assert schema_of(skill) is skill.signature.schema
+    hand_made = dataclasses.replace(
+        skill, signature=dataclasses.replace(skill.signature, schema=None)
+    )
+    assert schema_of(hand_made) == skill.signature.schema  # read again
+    bad = make_skill('def f(b: Any) -> dict:\n    """Doc."""\n    return {}\n')
+    with pytest.raises(SkillRejected, match="SB107 parameter 'b'"):
+        schema_of(bad)
 
 
 def _rejected(source: str) -> list[tuple[str, int, int]]:
@@ -488,3 +525,121 @@ def test_signature_reading_never_crashes(source: str) -> None:
         for each in schemas.values():
             Draft202012Validator.check_schema(each)
     assert all(f.line >= 1 for f in check_source(source))
+
+
+# -- the argument check -----------------------------------------------------------------------
+
+PLACE = make_skill(SKILL)
+USAGE = PLACE.signature.render()
+ONE_LINE = {"lines": [{"sku": "a", "qty": 1}]}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({}, f"'place' needs argument 'order' (Order); its signature is {USAGE}"),
+        ({"order": ONE_LINE, "x": 1}, f"'place' has no parameter 'x'; its signature is {USAGE}"),
+        ({"order": [1]}, "argument 'order' of 'place' must be Order, got [1] (list)"),
+        ({"order": None}, "argument 'order' of 'place' must be Order, got None"),
+        ({"order": ONE_LINE, "limit": True},
+         "argument 'limit' of 'place' must be int | None, got True (bool)"),
+        ({"order": ONE_LINE, "retries": "2"},
+         "argument 'retries' of 'place' must be float, got '2' (str)"),
+        ({"order": ONE_LINE, "limit": 2.5},
+         "argument 'limit' of 'place' must be int | None, got 2.5 (float)"),
+        ({"order": {"lines": [{"sku": "a", "qty": "2"}]}},
+         "argument 'order.lines[0].qty' of 'place' must be int, got '2' (str)"),
+        ({"order": {"lines": [], "kind": "slow"}},
+         "argument 'order.kind' of 'place' must be Literal['standard', 'express'], got 'slow' "
+         "(str)"),
+        ({"order": {"lines": [], "colour": 1}},
+         "argument 'order' of 'place' has no key 'colour' (its keys: 'lines', 'note', 'kind')"),
+        ({"order": {}},
+         "argument 'order' of 'place' needs key 'lines' (list[{'sku': str, 'qty': int}])"),
+        ({"order": ONE_LINE, "tags": ["a", 1]},
+         "argument 'tags[1]' of 'place' must be str, got 1 (int)"),
+        ({"order": ONE_LINE, "tags": "x" * 100},
+         f"argument 'tags' of 'place' must be list[str], got '{'x' * 76}... (str)"),
+    ],
+)  # fmt: skip
+def test_check_arguments_says_what_is_wrong_and_where(args: Any, message: str) -> None:
+    with pytest.raises(SkillArgumentError) as info:
+        check_arguments(PLACE, args)
+    assert str(info.value) == message
+
+
+def test_check_arguments_passes_whole_floats_as_ints_and_keeps_the_callers_dict() -> None:
+    args = {"order": {"lines": [{"sku": "a", "qty": 2.0}]}, "limit": 3.0, "retries": 1}
+    checked = check_arguments(PLACE, args)
+    assert checked == {"order": {"lines": [{"sku": "a", "qty": 2}]}, "limit": 3, "retries": 1}
+    assert type(checked["limit"]) is int and type(checked["retries"]) is int
+    assert args["limit"] == 3.0 and type(args["limit"]) is float  # not changed
+    with pytest.raises(SkillArgumentError, match="must be int"):
+        check_arguments(PLACE, {"order": {"lines": [{"sku": "a", "qty": 2.0**60}]}})
+    with pytest.raises(SkillArgumentError, match="must be a JSON object, got list"):
+        check_arguments(PLACE, [ONE_LINE])  # type: ignore[arg-type]
+
+
+def test_strict_nulls_mean_the_default_unless_null_is_a_value() -> None:
+    sent = {
+        "order": {"lines": [], "note": None, "kind": None},
+        "mode": None,
+        "limit": None,
+        "tags": None,
+        "retries": None,
+    }
+    # order.note may be null and has no default: the null is its value, and is kept.
+    assert check_arguments(PLACE, sent, strict_nulls=True) == {"order": {"lines": [], "note": None}}
+    with pytest.raises(SkillArgumentError, match="argument 'order.kind' of 'place' must be"):
+        check_arguments(PLACE, sent)
+    with pytest.raises(SkillArgumentError, match="argument 'order' of 'place' must be Order"):
+        check_arguments(PLACE, {"order": None}, strict_nulls=True)  # required: null is a value
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False, max_value=2.0**52, min_value=-(2.0**52))
+    | st.sampled_from(["a", "dry", "express", ""]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["sku", "qty", "lines", "note", "kind", "x"]), inner)
+    ),
+    max_leaves=10,
+)
+_ARGUMENT_SKILLS = [
+    PLACE,
+    make_skill(
+        "def f(a: dict[str, list[int]], b: list = [], c: dict = {}) -> dict:\n    return a\n"
+    ),
+    make_skill(
+        "from typing import Optional, Union\n\n"
+        "def f(a: Union[int, str, None], b: Optional[list[float]] = None) -> dict:\n"
+        "    return {}\n"
+    ),
+]
+
+
+@pytest.mark.parametrize("skill", _ARGUMENT_SKILLS, ids=lambda s: s.signature.render()[:40])
+@given(data=st.data())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_check_arguments_accepts_exactly_what_the_json_schema_does(
+    skill: Skill, data: st.DataObject
+) -> None:
+    schema = skill.signature.schema
+    assert schema is not None
+    keys = [*schema.parameters["properties"], "x"]
+    args = data.draw(
+        values_of(schema.parameters) | st.dictionaries(st.sampled_from(keys), _JSON),
+        label="arguments",
+    )
+    valid = Draft202012Validator(schema.parameters).is_valid(args)
+    try:
+        checked = check_arguments(skill, args)
+    except SkillArgumentError:
+        assert not valid
+    else:
+        assert valid
+        assert checked == args  # the same values (a whole float became an equal int)
+        Draft202012Validator(schema.parameters).validate(checked)

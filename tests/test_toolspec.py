@@ -27,6 +27,7 @@ from skillbank import (
     strict_schema,
 )
 from skillbank.cli import cli
+from skillbank.examples.agent import DEMO_ARGS
 from skillbank.examples.shop import Shop
 from skillbank.library import SkillLibrary
 from skillbank.proving import strategy_for as values_of  # hypothesis-jsonschema cannot do objects
@@ -452,6 +453,28 @@ def test_arguments_are_checked_deep_against_the_schema(
     assert error_of(call(learned, TYPED.id, args, {}), "missing_tool")  # the arguments fit
 
 
+def test_a_whole_float_reaches_the_skill_as_an_int(learned: SkillBank, tmp_path: Path) -> None:
+    # The shop refuses quantity=4.0; the one argument check passes it on as 4.
+    tools = Shop.create(tmp_path / "shop.sqlite").tools()
+    order = "find_customer_search_products_check_stock_place_order"
+    args = {**DEMO_ARGS["order_product"], "quantity": 4.0}
+    data = call(learned, order, args, tools)
+    assert data["ok"] is True, data
+    error = error_of(call(learned, order, {**args, "quantity": True}, tools), "invalid_arguments")
+    assert error["message"] == f"argument 'quantity' of {order!r} must be int, got True (bool)"
+
+
+def test_a_signature_outside_the_vocabulary_is_unavailable(
+    learned: SkillBank, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hand-edited skill whose annotation has no JSON Schema: its arguments cannot be checked.
+    loose = make_skill("def loose(a: Any) -> dict:\n    return {}\n")
+    assert loose.signature.schema is None
+    monkeypatch.setattr(learned.library, "load", lambda name: loose)
+    error = error_of(call(learned, "loose", {"a": 1}, {}), "unavailable")
+    assert "SB107 parameter 'a': Any says nothing" in error["message"]
+
+
 def test_missing_host_tool(learned: SkillBank, shop_tools: dict[str, Any]) -> None:
     tools = {k: v for k, v in shop_tools.items() if k != "list_orders"}
     error = error_of(call(learned, HISTORY, {"email": "alice@example.com"}, tools), "missing_tool")
@@ -475,7 +498,7 @@ def test_unavailable_and_internal_errors_are_results(
     def broken_library(*args: Any, **kwargs: Any) -> Any:
         raise LibraryError("skills/x: SKILL.md is broken")
 
-    monkeypatch.setattr(learned.runner, "run", broken_library)
+    monkeypatch.setattr(learned.runner, "run_checked", broken_library)
     data = call(learned, HISTORY, {"email": "alice@example.com"}, shop_tools)
     assert "SKILL.md is broken" in error_of(data, "unavailable")["message"]
 
