@@ -364,3 +364,26 @@ def test_no_private_name_crosses_a_module() -> None:
                     and node.value.id in modules
                 ):
                     raise AssertionError(f"{path.relative_to(top)}:{node.lineno} reads {node.attr}")
+
+
+def test_contributing_draws_what_each_module_imports() -> None:
+    # The drawing is the reviewed design: an import it does not show is a design change that
+    # must be drawn in the same commit (and one it shows but the code dropped, erased).
+    drawing = (Path(skillbank.__file__).parent.parent / "CONTRIBUTING.md").read_text()
+    section = drawing.split("### `skillbank/`", 1)[1].split("### `sandbox/`", 1)[0]
+    graph = _import_graph(_package_root(skillbank))
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`") or cells[0] == "`module`":
+            continue
+        rel = cells[0].strip("`").removesuffix("/__init__")
+        name = "skillbank" if rel == "__init__" else "skillbank." + rel.replace("/", ".")
+        if name not in graph:
+            continue
+        words = {w.strip() for part in cells[2].split(";") for w in part.split(",")}
+        drawn = {"skillbank" if w == "(public API)" else f"skillbank.{w}" for w in words}
+        drawn &= set(graph) | {"skillbank"}
+        assert drawn == set(graph[name]) - {name}, (
+            f"CONTRIBUTING.md draws {name} importing {sorted(drawn)}, "
+            f"the code imports {sorted(set(graph[name]) - {name})}"
+        )
