@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sandbox import Limits, Result, Sandbox, SandboxError, SkillError, ToolError
 from skillbank.compose import closure, grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillRejected, SkillTestFailed
+from skillbank.json_types import JSON_TYPES, json_type
 from skillbank.signature import schema_of
 from skillbank.skill import (
     Case,
@@ -269,25 +270,12 @@ ENUM_MIN_OBSERVED = 4
 #: Most distinct values such a closed set may have.
 ENUM_MAX_VALUES = 8
 
-_KINDS = ("null", "boolean", "integer", "number", "string", "array", "object")
-
 
 def _kind(value: JSON) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    raise TypeError(f"infer_schema takes JSON values only, got {value!r:.80}")
+    kind = json_type(value)
+    if kind is None:
+        raise TypeError(f"infer_schema takes JSON values only, got {value!r:.80}")
+    return kind
 
 
 def infer_schema(values: Sequence[JSON]) -> dict[str, JSON]:
@@ -315,7 +303,7 @@ def infer_schema(values: Sequence[JSON]) -> dict[str, JSON]:
         by_kind.setdefault(_kind(value), []).append(value)
     if "integer" in by_kind and "number" in by_kind:
         by_kind["number"] += by_kind.pop("integer")
-    schemas = [_schema_of(kind, by_kind[kind]) for kind in _KINDS if kind in by_kind]
+    schemas = [_schema_of(kind, by_kind[kind]) for kind in JSON_TYPES if kind in by_kind]
     if not schemas:
         return {}
     return schemas[0] if len(schemas) == 1 else {"anyOf": schemas}

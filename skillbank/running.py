@@ -28,6 +28,7 @@ from typing import Any
 from sandbox import Limits, Sandbox, ToolCall
 from skillbank.compose import grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillbankError, SkillNotFound
+from skillbank.json_types import json_type
 from skillbank.ledger import Ledger
 from skillbank.library import SkillLibrary
 from skillbank.recognize import Plan, PlanResult
@@ -374,8 +375,9 @@ def _no_constant(name: str) -> Any:
 
 
 def _json_kind(value: JSON) -> str:
-    kinds = {bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
-    return kinds.get(type(value), "null")
+    # A message to a model: JSON's own words, where 3 and 3.0 are both numbers.
+    kind = json_type(value) or "null"
+    return "number" if kind == "integer" else kind
 
 
 def _failure_hint(result: RunResult) -> str:

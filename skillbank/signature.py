@@ -57,6 +57,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from sandbox.policy import TYPING_NAMES
 from skillbank.errors import SkillArgumentError, SkillRejected, UnsupportedType
 from skillbank.findings import Finding, parse_finding
+from skillbank.json_types import ANNOTATIONS, is_json_type, json_type
 from skillbank.skill import Param, Signature, SignatureSchema, Skill, ValidatedSkill
 
 __all__ = [
@@ -436,16 +437,6 @@ def _json_literal(node: cst.BaseExpression) -> Any:
 
 # ------------------------------------------------------------------- values against schemas
 
-#: The Python values of each JSON Schema type (a bool is never a number: see `_Fit.value`).
-_JSON_KINDS: dict[str, tuple[type, ...]] = {
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-    "array": (list,),
-    "object": (dict,),
-}
 #: Floats up to here are exact integers.
 _EXACT = 2**53
 
@@ -481,18 +472,8 @@ def _kinds(schema: Mapping[str, Any]) -> set[str]:
 
 def _kind_of(value: object) -> str | None:
     """The JSON Schema type of a scalar (None for anything else)."""
-    if isinstance(value, bool):
-        return "boolean"
-    for kind in ("integer", "number", "string", "null"):
-        if isinstance(value, _JSON_KINDS[kind]):
-            return kind
-    return None
-
-
-def _is_kind(value: object, kind: str) -> bool:
-    if isinstance(value, bool) and kind in ("integer", "number"):
-        return False
-    return isinstance(value, _JSON_KINDS.get(kind, ()))
+    kind = json_type(value)
+    return kind if kind not in ("array", "object") else None
 
 
 @dataclass(frozen=True)
@@ -545,7 +526,7 @@ class _Fit:
                 and abs(value) < _EXACT
             ):
                 return int(value)
-            if not _is_kind(value, kind):
+            if not is_json_type(value, kind):
                 continue
             if kind == "array":
                 items = schema.get("items")
@@ -1298,15 +1279,6 @@ def _path_text(path: Sequence[str | int]) -> str:
     return f"'{text}'"
 
 
-_TYPE_NAMES = {
-    "string": "str",
-    "integer": "int",
-    "number": "float",
-    "boolean": "bool",
-    "null": "None",
-}
-
-
 def _type_text(schema: Any) -> str:
     """A schema of the vocabulary written back as the annotation it was read from."""
     if not isinstance(schema, Mapping):
@@ -1323,7 +1295,7 @@ def _type_text(schema: Any) -> str:
         elif kind == "object":
             texts.append(_object_text(schema))
         else:
-            texts.append(_TYPE_NAMES.get(kind, kind))
+            texts.append(ANNOTATIONS.get(kind, kind))
     return " | ".join(texts) or "any JSON value"
 
 

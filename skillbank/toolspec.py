@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from skillbank.errors import SkillArgumentError
+from skillbank.json_types import JSON_TYPES, json_type
 from skillbank.signature import check_arguments, schema_of
 from skillbank.skill import Skill, docstring_args
 
@@ -98,7 +99,6 @@ _STRICT_KEYWORDS = frozenset(
 _ANNOTATIONS = frozenset(
     {"default", "title", "examples", "$comment", "$schema", "deprecated", "readOnly", "writeOnly"}
 )
-_JSON_TYPES = frozenset({"string", "integer", "number", "boolean", "null", "object", "array"})
 
 #: OpenAI's limits for a strict schema.
 MAX_NESTING = 10
@@ -160,7 +160,7 @@ def _types(schema: Mapping[str, Any]) -> list[str]:
     if kind is None:
         return []
     kinds = [kind] if isinstance(kind, str) else kind
-    if not isinstance(kinds, list) or not kinds or not all(k in _JSON_TYPES for k in kinds):
+    if not isinstance(kinds, list) or not kinds or not all(k in JSON_TYPES for k in kinds):
         raise _NotStrict
     return list(kinds)
 
@@ -204,17 +204,10 @@ def _has_optional(schema: Any) -> bool:
 
 
 def _enum_types(values: list[Any]) -> list[str]:
-    names = {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        type(None): "null",
-    }
     kinds = set()
     for value in values:
-        kind = names.get(type(value))
-        if kind is None:  # a list or object in an enum: fine for JSON Schema, not for us
+        kind = json_type(value)
+        if kind in (None, "array", "object"):  # fine for JSON Schema, not for strict mode
             raise _NotStrict
         kinds.add(kind)
     return sorted(kinds)

@@ -50,6 +50,7 @@ from skillbank.compiler.emit import (
     task_template,
 )
 from skillbank.errors import CompileError
+from skillbank.json_types import ANNOTATIONS, json_type
 from skillbank.skill import Case, SkillDraft
 from skillbank.trajectory import Step, Trajectory, canonical_json
 
@@ -67,14 +68,6 @@ JSON = Any
 #: A pattern: blocks of tool names; a block in a loop position repeats one or more times.
 Pattern = tuple[tuple[str, ...], ...]
 
-_SCHEMA_TYPES = {
-    "string": "str",
-    "integer": "int",
-    "number": "float",
-    "boolean": "bool",
-    "array": "list",
-    "object": "dict",
-}
 _MAX_BLOCK = 3
 
 
@@ -221,12 +214,10 @@ class _Run:
 
 
 def _py_type(value: JSON) -> str:
-    if value is None:
-        return "None"
-    for typ in (bool, int, float, str, list, dict):
-        if isinstance(value, typ):
-            return typ.__name__
-    raise CompileError(f"{value!r} is not a JSON value")
+    kind = json_type(value)
+    if kind is None:
+        raise CompileError(f"{value!r} is not a JSON value")
+    return ANNOTATIONS[kind]
 
 
 def _annotation(values: Sequence[JSON], schema_prop: Mapping[str, JSON] | None) -> str:
@@ -237,7 +228,9 @@ def _annotation(values: Sequence[JSON], schema_prop: Mapping[str, JSON] | None) 
     declared = schema_prop.get("type") if isinstance(schema_prop, Mapping) else None
     if isinstance(declared, list):
         declared = next((d for d in declared if d != "null"), None)
-    annotation = _SCHEMA_TYPES.get(declared) if isinstance(declared, str) else None
+    # A declared null says nothing of the parameter's type.
+    annotation = ANNOTATIONS.get(declared) if isinstance(declared, str) else None
+    annotation = None if annotation == "None" else annotation
     if observed <= {"int", "float"} and (annotation == "float" or observed == {"int", "float"}):
         return "float"
     if len(observed) == 1:
