@@ -52,6 +52,7 @@ from skillbank.skill import (
     content_hash,
     docstring_args,
 )
+from skillbank.trajectory import ToolSpec
 from skillbank.versioning import HistoryEntry, Version, parse_version
 
 __all__ = [
@@ -205,9 +206,8 @@ def skill_files(
         body.append("None.")
     body += ["", "## Tools", ""]
     for name in tools:
-        spec = specs.get(name, {})
-        fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
-        desc = str(fn.get("description", "")).strip() if isinstance(fn, Mapping) else ""
+        spec = specs.get(name)
+        desc = spec.description.strip() if spec is not None else ""
         body.append(f"- `{name}`" + (f": {desc}" if desc else ""))
     body += ["", "## Provenance", ""]
     body.append(f"Learned from {len(ordered)} trajectory(ies):")
@@ -221,7 +221,10 @@ def skill_files(
         "skill.py": source if source.endswith("\n") else source + "\n",
         "cases.jsonl": "".join(_json_line(c.to_json()) + "\n" for c in ordered),
         "tools.json": json.dumps(
-            {k: specs[k] for k in sorted(specs)}, sort_keys=True, ensure_ascii=False, indent=2
+            {k: specs[k].to_openai() for k in sorted(specs)},
+            sort_keys=True,
+            ensure_ascii=False,
+            indent=2,
         )
         + "\n",
     }
@@ -903,10 +906,16 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LibraryError(f"{rel}/cases.jsonl:{n}: not a valid case ({exc!r})") from None
     try:
-        specs = json.loads(text["tools.json"])
-        assert isinstance(specs, dict)
+        stored = json.loads(text["tools.json"])
+        assert isinstance(stored, dict)
     except (ValueError, AssertionError):
         raise LibraryError(f"{rel}/tools.json: must be a JSON object of tool definitions") from None
+    specs = {}
+    for name, definition in stored.items():
+        try:
+            specs[name] = ToolSpec.from_openai(definition)
+        except ValueError as exc:
+            raise LibraryError(f"{rel}/tools.json: tool {name!r}: {exc}") from None
     source = text["skill.py"]
     try:
         signature = read_signature(source)

@@ -153,21 +153,16 @@ class Case:
             "result": self.result,
         }
 
-    def to_trajectory(self, tool_specs: Mapping[str, Mapping[str, JSON]]) -> Trajectory:
+    def to_trajectory(self, tool_specs: Mapping[str, ToolSpec]) -> Trajectory:
         """The trajectory this case was learned from (its hash is kept as recorded).
 
-        ``tool_specs`` are the skill's tool definitions (Chat Completions shape), so the
-        rebuilt trajectory offers the same tools the original did.
+        ``tool_specs`` are the skill's tool definitions, so the rebuilt trajectory offers the
+        same tools the original did.
         """
-        tools = []
-        for name, spec in sorted(tool_specs.items()):
-            fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
-            fn = fn if isinstance(fn, Mapping) else {}
-            tools.append(ToolSpec(name, str(fn.get("description", "")), fn.get("parameters") or {}))
         return Trajectory(
             id=self.trajectory_id,
             task=self.task,
-            tools=tuple(tools),
+            tools=tuple(spec for _, spec in sorted(tool_specs.items())),
             steps=self.calls,
             outcome=Outcome(True),
             recorded_sha256=self.trajectory_sha256,
@@ -200,8 +195,9 @@ class SkillDraft:
     tools: tuple[str, ...]
     #: The recorded cases, one per trajectory it was learned from.
     cases: tuple[Case, ...]
-    #: Tool definitions (Chat Completions shape) for the declared tools, by name.
-    tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
+    #: Definitions of the declared tools, by name (``tools.json`` holds them in the Chat
+    #: Completions shape, see `skillbank.trajectory.ToolSpec.to_openai`).
+    tool_specs: Mapping[str, ToolSpec] = field(default_factory=dict)
     #: Other skills this one calls (empty until the compiler composes skills).
     requires: tuple[str, ...] = ()
     #: Notes for reviewers: where each data-flow argument came from, what was ambiguous.
@@ -263,8 +259,8 @@ class Skill:
     requires: tuple[str, ...]
     #: Recorded cases (``cases.jsonl``).
     cases: tuple[Case, ...]
-    #: Tool definitions for the declared tools.
-    tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
+    #: Definitions of the declared tools, by name (``tools.json``).
+    tool_specs: Mapping[str, ToolSpec] = field(default_factory=dict)
     #: Reviewer notes from the compiler.
     notes: tuple[str, ...] = ()
     #: The skill replacing this one, when it is deprecated (it keeps running until removed).

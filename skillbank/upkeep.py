@@ -40,7 +40,7 @@ from skillbank.library import Branch, Restamp, StoredChange
 from skillbank.lifecycle import Lifecycle
 from skillbank.proving import explain, replay_case
 from skillbank.skill import Case, Skill, SkillDraft, Stage, TestedSkill
-from skillbank.trajectory import Step, Trajectory, canonical_json
+from skillbank.trajectory import Step, ToolSpec, Trajectory, canonical_json
 from skillbank.validate import normalize_source
 from skillbank.versioning import bump, parse_version
 
@@ -805,11 +805,10 @@ def schema_hash(parameters: Mapping[str, JSON] | None) -> str:
     return hashlib.sha256(canonical_json(dict(parameters or {})).encode()).hexdigest()
 
 
-def _parameters(spec: Mapping[str, JSON]) -> Mapping[str, JSON] | None:
-    fn = spec.get("function")
-    inner = fn if isinstance(fn, Mapping) else spec
-    params = inner.get("parameters")
-    return params if isinstance(params, Mapping) else None
+def _stored_parameters(skill: Skill, tool: str) -> Mapping[str, JSON]:
+    """The parameters schema ``skill``'s ``tools.json`` holds for ``tool`` ({} when none)."""
+    spec = skill.tool_specs.get(tool)
+    return spec.parameters if spec is not None else {}
 
 
 def _current_specs(tool_specs: Mapping[str, Mapping[str, JSON]]) -> dict[str, dict[str, JSON]]:
@@ -856,7 +855,7 @@ def check_drift(
                 t
                 for t in skill.tools
                 if t in current
-                and schema_hash(_parameters(skill.tool_specs.get(t, {}))) != schema_hash(current[t])
+                and schema_hash(_stored_parameters(skill, t)) != schema_hash(current[t])
             )
             if not changed:
                 continue
@@ -878,13 +877,9 @@ def check_drift(
                         Restamp(skill, parse_version(skill.version), stage, skill.deprecated_by)
                     )
                 continue
-            specs = {k: dict(v) for k, v in skill.tool_specs.items()}
+            specs = dict(skill.tool_specs)
             for t in changed:
-                old = dict(specs.get(t) or {"type": "function", "function": {"name": t}})
-                fn = dict(old.get("function") or {"name": t})
-                fn["parameters"] = dict(current[t])
-                old["function"] = fn
-                specs[t] = old
+                specs[t] = replace(specs.get(t) or ToolSpec(t), parameters=dict(current[t]))
             version = bump(parse_version(skill.version), "patch")
             changes.append(Restamp(replace(skill, tool_specs=specs), version, skill.stage,
                                    skill.deprecated_by))  # fmt: skip

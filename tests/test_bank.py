@@ -24,6 +24,7 @@ from skillbank import (
 )
 from skillbank.examples import DEMO_ARGS, Shop
 from skillbank.library import SKILL_FILES, skill_files
+from skillbank.review import tool_effects
 from skillbank.versioning import parse_version
 
 
@@ -116,6 +117,23 @@ def test_stored_skills_load_back_equal_byte_for_byte(learned: Path) -> None:
         files = skill_files(skill, version=skill.version, stage=skill.stage)
         for name, text in files.items():
             assert (learned / "skills" / skill.id / name).read_text() == text, (skill.id, name)
+
+
+def test_keys_added_to_a_stored_tool_definition_survive_a_rewrite(
+    learned: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    subprocess.run(["git", "clone", "-q", str(learned), str(root)], check=True)
+    sid = order_skill(SkillBank(root))
+    path = root / "skills" / sid / "tools.json"
+    stored = json.loads(path.read_text())
+    stored["place_order"]["function"]["annotations"] = {"readOnlyHint": True}
+    text = json.dumps(stored, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    path.write_text(text)
+    skill = SkillBank(root).get(sid)
+    assert skill.tool_specs["place_order"].extra == {"annotations": {"readOnlyHint": True}}
+    assert skill_files(skill, version=skill.version, stage=skill.stage)["tools.json"] == text
+    assert tool_effects(skill)["place_order"] == "reads"  # the hint beats the name's verb
 
 
 def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
@@ -234,6 +252,10 @@ def test_a_broken_skill_file_is_named_in_the_error(learned: Path, tmp_path: Path
     cases.write_text("{broken\n")
     with pytest.raises(LibraryError, match="cases.jsonl:1"):
         bank.get(bank.library.ids()[1])
+    tools = root / "skills" / bank.library.ids()[2] / "tools.json"
+    tools.write_text('{"find_customer": {"type": "function", "function": {}}}\n')
+    with pytest.raises(LibraryError, match="tools.json: tool 'find_customer': 'function.name'"):
+        bank.get(bank.library.ids()[2])
 
 
 def test_learn_report_json_is_serialisable(learned: Path, example_trajectories: list[Any]) -> None:

@@ -171,7 +171,7 @@ def test_duplicates_are_found_and_merged_and_the_old_id_keeps_working(
 
 
 def _specs(bank: SkillBank) -> dict[str, dict]:
-    return {name: json.loads(json.dumps(spec)) for s in bank.skills()
+    return {name: json.loads(json.dumps(spec.to_openai())) for s in bank.skills()
             for name, spec in s.tool_specs.items()}  # fmt: skip
 
 
@@ -206,12 +206,7 @@ def test_a_cosmetic_change_does_not_demote(shop_bank: SkillBank) -> None:
     assert [(e.skill_id, e.action) for e in report.entries] == [(sid, "updated")]
     after = shop_bank.get(sid)
     assert after.stage == stage and after.version == "1.0.1"
-    assert (
-        after.tool_specs["place_order"]["function"]["parameters"]["properties"]["sku"][
-            "description"
-        ]
-        == "SKU."
-    )
+    assert after.tool_specs["place_order"].parameters["properties"]["sku"]["description"] == "SKU."
 
 
 # --- prune ------------------------------------------------------------------------------
