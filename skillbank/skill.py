@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 
@@ -27,8 +27,10 @@ __all__ = [
     "SkillDraft",
     "TestedSkill",
     "ValidatedSkill",
+    "Version",
     "content_hash",
     "docstring_args",
+    "parse_version",
 ]
 
 JSON = Any
@@ -38,6 +40,42 @@ JSON = Any
 Stage = Literal["cognitive", "associative", "autonomous"]
 #: Fitts & Posner's stages, in order of trust.
 STAGES: tuple[Stage, ...] = ("cognitive", "associative", "autonomous")
+
+_VERSION = re.compile(r"v?(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))?")
+
+
+class Version(NamedTuple):
+    """A semantic version; ``str(v)`` is the canonical ``"1.2.0"`` form.
+
+    It lives here, beside `Skill` whose version it is; `skillbank.versioning` decides which
+    part a change bumps (and re-exports it, the name users know).
+    """
+
+    #: Bumped when the signature changes in a way that breaks callers.
+    major: int
+    #: Bumped when the code changes compatibly.
+    minor: int
+    #: Bumped when only the documentation changes.
+    patch: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def parse_version(text: str) -> Version:
+    """Read ``"1.2.3"`` (or ``"v1.2.3"``), or a whole number ``"1"`` as ``1.0.0``.
+
+    Raises:
+        ValueError: anything else, with the accepted forms in the message.
+    """
+    match = _VERSION.fullmatch(str(text).strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a skill version; write MAJOR.MINOR.PATCH like '1.2.0' "
+            "(a whole number like '1' means 1.0.0)"
+        )
+    major, minor, patch = match.groups()
+    return Version(int(major), int(minor or 0), int(patch or 0))
 
 
 def content_hash(source: str) -> str:
