@@ -340,7 +340,7 @@ class _Run:
         self.skill_calls.append(
             SkillCall(
                 skill.id,
-                skill.version,
+                str(skill.version),
                 arguments if isinstance(arguments, dict) else {},
                 ok,
                 error,

@@ -190,7 +190,7 @@ def _skill_md(skill: Skill, name: str, script_path: str, embedded: Sequence[Skil
     metadata = {
         "skillbank-export": EXPORT_FORMAT,
         "skillbank-id": skill.id,
-        "skillbank-version": skill.version,
+        "skillbank-version": str(skill.version),
         "skillbank-stage": skill.stage,
         "skillbank-content-hash": f"sha256:{skill.content_hash}",
         "entry": script_path,

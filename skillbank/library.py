@@ -147,7 +147,7 @@ def _has_identity(root: Path) -> bool:
 def skill_files(
     skill: Skill | TestedSkill,
     *,
-    version: str | Version,
+    version: Version,
     stage: str,
     deprecated_by: str | None = None,
 ) -> dict[str, str]:
@@ -155,9 +155,6 @@ def skill_files(
 
     The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
-
-    Raises:
-        ValueError: ``version`` is not a version (see `skillbank.versioning.parse_version`).
     """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
@@ -169,7 +166,7 @@ def skill_files(
         requires, cases, specs, notes = skill.requires, skill.cases, skill.tool_specs, skill.notes
         signature = skill.signature
     ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
-    metadata = {"version": str(parse_version(str(version))), "stage": stage}
+    metadata = {"version": str(version), "stage": stage}
     if deprecated_by:
         metadata["deprecated_by"] = deprecated_by
     metadata |= {
@@ -872,7 +869,7 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
             f"mapping (got name={meta.get('name')!r})"
         )
     try:
-        version = str(parse_version(str(md.get("version", ""))))
+        version = parse_version(str(md.get("version", "")))
     except ValueError:
         raise LibraryError(
             f"{rel}/SKILL.md: metadata.version must be a version like '1.2.0' (or a whole "

@@ -282,9 +282,10 @@ class Skill:
     id: str
     #: One line: what it does (SKILL.md ``description``).
     description: str
-    #: The semantic version, canonical ``"1.2.0"`` (see `skillbank.versioning`): major for a
-    #: breaking signature change, minor for other code changes, patch for documentation.
-    version: str
+    #: The semantic version (``str()`` gives the canonical ``"1.2.0"`` written in ``SKILL.md``;
+    #: see `skillbank.versioning`): major for a breaking signature change, minor for other code
+    #: changes, patch for documentation.
+    version: Version
     #: Maturity stage, one of `STAGES`.
     stage: Stage
     #: The module source (``skill.py``).

@@ -25,7 +25,7 @@ from skillbank import (
 from skillbank.examples import DEMO_ARGS, Shop
 from skillbank.library import SKILL_FILES, skill_files
 from skillbank.review import tool_effects
-from skillbank.versioning import parse_version
+from skillbank.versioning import Version
 
 
 def git(root: Path, *args: str) -> str:
@@ -92,7 +92,7 @@ def test_learning_the_examples_makes_one_skill_per_procedure_in_one_commit(
     assert sum(len(s.cases) for s in skills) == len(example_trajectories)
     for s in skills:
         assert {p.name for p in (learned / "skills" / s.id).iterdir()} == set(SKILL_FILES)
-        assert s.version == "1.0.0" and s.stage == "associative"
+        assert s.version == Version(1, 0, 0) and s.stage == "associative"
         assert len({c.trajectory_id.rsplit("-", 1)[0] for c in s.cases}) == 1  # one procedure
     log = git(learned, "log", "--format=%s%n%b")
     assert log.startswith("skillbank learn: add 7 skill(s)")
@@ -146,7 +146,8 @@ def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
         second = bank.learn(orders[1:3], branch="current")
         assert second.added == [] and second.updated == first.added
         skill = bank.get(first.added[0])
-        assert len(skill.cases) == 3 and skill.version == "1.0.0" and skill.stage == "associative"
+        assert len(skill.cases) == 3 and skill.version == Version(1, 0, 0)
+        assert skill.stage == "associative"
     assert git(tmp_path / "b", "rev-list", "--count", "HEAD").strip() == "2"
 
 
@@ -353,7 +354,7 @@ def test_learning_is_independent_of_input_order(
     for fresh, stepwise in zip(
         SkillBank(forward).skills(), SkillBank(backward).skills(), strict=True
     ):
-        assert fresh.version == "1.0.0" and parse_version(stepwise.version) >= (1, 0, 0)
+        assert fresh.version == Version(1, 0, 0) and stepwise.version >= (1, 0, 0)
 
 
 def test_duplicate_ids_with_different_content_keep_both_hashes(tmp_path: Path) -> None:
