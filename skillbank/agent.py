@@ -327,7 +327,7 @@ class _Run:
         self.skill_calls.append(
             SkillCall(
                 skill.id,
-                skill.version,
+                str(skill.version),
                 arguments if isinstance(arguments, dict) else {},
                 ok,
                 error,
@@ -377,13 +377,14 @@ class _Run:
 def _tool_specs(specs: Sequence[Mapping[str, JSON]]) -> tuple[ToolSpec, ...]:
     out = []
     for spec in specs:
-        fn = spec.get("function")
-        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
-            raise ValueError(
-                "tool_specs must be Chat Completions tool definitions "
-                f'({{"type": "function", "function": {{"name": ...}}}}), got {dict(spec)!r}'
-            )
-        out.append(ToolSpec(fn["name"], str(fn.get("description", "")), fn.get("parameters", {})))
+        try:
+            tool = ToolSpec.from_openai(spec)
+        except ValueError as exc:
+            raise ValueError(f"tool_specs must be Chat Completions definitions: {exc}") from None
+        # The run's trajectory offers what a trajectory file's tools would (`parse_record`
+        # keeps name, description and parameters), so what it teaches does not depend on
+        # whether it was learned live or from its record.
+        out.append(replace(tool, extra={}))
     return tuple(out)
 
 

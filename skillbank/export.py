@@ -190,7 +190,7 @@ def _skill_md(skill: Skill, name: str, script_path: str, embedded: Sequence[Skil
     metadata = {
         "skillbank-export": EXPORT_FORMAT,
         "skillbank-id": skill.id,
-        "skillbank-version": skill.version,
+        "skillbank-version": str(skill.version),
         "skillbank-stage": skill.stage,
         "skillbank-content-hash": f"sha256:{skill.content_hash}",
         "entry": script_path,
@@ -256,12 +256,10 @@ def _skill_md(skill: Skill, name: str, script_path: str, embedded: Sequence[Skil
         "## Tools it needs",
         "",
     ]
-    specs: dict[str, Mapping[str, JSON]] = {}
-    for s in (*embedded, skill):
-        specs |= dict(s.tool_specs)
+    specs = {name: spec for s in (*embedded, skill) for name, spec in s.tool_specs.items()}
     for tool in _host_tools(skill, embedded):
-        fn = specs.get(tool, {}).get("function", {})
-        desc = " ".join(str(fn.get("description", "")).split()) if isinstance(fn, Mapping) else ""
+        spec = specs.get(tool)
+        desc = " ".join(spec.description.split()) if spec is not None else ""
         body.append(f"- `{tool}`" + (f": {desc}" if desc else ""))
     if not _host_tools(skill, embedded):
         body.append("None.")

@@ -515,7 +515,7 @@ def _prove(
 
 
 def _check_version(run: _Run, skill: Skill, old: Skill | None) -> None:
-    from skillbank.versioning import parse_version, required_bump, signature_change
+    from skillbank.versioning import required_bump, signature_change
 
     started = time.monotonic()
     if old is None:
@@ -529,7 +529,7 @@ def _check_version(run: _Run, skill: Skill, old: Skill | None) -> None:
     except OSError:
         pass
     findings: list[GateFinding] = []
-    new_v, old_v = parse_version(str(skill.version)), parse_version(str(old.version))
+    new_v, old_v = skill.version, old.version
     need = required_bump(old.source, old.description, skill.source, skill.description)
     change = signature_change(old.source, skill.source)
 

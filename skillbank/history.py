@@ -95,7 +95,7 @@ class History:
         old_texts: dict[str, str]
         if a is None:
             old, old_texts, old_label = None, {}, "nothing (first version)"
-            mine = parse_version(new.version)
+            mine = new.version
             for entry in self.library.history(skill_id):
                 try:
                     earlier = parse_version(entry.version) < mine

@@ -43,7 +43,7 @@ from skillbank.signature import read_signature
 from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
 from skillbank.trajectory import Step, Trajectory
 from skillbank.validate import code_shape
-from skillbank.versioning import Version, bump, parse_version, required_bump, signature_diff
+from skillbank.versioning import Version, bump, required_bump, signature_diff
 
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
@@ -381,8 +381,7 @@ class Learner:
             version = Version(1, 0, 0)
         else:
             kind = required_bump(old.source, old.description, draft.source, draft.description)
-            previous = parse_version(old.version)
-            version = bump(previous, kind) if kind else previous
+            version = bump(old.version, kind) if kind else old.version
         stage = self.stage_for(sid, version, len(draft.cases), old.stage if old else None)
         # Learning more runs of a deprecated skill keeps it deprecated.
         batch.changes.append(
@@ -573,7 +572,7 @@ def _procedure(
         notes = skill.draft.notes
     else:
         source, cases, signature, notes = skill.source, skill.cases, skill.signature, skill.notes
-        version = skill.version
+        version = str(skill.version)
     generalised = [f"{len(notes)} argument(s) read from earlier results"] if notes else []
     try:  # parsing only, never running: the loops as a reviewer would read them
         loops = [n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.For)]
@@ -632,7 +631,7 @@ def _commit_message(
     lines = [f"skillbank learn: {', '.join(parts) or 'no change'}", ""]
     for change in changes:
         tested, stage, action = change.skill, change.stage, change.action
-        version = str(change.version)
+        version = change.version
         sid = tested.draft.id
         new = [
             e.trajectory_id

@@ -300,13 +300,7 @@ class Ledger:
         try:
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                _migrate(conn, _SQLITE)
-                # Persistent for the file: every later connection is in WAL mode too. Set
-                # after the migration's lock, so a new file's first openers wait on the busy
-                # timeout rather than race to change the journal mode.
-                if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode=WAL")
+            self._prepare()
         except _NewerSchema as exc:
             raise LibraryError(
                 f"the ledger {str(self.path)!r} has schema version {exc.version}, but this "
@@ -323,6 +317,32 @@ class Ledger:
             ) from None
         self._ready = True
         return True
+
+    def _prepare(self) -> None:
+        """Migrate the file and put it in WAL mode, waiting out other first openers.
+
+        SQLite answers "database is locked" at once, without waiting on the busy timeout,
+        when waiting could deadlock (two connections that both read, then both want to write;
+        a journal-mode change while another connection reads). Several processes opening a
+        new file together meet exactly that, so such an answer is retried, with a growing
+        pause, until the busy timeout has passed.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        pause = 0.005
+        while True:
+            try:
+                with self._connect() as conn:
+                    _migrate(conn, _SQLITE)
+                    # Persistent for the file: every later connection is in WAL mode too.
+                    if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                        conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                said = str(exc).lower()
+                if ("locked" not in said and "busy" not in said) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

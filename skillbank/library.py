@@ -52,6 +52,7 @@ from skillbank.skill import (
     content_hash,
     docstring_args,
 )
+from skillbank.trajectory import ToolSpec
 from skillbank.versioning import HistoryEntry, Version, parse_version
 
 __all__ = [
@@ -146,7 +147,7 @@ def _has_identity(root: Path) -> bool:
 def skill_files(
     skill: Skill | TestedSkill,
     *,
-    version: str | Version,
+    version: Version,
     stage: str,
     deprecated_by: str | None = None,
 ) -> dict[str, str]:
@@ -154,9 +155,6 @@ def skill_files(
 
     The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
-
-    Raises:
-        ValueError: ``version`` is not a version (see `skillbank.versioning.parse_version`).
     """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
@@ -168,7 +166,7 @@ def skill_files(
         requires, cases, specs, notes = skill.requires, skill.cases, skill.tool_specs, skill.notes
         signature = skill.signature
     ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
-    metadata = {"version": str(parse_version(str(version))), "stage": stage}
+    metadata = {"version": str(version), "stage": stage}
     if deprecated_by:
         metadata["deprecated_by"] = deprecated_by
     metadata |= {
@@ -205,9 +203,8 @@ def skill_files(
         body.append("None.")
     body += ["", "## Tools", ""]
     for name in tools:
-        spec = specs.get(name, {})
-        fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
-        desc = str(fn.get("description", "")).strip() if isinstance(fn, Mapping) else ""
+        spec = specs.get(name)
+        desc = spec.description.strip() if spec is not None else ""
         body.append(f"- `{name}`" + (f": {desc}" if desc else ""))
     body += ["", "## Provenance", ""]
     body.append(f"Learned from {len(ordered)} trajectory(ies):")
@@ -221,7 +218,10 @@ def skill_files(
         "skill.py": source if source.endswith("\n") else source + "\n",
         "cases.jsonl": "".join(_json_line(c.to_json()) + "\n" for c in ordered),
         "tools.json": json.dumps(
-            {k: specs[k] for k in sorted(specs)}, sort_keys=True, ensure_ascii=False, indent=2
+            {k: specs[k].to_openai() for k in sorted(specs)},
+            sort_keys=True,
+            ensure_ascii=False,
+            indent=2,
         )
         + "\n",
     }
@@ -869,7 +869,7 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
             f"mapping (got name={meta.get('name')!r})"
         )
     try:
-        version = str(parse_version(str(md.get("version", ""))))
+        version = parse_version(str(md.get("version", "")))
     except ValueError:
         raise LibraryError(
             f"{rel}/SKILL.md: metadata.version must be a version like '1.2.0' (or a whole "
@@ -903,10 +903,16 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LibraryError(f"{rel}/cases.jsonl:{n}: not a valid case ({exc!r})") from None
     try:
-        specs = json.loads(text["tools.json"])
-        assert isinstance(specs, dict)
+        stored = json.loads(text["tools.json"])
+        assert isinstance(stored, dict)
     except (ValueError, AssertionError):
         raise LibraryError(f"{rel}/tools.json: must be a JSON object of tool definitions") from None
+    specs = {}
+    for name, definition in stored.items():
+        try:
+            specs[name] = ToolSpec.from_openai(definition)
+        except ValueError as exc:
+            raise LibraryError(f"{rel}/tools.json: tool {name!r}: {exc}") from None
     source = text["skill.py"]
     try:
         signature = read_signature(source)

@@ -29,7 +29,7 @@ from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_boun
 from skillbank.maturity import posterior_mean as _posterior_mean
 from skillbank.proving import Check, explain
 from skillbank.skill import Stage, TestedSkill
-from skillbank.versioning import Version, bump, parse_version, required_bump, signature_diff
+from skillbank.versioning import Version, bump, required_bump, signature_diff
 
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
@@ -145,7 +145,7 @@ class Lifecycle:
                     f"restored: {problem}"
                 )
             kind = required_bump(current.source, current.description, old.source, old.description)
-            new_version = bump(parse_version(current.version), kind or "patch")
+            new_version = bump(current.version, kind or "patch")
             stage = self.stage_for(old.id, new_version, len(old.cases), current.stage)
             restored = old.version
             lines = [
@@ -195,7 +195,7 @@ class Lifecycle:
                 entries = self.library.history(old_id)
                 if entries and entries[0].deprecated_by == by:
                     return Commit(entries[0].commit, self.library.branch_for("current", ""))
-            version = bump(parse_version(old.version), "patch")
+            version = bump(old.version, "patch")
             callers = sorted(s.id for s in self.library.load_all() if old_id in s.requires)
             lines = [
                 f"skillbank deprecate {old_id}: use {by} instead",
@@ -290,7 +290,7 @@ class Lifecycle:
             else:
                 skills = [self.library.load(sid) for sid in sorted(set(skill_ids))]
             # Calls of each skill's current version: a repaired skill is judged afresh.
-            counts = self.ledger().counts({s.id: s.version for s in skills})
+            counts = self.ledger().counts({s.id: str(s.version) for s in skills})
             on: Branch | None = None
             for skill in skills:
                 s, f = counts.get(skill.id, Outcomes(0, 0))
@@ -305,15 +305,16 @@ class Lifecycle:
                     f"ledger; posterior mean {_posterior_mean(s, f):.2f}, 5% quantile "
                     f"{bound:.2f}. The code is unchanged.\n"
                 )
-                version = parse_version(skill.version)
                 if on is None:  # resolved at the first change: no change, no branch
                     on = self.target(branch, "stages", [f"{skill.id}:{new}"])
                 commit = self.library.restamp(
-                    [Restamp(skill, version, new, skill.deprecated_by)], message, branch=on
+                    [Restamp(skill, skill.version, new, skill.deprecated_by)], message, branch=on
                 )
                 on = on.after(commit)
                 if commit is not None:
                     changes.append(
-                        StageChange(skill.id, skill.version, skill.stage, new, s, f, bound, commit)
+                        StageChange(
+                            skill.id, str(skill.version), skill.stage, new, s, f, bound, commit
+                        )
                     )
         return changes

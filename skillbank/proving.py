@@ -47,7 +47,7 @@ from skillbank.skill import (
     TestedSkill,
     ValidatedSkill,
 )
-from skillbank.trajectory import Step, canonical_json
+from skillbank.trajectory import Step, ToolSpec, canonical_json
 from skillbank.validate import Rejected, validate
 
 if TYPE_CHECKING:
@@ -347,13 +347,6 @@ def _schema_of(kind: str, values: list[JSON]) -> dict[str, JSON]:
     return {"type": kind}
 
 
-def _parameters(spec: Mapping[str, JSON] | None) -> Mapping[str, JSON] | None:
-    """The parameters schema of a Chat Completions tool definition, if it has one."""
-    fn = spec.get("function") if isinstance(spec, Mapping) else None
-    params = fn.get("parameters") if isinstance(fn, Mapping) else None
-    return params if isinstance(params, Mapping) else None
-
-
 #: Keywords `strategy_for` builds objects and arrays from itself; others are checked by filter.
 _DESCRIPTIVE = frozenset({"description", "title", "default", "examples", "$comment"})
 _OBJECT_KEYS = frozenset({"type", "properties", "required", "additionalProperties"})
@@ -551,7 +544,7 @@ class _Subject:
     tools: tuple[str, ...]
     requires: tuple[str, ...]
     cases: tuple[Case, ...]
-    tool_specs: Mapping[str, Mapping[str, JSON]]
+    tool_specs: Mapping[str, ToolSpec]
     validated: ValidatedSkill
 
 
@@ -658,7 +651,7 @@ def _setup(
     tools = set(subject.tools)
     for sid in subject.requires:
         tools |= tools_needed(sid, library)
-    specs: dict[str, Mapping[str, JSON]] = {}
+    specs: dict[str, ToolSpec] = {}
     observed: dict[str, list[JSON]] = {}
     for other in [library[sid] for sid in sorted(needed)]:
         specs.update(other.tool_specs)
@@ -680,9 +673,10 @@ def _setup(
         return f"its signature cannot be read as JSON Schema: {exc}"
     validators: dict[str, Any] = {}
     for tool in sorted(tools):
-        params = _parameters(specs.get(tool))
-        if params is None:
+        spec = specs.get(tool)
+        if spec is None or not spec.parameters:
             continue
+        params = spec.parameters
         try:
             Draft202012Validator.check_schema(params)
         except SchemaError as exc:
@@ -709,7 +703,7 @@ def _setup(
 def _inputs(
     schema: SignatureSchema,
     subject: _Subject,
-    specs: Mapping[str, Mapping[str, JSON]],
+    specs: Mapping[str, ToolSpec],
     strategy: Callable[[Mapping[str, JSON]], st.SearchStrategy[JSON]],
 ) -> st.SearchStrategy[dict[str, JSON]]:
     """Arguments: required parameters drawn from their schema, defaulted ones from the cases.
@@ -744,13 +738,12 @@ def _inputs(
 
 
 def _fed(
-    param: str, cases: Sequence[Case], specs: Mapping[str, Mapping[str, JSON]]
+    param: str, cases: Sequence[Case], specs: Mapping[str, ToolSpec]
 ) -> list[Mapping[str, JSON]]:
     """The schemas of the tool arguments that received ``param`` unchanged in every case."""
     out: list[Mapping[str, JSON]] = []
     for tool in sorted(specs):
-        params = _parameters(specs[tool]) or {}
-        for key, arg_schema in sorted(params.get("properties", {}).items()):
+        for key, arg_schema in sorted(specs[tool].parameters.get("properties", {}).items()):
             passed = [
                 (case, call.arguments[key])
                 for case in cases

@@ -222,7 +222,7 @@ def _cells(row: _Row) -> tuple[str, ...]:
     return (
         s.id,
         stage,
-        s.version,
+        str(s.version),
         str(len(s.cases)),
         f"{row.calls} ({row.successes} ok, {row.failures} failed)",
         _pct(row.success_rate),

@@ -48,12 +48,12 @@ def tool_effects(skill: Skill) -> dict[str, str]:
     """
     out = {}
     for tool in skill.tools:
-        spec = skill.tool_specs.get(tool, {})
-        fn = spec.get("function", spec) if isinstance(spec, Mapping) else {}
-        hints = fn.get("annotations", {}) if isinstance(fn, Mapping) else {}
+        spec = skill.tool_specs.get(tool)
+        extra = spec.extra if spec is not None else {}
+        hints = extra.get("annotations", {})
         hint = hints.get("readOnlyHint") if isinstance(hints, Mapping) else None
-        if hint is None and isinstance(fn, Mapping):
-            hint = fn.get("x-read-only")
+        if hint is None:
+            hint = extra.get("x-read-only")
         if isinstance(hint, bool):
             out[tool] = "reads" if hint else "writes"
         else:

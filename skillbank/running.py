@@ -348,7 +348,7 @@ class Runner:
             self._ledger().record(
                 skill.id,
                 ok=ok,
-                version=skill.version,
+                version=str(skill.version),
                 latency_s=latency_s,
                 error=error,
                 caller=caller,

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from skillbank.trajectory import Outcome, Step, ToolSpec, Trajectory
 
@@ -28,8 +28,10 @@ __all__ = [
     "SkillDraft",
     "TestedSkill",
     "ValidatedSkill",
+    "Version",
     "content_hash",
     "docstring_args",
+    "parse_version",
 ]
 
 JSON = Any
@@ -39,6 +41,42 @@ JSON = Any
 Stage = Literal["cognitive", "associative", "autonomous"]
 #: Fitts & Posner's stages, in order of trust.
 STAGES: tuple[Stage, ...] = ("cognitive", "associative", "autonomous")
+
+_VERSION = re.compile(r"v?(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))?")
+
+
+class Version(NamedTuple):
+    """A semantic version; ``str(v)`` is the canonical ``"1.2.0"`` form.
+
+    It lives here, beside `Skill` whose version it is; `skillbank.versioning` decides which
+    part a change bumps (and re-exports it, the name users know).
+    """
+
+    #: Bumped when the signature changes in a way that breaks callers.
+    major: int
+    #: Bumped when the code changes compatibly.
+    minor: int
+    #: Bumped when only the documentation changes.
+    patch: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def parse_version(text: str) -> Version:
+    """Read ``"1.2.3"`` (or ``"v1.2.3"``), or a whole number ``"1"`` as ``1.0.0``.
+
+    Raises:
+        ValueError: anything else, with the accepted forms in the message.
+    """
+    match = _VERSION.fullmatch(str(text).strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a skill version; write MAJOR.MINOR.PATCH like '1.2.0' "
+            "(a whole number like '1' means 1.0.0)"
+        )
+    major, minor, patch = match.groups()
+    return Version(int(major), int(minor or 0), int(patch or 0))
 
 
 def content_hash(source: str) -> str:
@@ -182,21 +220,16 @@ class Case:
             "result": self.result,
         }
 
-    def to_trajectory(self, tool_specs: Mapping[str, Mapping[str, JSON]]) -> Trajectory:
+    def to_trajectory(self, tool_specs: Mapping[str, ToolSpec]) -> Trajectory:
         """The trajectory this case was learned from (its hash is kept as recorded).
 
-        ``tool_specs`` are the skill's tool definitions (Chat Completions shape), so the
-        rebuilt trajectory offers the same tools the original did.
+        ``tool_specs`` are the skill's tool definitions, so the rebuilt trajectory offers the
+        same tools the original did.
         """
-        tools = []
-        for name, spec in sorted(tool_specs.items()):
-            fn = spec.get("function", {}) if isinstance(spec, Mapping) else {}
-            fn = fn if isinstance(fn, Mapping) else {}
-            tools.append(ToolSpec(name, str(fn.get("description", "")), fn.get("parameters") or {}))
         return Trajectory(
             id=self.trajectory_id,
             task=self.task,
-            tools=tuple(tools),
+            tools=tuple(spec for _, spec in sorted(tool_specs.items())),
             steps=self.calls,
             outcome=Outcome(True),
             recorded_sha256=self.trajectory_sha256,
@@ -229,8 +262,9 @@ class SkillDraft:
     tools: tuple[str, ...]
     #: The recorded cases, one per trajectory it was learned from.
     cases: tuple[Case, ...]
-    #: Tool definitions (Chat Completions shape) for the declared tools, by name.
-    tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
+    #: Definitions of the declared tools, by name (``tools.json`` holds them in the Chat
+    #: Completions shape, see `skillbank.trajectory.ToolSpec.to_openai`).
+    tool_specs: Mapping[str, ToolSpec] = field(default_factory=dict)
     #: Other skills this one calls (empty until the compiler composes skills).
     requires: tuple[str, ...] = ()
     #: Notes for reviewers: where each data-flow argument came from, what was ambiguous.
@@ -277,9 +311,10 @@ class Skill:
     id: str
     #: One line: what it does (SKILL.md ``description``).
     description: str
-    #: The semantic version, canonical ``"1.2.0"`` (see `skillbank.versioning`): major for a
-    #: breaking signature change, minor for other code changes, patch for documentation.
-    version: str
+    #: The semantic version (``str()`` gives the canonical ``"1.2.0"`` written in ``SKILL.md``;
+    #: see `skillbank.versioning`): major for a breaking signature change, minor for other code
+    #: changes, patch for documentation.
+    version: Version
     #: Maturity stage, one of `STAGES`.
     stage: Stage
     #: The module source (``skill.py``).
@@ -292,8 +327,8 @@ class Skill:
     requires: tuple[str, ...]
     #: Recorded cases (``cases.jsonl``).
     cases: tuple[Case, ...]
-    #: Tool definitions for the declared tools.
-    tool_specs: Mapping[str, Mapping[str, JSON]] = field(default_factory=dict)
+    #: Definitions of the declared tools, by name (``tools.json``).
+    tool_specs: Mapping[str, ToolSpec] = field(default_factory=dict)
     #: Reviewer notes from the compiler.
     notes: tuple[str, ...] = ()
     #: The skill replacing this one, when it is deprecated (it keeps running until removed).

@@ -76,7 +76,13 @@ def canonical_json(value: JSON) -> str:
 
 @dataclass(frozen=True)
 class ToolSpec:
-    """A tool the agent could call, as declared in the trajectory."""
+    """A tool the agent could call: as declared in a trajectory, or as a skill keeps it.
+
+    A skill's tool definitions (`skillbank.skill.Skill.tool_specs`) are these values; the
+    Chat Completions dict is their stored form (``tools.json``) and is converted here only:
+    `to_openai` writes it, `from_openai` reads it back, and a definition skillbank wrote reads
+    back equal and writes the same bytes again.
+    """
 
     #: The function name the model calls.
     name: str
@@ -84,6 +90,11 @@ class ToolSpec:
     description: str = ""
     #: The JSON Schema of the tool's arguments (an ``object`` schema; ``{}`` when absent).
     parameters: Mapping[str, JSON] = field(default_factory=dict)
+    #: Other keys of a stored definition's ``function`` object (``strict``, MCP
+    #: ``annotations``, ``x-...`` hints), kept as found so rewriting ``tools.json`` (a new
+    #: stage, a drift update) never drops what someone added by hand; ``{}`` for a tool read
+    #: from a trajectory.
+    extra: Mapping[str, JSON] = field(default_factory=dict)
 
     def to_openai(self) -> dict[str, JSON]:
         """Render the definition back in the Chat Completions ``tools`` shape."""
@@ -91,7 +102,36 @@ class ToolSpec:
         if self.description:
             function["description"] = self.description
         function["parameters"] = dict(self.parameters) or {"type": "object", "properties": {}}
+        function |= {k: v for k, v in self.extra.items() if k not in function}
         return {"type": "function", "function": function}
+
+    @classmethod
+    def from_openai(cls, data: Mapping[str, JSON]) -> ToolSpec:
+        """Read a definition in the Chat Completions shape (what `to_openai` writes).
+
+        Keys of the function object besides name, description and parameters go to `extra`;
+        keys beside ``type`` and ``function`` are not kept (Chat Completions has none).
+
+        Raises:
+            ValueError: ``data`` is not a Chat Completions function definition with a name;
+                the message names the bad part.
+        """
+        fn = data.get("function") if isinstance(data, Mapping) else None
+        if not isinstance(fn, Mapping) or data.get("type", "function") != "function":
+            raise ValueError(
+                'expected a Chat Completions tool definition {"type": "function", "function": '
+                f"{{...}}}}, got {data!r}"
+            )
+        name, description = fn.get("name"), fn.get("description", "")
+        parameters = fn.get("parameters", {})
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"'function.name' must be a non-empty string, got {name!r}")
+        if not isinstance(description, str):
+            raise ValueError(f"'function.description' must be a string, got {description!r}")
+        if not isinstance(parameters, Mapping):
+            raise ValueError(f"'function.parameters' must be an object, got {parameters!r}")
+        extra = {k: v for k, v in fn.items() if k not in ("name", "description", "parameters")}
+        return cls(name, description, dict(parameters), extra)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,9 @@ from skillbank.library import Branch, Restamp, StoredChange
 from skillbank.lifecycle import Lifecycle
 from skillbank.proving import explain, replay_case
 from skillbank.skill import Case, Skill, SkillDraft, Stage, TestedSkill
-from skillbank.trajectory import Step, Trajectory, canonical_json
+from skillbank.trajectory import Step, ToolSpec, Trajectory, canonical_json
 from skillbank.validate import normalize_source
-from skillbank.versioning import bump, parse_version
+from skillbank.versioning import bump
 
 __all__ = [
     "DriftEntry",
@@ -431,9 +431,18 @@ def _check(life: Lifecycle, draft: SkillDraft, library: Mapping[str, Skill]) -> 
     return checked if isinstance(checked, TestedSkill) else (explain(checked) or "failed")
 
 
+def _refined(
+    skill: Skill, ids: tuple[str, ...], guard: str, tested: TestedSkill
+) -> tuple[RefineEntry, StoredChange]:
+    """The entry and the change of a refined skill: a minor bump, same stage."""
+    version = bump(skill.version, "minor")
+    entry = RefineEntry(skill.id, "refined", ids, guard, str(version))
+    return entry, StoredChange(tested, version, skill.stage, "refined", skill.deprecated_by)
+
+
 def _refine_one(
     life: Lifecycle, skill: Skill, failures: Sequence[_Failure], library: Mapping[str, Skill]
-) -> tuple[RefineEntry, TestedSkill | None]:
+) -> tuple[RefineEntry, StoredChange | None]:
     ids = tuple(f.trajectory.id for f in failures)
     tools = {f.tool for f in failures}
     problems: list[str] = []
@@ -458,12 +467,10 @@ def _refine_one(
             if bad:
                 problems.append(f"guard {guard.condition} did not reject {'; '.join(bad)}")
                 continue
-            version = str(bump(parse_version(skill.version), "minor"))
-            return RefineEntry(skill.id, "refined", ids, guard.condition, version), checked
+            return _refined(skill, ids, guard.condition, checked)
     repaired = _llm_repair(life, skill, failures, library)
     if isinstance(repaired, TestedSkill):
-        version = str(bump(parse_version(skill.version), "minor"))
-        return RefineEntry(skill.id, "refined", ids, "(LLM repair)", version), repaired
+        return _refined(skill, ids, "(LLM repair)", repaired)
     if problems:
         reason = "; ".join(problems[:3])
         if repaired:
@@ -570,13 +577,10 @@ def refine(
         library = {s.id: s for s in life.library.load_all()}
         for sid in sorted(groups):
             skill = library[sid]
-            entry, tested = _refine_one(life, skill, groups[sid], library)
+            entry, change = _refine_one(life, skill, groups[sid], library)
             entries.append(entry)
-            if tested is not None and entry.version is not None:
-                changes.append(
-                    StoredChange(tested, parse_version(entry.version), skill.stage, "refined",
-                                 skill.deprecated_by)
-                )  # fmt: skip
+            if change is not None:
+                changes.append(change)
         commit = None
         if changes:
             lines = [f"skillbank refine: guard {len(changes)} skill(s) against failed runs", ""]
@@ -743,7 +747,7 @@ def merge_duplicates(
                     + "".join(f"- {c.trajectory_id} sha256:{c.trajectory_sha256}\n" for c in gained)
                 )
                 commit = life.library.store(
-                    [StoredChange(checked, parse_version(keep.version), keep.stage, "merged",
+                    [StoredChange(checked, keep.version, keep.stage, "merged",
                                   keep.deprecated_by)],
                     message,
                     branch=on,
@@ -805,11 +809,10 @@ def schema_hash(parameters: Mapping[str, JSON] | None) -> str:
     return hashlib.sha256(canonical_json(dict(parameters or {})).encode()).hexdigest()
 
 
-def _parameters(spec: Mapping[str, JSON]) -> Mapping[str, JSON] | None:
-    fn = spec.get("function")
-    inner = fn if isinstance(fn, Mapping) else spec
-    params = inner.get("parameters")
-    return params if isinstance(params, Mapping) else None
+def _stored_parameters(skill: Skill, tool: str) -> Mapping[str, JSON]:
+    """The parameters schema ``skill``'s ``tools.json`` holds for ``tool`` ({} when none)."""
+    spec = skill.tool_specs.get(tool)
+    return spec.parameters if spec is not None else {}
 
 
 def _current_specs(tool_specs: Mapping[str, Mapping[str, JSON]]) -> dict[str, dict[str, JSON]]:
@@ -856,7 +859,7 @@ def check_drift(
                 t
                 for t in skill.tools
                 if t in current
-                and schema_hash(_parameters(skill.tool_specs.get(t, {}))) != schema_hash(current[t])
+                and schema_hash(_stored_parameters(skill, t)) != schema_hash(current[t])
             )
             if not changed:
                 continue
@@ -871,21 +874,15 @@ def check_drift(
                     )
             if problems:
                 stage = _DEMOTE.get(skill.stage, "cognitive")
-                entries.append(DriftEntry(skill.id, changed, "demoted", stage, skill.version,
+                entries.append(DriftEntry(skill.id, changed, "demoted", stage, str(skill.version),
                                           "; ".join(problems)))  # fmt: skip
                 if stage != skill.stage:
-                    changes.append(
-                        Restamp(skill, parse_version(skill.version), stage, skill.deprecated_by)
-                    )
+                    changes.append(Restamp(skill, skill.version, stage, skill.deprecated_by))
                 continue
-            specs = {k: dict(v) for k, v in skill.tool_specs.items()}
+            specs = dict(skill.tool_specs)
             for t in changed:
-                old = dict(specs.get(t) or {"type": "function", "function": {"name": t}})
-                fn = dict(old.get("function") or {"name": t})
-                fn["parameters"] = dict(current[t])
-                old["function"] = fn
-                specs[t] = old
-            version = bump(parse_version(skill.version), "patch")
+                specs[t] = replace(specs.get(t) or ToolSpec(t), parameters=dict(current[t]))
+            version = bump(skill.version, "patch")
             changes.append(Restamp(replace(skill, tool_specs=specs), version, skill.stage,
                                    skill.deprecated_by))  # fmt: skip
             entries.append(DriftEntry(skill.id, changed, "updated", skill.stage, str(version)))
@@ -1000,7 +997,7 @@ def prune(
         chosen: list[tuple[str, str]] = []
         for s in skills:
             # Calls of the current version only: a repaired skill starts with a clean record.
-            rows = [r for r in all_rows[s.id] if r.version in (s.version, "")]  # "": unknown
+            rows = [r for r in all_rows[s.id] if r.version in (str(s.version), "")]  # "": unknown
             failures = sum(1 for r in rows if not r.ok)
             if len(rows) >= min_calls and failures / len(rows) > max_failure_rate:
                 chosen.append((s.id, f"failing: {failures} of {len(rows)} call(s) of v{s.version} "

@@ -13,18 +13,21 @@ The bump is decided from the change itself, never chosen by hand:
 
 Versions never go backwards: a rollback writes old code under a new, higher version.
 Libraries written before semantic versions stored whole numbers; ``"1"`` reads as ``1.0.0``.
+
+The value, `Version`, and its reader, `parse_version`, are defined in `skillbank.skill` (a
+`skillbank.skill.Skill` holds a `Version`, and this module imports that one) and re-exported
+here: ``skillbank.versioning.Version`` is the same class.
 """
 
 from __future__ import annotations
 
 import ast
-import re
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from skillbank.errors import SkillRejected
 from skillbank.signature import read_signature
-from skillbank.skill import Param, Signature, SignatureSchema
+from skillbank.skill import Param, Signature, SignatureSchema, Version, parse_version
 from skillbank.validate import code_shape
 
 __all__ = [
@@ -41,38 +44,6 @@ __all__ = [
 
 #: The kinds of version bump, from the most to the least disruptive.
 Bump = Literal["major", "minor", "patch"]
-
-_VERSION = re.compile(r"v?(0|[1-9][0-9]*)(?:\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*))?")
-
-
-class Version(NamedTuple):
-    """A semantic version; ``str(v)`` is the canonical ``"1.2.0"`` form."""
-
-    #: Bumped when the signature changes in a way that breaks callers.
-    major: int
-    #: Bumped when the code changes compatibly.
-    minor: int
-    #: Bumped when only the documentation changes.
-    patch: int
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
-
-
-def parse_version(text: str) -> Version:
-    """Read ``"1.2.3"`` (or ``"v1.2.3"``), or a whole number ``"1"`` as ``1.0.0``.
-
-    Raises:
-        ValueError: anything else, with the accepted forms in the message.
-    """
-    match = _VERSION.fullmatch(str(text).strip())
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a skill version; write MAJOR.MINOR.PATCH like '1.2.0' "
-            "(a whole number like '1' means 1.0.0)"
-        )
-    major, minor, patch = match.groups()
-    return Version(int(major), int(minor or 0), int(patch or 0))
 
 
 def bump(version: Version, kind: Bump) -> Version:

@@ -24,7 +24,8 @@ from skillbank import (
 )
 from skillbank.examples import DEMO_ARGS, Shop
 from skillbank.library import SKILL_FILES, skill_files
-from skillbank.versioning import parse_version
+from skillbank.review import tool_effects
+from skillbank.versioning import Version
 
 
 def git(root: Path, *args: str) -> str:
@@ -91,7 +92,7 @@ def test_learning_the_examples_makes_one_skill_per_procedure_in_one_commit(
     assert sum(len(s.cases) for s in skills) == len(example_trajectories)
     for s in skills:
         assert {p.name for p in (learned / "skills" / s.id).iterdir()} == set(SKILL_FILES)
-        assert s.version == "1.0.0" and s.stage == "associative"
+        assert s.version == Version(1, 0, 0) and s.stage == "associative"
         assert len({c.trajectory_id.rsplit("-", 1)[0] for c in s.cases}) == 1  # one procedure
     log = git(learned, "log", "--format=%s%n%b")
     assert log.startswith("skillbank learn: add 7 skill(s)")
@@ -118,6 +119,23 @@ def test_stored_skills_load_back_equal_byte_for_byte(learned: Path) -> None:
             assert (learned / "skills" / skill.id / name).read_text() == text, (skill.id, name)
 
 
+def test_keys_added_to_a_stored_tool_definition_survive_a_rewrite(
+    learned: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "copy"
+    subprocess.run(["git", "clone", "-q", str(learned), str(root)], check=True)
+    sid = order_skill(SkillBank(root))
+    path = root / "skills" / sid / "tools.json"
+    stored = json.loads(path.read_text())
+    stored["place_order"]["function"]["annotations"] = {"readOnlyHint": True}
+    text = json.dumps(stored, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    path.write_text(text)
+    skill = SkillBank(root).get(sid)
+    assert skill.tool_specs["place_order"].extra == {"annotations": {"readOnlyHint": True}}
+    assert skill_files(skill, version=skill.version, stage=skill.stage)["tools.json"] == text
+    assert tool_effects(skill)["place_order"] == "reads"  # the hint beats the name's verb
+
+
 def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
     tmp_path: Path, example_trajectories: list[Trajectory]
 ) -> None:
@@ -128,7 +146,8 @@ def test_a_new_run_of_a_known_procedure_becomes_a_case_not_a_skill(
         second = bank.learn(orders[1:3], branch="current")
         assert second.added == [] and second.updated == first.added
         skill = bank.get(first.added[0])
-        assert len(skill.cases) == 3 and skill.version == "1.0.0" and skill.stage == "associative"
+        assert len(skill.cases) == 3 and skill.version == Version(1, 0, 0)
+        assert skill.stage == "associative"
     assert git(tmp_path / "b", "rev-list", "--count", "HEAD").strip() == "2"
 
 
@@ -234,6 +253,10 @@ def test_a_broken_skill_file_is_named_in_the_error(learned: Path, tmp_path: Path
     cases.write_text("{broken\n")
     with pytest.raises(LibraryError, match="cases.jsonl:1"):
         bank.get(bank.library.ids()[1])
+    tools = root / "skills" / bank.library.ids()[2] / "tools.json"
+    tools.write_text('{"find_customer": {"type": "function", "function": {}}}\n')
+    with pytest.raises(LibraryError, match="tools.json: tool 'find_customer': 'function.name'"):
+        bank.get(bank.library.ids()[2])
 
 
 def test_learn_report_json_is_serialisable(learned: Path, example_trajectories: list[Any]) -> None:
@@ -331,7 +354,7 @@ def test_learning_is_independent_of_input_order(
     for fresh, stepwise in zip(
         SkillBank(forward).skills(), SkillBank(backward).skills(), strict=True
     ):
-        assert fresh.version == "1.0.0" and parse_version(stepwise.version) >= (1, 0, 0)
+        assert fresh.version == Version(1, 0, 0) and stepwise.version >= (1, 0, 0)
 
 
 def test_duplicate_ids_with_different_content_keep_both_hashes(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sandbox import ToolCall
 from skillbank import Step, TrajectoryError, load_trajectories, parse_record, scan_trajectories
 from skillbank.skill import Case
-from skillbank.trajectory import canonical_json
+from skillbank.trajectory import ToolSpec, canonical_json
 
 TOOLS = [
     {
@@ -475,3 +475,39 @@ def test_steps_survive_chat_messages_and_case_json(steps: list[Step]) -> None:
     stored = json.loads(canonical_json(case.to_json()))
     assert Case.from_json(stored) == case
     assert [c.call_id for c in Case.from_json(stored).calls] == [""] * len(steps)
+
+
+# --- ToolSpec: a tool definition, and its one conversion to and from the chat shape ----------
+
+
+def test_a_tool_definition_round_trips_through_the_chat_shape() -> None:
+    from skillbank.examples import TOOL_SPECS
+
+    for definition in TOOL_SPECS:
+        spec = ToolSpec.from_openai(definition)
+        assert spec.name == definition["function"]["name"] and spec.extra == {}
+        assert spec.to_openai() == definition
+    # Keys someone added to a stored definition are kept, so rewriting tools.json keeps them.
+    marked = {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"},
+              "strict": True, "annotations": {"readOnlyHint": True}}}  # fmt: skip
+    spec = ToolSpec.from_openai(marked)
+    assert spec == ToolSpec("ping", "", {"type": "object"},
+                            {"strict": True, "annotations": {"readOnlyHint": True}})  # fmt: skip
+    assert spec.to_openai() == marked
+    assert ToolSpec.from_openai({"function": {"name": "ping"}}) == ToolSpec("ping")
+
+
+@pytest.mark.parametrize(
+    ("definition", "words"),
+    [
+        pytest.param([], "expected a Chat Completions tool definition", id="not-an-object"),
+        pytest.param({"type": "function", "name": "ping"}, "expected a Chat", id="flat-shape"),
+        pytest.param({"type": "web_search", "function": {"name": "x"}}, "expected", id="builtin"),
+        pytest.param({"function": {"description": "x"}}, "function.name", id="no-name"),
+        pytest.param({"function": {"name": "x", "description": 3}}, "description", id="desc"),
+        pytest.param({"function": {"name": "x", "parameters": []}}, "parameters", id="params"),
+    ],
+)
+def test_a_malformed_tool_definition_names_the_bad_part(definition: Any, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        ToolSpec.from_openai(definition)

@@ -87,7 +87,7 @@ def test_refine_adds_a_guard_that_passes_the_cases_and_rejects_the_failure(
     (entry,) = report.entries
     assert entry.guard == 'stock["available"] < quantity'
     after = shop_bank.get(sid)
-    assert after.version == "1.1.0" and before.version == "1.0.0"
+    assert after.version == Version(1, 1, 0) and before.version == Version(1, 0, 0)
     assert "Raises:" in after.signature.docstring and "ValueError" in after.signature.docstring
     assert "fail-black-tea" in git(shop_bank.root, "log", "-1", "--format=%B")
     # The real shop: black tea is refused before any order is placed; a lamp is still ordered.
@@ -171,7 +171,7 @@ def test_duplicates_are_found_and_merged_and_the_old_id_keeps_working(
 
 
 def _specs(bank: SkillBank) -> dict[str, dict]:
-    return {name: json.loads(json.dumps(spec)) for s in bank.skills()
+    return {name: json.loads(json.dumps(spec.to_openai())) for s in bank.skills()
             for name, spec in s.tool_specs.items()}  # fmt: skip
 
 
@@ -205,13 +205,8 @@ def test_a_cosmetic_change_does_not_demote(shop_bank: SkillBank) -> None:
     report = check_drift(shop_bank.lifecycle, specs)
     assert [(e.skill_id, e.action) for e in report.entries] == [(sid, "updated")]
     after = shop_bank.get(sid)
-    assert after.stage == stage and after.version == "1.0.1"
-    assert (
-        after.tool_specs["place_order"]["function"]["parameters"]["properties"]["sku"][
-            "description"
-        ]
-        == "SKU."
-    )
+    assert after.stage == stage and after.version == Version(1, 0, 1)
+    assert after.tool_specs["place_order"].parameters["properties"]["sku"]["description"] == "SKU."
 
 
 # --- prune ------------------------------------------------------------------------------

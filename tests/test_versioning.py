@@ -207,6 +207,16 @@ def test_bump() -> None:
     assert str(bump(v, "minor")) == "1.3.0"
 
 
+def test_version_is_one_value_defined_beside_skill() -> None:
+    # skill.py holds it (a Skill's field), versioning re-exports the same class.
+    import skillbank.skill
+    import skillbank.versioning
+
+    assert skillbank.versioning.Version is skillbank.skill.Version is skillbank.Version
+    assert skillbank.versioning.parse_version is skillbank.skill.parse_version
+    assert Version(1, 2, 0) < Version(1, 10, 0) and Version(2, 0, 0) > (1, 99, 99)
+
+
 # --- learn branches ----------------------------------------------------------------------
 
 
@@ -229,7 +239,8 @@ def test_learn_auto_branch_is_made_named_and_never_checked_out(tmp_path: Path) -
         assert head_branch(root) == base
         assert git(root, "rev-parse", "HEAD").strip() == first.commit
         assert git(root, "status", "--porcelain") == ""
-        assert bank.get("get_skill").version == "1.0.0"  # agents see the checked-out branch
+        # Agents see the checked-out branch.
+        assert bank.get("get_skill").version == Version(1, 0, 0)
         message = git(root, "log", "-1", "--format=%B", second.branch)
         for r in runs:
             assert f"- {r.id} sha256:{r.sha256}" in message
@@ -240,7 +251,8 @@ def test_learn_auto_branch_is_made_named_and_never_checked_out(tmp_path: Path) -
         assert changed and all(p.startswith("skills/get_skill/") for p in changed)
         # Checked out, the branch holds exactly what a commit in the working tree would.
         git(root, "switch", "-q", second.branch)
-        assert bank.get("get_skill").version == "1.1.0" and len(bank.get("get_skill").cases) == 3
+        switched = bank.get("get_skill")
+        assert switched.version == Version(1, 1, 0) and len(switched.cases) == 3
         # A learn on a skillbank/ branch continues there (it is checked out).
         third = bank.learn([lookup("c", "3", "slow")])
         assert third.branch == second.branch
@@ -357,7 +369,7 @@ def test_load_at_and_ids_at_read_old_revisions(versioned: SkillBank) -> None:
     lib = versioned.library
     (newest, middle, oldest) = lib.history("get_skill")
     old = lib.load_at("get_skill", oldest.commit)
-    assert old is not None and old.version == "1.0.0" and len(old.cases) == 1
+    assert old is not None and old.version == Version(1, 0, 0) and len(old.cases) == 1
     assert old.signature.render() == "get_skill(k: str, mode: str) -> dict"
     assert lib.load_at("get_skill", "HEAD") == versioned.get("get_skill")
     assert lib.load_at("no_such_skill", "HEAD") is None
@@ -394,7 +406,7 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
     skill = versioned.get("get_skill")
     old = versioned.library.load_at("get_skill", entries[1].commit)
     assert old is not None
-    assert skill.version == "2.1.0"  # a default comes back: minor, and never backwards
+    assert skill.version == Version(2, 1, 0)  # a default comes back: minor, and never backwards
     assert (skill.source, skill.cases) == (old.source, old.cases)
     assert git(root, "rev-parse", f"{commit}~1").strip() == before
     assert git(root, "log", "-1", "--format=%s").strip() == (
@@ -413,7 +425,7 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
         versioned.rollback("no_such_skill", "1.0.0")
     assert versioned.rollback("get_skill", "1.0.0", branch="current") and versioned.get(
         "get_skill"
-    ).version == ("3.0.0")
+    ).version == Version(3, 0, 0)
 
 
 # --- deprecation -------------------------------------------------------------------------
@@ -434,7 +446,7 @@ def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None
 
         commit = bank.deprecate("find_customer_list_orders", by=replacement, branch="current")
         old = bank.get("find_customer_list_orders")
-        assert old.deprecated_by == replacement and old.version == "1.0.1"
+        assert old.deprecated_by == replacement and old.version == Version(1, 0, 1)
         message = git(bank.root, "log", "-1", "--format=%B")
         assert message.startswith(
             f"skillbank deprecate find_customer_list_orders: use {replacement}"
@@ -469,7 +481,7 @@ def test_a_library_with_whole_number_versions_reads_as_semver(tmp_path: Path) ->
         meta.write_text(meta.read_text().replace("version: 1.0.0", "version: '1'"))
         git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "old format")
         skill = bank.get("get_skill")
-        assert skill.version == "1.0.0"
+        assert skill.version == Version(1, 0, 0)
         assert [e.version for e in bank.history("get_skill")] == ["1.0.0", "1.0.0"]
         files = skill_files(skill, version=skill.version, stage=skill.stage)
         assert "  version: 1.0.0\n" in files["SKILL.md"]

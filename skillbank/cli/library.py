@@ -83,7 +83,7 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": skill.id,
         "description": skill.description,
-        "version": skill.version,
+        "version": str(skill.version),
         "stage": skill.stage,
         "signature": skill.signature.render(),
         "parameters": [
@@ -212,7 +212,7 @@ def rollback(skill_id: str, version: str, branch: str | None, root: Path, as_jso
     with SkillBank(root) as bank:
         commit = bank.rollback(skill_id, version, branch=branch)
         skill = bank.library.load_at(skill_id, commit)
-    new = skill.version if skill else "?"
+    new = str(skill.version) if skill else "?"
     if as_json:
         print_json(
             {"skill_id": skill_id, "restored": version, "version": new, **commit_json(commit)}
@@ -239,7 +239,7 @@ def deprecate(old_id: str, new_id: str, branch: str | None, root: Path, as_json:
     with SkillBank(root) as bank:
         commit = bank.deprecate(old_id, by=new_id, branch=branch)
         skill = bank.library.load_at(old_id, commit)
-    new = skill.version if skill else "?"
+    new = str(skill.version) if skill else "?"
     if as_json:
         print_json(
             {"skill_id": old_id, "deprecated_by": new_id, "version": new, **commit_json(commit)}

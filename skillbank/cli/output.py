@@ -238,7 +238,7 @@ def skills_table(skills: Sequence[Skill]) -> Table:
     for s in skills:
         params = s.signature.render()[len(s.id) :]
         stage = f"{s.stage}, deprecated: use {s.deprecated_by}" if s.deprecated_by else s.stage
-        table.add_row(s.id, s.version, stage, str(len(s.cases)), params)
+        table.add_row(s.id, str(s.version), stage, str(len(s.cases)), params)
     return table
 
 

@@ -1073,7 +1073,7 @@ def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None
         ) from None
     tools = tuple(sorted({tool for block in pattern for tool in block}))
     declared = {spec.name: spec for run in runs for spec in run.trajectory.tools}
-    specs = {t: declared[t].to_openai() for t in tools if t in declared}
+    specs = {t: declared[t] for t in tools if t in declared}
     called = ", ".join(dict.fromkeys(tool for block in pattern for tool in block))
     description = f"{plan.summary.rstrip('.')} (calls {called})."
     return SkillDraft(

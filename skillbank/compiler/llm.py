@@ -41,7 +41,7 @@ from skillbank.errors import (
 from skillbank.proving import check, explain
 from skillbank.signature import read_signature
 from skillbank.skill import Case, SkillDraft
-from skillbank.trajectory import Step, Trajectory, canonical_json
+from skillbank.trajectory import Step, ToolSpec, Trajectory, canonical_json
 from skillbank.validate import ALLOWED_IMPORTS, FORBIDDEN_NAMES
 
 if TYPE_CHECKING:
@@ -521,11 +521,11 @@ class LLMCompiler:
                     result=steps[-1].result,
                 )
             )
-        specs: dict[str, Mapping[str, JSON]] = {}
+        specs: dict[str, ToolSpec] = {}
         for name in tools:
             spec = next((s for t in runs for s in t.tools if s.name == name), None)
             if spec is not None:
-                specs[name] = spec.to_openai()
+                specs[name] = spec
         try:
             doc = read_signature(proposal.source).docstring
         except (SkillbankError, RecursionError, ValueError):

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from skillbank.bank import SkillBank
 from skillbank.errors import ConfigError, SkillbankError
-from skillbank.skill import Skill
+from skillbank.skill import Skill, Version
 from skillbank.toolspec import render_tools, tool_error
 
 if TYPE_CHECKING:
@@ -74,8 +74,8 @@ _MAX_SESSIONS = 256
 logger = logging.getLogger(__name__)
 
 HostTools = Mapping[str, Callable[..., Any]]
-_ToolsState = frozenset[tuple[str, str]]
-_ResourcesState = frozenset[tuple[str, str, str]]
+_ToolsState = frozenset[tuple[str, Version]]
+_ResourcesState = frozenset[tuple[str, Version, str]]
 
 
 # --- host tools -----------------------------------------------------------------------------
