@@ -84,7 +84,10 @@ class SkillBank:
                 f"{self.root} is not a skill bank (no {self.config.skills_dir}/ folder); "
                 f"create one with `skillbank init {path}`"
             )
-        self.library = SkillLibrary(self.root, self.config.skills_dir, self.config.state_dir)
+        self.library = SkillLibrary(
+            self.root, self.config.skills_dir, self.config.state_dir,
+            query_tools=self.config.query_tools, command_tools=self.config.command_tools,
+        )  # fmt: skip
         self._executor = executor
         self._sandbox: Sandbox | None = None
         self._llm = llm

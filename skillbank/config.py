@@ -95,7 +95,8 @@ class Config:
     reflex_min_margin: float = 0.1
     #: Tools the bank's owner declares queries: they only read, so a skill may call them
     #: freely and repeat them. Declared effects come before the tools' own annotations and the
-    #: name heuristic (not used by the compiler yet). A tool may not be in both lists.
+    #: name heuristic (`skillbank.compiler.effects`; the learn report and SKILL.md say which
+    #: decided). A tool may not be in both lists.
     query_tools: tuple[str, ...] = ()
     #: Tools the bank's owner declares commands: they change state (an order placed, a mail
     #: sent). Unknown tools are treated as commands anyway; listing one makes it explicit.

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sandbox import Limits, Sandbox
 from skillbank.compiler import compile_group, pattern_of, skill_id_for
+from skillbank.compiler.effects import ToolEffect, classify_tools
 from skillbank.compiler.grouping import ProcedureGroup, group_procedures, successful_steps
 from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
@@ -41,7 +42,7 @@ from skillbank.proving import Check, explain
 from skillbank.recognize import match_steps
 from skillbank.signature import read_signature
 from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
-from skillbank.trajectory import Step, Trajectory
+from skillbank.trajectory import Step, ToolSpec, Trajectory
 from skillbank.validate import code_shape
 from skillbank.versioning import Version, bump, required_bump, signature_diff
 
@@ -90,10 +91,14 @@ class ProcedureReport:
     reason: str | None = None
     #: The LLM compiler's attempts, one line each, when it was asked.
     llm: tuple[str, ...] = ()
+    #: Each tool the procedure calls: a query or a command, and why
+    #: (`skillbank.compiler.effects`).
+    effects: tuple[ToolEffect, ...] = ()
 
     def to_json(self) -> dict[str, JSON]:
         """The report as JSON data."""
         return {
+            "effects": [e.to_json() for e in self.effects],
             "skill_id": self.skill_id,
             "action": self.action,
             "trajectories": list(self.trajectories),
@@ -337,7 +342,9 @@ class Learner:
                 new.append(i)
         if not new:
             if old is not None:
-                batch.procedures.append(_procedure(old.id, "unchanged", [], old, None))
+                batch.procedures.append(
+                    _procedure(old.id, "unchanged", [], old, None, effects=self._effects(old))
+                )
             return True
         if old is not None:
             sid = old.id
@@ -369,6 +376,7 @@ class Learner:
                     None,
                     reason,
                     transcript,
+                    self._effects(*runs),
                 )  # fmt: skip
             )
             return True
@@ -389,10 +397,35 @@ class Learner:
         )
         batch.procedures.append(
             _procedure(
-                sid, "created" if old is None else "updated", ids, tested, str(version), transcript
+                sid,
+                "created" if old is None else "updated",
+                ids,
+                tested,
+                str(version),
+                transcript,
+                effects=self._effects(tested),
             )  # fmt: skip
         )
         return True
+
+    def _effects(self, *sources: Skill | TestedSkill | Trajectory) -> tuple[ToolEffect, ...]:
+        """How each tool of a skill (or of some runs) is classified, by name."""
+        names: set[str] = set()
+        specs: dict[str, ToolSpec] = {}
+        for source in sources:
+            if isinstance(source, Trajectory):
+                names |= {s.tool for s in successful_steps(source)}
+                specs |= {t.name: t for t in source.tools}
+            else:
+                held = source.draft if isinstance(source, TestedSkill) else source
+                names |= set(held.tools)
+                specs |= dict(held.tool_specs)
+        return tuple(
+            classify_tools(
+                names, specs, query_tools=self.config.query_tools,
+                command_tools=self.config.command_tools,
+            ).values()
+        )  # fmt: skip
 
     def _generalise(
         self,
@@ -566,6 +599,8 @@ def _procedure(
     skill: Skill | TestedSkill,
     version: str | None,
     transcript: tuple[str, ...] = (),
+    *,
+    effects: tuple[ToolEffect, ...] = (),
 ) -> ProcedureReport:
     if isinstance(skill, TestedSkill):
         source, cases, signature = skill.draft.source, skill.draft.cases, skill.validated.signature
@@ -586,7 +621,7 @@ def _procedure(
     ]
     return ProcedureReport(
         sid, action, tuple(ids), len(cases), signature.render(), tuple(generalised), version,
-        None, transcript,
+        None, transcript, effects,
     )  # fmt: skip
 
 

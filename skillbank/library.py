@@ -32,7 +32,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from skillbank.compiler.effects import classify_tools
 from skillbank.errors import LibraryError, SkillNotFound
 from skillbank.signature import read_signature
 from skillbank.skill import (
@@ -150,11 +151,16 @@ def skill_files(
     version: Version,
     stage: str,
     deprecated_by: str | None = None,
+    query_tools: Collection[str] = (),
+    command_tools: Collection[str] = (),
 ) -> dict[str, str]:
     """The exact text of each file in a skill's folder (pure: same skill, same bytes).
 
     The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
+    ``SKILL.md`` says of each tool whether it is a query or a command and why
+    (`skillbank.compiler.effects`; ``query_tools`` and ``command_tools`` are the bank's
+    configuration).
     """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
@@ -202,10 +208,12 @@ def skill_files(
     else:
         body.append("None.")
     body += ["", "## Tools", ""]
+    effects = classify_tools(tools, specs, query_tools=query_tools, command_tools=command_tools)
     for name in tools:
         spec = specs.get(name)
         desc = spec.description.strip() if spec is not None else ""
-        body.append(f"- `{name}`" + (f": {desc}" if desc else ""))
+        effect = effects[name]
+        body.append(f"- `{name}` ({effect.effect}; {effect.why})" + (f": {desc}" if desc else ""))
     body += ["", "## Provenance", ""]
     body.append(f"Learned from {len(ordered)} trajectory(ies):")
     body.append("")
@@ -302,9 +310,18 @@ class SkillLibrary:
     """The ``skills/`` folder of a bank and the git repository holding it."""
 
     def __init__(
-        self, root: Path, skills_dir: str = "skills", state_dir: str = ".skillbank"
+        self,
+        root: Path,
+        skills_dir: str = "skills",
+        state_dir: str = ".skillbank",
+        *,
+        query_tools: Collection[str] = (),
+        command_tools: Collection[str] = (),
     ) -> None:
         self.root = Path(root)
+        #: The bank's own word on which tools are queries and commands (``SKILL.md`` says).
+        self.query_tools = tuple(query_tools)
+        self.command_tools = tuple(command_tools)
         self.dir = self.root / skills_dir
         self.rel = skills_dir
         #: Local, uncommitted state (the writers' lock) lives here.
@@ -658,7 +675,8 @@ class SkillLibrary:
         """
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.draft.id,
-             skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by))
+             skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
+                         query_tools=self.query_tools, command_tools=self.command_tools))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
@@ -686,7 +704,8 @@ class SkillLibrary:
         """
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.id,
-             skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by))
+             skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
+                         query_tools=self.query_tools, command_tools=self.command_tools))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)

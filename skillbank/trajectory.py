@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from sandbox import ToolCall
 
 __all__ = [
+    "EFFECT_KEY",
     "Outcome",
     "Step",
     "ToolSpec",
@@ -541,6 +542,24 @@ def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
     return _parse_chat(obj, source, where)
 
 
+#: The key of an OpenAI tool definition that declares the tool's effect, ``"query"`` (it only
+#: reads) or ``"command"`` (it changes state); see `skillbank.compiler.effects`.
+EFFECT_KEY = "x-skillbank-effect"
+
+
+def _hints(tool: _ToolDef) -> dict[str, JSON]:
+    """The effect hints a tool definition carries: `EFFECT_KEY` (in ``function`` or beside
+    it) and MCP ``annotations``; nothing else of its extra keys is kept."""
+    hints: dict[str, JSON] = {}
+    for extra in (tool.model_extra or {}, tool.function.model_extra or {}):
+        if extra.get(EFFECT_KEY) in ("query", "command"):
+            hints[EFFECT_KEY] = extra[EFFECT_KEY]
+    annotations = (tool.function.model_extra or {}).get("annotations")
+    if isinstance(annotations, dict):
+        hints["annotations"] = annotations
+    return hints
+
+
 def _parse_chat(obj: dict[str, JSON], source: str, where: str) -> Trajectory:
     """Parse a record in the Chat Completions shape (``messages`` and ``tools``)."""
     try:
@@ -555,7 +574,7 @@ def _parse_chat(obj: dict[str, JSON], source: str, where: str) -> Trajectory:
         ) from None
 
     tools = tuple(
-        ToolSpec(t.function.name, t.function.description, t.function.parameters)
+        ToolSpec(t.function.name, t.function.description, t.function.parameters, _hints(t))
         for t in record.tools
     )
     known = {t.name for t in tools}

@@ -196,6 +196,11 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
         )
     if any(p.action != "unchanged" for p in report.procedures):
         console.print(table)
+    effects = {e.tool: e for p in report.procedures if p.action != "unchanged" for e in p.effects}
+    if effects:
+        console.print("tools, by what they do (set query_tools / command_tools to overrule):")
+        for effect in sorted(effects.values(), key=lambda e: (e.effect != "command", e.tool)):
+            console.print(f"  {effect.tool}: {effect.describe()}")
     n_unchanged = sum(1 for e in report.entries if e.action == "unchanged")
     console.print(
         f"{len(report.entries)} trajectories: {len(report.added)} skill(s) added, "
