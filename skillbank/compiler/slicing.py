@@ -1,0 +1,152 @@
+"""Slicing: the part of a run that is the procedure, and the key that names the procedure.
+
+A run is a transcript: besides what it did, it holds every read the agent made while it
+looked around. The procedure is what the run *changed* (its commands, in order) and where
+each command argument came from. So a run is cut down to a backward slice before it is
+grouped or generalised:
+
+- **Sinks.** Every command is kept (`skillbank.compiler.effects`). A run with no command is a
+  read-only procedure whose answer is its last result, so its last call is the sink.
+- **Dependencies.** An argument value copied from an earlier result (`find_origin`: the
+  nearest earlier result holding it; a value the user typed in the task is input, never data
+  flow) makes that earlier call a dependency. Nested arguments count at every leaf.
+- **The slice** is the sinks and everything they depend on, transitively, in the run's
+  order. Every other call is a query nothing used, and is dropped.
+
+The **skeleton** of a sliced run names its procedure: the commands (repeats folded, as
+`skillbank.compiler.generalize.pattern_of` folds them), each with its argument names and,
+per argument, where the value came from: the user (``input``) or the tool whose result held
+it. Two runs that changed the same things from the same kinds of sources share a skeleton,
+whatever else they read; a read-only run's skeleton is its sink's. Values never enter the
+skeleton, so renaming the entities a run is about never changes it.
+
+Pure and deterministic: no sandbox, no I/O; the same run gives the same slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from skillbank.compiler.dataflow import find_origin, iter_paths
+from skillbank.compiler.effects import ToolEffect
+from skillbank.compiler.generalize import pattern_of
+from skillbank.trajectory import Step, Trajectory, canonical_json
+
+__all__ = ["Slice", "skeleton_key", "slice_run"]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A run cut down to its procedure."""
+
+    #: The calls kept, in the run's order.
+    steps: tuple[Step, ...]
+    #: Their positions among the run's successful calls.
+    kept: tuple[int, ...]
+    #: Positions of the queries nothing used (dropped).
+    dropped: tuple[int, ...]
+    #: For each kept call, per argument name: the position of the call whose result the
+    #: value came from, or None for the user's input (for a nested argument: the first leaf
+    #: that came from a result).
+    sources: tuple[Mapping[str, int | None], ...]
+
+
+def _leaves(value: object) -> list[object]:
+    leaves = [sub for _, sub in iter_paths(value) if not isinstance(sub, dict | list)]
+    return leaves or [value]
+
+
+def _source(value: object, results: Sequence[object], task: str) -> int | None:
+    """The earlier call an argument value (or one of its leaves) came from, if any."""
+    origin = find_origin(value, results, task)
+    if origin is not None:
+        return origin.step
+    if isinstance(value, dict | list):
+        for leaf in _leaves(value):
+            origin = find_origin(leaf, results, task)
+            if origin is not None:
+                return origin.step
+    return None
+
+
+def _all_sources(value: object, results: Sequence[object], task: str) -> set[int]:
+    """Every earlier call some leaf of an argument value came from."""
+    found = set()
+    whole = find_origin(value, results, task)
+    if whole is not None:
+        found.add(whole.step)
+    if isinstance(value, dict | list):
+        for leaf in _leaves(value):
+            origin = find_origin(leaf, results, task)
+            if origin is not None:
+                found.add(origin.step)
+    return found
+
+
+def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slice:
+    """The backward slice of a run's successful calls (see the module docstring).
+
+    ``effects`` classifies the tools (a tool missing from it is a command, the safe side).
+    """
+    steps = [s for s in trajectory.steps if s.error is None]
+    if not steps:
+        return Slice((), (), (), ())
+    results = [s.result for s in steps]
+    depends: list[set[int]] = []
+    for j, step in enumerate(steps):
+        needed: set[int] = set()
+        for value in step.arguments.values():
+            needed |= _all_sources(value, results[:j], trajectory.task)
+        depends.append(needed)
+
+    def is_command(i: int) -> bool:
+        effect = effects.get(steps[i].tool)
+        return effect is None or effect.effect == "command"
+
+    sinks = [i for i in range(len(steps)) if is_command(i)] or [len(steps) - 1]
+    keep: set[int] = set()
+    todo = list(sinks)
+    while todo:
+        i = todo.pop()
+        if i not in keep:
+            keep.add(i)
+            todo += depends[i]
+    kept = tuple(sorted(keep))
+    sources = tuple(
+        {
+            name: _source(value, results[:i], trajectory.task)
+            for name, value in sorted(steps[i].arguments.items())
+        }
+        for i in kept
+    )
+    return Slice(
+        steps=tuple(steps[i] for i in kept),
+        kept=kept,
+        dropped=tuple(i for i in range(len(steps)) if i not in keep),
+        sources=sources,
+    )
+
+
+def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect]) -> str:
+    """The procedure a sliced run performs: its commands (repeats folded), each argument's
+    source kind; a read-only run's sink stands in for its commands."""
+    if not cut.steps:
+        return ""
+    commands = [
+        n
+        for n, step in enumerate(cut.steps)
+        if (effect := effects.get(step.tool)) is None or effect.effect == "command"
+    ] or [len(cut.steps) - 1]
+    positions = {position: n for n, position in enumerate(cut.kept)}
+    described = []
+    for n in commands:
+        step = cut.steps[n]
+        args = []
+        for name, source in sorted(cut.sources[n].items()):
+            origin = "input" if source is None else cut.steps[positions[source]].tool
+            args.append(f"{name}<-{origin}")
+        described.append(f"{step.tool}({','.join(args)})")
+    # Fold repeats of whole described calls, as the compiler folds repeated blocks.
+    folded = pattern_of(described)
+    return canonical_json([list(block) for block in folded])

@@ -1,0 +1,156 @@
+"""Slicing: runs cut down to what they changed and what that depended on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skillbank.compiler.effects import classify_tools
+from skillbank.compiler.slicing import skeleton_key, slice_run
+from skillbank.trajectory import Outcome, Step, Trajectory
+
+
+def run(task: str, *steps: Step) -> Trajectory:
+    return Trajectory("t", task, (), tuple(steps), Outcome(True))
+
+
+def effects_of(*runs: Trajectory) -> dict[str, Any]:
+    names = {s.tool for r in runs for s in r.steps}
+    return classify_tools(names, {})
+
+
+def customer(email: str, cid: str) -> Step:
+    return Step("find_customer", {"email": email}, {"customer_id": cid, "email": email})
+
+
+def orders(cid: str, *ids: str) -> Step:
+    listed = [{"order_id": o, "status": "pending"} for o in ids]
+    return Step("list_orders", {"customer_id": cid}, {"orders": listed})
+
+
+def order(oid: str, sku: str) -> Step:
+    return Step("get_order", {"order_id": oid}, {"order_id": oid, "items": [{"sku": sku}]})
+
+
+def cancel(oid: str) -> Step:
+    return Step("cancel_order", {"order_id": oid}, {"order_id": oid, "status": "cancelled"})
+
+
+def test_reads_nothing_used_are_dropped_and_the_procedure_keeps_its_sources() -> None:
+    # Two reads of orders before the right one: only the one the cancellation used stays.
+    explored = run(
+        "Cancel the order with the mug for ann@x.io",
+        customer("ann@x.io", "C-1"),
+        orders("C-1", "O-1", "O-2"),
+        order("O-1", "LAMP"),
+        order("O-2", "MUG"),
+        cancel("O-2"),
+    )
+    direct = run(
+        "Cancel the order with the mug for bob@x.io",
+        customer("bob@x.io", "C-7"),
+        orders("C-7", "O-9"),
+        order("O-9", "MUG"),
+        cancel("O-9"),
+    )
+    effects = effects_of(explored, direct)
+    cut = slice_run(explored, effects)
+    assert [s.tool for s in cut.steps] == [
+        "find_customer",
+        "list_orders",
+        "get_order",
+        "cancel_order",
+    ]
+    assert cut.dropped == (2,) and cut.steps[2].arguments == {"order_id": "O-2"}
+    assert cut.sources[0] == {"email": None}  # typed by the user
+    assert cut.sources[3] == {"order_id": 3}  # read off the second get_order
+    assert skeleton_key(cut, effects) == skeleton_key(slice_run(direct, effects), effects)
+    assert skeleton_key(cut, effects) == '[["cancel_order(order_id<-get_order)"]]'
+
+
+def test_a_read_only_run_keeps_its_answer_and_what_it_needed() -> None:
+    lookup = run(
+        "Which orders has ann@x.io placed?",
+        customer("ann@x.io", "C-1"),
+        Step("search_products", {"query": "mug"}, {"products": []}),
+        orders("C-1", "O-1"),
+    )
+    effects = effects_of(lookup)
+    cut = slice_run(lookup, effects)
+    assert [s.tool for s in cut.steps] == ["find_customer", "list_orders"]
+    assert skeleton_key(cut, effects) == '[["list_orders(customer_id<-find_customer)"]]'
+
+
+def test_every_command_is_kept_and_repeats_fold() -> None:
+    many = run(
+        "Cancel O-1 and O-2",
+        cancel("O-1"),
+        Step("get_order", {"order_id": "O-3"}, {"order_id": "O-3"}),
+        cancel("O-2"),
+    )
+    one = run("Cancel O-5", cancel("O-5"))
+    effects = effects_of(many, one)
+    cut = slice_run(many, effects)
+    assert [s.tool for s in cut.steps] == ["cancel_order", "cancel_order"]
+    assert skeleton_key(cut, effects) == skeleton_key(slice_run(one, effects), effects)
+
+
+def test_failed_calls_are_never_part_of_the_slice() -> None:
+    retried = run(
+        "Cancel O-1",
+        Step("cancel_order", {"order_id": "O1"}, None, error="no such order"),
+        cancel("O-1"),
+    )
+    cut = slice_run(retried, effects_of(retried))
+    assert [s.arguments for s in cut.steps] == [{"order_id": "O-1"}]
+
+
+# --- properties ----------------------------------------------------------------------------
+
+ids = st.from_regex(r"[A-Z]-[0-9]{3,6}", fullmatch=True)
+
+
+@given(
+    email=st.emails(),
+    cid=ids,
+    oid=ids,
+    noise=st.lists(st.tuples(st.sampled_from(["get_weather", "list_news"]), ids), max_size=3),
+    at=st.integers(min_value=0, max_value=3),
+)
+def test_adding_a_query_nothing_uses_never_changes_the_slice(
+    email: str, cid: str, oid: str, noise: list[tuple[str, str]], at: int
+) -> None:
+    base = [customer(email, cid), orders(cid, oid), cancel(oid)]
+    taken = {email, cid, oid}
+    extra = [
+        Step(tool, {"q": f"n{n}"}, {"value": f"zz{value}{n}"})
+        for n, (tool, value) in enumerate(noise)
+        if value not in taken
+    ]
+    steps = [*base[:at], *extra, *base[at:]]  # before any call, or after the command
+    plain = run(f"Cancel the pending order of {email}", *base)
+    noisy = run(f"Cancel the pending order of {email}", *steps)
+    effects = effects_of(plain, noisy)
+    assert slice_run(noisy, effects).steps == slice_run(plain, effects).steps
+    assert skeleton_key(slice_run(noisy, effects), effects) == skeleton_key(
+        slice_run(plain, effects), effects
+    )
+
+
+@given(a=st.tuples(st.emails(), ids, ids), b=st.tuples(st.emails(), ids, ids))
+def test_renaming_the_entities_never_changes_the_skeleton(
+    a: tuple[str, str, str], b: tuple[str, str, str]
+) -> None:
+    def made(email: str, cid: str, oid: str) -> Trajectory:
+        return run(f"Cancel the order of {email}", customer(email, cid), orders(cid, oid),
+                   cancel(oid))  # fmt: skip
+
+    if len(set(a)) < 3 or len(set(b)) < 3 or any(x in e for e, *rest in (a, b) for x in rest):
+        return  # one value for two entities, or an id the user typed: another procedure
+    one, two = made(*a), made(*b)
+    effects = effects_of(one, two)
+    assert skeleton_key(slice_run(one, effects), effects) == skeleton_key(
+        slice_run(two, effects), effects
+    )
