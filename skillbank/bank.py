@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from sandbox import Executor, Limits, Sandbox
+from skillbank.compiler.effects import classify_tools
 from skillbank.config import Config, load_config
 from skillbank.errors import LibraryError
 from skillbank.history import History
@@ -218,7 +219,14 @@ class SkillBank:
         Each skill step was checked by running the skill in the sandbox against the
         trajectory's own results; see `skillbank.recognize`.
         """
-        return match_steps(trajectory, self.skills(), self.sandbox, self.limits, check_arguments)
+        effects = classify_tools(
+            {s.tool for s in trajectory.steps}, {t.name: t for t in trajectory.tools},
+            query_tools=self.config.query_tools, command_tools=self.config.command_tools,
+        )  # fmt: skip
+        queries = {name for name, e in effects.items() if e.effect == "query"}
+        return match_steps(
+            trajectory, self.skills(), self.sandbox, self.limits, check_arguments, queries
+        )
 
     # --- running ------------------------------------------------------------------------
 

@@ -408,6 +408,10 @@ class Learner:
         )
         return True
 
+    def _queries(self, run: Trajectory) -> frozenset[str]:
+        """The tools of a run that only read (the bank's configuration, hints, names)."""
+        return frozenset(e.tool for e in self._effects(run) if e.effect == "query")
+
     def _effects(self, *sources: Skill | TestedSkill | Trajectory) -> tuple[ToolEffect, ...]:
         """How each tool of a skill (or of some runs) is classified, by name."""
         names: set[str] = set()
@@ -547,7 +551,10 @@ class Learner:
         ]  # a deprecated skill keeps its callers but gains no new ones
         if not others:
             return None
-        plans = [match_steps(run, others, self._sandbox(), self.limits) for run in runs]
+        plans = [
+            match_steps(run, others, self._sandbox(), self.limits, queries=self._queries(run))
+            for run in runs
+        ]
         shapes = {tuple((p.kind, p.name if p.kind == "skill" else "") for p in plan.steps)
                   for plan in plans}  # fmt: skip
         if len(shapes) != 1:

@@ -4,22 +4,26 @@
 trajectory. For each position it tries every skill whose first call fits: the skill's
 arguments are read off the trajectory at the places its recorded cases show each parameter
 lands (a *locator*), and the guess is then checked the only way that counts: the skill runs in
-the sandbox against doubles that answer with the trajectory's own results, and must make
-exactly the trajectory's next calls. Dynamic programming over the positions then picks the
-plan with the fewest steps (ties: the fewest raw calls).
+the sandbox against doubles that answer with the trajectory's own results. Recognition is
+*modulo queries* (`skillbank.compiler.effects`): the skill's commands must be exactly the
+trajectory's next commands, while its reads are answered from any recorded read of the same
+call, so reads may be skipped, repeated or reordered inside its span, which may hold no
+command the skill did not make. Dynamic programming over the positions then picks the plan
+with the fewest steps (ties: the fewest raw calls); a read no skill covers stays a raw step.
 
 `execute` runs a plan: skill steps in the sandbox, raw steps as direct tool calls. Run
-against the same starting state, a plan makes the same tool calls with the same results as
-the trajectory it came from.
+against the same starting state, a plan reaches the same state as the trajectory it came
+from (the same commands, in order).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from skillbank.compiler.dataflow import MISSING, Path, iter_paths, value_at
+from skillbank.compiler.effects import classify_tools
 from skillbank.compose import grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillRejected
 from skillbank.skill import Skill
@@ -194,13 +198,22 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
     return result
 
 
-def read_located(locator: Locator, steps: Sequence[Step], tools: frozenset[str]) -> JSON:
-    """The value ``locator`` points at in ``steps`` (a run that starts where a skill would)."""
-    # The skill's span is unknown before it runs: look at the calls up to the first one the
-    # skill does not declare.
+def read_located(
+    locator: Locator,
+    steps: Sequence[Step],
+    tools: frozenset[str],
+    queries: frozenset[str] = frozenset(),
+) -> JSON:
+    """The value ``locator`` points at in ``steps`` (a run that starts where a skill would).
+
+    The skill's span is unknown before it runs: the calls up to the first command the skill
+    does not declare; reads of other tools (``queries``) on the way are passed over.
+    """
     span: list[Step] = []
     for step in steps:
         if step.tool not in tools:
+            if step.tool in queries:
+                continue
             break
         span.append(step)
     mine = [s for s in span if s.tool == locator.tool]
@@ -224,24 +237,54 @@ def _try_skill(
     library: Mapping[str, Skill],
     args: Mapping[str, JSON],
     steps: Sequence[Step],
+    start: int,
+    queries: frozenset[str],
     limits: Limits | None,
 ) -> tuple[int, JSON]:
-    """How many of ``steps`` the skill reproduces on ``args`` (0 = it does not fit), and
-    what it returned."""
-    position = 0
+    """Where a skill run on ``args`` from ``steps[start]`` on stops reproducing the run
+    (``start`` = it does not fit), and what it returned.
+
+    A command must be the run's next command, with the same arguments; a query is answered
+    with the recorded result of the same call anywhere in the run (nearest at or after
+    ``start`` first), so the skill may skip, repeat or reorder reads. The span ends after the
+    last call it matched, and holds no command the skill did not make.
+    """
+    commands = [i for i in range(start, len(steps)) if steps[i].tool not in queries]
+    made = 0  # commands made so far
+    last = start - 1
     broken = False
+
+    def recorded(name: str, arguments: Mapping[str, JSON]) -> int | None:
+        key = canonical_json(dict(arguments))
+        order = [*range(start, len(steps)), *range(start - 1, -1, -1)]
+        return next(
+            (
+                i
+                for i in order
+                if steps[i].tool == name and canonical_json(steps[i].arguments) == key
+            ),
+            None,
+        )
 
     def double(name: str) -> Callable[..., JSON]:
         def call(**arguments: JSON) -> JSON:
-            nonlocal position, broken
-            if position >= len(steps):
+            nonlocal made, last, broken
+            if name in queries:
+                at = recorded(name, arguments)
+                if at is None:
+                    broken = True
+                    raise RuntimeError("a read the trajectory did not make")
+                last = max(last, at)
+                return steps[at].result
+            if made >= len(commands):
                 broken = True
-                raise RuntimeError("more calls than the trajectory made")
-            want = steps[position]
+                raise RuntimeError("more commands than the trajectory made")
+            want = steps[commands[made]]
             if want.tool != name or canonical_json(want.arguments) != canonical_json(arguments):
                 broken = True
-                raise RuntimeError("a different call than the trajectory made")
-            position += 1
+                raise RuntimeError("a different command than the trajectory made")
+            last = max(last, commands[made])
+            made += 1
             return want.result
 
         return call
@@ -257,11 +300,13 @@ def _try_skill(
             limits,
         )
     except SkillArgumentError:
-        return 0, None
+        return start, None
     result = sandbox.run(skill.source, skill.id, dict(args), granted, limits, skill_id=skill.id)
-    if broken or not result.ok:
-        return 0, None
-    return position, result.value
+    if broken or not result.ok or last < start:
+        return start, None
+    if any(c <= last for c in commands[made:]):
+        return start, None  # a command inside the span that the skill did not make
+    return last + 1, result.value
 
 
 def match_steps(
@@ -270,14 +315,25 @@ def match_steps(
     sandbox: Sandbox,
     limits: Limits | None = None,
     check_args: Callable[[Skill, Mapping[str, JSON]], Mapping[str, JSON]] | None = None,
+    queries: Collection[str] | None = None,
 ) -> Plan:
     """The shortest plan of skill calls and raw tool calls reproducing ``trajectory``.
 
-    ``check_args`` (the bank's argument check, `skillbank.signature.check_arguments`)
-    refuses arguments read off the trajectory that the skill's signature would refuse, so
-    every plan can be executed; the skill is tried with the arguments as it returns them.
+    Commands must be reproduced exactly, in order; within a skill's span, queries
+    (``queries``: the tools that only read, by default as `skillbank.compiler.effects`
+    classifies them from their names) may be skipped, repeated or reordered, since reads
+    change nothing. Outside any skill a read stays a raw step: it may be what the run was
+    for (an answer shown to the user). A run's failed calls
+    are not part of it: a plan never repeats one. ``check_args`` (the bank's argument check,
+    `skillbank.signature.check_arguments`) refuses arguments read off the trajectory that
+    the skill's signature would refuse, so every plan can be executed; the skill is tried
+    with the arguments as it returns them.
     """
     steps = [s for s in trajectory.steps if s.error is None]
+    if queries is None:
+        effects = classify_tools({s.tool for s in steps}, {t.name: t for t in trajectory.tools})
+        queries = {name for name, e in effects.items() if e.effect == "query"}
+    reads = frozenset(queries)
     library = {s.id: s for s in skills}
     usable: list[tuple[Skill, dict[str, Locator]]] = []
     for skill in skills:
@@ -302,7 +358,9 @@ def match_steps(
             tools = frozenset(skill.tools).union(
                 *(tools_needed(sid, library) for sid in skill.requires)
             )
-            args = {name: read_located(loc, steps[i:], tools) for name, loc in locs.items()}
+            args = {
+                name: read_located(loc, steps[i:], tools, reads) for name, loc in locs.items()
+            }
             if any(v is MISSING for v in args.values()):
                 continue
             if check_args is not None:
@@ -310,10 +368,9 @@ def match_steps(
                     args = dict(check_args(skill, args))
                 except (SkillArgumentError, SkillRejected):
                     continue  # SkillRejected: a signature that cannot be checked
-            covered, value = _try_skill(sandbox, skill, library, args, steps[i:], limits)
-            if covered < 1:
+            j, value = _try_skill(sandbox, skill, library, args, steps, i, reads, limits)
+            if j <= i:
                 continue
-            j = i + covered
             step = PlanStep("skill", skill.id, args, (i, j), value)
             if (cost + 1, raws) < best[j][0]:
                 best[j] = ((cost + 1, raws), [*plan, step])
