@@ -358,9 +358,7 @@ def match_steps(
             tools = frozenset(skill.tools).union(
                 *(tools_needed(sid, library) for sid in skill.requires)
             )
-            args = {
-                name: read_located(loc, steps[i:], tools, reads) for name, loc in locs.items()
-            }
+            args = {name: read_located(loc, steps[i:], tools, reads) for name, loc in locs.items()}
             if any(v is MISSING for v in args.values()):
                 continue
             if check_args is not None:
