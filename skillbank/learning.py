@@ -34,6 +34,7 @@ from sandbox import Limits, Sandbox
 from skillbank.compiler import compile_group, pattern_of, skill_id_for
 from skillbank.compiler.effects import ToolEffect, classify_tools
 from skillbank.compiler.grouping import ProcedureGroup, group_procedures, successful_steps
+from skillbank.compiler.slicing import slice_run
 from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import CompileError, LibraryError
@@ -260,7 +261,10 @@ class Learner:
             LibraryError: when the library cannot be read or written, or the branch cannot
                 be used (nothing is changed).
         """
-        given = list(trajectories)
+        # Each run cut down to its procedure (`skillbank.compiler.slicing`): reads nothing
+        # used are dropped before grouping, so runs that read more or less join one skill.
+        # A sliced run keeps its recorded hash: learning it again finds it known.
+        given = [self._sliced(t) for t in trajectories]
         wanted = branch or self.config.branch
         if wanted not in ("auto", "current"):
             self.library.check_branch_name(wanted)  # before any work, not after it
@@ -282,7 +286,8 @@ class Learner:
                     )  # fmt: skip
                 else:
                     learnable.append(i)
-            for group in group_procedures(given, learnable, existing):
+            sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
+            for group in group_procedures(given, learnable, sliced):
                 self._learn_procedure(batch, group)
             entries = [batch.entries[i] for i in range(len(given))]
             graph = {sid: skill.requires for sid, skill in existing.items()}
@@ -355,7 +360,8 @@ class Learner:
             sid = _unique_id(base, batch.taken)
         runs = [c.to_trajectory(old.tool_specs) for c in old.cases] if old else []
         runs += [given[i] for i in new]
-        tested, problem, transcript = self._generalise(sid, runs, old, batch.existing)
+        stored = batch.existing.get(old.id) if old else None
+        tested, problem, transcript = self._generalise(sid, runs, old, batch.existing, stored)
         ids = [given[i].id for i in new]
         if tested is None:
             if not final:
@@ -431,12 +437,29 @@ class Learner:
             ).values()
         )  # fmt: skip
 
+    def _sliced(self, trajectory: Trajectory) -> Trajectory:
+        """The run cut down to its procedure; it keeps its id and recorded hash."""
+        effects = {e.tool: e for e in self._effects(trajectory)}
+        cut = slice_run(trajectory, effects)
+        if len(cut.steps) == len(successful_steps(trajectory)):
+            return trajectory
+        return replace(trajectory, steps=cut.steps, recorded_sha256=trajectory.sha256)
+
+    def _sliced_skill(self, skill: Skill) -> Skill:
+        """A stored skill as grouping sees it: each case's calls sliced like a new run's."""
+        cases = []
+        for case in skill.cases:
+            run = self._sliced(case.to_trajectory(skill.tool_specs))
+            cases.append(replace(case, calls=tuple(s.as_case_call() for s in run.steps)))
+        return replace(skill, cases=tuple(cases))
+
     def _generalise(
         self,
         sid: str,
         runs: list[Trajectory],
         old: Skill | None,
         library: Mapping[str, Skill],
+        stored: Skill | None = None,
     ) -> tuple[TestedSkill | None, str | None, tuple[str, ...]]:
         """Compile one procedure's runs and check the skill; fall back to the LLM if set up.
 
@@ -459,7 +482,10 @@ class Learner:
             if isinstance(checked, TestedSkill):
                 return checked, None, ()
         if draft is not None and old is not None and not old.requires:
-            ours = compile_group(runs[: len(old.cases)], name=sid) if old.cases else None
+            # Was the stored code written by the compiler from its cases as stored (before
+            # slicing them), or by someone else?
+            raw = [c.to_trajectory(old.tool_specs) for c in (stored or old).cases]
+            ours = compile_group(raw, name=sid) if raw else None
             if ours is not None and code_shape(ours.source) != code_shape(old.source):
                 # Someone (a reviewer, the LLM) rewrote this skill: keep their code and only
                 # add the new cases, if the code reproduces them; parameters they renamed

@@ -18,6 +18,7 @@ from (the same commands, in order).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,21 @@ from skillbank.trajectory import Step, Trajectory, canonical_json
 if TYPE_CHECKING:
     from sandbox import Limits, Sandbox, ToolCall
 
-__all__ = ["Locator", "Plan", "PlanResult", "PlanStep", "locators", "match_steps", "read_located"]
+__all__ = [
+    "MAX_GUESSES",
+    "Locator",
+    "Plan",
+    "PlanResult",
+    "PlanStep",
+    "located_guesses",
+    "locators",
+    "match_steps",
+    "read_located",
+]
+
+#: Most argument guesses tried per skill and position (a run that read several records of a
+#: tool the skill reads offers one guess per record).
+MAX_GUESSES = 16
 
 JSON = Any
 
@@ -198,6 +213,19 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
     return result
 
 
+def _span(steps: Sequence[Step], tools: frozenset[str], queries: frozenset[str]) -> list[Step]:
+    """The calls a skill starting at ``steps[0]`` may make: up to the first command it does
+    not declare; reads of other tools on the way are passed over."""
+    span: list[Step] = []
+    for step in steps:
+        if step.tool not in tools:
+            if step.tool in queries:
+                continue
+            break
+        span.append(step)
+    return span
+
+
 def read_located(
     locator: Locator,
     steps: Sequence[Step],
@@ -209,13 +237,7 @@ def read_located(
     The skill's span is unknown before it runs: the calls up to the first command the skill
     does not declare; reads of other tools (``queries``) on the way are passed over.
     """
-    span: list[Step] = []
-    for step in steps:
-        if step.tool not in tools:
-            if step.tool in queries:
-                continue
-            break
-        span.append(step)
+    span = _span(steps, tools, queries)
     mine = [s for s in span if s.tool == locator.tool]
     if locator.kind == "at":
         if locator.occurrence >= len(mine):
@@ -231,6 +253,28 @@ def read_located(
     return len(mine) or MISSING
 
 
+def located_guesses(
+    locator: Locator,
+    steps: Sequence[Step],
+    tools: frozenset[str],
+    queries: frozenset[str] = frozenset(),
+) -> list[JSON]:
+    """The values a parameter may have had in ``steps``: `read_located`'s first, then, for
+    one call's argument of a tool the run called more often than the skill's cases (an agent
+    reading several records before the right one), the same argument of the other calls."""
+    guesses = []
+    first = read_located(locator, steps, tools, queries)
+    if first is not MISSING:
+        guesses.append(first)
+    if locator.kind == "at":
+        for step in _span(steps, tools, queries):
+            if step.tool == locator.tool:
+                value = value_at(dict(step.arguments), locator.path)
+                if value is not MISSING and all(not _same(value, g) for g in guesses):
+                    guesses.append(value)
+    return guesses
+
+
 def _try_skill(
     sandbox: Sandbox,
     skill: Skill,
@@ -240,9 +284,9 @@ def _try_skill(
     start: int,
     queries: frozenset[str],
     limits: Limits | None,
-) -> tuple[int, JSON]:
+) -> tuple[int, JSON, int]:
     """Where a skill run on ``args`` from ``steps[start]`` on stops reproducing the run
-    (``start`` = it does not fit), and what it returned.
+    (``start`` = it does not fit), what it returned, and how many commands it made.
 
     A command must be the run's next command, with the same arguments; a query is answered
     with the recorded result of the same call anywhere in the run (nearest at or after
@@ -300,13 +344,13 @@ def _try_skill(
             limits,
         )
     except SkillArgumentError:
-        return start, None
+        return start, None, 0
     result = sandbox.run(skill.source, skill.id, dict(args), granted, limits, skill_id=skill.id)
     if broken or not result.ok or last < start:
-        return start, None
+        return start, None, 0
     if any(c <= last for c in commands[made:]):
-        return start, None  # a command inside the span that the skill did not make
-    return last + 1, result.value
+        return start, None, 0  # a command inside the span that the skill did not make
+    return last + 1, result.value, made
 
 
 def match_steps(
@@ -345,6 +389,41 @@ def match_steps(
     inf = (n + 1, n + 1)
     best: list[tuple[tuple[int, int], list[PlanStep]]] = [(inf, []) for _ in range(n + 1)]
     best[0] = ((0, 0), [])
+    attempts: dict[tuple[str, int], tuple[dict[str, JSON], JSON, int, list[int]] | None] = {}
+
+    def _attempt(
+        skill: Skill, locs: Mapping[str, Locator], k: int
+    ) -> tuple[dict[str, JSON], JSON, int, list[int]] | None:
+        """The skill tried from ``steps[k]``: its arguments, value, commands made and the
+        ends its step may have; None when it does not fit."""
+        tools = frozenset(skill.tools).union(
+            *(tools_needed(sid, library) for sid in skill.requires)
+        )
+        guesses = {
+            name: located_guesses(loc, steps[k:], tools, reads) for name, loc in locs.items()
+        }
+        if any(not g for g in guesses.values()):
+            return None
+        for combo in itertools.islice(itertools.product(*guesses.values()), MAX_GUESSES):
+            args = dict(zip(guesses, combo, strict=True))
+            if check_args is not None:
+                try:
+                    args = dict(check_args(skill, args))
+                except (SkillArgumentError, SkillRejected):
+                    continue  # SkillRejected: a signature that cannot be checked
+            j, value, made = _try_skill(sandbox, skill, library, args, steps, k, reads, limits)
+            if j <= k:
+                continue
+            # The reads right after a command skill's last call (an agent checking what it
+            # did) are its too, unless a later skill starts with them: both ends are
+            # offered. A read-only skill's answer is its last read: what follows is another
+            # question.
+            ends = [j]
+            while made and ends[-1] < n and steps[ends[-1]].tool in reads:
+                ends.append(ends[-1] + 1)
+            return args, value, made, sorted({ends[0], ends[-1]})
+        return None
+
     for i in range(n):
         (cost, raws), plan = best[i]
         if cost > n:
@@ -353,23 +432,22 @@ def match_steps(
         if (cost + 1, raws + 1) < best[i + 1][0]:
             best[i + 1] = ((cost + 1, raws + 1), [*plan, raw])
         for skill, locs in usable:
-            if first_tools.get(skill.id) != steps[i].tool:
+            # Where the skill would start: here, or (for a skill that changes something)
+            # after reads it does not make, which its step then covers too.
+            k = i
+            while k < n and steps[k].tool != first_tools.get(skill.id) and steps[k].tool in reads:
+                k += 1
+            if k >= n or steps[k].tool != first_tools.get(skill.id):
                 continue
-            tools = frozenset(skill.tools).union(
-                *(tools_needed(sid, library) for sid in skill.requires)
-            )
-            args = {name: read_located(loc, steps[i:], tools, reads) for name, loc in locs.items()}
-            if any(v is MISSING for v in args.values()):
+            key = (skill.id, k)
+            if key not in attempts:
+                attempts[key] = _attempt(skill, locs, k)
+            tried = attempts[key]
+            if tried is None or (k > i and not tried[2]):
                 continue
-            if check_args is not None:
-                try:
-                    args = dict(check_args(skill, args))
-                except (SkillArgumentError, SkillRejected):
-                    continue  # SkillRejected: a signature that cannot be checked
-            j, value = _try_skill(sandbox, skill, library, args, steps, i, reads, limits)
-            if j <= i:
-                continue
-            step = PlanStep("skill", skill.id, args, (i, j), value)
-            if (cost + 1, raws) < best[j][0]:
-                best[j] = ((cost + 1, raws), [*plan, step])
+            args, value, _, ends = tried
+            for end in ends:
+                step = PlanStep("skill", skill.id, args, (i, end), value)
+                if (cost + 1, raws) < best[end][0]:
+                    best[end] = ((cost + 1, raws), [*plan, step])
     return Plan(trajectory.id, tuple(best[n][1]), n)

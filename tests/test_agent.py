@@ -404,11 +404,11 @@ def test_word_overlap_retrieval_is_ranked_limited_and_filtered(
     found = relevant_skills(learned_bank, "Show the order history for hiro@example.com")
     assert found[0].id == HISTORY_SKILL and len(found) == 5
     assert [s.id for s in relevant_skills(learned_bank, "Restock 3 units of 'mug'", k=1)] == [
-        "search_products_restock_check_stock"
+        "search_products_restock"
     ]
     assert relevant_skills(learned_bank, "What is the weather in Oslo?") == []
     no_stock = {k: v for k, v in shop.tools().items() if k != "restock"}
-    assert "search_products_restock_check_stock" not in [
+    assert "search_products_restock" not in [
         s.id for s in relevant_skills(learned_bank, "Restock 3 units of 'mug'", tools=no_stock)
     ]
     assert relevant_skills(learned_bank, "Show the order history", k=0) == []

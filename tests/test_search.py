@@ -53,7 +53,7 @@ def ranking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
         ("refund the broken item from order O-5015", "get_order_create_return_issue_refund"),
         (
             "we got 12 more 'kettle' in, put them on the shelf",
-            "search_products_restock_check_stock",
+            "search_products_restock",
         ),
         ("alice@example.com has a new address alice@new.test", "find_customer_update_email"),
         ("cancel the pending order of carol@example.com", "find_customer_list_orders_cancel_order"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given
@@ -154,3 +155,45 @@ def test_renaming_the_entities_never_changes_the_skeleton(
     assert skeleton_key(slice_run(one, effects), effects) == skeleton_key(
         slice_run(two, effects), effects
     )
+
+
+# --- in learning and recognition ------------------------------------------------------------
+
+
+def _cancel_run(tid: str, email: str, cid: str, oid: str, *, look: bool) -> Trajectory:
+    steps = [customer(email, cid)]
+    if look:  # the agent looked at products first: nothing later uses it
+        steps.append(Step("search_products", {"query": "tea"}, {"products": [{"sku": "S-T"}]}))
+    steps += [orders(cid, oid), cancel(oid)]
+    return Trajectory(tid, f"Cancel the pending order of {email}", (), tuple(steps),
+                      Outcome(True))  # fmt: skip
+
+
+def test_runs_that_read_more_join_one_skill_which_covers_a_run_that_reads_more_still(
+    tmp_path: Any,
+) -> None:
+    from skillbank import SkillBank
+
+    runs = [
+        _cancel_run("a", "ann@x.io", "C-1", "O-1", look=True),
+        _cancel_run("b", "bob@x.io", "C-2", "O-2", look=False),
+        _cancel_run("c", "cy@x.io", "C-3", "O-3", look=True),
+    ]
+    with SkillBank.init(tmp_path / "bank") as bank:
+        report = bank.learn(runs)
+        (sid,) = report.added
+        skill = bank.get(sid)
+        assert "search_products" not in skill.tools and len(skill.cases) == 3
+        assert [c.tool for c in skill.cases[0].calls] == [
+            "find_customer", "list_orders", "cancel_order",
+        ]  # fmt: skip
+        assert bank.learn(runs).commit is None  # known runs, by their recorded hashes
+        plan = bank.match(_cancel_run("d", "dee@x.io", "C-4", "O-4", look=True))
+        assert [(s.kind, s.name, s.covers) for s in plan.steps] == [("skill", sid, (0, 4))]
+        # A read before the skill's first call, and one after its command, are its too.
+        first = _cancel_run("e", "eve@x.io", "C-5", "O-5", look=False)
+        looked = Step("search_products", {"query": "mug"}, {"products": []})
+        checked = Step("get_order", {"order_id": "O-5"}, {"order_id": "O-5"})
+        around = replace(first, steps=(looked, *first.steps, checked))
+        plan = bank.match(around)
+        assert [(s.kind, s.name, s.covers) for s in plan.steps] == [("skill", sid, (0, 5))]

@@ -10,8 +10,13 @@ grouped or generalised:
 - **Dependencies.** An argument value copied from an earlier result (`find_origin`: the
   nearest earlier result holding it; a value the user typed in the task is input, never data
   flow) makes that earlier call a dependency. Nested arguments count at every leaf.
-- **The slice** is the sinks and everything they depend on, transitively, in the run's
-  order. Every other call is a query nothing used, and is dropped.
+- **Gates.** A read of the very thing a later kept command acts on (it shares a non-trivial
+  argument value with that command: ``check_stock(sku)`` before ``restock(sku)``) stays
+  too: its result may be what decided whether the command ran, which generalisation turns
+  into a branch. A read after the last command that uses its value only checks what was
+  done, and goes.
+- **The slice** is the sinks, the gates and everything they depend on, transitively, in
+  the run's order. Every other call is a query nothing used, and is dropped.
 
 The **skeleton** of a sliced run names its procedure: the commands (repeats folded, as
 `skillbank.compiler.generalize.pattern_of` folds them), each with its argument names and,
@@ -28,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from skillbank.compiler.dataflow import find_origin, iter_paths
+from skillbank.compiler.dataflow import find_origin, iter_paths, trivial
 from skillbank.compiler.effects import ToolEffect
 from skillbank.compiler.generalize import pattern_of
 from skillbank.trajectory import Step, Trajectory, canonical_json
@@ -105,13 +110,23 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
         return effect is None or effect.effect == "command"
 
     sinks = [i for i in range(len(steps)) if is_command(i)] or [len(steps) - 1]
+    values = [
+        {canonical_json(v) for v in _leaves(dict(s.arguments)) if not trivial(v)} for s in steps
+    ]
     keep: set[int] = set()
     todo = list(sinks)
     while todo:
-        i = todo.pop()
-        if i not in keep:
-            keep.add(i)
-            todo += depends[i]
+        while todo:
+            i = todo.pop()
+            if i not in keep:
+                keep.add(i)
+                todo += depends[i]
+        todo = [
+            i
+            for i in range(len(steps))
+            if i not in keep
+            and any(c > i and is_command(c) and values[i] & values[c] for c in keep)
+        ]
     kept = tuple(sorted(keep))
     sources = tuple(
         {

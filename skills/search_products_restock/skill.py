@@ -1,7 +1,7 @@
-def search_products_restock_check_stock(query: str, quantity: int) -> dict:
+def search_products_restock(query: str, quantity: int) -> dict:
     """Restock {quantity} units of '{query}'.
 
-    Calls `search_products`, then `restock`, then `check_stock`.
+    Calls `search_products`, then `restock`.
 
     Args:
         query: Text to look for in product names, such as 'mug'; passed to `search_products` as
@@ -9,8 +9,7 @@ def search_products_restock_check_stock(query: str, quantity: int) -> dict:
         quantity: How many units to add; passed to `restock` as `quantity` (e.g. 20).
 
     Returns:
-        The result of `check_stock`.
+        The result of `restock`.
     """
     products = tools.search_products(query=query)
-    restock = tools.restock(quantity=quantity, sku=products["products"][0]["sku"])
-    return tools.check_stock(sku=restock["sku"])
+    return tools.restock(quantity=quantity, sku=products["products"][0]["sku"])
