@@ -432,8 +432,8 @@ def match_steps(
         if (cost + 1, raws + 1) < best[i + 1][0]:
             best[i + 1] = ((cost + 1, raws + 1), [*plan, raw])
         for skill, locs in usable:
-            # Where the skill would start: here, or (for a skill that changes something)
-            # after reads it does not make, which its step then covers too.
+            # Where the skill would start: here, or after reads it does not make (an agent
+            # looking around first), which its step then covers too.
             k = i
             while k < n and steps[k].tool != first_tools.get(skill.id) and steps[k].tool in reads:
                 k += 1
@@ -443,7 +443,7 @@ def match_steps(
             if key not in attempts:
                 attempts[key] = _attempt(skill, locs, k)
             tried = attempts[key]
-            if tried is None or (k > i and not tried[2]):
+            if tried is None:
                 continue
             args, value, _, ends = tried
             for end in ends:
