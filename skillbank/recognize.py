@@ -366,8 +366,9 @@ def match_steps(
     Commands must be reproduced exactly, in order; within a skill's span, queries
     (``queries``: the tools that only read, by default as `skillbank.compiler.effects`
     classifies them from their names) may be skipped, repeated or reordered, since reads
-    change nothing. Outside any skill a read stays a raw step: it may be what the run was
-    for (an answer shown to the user). A run's failed calls
+    change nothing; a skill's step also takes in the reads just before its first call and,
+    for a skill that changes something, just after its last. Elsewhere a read stays a raw
+    step: it may be what the run was for (an answer shown to the user). A run's failed calls
     are not part of it: a plan never repeats one. ``check_args`` (the bank's argument check,
     `skillbank.signature.check_arguments`) refuses arguments read off the trajectory that
     the skill's signature would refuse, so every plan can be executed; the skill is tried
