@@ -189,3 +189,23 @@ def test_a_command_the_skill_does_not_make_is_never_covered(bank: SkillBank) -> 
     assert ("tool", "restock") in [(s.kind, s.name) for s in plan.steps]
     assert all(not (s.covers[0] <= len(steps) - 2 < s.covers[1]) or s.kind == "tool"
                for s in plan.steps)  # fmt: skip
+
+
+def test_a_failed_call_is_recorded_never_repeated(
+    bank: SkillBank, seeded: Path, tmp_path: Path
+) -> None:
+    # An agent's lookup failed, then it retried with the right email: the plan is the one
+    # skill call, it makes no failed call again, and execution does not stop at it.
+    shutil.copyfile(seeded, tmp_path / "a.sqlite")
+    shutil.copyfile(seeded, tmp_path / "b.sqlite")
+    recorder, replayer = Shop(tmp_path / "a.sqlite"), Shop(tmp_path / "b.sqlite")
+    args = {"email": "bob@example.com", "new_email": "bob@retry.test"}
+    clean = parse_record(run_procedure(recorder, "change_email", args, record_id="r"), "r")
+    failed = Step("find_customer", {"email": "bob@exmaple.com"}, None, error="no such customer")
+    retried = Trajectory("retried", clean.task, clean.tools, (failed, *clean.steps), clean.outcome)
+    plan = bank.match(retried)
+    assert [s.kind for s in plan.steps] == ["skill"] and plan.raw_calls == len(clean.steps)
+    result = bank.execute(plan, replayer.tools())
+    assert result.ok and all(c.error is None for c in result.tool_calls)
+    assert all(c.arguments != failed.arguments for c in result.tool_calls)
+    assert replayer.snapshot() == recorder.snapshot()
