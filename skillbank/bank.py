@@ -31,7 +31,7 @@ from skillbank.errors import LibraryError
 from skillbank.history import History
 from skillbank.learning import Learner, LearnReport
 from skillbank.ledger import Ledger, Outcomes
-from skillbank.library import CONFTEST, Commit, SkillLibrary, git
+from skillbank.library import CONFTEST, BrokenSkill, Commit, SkillLibrary, git
 from skillbank.lifecycle import Lifecycle
 from skillbank.maturity import SkillStats, StageChange
 from skillbank.proving import Failed, check
@@ -192,8 +192,12 @@ class SkillBank:
     # --- reading ------------------------------------------------------------------------
 
     def skills(self) -> list[Skill]:
-        """Every stored skill, sorted by id."""
+        """Every stored skill that loads, sorted by id (see `broken` for the others)."""
         return self.library.load_all()
+
+    def broken(self) -> list[BrokenSkill]:
+        """The skill folders that do not load, with what is wrong (left out of `skills`)."""
+        return self.library.scan()[1]
 
     def get(self, skill_id: str) -> Skill:
         """One stored skill (raises SkillNotFound with the known ids)."""

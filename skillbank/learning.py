@@ -269,8 +269,10 @@ class Learner:
         if wanted not in ("auto", "current"):
             self.library.check_branch_name(wanted)  # before any work, not after it
         with self.library.lock():
-            existing = {s.id: s for s in self.library.load_all()}
-            batch = _Batch(given, existing, taken=set(existing))
+            stored, broken = self.library.scan()
+            existing = {s.id: s for s in stored}
+            # A broken folder keeps its id: no new skill is written over it.
+            batch = _Batch(given, existing, taken=set(existing) | {b.id for b in broken})
             learnable = []
             for i, t in enumerate(given):
                 if not t.outcome.success:

@@ -59,6 +59,7 @@ from skillbank.versioning import HistoryEntry, Version, parse_version
 __all__ = [
     "CONFTEST",
     "SKILL_FILES",
+    "BrokenSkill",
     "Branch",
     "Commit",
     "Restamp",
@@ -306,6 +307,16 @@ class Commit(str):
         return made
 
 
+@dataclass(frozen=True)
+class BrokenSkill:
+    """A skill folder that does not load (`SkillLibrary.scan`)."""
+
+    #: The folder's name.
+    id: str
+    #: What is wrong, naming the file, and what to fix.
+    error: str
+
+
 class SkillLibrary:
     """The ``skills/`` folder of a bank and the git repository holding it."""
 
@@ -402,9 +413,25 @@ class SkillLibrary:
         except (OSError, UnicodeDecodeError) as exc:
             raise LibraryError(f"{self.rel}/{skill_id}: cannot read the skill: {exc}") from None
 
+    def scan(self) -> tuple[list[Skill], list[BrokenSkill]]:
+        """Every skill that loads, sorted by id, and every folder that does not, with why.
+
+        One broken folder (a syntax error in ``skill.py``, a missing ``cases.jsonl``) must
+        not take the bank down: the others are still listed, searched, offered and learned
+        into, and the broken one is reported (`skillbank list`, the gate).
+        """
+        skills: list[Skill] = []
+        broken: list[BrokenSkill] = []
+        for sid in self.ids():
+            try:
+                skills.append(self.load(sid))
+            except LibraryError as exc:
+                broken.append(BrokenSkill(sid, str(exc)))
+        return skills, broken
+
     def load_all(self) -> list[Skill]:
-        """Every skill, sorted by id (a broken folder raises LibraryError naming it)."""
-        return [self.load(i) for i in self.ids()]
+        """Every skill that loads, sorted by id; broken folders are left out (see `scan`)."""
+        return self.scan()[0]
 
     # --- reading at a revision ----------------------------------------------------------
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from skillbank.errors import LibraryError
 from skillbank.gate import CHECKS, GateReport, changed_skills, run_gate
-from skillbank.library import SkillLibrary
 from skillbank.skill import Skill
 
 if TYPE_CHECKING:
@@ -98,16 +97,6 @@ def _fence(text: str, lang: str) -> str:
     while fence in text:
         fence += "`"
     return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
-
-
-def _loadable(lib: SkillLibrary) -> list[Skill]:
-    out = []
-    for sid in lib.ids():
-        try:
-            out.append(lib.load(sid))
-        except LibraryError:
-            continue
-    return out
 
 
 def _hand_edited(skill: Skill) -> bool:
@@ -278,7 +267,7 @@ def review(
         if at_base is not None:
             base_tools |= set(at_base.tools)
     items: list[tuple[SkillReview, Sequence[str], bool]] = []
-    requirers = {s.id: s.requires for s in _loadable(lib)}
+    requirers = {s.id: s.requires for s in lib.load_all()}
     for sid in sorted(changed):
         old = lib.load_at(sid, base_commit)
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 from sandbox import Limits, Sandbox, ToolCall
 from skillbank.compose import grant, tools_needed
-from skillbank.errors import SkillArgumentError, SkillbankError, SkillNotFound
+from skillbank.errors import LibraryError, SkillArgumentError, SkillbankError, SkillNotFound
 from skillbank.json_types import json_type
 from skillbank.ledger import Ledger
 from skillbank.library import SkillLibrary
@@ -280,6 +280,13 @@ class Runner:
     ) -> str:
         try:
             skill = self.get(name)
+        except LibraryError as exc:  # the folder is broken: not the caller's fault, nor a bug
+            return tool_error(
+                "unavailable",
+                f"skill {name!r} cannot be loaded: {exc}",
+                "its files are broken (run `skillbank gate` to see where); do the task with "
+                "the tools directly",
+            )
         except SkillNotFound:
             known = self.library.ids()
             close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)

@@ -248,7 +248,11 @@ def test_a_broken_skill_file_is_named_in_the_error(learned: Path, tmp_path: Path
         bank.get(sid)
     (root / "skills" / sid / "SKILL.md").write_text("no front matter")
     with pytest.raises(LibraryError, match="front matter"):
-        bank.skills()
+        bank.get(sid)
+    # One broken folder does not take the bank down: the others load, it is reported.
+    assert sid not in [s.id for s in bank.skills()] and len(bank.skills()) >= 2
+    (broken,) = bank.broken()
+    assert broken.id == sid and "front matter" in broken.error
     cases = root / "skills" / bank.library.ids()[1] / "cases.jsonl"
     cases.write_text("{broken\n")
     with pytest.raises(LibraryError, match="cases.jsonl:1"):

@@ -123,3 +123,45 @@ def test_a_full_disk_part_way_leaves_library_and_history_as_they_were(tmp_path: 
         report = bank.learn(load_trajectories(TRAJECTORIES), branch="current")
     assert report.commit is not None
     assert os.path.isdir(root / "skills")
+
+
+def test_one_broken_skill_folder_leaves_the_rest_working(tmp_path: Path) -> None:
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from skillbank.cli import cli
+    from skillbank.examples import Shop
+
+    runs = load_trajectories(TRAJECTORIES)
+    history = [t for t in runs if "order_history" in t.id]
+    others = [t for t in runs if "order_history" not in t.id]
+    root = tmp_path / "bank"
+    with SkillBank.init(root) as bank:
+        bank.learn(others)
+        ids = [s.id for s in bank.skills()]
+        syntax, cases = ids[0], ids[1]
+        (root / "skills" / syntax / "skill.py").write_text("def broken(:\n")
+        (root / "skills" / cases / "cases.jsonl").unlink()
+        assert sorted(b.id for b in bank.broken()) == sorted([syntax, cases])
+        alive = [s.id for s in bank.skills()]
+        assert syntax not in alive and cases not in alive and len(alive) == len(ids) - 2
+        offered = [t["function"]["name"] for t in bank.tool_specs(stages=("cognitive",
+                   "associative", "autonomous"))]  # fmt: skip
+        assert syntax not in offered and cases not in offered
+        assert bank.search("cancel my pending order") is not None
+        # Learning unrelated runs works, and writes no new skill over a broken folder.
+        report = bank.learn(history, branch="current")
+        assert report.added and not {syntax, cases} & set(report.added)
+        # An agent calling the broken skill is told it is unavailable, not that skillbank
+        # has a bug; the others still run.
+        tools = Shop.create(tmp_path / "shop.sqlite").tools()
+        answer = _json.loads(bank.call_tool(syntax, "{}", tools))
+        assert answer["error"]["type"] == "unavailable" and syntax in answer["error"]["message"]
+    runner = CliRunner()
+    result = runner.invoke(cli, ["list", "--root", str(root)])
+    assert result.exit_code == 1
+    assert f"broken: {syntax}:" in result.output and f"broken: {cases}:" in result.output
+    assert report.added[0] in result.output
+    rows = _json.loads(runner.invoke(cli, ["list", "--json", "--root", str(root)]).stdout)
+    assert {r["id"] for r in rows if r.get("broken")} == {syntax, cases}

@@ -109,18 +109,27 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
 @root_option
 @json_option
 def list_(root: Path, as_json: bool) -> None:
-    """List the skills in the bank.
+    """List the skills in the bank; a skill folder that does not load is reported (on
+    stderr, or with "broken": true in --json; exit 1) and left out of everything agents are
+    offered, while the others keep working.
 
     Example: skillbank list --json
     """
-    skills = SkillBank(root).skills()
+    bank = SkillBank(root)
+    skills, broken = bank.skills(), bank.broken()
     if as_json:
-        print_json([_skill_json(s) for s in skills])
-        return
-    if not skills:
+        rows = [_skill_json(s) for s in skills]
+        rows += [{"id": b.id, "broken": True, "error": b.error} for b in broken]
+        print_json(rows)
+    elif not skills and not broken:
         click.echo("no skills yet; learn some with `skillbank learn FILE.jsonl`")
-        return
-    make_console().print(skills_table(skills))
+    else:
+        if skills:
+            make_console().print(skills_table(skills))
+        for b in broken:
+            click.echo(f"broken: {b.id}: {b.error}", err=True)
+    if broken:  # reported, and a check that failed: fix the folder or remove it
+        raise SystemExit(EXIT_CHECK_FAILED)
 
 
 @click.command(name="show")
