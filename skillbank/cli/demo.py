@@ -15,7 +15,7 @@ from skillbank.cli.output import (
     make_console,
     render_learn_report,
     render_run,
-    skills_table,
+    render_skills,
 )
 from skillbank.library import git
 
@@ -49,7 +49,7 @@ def demo(directory: Path) -> None:
         render_learn_report(report, console)
         console.rule("2. the library")
         skills = bank.skills()
-        console.print(skills_table(skills))
+        render_skills(skills, console)
         log = git(bank.root, "log", "--oneline", "-3", "--", bank.config.skills_dir, check=False)
         console.print("git log:")
         click.echo(log.stdout.rstrip() or "(no commits)")

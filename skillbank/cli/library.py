@@ -19,7 +19,7 @@ from skillbank.cli.output import (
     make_console,
     print_json,
     render_learn_report,
-    skills_table,
+    render_skills,
 )
 
 __all__ = ["deprecate", "diff", "history", "init", "learn", "list_", "rollback", "show"]
@@ -125,7 +125,7 @@ def list_(root: Path, as_json: bool) -> None:
         click.echo("no skills yet; learn some with `skillbank learn FILE.jsonl`")
     else:
         if skills:
-            make_console().print(skills_table(skills))
+            render_skills(skills, make_console())
         for b in broken:
             click.echo(f"broken: {b.id}: {b.error}", err=True)
     if broken:  # reported, and a check that failed: fix the folder or remove it

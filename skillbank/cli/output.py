@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import textwrap
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ __all__ = [
     "remember_json",
     "render_learn_report",
     "render_run",
-    "skills_table",
+    "render_skills",
 ]
 
 #: A check failed, or a skillbank error.
@@ -180,22 +181,19 @@ def _subcommand_context(ctx: click.Context) -> click.Context:
 
 def render_learn_report(report: LearnReport, console: Console) -> None:
     """Print what learning did: a table of changed procedures, counts, and the commit."""
-    table = Table(title="procedures", show_lines=False)
-    for col in ("skill", "change", "v", "cases", "new runs", "generalised"):
-        table.add_column(col, overflow="fold")
-    for p in report.procedures:
-        if p.action == "unchanged":
-            continue
-        table.add_row(
-            p.skill_id or "-",
-            p.action if p.action != "rejected" else "[red]rejected[/red]",
-            str(p.version or "-"),
-            str(p.cases),
-            str(len(p.trajectories)),
-            "; ".join(p.generalised) or (p.reason or "")[:200],
-        )
-    if any(p.action != "unchanged" for p in report.procedures):
-        console.print(table)
+    changed = [p for p in report.procedures if p.action != "unchanged"]
+    if changed:
+        console.print("procedures:")
+    for p in changed:
+        action = "[red]rejected[/red]" if p.action == "rejected" else p.action
+        console.print(f"  {action} {p.skill_id or '(no skill)'}")
+        details = list(p.generalised) or ([p.reason[:300]] if p.reason else [])
+        if p.action != "rejected":
+            counts = f"v{p.version or '-'}, {p.cases} case(s), {len(p.trajectories)} new run(s)"
+            details.insert(0, counts)
+        for line in details:
+            for part in _wrapped(line, console.width, "      "):
+                console.print(part, markup=False)
     effects = {e.tool: e for p in report.procedures if p.action != "unchanged" for e in p.effects}
     if effects:
         console.print("tools, by what they do (set query_tools / command_tools to overrule):")
@@ -232,19 +230,23 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
         console.print("nothing to commit: the library already holds all of this")
 
 
-def skills_table(skills: Sequence[Skill]) -> Table:
-    """The skills as a table: id, version, stage, cases, parameters -> returns."""
-    # The id never wraps (it is what you type next); the signature shows the parameters.
-    table = Table()
-    table.add_column("skill", no_wrap=True)
-    for col in ("v", "stage", "cases"):
-        table.add_column(col)
-    table.add_column("parameters -> returns", overflow="fold")
+def render_skills(skills: Sequence[Skill], console: Console) -> None:
+    """Print the skills, readable at any width (80 columns included): the id on its own line
+    (never broken: it is what you type next), then version, stage, cases, parameters and
+    return type, wrapped under it."""
     for s in skills:
-        params = s.signature.render()[len(s.id) :]
         stage = f"{s.stage}, deprecated: use {s.deprecated_by}" if s.deprecated_by else s.stage
-        table.add_row(s.id, str(s.version), stage, str(len(s.cases)), params)
-    return table
+        console.print(s.id, markup=False)
+        line = f"v{s.version}, {stage}, {len(s.cases)} case(s): {s.signature.render()[len(s.id) :]}"
+        for part in _wrapped(line, console.width, "    "):
+            console.print(part, markup=False)
+
+
+def _wrapped(text: str, width: int, indent: str) -> list[str]:
+    return textwrap.wrap(
+        text, width=max(width, 40), initial_indent=indent, subsequent_indent=indent + "  ",
+        break_long_words=False, break_on_hyphens=False,
+    ) or [indent]  # fmt: skip
 
 
 def render_run(result: RunResult, console: Console) -> None:
