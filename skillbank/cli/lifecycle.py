@@ -10,7 +10,13 @@ import click
 
 from skillbank import SkillBank, SkillbankError, load_trajectories
 from skillbank.cli.options import branch_option, json_option, root_option
-from skillbank.cli.output import EXIT_CHECK_FAILED, commit_json, committed, print_json
+from skillbank.cli.output import (
+    EXIT_CHECK_FAILED,
+    commit_json,
+    committed,
+    echo_block,
+    print_json,
+)
 from skillbank.gate import load_tool_specs
 from skillbank.maturity import SkillStats, StageChange
 from skillbank.upkeep import check_drift, find_duplicates, merge_duplicates, prune, refine
@@ -29,25 +35,17 @@ def _render_stats(stats: list[SkillStats]) -> None:
     if not stats:
         click.echo("no skills and no recorded calls")
         return
-    header = ("skill", "stage", "calls", "ok", "fail", "rate", "mean", "lower", "avg", "p95")
-    rows = [
-        (
-            s.skill_id,
-            (s.stage or "-") + (f" (earns {s.earned})" if s.earned and s.earned != s.stage else ""),
-            str(s.calls),
-            str(s.successes),
-            str(s.failures),
-            "-" if s.success_rate is None else f"{s.success_rate:.0%}",
-            f"{s.mean:.2f}",
-            f"{s.lower_bound:.2f}",
-            _ms(s.mean_latency_s),
-            _ms(s.p95_latency_s),
+    for s in stats:
+        stage = (s.stage or "not in the bank") + (
+            f" (earns {s.earned})" if s.earned and s.earned != s.stage else ""
         )
-        for s in stats
-    ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        rate = "-" if s.success_rate is None else f"{s.success_rate:.0%}"
+        echo_block(
+            s.skill_id,
+            f"{stage}; {s.calls} call(s): {s.successes} ok, {s.failures} failed ({rate}); "
+            f"success posterior mean {s.mean:.2f}, lower bound {s.lower_bound:.2f}; latency "
+            f"{_ms(s.mean_latency_s)} mean, {_ms(s.p95_latency_s)} p95",
+        )
     for s in stats:
         if s.last_error:
             click.echo(f"{s.skill_id}: last error: {s.last_error}")

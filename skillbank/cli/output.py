@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import textwrap
 import traceback
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "commit_json",
     "committed",
     "describe_error",
+    "echo_block",
     "fail",
     "make_console",
     "print_json",
@@ -240,6 +242,14 @@ def render_skills(skills: Sequence[Skill], console: Console) -> None:
         line = f"v{s.version}, {stage}, {len(s.cases)} case(s): {s.signature.render()[len(s.id) :]}"
         for part in _wrapped(line, console.width, "    "):
             console.print(part, markup=False)
+
+
+def echo_block(head: str, detail: str, *, err: bool = False) -> None:
+    """One item of a listing that reads at any width: ``head`` on its own line (an id, never
+    broken), then ``detail`` wrapped under it to the terminal's width."""
+    click.echo(head, err=err)
+    for part in _wrapped(detail, shutil.get_terminal_size().columns, "    "):
+        click.echo(part, err=err)
 
 
 def _wrapped(text: str, width: int, indent: str) -> list[str]:

@@ -8,11 +8,10 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from skillbank import SkillBank
 from skillbank.cli.options import json_option, root_option
-from skillbank.cli.output import EXIT_CHECK_FAILED, make_console, print_json
+from skillbank.cli.output import EXIT_CHECK_FAILED, echo_block, make_console, print_json
 from skillbank.gate import GateReport, load_tool_specs, run_gate
 from skillbank.gate_output import dumps_sarif, junit_xml, write_github
 from skillbank.review import review as review_changes
@@ -28,21 +27,15 @@ def _tool_specs(bank: SkillBank, spec: str | None) -> dict[str, dict[str, Any]] 
 def _render_gate(report: GateReport, console: Console) -> None:
     for finding in report.findings:
         click.echo(finding.render(report.root), err=finding.level == "error")
-    if report.skills:
-        table = Table(title="gate")
-        for col in ("skill", "result", "checks"):
-            table.add_column(col, overflow="fold")
-        for sid in report.skills:
-            mine = [o for o in report.outcomes if o.skill_id == sid]
-            failed = [o.check for o in mine if o.status == "failed"]
-            ran = [o.check for o in mine if o.status != "skipped"]
-            skipped = [o.check for o in mine if o.status == "skipped"]
-            detail = f"failed: {', '.join(failed)}" if failed else f"{len(ran)} passed"
-            if skipped:
-                detail += f"; skipped: {', '.join(skipped)}"
-            result = "[red]FAIL[/red]" if failed else "[green]pass[/green]"
-            table.add_row(sid, result, detail)
-        console.print(table)
+    for sid in report.skills:
+        mine = [o for o in report.outcomes if o.skill_id == sid]
+        failed = [o.check for o in mine if o.status == "failed"]
+        ran = [o.check for o in mine if o.status != "skipped"]
+        skipped = [o.check for o in mine if o.status == "skipped"]
+        detail = f"failed: {', '.join(failed)}" if failed else f"{len(ran)} check(s) passed"
+        if skipped:
+            detail += f"; skipped: {', '.join(skipped)}"
+        echo_block(f"{'FAIL' if failed else 'pass'}  {sid}", detail)
     scope = f"changed since {report.base}" if report.base else "in the library"
     if report.ok:
         console.print(f"gate passed: {len(report.skills)} skill(s) {scope}")

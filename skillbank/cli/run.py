@@ -16,7 +16,13 @@ from rich.table import Table
 
 from skillbank import SkillBank, load_trajectories
 from skillbank.cli.options import json_option, root_option
-from skillbank.cli.output import EXIT_CHECK_FAILED, make_console, print_json, render_run
+from skillbank.cli.output import (
+    EXIT_CHECK_FAILED,
+    echo_block,
+    make_console,
+    print_json,
+    render_run,
+)
 from skillbank.search import backend
 from skillbank.skill import STAGES
 from skillbank.toolspec import ToolFormat
@@ -189,10 +195,9 @@ def search_(text: str, k: int, thompson: bool, seed: int | None, as_json: bool, 
     if not hits:
         click.echo("no skill matches; `skillbank list` shows them all")
         return
-    width = max(len(h.skill_id) for h in hits)
     for h in hits:
-        click.echo(
-            f"{h.score:.3f}  {h.skill_id:<{width}}  rel {h.relevance:.2f}  "
-            f"ok {h.success:.2f}  {h.stage:<11}  {h.description}"
+        echo_block(
+            f"{h.score:.3f}  {h.skill_id}",
+            f"relevance {h.relevance:.2f}, success {h.success:.2f}, {h.stage}: {h.description}",
         )
     click.echo(f"({backend()})")
