@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from skillbank import Skill, SkillBank, TrajectoryError, scan_trajectories
 from skillbank.cli.options import branch_option, json_option, root_option
@@ -16,6 +15,7 @@ from skillbank.cli.output import (
     EXIT_CHECK_FAILED,
     commit_json,
     committed,
+    echo_block,
     make_console,
     print_json,
     render_learn_report,
@@ -176,15 +176,9 @@ def history(skill_id: str, root: Path, as_json: bool) -> None:
     if not entries:
         click.echo(f"{skill_id} has no commits yet")
         return
-    table = Table()
-    table.add_column("version", no_wrap=True)
-    table.add_column("commit", no_wrap=True)
-    for col in ("date", "stage", "subject"):
-        table.add_column(col, overflow="fold")
     for e in entries:
         stage = f"{e.stage}, deprecated: use {e.deprecated_by}" if e.deprecated_by else e.stage
-        table.add_row(e.version, e.commit[:12], e.date, stage, e.subject)
-    make_console().print(table)
+        echo_block(f"{e.version}  {e.commit[:12]}  {stage}", f"{e.date}  {e.subject}")
 
 
 @click.command(name="diff")

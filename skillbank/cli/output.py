@@ -35,7 +35,6 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from skillbank import GateUsageError, LearnReport, RunResult, Skill, SkillbankError
 
@@ -260,16 +259,17 @@ def _wrapped(text: str, width: int, indent: str) -> list[str]:
 
 
 def render_run(result: RunResult, console: Console) -> None:
-    """Print a run's tool calls as a table, then its value or its error."""
-    table = Table(title=f"{result.skill_id}: tool calls")
-    for col in ("#", "tool", "arguments", "result"):
-        table.add_column(col, overflow="fold")
+    """Print a run's tool calls (each call, then what it returned), then its value or error."""
+    console.print(f"{result.skill_id}: {len(result.tool_calls)} tool call(s)", markup=False)
+    width = console.width
     for n, call in enumerate(result.tool_calls, start=1):
         shown = f"error: {call.error}" if call.error else json.dumps(call.result)
         if len(shown) > 160:
             shown = shown[:157] + "..."
-        table.add_row(str(n), call.tool, json.dumps(call.arguments), shown)
-    console.print(table)
+        for part in _wrapped(f"{n}. {call.tool} {json.dumps(call.arguments)}", width, "  "):
+            console.print(part, markup=False)
+        for part in _wrapped(f"-> {shown}", width, "     "):
+            console.print(part, markup=False)
     if result.ok:
         console.print(f"returned in {result.duration_s * 1000:.1f} ms:")
         click.echo(json.dumps(result.value, indent=2, ensure_ascii=False))

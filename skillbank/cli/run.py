@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from skillbank import SkillBank, load_trajectories
 from skillbank.cli.options import json_option, root_option
@@ -153,19 +152,17 @@ def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
     if as_json:
         print_json([p.to_json() for p in plans])
         return
-    table = Table()
-    for col in ("trajectory", "calls", "plan", "ratio"):
-        table.add_column(col, overflow="fold")
     for plan in plans:
         shown = " -> ".join(
             f"{s.name}({', '.join(f'{k}={json.dumps(v)}' for k, v in s.arguments.items())})"
             if s.kind == "skill"
-            else f"[dim]{s.name}[/dim]"
+            else f"(tool) {s.name}"
             for s in plan.steps
         )
-        table.add_row(plan.trajectory_id, str(plan.raw_calls), shown, f"{plan.call_ratio:.2f}")
+        echo_block(
+            f"{plan.trajectory_id}  {plan.raw_calls} call(s), ratio {plan.call_ratio:.2f}", shown
+        )
     console = make_console()
-    console.print(table)
     raw = sum(p.raw_calls for p in plans)
     steps = sum(len(p.steps) for p in plans)
     covered = sum(1 for p in plans if len(p.steps) == 1 and p.steps[0].kind == "skill")
