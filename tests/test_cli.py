@@ -313,3 +313,27 @@ def test_an_invalid_record_under_json_is_a_trajectory_error(
     error = _envelope(result)
     assert error["type"] == "TrajectoryError" and f"{bad}:1" in error["message"]
     assert "--skip-invalid" in error["hint"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["stats"],
+        ["search", "cancel the pending order of bob@example.com"],
+        ["history", "find_customer_list_orders"],
+        ["gate", "--examples", "2"],
+        ["match", str(EXAMPLE_TRAJECTORIES)],
+        ["learn", str(EXAMPLE_TRAJECTORIES)],
+    ],
+    ids=lambda a: a[0],
+)
+def test_every_listing_reads_at_80_columns(
+    args: list[str], learned_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = CliRunner().invoke(cli, [*args, "--root", str(learned_root)])
+    assert result.exit_code == 0, result.output
+    for line in result.output.splitlines():
+        # Only a single word longer than the line (an id, a path) may pass the edge.
+        assert len(line) <= 80 or " " not in line.strip(), line

@@ -600,7 +600,7 @@ def test_cli_learn_says_where_the_commit_went(runner: CliRunner, tmp_path: Path)
     assert other != branch  # each learn from main is its own review branch
     assert f"on branch {other}" in result.output
     assert "your working tree is unchanged" in result.output
-    assert f"git switch {other} && skillbank review --base main" in result.output
-    assert f"git push -u origin {other}" in result.output
+    assert f"  git switch {other}\n  skillbank review --base main\n" in result.output
+    assert f"  git push -u origin {other}\n" in result.output
     result = runner.invoke(cli, ["learn", str(runs), "--root", str(root), "--branch", "a..b"])
     assert result.exit_code == 1 and "not a valid git branch name" in result.output

@@ -55,6 +55,7 @@ __all__ = [
     "render_learn_report",
     "render_run",
     "render_skills",
+    "say",
 ]
 
 #: A check failed, or a skillbank error.
@@ -201,10 +202,11 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
         for effect in sorted(effects.values(), key=lambda e: (e.effect != "command", e.tool)):
             console.print(f"  {effect.tool}: {effect.describe()}")
     n_unchanged = sum(1 for e in report.entries if e.action == "unchanged")
-    console.print(
+    say(
+        console,
         f"{len(report.entries)} trajectories: {len(report.added)} skill(s) added, "
         f"{len(report.updated)} updated, {n_unchanged} trajectory(ies) already known, "
-        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected"
+        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected",
     )
     for e in report.skipped:
         console.print(f"skipped {e.trajectory_id}: {e.reason}")
@@ -212,21 +214,22 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
         console.print(f"[red]rejected[/red] {e.trajectory_id}: {e.reason}")
     if report.commit:
         where = f" on branch {report.branch}" if report.branch else " (detached HEAD)"
-        console.print(
+        say(
+            console,
             f"committed {report.commit[:12]}{where} (validated with libcst, replayed in the "
-            "sandbox)"
+            "sandbox)",
         )
+        # Commands to copy: one a line, never wrapped.
         if report.branch and not report.checked_out:
-            console.print(
-                f"your working tree is unchanged; to review: git switch {report.branch} && "
-                f"skillbank review --base main; to open a pull request: git push -u origin "
-                f"{report.branch}"
-            )
+            say(console, "your working tree is unchanged; to review the branch, then open a "
+                         "pull request:")  # fmt: skip
+            for command in (f"git switch {report.branch}", "skillbank review --base main",
+                            f"git push -u origin {report.branch}"):  # fmt: skip
+                console.print(f"  {command}", markup=False)
         elif report.branch and report.branch not in ("main", "master"):
-            console.print(
-                f"to open a pull request: git push -u origin {report.branch}, then "
-                "skillbank review --base main"
-            )
+            say(console, "to open a pull request:")
+            for command in (f"git push -u origin {report.branch}", "skillbank review --base main"):
+                console.print(f"  {command}", markup=False)
     else:
         console.print("nothing to commit: the library already holds all of this")
 
@@ -241,6 +244,12 @@ def render_skills(skills: Sequence[Skill], console: Console) -> None:
         line = f"v{s.version}, {stage}, {len(s.cases)} case(s): {s.signature.render()[len(s.id) :]}"
         for part in _wrapped(line, console.width, "    "):
             console.print(part, markup=False)
+
+
+def say(console: Console, text: str) -> None:
+    """A sentence, wrapped to the console's width (a command to copy stays whole)."""
+    for part in _wrapped(text, console.width, ""):
+        console.print(part)
 
 
 def echo_block(head: str, detail: str, *, err: bool = False) -> None:

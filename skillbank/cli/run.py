@@ -21,6 +21,7 @@ from skillbank.cli.output import (
     make_console,
     print_json,
     render_run,
+    say,
 )
 from skillbank.search import backend
 from skillbank.skill import STAGES
@@ -166,9 +167,10 @@ def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
     raw = sum(p.raw_calls for p in plans)
     steps = sum(len(p.steps) for p in plans)
     covered = sum(1 for p in plans if len(p.steps) == 1 and p.steps[0].kind == "skill")
-    console.print(
+    say(
+        console,
         f"{len(plans)} trajectories: {covered} reproduced by one skill call; "
-        f"{steps} plan steps for {raw} raw calls (ratio {steps / raw if raw else 1:.2f})"
+        f"{steps} plan steps for {raw} raw calls (ratio {steps / raw if raw else 1:.2f})",
     )
 
 
