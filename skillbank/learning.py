@@ -50,7 +50,11 @@ from skillbank.versioning import Version, bump, required_bump, signature_diff
 if TYPE_CHECKING:
     from skillbank.compiler.llm import LLMCompiler
 
-__all__ = ["LearnEntry", "LearnReport", "Learner", "ProcedureReport"]
+__all__ = ["MESSAGE_TRAJECTORIES", "LearnEntry", "LearnReport", "Learner", "ProcedureReport"]
+
+#: Trajectories a learn commit's message names one by one; the rest are counted (every one is
+#: in the cases.jsonl of the skill it joined, with its sha256, in the same commit).
+MESSAGE_TRAJECTORIES = 200
 
 JSON = Any
 
@@ -719,5 +723,13 @@ def _commit_message(
             lines.append(f"  {_what_changed(old, draft.source, draft.description)}")
     if new_cases:
         lines += ["", "Trajectories:"]
-        lines += [f"- {c.trajectory_id} sha256:{c.trajectory_sha256}" for c in new_cases]
+        lines += [
+            f"- {c.trajectory_id} sha256:{c.trajectory_sha256}"
+            for c in new_cases[:MESSAGE_TRAJECTORIES]
+        ]
+        if len(new_cases) > MESSAGE_TRAJECTORIES:
+            lines.append(
+                f"- and {len(new_cases) - MESSAGE_TRAJECTORIES} more: each skill's cases.jsonl "
+                "in this commit records every trajectory it was learned from, with its sha256"
+            )
     return "\n".join(lines) + "\n"

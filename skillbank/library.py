@@ -679,7 +679,9 @@ class SkillLibrary:
             for folder in folders:
                 if folder.exists() and not any(folder.iterdir()):
                     folder.rmdir()
+            # The folders, and the conftest.py a first commit would have added with them.
             rels = "".join(f"{f.relative_to(self.root)}\n" for f in folders)
+            rels += f"{self.rel}/conftest.py\n"
             git(self.root, "reset", "-q", "--pathspec-from-file=-", input=rels, check=False)
             raise
 

@@ -165,3 +165,36 @@ def test_one_broken_skill_folder_leaves_the_rest_working(tmp_path: Path) -> None
     assert report.added[0] in result.output
     rows = _json.loads(runner.invoke(cli, ["list", "--json", "--root", str(root)]).stdout)
     assert {r["id"] for r in rows if r.get("broken")} == {syntax, cases}
+
+
+def test_a_batch_of_two_thousand_runs_learns_in_one_commit(tmp_path: Path) -> None:
+    # The commit message names 200 trajectories and counts the rest; message and paths go
+    # to git through a file and stdin, so no batch meets the command line's length limit.
+    from skillbank import Outcome, Step, Trajectory
+    from skillbank.learning import MESSAGE_TRAJECTORIES
+
+    runs = [
+        Trajectory(
+            f"run-{i:05d}",
+            f"Set K{i} to {i}",
+            (),
+            (Step(f"set_value_{i % 20}", {"key": f"K{i}", "value": i}, {"ok": True}),),
+            Outcome(True),
+        )
+        for i in range(2000)
+    ]
+    root = tmp_path / "bank"
+    with SkillBank.init(root) as bank:
+        report = bank.learn(runs)
+        assert report.commit and len(report.added) == 20 and not report.rejected
+        cases = sum(len(s.cases) for s in bank.skills())
+    assert cases == 2000
+    message = subprocess.run(
+        ["git", "log", "-1", "--format=%B"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    assert message.count(" sha256:") == MESSAGE_TRAJECTORIES
+    assert f"and {2000 - MESSAGE_TRAJECTORIES} more" in message
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+    assert status.strip() in ("", "?? .skillbank/")
