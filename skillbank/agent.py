@@ -168,14 +168,20 @@ class AgentResult:
 
 
 def _words(text: str) -> set[str]:
-    """Content words (`skillbank.search.tokenize`, 3+ characters, no numbers).
+    """Content words (`skillbank.search.tokenize`; no numbers, no ASCII word under 3 letters).
 
     Values say nothing about which procedure a task needs, so quoted text (``'wall clock'``)
     is dropped, and values such as ``ann@example.com`` or ``SKU-MUG-RED`` stay one token,
     which another task with other values does not share.
     """
     unquoted = _QUOTED.sub(" ", text.lower())
-    return {t for t in tokenize(unquoted, compound_parts=False) if len(t) >= 3 and not t.isdigit()}
+    # Short ASCII words say little ("to", "my"); a character of a script written without
+    # spaces is a word.
+    return {
+        t
+        for t in tokenize(unquoted, compound_parts=False)
+        if (len(t) >= 3 or not t.isascii()) and not t.isdigit()
+    }
 
 
 def _skill_words(skill: Skill) -> set[str]:

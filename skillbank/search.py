@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,15 +90,22 @@ STOP_WORDS = frozenset(
 CACHE_DIR = "search"
 
 #: Bumped when the document, tokeniser or file format changes, so old caches are not read.
-FORMAT = 1
+FORMAT = 2
 
 _ENV_EMBEDDINGS = "SKILLBANK_SEARCH_EMBEDDINGS"
+# A letter or digit in any script ("\w" without the underscore, which joins compounds).
+_AN = r"[^\W_]"
 _COMPOUND = re.compile(
-    r"[a-z0-9][a-z0-9._%+-]*@[a-z0-9-]+(?:\.[a-z0-9-]+)+"  # an e-mail address
-    r"|[a-z0-9]+(?:[-_./][a-z0-9]+)+"  # an id: O-5003, SKU-LAMP-DSK, update_email, a/b.txt
-    r"|[a-z0-9]+"
+    rf"{_AN}[\w.%+-]*@{_AN}[\w-]*(?:\.{_AN}[\w-]*)+"  # an e-mail address
+    rf"|{_AN}+(?:[-_./]{_AN}+)+"  # an id: O-5003, SKU-LAMP-DSK, update_email, a/b.txt
+    rf"|{_AN}+"
 )
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(rf"{_AN}+")
+# Scripts written without spaces between words: indexed by characters and their pairs.
+_UNSPACED = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f"
+    "\u1780-\u17ff\u0e80-\u0eff\u1000-\u109f]+"
+)
 _VOWELS = frozenset("aeiouy")
 
 Floats = npt.NDArray[np.float32]
@@ -142,7 +150,7 @@ class SkillDoc:
 def _stem(word: str) -> str:
     # Just enough to fold plurals and tenses in task texts ("orders", "placed", "cancelled");
     # identifiers and numbers are left alone.
-    if len(word) <= 3 or not word.isalpha():
+    if len(word) <= 3 or not word.isalpha() or not word.isascii():
         return word
     if word.endswith("ies") and len(word) > 4:
         word = word[:-3] + "y"
@@ -162,8 +170,42 @@ def _stem(word: str) -> str:
     return word
 
 
+def fold(text: str) -> str:
+    """Text as search compares it: case folded (``Straße`` -> ``strasse``) and without
+    accents (``Café`` -> ``cafe``), in any script."""
+    kept: list[str] = []
+    for c in unicodedata.normalize("NFKD", text.casefold()):
+        # Accents go from Latin, Greek and Cyrillic letters; elsewhere (the voicing marks
+        # of kana, Indic vowel signs) a combining mark is part of the letter.
+        if unicodedata.combining(c) and kept and ord(kept[-1]) < 0x0500:
+            continue
+        kept.append(c)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
+def _words_of(part: str) -> list[str]:
+    """A run of letters as words: as it is, or, in a script written without spaces
+    (Chinese, Japanese, Thai...), each character and each pair of neighbours."""
+    out: list[str] = []
+    last = 0
+    for run in _UNSPACED.finditer(part):
+        if run.start() > last:
+            out.append(part[last : run.start()])
+        chars = run.group()
+        out += list(chars)
+        out += [chars[i : i + 2] for i in range(len(chars) - 1)]
+        last = run.end()
+    if last < len(part):
+        out.append(part[last:])
+    return out
+
+
 def tokenize(text: str, *, compound_parts: bool = True) -> list[str]:
     """The tokens BM25 sees: stemmed lower-case words without stop words, ids kept whole too.
+
+    Words in any script count: text is case folded and loses its accents (`fold`), and a
+    script written without spaces is read by characters and character pairs. English words
+    are stemmed (``orders`` and ``order`` meet) and English stop words dropped.
 
     The one tokenizer of task texts: search, the reflex and the agent's choice of skills to
     offer all read words this way. With ``compound_parts=False`` a compound (an email, an id
@@ -172,13 +214,13 @@ def tokenize(text: str, *, compound_parts: bool = True) -> list[str]:
 
     Example:
         >>> tokenize("Which orders has bob@example.com placed?")
-        ['order', 'bob@example.com', 'bob', 'example', 'com', 'plac']
+        ['order', 'bob@example.com', 'bob', 'exampl', 'com', 'plac']
     """
     out: list[str] = []
-    for match in _COMPOUND.finditer(text.lower()):
+    for match in _COMPOUND.finditer(fold(text)):
         token = match.group()
-        parts = _WORD.findall(token)
-        if len(parts) > 1:
+        parts = [w for part in _WORD.findall(token) for w in _words_of(part)]
+        if len(parts) > 1 and not _UNSPACED.fullmatch(token):
             out.append(token.strip("."))
             if not compound_parts:
                 continue

@@ -161,3 +161,60 @@ def test_command_prints_hits_and_json(shop: SkillBank) -> None:
     data = json.loads(result.output)
     assert data["backend"] == backend() and data["hits"][0]["skill_id"] == LIST_ORDERS
     assert "Example:" in runner.invoke(cli, ["search", "--help"]).output
+
+
+# --- any script ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("Straße", "STRASSE"),
+        ("Café Müller", "cafe muller"),
+        ("ΕΛΛΗΝΙΚΆ", "ελληνικα"),
+        ("Заказ", "заказ"),
+    ],
+)
+def test_case_and_accents_fold_in_every_script(one: str, other: str) -> None:
+    assert tokenize(one) == tokenize(other)
+
+
+def test_scripts_without_spaces_are_read_by_characters_and_pairs() -> None:
+    tokens = tokenize("注文をキャンセル")
+    assert {"注文", "キャ", "セル", "注"} <= set(tokens)
+    assert "ください" not in tokenize("ください") and "だ" in tokenize("ください")  # kana kept
+
+
+@given(st.text(max_size=60))
+def test_tokenize_never_fails_and_folds_idempotently(text: str) -> None:
+    from skillbank.search import fold
+
+    tokens = tokenize(text)
+    assert all(t and t == fold(t) for t in tokens)
+    assert fold(fold(text)) == fold(text)
+
+
+def test_skills_learned_in_other_languages_are_found_by_their_own_words(tmp_path: Path) -> None:
+    from skillbank import Outcome, Step, Trajectory
+
+    def run(tid: str, task: str, tool: str) -> Trajectory:
+        steps = (Step(tool, {"ref": tid}, {"ok": True}),)
+        return Trajectory(tid, task, (), steps, Outcome(True))
+
+    runs = [
+        run("ja-1", "注文 A-1 をキャンセルしてください", "cancel_order"),
+        run("ja-2", "注文 A-2 をキャンセルしてください", "cancel_order"),
+        run("ru-1", "Отправить счёт клиенту R-1", "send_invoice"),
+        run("ru-2", "Отправить счёт клиенту R-2", "send_invoice"),
+        run("de-1", "Lieferadresse für Kunde D-1 ändern: Hauptstraße", "change_address"),
+        run("de-2", "Lieferadresse für Kunde D-2 ändern: Hauptstraße", "change_address"),
+    ]
+    with SkillBank.init(tmp_path / "bank") as bank:
+        bank.learn(runs)
+        for query, tool in [
+            ("注文をキャンセル", "cancel_order"),
+            ("отправить СЧЁТ", "send_invoice"),
+            ("lieferadresse andern hauptstrasse", "change_address"),
+        ]:
+            (best, *_) = bank.search(query)
+            assert tool in best.skill_id, (query, best)
