@@ -29,6 +29,7 @@ The sandbox has its own tree (`sandbox.SandboxError`), because `sandbox` never i
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 from skillbank.findings import Finding
@@ -183,10 +184,14 @@ class SkillNotFound(SkillbankError):
 
     def __init__(self, skill_id: str, known: Sequence[str] = ()) -> None:
         self.skill_id = skill_id
+        close = difflib.get_close_matches(skill_id, list(known), n=3, cutoff=0.6)
+        said = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         hint = f" Known skills: {', '.join(sorted(known))}." if known else " The library is empty."
         super().__init__(
-            f"no skill {skill_id!r} in the library.{hint} Run `skillbank list` to see them."
+            f"no skill {skill_id!r} in the library.{said}{hint} Run `skillbank list` to see them."
         )
+        if close:
+            self.hint = f"did you mean {' or '.join(close)}?"
 
 
 class SkillArgumentError(SkillbankError):

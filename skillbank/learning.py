@@ -134,6 +134,8 @@ class LearnReport:
     #: True when that branch is the checked-out one (its working tree shows the change);
     #: False for a review branch written without checking it out.
     checked_out: bool = True
+    #: The branch a review branch was made from: what its review compares against.
+    base_branch: str | None = None
 
     def _ids(self, action: str) -> list[str]:
         return sorted({e.skill_id for e in self.entries if e.action == action and e.skill_id})
@@ -170,6 +172,7 @@ class LearnReport:
             "commit": self.commit,
             "branch": self.branch,
             "checked_out": self.checked_out,
+            "base_branch": self.base_branch,
             "added": self.added,
             "updated": self.updated,
             "unchanged": self.unchanged,
@@ -321,6 +324,7 @@ class Learner:
             tuple(batch.procedures),
             target.name if commit and target else None,
             target.checked_out if commit and target else True,
+            target.source if commit and target else None,
         )
 
     def _learn_procedure(self, batch: _Batch, group: ProcedureGroup) -> None:

@@ -279,6 +279,9 @@ class Branch:
     base: str | None
     #: True when the branch does not exist yet (its commit creates it).
     new: bool
+    #: The branch that was checked out when this one was chosen: what a review of this
+    #: branch compares against (None: HEAD was detached, or this is that branch).
+    source: str | None = None
 
     def after(self, commit: str | None) -> Branch:
         """The same branch once ``commit`` landed on it (the next commit goes on top)."""
@@ -637,7 +640,7 @@ class SkillLibrary:
             n = 2
             while _branch_commit(root, target) is not None:
                 target, n = f"{base}-{n}", n + 1
-            return Branch(target, checked_out=False, base=head, new=True)
+            return Branch(target, checked_out=False, base=head, new=True, source=current or None)
         self.check_branch_name(wanted)
         if wanted == current or not head:
             if wanted != current:
@@ -654,7 +657,9 @@ class SkillLibrary:
                 f"on top of other skills; check it out yourself (`git switch {wanted}`) and "
                 "run again, or pass --branch auto, current or a new branch name"
             )
-        return Branch(wanted, checked_out=False, base=head, new=points_to is None)
+        return Branch(
+            wanted, checked_out=False, base=head, new=points_to is None, source=current or None
+        )
 
     @contextmanager
     def _transaction(self, folders: Sequence[Path]) -> Iterator[None]:

@@ -337,3 +337,12 @@ def test_every_listing_reads_at_80_columns(
     for line in result.output.splitlines():
         # Only a single word longer than the line (an id, a path) may pass the edge.
         assert len(line) <= 80 or " " not in line.strip(), line
+
+
+def test_a_mistyped_skill_id_gets_a_did_you_mean(runner: CliRunner, learned_root: Path) -> None:
+    code, out = invoke(runner, "show", "find_customer_list_order", "--root", str(learned_root))
+    assert code == 1 and "Did you mean 'find_customer_list_orders'" in out
+    result = runner.invoke(
+        cli, ["show", "find_customer_list_order", "--json", "--root", str(learned_root)]
+    )
+    assert "did you mean find_customer_list_orders" in _envelope(result)["hint"]

@@ -591,7 +591,8 @@ def test_cli_learn_says_where_the_commit_went(runner: CliRunner, tmp_path: Path)
     assert "on branch" in result.output
     runs.write_text(record(lookup("b", "2", "fast")) + "\n")
     result = runner.invoke(cli, ["learn", str(runs), "--root", str(root), "--json"])
-    branch = json.loads(result.stdout)["branch"]
+    first_json = result.stdout
+    branch = json.loads(first_json)["branch"]
     assert result.exit_code == 0 and branch.startswith("skillbank/learn-")
     assert json.loads(result.stdout)["checked_out"] is False
     runs.write_text(record(lookup("c", "3", "slow")) + "\n")
@@ -600,7 +601,9 @@ def test_cli_learn_says_where_the_commit_went(runner: CliRunner, tmp_path: Path)
     assert other != branch  # each learn from main is its own review branch
     assert f"on branch {other}" in result.output
     assert "your working tree is unchanged" in result.output
-    assert f"  git switch {other}\n  skillbank review --base main\n" in result.output
+    base = git(root, "symbolic-ref", "--short", "HEAD").strip()  # master or main: the real one
+    assert json.loads(first_json)["base_branch"] == base
+    assert f"  git switch {other}\n  skillbank review --base {base}\n" in result.output
     assert f"  git push -u origin {other}\n" in result.output
     result = runner.invoke(cli, ["learn", str(runs), "--root", str(root), "--branch", "a..b"])
     assert result.exit_code == 1 and "not a valid git branch name" in result.output

@@ -223,7 +223,8 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
         if report.branch and not report.checked_out:
             say(console, "your working tree is unchanged; to review the branch, then open a "
                          "pull request:")  # fmt: skip
-            for command in (f"git switch {report.branch}", "skillbank review --base main",
+            base = report.base_branch or "main"
+            for command in (f"git switch {report.branch}", f"skillbank review --base {base}",
                             f"git push -u origin {report.branch}"):  # fmt: skip
                 console.print(f"  {command}", markup=False)
         elif report.branch and report.branch not in ("main", "master"):

@@ -108,7 +108,8 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
     Exits 1 when the skill fails. Example:
 
     \b
-      SKILLBANK_SHOP_DB=shop.sqlite skillbank run order_product \\
+      SKILLBANK_SHOP_DB=shop.sqlite skillbank run \\
+        find_customer_search_products_check_stock_place_order \\
         --args '{"email": "dana@example.com", "query": "lamp", "quantity": 1}' \\
         --tools skillbank.examples.shop:tools
     """
