@@ -48,16 +48,21 @@ def _same_calls(made: tuple[ToolCall, ...], steps: tuple[Step, ...]) -> bool:
     return canonical_json(ran) == canonical_json([s.to_case_json() for s in steps])
 
 
-@given(name=st.sampled_from(sorted(PROCEDURES)), seed=st.integers(0, 2**32 - 1))
-def test_a_plan_reproduces_its_trajectory_from_the_same_starting_state(
-    bank: SkillBank, seeded: Path, tmp_path_factory: pytest.TempPathFactory, name: str, seed: int
-) -> None:
-    work = tmp_path_factory.mktemp("plan")
+def _recorded(seeded: Path, work: Path, name: str, seed: int) -> tuple[Trajectory, Shop, Shop]:
+    """A fresh run of a shop procedure, the shop it ran on, and a copy of its start state."""
     shutil.copyfile(seeded, work / "a.sqlite")
     shutil.copyfile(seeded, work / "b.sqlite")
     recorder, replayer = Shop(work / "a.sqlite"), Shop(work / "b.sqlite")
     args = PROCEDURES[name].draw_args(random.Random(seed), recorder)
-    trajectory = parse_record(run_procedure(recorder, name, args, record_id="new"), "generated")
+    run = parse_record(run_procedure(recorder, name, args, record_id="new"), "generated")
+    return run, recorder, replayer
+
+
+@given(name=st.sampled_from(sorted(PROCEDURES)), seed=st.integers(0, 2**32 - 1))
+def test_a_plan_reproduces_its_trajectory_from_the_same_starting_state(
+    bank: SkillBank, seeded: Path, tmp_path_factory: pytest.TempPathFactory, name: str, seed: int
+) -> None:
+    trajectory, recorder, replayer = _recorded(seeded, tmp_path_factory.mktemp("plan"), name, seed)
 
     plan = bank.match(trajectory)
     assert [s.kind for s in plan.steps] == ["skill"], plan  # a known procedure: one skill call
@@ -153,12 +158,7 @@ def test_reads_a_skill_does_not_make_are_covered_and_the_state_is_reproduced(
 ) -> None:
     # Commands must match exactly; reads inside a skill's span may be extra (an agent
     # looking around): the skill still covers the run, and replays to the same state.
-    work = tmp_path_factory.mktemp("reads")
-    shutil.copyfile(seeded, work / "a.sqlite")
-    shutil.copyfile(seeded, work / "b.sqlite")
-    recorder, replayer = Shop(work / "a.sqlite"), Shop(work / "b.sqlite")
-    args = PROCEDURES[name].draw_args(random.Random(seed), recorder)
-    clean = parse_record(run_procedure(recorder, name, args, record_id="new"), "generated")
+    clean, recorder, replayer = _recorded(seeded, tmp_path_factory.mktemp("reads"), name, seed)
     if len(clean.steps) < 2:
         return
     used = {s.tool for s in clean.steps}
