@@ -59,7 +59,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from skillbank.errors import LibraryError
 
@@ -127,6 +127,11 @@ _MIGRATIONS: tuple[_Migration, ...] = (
             " caller TEXT)",
             "CREATE INDEX calls_skill ON calls (skill_id, id)",
         ),
+    ),
+    _Migration(
+        2,
+        "who a failure counts against: the skill, or the caller whose input a tool refused",
+        ("ALTER TABLE calls ADD COLUMN blame TEXT",),  # NULL: the skill (every older row)
     ),
 )
 
@@ -209,6 +214,10 @@ def _migrate(conn: sqlite3.Connection, dialect: _Dialect) -> int:
     return found
 
 
+#: Who a failure counts against.
+Blame = Literal["skill", "caller"]
+
+
 @dataclass(frozen=True)
 class CallRecord:
     """One row of the ledger: a call of a skill and how it went."""
@@ -229,6 +238,14 @@ class CallRecord:
     error: str | None
     #: Who called it, e.g. ``"agent"`` (None when not said).
     caller: str | None
+    #: Who a failure counts against: ``"skill"``, or ``"caller"`` when a tool refused a value
+    #: the caller gave (an unknown email): such a failure says nothing of the skill.
+    blame: Blame = "skill"
+
+    @property
+    def failed_skill(self) -> bool:
+        """True when this row is a failure of the skill itself."""
+        return not self.ok and self.blame != "caller"
 
 
 class Outcomes(NamedTuple):
@@ -366,6 +383,7 @@ class Ledger:
         error: str | None = None,
         caller: str | None = None,
         ts: float | None = None,
+        blame: Blame = "skill",
     ) -> int:
         """Append one outcome; return its row id.
 
@@ -377,6 +395,7 @@ class Ledger:
             error: What went wrong.
             caller: Who called, e.g. ``"agent"``.
             ts: When (default: now).
+            blame: Who a failure counts against (see `CallRecord.blame`).
 
         Raises:
             LibraryError: the file cannot be created or opened, or is not a current ledger.
@@ -384,8 +403,8 @@ class Ledger:
         self._open(create=True)
         with self._connect() as conn:
             cursor = conn.execute(
-                "INSERT INTO calls (ts, skill_id, version, ok, latency_s, error, caller) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO calls (ts, skill_id, version, ok, latency_s, error, caller, blame) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     time.time() if ts is None else ts,
                     skill_id,
@@ -394,6 +413,7 @@ class Ledger:
                     latency_s,
                     error,
                     caller,
+                    None if ok or blame == "skill" else blame,
                 ),
             )
             return int(cursor.lastrowid or 0)
@@ -404,35 +424,40 @@ class Ledger:
             return []
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT id, ts, skill_id, version, ok, latency_s, error, caller FROM calls "
+                "SELECT id, ts, skill_id, version, ok, latency_s, error, caller, blame FROM calls "
                 "WHERE skill_id = ? ORDER BY id",
                 (skill_id,),
             ).fetchall()
         return [
-            CallRecord(int(r[0]), float(r[1]), str(r[2]), str(r[3]), bool(r[4]), r[5], r[6], r[7])
+            CallRecord(
+                int(r[0]), float(r[1]), str(r[2]), str(r[3]), bool(r[4]), r[5], r[6], r[7],
+                "caller" if r[8] == "caller" else "skill",
+            )
             for r in rows
-        ]
+        ]  # fmt: skip
 
     def counts(self, versions: Mapping[str, str] | None = None) -> dict[str, Outcomes]:
         """``{skill_id: Outcomes(successes, failures)}`` for every skill with rows, in one query.
 
         With ``versions`` (skill id -> version), only those skills are counted, and only rows
-        of that version (or of no recorded version).
+        of that version (or of no recorded version). A failure blamed on the caller counts
+        neither way.
         """
         if not self._open(create=False):
             return {}
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT skill_id, version, coalesce(sum(ok), 0), count(*) FROM calls "
-                "GROUP BY skill_id, version"
+                "SELECT skill_id, version, coalesce(sum(ok), 0),"
+                " coalesce(sum(CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END), 0)"
+                " FROM calls GROUP BY skill_id, version"
             ).fetchall()
         out: dict[str, Outcomes] = {}
-        for sid, version, ok, n in rows:
+        for sid, version, ok, failed in rows:
             sid = str(sid)
             if versions is not None and (sid not in versions or version not in (versions[sid], "")):
                 continue
             s, f = out.get(sid, Outcomes(0, 0))
-            out[sid] = Outcomes(s + int(ok), f + int(n) - int(ok))
+            out[sid] = Outcomes(s + int(ok), f + int(failed))
         return out
 
     def stats(self, skill_id: str | None = None) -> dict[str, int | float | None]:
@@ -446,13 +471,15 @@ class Ledger:
             return {"calls": 0, "successes": 0, "failures": 0, "mean_latency_s": None}
         where, params = ("WHERE skill_id = ?", (skill_id,)) if skill_id is not None else ("", ())
         with self._connect() as conn:
-            calls, successes, mean = conn.execute(
-                f"SELECT count(*), coalesce(sum(ok), 0), avg(latency_s) FROM calls {where}",
+            calls, successes, mean, failures = conn.execute(
+                "SELECT count(*), coalesce(sum(ok), 0), avg(latency_s),"
+                " coalesce(sum(CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END), 0)"
+                f" FROM calls {where}",
                 params,
             ).fetchone()
         return {
             "calls": int(calls),
             "successes": int(successes),
-            "failures": int(calls) - int(successes),
+            "failures": int(failures),
             "mean_latency_s": None if mean is None else float(mean),
         }

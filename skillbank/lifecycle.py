@@ -235,7 +235,7 @@ class Lifecycle:
         for sid in ids:
             rows = self.ledger().outcomes(sid)
             s = sum(r.ok for r in rows)
-            f = len(rows) - s
+            f = sum(r.failed_skill for r in rows)  # a caller's bad input is not the skill's
             latencies = [r.latency_s for r in rows if r.latency_s is not None]
             errors = [r.error for r in rows if r.error]
             skill = skills.get(sid)

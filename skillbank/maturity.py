@@ -268,8 +268,10 @@ class SkillStats:
 
     @property
     def success_rate(self) -> float | None:
-        """successes / calls (None without calls)."""
-        return self.successes / self.calls if self.calls else None
+        """successes / (successes + failures): the calls that judge the skill (a failure
+        blamed on the caller's input is neither; None without such calls)."""
+        judged = self.successes + self.failures
+        return self.successes / judged if judged else None
 
     def to_json(self) -> dict[str, Any]:
         """The statistics as JSON data."""

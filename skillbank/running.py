@@ -25,16 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandbox import Limits, Sandbox, ToolCall
+from sandbox import Limits, Result, Sandbox, ToolCall, ToolError
+from skillbank.compiler.dataflow import iter_paths, trivial
 from skillbank.compose import grant, tools_needed
 from skillbank.errors import LibraryError, SkillArgumentError, SkillbankError, SkillNotFound
 from skillbank.json_types import json_type
-from skillbank.ledger import Ledger
+from skillbank.ledger import Blame, Ledger
 from skillbank.library import SkillLibrary
 from skillbank.recognize import Plan, PlanResult
 from skillbank.signature import Arguments, check_arguments
 from skillbank.skill import Skill
 from skillbank.toolspec import tool_error, tool_result
+from skillbank.trajectory import canonical_json
 
 __all__ = ["RunResult", "Runner"]
 
@@ -176,7 +178,8 @@ class Runner:
         result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
                                   skill_id=skill.id)  # fmt: skip
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
-        self._record(skill, result.ok, result.duration_s, error, caller)
+        self._record(skill, result.ok, result.duration_s, error, caller,
+                     _blame(result, args, caller))  # fmt: skip
         return RunResult(
             skill_id=skill.id,
             ok=result.ok,
@@ -349,7 +352,13 @@ class Runner:
         )
 
     def _record(
-        self, skill: Skill, ok: bool, latency_s: float, error: str | None, caller: str | None
+        self,
+        skill: Skill,
+        ok: bool,
+        latency_s: float,
+        error: str | None,
+        caller: str | None,
+        blame: Blame = "skill",
     ) -> None:
         try:
             self._ledger().record(
@@ -359,6 +368,7 @@ class Runner:
                 latency_s=latency_s,
                 error=error,
                 caller=caller,
+                blame=blame,
             )
         except Exception as exc:  # noqa: BLE001 - statistics must never fail a skill call
             where = self.library.state
@@ -369,6 +379,28 @@ class Runner:
                     f"({type(exc).__name__}: {exc}); skill calls go on, unrecorded",
                     file=sys.stderr,
                 )
+
+
+def _blame(result: Result, args: Mapping[str, JSON], caller: str | None) -> Blame:
+    """Who a failed run counts against (see `skillbank.ledger.CallRecord.blame`).
+
+    The caller, when a tool refused a call made only of values the caller gave (an email
+    no customer has): the skill did what it should with what it was told. Anything else is
+    the skill's, and so is every failure of a reflex, whose arguments skillbank itself read
+    off the task.
+    """
+    if result.ok or caller == "reflex" or not isinstance(result.error, ToolError):
+        return "skill"
+    failing = next((c for c in reversed(result.tool_calls) if c.error is not None), None)
+    if failing is None:
+        return "skill"
+    given = {canonical_json(v) for v in _leaves(dict(args)) if not trivial(v)}
+    used = {canonical_json(v) for v in _leaves(dict(failing.arguments)) if not trivial(v)}
+    return "caller" if used and used <= given else "skill"
+
+
+def _leaves(value: JSON) -> list[JSON]:
+    return [sub for _, sub in iter_paths(value) if not isinstance(sub, dict | list)]
 
 
 #: The hint of a skill that cannot run here.

@@ -998,7 +998,7 @@ def prune(
         for s in skills:
             # Calls of the current version only: a repaired skill starts with a clean record.
             rows = [r for r in all_rows[s.id] if r.version in (str(s.version), "")]  # "": unknown
-            failures = sum(1 for r in rows if not r.ok)
+            failures = sum(1 for r in rows if r.failed_skill)
             if len(rows) >= min_calls and failures / len(rows) > max_failure_rate:
                 chosen.append((s.id, f"failing: {failures} of {len(rows)} call(s) of v{s.version} "
                                      f"failed (more than {max_failure_rate:.0%})"))  # fmt: skip

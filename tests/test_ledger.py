@@ -333,7 +333,7 @@ def _first_open(path: str, go: Any) -> None:
     from skillbank import ledger as ledger_module
 
     step = ledger_module._Migration(
-        2,
+        ledger_module.SCHEMA_VERSION + 1,
         "test: counts its own runs",
         ("CREATE TABLE runs (n INTEGER)", "INSERT INTO runs (n) VALUES (1)"),
     )
@@ -356,6 +356,19 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     for p in procs:
         p.close()
     assert _sql(path, "SELECT count(*) FROM runs") == [(1,)]
-    assert _sql(path, "SELECT version FROM schema_version") == [(2,)]
+    assert _sql(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION + 1,)]
     assert _sql(path, "SELECT count(*) FROM calls") == [(workers,)]
     assert _sql(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_a_failure_blamed_on_the_caller_counts_neither_way(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.record("a", ok=True, version="1.0.0")
+    ledger.record("a", ok=False, version="1.0.0", error="no such customer", blame="caller")
+    ledger.record("a", ok=False, version="1.0.0", error="boom")
+    assert ledger.counts() == {"a": (1, 1)}
+    assert ledger.stats("a") == {"calls": 3, "successes": 1, "failures": 1,
+                                 "mean_latency_s": None}  # fmt: skip
+    rows = ledger.outcomes("a")
+    assert [r.blame for r in rows] == ["skill", "caller", "skill"]
+    assert [r.failed_skill for r in rows] == [False, False, True]

@@ -376,3 +376,19 @@ def test_stats_and_stages_commands(bank: SkillBank, shop: Shop) -> None:
 
     for name in ("stats", "stages"):
         assert "Example:" in (cli.commands[name].help or "")
+
+
+def test_a_callers_bad_input_does_not_count_against_the_skill(bank: SkillBank, shop: Shop) -> None:
+    tools = shop.tools()
+    unknown = bank.run(HISTORY, {"email": "nobody@example.com"}, tools)
+    assert not unknown.ok  # find_customer refused the email the caller gave
+    assert bank.ledger.counts()[HISTORY] == (0, 0)
+    assert [r.blame for r in bank.ledger.outcomes(HISTORY)] == ["caller"]
+    # A reflex read the arguments off the task itself: its failure is the skill's.
+    bank.run(HISTORY, {"email": "nobody@example.com"}, tools, caller="reflex")
+    assert bank.ledger.counts()[HISTORY] == (0, 1)
+    # A tool that refuses a value the skill computed (data flow) fails the skill too.
+    order = next(s.id for s in bank.skills() if s.id.endswith("place_order"))
+    args = {"email": "bob@example.com", "query": "lamp", "quantity": 10_000}
+    assert not bank.run(order, args, tools).ok  # not enough stock for the sku it found
+    assert bank.ledger.counts()[order] == (0, 1)
