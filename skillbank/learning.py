@@ -66,7 +66,8 @@ class LearnEntry:
     #: The trajectory's id.
     trajectory_id: str
     #: "added" (a new skill), "updated" (a new case of a known skill), "unchanged" (already
-    #: learned), "skipped" (the trajectory failed), or "rejected" (a check failed).
+    #: learned), "duplicate" (the same run as one earlier in the input), "skipped" (the
+    #: trajectory failed), or "rejected" (a check failed).
     action: str
     #: The skill it became or joined (None when rejected before a skill existed).
     skill_id: str | None = None
@@ -160,6 +161,11 @@ class LearnReport:
     def rejected(self) -> list[LearnEntry]:
         """Trajectories that failed to compile, validate or replay, with reasons."""
         return [e for e in self.entries if e.action == "rejected"]
+
+    @property
+    def duplicates(self) -> list[LearnEntry]:
+        """Runs given twice in one input (by content): learned once."""
+        return [e for e in self.entries if e.action == "duplicate"]
 
     @property
     def skipped(self) -> list[LearnEntry]:
@@ -281,7 +287,13 @@ class Learner:
             # A broken folder keeps its id: no new skill is written over it.
             batch = _Batch(given, existing, taken=set(existing) | {b.id for b in broken})
             learnable = []
+            first_of: dict[str, int] = {}  # sha256 -> the first run with it in this input
+            duplicates: dict[int, int] = {}
             for i, t in enumerate(given):
+                if t.sha256 in first_of:
+                    duplicates[i] = first_of[t.sha256]
+                    continue
+                first_of[t.sha256] = i
                 if not t.outcome.success:
                     detail = f": {t.outcome.detail}" if t.outcome.detail else ""
                     batch.entries[i] = LearnEntry(
@@ -298,6 +310,11 @@ class Learner:
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
             for group in group_procedures(given, learnable, sliced):
                 self._learn_procedure(batch, group)
+            for i, first in duplicates.items():
+                batch.entries[i] = LearnEntry(
+                    given[i].id, "duplicate", batch.entries[first].skill_id,
+                    f"the same run as {given[first].id!r} earlier in this input",
+                )  # fmt: skip
             entries = [batch.entries[i] for i in range(len(given))]
             graph = {sid: skill.requires for sid, skill in existing.items()}
             graph.update({c.skill.draft.id: c.skill.draft.requires for c in batch.changes})

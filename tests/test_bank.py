@@ -439,3 +439,26 @@ def test_runs_that_leave_a_step_out_are_learned_as_one_skill_with_a_branch(
         result = bank.run("check_stock_restock", {"sku": "S-9"}, {"check_stock": check_stock,
                                                                   "restock": restock})  # fmt: skip
         assert result.ok and result.value == {"sku": "S-9", "available": 10}
+
+
+def test_learn_reports_empty_input_and_duplicates_for_what_they_are(
+    tmp_path: Path, example_trajectories: list[Trajectory]
+) -> None:
+    from click.testing import CliRunner
+
+    from skillbank.cli import cli
+
+    with SkillBank.init(tmp_path / "b") as bank:
+        empty = bank.learn([])
+        assert empty.entries == () and empty.commit is None
+        first, second = example_trajectories[0], example_trajectories[6]
+        report = bank.learn([first, second, first])
+        actions = [e.action for e in report.entries]
+        assert actions[2] == "duplicate" and actions[0] in ("added", "updated")
+        (dup,) = report.duplicates
+        assert dup.skill_id == report.entries[0].skill_id and first.id in (dup.reason or "")
+        assert sum(len(s.cases) for s in bank.skills()) == 2  # learned once
+    runs = tmp_path / "empty.jsonl"
+    runs.write_text("")
+    result = CliRunner().invoke(cli, ["learn", str(runs), "--root", str(tmp_path / "b")])
+    assert "no trajectories in the input: nothing to learn" in result.output

@@ -201,12 +201,18 @@ def render_learn_report(report: LearnReport, console: Console) -> None:
         console.print("tools, by what they do (set query_tools / command_tools to overrule):")
         for effect in sorted(effects.values(), key=lambda e: (e.effect != "command", e.tool)):
             console.print(f"  {effect.tool}: {effect.describe()}")
+    if not report.entries:
+        say(console, "no trajectories in the input: nothing to learn")
+        return
     n_unchanged = sum(1 for e in report.entries if e.action == "unchanged")
+    duplicates = (
+        f", {len(report.duplicates)} duplicate(s) in the input" if report.duplicates else ""
+    )
     say(
         console,
         f"{len(report.entries)} trajectories: {len(report.added)} skill(s) added, "
-        f"{len(report.updated)} updated, {n_unchanged} trajectory(ies) already known, "
-        f"{len(report.skipped)} skipped, {len(report.rejected)} rejected",
+        f"{len(report.updated)} updated, {n_unchanged} trajectory(ies) already known"
+        f"{duplicates}, {len(report.skipped)} skipped, {len(report.rejected)} rejected",
     )
     for e in report.skipped:
         console.print(f"skipped {e.trajectory_id}: {e.reason}")
