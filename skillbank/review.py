@@ -23,7 +23,13 @@ from skillbank.skill import Skill
 if TYPE_CHECKING:
     from skillbank.bank import SkillBank
 
-__all__ = ["READ_VERBS", "SkillReview", "review", "tool_effects"]
+__all__ = [
+    "BODY_LIMIT",
+    "READ_VERBS",
+    "SkillReview",
+    "review",
+    "tool_effects",
+]
 
 JSON = Any
 
@@ -246,15 +252,26 @@ def _section(
     return lines + [""]
 
 
+#: Characters a pull request's body may hold on GitHub.
+BODY_LIMIT = 65_536
+#: Room kept for the note naming the sections left out.
+_OMITTED_ROOM = 4_000
+
+
 def review(
     bank: SkillBank,
     base: str,
     *,
     tool_specs: Mapping[str, Mapping[str, JSON]] | None = None,
     max_examples: int = 25,
+    limit: int | None = BODY_LIMIT,
 ) -> tuple[str, GateReport]:
     """The Markdown body of a pull request for the skill changes since ``base``, and the gate
-    report it includes (so a caller can also fail on it)."""
+    report it includes (so a caller can also fail on it).
+
+    The body stays under ``limit`` characters (GitHub refuses a longer pull-request body):
+    the summary table lists every skill, and the per-skill sections that do not fit are left
+    out, named, with the command that prints them all (``limit=None``: everything)."""
     from skillbank.versioning import signature_change
 
     lib = bank.library
@@ -324,7 +341,26 @@ def review(
             lines += ["", "**Callers that fail because of this change:**", ""]
             lines.append(_fence("\n".join(f.render(gate.root) for f in broken), "text"))
     lines.append("")
+    footer = "_Written by `skillbank review`; re-run it after new commits._"
+    used = sum(len(line) + 1 for line in lines) + len(footer) + _OMITTED_ROOM
+    left_out: list[str] = []
     for item, sentences, breaking in items:
-        lines += _section(item, gate, sentences, breaking)
-    lines.append("_Written by `skillbank review`; re-run it after new commits._")
+        section = _section(item, gate, sentences, breaking)
+        size = sum(len(line) + 1 for line in section)
+        if limit is not None and (left_out or used + size > limit):
+            left_out.append(item.skill_id)
+            continue
+        lines += section
+        used += size
+    if left_out:
+        lines += [
+            f"**{len(left_out)} skill section(s) left out** to keep this body under "
+            f"{limit:,} characters (a pull request's limit): "
+            + ", ".join(f"`{sid}`" for sid in left_out[:50])
+            + (f" and {len(left_out) - 50} more" if len(left_out) > 50 else "")
+            + f". `skillbank review --base {base} --full -o review.md` writes every section; "
+            "attach it to the pull request.",
+            "",
+        ]
+    lines.append(footer)
     return "\n".join(lines) + "\n", gate

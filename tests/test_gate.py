@@ -364,3 +364,17 @@ def test_review_shows_callers_it_breaks_and_rewritten_evidence(clone: Path) -> N
     ), result.output
     assert "Cases diff" in result.output
     assert "| replay | ❌ failed |" in result.output
+
+
+def test_a_review_body_stays_under_the_limit_and_names_what_it_leaves_out(clone: Path) -> None:
+    from skillbank.review import BODY_LIMIT, review
+
+    with SkillBank(clone) as bank:
+        report = bank.learn(load_trajectories(EXAMPLE_TRAJECTORIES), branch="current")
+        full, _ = review(bank, "origin/main", max_examples=0, limit=None)
+        short, _ = review(bank, "origin/main", max_examples=0, limit=len(full) // 2)
+    assert all(f"### `{sid}`" in full for sid in report.added)
+    assert len(short) < len(full) and "skill section(s) left out" in short
+    left = [sid for sid in report.added if f"### `{sid}`" not in short]
+    assert left and all(f"`{sid}`" in short for sid in left)  # named, so nothing is hidden
+    assert "--full" in short and BODY_LIMIT == 65_536

@@ -14,6 +14,7 @@ from skillbank.cli.options import json_option, root_option
 from skillbank.cli.output import EXIT_CHECK_FAILED, echo_block, make_console, print_json
 from skillbank.gate import GateReport, load_tool_specs, run_gate
 from skillbank.gate_output import dumps_sarif, junit_xml, write_github
+from skillbank.review import BODY_LIMIT
 from skillbank.review import review as review_changes
 
 __all__ = ["gate", "review"]
@@ -169,9 +170,20 @@ def _write_text(path: Path, text: str) -> None:
     default=None,
     help="Generated examples per skill for the property check.",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Every skill's section, however long (by default the body stays under GitHub's "
+    "65,536-character limit and names the sections it leaves out).",
+)
 @root_option
 def review(
-    base: str, output: Path | None, tool_specs: str | None, examples: int | None, root: Path
+    base: str,
+    output: Path | None,
+    tool_specs: str | None,
+    examples: int | None,
+    full: bool,
+    root: Path,
 ) -> None:
     """Write the Markdown body of a pull request for the skill changes since --base.
 
@@ -188,6 +200,7 @@ def review(
             base,
             tool_specs=_tool_specs(bank, tool_specs),
             max_examples=examples if examples is not None else bank.config.prove_examples,
+            limit=None if full else BODY_LIMIT,
         )
     if output is not None:
         _write_text(output, markdown)
