@@ -11,6 +11,8 @@ audited on its own. Layout:
   default backend over them (:class:`LocalExecutor`);
 - :mod:`sandbox.protocol`: the JSON frames between host and worker;
 - :mod:`sandbox.contract`: the checks any Executor backend must pass;
+- :mod:`sandbox.names`: how a tool's real name (``get-weather``) becomes the identifier skill
+  code calls it by (``tools.get_weather``);
 - :mod:`sandbox.core`, :mod:`sandbox.limits`, :mod:`sandbox.result`,
   :mod:`sandbox.errors`: the public types re-exported here.
 

@@ -126,7 +126,10 @@ class Sandbox:
         if not isinstance(tools, Mapping):
             raise TypeError(f"Sandbox.run tools must be a mapping, got {type(tools).__name__}")
         for name, function in tools.items():
-            _check_name("Sandbox.run tool name", name)
+            # Any non-empty name: skill code calls "get-weather" as tools.get_weather
+            # (`sandbox.names`), and the host is called back by the real name.
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Sandbox.run tool names must be non-empty str, got {name!r}")
             if not callable(function):
                 raise TypeError(f"Sandbox.run tool {name!r} must be callable, got {function!r}")
         try:

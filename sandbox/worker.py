@@ -57,6 +57,7 @@ from sandbox.errors import (
     WorkerCrashed,
     error_to_wire,
 )
+from sandbox.names import attribute_map
 from sandbox.policy import OutputBuffer, build_globals, compile_skill, iter_skill_lines
 from sandbox.protocol import encode_raw_frame, read_frame, write_all
 
@@ -79,15 +80,18 @@ class ToolsProxy:
 
     __slots__ = ("_sandbox_names", "_sandbox_call")
 
-    _sandbox_names: frozenset[str]
+    #: Attribute -> real tool name (:func:`sandbox.names.attribute_map`): a tool named
+    #: ``get-weather`` is called as ``tools.get_weather`` and reaches the host by its name.
+    _sandbox_names: dict[str, str]
     _sandbox_call: Callable[[str, dict[str, Any]], Any]
 
     def __init__(self, names: Iterable[str], call: Callable[[str, dict[str, Any]], Any]) -> None:
-        object.__setattr__(self, "_sandbox_names", frozenset(names))
+        object.__setattr__(self, "_sandbox_names", attribute_map(names))
         object.__setattr__(self, "_sandbox_call", call)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or name not in self._sandbox_names:
+        real = None if name.startswith("_") else self._sandbox_names.get(name)
+        if real is None:
             raise ToolNotAllowed(name, sorted(self._sandbox_names))
         call = self._sandbox_call
 
@@ -97,7 +101,7 @@ class ToolsProxy:
                     f"tools.{name}() takes keyword arguments only; "
                     f"call it as tools.{name}(name=value, ...)"
                 )
-            return call(name, kwargs)
+            return call(real, kwargs)
 
         tool.__name__ = name
         tool.__qualname__ = f"tools.{name}"

@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from sandbox.names import attribute_map
 from skillbank.errors import ExportError
 from skillbank.library import skill_files
 from skillbank.skill import Skill, docstring_args
@@ -366,6 +367,9 @@ def _script(skill: Skill, embedded: Sequence[Skill]) -> str:
         + _PRELUDE.format(
             skill_id=json.dumps(skill.id),
             host_tools=_tuple_literal(tools),
+            attributes=repr(
+                {a: real for a, real in sorted(attribute_map(tools).items()) if a != real}
+            ),
             skills="{" + ", ".join(f"{s.id!r}: {s.id}" for s in embedded) + "}",
         )
         + "\n\n\n"
@@ -427,6 +431,8 @@ from typing import Any as _Any
 
 _SKILL = {skill_id}
 _HOST_TOOLS = {host_tools}
+# How the skill writes a tool whose name is not an identifier: tools.get_weather -> "get-weather".
+_ATTRIBUTES = {attributes}
 
 
 class ToolError(Exception):
@@ -447,7 +453,8 @@ class _Tools:
     def __init__(self, functions: _Mapping[str, _Callable[..., _Any]]) -> None:
         self._functions = dict(functions)
 
-    def __getattr__(self, name: str) -> _Callable[..., _Any]:
+    def __getattr__(self, attribute: str) -> _Callable[..., _Any]:
+        name = _ATTRIBUTES.get(attribute, attribute)
         function = self._functions.get(name)
         if function is None:
             raise ToolNotAllowed(f"tool {{name!r}} is not declared or was not given")

@@ -58,6 +58,7 @@ from libcst.metadata import (
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES
 
 from sandbox import ALLOWED_MODULES
+from sandbox.names import attribute_map
 from sandbox.policy import DENIED_MODULE_NAMES, TYPING_NAMES
 from skillbank.errors import SkillRejected
 from skillbank.findings import Finding, parse_finding
@@ -224,6 +225,8 @@ class _Checker(cst.CSTVisitor):
     def __init__(self, tools: Collection[str] | None) -> None:
         super().__init__()
         self.tools = tools
+        #: How each declared tool is written after ``tools.`` (`sandbox.names`).
+        self.attributes = attribute_map(tools) if tools is not None else None
         self.pending: list[tuple[cst.CSTNode, str, str]] = []
         self.called_tools: set[str] = set()
         self.stack: list[cst.CSTNode] = []
@@ -418,9 +421,11 @@ class _Checker(cst.CSTVisitor):
             )  # fmt: skip
             return
         if owner == "tools":
-            self.called_tools.add(attr)
-            if self.tools is not None and attr not in self.tools:
-                declared = ", ".join(sorted(self.tools)) or "none"
+            # tools.get_weather calls the declared tool "get-weather" (`sandbox.names`).
+            real = None if self.attributes is None else self.attributes.get(attr)
+            self.called_tools.add(real or attr)
+            if self.attributes is not None and real is None:
+                declared = ", ".join(sorted(self.attributes)) or "none"
                 self.add(
                     node.attr, "SB301",
                     f"tool {attr!r} is not declared by this skill (declared: {declared}); "

@@ -327,16 +327,48 @@ def test_one_bad_trajectory_never_stops_the_batch(tmp_path: Path) -> None:
     long_tool = "fetch_the_customer_record_by_primary_email_address_v2_tool"
     first = _traj("a", "x", (long_tool, {"q": "1"}, {"v": 1}))
     clash = _traj("b", "y", (long_tool, {"q": "2", "r": "3"}, {"v": 2}))  # same id, other shape
-    keyword_tool = _traj("c", "z", ("class", {}, 1))
+    # Two tools a skill could not tell apart: both would be tools.set_weather.
+    clashing = _traj("c", "z", ("set-weather", {"t": 1}, 1), ("set.weather", {"t": 2}, 2))
     good = _traj("d", "ping", ("ping", {}, "pong"))
     with SkillBank.init(tmp_path / "b") as bank:
-        report = bank.learn([first, clash, keyword_tool, good])
+        report = bank.learn([first, clash, clashing, good])
     assert sorted(report.added) == sorted(
         ["ping_skill", f"{long_tool}_skill", f"{long_tool}_skill"[:62].rstrip("_") + "_2"]
     )
     (rejected,) = report.rejected
-    assert rejected.trajectory_id == "c" and "'class'" in (rejected.reason or "")
-    assert "Python keyword" in (rejected.reason or "")
+    assert rejected.trajectory_id == "c"
+    assert "'set-weather', 'set.weather'" in (rejected.reason or "")
+    assert "tools.set_weather(...)" in (rejected.reason or "")
+
+
+def test_tools_whose_names_are_not_identifiers_are_learned_and_run(tmp_path: Path) -> None:
+    # MCP servers name tools "get-weather"; keywords ("class") are tool names too.
+    runs = [
+        _traj(f"w{i}", f"weather in {city}", ("get-weather", {"city": city}, {"t": i}),
+              ("class", {"t": i}, {"ok": True}))
+        for i, city in enumerate(["Oslo", "Lima", "Pune"])
+    ]  # fmt: skip
+    with SkillBank.init(tmp_path / "b") as bank:
+        report = bank.learn(runs)
+        assert not report.rejected, report.rejected
+        (sid,) = report.added
+        skill = bank.get(sid)
+        assert "tools.get_weather(" in skill.source and "tools.class_(" in skill.source
+        assert sorted(skill.tools) == ["class", "get-weather"]
+        calls: list[tuple[str, Any]] = []
+
+        def weather(city: str) -> Any:
+            calls.append(("get-weather", city))
+            return {"t": 7}
+
+        def klass(t: int) -> Any:
+            calls.append(("class", t))
+            return {"ok": True}
+
+        (param,) = [p.name for p in skill.signature.params]
+        result = bank.run(sid, {param: "Rome"}, tools={"get-weather": weather, "class": klass})
+        assert result.ok, result.error
+        assert calls == [("get-weather", "Rome"), ("class", 7)]
 
 
 def test_learning_is_independent_of_input_order(

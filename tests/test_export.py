@@ -356,3 +356,25 @@ def test_command_help_has_an_example() -> None:
         result = runner.invoke(cli, ["export", *argv])
         assert result.exit_code == 0
         assert "Example:" in result.output
+
+
+def test_an_exported_script_calls_tools_by_their_real_names(tmp_path: Path) -> None:
+    # A skill learned from an MCP-style tool ("get-weather") writes tools.get_weather; the
+    # script, like the sandbox, calls the host tool by its real name.
+    from skillbank.trajectory import Outcome, Step, Trajectory
+
+    runs = [
+        Trajectory(
+            f"w{i}", f"weather in {city}", (),
+            (Step("get-weather", {"city": city}, {"t": i}, None, "c0"),), Outcome(True),
+        )
+        for i, city in enumerate(["Oslo", "Lima"])
+    ]  # fmt: skip
+    with SkillBank.init(tmp_path / "bank") as bank:
+        (sid,) = bank.learn(runs).added
+        skill = bank.get(sid)
+    (folder,) = export_agent_skills([skill], tmp_path / "out")
+    script = _load_script(folder / "scripts" / f"{sid}.py")
+    (param,) = [p.name for p in skill.signature.params]
+    got = script._run({param: "Rome"}, {"get-weather": lambda city: {"city": city}})
+    assert got == {"city": "Rome"}

@@ -375,3 +375,14 @@ def test_normalize_is_idempotent_keeps_the_ast_and_never_raises(source: str) -> 
         assert result == source
     else:
         assert ast.dump(ast.parse(result)) == tree
+
+
+def test_a_tool_named_like_an_mcp_tool_is_declared_by_its_identifier() -> None:
+    # "get-weather" is called as tools.get_weather (sandbox.names); the real name is no
+    # attribute, and an identifier no declared tool maps to is still refused.
+    source = body("return tools.get_weather(city='Oslo')")
+    assert check_source(source, tools={"get-weather"}, skill_id="skill") == []
+    findings = check_source(body("return tools.get_wether()"), tools={"get-weather"},
+                            skill_id="skill")  # fmt: skip
+    assert [f.rule for f in findings] == ["SB301"]
+    assert "declared: get_weather" in findings[0].message

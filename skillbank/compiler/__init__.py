@@ -43,8 +43,8 @@ def compile_trajectory(trajectory: Trajectory, *, name: str | None = None) -> Sk
         name: The skill id to use instead of the default from `skill_id_for`.
 
     Raises:
-        CompileError: when the trajectory failed, made no successful tool call, calls a tool
-            whose name cannot be written as ``tools.<name>``, or holds a value Python source
-            cannot express.
+        CompileError: when the trajectory failed, made no successful tool call, calls two
+            tools that would be written as the same ``tools.<identifier>``
+            (`sandbox.names`), or holds a value Python source cannot express.
     """
     return compile_group([trajectory], name=name)

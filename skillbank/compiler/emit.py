@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.names import attribute_name
 from skillbank.compiler.dataflow import Path, mentioned_in
 
 __all__ = [
@@ -334,12 +335,14 @@ def _call_source(
         # An argument named like a keyword ("class") or not an identifier ("first-name")
         # cannot be written as k=v; pass them all through one dict instead.
         args = ["**" + render_expr(dict(kwargs))]
-    one = f"{indent}{prefix}tools.{call.tool}({', '.join(args)}){suffix}"
+    # A tool named like "get-weather" is called by its identifier; the sandbox maps it back.
+    attribute = attribute_name(call.tool)
+    one = f"{indent}{prefix}tools.{attribute}({', '.join(args)}){suffix}"
     if len(one) <= 99:
         return [*head, one]
     return (
         head
-        + [f"{indent}{prefix}tools.{call.tool}("]
+        + [f"{indent}{prefix}tools.{attribute}("]
         + [f"{indent}    {a}," for a in args]
         + [f"{indent}){suffix}"]
     )

@@ -20,12 +20,12 @@ A value a run's user wrote in the task text counts as that run's input, never as
 
 from __future__ import annotations
 
-import keyword
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from sandbox.names import attribute_clashes
 from skillbank.compiler.dataflow import (
     MISSING,
     Path,
@@ -1028,14 +1028,17 @@ def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None
             raise CompileError(
                 f"{where} made no successful tool call, so there is nothing to learn"
             )
-        for s in steps:
-            if not s.tool.isidentifier() or s.tool.startswith("_") or keyword.iskeyword(s.tool):
-                raise CompileError(
-                    f"{where}: tool name {s.tool!r} cannot be called as tools.<name>(...) "
-                    "(it must be an identifier, not a Python keyword, and not start with '_'); "
-                    "rename the tool"
-                )
         checked.append((t, steps))
+    # Every tool is called by an identifier (`sandbox.names`); two tools of one procedure
+    # that map to the same one could not be told apart inside the skill.
+    clashes = attribute_clashes(s.tool for _, steps in checked for s in steps)
+    if clashes:
+        attribute, names = clashes[0]
+        raise CompileError(
+            f"tools {', '.join(repr(n) for n in names)} would all be called as "
+            f"tools.{attribute}(...) in one skill; rename one of the tools so their names "
+            "differ in letters or digits, not only in punctuation"
+        )
     # The run with the most blocks is the master; every other run must follow it, possibly
     # leaving blocks out (those become conditional).
     master_t, master_steps = max(

@@ -31,6 +31,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from sandbox import Limits, Sandbox
+from sandbox.names import attribute_name
 from skillbank.errors import (
     CompileError,
     ConfigError,
@@ -155,12 +156,15 @@ def _tool_lines(trajectories: Sequence[Trajectory], tools: Sequence[str]) -> lis
     lines: list[str] = []
     for name in tools:
         spec = next((s for t in trajectories for s in t.tools if s.name == name), None)
+        # A name that is not an identifier ("get-weather") is written as sandbox.names says.
+        attribute = attribute_name(name)
+        call = "" if attribute == name else f"\n  call it as tools.{attribute}(...)"
         if spec is None:
-            lines.append(f"- {name}: (no definition recorded)")
+            lines.append(f"- {name}: (no definition recorded){call}")
             continue
         desc = " ".join(spec.description.split()) or "(no description)"
         params = canonical_json(spec.to_openai()["function"]["parameters"])
-        lines.append(f"- {name}: {desc}\n  parameters (JSON Schema): {params}")
+        lines.append(f"- {name}: {desc}\n  parameters (JSON Schema): {params}{call}")
     return lines
 
 

@@ -521,8 +521,8 @@ def test_limits_must_be_positive(field):
 def test_run_rejects_bad_arguments(sb):
     with pytest.raises(TypeError, match="JSON-serialisable"):
         sb.run("def run(x):\n    return x\n", "run", {"x": object()}, {})
-    with pytest.raises(ValueError, match="tool name"):
-        sb.run("def run():\n    return 1\n", "run", {}, {"_private": print})
+    with pytest.raises(TypeError, match="tool names"):
+        sb.run("def run():\n    return 1\n", "run", {}, {"": print})
     with pytest.raises(ValueError, match="entry"):
         sb.run("def run():\n    return 1\n", "not an identifier", {}, {})
     with pytest.raises(TypeError, match="limits"):
@@ -594,3 +594,31 @@ def test_tool_traffic_is_capped_per_call_so_host_memory_stays_bounded() -> None:
         assert isinstance(result.error, ResourceLimitExceeded) and result.error.limit == "tool_io"
         assert 5 <= len(result.tool_calls) <= 11
         assert sandbox.run("def ok() -> int:\n    return 1\n", "ok", {}, {}).value == 1
+
+
+def test_tools_named_like_mcp_tools_are_called_by_their_identifier(sb):
+    # MCP servers name tools "get-weather" or "files.read"; a skill writes the identifier
+    # sandbox.names gives, and the host is called back by the real name.
+    seen: list[str] = []
+
+    def tool(name):
+        def call(**kwargs):
+            seen.append(name)
+            return {"tool": name, **kwargs}
+
+        return call
+
+    tools = {n: tool(n) for n in ("get-weather", "files.read", "class", "2fa")}
+    source = (
+        "def run():\n"
+        "    return [tools.get_weather(city='Oslo'), tools.files_read(path='a'),\n"
+        "            tools.class_(), tools.tool_2fa()]\n"
+    )
+    result = sb.run(source, "run", {}, tools)
+    result.raise_for_error()
+    assert seen == ["get-weather", "files.read", "class", "2fa"]
+    assert result.value[0] == {"tool": "get-weather", "city": "Oslo"}
+    assert [c.tool for c in result.tool_calls] == seen
+    # The real name itself is no attribute when it is not an identifier.
+    refused = sb.run("def run():\n    return tools.get_weather_x()\n", "run", {}, tools)
+    assert refused.error is not None and "get_weather" in str(refused.error)
