@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sandbox import Executor, Limits, Sandbox
 from skillbank.compiler.effects import classify_tools
 from skillbank.config import Config, load_config
-from skillbank.errors import LibraryError
+from skillbank.errors import LibraryError, storage_error
 from skillbank.history import History
 from skillbank.learning import Learner, LearnReport
 from skillbank.ledger import Ledger, Outcomes
@@ -130,7 +130,9 @@ class SkillBank:
             if not conftest.exists():
                 conftest.write_text(CONFTEST, encoding="utf-8")
         except OSError as exc:
-            raise LibraryError(f"cannot create the bank at {root}: {exc}") from None
+            raise storage_error(exc, f"the bank at {root}") or LibraryError(
+                f"cannot create the bank at {root}: {exc}"
+            ) from None
         inside = git(root, "rev-parse", "--is-inside-work-tree", check=False)
         ignored = git(root, "check-ignore", "-q", str(root / cfg.skills_dir), check=False)
         if inside.returncode != 0 or inside.stdout.strip() != "true" or ignored.returncode == 0:

@@ -16,6 +16,8 @@ Expected failures (a skill fails its replay test, sandboxed code raises) come ba
     ├── SkillArgumentError   arguments do not match a skill's signature
     ├── SkillCallFailed      a skill that another skill requires failed inside that call
     ├── LibraryError         the skills folder or its git repository is broken or unwritable
+    │   ├── PermissionDenied the bank's files cannot be written by this user (or are read-only)
+    │   └── DiskFull         no space is left for the bank's files
     ├── ConfigError          configuration is invalid
     ├── GateUsageError       the gate was asked something it cannot do (a bad base ref)
     └── ExportError          an export cannot be written as asked
@@ -30,6 +32,8 @@ The sandbox has its own tree (`sandbox.SandboxError`), because `sandbox` never i
 from __future__ import annotations
 
 import difflib
+import errno
+import sqlite3
 from collections.abc import Sequence
 
 from skillbank.findings import Finding
@@ -41,7 +45,9 @@ __all__ = [
     "GateUsageError",
     "LLMReplyError",
     "LLMRequestError",
+    "DiskFull",
     "LibraryError",
+    "PermissionDenied",
     "SkillArgumentError",
     "SkillCallFailed",
     "SkillCheckFailed",
@@ -216,6 +222,53 @@ class LibraryError(SkillbankError):
     """
 
     hint = "check that the folder is a skill bank (`skillbank init`), writable, with git"
+
+
+class PermissionDenied(LibraryError):
+    """Raised when the bank's files (skills, git, ledger) cannot be written by this user."""
+
+    hint = "make the bank folder writable for this user (ls -l names the owner), or work on a copy"
+
+
+class DiskFull(LibraryError):
+    """Raised when no space is left (or a file size limit is hit) for the bank's files."""
+
+    hint = "free space on the disk that holds the bank (df -h), then run the command again"
+
+
+_PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def storage_error(exc: BaseException, what: str, after: str = "") -> LibraryError | None:
+    """`PermissionDenied` or `DiskFull` for an OS or SQLite error writing ``what``; else None.
+
+    ``after`` is appended to the message (for example "nothing was changed").
+
+    One classification for every place that touches the disk (the ledger, the CLI's last
+    resort), so a read-only bank or a full disk reads the same wherever it is met.
+    """
+    tail = f"; {after}" if after else ""
+    if isinstance(exc, OSError):
+        named = exc.filename and str(exc.filename) not in what
+        where = f"{what} ({exc.filename})" if named else what
+        if exc.errno in _PERMISSION_ERRNOS:
+            return PermissionDenied(f"cannot write {where}: {exc.strerror or exc}{tail}")
+        if exc.errno in _SPACE_ERRNOS:
+            return DiskFull(f"cannot write {where}: {exc.strerror or exc}{tail}")
+    if isinstance(exc, sqlite3.Error):
+        extended = getattr(exc, "sqlite_errorcode", None)
+        code = extended & 0xFF if isinstance(extended, int) else None
+        text = str(exc)
+        if code == sqlite3.SQLITE_READONLY or "readonly database" in text:
+            return PermissionDenied(f"cannot write {what}: {text}{tail}")
+        if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+            return DiskFull(f"cannot write {what}: {text}{tail}")
+        if code == sqlite3.SQLITE_CANTOPEN and "unable to open" in text:
+            return PermissionDenied(
+                f"cannot open {what}: {text} (its folder is missing or not writable){tail}"
+            )
+    return None
 
 
 class ConfigError(SkillbankError):

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from skillbank.errors import LibraryError
+from skillbank.errors import LibraryError, storage_error
 
 __all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "CallRecord", "Ledger", "Outcomes"]
 
@@ -328,6 +328,9 @@ class Ledger:
         except LibraryError as exc:
             raise LibraryError(f"cannot open the ledger {str(self.path)!r}: {exc}") from None
         except (OSError, sqlite3.Error) as exc:
+            storage = storage_error(exc, f"the ledger {str(self.path)!r}")
+            if storage is not None:
+                raise storage from None
             raise LibraryError(
                 f"cannot open the ledger {str(self.path)!r}: {exc}; remove the file if it is "
                 "not a skillbank ledger (it holds only local usage statistics)"

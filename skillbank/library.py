@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from skillbank.compiler.effects import classify_tools
-from skillbank.errors import LibraryError, SkillNotFound
+from skillbank.errors import LibraryError, SkillNotFound, storage_error
 from skillbank.signature import read_signature
 from skillbank.skill import (
     STAGES,
@@ -353,7 +353,7 @@ class SkillLibrary:
             self.state.mkdir(exist_ok=True)
             fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise LibraryError(
+            raise storage_error(exc, f"the bank's lock under {self.state}") or LibraryError(
                 f"cannot take the bank's lock under {self.state} ({exc}); check that the "
                 "folder is writable"
             ) from None
@@ -822,7 +822,9 @@ class SkillLibrary:
                     for name, content in files.items():
                         _atomic_write(folder / name, content.encode("utf-8"))
             except OSError as exc:
-                raise LibraryError(
+                raise storage_error(
+                    exc, f"skills under {self.dir}", "nothing was changed"
+                ) or LibraryError(
                     f"writing skills under {self.dir} failed ({exc}); nothing was changed"
                 ) from None
             if (self.dir / "conftest.py").is_file():

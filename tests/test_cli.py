@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -346,3 +348,57 @@ def test_a_mistyped_skill_id_gets_a_did_you_mean(runner: CliRunner, learned_root
         cli, ["show", "find_customer_list_order", "--json", "--root", str(learned_root)]
     )
     assert "did you mean find_customer_list_orders" in _envelope(result)["hint"]
+
+
+def _refused_folder() -> Path:
+    """A folder the OS refuses to create even for root (sysfs), or skip."""
+    path = Path("/sys/skillbank-test-refused")
+    try:
+        path.mkdir()
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return path
+        pytest.skip(f"/sys refuses differently here: {exc}")
+    path.rmdir()
+    pytest.skip("/sys accepts new folders here")
+
+
+def test_a_bank_the_os_refuses_to_write_is_permission_denied_not_a_bug(
+    runner: CliRunner,
+) -> None:
+    where = _refused_folder()
+    result = runner.invoke(cli, prog_name="skillbank", args=["init", str(where), "--json"])
+    assert result.exit_code == 1
+    error = _envelope(result)
+    assert error["type"] == "PermissionDenied"
+    assert str(where) in error["message"] and "writable" in error["hint"]
+
+
+def test_a_read_only_database_met_anywhere_is_permission_denied_with_exit_1(
+    runner: CliRunner, learned_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real SQLite refusal (a read-only connection asked to write) that no layer named.
+    database = tmp_path / "state.sqlite"
+    sqlite3.connect(database).execute("CREATE TABLE t (x)").connection.commit()
+
+    def write_read_only(self: object) -> None:
+        sqlite3.connect(f"file:{database}?mode=ro", uri=True).execute("INSERT INTO t VALUES (1)")
+
+    monkeypatch.setattr("skillbank.SkillBank.skills", write_read_only)
+    args = ["list", "--root", str(learned_root)]
+    result = runner.invoke(cli, prog_name="skillbank", args=[*args, "--json"])
+    assert result.exit_code == 1
+    error = _envelope(result)
+    assert error["type"] == "PermissionDenied" and "readonly database" in error["message"]
+    text = runner.invoke(cli, prog_name="skillbank", args=args)
+    assert text.exit_code == 1 and "internal error" not in text.stderr
+    assert "writable" in text.stderr
+
+
+def test_the_ledger_says_permission_denied_not_remove_the_file() -> None:
+    from skillbank import Ledger, PermissionDenied
+
+    ledger = Ledger(_refused_folder() / "ledger.sqlite")
+    with pytest.raises(PermissionDenied) as caught:
+        ledger.record("some_skill", ok=True)
+    assert "remove the file" not in str(caught.value)

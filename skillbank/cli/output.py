@@ -37,6 +37,7 @@ import click
 from rich.console import Console
 
 from skillbank import GateUsageError, LearnReport, RunResult, Skill, SkillbankError
+from skillbank.errors import storage_error
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -117,6 +118,11 @@ def describe_error(exc: Exception) -> ErrorReport:
     if isinstance(exc, click.ClickException):
         hint = "read the message: it names what is wrong and where"
         return ErrorReport("Error", exc.format_message(), hint, exc.exit_code)
+    storage = storage_error(exc, "the bank's files")
+    if storage is not None:
+        # An OS or SQLite error no layer below named (a read-only bank, a full disk) is the
+        # environment's problem, not a bug: say which, and what to do.
+        return ErrorReport(type(storage).__name__, str(storage), storage.hint, EXIT_CHECK_FAILED)
     message = f"{type(exc).__name__}: {exc}"
     return ErrorReport("InternalError", message, _INTERNAL_HINT, EXIT_INTERNAL)
 
@@ -140,6 +146,8 @@ def fail(ctx: click.Context, exc: Exception) -> NoReturn:
         raise click.UsageError(error.message, ctx=_subcommand_context(ctx)) from None
     if isinstance(exc, SkillbankError):
         raise click.ClickException(error.message) from None
+    if error.exit_code != EXIT_INTERNAL:  # a read-only bank, a full disk (`storage_error`)
+        raise click.ClickException(f"{error.message} ({error.hint})") from None
     click.echo(f"internal error: {error.message} ({error.hint})", err=True)
     ctx.exit(EXIT_INTERNAL)
 
