@@ -10,13 +10,71 @@ means for callers (`History.diff`: the bump it needs, breaking signature changes
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass, field
+from typing import Any
 
 from skillbank.errors import LibraryError, SkillNotFound
 from skillbank.library import SkillLibrary
 from skillbank.skill import Skill
 from skillbank.versioning import HistoryEntry, parse_version, required_bump, signature_diff
 
-__all__ = ["History"]
+__all__ = ["History", "SkillDiff"]
+
+
+@dataclass(frozen=True)
+class SkillDiff:
+    """How a skill changed between two versions: what `skillbank diff` shows (and ``--json``)."""
+
+    skill_id: str
+    #: What each side is ("1.0.0 (abc123...)", "working tree", "nothing (first version)").
+    old_label: str
+    new_label: str
+    #: The versions; ``old_version`` is None for a first version.
+    old_version: str | None
+    new_version: str
+    #: The bump the change needs ("major", "minor", "patch"), None when only cases or metadata
+    #: changed, or when there is no old version.
+    bump: str | None
+    #: Whether the signature change breaks callers.
+    breaking: bool
+    #: The signature changes, one line each ("parameter 'x' removed").
+    changes: tuple[str, ...]
+    #: The new signature, as `Signature.render` writes it.
+    signature: str
+    #: File name -> unified diff lines, for the files that differ (skill.py first).
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def render(self) -> str:
+        """The text `skillbank diff` prints."""
+        head = [f"skillbank diff {self.skill_id}: {self.old_label} -> {self.new_label}"]
+        if self.old_version is None:
+            head.append(f"new skill: v{self.new_version}, signature {self.signature}")
+        else:
+            head.append(
+                f"version {self.old_version} -> {self.new_version}; the change needs "
+                + (f"a {self.bump} bump" if self.bump else "no bump (cases or metadata only)")
+                + ("; the signature change is BREAKING" if self.breaking else "")
+            )
+            head += [f"  - {line}" for line in self.changes]
+        body = [line for lines in self.files.values() for line in lines]
+        return "\n".join([*head, "", *(body or ["(no differences)"])]) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form: the same facts, the diff of each file as one text."""
+        return {
+            "skill_id": self.skill_id,
+            "old": {"label": self.old_label, "version": self.old_version},
+            "new": {"label": self.new_label, "version": self.new_version},
+            "bump": self.bump,
+            "breaking": self.breaking,
+            "changes": list(self.changes),
+            "signature": self.signature,
+            # A list, not an object: JSON output sorts keys, and skill.py comes first.
+            "files": [
+                {"name": name, "diff": "\n".join(lines) + "\n"}
+                for name, lines in self.files.items()
+            ],
+        }
 
 
 class History:
@@ -74,6 +132,13 @@ class History:
     def diff(self, skill_id: str, a: str | None = None, b: str | None = None) -> str:
         """A unified diff of a skill's files between two versions, with what the change means.
 
+        The text of `compare`'s result; see there for ``a``, ``b`` and the errors.
+        """
+        return self.compare(skill_id, a, b).render()
+
+    def compare(self, skill_id: str, a: str | None = None, b: str | None = None) -> SkillDiff:
+        """How a skill's files changed between two versions, and what the change means.
+
         ``a`` and ``b`` are versions (``"1.2.0"``, ``"1"``, ``"v1.2.0"``) or git revisions.
         By default ``b`` is the working tree and ``a`` the version before ``b``'s (nothing,
         for a first version). The header says the version bump the change needs and lists
@@ -108,30 +173,38 @@ class History:
         else:
             old, old_texts, old_label = self.at(skill_id, a)
         rel = f"{self.library.rel}/{skill_id}"
-        head = [f"skillbank diff {skill_id}: {old_label} -> {new_label}"]
-        if old is None:
-            head.append(f"new skill: v{new.version}, signature {new.signature.render()}")
-        else:
+        bump: str | None = None
+        breaking = False
+        changes: tuple[str, ...] = ()
+        if old is not None:
             change = signature_diff(old.signature, new.signature)
-            kind = required_bump(old.source, old.description, new.source, new.description)
-            head.append(
-                f"version {old.version} -> {new.version}; the change needs "
-                + (f"a {kind} bump" if kind else "no bump (cases or metadata only)")
-                + ("; the signature change is BREAKING" if change.breaking else "")
-            )
-            head += [f"  - {line}" for line in change.changes]
-        body: list[str] = []
+            bump = required_bump(old.source, old.description, new.source, new.description)
+            breaking, changes = change.breaking, tuple(change.changes)
+        files: dict[str, tuple[str, ...]] = {}
         for name in ("skill.py", "SKILL.md", "cases.jsonl", "tools.json"):
-            body += difflib.unified_diff(
-                _lines(old_texts.get(name, "")),
-                _lines(new_texts.get(name, "")),
-                fromfile=f"a/{rel}/{name}" if old_texts else "/dev/null",
-                tofile=f"b/{rel}/{name}",
-                lineterm="",
+            lines = tuple(
+                difflib.unified_diff(
+                    _lines(old_texts.get(name, "")),
+                    _lines(new_texts.get(name, "")),
+                    fromfile=f"a/{rel}/{name}" if old_texts else "/dev/null",
+                    tofile=f"b/{rel}/{name}",
+                    lineterm="",
+                )
             )
-        if not body:
-            body = ["(no differences)"]
-        return "\n".join([*head, "", *body]) + "\n"
+            if lines:
+                files[name] = lines
+        return SkillDiff(
+            skill_id=skill_id,
+            old_label=old_label,
+            new_label=new_label,
+            old_version=None if old is None else str(old.version),
+            new_version=str(new.version),
+            bump=bump,
+            breaking=breaking,
+            changes=changes,
+            signature=new.signature.render(),
+            files=files,
+        )
 
 
 def _lines(text: str) -> list[str]:

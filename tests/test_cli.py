@@ -297,11 +297,31 @@ def test_an_internal_error_under_json_is_the_envelope_with_exit_3(
 def test_a_command_without_json_never_prints_the_envelope(
     runner: CliRunner, learned_root: Path
 ) -> None:
-    result = runner.invoke(
-        cli, prog_name="skillbank", args=["diff", "x", "--json", "--root", str(learned_root)]
-    )
+    result = runner.invoke(cli, prog_name="skillbank", args=["demo", "--json"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "No such option '--json'" in result.stderr
+
+
+def test_diff_json_gives_the_same_facts_as_its_text(runner: CliRunner, learned_root: Path) -> None:
+    from skillbank import SkillBank
+
+    sid = SkillBank(learned_root).skills()[0].id
+    args = ["diff", sid, "--root", str(learned_root)]
+    text = runner.invoke(cli, prog_name="skillbank", args=args)
+    result = runner.invoke(cli, prog_name="skillbank", args=[*args, "--json"])
+    assert text.exit_code == 0 and result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["skill_id"] == sid and data["old"]["version"] is None
+    assert data["new"]["version"] in text.stdout and data["signature"] in text.stdout
+    assert data["files"][0]["name"] == "skill.py"
+    for file in data["files"]:
+        assert file["diff"] in text.stdout
+    # Its errors are the envelope too.
+    missing = runner.invoke(
+        cli, prog_name="skillbank", args=["diff", "no_such_skill", "--json", "--root",
+                                          str(learned_root)],
+    )  # fmt: skip
+    assert missing.exit_code == 1 and _envelope(missing)["type"] == "SkillNotFound"
 
 
 def test_an_invalid_record_under_json_is_a_trajectory_error(

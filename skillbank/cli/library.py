@@ -186,7 +186,8 @@ def history(skill_id: str, root: Path, as_json: bool) -> None:
 @click.argument("a", required=False)
 @click.argument("b", required=False)
 @root_option
-def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
+@json_option
+def diff(skill_id: str, a: str | None, b: str | None, root: Path, as_json: bool) -> None:
     """Show how a skill changed between A and B, and whether the signature change breaks callers.
 
     A and B are versions (1.2.0, 1, v1.2.0) or git revisions (a sha, a branch, HEAD~1).
@@ -195,7 +196,11 @@ def diff(skill_id: str, a: str | None, b: str | None, root: Path) -> None:
     \b
     Example: skillbank diff find_customer_list_orders 1.0.0 2.0.0
     """
-    click.echo(SkillBank(root).diff(skill_id, a, b), nl=False)
+    change = SkillBank(root).versions.compare(skill_id, a, b)
+    if as_json:
+        print_json(change.to_json())
+    else:
+        click.echo(change.render(), nl=False)
 
 
 @click.command(name="rollback")
