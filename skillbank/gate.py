@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sandbox.names import attribute_name
 from skillbank.compose import closure, requirement_cycle
 from skillbank.errors import GateUsageError, LibraryError
 from skillbank.findings import caret
@@ -67,6 +68,7 @@ CHECKS = ("validate", "replay", "properties", "determinism", "version", "require
 GATE_RULES: dict[str, str] = {
     "SBG001": "the skill's folder cannot be read",
     "SBG002": "skill.py is not in normal form (a warning)",
+    "SBG003": "the docstring's first line and SKILL.md's description disagree",
     "SBG101": "a recorded case no longer replays",
     "SBG102": "a property on generated inputs fails",
     "SBG103": "the skill is not deterministic",
@@ -448,8 +450,38 @@ def _validate(run: _Run, skill: Skill) -> bool:
                 0,
             )  # fmt: skip
         )
+    stale = None if errors else _stale_description(skill)
+    if stale is not None:  # fails the gate, but the code is sound: the other checks run
+        line, col = _line_of(skill.source, re.escape(stale))
+        findings.append(
+            GateFinding(
+                "SBG003",
+                "error",
+                skill.id,
+                "validate",
+                f"the docstring says {stale!r} but SKILL.md's description, which tools, MCP "
+                f"and review show to models and reviewers, is {skill.description!r}; make the "
+                "description start with the docstring's first line (or undo the edit)",
+                run.path(skill.id, "skill.py"),
+                line,
+                col,
+            )  # fmt: skip
+        )
     run.record(skill.id, "validate", started, findings, f"{len(VALIDATION_RULES)} rule(s)")
     return not errors
+
+
+def _stale_description(skill: Skill) -> str | None:
+    """The docstring's first line when SKILL.md's description does not start with it.
+
+    Every writer derives the description from that line (the compiler adds "(calls ...)"),
+    so a hand edit of either one alone shows up here.
+    """
+    first = " ".join(skill.signature.docstring.split("\n", 1)[0].split())
+    described = " ".join(skill.description.split())
+    if described.rstrip(".").startswith(first.rstrip(".")):
+        return None
+    return first
 
 
 def _first_difference(a: str, b: str) -> int:
@@ -633,7 +665,7 @@ def tool_findings(
     findings: list[GateFinding] = []
     py = f"{skills_rel}/{skill.id}/skill.py"
     for tool in skill.tools:
-        line, col = _line_of(skill.source, rf"\btools\.{re.escape(tool)}\b")
+        line, col = _line_of(skill.source, rf"\btools\.{re.escape(attribute_name(tool))}\b")
         schema = current.get(tool)
         if schema is None:
             findings.append(

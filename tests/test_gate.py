@@ -333,6 +333,25 @@ def test_edits_the_gate_must_not_miss(clone: Path) -> None:
     assert code == 0 and "SBG002 [warning]" in out, out
 
 
+def test_a_docstring_edited_apart_from_skill_md_is_flagged(clone: Path) -> None:
+    # Models see SKILL.md's description (tools, MCP, review); a hand edit of the docstring
+    # alone would never reach them, so the gate says where the two part.
+    folder = clone / "skills" / HISTORY
+    original = (folder / "skill.py").read_text()
+    summary = original.split('"""', 2)[1].split("\n", 1)[0]
+    (folder / "skill.py").write_text(original.replace(summary, "List every order of {email}.", 1))
+    code, out = gate(clone, "--examples", "0")
+    assert code == 1, out
+    assert re.search(rf"skills/{HISTORY}/skill.py:\d+:\d+: SBG003", out), out
+    assert "List every order of {email}." in out and "validation failed" not in out
+    # Editing SKILL.md's description alone is the same disagreement, seen from the other side.
+    (folder / "skill.py").write_text(original)
+    md = (folder / "SKILL.md").read_text()
+    (folder / "SKILL.md").write_text(md.replace("description: Show", "description: Display", 1))
+    code, out = gate(clone, "--examples", "0")
+    assert code == 1 and "SBG003" in out, out
+
+
 def test_learn_refuses_to_fold_an_uncommitted_edit_into_its_commit(clone: Path) -> None:
     from skillbank.errors import LibraryError
 
