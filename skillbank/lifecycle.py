@@ -27,8 +27,8 @@ from skillbank.ledger import LEDGER_FILE, Ledger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
-from skillbank.proving import Check, explain
-from skillbank.skill import Stage, TestedSkill
+from skillbank.proving import Check, Failed, explain
+from skillbank.skill import Case, Skill, Stage, TestedSkill
 from skillbank.versioning import Version, bump, required_bump, signature_diff
 
 if TYPE_CHECKING:
@@ -102,9 +102,11 @@ class Lifecycle:
     ) -> Commit:
         """Write the files of an earlier version back as a new, higher version; commit.
 
-        ``version`` is a version (``"1.2.0"``) or a git revision. The restored code, cases,
-        description and deprecation are those of that version; its version number is the
-        current one bumped as the change needs (at least a patch: versions never go back).
+        ``version`` is a version (``"1.2.0"``) or a git revision. The restored code,
+        description and deprecation are those of that version; its cases are that version's
+        plus every case learned since that the restored code also reproduces (the commit
+        message names those kept and those left out). Its version number is the current one
+        bumped as the change needs (at least a patch: versions never go back).
         The restored skill is validated and replayed against today's library first.
 
         Args:
@@ -144,9 +146,11 @@ class Lifecycle:
                     f"{skill_id!r} {label} no longer passes its checks, so it was not "
                     f"restored: {problem}"
                 )
+            checked, kept, dropped = self._keep_later_cases(checked, current.cases, library)
             kind = required_bump(current.source, current.description, old.source, old.description)
             new_version = bump(current.version, kind or "patch")
-            stage = self.stage_for(old.id, new_version, len(old.cases), current.stage)
+            cases = len(checked.validated.draft.cases)
+            stage = self.stage_for(old.id, new_version, cases, current.stage)
             restored = old.version
             lines = [
                 f"skillbank rollback {skill_id} to {new_version} (restores code of {restored})",
@@ -154,6 +158,16 @@ class Lifecycle:
                 f"{skill_id} v{current.version} -> v{new_version}: the files of {label} are "
                 f"written back ({kind or 'patch'} bump; versions never go backwards).",
             ]
+            if kept:
+                lines.append(
+                    f"Kept {len(kept)} case(s) learned after {label}, which the restored code "
+                    f"also reproduces: {', '.join(kept)}."
+                )
+            if dropped:
+                lines.append(
+                    f"Left out {len(dropped)} case(s) learned after {label} that the restored "
+                    f"code does not reproduce (they stay in git history): {', '.join(dropped)}."
+                )
             lines += [f"  - {c}" for c in signature_diff(current.signature, old.signature).changes]
             commit = self.library.store(
                 [StoredChange(checked, new_version, stage, "rolled back", old.deprecated_by)],
@@ -163,6 +177,36 @@ class Lifecycle:
         if commit is None:  # cannot happen: the version always moves
             raise LibraryError(f"rolling back {skill_id!r} changed nothing")
         return commit
+
+    def _keep_later_cases(
+        self, checked: TestedSkill, later: Sequence[Case], library: Mapping[str, Skill]
+    ) -> tuple[TestedSkill, list[str], list[str]]:
+        """``checked`` (the restored skill) with the current cases its code also reproduces.
+
+        A rollback restores code, not knowledge: the runs learned since the target version
+        are still true of the world. Each one the restored code replays is kept; the others
+        are named. Returns the skill to store and the trajectory ids kept and left out.
+        """
+        draft = checked.validated.draft
+        have = {c.trajectory_sha256 for c in draft.cases}
+        extra = [c for c in later if c.trajectory_sha256 not in have]
+        if not extra:
+            return checked, [], []
+        attempt = self.check(replace(draft, cases=(*draft.cases, *extra)), library)
+        if isinstance(attempt, TestedSkill):
+            return attempt, [c.trajectory_id for c in extra], []
+        passing = (
+            {r.trajectory_id for r in attempt.cases if r.ok}
+            if isinstance(attempt, Failed)
+            else set[str]()
+        )
+        keep = [c for c in extra if c.trajectory_id in passing]
+        dropped = [c.trajectory_id for c in extra if c.trajectory_id not in passing]
+        if keep:
+            retry = self.check(replace(draft, cases=(*draft.cases, *keep)), library)
+            if isinstance(retry, TestedSkill):
+                return retry, [c.trajectory_id for c in keep], dropped
+        return checked, [], [c.trajectory_id for c in extra]
 
     def deprecate(self, old_id: str, *, by: str, branch: str | Branch | None = None) -> Commit:
         """Mark a skill as replaced by another; commit (a patch bump of the old skill).

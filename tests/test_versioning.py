@@ -407,11 +407,15 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
     old = versioned.library.load_at("get_skill", entries[1].commit)
     assert old is not None
     assert skill.version == Version(2, 1, 0)  # a default comes back: minor, and never backwards
-    assert (skill.source, skill.cases) == (old.source, old.cases)
+    # The code comes back; the run learned since ("c", slow mode) is still true of the world
+    # and the restored code reproduces it, so it stays a case.
+    assert skill.source == old.source
+    assert [c.trajectory_id for c in skill.cases] == [*(c.trajectory_id for c in old.cases), "c"]
     assert git(root, "rev-parse", f"{commit}~1").strip() == before
     assert git(root, "log", "-1", "--format=%s").strip() == (
         "skillbank rollback get_skill to 2.1.0 (restores code of 1.1.0)"
     )
+    assert "Kept 1 case(s) learned after 1.1.0" in git(root, "log", "-1", "--format=%b")
     assert [e.version for e in versioned.history("get_skill")] == [
         "2.1.0", "2.0.0", "1.1.0", "1.0.0",
     ]  # fmt: skip
@@ -426,6 +430,30 @@ def test_history_diff_rollback_round_trip(versioned: SkillBank) -> None:
     assert versioned.rollback("get_skill", "1.0.0", branch="current") and versioned.get(
         "get_skill"
     ).version == Version(3, 0, 0)
+
+
+def test_rollback_leaves_out_only_the_later_cases_the_old_code_cannot_reproduce(
+    tmp_path: Path,
+) -> None:
+    with SkillBank.init(tmp_path / "bank") as bank:
+        bank.learn([lookup("a", "1", "fast")])
+        first = bank.get("get_skill")
+        bank.learn([lookup("b", "2", "fast")], branch="current")
+        root = bank.root
+        # A later case no version of the code reproduces: it records a call with another key.
+        cases = root / "skills" / "get_skill" / "cases.jsonl"
+        forged = json.loads(cases.read_text().splitlines()[-1])
+        forged.update(trajectory_id="z", trajectory_sha256="0" * 64)
+        forged["calls"][0]["arguments"]["k"] = "999"
+        cases.write_text(cases.read_text() + json.dumps(forged) + "\n")
+        git(root, "-c", "user.name=t", "-c", "user.email=t@x.io", "commit", "-qam", "hand-added")
+        bank.rollback("get_skill", str(first.version), branch="current")
+        restored = bank.get("get_skill")
+    assert restored.source == first.source
+    assert [c.trajectory_id for c in restored.cases] == ["a", "b"]
+    body = git(root, "log", "-1", "--format=%b")
+    assert "Kept 1 case(s) learned after" in body and ": b." in body
+    assert "Left out 1 case(s) learned after" in body and ": z." in body
 
 
 # --- deprecation -------------------------------------------------------------------------
