@@ -27,7 +27,7 @@ like the ledger), so it is rebuilt only when skills change.
 Example:
     >>> hits = bank.search("which orders did bob@example.com place?")  # doctest: +SKIP
     >>> hits[0].skill_id                                                 # doctest: +SKIP
-    'find_customer_list_orders'
+    'list_orders_by_email'
 """
 
 from __future__ import annotations

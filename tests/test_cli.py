@@ -206,7 +206,7 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert "find_customer_list_orders(email: str) -> dict" in proc.stdout
+    assert "list_orders_by_email(email: str) -> dict" in proc.stdout
     assert "True {'customer_id': 'C-1008', 'orders': []}" in proc.stdout
 
 
@@ -343,7 +343,7 @@ def test_an_invalid_record_under_json_is_a_trajectory_error(
         ["list"],
         ["stats"],
         ["search", "cancel the pending order of bob@example.com"],
-        ["history", "find_customer_list_orders"],
+        ["history", "list_orders_by_email"],
         ["gate", "--examples", "2"],
         ["match", str(EXAMPLE_TRAJECTORIES)],
         ["learn", str(EXAMPLE_TRAJECTORIES)],
@@ -362,12 +362,12 @@ def test_every_listing_reads_at_80_columns(
 
 
 def test_a_mistyped_skill_id_gets_a_did_you_mean(runner: CliRunner, learned_root: Path) -> None:
-    code, out = invoke(runner, "show", "find_customer_list_order", "--root", str(learned_root))
-    assert code == 1 and "Did you mean 'find_customer_list_orders'" in out
+    code, out = invoke(runner, "show", "list_orders_by_emai", "--root", str(learned_root))
+    assert code == 1 and "Did you mean 'list_orders_by_email'" in out
     result = runner.invoke(
-        cli, ["show", "find_customer_list_order", "--json", "--root", str(learned_root)]
+        cli, ["show", "list_orders_by_emai", "--json", "--root", str(learned_root)]
     )
-    assert "did you mean find_customer_list_orders" in _envelope(result)["hint"]
+    assert "did you mean list_orders_by_email" in _envelope(result)["hint"]
 
 
 def _refused_folder() -> Path:

@@ -18,7 +18,7 @@ from skillbank.ledger import LEDGER_FILE, SCHEMA_VERSION, CallRecord, Ledger, Ou
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
-HISTORY = "find_customer_list_orders"
+HISTORY = "list_orders_by_email"
 
 
 def test_record_outcomes_and_stats(tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ from skillbank.maturity import (
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
-HISTORY = "find_customer_list_orders"
-ORDER = "find_customer_search_products_check_stock_place_order"
+HISTORY = "list_orders_by_email"
+ORDER = "place_order_by_email_and_query"
 CONFIG = Config()
 
 
@@ -388,7 +388,7 @@ def test_a_callers_bad_input_does_not_count_against_the_skill(bank: SkillBank, s
     bank.run(HISTORY, {"email": "nobody@example.com"}, tools, caller="reflex")
     assert bank.ledger.counts()[HISTORY] == (0, 1)
     # A tool that refuses a value the skill computed (data flow) fails the skill too.
-    order = next(s.id for s in bank.skills() if s.id.endswith("place_order"))
+    order = next(s.id for s in bank.skills() if s.id == "place_order_by_email_and_query")
     args = {"email": "bob@example.com", "query": "lamp", "quantity": 10_000}
     assert not bank.run(order, args, tools).ok  # not enough stock for the sku it found
     assert bank.ledger.counts()[order] == (0, 1)

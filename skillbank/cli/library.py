@@ -139,7 +139,7 @@ def list_(root: Path, as_json: bool) -> None:
 def show(skill_id: str, root: Path, as_json: bool) -> None:
     """Show one skill: signature, stage, tools, provenance and source.
 
-    Example: skillbank show find_customer_list_orders
+    Example: skillbank show list_orders_by_email
     """
     skill = SkillBank(root).get(skill_id)
     if as_json:
@@ -167,7 +167,7 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
 def history(skill_id: str, root: Path, as_json: bool) -> None:
     """List the commits that changed a skill, newest first: version, date, stage, subject.
 
-    Example: skillbank history find_customer_list_orders
+    Example: skillbank history list_orders_by_email
     """
     entries = SkillBank(root).history(skill_id)
     if as_json:
@@ -194,7 +194,7 @@ def diff(skill_id: str, a: str | None, b: str | None, root: Path, as_json: bool)
     By default B is the working tree and A the version before it.
 
     \b
-    Example: skillbank diff find_customer_list_orders 1.0.0 2.0.0
+    Example: skillbank diff list_orders_by_email 1.0.0 2.0.0
     """
     change = SkillBank(root).versions.compare(skill_id, a, b)
     if as_json:
@@ -215,7 +215,7 @@ def rollback(skill_id: str, version: str, branch: str | None, root: Path, as_jso
     The restored skill is validated and replayed first; the commit goes where --branch says.
     Versions never go backwards: the new version is the current one, bumped.
 
-    Example: skillbank rollback find_customer_list_orders 1.0.0
+    Example: skillbank rollback list_orders_by_email 1.0.0
     """
     with SkillBank(root) as bank:
         commit = bank.rollback(skill_id, version, branch=branch)
@@ -242,7 +242,7 @@ def deprecate(old_id: str, new_id: str, branch: str | None, root: Path, as_json:
 
     Skills that require OLD_ID keep working through it until it is removed.
 
-    Example: skillbank deprecate find_customer_list_orders --by list_customer_orders
+    Example: skillbank deprecate list_orders_by_email --by list_customer_orders
     """
     with SkillBank(root) as bank:
         commit = bank.deprecate(old_id, by=new_id, branch=branch)

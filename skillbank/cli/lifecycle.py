@@ -80,7 +80,7 @@ def stats(
     The numbers come from the local ledger (.skillbank/ledger.sqlite); the lower bound is the
     5% quantile of Beta(1 + successes, 1 + failures).
 
-    Example: skillbank stats find_customer_list_orders --json
+    Example: skillbank stats list_orders_by_email --json
     """
     with SkillBank(root) as bank:
         changes = (

@@ -109,7 +109,7 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
 
     \b
       SKILLBANK_SHOP_DB=shop.sqlite skillbank run \\
-        find_customer_search_products_check_stock_place_order \\
+        place_order_by_email_and_query \\
         --args '{"email": "dana@example.com", "query": "lamp", "quantity": 1}' \\
         --tools skillbank.examples.shop:tools
     """

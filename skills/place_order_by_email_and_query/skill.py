@@ -1,9 +1,5 @@
-def find_customer_search_products_check_stock_place_order(
-    email: str,
-    query: str,
-    quantity: int,
-) -> dict:
-    """Order {quantity} x '{query}' for {email}.
+def place_order_by_email_and_query(email: str, query: str, quantity: int) -> dict:
+    """Order the given quantity x 'the given query' for the given email.
 
     Calls `find_customer`, then `search_products`, then `check_stock`, then `place_order`.
 

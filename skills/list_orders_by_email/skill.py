@@ -1,5 +1,5 @@
-def find_customer_list_orders(email: str) -> dict:
-    """Show the order history for {email}.
+def list_orders_by_email(email: str) -> dict:
+    """Show the order history for the given email.
 
     Calls `find_customer`, then `list_orders`.
 

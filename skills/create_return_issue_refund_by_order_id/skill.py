@@ -1,5 +1,5 @@
-def get_order_create_return_issue_refund(order_id: str, reason: str) -> dict:
-    """Return the first item of order {order_id} and refund it, reason: {reason}.
+def create_return_issue_refund_by_order_id(order_id: str, reason: str) -> dict:
+    """Return the first item of order the given order id and refund it, reason: the given reason.
 
     Calls `get_order`, then `create_return`, then `issue_refund`.
 

@@ -1,9 +1,5 @@
-def find_customer_list_orders_cancel_order(
-    email: str,
-    reason: str,
-    status: str = "pending",
-) -> dict:
-    """Cancel the newest {status} order of {email} because: {reason}.
+def cancel_order_by_email(email: str, reason: str, status: str = "pending") -> dict:
+    """Cancel the newest pending order of the given email because: the given reason.
 
     Calls `find_customer`, then `list_orders`, then `cancel_order`.
 

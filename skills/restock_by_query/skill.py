@@ -1,5 +1,5 @@
-def search_products_restock(query: str, quantity: int) -> dict:
-    """Restock {quantity} units of '{query}'.
+def restock_by_query(query: str, quantity: int) -> dict:
+    """Restock the given quantity units of 'the given query'.
 
     Calls `search_products`, then `restock`.
 

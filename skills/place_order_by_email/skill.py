@@ -1,5 +1,5 @@
-def find_customer_to_place_order(email: str, status: str = "delivered") -> dict:
-    """Reorder the first item of the latest {status} order for {email}.
+def place_order_by_email(email: str, status: str = "delivered") -> dict:
+    """Reorder the first item of the latest delivered order for the given email.
 
     Calls `find_customer`, then `list_orders`, then `get_order`, then `check_stock`, then
     `place_order`.

@@ -1,5 +1,5 @@
-def find_customer_update_email(email: str, update_email: str) -> dict:
-    """Change the email of {email} to {update_email}.
+def update_email_by_email(email: str, update_email: str) -> dict:
+    """Change the email of the given email to the given update email.
 
     Calls `find_customer`, then `update_email`.
 
