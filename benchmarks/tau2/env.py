@@ -152,7 +152,11 @@ class Server:
             cwd=HERE,
         )
         self._ids = itertools.count(1)
-        self._read(0)  # the server says it is ready once tau2 and the database are loaded
+        try:
+            self._read(0)  # the server says it is ready once tau2 and the database are loaded
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def pid(self) -> int:
@@ -275,7 +279,11 @@ class Pool:
             self._order.remove(server)
         generation = next(self._counter)
         self._generation[server.pid] = generation
-        server.request("reset", task_id=str(task_id))
+        try:
+            server.request("reset", task_id=str(task_id))
+        except ServerError:
+            self._free.append(server)  # an unknown task id: the server itself is fine
+            raise
         self._order.append(server)
         lease = _Lease(server, generation)
         weakref.finalize(lease, self._release, server, generation)
