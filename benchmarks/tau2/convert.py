@@ -80,7 +80,8 @@ def record_task(
     problems: list[str] = []
     task_id = task["id"]
     actions = (task.get("evaluation_criteria") or {}).get("actions") or []
-    start_hash = server.request("reset", task_id=task_id)["hash"]
+    server.request("reset", task_id=task_id)
+    start_hash = server.request("hash")["hash"]
     text = task_text(task)
     messages: list[dict[str, JSON]] = [{"role": "user", "content": text}]
     errors = 0

@@ -5,7 +5,7 @@ benchmark never imports them. ``env.py`` starts this script with that venv's int
 speaks to it over stdin/stdout, one JSON object per line each way::
 
     -> {"id": 1, "op": "reset", "task_id": "7"}
-    <- {"id": 1, "ok": true, "hash": "124e39a6..."}
+    <- {"id": 1, "ok": true}
     -> {"id": 2, "op": "call", "tool": "get_user_details", "arguments": {"user_id": "..."}}
     <- {"id": 2, "ok": true, "content": "{\\"user_id\\": ...}", "error": false}
 
@@ -17,7 +17,7 @@ Operations (each answers ``{"ok": false, "error": "..."}`` when the request itse
 - ``tasks``: every airline task (tau2's ``Task`` as JSON) and ``split_tasks.json``.
 - ``reset`` (``task_id``): a new environment at the task's start, built the way tau2's
   ``EnvironmentEvaluator`` builds its gold environment (``set_state`` with the task's
-  initialization data, actions and message history); answers the database hash.
+  initialization data, actions and message history).
 - ``call`` (``tool``, ``arguments``): one assistant tool call through tau2's own
   ``Environment.get_response``; answers the tool message's ``content`` (the text an agent sees)
   and ``error`` (true when the tool raised; the content is then ``"Error: ..."``).
@@ -125,8 +125,10 @@ class Airline:
         }
 
     def op_reset(self, task_id: str) -> dict[str, JSON]:
+        # No hash here: it costs half a second (json.dumps of the whole database), and a
+        # judge asks for it only after the calls.
         self.env = self.start(task_id)
-        return {"hash": self.env.get_db_hash()}
+        return {}
 
     def op_call(self, tool: str, arguments: dict[str, JSON]) -> dict[str, JSON]:
         from tau2.data_model.message import ToolCall
