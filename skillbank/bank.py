@@ -172,7 +172,10 @@ class SkillBank:
         return self._llm
 
     def close(self) -> None:
-        """Stop the sandbox's worker processes (a later run starts new ones)."""
+        """Stop the sandbox's worker processes and close the ledger (a later run reopens both)."""
+        ledger = self.__dict__.get("ledger")  # only if opened: a cached property
+        if isinstance(ledger, Ledger):
+            ledger.close()
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
