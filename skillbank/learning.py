@@ -39,6 +39,7 @@ from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import CompileError, LibraryError
 from skillbank.library import SkillLibrary, StoredChange
+from skillbank.progress import track
 from skillbank.proving import Check, explain
 from skillbank.recognize import match_steps
 from skillbank.signature import read_signature
@@ -308,7 +309,7 @@ class Learner:
                 else:
                     learnable.append(i)
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
-            for group in group_procedures(given, learnable, sliced):
+            for group in track(group_procedures(given, learnable, sliced), "learning"):
                 self._learn_procedure(batch, group)
             for i, first in duplicates.items():
                 batch.entries[i] = LearnEntry(

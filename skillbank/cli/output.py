@@ -38,6 +38,7 @@ from rich.console import Console
 
 from skillbank import GateUsageError, LearnReport, RunResult, Skill, SkillbankError
 from skillbank.errors import storage_error
+from skillbank.progress import quiet
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -153,8 +154,11 @@ def fail(ctx: click.Context, exc: Exception) -> NoReturn:
 
 
 def remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    """The ``--json`` option's callback: note whether errors are to be reported as JSON."""
+    """The ``--json`` option's callback: note whether errors are to be reported as JSON, and
+    keep progress bars off while the command runs (its output is for a script)."""
     ctx.meta[_JSON] = value
+    if value:
+        ctx.with_resource(quiet())
     return value
 
 
