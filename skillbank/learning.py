@@ -536,10 +536,22 @@ class Learner:
                 if isinstance(checked, TestedSkill):
                     return checked, None, ()
                 return None, explain(checked), ()
+        kept_docs = False
+        if (
+            draft is not None
+            and old is not None
+            and code_shape(draft.source) == code_shape(old.source)
+        ):
+            # The same code: keep the docstring and description the skill has. The compiler
+            # quotes the task of whichever run sorts first, and a new run sorting first
+            # must not reword a skill (and bump its version) that did not change.
+            draft = replace(draft, source=old.source, description=old.description)
+            kept_docs = True
         if draft is not None:
             checked = self.check(draft, library)
             if isinstance(checked, TestedSkill):
-                return self._better_docs(checked, runs, library), None, ()
+                better = checked if kept_docs else self._better_docs(checked, runs, library)
+                return better, None, ()
             problem = explain(checked)
         llm = self._llm()
         if llm is None:
