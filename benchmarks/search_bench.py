@@ -56,6 +56,7 @@ from learning_bench import heldout_split  # noqa: E402  (the same shop split)
 
 from skillbank import SkillBank, Trajectory, load_trajectories  # noqa: E402
 from skillbank.compiler import pattern_key  # noqa: E402
+from skillbank.progress import track  # noqa: E402
 from skillbank.search import (  # noqa: E402
     Effect,
     SearchIndex,
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(11)
     texts = [vary(q, rng) for q, _ in queries if q]
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
-    for n in sizes:
+    for n in track(sizes, "search latency by library size"):
         docs = synthetic(templates, n)
         started = time.perf_counter()
         index = SearchIndex.build(docs, embeddings=False)

@@ -162,8 +162,9 @@ class Retriever:
         No model plans the steps, so it errs on the side of not running: a best hit whose
         effect does not suit the task (`skillbank.search.intent`: a question, and a skill
         that changes something) never runs, and neither does a task with a negation ("do not
-        ...", "without ...") or fewer than three words besides the argument values. The best `skillbank.search` hit must be an autonomous,
-        non-deprecated skill that *covers* the task: at least ``reflex_min_relevance`` of
+        ...", "without ...") or fewer than three words besides the argument values. The best
+        `skillbank.search` hit must be an autonomous, non-deprecated skill that *covers* the
+        task: at least ``reflex_min_relevance`` of
         the task's words (`skillbank.search.tokenize`, leaving out the words of the argument
         values) occur in the skill's document (`skillbank.search.skill_doc`), leading the
         second hit's coverage by ``reflex_min_margin``. (A hit's own ``relevance`` is relative

@@ -23,7 +23,6 @@ from skillbank.cli.output import (
     render_run,
     say,
 )
-from skillbank.search import backend
 from skillbank.skill import STAGES
 from skillbank.toolspec import ToolFormat
 
@@ -192,6 +191,8 @@ def search_(text: str, k: int, thompson: bool, seed: int | None, as_json: bool, 
 
     Example: skillbank search "show the orders of bob@example.com" --k 3
     """
+    from skillbank.search import backend  # numpy: only for the commands that search
+
     hits = SkillBank(root).search(text, k, thompson=thompson, seed=seed)
     if as_json:
         print_json({"backend": backend(), "hits": [asdict(h) for h in hits]})
