@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +46,19 @@ class SignatureCache:
         self.path = path
         self._entries: dict[str, dict[str, Any]] | None = None
         self._added = False
+        self._lock = threading.Lock()  # a server loads skills from several threads
 
     def _load(self) -> dict[str, dict[str, Any]]:
-        if self._entries is None:
-            self._entries = {}
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = None
-            if isinstance(data, dict) and data.get("format") == FORMAT:
-                entries = data.get("signatures")
-                if isinstance(entries, dict):
-                    self._entries = entries
-        return self._entries
+        with self._lock:
+            if self._entries is None:
+                try:
+                    data = json.loads(self.path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    data = None
+                entries = data.get("signatures") if isinstance(data, dict) else None
+                fits = isinstance(data, dict) and data.get("format") == FORMAT
+                self._entries = entries if fits and isinstance(entries, dict) else {}
+            return self._entries
 
     def read(self, source: str) -> Signature:
         """The signature of ``source``: from the cache, or parsed (and remembered).
@@ -72,22 +73,24 @@ class SignatureCache:
             try:
                 return Signature.from_json(known)
             except (KeyError, TypeError, ValueError):
-                del entries[key]  # damaged: read it again
+                pass  # damaged: read it again (and overwrite it)
         from skillbank.signature import read_signature  # libcst: only for a new source
 
         signature = read_signature(source)
-        entries[key] = signature.to_json()
-        self._added = True
+        with self._lock:
+            entries[key] = signature.to_json()
+            self._added = True
         return signature
 
     def save(self) -> None:
         """Write the file if signatures were added since it was read (errors are ignored:
         the cache only saves time)."""
-        if not self._added or self._entries is None:
-            return
-        self._added = False
-        # Not key-sorted: a schema's "properties" keep the parameters' order.
-        data = json.dumps({"format": FORMAT, "signatures": self._entries})
+        with self._lock:
+            if not self._added or self._entries is None:
+                return
+            self._added = False
+            # Not key-sorted: a schema's "properties" keep the parameters' order.
+            data = json.dumps({"format": FORMAT, "signatures": self._entries})
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")

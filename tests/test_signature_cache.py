@@ -92,6 +92,32 @@ def test_a_read_only_state_folder_still_reads(tmp_path: Path) -> None:
     cache.save()  # cannot write: no error, only no cache
 
 
+def test_threads_share_a_cache(tmp_path: Path) -> None:
+    import threading
+
+    cache = SignatureCache(tmp_path / CACHE_FILE)
+    sources = [f"def f{i}(x: int) -> int:\n    return x + {i}\n" for i in range(40)]
+    failures: list[BaseException] = []
+
+    def work(mine: list[str]) -> None:
+        try:
+            for source in mine:
+                cache.read(source)
+                cache.save()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(sources[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    cache.save()
+    assert failures == []
+    saved = json.loads((tmp_path / CACHE_FILE).read_text())["signatures"]
+    assert len(saved) == len(sources)
+
+
 def _modules_after(code: str, cwd: Path) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
