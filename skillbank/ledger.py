@@ -439,9 +439,9 @@ class Ledger:
     def __del__(self) -> None:
         # A connection sits in a reference cycle (its statement cache), so without this it
         # would stay open, its WAL file unmerged, until the cycle collector happened by.
-        conn = getattr(self, "_conn", None)
-        if conn is not None and self._pid == os.getpid():
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # also at interpreter exit, half torn down
+            conn = getattr(self, "_conn", None)
+            if conn is not None and self._pid == os.getpid():
                 conn.close()
 
     def _forget_connection(self) -> None:
