@@ -31,8 +31,9 @@ domain's words: an interrogative or an auxiliary verb first (``what``, ``which``
 verb (after ``please``, ``can you``, ``I want to``...) that reads (`READ_VERBS`, which
 include the tool-name verbs of `skillbank.compiler.effects.QUERY_VERBS`) asks to read, one
 that acts (`CHANGE_VERBS`) asks to change. A request with an acting verb at the head of any
-of its clauses ("show my orders and cancel the pending one") asks to change. Anything else
-is unknown, and ranks as before.
+of its clauses ("show my orders and cancel the pending one") asks to change, unless that verb
+is the first word of a noun phrase naming a record ("order history for bob", "transfer
+status of ..."), which asks to read. Anything else is unknown, and ranks as before.
 
 Deprecated skills are never returned. The index is cached twice, both keyed by the library's
 `fingerprint` (ids, content hashes, case counts, descriptions, deprecations) and the
@@ -160,6 +161,12 @@ _SOFTENERS = (
     ("i", "d", "like", "to"), ("i", "need", "to"), ("we", "need", "to"), ("i", "wish", "to"),
     ("let", "s"), ("let", "me"), ("help", "me"), ("go", "ahead", "and"), ("try", "to"),
 )  # fmt: skip
+#: Nouns of records and reports: after a word that is also a verb ("order history",
+#: "transfer status") they make a noun phrase that names something to read.
+_RECORD_NOUNS = frozenset(
+    "history status details detail info information summary overview log logs list total "
+    "totals count number date dates state progress record records".split()
+)
 #: Words that begin a new clause, whose first word may be another verb.
 _CLAUSE_JOINS = frozenset("and then also".split())
 #: Question marks: Latin, full-width (CJK), Arabic, Greek.
@@ -364,6 +371,8 @@ def intent(text: str) -> Intent | None:
         return "read" if asked else None
     if first in _INTERROGATIVES or first in _AUXILIARIES:
         return "read"
+    if first in CHANGE_VERBS and words[1:2] and words[1] in _RECORD_NOUNS:
+        return "read"  # "order history for ...", "return status of ...": a noun phrase
     # An imperative: the verbs that head its clauses ("show ... and cancel ...").
     heads: list[str] = []
     for clause in clauses:

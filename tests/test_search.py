@@ -236,6 +236,8 @@ def test_skills_learned_in_other_languages_are_found_by_their_own_words(tmp_path
         ("please list the refunds of last week", "read"),
         ("I would like to see my orders", "read"),
         ("can you tell me the status of O-5003", "read"),
+        ("Order history for bob@example.com", "read"),  # a noun phrase, not "order ..."
+        ("transfer status of account 1001", "read"),
         # Requests to change, however softened.
         ("Place an order for 2 lamps for bob@example.com", "change"),
         ("Can you cancel order O-5003?", "change"),
