@@ -444,6 +444,8 @@ class SkillLibrary:
                     broken.append(BrokenSkill(sid, str(exc)))
         finally:
             self._scanning = False
+            if not broken:  # every source was read: the others are of edits since undone
+                self.signatures.keep_only_used()
             self.signatures.save()
         return skills, broken
 

@@ -6,7 +6,8 @@ A skill's signature depends on its source text only, so `SignatureCache` keeps e
 under the SHA-256 of that text in one JSON file, ``<state_dir>/signatures.json``: when
 nothing changed, loading the library reads that file and never imports libcst. A source it
 has not seen is parsed (importing libcst then) and added; the file is rewritten, whole and
-atomically, when the process has added something (`SignatureCache.save`).
+atomically, when the process has added something (`SignatureCache.save`); a read of the whole
+library drops the signatures of sources no skill has any more (`SignatureCache.keep_only_used`).
 
 The file is local state, like the ledger: never committed, and safe to delete (it is rebuilt
 on the next read). A file that cannot be read, or was written by another version of this
@@ -47,6 +48,7 @@ class SignatureCache:
         self._entries: dict[str, dict[str, Any]] | None = None
         self._added = False
         self._lock = threading.Lock()  # a server loads skills from several threads
+        self._used: set[str] = set()  # the keys this process read or added
 
     def _load(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -68,6 +70,8 @@ class SignatureCache:
         """
         key = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
         entries = self._load()
+        with self._lock:
+            self._used.add(key)
         known = entries.get(key)
         if known is not None:
             try:
@@ -81,6 +85,14 @@ class SignatureCache:
             entries[key] = signature.to_json()
             self._added = True
         return signature
+
+    def keep_only_used(self) -> None:
+        """Forget the signatures this process has not read: after a read of the whole
+        library, those are of sources no skill has any more (the next `save` writes it)."""
+        with self._lock:
+            if self._entries is not None and set(self._entries) - self._used:
+                self._entries = {k: v for k, v in self._entries.items() if k in self._used}
+                self._added = True
 
     def save(self) -> None:
         """Write the file if signatures were added since it was read (errors are ignored:

@@ -73,6 +73,19 @@ def test_a_changed_source_is_read_again(learned: Path, tmp_path: Path) -> None:
     assert [p.name for p in fresh.read(source).params] == ["email"]
 
 
+def test_a_full_read_forgets_the_signatures_of_sources_gone(tmp_path: Path) -> None:
+    cache = SignatureCache(tmp_path / CACHE_FILE)
+    old, new = "def f(x: int) -> int:\n    return x\n", "def f(y: int) -> int:\n    return y\n"
+    cache.read(old)
+    cache.save()
+    fresh = SignatureCache(tmp_path / CACHE_FILE)
+    fresh.read(new)
+    fresh.keep_only_used()
+    fresh.save()
+    saved = json.loads((tmp_path / CACHE_FILE).read_text())["signatures"]
+    assert [s["params"][0][0] for s in saved.values()] == ["y"]
+
+
 @pytest.mark.parametrize(
     "content",
     ["not json", json.dumps({"format": FORMAT + 1, "signatures": {"x": 1}}), "[]",
