@@ -39,6 +39,7 @@ from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import CompileError, LibraryError
 from skillbank.library import SkillLibrary, StoredChange
+from skillbank.progress import track
 from skillbank.proving import Check, explain
 from skillbank.recognize import match_steps
 from skillbank.signature import read_signature
@@ -308,7 +309,7 @@ class Learner:
                 else:
                     learnable.append(i)
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
-            for group in group_procedures(given, learnable, sliced):
+            for group in track(group_procedures(given, learnable, sliced), "learning"):
                 self._learn_procedure(batch, group)
             for i, first in duplicates.items():
                 batch.entries[i] = LearnEntry(
@@ -544,10 +545,22 @@ class Learner:
                 if isinstance(checked, TestedSkill):
                     return checked, None, ()
                 return None, explain(checked), ()
+        kept_docs = False
+        if (
+            draft is not None
+            and old is not None
+            and code_shape(draft.source) == code_shape(old.source)
+        ):
+            # The same code: keep the docstring and description the skill has. The compiler
+            # quotes the task of whichever run sorts first, and a new run sorting first
+            # must not reword a skill (and bump its version) that did not change.
+            draft = replace(draft, source=old.source, description=old.description)
+            kept_docs = True
         if draft is not None:
             checked = self.check(draft, library)
             if isinstance(checked, TestedSkill):
-                return self._better_docs(checked, runs, library), None, ()
+                better = checked if kept_docs else self._better_docs(checked, runs, library)
+                return better, None, ()
             problem = explain(checked)
         llm = self._llm()
         if llm is None:

@@ -37,24 +37,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from skillbank.compiler.effects import classify_tools
 from skillbank.errors import LibraryError, SkillNotFound, storage_error
-from skillbank.signature import read_signature
+from skillbank.signature_cache import CACHE_FILE, SignatureCache
 from skillbank.skill import (
     STAGES,
     Case,
     Skill,
     Stage,
     TestedSkill,
+    Version,
     content_hash,
     docstring_args,
+    parse_version,
 )
 from skillbank.trajectory import ToolSpec
-from skillbank.versioning import HistoryEntry, Version, parse_version
+
+if TYPE_CHECKING:
+    from skillbank.versioning import HistoryEntry
 
 __all__ = [
     "CONFTEST",
@@ -209,6 +212,8 @@ def skill_files(
     else:
         body.append("None.")
     body += ["", "## Tools", ""]
+    from skillbank.compiler.effects import classify_tools  # only when writing a skill
+
     effects = classify_tools(tools, specs, query_tools=query_tools, command_tools=command_tools)
     for name in tools:
         spec = specs.get(name)
@@ -341,6 +346,9 @@ class SkillLibrary:
         #: Local, uncommitted state (the writers' lock) lives here.
         self.state = self.root / state_dir
         self._cache: dict[str, tuple[tuple[tuple[int, int, int], ...], Skill]] = {}
+        #: Signatures by source hash, so an unchanged library loads without libcst.
+        self.signatures = SignatureCache(self.state / CACHE_FILE)
+        self._scanning = False
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -396,7 +404,9 @@ class SkillLibrary:
         cached = self._cache.get(skill_id)
         if stamps is not None and cached is not None and cached[0] == stamps:
             return cached[1]
-        skill = _parse(skill_id, self.files(skill_id), f"{self.rel}/{skill_id}")
+        skill = _parse(skill_id, self.files(skill_id), f"{self.rel}/{skill_id}", self.signatures)
+        if not self._scanning:  # a scan saves the cache once, at its end
+            self.signatures.save()
         if stamps is not None:
             self._cache[skill_id] = (stamps, skill)
         return skill
@@ -425,11 +435,18 @@ class SkillLibrary:
         """
         skills: list[Skill] = []
         broken: list[BrokenSkill] = []
-        for sid in self.ids():
-            try:
-                skills.append(self.load(sid))
-            except LibraryError as exc:
-                broken.append(BrokenSkill(sid, str(exc)))
+        self._scanning = True
+        try:
+            for sid in self.ids():
+                try:
+                    skills.append(self.load(sid))
+                except LibraryError as exc:
+                    broken.append(BrokenSkill(sid, str(exc)))
+        finally:
+            self._scanning = False
+            if not broken:  # every source was read: the others are of edits since undone
+                self.signatures.keep_only_used()
+            self.signatures.save()
         return skills, broken
 
     def load_all(self) -> list[Skill]:
@@ -514,6 +531,8 @@ class SkillLibrary:
         Commits that removed the skill's folder are left out. An unknown id (or a bank
         with no commits yet) gives an empty list.
         """
+        from skillbank.versioning import HistoryEntry  # signatures (libcst) come with it
+
         if not skill_id or not set(skill_id) <= _ID_CHARS:
             return []
         out = git(
@@ -914,8 +933,13 @@ class SkillLibrary:
         return commit
 
 
-def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
-    """Build a `Skill` from the texts of its four files; ``rel`` names it in errors."""
+def _parse(
+    skill_id: str, text: Mapping[str, str], rel: str, signatures: SignatureCache | None = None
+) -> Skill:
+    """Build a `Skill` from the texts of its four files; ``rel`` names it in errors.
+
+    ``signatures`` reads the signature (from its cache when the source is known).
+    """
     meta = _front_matter(text["SKILL.md"], f"{rel}/SKILL.md")
     md = meta.get("metadata") or {}
     if meta.get("name") != skill_id or not isinstance(md, dict):
@@ -970,7 +994,12 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
             raise LibraryError(f"{rel}/tools.json: tool {name!r}: {exc}") from None
     source = text["skill.py"]
     try:
-        signature = read_signature(source)
+        if signatures is not None:
+            signature = signatures.read(source)
+        else:
+            from skillbank.signature import read_signature
+
+            signature = read_signature(source)
     except Exception as exc:
         raise LibraryError(f"{rel}/skill.py: {exc}") from None
     _, heading, flow = text["SKILL.md"].partition("## Data flow")

@@ -2,24 +2,30 @@
 
 `Retriever.search` ranks the library's skills for a task by relevance (BM25 over each
 skill's document, fused with word embeddings when installed; `skillbank.search` holds the
-index) times expected success (the ledger's posterior), and caches the index under the
-bank's state folder, keyed by the library's content. `Retriever.reflex` is the autonomous
-stage: a trusted skill that clearly covers the task runs with no model planning it.
+index) times expected success (the ledger's posterior) times how the skill's effect suits the
+request (a question prefers a skill that only reads; each skill's effect comes from its
+tools, classified with the bank's ``query_tools``/``command_tools``), and caches the index
+under the bank's state folder, keyed by the library's content and those effects.
+`Retriever.reflex` is the autonomous stage: a trusted skill that clearly covers the task runs
+with no model planning it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from skillbank.compiler.effects import classify_tools
 from skillbank.config import Config
 from skillbank.errors import SkillArgumentError, SkillNotFound, SkillRejected
 from skillbank.library import SkillLibrary
 from skillbank.running import Runner, RunResult
 from skillbank.search import (
     CACHE_DIR,
+    Effect,
     Hit,
     SearchIndex,
     embedder,
@@ -28,6 +34,7 @@ from skillbank.search import (
     tokenize,
 )
 from skillbank.skill import Skill
+from skillbank.trajectory import ToolSpec
 
 if TYPE_CHECKING:
     from skillbank.ledger import Outcomes
@@ -73,19 +80,48 @@ class Retriever:
     def index(self) -> SearchIndex:
         """The search index of the library as it is now (rebuilt only when skills changed)."""
         skills = self.library.load_all()
-        key = f"{fingerprint(skills)}:{'emb' if embedder() is not None else 'bm25'}"
+        effects = self.effects(skills)
+        marks = hashlib.sha256("".join(effects[s.id][:1] or "-" for s in skills).encode())
+        key = (
+            f"{fingerprint(skills)}:{marks.hexdigest()[:16]}:"
+            f"{'emb' if embedder() is not None else 'bm25'}"
+        )
         if self._index is not None and self._index.key == key:
             return self._index
         folder = self.library.state / CACHE_DIR
         index = SearchIndex.load(folder / "index", key)
         if index is None:
-            index = SearchIndex.build([skill_doc(s) for s in skills], key=key)
+            index = SearchIndex.build([skill_doc(s, effects[s.id]) for s in skills], key=key)
             try:
                 index.save(folder / "index")
             except OSError as exc:  # a read-only bank still searches, it just rebuilds
                 logging.getLogger(__name__).warning("cannot cache the search index: %s", exc)
         self._index = index
         return index
+
+    def effects(self, skills: list[Skill]) -> dict[str, Effect]:
+        """What each skill does: ``"command"`` when a tool it (or a skill it requires) may
+        call changes something, ``"query"`` when every one only reads, ``""`` without tools."""
+        by_id = {s.id: s for s in skills}
+        config = self.config
+        out: dict[str, Effect] = {}
+        for skill in skills:
+            seen, todo = {skill.id}, [skill]
+            tools: dict[str, ToolSpec | None] = {}
+            while todo:  # the skill and, transitively, the skills it requires
+                current = todo.pop()
+                tools |= {t: current.tool_specs.get(t) for t in current.tools}
+                for rid in current.requires:
+                    if rid not in seen and rid in by_id:
+                        seen.add(rid)
+                        todo.append(by_id[rid])
+            classified = classify_tools(
+                tools, {n: spec for n, spec in tools.items() if spec is not None},
+                query_tools=config.query_tools, command_tools=config.command_tools,
+            )  # fmt: skip
+            kinds = {e.effect for e in classified.values()}
+            out[skill.id] = "command" if "command" in kinds else "query" if kinds else ""
+        return out
 
     def search(
         self, text: str, k: int = 5, *, thompson: bool = False, seed: int | None = None
@@ -123,10 +159,12 @@ class Retriever:
     ) -> RunResult | None:
         """Run an autonomous skill straight away when ``task_text`` clearly asks for it.
 
-        No model plans the steps, so it errs on the side of not running: a task with a
-        negation ("do not ...", "without ...") or fewer than three words besides the argument
-        values never runs. The best `skillbank.search` hit must be an autonomous,
-        non-deprecated skill that *covers* the task: at least ``reflex_min_relevance`` of
+        No model plans the steps, so it errs on the side of not running: a best hit whose
+        effect does not suit the task (`skillbank.search.intent`: a question, and a skill
+        that changes something) never runs, and neither does a task with a negation ("do not
+        ...", "without ...") or fewer than three words besides the argument values. The best
+        `skillbank.search` hit must be an autonomous, non-deprecated skill that *covers* the
+        task: at least ``reflex_min_relevance`` of
         the task's words (`skillbank.search.tokenize`, leaving out the words of the argument
         values) occur in the skill's document (`skillbank.search.skill_doc`), leading the
         second hit's coverage by ``reflex_min_margin``. (A hit's own ``relevance`` is relative
@@ -139,7 +177,7 @@ class Retriever:
             qualifies or the arguments or tools do not fit it (then nothing ran).
         """
         hits = self.search(task_text, k=2)
-        if not hits:
+        if not hits or hits[0].fit < 1:  # a question never runs a skill that changes things
             return None
         values: set[str] = set()
         for value in args.values() if isinstance(args, Mapping) else ():

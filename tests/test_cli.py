@@ -422,3 +422,28 @@ def test_the_ledger_says_permission_denied_not_remove_the_file() -> None:
     with pytest.raises(PermissionDenied) as caught:
         ledger.record("some_skill", ok=True)
     assert "remove the file" not in str(caught.value)
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    # `skillbank --help` lists the commands from a table, without importing them; the table
+    # must say what each command's own help says, or the listing drifts from the truth.
+    import importlib
+    import inspect
+
+    import click
+
+    from skillbank.cli import COMMANDS as table
+
+    for name, (module, attr, summary) in table.items():
+        command = getattr(importlib.import_module(module), attr)
+        assert command.name == name
+        first = inspect.cleandoc(command.help or "").split("\n\n")[0]
+        assert " ".join(first.split()) == summary, name
+    lazy = CliRunner().invoke(cli, ["--help"], prog_name="skillbank", terminal_width=80)
+    loaded = click.Group(
+        name="skillbank", help=cli.help, params=cli.params, context_settings=cli.context_settings
+    )
+    for name in table:
+        loaded.add_command(cli.commands[name])
+    eager = CliRunner().invoke(loaded, ["--help"], prog_name="skillbank", terminal_width=80)
+    assert lazy.output == eager.output and lazy.exit_code == eager.exit_code == 0

@@ -392,3 +392,22 @@ def test_a_callers_bad_input_does_not_count_against_the_skill(bank: SkillBank, s
     args = {"email": "bob@example.com", "query": "lamp", "quantity": 10_000}
     assert not bank.run(order, args, tools).ok  # not enough stock for the sku it found
     assert bank.ledger.counts()[order] == (0, 1)
+
+
+def test_a_question_never_runs_a_skill_that_changes_things(tmp_path: Path) -> None:
+    runs = [t for t in load_trajectories(EXAMPLE_TRAJECTORIES) if "order_product" in t.id]
+    with SkillBank.init(tmp_path / "orders") as bank:
+        bank.learn(runs, branch="current")
+        (skill,) = bank.skills()  # the only skill: nothing else can rank above it
+        for _ in range(30):
+            bank.ledger.record(skill.id, ok=True)
+        bank.update_stages()
+        shop = Shop.create(tmp_path / "shop.sqlite")
+        args = {"email": "carol@example.com", "query": "lamp", "quantity": 5}
+        asked = "Did we order 5 x lamp units for the customer carol@example.com?"
+        before = shop.snapshot()
+        assert bank.reflex(asked, args, shop.tools()) is None  # it only asks
+        assert shop.snapshot() == before
+        told = "Please order 5 x lamp units for the customer carol@example.com"
+        result = bank.reflex(told, args, shop.tools())
+        assert result is not None and result.ok and result.skill_id == skill.id

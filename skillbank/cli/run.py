@@ -23,7 +23,6 @@ from skillbank.cli.output import (
     render_run,
     say,
 )
-from skillbank.search import backend
 from skillbank.skill import STAGES
 from skillbank.toolspec import ToolFormat
 
@@ -184,10 +183,16 @@ def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
 @json_option
 @root_option
 def search_(text: str, k: int, thompson: bool, seed: int | None, as_json: bool, root: Path) -> None:
-    """Find the skills that fit a task, best first: relevance x expected success.
+    """Find the skills that fit a task, best first: relevance x expected success x fit.
+
+    fit is 0.25 for a skill whose effect does not suit the request: one that changes
+    something, for a question or a request to see; one that only reads, for a request to
+    change something.
 
     Example: skillbank search "show the orders of bob@example.com" --k 3
     """
+    from skillbank.search import backend  # numpy: only for the commands that search
+
     hits = SkillBank(root).search(text, k, thompson=thompson, seed=seed)
     if as_json:
         print_json({"backend": backend(), "hits": [asdict(h) for h in hits]})
@@ -198,6 +203,12 @@ def search_(text: str, k: int, thompson: bool, seed: int | None, as_json: bool, 
     for h in hits:
         echo_block(
             f"{h.score:.3f}  {h.skill_id}",
-            f"relevance {h.relevance:.2f}, success {h.success:.2f}, {h.stage}: {h.description}",
+            f"relevance {h.relevance:.2f}, success {h.success:.2f}"
+            + (f", fit {h.fit:.2f} ({_EFFECT_WORDS[h.effect]})" if h.fit < 1 else "")
+            + f", {h.stage}: {h.description}",
         )
     click.echo(f"({backend()})")
+
+
+#: How `search_` names a skill's effect when it does not suit the request.
+_EFFECT_WORDS = {"query": "only reads", "command": "changes something", "": "unknown"}
