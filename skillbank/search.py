@@ -262,7 +262,10 @@ def fold(text: str) -> str:
     """Text as search compares it: case folded (``Straße`` -> ``strasse``) and without
     accents (``Café`` -> ``cafe``), in any script."""
     kept: list[str] = []
-    for c in unicodedata.normalize("NFKD", text.casefold()):
+    # Compatibility forms first (the mathematical bold 𝐀 is an A), then case, then again:
+    # folding case can leave a character with a compatibility form of its own.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    for c in folded:
         # Accents go from Latin, Greek and Cyrillic letters; elsewhere (the voicing marks
         # of kana, Indic vowel signs) a combining mark is part of the letter.
         if unicodedata.combining(c) and kept and ord(kept[-1]) < 0x0500:
