@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import keyword
 import weakref
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from typing import Any
 from sandbox.executor import ExecRequest, Executor, MappingToolHost, result_from_json
 from sandbox.limits import Limits
 from sandbox.pool import LocalExecutor
+from sandbox.protocol import WireError, dumps, encode_text, loads
 from sandbox.result import Result
 
 __all__ = ["Sandbox"]
@@ -107,7 +107,9 @@ class Sandbox:
             The :class:`Result`.
 
         Raises:
-            TypeError, ValueError: The arguments themselves are wrong (not a skill failure).
+            TypeError, ValueError: The arguments themselves are wrong (not a skill failure):
+                not JSON data, nested more than :data:`sandbox.protocol.MAX_DEPTH` levels, or
+                holding a string with a lone surrogate (which cannot cross as UTF-8).
             RuntimeError: The sandbox was closed.
         """
         limits = self.limits if limits is None else limits
@@ -132,14 +134,20 @@ class Sandbox:
                 raise TypeError(f"Sandbox.run tool names must be non-empty str, got {name!r}")
             if not callable(function):
                 raise TypeError(f"Sandbox.run tool {name!r} must be callable, got {function!r}")
+        encode_text(source, "Sandbox.run source")  # a lone surrogate cannot cross as UTF-8
+        for name in tools:
+            encode_text(name, "Sandbox.run tool name")
         try:
             # One JSON round trip: the worker (or a remote backend) sees exactly JSON data.
-            plain_args = json.loads(json.dumps(dict(args), allow_nan=False))
+            data = dumps(dict(args), what="Sandbox.run args")
+        except WireError:
+            raise
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"Sandbox.run args must be JSON-serialisable ({exc}); pass only dict, list, "
                 "str, int, float, bool or None values"
             ) from None
+        plain_args, _ = loads(data, outer=1, what="Sandbox.run args")
         request = ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id)
         host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):

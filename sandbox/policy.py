@@ -628,6 +628,7 @@ class OutputBuffer:
         Raises:
             ResourceLimitExceeded: ``limit="output"``.
             TypeError: ``text`` is not a str.
+            ValueError: ``text`` holds a lone surrogate (it cannot be encoded as UTF-8).
         """
         if self.closed:
             return
@@ -636,7 +637,15 @@ class OutputBuffer:
                 raise TypeError(f"write() argument must be str, not {type(text).__name__}")
             # A str subclass could lie about its length or encoding; keep the characters.
             text = str.__str__(text)
-        data = text.encode("utf-8", "surrogatepass")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # What a UTF-8 stdout does too; the host could not carry the text either.
+            raise ValueError(
+                f"print() got a string with a lone surrogate ({exc.object[exc.start]!r} at "
+                f"index {exc.start}), which cannot be encoded as UTF-8; print whole "
+                "characters (e.g. text.encode('utf-8', 'replace').decode('utf-8'))"
+            ) from None
         if self._size + len(data) <= self._limit and not self.overflowed:
             self._size += len(data)
             self._parts.append(text)

@@ -46,7 +46,17 @@ from sandbox.errors import (
 )
 from sandbox.executor import ExecRequest, ToolHost, result_to_json
 from sandbox.limits import Limits
-from sandbox.protocol import HEADER, decode_payload, encode_frame, encode_raw_frame
+from sandbox.protocol import (
+    CONTAINER_COST,
+    FRAME_OUTER,
+    HEADER,
+    FrameReader,
+    WireError,
+    encode_frame,
+    encode_text,
+    loads,
+)
+from sandbox.relay import ToolRunner, ToolTask
 from sandbox.result import Result, ToolCall
 
 __all__ = ["CallOutcome", "LocalExecutor", "WorkerPool", "WorkerProcess", "worker_sys_path"]
@@ -65,8 +75,6 @@ from sandbox.worker import main
 main()
 """
 _JSON_SEPARATORS: Final = (",", ":")
-#: Frames from a worker larger than this are a protocol error (it may be compromised).
-_MIN_FRAME_CAP: Final = 64 * 1024 * 1024
 _EXIT_GRACE_S: Final = 2.0
 _READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
 #: Failures that say nothing bad about the worker itself; anything else retires it.
@@ -167,10 +175,9 @@ class WorkerProcess:
         self._in_fd = self.proc.stdin.fileno()
         self._out_fd = self.proc.stdout.fileno()
         os.set_blocking(self._in_fd, False)
-        self._buffer = bytearray()
+        self._reader = FrameReader()
         self._lock = threading.Lock()
         self._reaped = False
-        self._tool_io = 0
         #: Calls started on this worker.
         self.calls = 0
 
@@ -218,6 +225,7 @@ class WorkerProcess:
         tools: ToolHost,
         limits: Limits,
         deadline: float,
+        runner: ToolRunner,
     ) -> CallOutcome:
         """Send a framed ``run`` request, serve its tool calls, and collect the result.
 
@@ -231,124 +239,35 @@ class WorkerProcess:
             tools: Where tool calls go, as JSON text (see `sandbox.executor.ToolHost`).
             limits: The call's limits.
             deadline: ``time.monotonic()`` value by which the call must finish.
+            runner: The helper threads host tools run on (so the deadline holds).
 
         Returns:
             The outcome; ``error`` is set when the call failed.
         """
         self.calls += 1
-        self._tool_io = 0
-        outcome = CallOutcome()
-        frame_cap = max(_MIN_FRAME_CAP, 4 * limits.output_bytes + (1 << 20))
+        call = _Call(allowed, tools, limits, deadline)
         try:
             self._send(request, deadline)
             while True:
-                message = self._receive(deadline, frame_cap)
-                op = message.get("op")
-                if op == "tool":
-                    self._serve_tool(message, allowed, tools, limits, deadline, outcome.tool_calls)
-                elif op == "done":
-                    self._finish(message, outcome)
-                    return outcome
-                else:
-                    raise _ProtocolError(f"unexpected message op={op!r}")
-        except _Timeout:
-            self.kill()
-            outcome.error = ExecutionTimeout(
-                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
-                "of wall-clock time (tool calls included) and was killed; make it do less per "
-                "call or raise the limit",
-                limits.timeout_s,
-            )
-        except _Gone:
-            outcome.error = self._death_error(limits)
-        except _ToolIOExceeded:
-            self.kill()
-            outcome.error = ResourceLimitExceeded(
-                "tool_io",
-                f"the skill's tool calls moved more than Limits.tool_io_bytes="
-                f"{limits.tool_io_bytes} bytes of arguments and results; pass less data "
-                "through tools per call or raise the limit",
-            )
-        except _ProtocolError as exc:
-            self.kill()
-            outcome.error = WorkerCrashed(
-                f"the worker process broke the protocol ({exc}) and was killed; the next call "
-                "gets a fresh worker",
-                self.proc.returncode,
-            )
-        return outcome
+                message = self._receive(call)
+                if message.get("op") == "done":
+                    call.finish(message)
+                    return call.outcome
+                pending = call.start_tool(message, runner)
+                if not pending.task.wait(deadline - time.monotonic()):
+                    raise _ToolOverran(pending)
+                self._send(call.tool_reply(pending), deadline)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's error
+            self._fail(call, exc)
+        return call.outcome
 
-    def _finish(self, message: Mapping[str, Any], outcome: CallOutcome) -> None:
-        ok = message.get("ok")
-        output = message.get("output")
-        if not isinstance(ok, bool) or not isinstance(output, str):
-            raise _ProtocolError("malformed done message")
-        outcome.output = output
-        if ok:
-            outcome.value = message.get("value")
+    def _fail(self, call: _Call, exc: Exception) -> None:
+        """Make ``exc`` the call's error; kill the worker unless it died by itself."""
+        if isinstance(exc, _Gone):
+            call.outcome.error = self._death_error(call.limits)
             return
-        error = message.get("error")
-        if not isinstance(error, dict):
-            raise _ProtocolError("done message with ok=false has no error object")
-        outcome.error = error_from_wire(error)
-
-    def _serve_tool(
-        self,
-        message: Mapping[str, Any],
-        allowed: Sequence[str],
-        tools: ToolHost,
-        limits: Limits,
-        deadline: float,
-        calls: list[ToolCall],
-    ) -> None:
-        name = message.get("name")
-        arguments = message.get("arguments")
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            raise _ProtocolError("malformed tool message")
-        if any(not isinstance(k, str) or k.startswith("_") for k in arguments):
-            # The worker refuses private keyword arguments itself; one that sends them is
-            # not trusted further.
-            raise _ProtocolError("a tool call with a private (underscore) argument name")
-        if len(calls) >= limits.max_tool_calls:
-            # The worker enforces this limit itself; one that does not is not trusted further.
-            raise _ProtocolError(f"more than Limits.max_tool_calls={limits.max_tool_calls} calls")
-        if time.monotonic() >= deadline:
-            raise _Timeout
-        arguments_json = json.dumps(arguments, separators=_JSON_SEPARATORS)
-        self._tool_io += len(arguments_json)
-        if self._tool_io > limits.tool_io_bytes:
-            raise _ToolIOExceeded
-        recorded = json.loads(arguments_json)  # the tool may mutate its own copy
-        encoded: str | None = None
-        error: str | None = None
-        error_type = "ToolError"
-        started = time.monotonic()
-        try:
-            if name not in allowed:
-                raise ToolNotAllowed(name, sorted(allowed))
-            encoded = tools.call_tool(name, arguments_json)
-            value = json.loads(encoded)
-        except ToolNotAllowed as exc:
-            error, error_type, encoded = exc.message, "ToolNotAllowed", None
-        except ToolError as exc:
-            error, encoded = exc.message, None
-        except ValueError as exc:  # the tool host answered with something that is not JSON
-            error, encoded = f"the tool host returned invalid JSON ({exc})", None
-        except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
-            error, encoded = f"{type(exc).__name__}: {exc}", None
-        duration = time.monotonic() - started
-        self._tool_io += len(encoded or "") + len(error or "")
-        if self._tool_io > limits.tool_io_bytes:
-            raise _ToolIOExceeded
-        if encoded is not None:
-            calls.append(ToolCall(name, recorded, value, None, duration))
-            frame = '{"op":"tool_result","ok":true,"value":' + encoded + "}"
-        else:
-            calls.append(ToolCall(name, recorded, None, error, duration))
-            frame = json.dumps(
-                {"op": "tool_result", "ok": False, "error": error, "error_type": error_type}
-            )
-        self._send(encode_raw_frame(frame), deadline)
+        self.kill()
+        call.outcome.error = call.error_for(exc, self.proc.returncode)
 
     def _death_error(self, limits: Limits) -> SandboxError:
         """Wait for a worker whose pipe closed and explain how it died."""
@@ -406,22 +325,13 @@ class WorkerProcess:
             if view:
                 self._wait(self._in_fd, select.POLLOUT, deadline)
 
-    def _receive(self, deadline: float, frame_cap: int) -> dict[str, Any]:
-        buffer = self._buffer
+    def _receive(self, call: _Call) -> dict[str, Any]:
+        """Read the next frame, refusing it by its header before the payload is read."""
         while True:
-            if len(buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(buffer)
-                if size > frame_cap:
-                    raise _ProtocolError(f"a {size}-byte frame is over the {frame_cap}-byte cap")
-                end = HEADER.size + size
-                if len(buffer) >= end:
-                    payload = bytes(buffer[HEADER.size : end])
-                    del buffer[:end]
-                    try:
-                        return decode_payload(payload)
-                    except ValueError as exc:  # includes JSON and Unicode decode errors
-                        raise _ProtocolError(f"undecodable frame: {exc}") from None
-            if not self._wait(self._out_fd, select.POLLIN, deadline):
+            payload = call.next_payload(self._reader)
+            if payload is not None:
+                return call.decode(payload)
+            if not self._wait(self._out_fd, select.POLLIN, call.deadline):
                 continue  # woke without data: the next _wait raises _Timeout if it is time
             try:
                 chunk = os.read(self._out_fd, _READ_CHUNK)
@@ -431,7 +341,247 @@ class WorkerProcess:
                 raise _Gone from exc
             if not chunk:
                 raise _Gone
-            buffer += chunk
+            self._reader.feed(chunk)
+
+
+@dataclass
+class _PendingTool:
+    """A tool call handed to a helper thread."""
+
+    name: str
+    #: The decoded arguments (kept for the ToolCall record; the tool gets its own copy).
+    arguments: dict[str, Any]
+    started: float
+    task: ToolTask[str]
+    #: 1-based position among the call's tool calls.
+    index: int
+
+
+class _ToolOverran(Exception):
+    """The call's deadline passed while a host tool was still running."""
+
+    def __init__(self, pending: _PendingTool) -> None:
+        super().__init__(pending.name)
+        self.pending = pending
+
+
+class _Call:
+    """The host's side of one call's protocol, apart from I/O: budgets, decoding, tools.
+
+    Everything the worker sends is checked here before it is decoded: a frame's length
+    against what the call may still send, then (:func:`sandbox.protocol.check`) its nesting
+    depth, its weight in containers and its Unicode. A worker that breaks the protocol is not
+    trusted further (the caller kills it).
+    """
+
+    def __init__(
+        self, allowed: Sequence[str], tools: ToolHost, limits: Limits, deadline: float
+    ) -> None:
+        self.allowed = allowed
+        self.tools = tools
+        self.limits = limits
+        self.deadline = deadline
+        self.outcome = CallOutcome()
+        #: Tool traffic so far, as :class:`sandbox.protocol.Shape.cost` counts it.
+        self.tool_io = 0
+        #: The longest a ``done`` frame can be: the value and the printed output (JSON
+        #: escapes at most sextuple a byte), plus an error message and the envelope.
+        self.done_cap = 7 * limits.output_bytes + _ENVELOPE_BYTES
+        self.tool_envelope = _ENVELOPE_BYTES + max((len(n) for n in allowed), default=0)
+
+    def tool_cap(self) -> int:
+        """The most a ``tool`` frame may weigh now: what is left of the call's tool budget."""
+        return max(self.limits.tool_io_bytes - self.tool_io, 0) + self.tool_envelope
+
+    def next_payload(self, reader: FrameReader) -> bytes | None:
+        try:
+            return reader.next_payload(max(self.done_cap, self.tool_cap()))
+        except WireError as exc:
+            raise _ProtocolError(str(exc)) from None
+
+    def decode(self, payload: bytes) -> dict[str, Any]:
+        """Check and decode one frame from the worker (``tool`` or ``done``)."""
+        if payload.startswith(_TOOL_PREFIX):
+            cap: int | None = self.tool_cap()
+        elif payload.startswith(_DONE_PREFIX):
+            cap = None  # the header cap has bounded it already
+            if len(payload) > self.done_cap:
+                raise _ProtocolError(f"a {len(payload)}-byte done frame")
+        else:
+            raise _ProtocolError(f"a frame that starts {payload[:24]!r}")
+        try:
+            message, shape = loads(payload, max_cost=cap, outer=FRAME_OUTER, what="frame")
+        except WireError as exc:
+            if exc.kind == "size":
+                raise _ToolIOExceeded from None
+            raise _ProtocolError(f"undecodable frame: {exc}") from None
+        if not isinstance(message, dict):
+            raise _ProtocolError(f"a frame that is a JSON {type(message).__name__}")
+        if time.monotonic() >= self.deadline:
+            raise _Timeout  # decoding is part of the call
+        if cap is not None:
+            self.tool_io += shape.cost
+            if self.tool_io > self.limits.tool_io_bytes:
+                raise _ToolIOExceeded
+        return message
+
+    def finish(self, message: Mapping[str, Any]) -> None:
+        ok = message.get("ok")
+        output = message.get("output")
+        if not isinstance(ok, bool) or not isinstance(output, str):
+            raise _ProtocolError("malformed done message")
+        outcome = self.outcome
+        outcome.output = output
+        if ok:
+            outcome.value = message.get("value")
+            return
+        error = message.get("error")
+        if not isinstance(error, dict):
+            raise _ProtocolError("done message with ok=false has no error object")
+        outcome.error = error_from_wire(error)
+
+    def start_tool(self, message: Mapping[str, Any], runner: ToolRunner) -> _PendingTool:
+        """Check a ``tool`` message and hand the tool to a helper thread."""
+        name = message.get("name")
+        arguments = message.get("arguments")
+        if not isinstance(name, str) or not isinstance(arguments, dict):
+            raise _ProtocolError("malformed tool message")
+        if any(not isinstance(k, str) or k.startswith("_") for k in arguments):
+            # The worker refuses private keyword arguments itself; one that sends them is
+            # not trusted further.
+            raise _ProtocolError("a tool call with a private (underscore) argument name")
+        calls = self.outcome.tool_calls
+        if len(calls) >= self.limits.max_tool_calls:
+            # The worker enforces this limit itself; one that does not is not trusted further.
+            raise _ProtocolError(
+                f"more than Limits.max_tool_calls={self.limits.max_tool_calls} calls"
+            )
+        # The arguments were checked for depth and Unicode as part of the frame.
+        arguments_json = json.dumps(arguments, ensure_ascii=False, separators=_JSON_SEPARATORS)
+        tools, allowed = self.tools, self.allowed
+
+        def run_tool() -> str:
+            if name not in allowed:
+                raise ToolNotAllowed(name, sorted(allowed))
+            return tools.call_tool(name, arguments_json)
+
+        task = runner.submit(run_tool)
+        return _PendingTool(name, arguments, time.monotonic(), task, len(calls) + 1)
+
+    def tool_reply(self, pending: _PendingTool) -> bytes:
+        """Record a finished tool call and frame its ``tool_result`` for the worker."""
+        name = pending.name
+        value: Any = None
+        data: bytes | None = None
+        error: str | None = None
+        error_type = "ToolError"
+        try:
+            encoded = pending.task.result()
+            if not isinstance(encoded, str):
+                raise TypeError(f"the tool host returned {type(encoded).__name__}, not JSON text")
+            data = encode_text(encoded, f"result of tool {name!r}")
+            value, shape = loads(
+                data,
+                max_cost=max(self.limits.tool_io_bytes - self.tool_io, 0),
+                what=f"result of tool {name!r}",
+            )
+            self.tool_io += shape.cost
+        except ToolNotAllowed as exc:
+            error, error_type = exc.message, "ToolNotAllowed"
+        except ToolError as exc:
+            error = exc.message
+        except WireError as exc:
+            if exc.kind == "size":
+                raise _ToolIOExceeded from None
+            error = f"the tool host returned a value the sandbox cannot carry: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
+            error = f"{type(exc).__name__}: {exc}"
+        duration = time.monotonic() - pending.started
+        calls = self.outcome.tool_calls
+        if data is not None and error is None:
+            calls.append(ToolCall(name, pending.arguments, value, None, duration))
+            head = f'{{"op":"tool_result","ok":true,"io":{self.tool_io},"value":'.encode()
+            return _frame(head + data + b"}")
+        assert error is not None
+        error = _whole_characters(error)
+        self.tool_io += len(error)
+        if self.tool_io > self.limits.tool_io_bytes:
+            raise _ToolIOExceeded
+        calls.append(ToolCall(name, pending.arguments, None, error, duration))
+        reply = {
+            "op": "tool_result",
+            "ok": False,
+            "io": self.tool_io,
+            "error": error,
+            "error_type": error_type,
+        }
+        return encode_frame(reply)
+
+    def error_for(self, exc: Exception, returncode: int | None) -> SandboxError:
+        """The call's error for a failure that ended it (the worker has been killed)."""
+        limits = self.limits
+        if isinstance(exc, _ToolOverran):
+            pending = exc.pending
+            self.outcome.tool_calls.append(
+                ToolCall(
+                    pending.name,
+                    pending.arguments,
+                    None,
+                    "still running at the call's deadline; its result is discarded",
+                    time.monotonic() - pending.started,
+                )
+            )
+            return ExecutionTimeout(
+                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
+                f"of wall-clock time: tool call #{pending.index}, tools.{pending.name}(), was "
+                "still running at the deadline (a host tool cannot be interrupted; whatever it "
+                "returns later is discarded). Make the tool faster or raise the limit",
+                limits.timeout_s,
+                pending.name,
+            )
+        if isinstance(exc, _Timeout):
+            return ExecutionTimeout(
+                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
+                "of wall-clock time (tool calls included) and was killed; make it do less per "
+                "call or raise the limit",
+                limits.timeout_s,
+            )
+        if isinstance(exc, _ToolIOExceeded):
+            return ResourceLimitExceeded(
+                "tool_io",
+                f"the skill's tool calls moved more than Limits.tool_io_bytes="
+                f"{limits.tool_io_bytes} bytes of arguments and results (each array or object "
+                f"counts {CONTAINER_COST} bytes); pass less data through tools per call or "
+                "raise the limit",
+            )
+        if isinstance(exc, _ProtocolError):
+            detail = str(exc)
+        else:  # a bug of ours: still a Result, never an exception out of Sandbox.run
+            detail = f"the host failed serving it: {type(exc).__name__}: {exc}"
+        return WorkerCrashed(
+            f"the worker process broke the protocol ({_whole_characters(detail)[:500]}) and was "
+            "killed; the next call gets a fresh worker",
+            returncode,
+        )
+
+
+#: Room for a frame's own keys, a tool name and an error message around the budgeted data.
+_ENVELOPE_BYTES: Final = 64 * 1024
+_TOOL_PREFIX: Final = b'{"op":"tool",'
+_DONE_PREFIX: Final = b'{"op":"done",'
+
+
+def _frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def _whole_characters(text: str) -> str:
+    """``text`` with any lone surrogate spelled as an escape, so it can cross as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class WorkerPool:
@@ -556,6 +706,8 @@ class LocalExecutor:
 
     def __init__(self, *, max_idle_workers: int = 2, max_calls_per_worker: int = 1000) -> None:
         self.pool = WorkerPool(max_idle=max_idle_workers, max_calls=max_calls_per_worker)
+        #: Host tools run on these threads, so a call's deadline holds while one runs.
+        self.tool_runner = ToolRunner()
 
     def execute(self, request_json: str, tools: ToolHost) -> str:
         """Run one request on a pooled worker (see :class:`Executor`)."""
@@ -579,7 +731,9 @@ class LocalExecutor:
         worker = self.pool.acquire()
         outcome: CallOutcome | None = None
         try:
-            outcome = worker.execute(frame, request.tools, tools, request.limits, deadline)
+            outcome = worker.execute(
+                frame, request.tools, tools, request.limits, deadline, self.tool_runner
+            )
         finally:
             reusable = outcome is not None and (
                 outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
@@ -597,3 +751,4 @@ class LocalExecutor:
     def close(self) -> None:
         """Kill all workers."""
         self.pool.close()
+        self.tool_runner.close()
