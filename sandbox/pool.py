@@ -1,4 +1,4 @@
-"""Host side of the worker processes: spawning, the protocol of one call, and recycling.
+"""Host side of the worker processes: spawning, the I/O of one call, and recycling.
 
 :class:`LocalExecutor`, the default :class:`sandbox.executor.Executor` backend, is this
 pool's front door: it turns a request into a ``run`` frame for a pooled worker and decides,
@@ -11,15 +11,16 @@ skill's own :class:`SkillError` / :class:`ToolError`) and only for ``max_calls``
 after anything else (timeout, crash, exceeded limit, policy violation) it is killed and a
 later call starts a fresh one.
 
-The host trusts nothing the worker says: frames are size-capped and type-checked, tool
-names are checked against the caller's mapping again here, and a worker that breaks the
-protocol is killed and reported as :class:`WorkerCrashed`.
+The host trusts nothing the worker says. The I/O loop here reads and writes frames under the
+call's deadline; what each frame may be, and what it means, is decided by
+:class:`sandbox.relay.HostCall` (frames refused by their header, checked before they are
+decoded, tool calls relayed to helper threads); a worker that breaks the protocol is killed
+and reported as :class:`WorkerCrashed`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import select
@@ -30,36 +31,30 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Final
 
 from sandbox.errors import (
-    ExecutionTimeout,
     ResourceLimitExceeded,
     SandboxError,
     SkillError,
     ToolError,
-    ToolNotAllowed,
     WorkerCrashed,
-    error_from_wire,
 )
 from sandbox.executor import ExecRequest, ToolHost, result_to_json
 from sandbox.limits import Limits
-from sandbox.protocol import (
-    CONTAINER_COST,
-    FRAME_OUTER,
-    HEADER,
-    FrameReader,
-    WireError,
-    encode_frame,
-    encode_text,
-    loads,
+from sandbox.protocol import FrameReader, encode_frame
+from sandbox.relay import (
+    CallOutcome,
+    CallTimeout,
+    HostCall,
+    ToolOverran,
+    ToolRunner,
+    WorkerGone,
 )
-from sandbox.relay import ToolRunner, ToolTask
-from sandbox.result import Result, ToolCall
+from sandbox.result import Result
 
-__all__ = ["CallOutcome", "LocalExecutor", "WorkerPool", "WorkerProcess", "worker_sys_path"]
+__all__ = ["LocalExecutor", "WorkerPool", "WorkerProcess", "worker_sys_path"]
 
 #: Prepends the given directories to sys.path, then runs the worker. The worker needs only
 #: the policy half of the package, so the bootstrap registers ``sandbox`` without running its
@@ -74,7 +69,6 @@ sys.modules["sandbox"] = package
 from sandbox.worker import main
 main()
 """
-_JSON_SEPARATORS: Final = (",", ":")
 _EXIT_GRACE_S: Final = 2.0
 _READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
 #: Failures that say nothing bad about the worker itself; anything else retires it.
@@ -100,36 +94,6 @@ def worker_sys_path() -> list[str]:
         )
     rp_parent = os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
     return list(dict.fromkeys([sandbox_parent, rp_parent]))
-
-
-class _Timeout(Exception):
-    """The call's wall-clock deadline passed."""
-
-
-class _Gone(Exception):
-    """The worker closed its end of a pipe (it died)."""
-
-
-class _ToolIOExceeded(Exception):
-    """The call's tool arguments and results passed Limits.tool_io_bytes."""
-
-
-class _ProtocolError(Exception):
-    """The worker sent something it should not have."""
-
-
-@dataclass
-class CallOutcome:
-    """What :meth:`WorkerProcess.execute` observed; :class:`LocalExecutor` makes a Result."""
-
-    #: The entry function's JSON value (None on error).
-    value: Any = None
-    #: Why the call failed, or None.
-    error: SandboxError | None = None
-    #: What the skill printed (empty if the worker died before reporting).
-    output: str = ""
-    #: Every tool call, in order, including failed ones.
-    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 def _describe_signal(number: int) -> str:
@@ -245,7 +209,7 @@ class WorkerProcess:
             The outcome; ``error`` is set when the call failed.
         """
         self.calls += 1
-        call = _Call(allowed, tools, limits, deadline)
+        call = HostCall(allowed, tools, limits, deadline)
         try:
             self._send(request, deadline)
             while True:
@@ -255,15 +219,15 @@ class WorkerProcess:
                     return call.outcome
                 pending = call.start_tool(message, runner)
                 if not pending.task.wait(deadline - time.monotonic()):
-                    raise _ToolOverran(pending)
+                    raise ToolOverran(pending)
                 self._send(call.tool_reply(pending), deadline)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the call's error
             self._fail(call, exc)
         return call.outcome
 
-    def _fail(self, call: _Call, exc: Exception) -> None:
+    def _fail(self, call: HostCall, exc: Exception) -> None:
         """Make ``exc`` the call's error; kill the worker unless it died by itself."""
-        if isinstance(exc, _Gone):
+        if isinstance(exc, WorkerGone):
             call.outcome.error = self._death_error(call.limits)
             return
         self.kill()
@@ -307,7 +271,7 @@ class WorkerProcess:
         """Wait until ``fd`` is ready; False if the wait ended without it being ready."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _Timeout
+            raise CallTimeout
         poller = select.poll()
         poller.register(fd, events)
         return bool(poller.poll(math.ceil(remaining * 1000)))
@@ -320,268 +284,28 @@ class WorkerProcess:
             except BlockingIOError:
                 written = 0
             except OSError as exc:  # BrokenPipeError: the worker is gone
-                raise _Gone from exc
+                raise WorkerGone from exc
             view = view[written:]
             if view:
                 self._wait(self._in_fd, select.POLLOUT, deadline)
 
-    def _receive(self, call: _Call) -> dict[str, Any]:
+    def _receive(self, call: HostCall) -> dict[str, Any]:
         """Read the next frame, refusing it by its header before the payload is read."""
         while True:
             payload = call.next_payload(self._reader)
             if payload is not None:
                 return call.decode(payload)
             if not self._wait(self._out_fd, select.POLLIN, call.deadline):
-                continue  # woke without data: the next _wait raises _Timeout if it is time
+                continue  # woke without data: the next _wait raises CallTimeout if it is time
             try:
                 chunk = os.read(self._out_fd, _READ_CHUNK)
             except BlockingIOError:
                 continue
             except OSError as exc:
-                raise _Gone from exc
+                raise WorkerGone from exc
             if not chunk:
-                raise _Gone
+                raise WorkerGone
             self._reader.feed(chunk)
-
-
-@dataclass
-class _PendingTool:
-    """A tool call handed to a helper thread."""
-
-    name: str
-    #: The decoded arguments (kept for the ToolCall record; the tool gets its own copy).
-    arguments: dict[str, Any]
-    started: float
-    task: ToolTask[str]
-    #: 1-based position among the call's tool calls.
-    index: int
-
-
-class _ToolOverran(Exception):
-    """The call's deadline passed while a host tool was still running."""
-
-    def __init__(self, pending: _PendingTool) -> None:
-        super().__init__(pending.name)
-        self.pending = pending
-
-
-class _Call:
-    """The host's side of one call's protocol, apart from I/O: budgets, decoding, tools.
-
-    Everything the worker sends is checked here before it is decoded: a frame's length
-    against what the call may still send, then (:func:`sandbox.protocol.check`) its nesting
-    depth, its weight in containers and its Unicode. A worker that breaks the protocol is not
-    trusted further (the caller kills it).
-    """
-
-    def __init__(
-        self, allowed: Sequence[str], tools: ToolHost, limits: Limits, deadline: float
-    ) -> None:
-        self.allowed = allowed
-        self.tools = tools
-        self.limits = limits
-        self.deadline = deadline
-        self.outcome = CallOutcome()
-        #: Tool traffic so far, as :class:`sandbox.protocol.Shape.cost` counts it.
-        self.tool_io = 0
-        #: The longest a ``done`` frame can be: the value and the printed output (JSON
-        #: escapes at most sextuple a byte), plus an error message and the envelope.
-        self.done_cap = 7 * limits.output_bytes + _ENVELOPE_BYTES
-        self.tool_envelope = _ENVELOPE_BYTES + max((len(n) for n in allowed), default=0)
-
-    def tool_cap(self) -> int:
-        """The most a ``tool`` frame may weigh now: what is left of the call's tool budget."""
-        return max(self.limits.tool_io_bytes - self.tool_io, 0) + self.tool_envelope
-
-    def next_payload(self, reader: FrameReader) -> bytes | None:
-        try:
-            return reader.next_payload(max(self.done_cap, self.tool_cap()))
-        except WireError as exc:
-            raise _ProtocolError(str(exc)) from None
-
-    def decode(self, payload: bytes) -> dict[str, Any]:
-        """Check and decode one frame from the worker (``tool`` or ``done``)."""
-        if payload.startswith(_TOOL_PREFIX):
-            cap: int | None = self.tool_cap()
-        elif payload.startswith(_DONE_PREFIX):
-            cap = None  # the header cap has bounded it already
-            if len(payload) > self.done_cap:
-                raise _ProtocolError(f"a {len(payload)}-byte done frame")
-        else:
-            raise _ProtocolError(f"a frame that starts {payload[:24]!r}")
-        try:
-            message, shape = loads(payload, max_cost=cap, outer=FRAME_OUTER, what="frame")
-        except WireError as exc:
-            if exc.kind == "size":
-                raise _ToolIOExceeded from None
-            raise _ProtocolError(f"undecodable frame: {exc}") from None
-        if not isinstance(message, dict):
-            raise _ProtocolError(f"a frame that is a JSON {type(message).__name__}")
-        if time.monotonic() >= self.deadline:
-            raise _Timeout  # decoding is part of the call
-        if cap is not None:
-            self.tool_io += shape.cost
-            if self.tool_io > self.limits.tool_io_bytes:
-                raise _ToolIOExceeded
-        return message
-
-    def finish(self, message: Mapping[str, Any]) -> None:
-        ok = message.get("ok")
-        output = message.get("output")
-        if not isinstance(ok, bool) or not isinstance(output, str):
-            raise _ProtocolError("malformed done message")
-        outcome = self.outcome
-        outcome.output = output
-        if ok:
-            outcome.value = message.get("value")
-            return
-        error = message.get("error")
-        if not isinstance(error, dict):
-            raise _ProtocolError("done message with ok=false has no error object")
-        outcome.error = error_from_wire(error)
-
-    def start_tool(self, message: Mapping[str, Any], runner: ToolRunner) -> _PendingTool:
-        """Check a ``tool`` message and hand the tool to a helper thread."""
-        name = message.get("name")
-        arguments = message.get("arguments")
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            raise _ProtocolError("malformed tool message")
-        if any(not isinstance(k, str) or k.startswith("_") for k in arguments):
-            # The worker refuses private keyword arguments itself; one that sends them is
-            # not trusted further.
-            raise _ProtocolError("a tool call with a private (underscore) argument name")
-        calls = self.outcome.tool_calls
-        if len(calls) >= self.limits.max_tool_calls:
-            # The worker enforces this limit itself; one that does not is not trusted further.
-            raise _ProtocolError(
-                f"more than Limits.max_tool_calls={self.limits.max_tool_calls} calls"
-            )
-        # The arguments were checked for depth and Unicode as part of the frame.
-        arguments_json = json.dumps(arguments, ensure_ascii=False, separators=_JSON_SEPARATORS)
-        tools, allowed = self.tools, self.allowed
-
-        def run_tool() -> str:
-            if name not in allowed:
-                raise ToolNotAllowed(name, sorted(allowed))
-            return tools.call_tool(name, arguments_json)
-
-        task = runner.submit(run_tool)
-        return _PendingTool(name, arguments, time.monotonic(), task, len(calls) + 1)
-
-    def tool_reply(self, pending: _PendingTool) -> bytes:
-        """Record a finished tool call and frame its ``tool_result`` for the worker."""
-        name = pending.name
-        value: Any = None
-        data: bytes | None = None
-        error: str | None = None
-        error_type = "ToolError"
-        try:
-            encoded = pending.task.result()
-            if not isinstance(encoded, str):
-                raise TypeError(f"the tool host returned {type(encoded).__name__}, not JSON text")
-            data = encode_text(encoded, f"result of tool {name!r}")
-            value, shape = loads(
-                data,
-                max_cost=max(self.limits.tool_io_bytes - self.tool_io, 0),
-                what=f"result of tool {name!r}",
-            )
-            self.tool_io += shape.cost
-        except ToolNotAllowed as exc:
-            error, error_type = exc.message, "ToolNotAllowed"
-        except ToolError as exc:
-            error = exc.message
-        except WireError as exc:
-            if exc.kind == "size":
-                raise _ToolIOExceeded from None
-            error = f"the tool host returned a value the sandbox cannot carry: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
-            error = f"{type(exc).__name__}: {exc}"
-        duration = time.monotonic() - pending.started
-        calls = self.outcome.tool_calls
-        if data is not None and error is None:
-            calls.append(ToolCall(name, pending.arguments, value, None, duration))
-            head = f'{{"op":"tool_result","ok":true,"io":{self.tool_io},"value":'.encode()
-            return _frame(head + data + b"}")
-        assert error is not None
-        error = _whole_characters(error)
-        self.tool_io += len(error)
-        if self.tool_io > self.limits.tool_io_bytes:
-            raise _ToolIOExceeded
-        calls.append(ToolCall(name, pending.arguments, None, error, duration))
-        reply = {
-            "op": "tool_result",
-            "ok": False,
-            "io": self.tool_io,
-            "error": error,
-            "error_type": error_type,
-        }
-        return encode_frame(reply)
-
-    def error_for(self, exc: Exception, returncode: int | None) -> SandboxError:
-        """The call's error for a failure that ended it (the worker has been killed)."""
-        limits = self.limits
-        if isinstance(exc, _ToolOverran):
-            pending = exc.pending
-            self.outcome.tool_calls.append(
-                ToolCall(
-                    pending.name,
-                    pending.arguments,
-                    None,
-                    "still running at the call's deadline; its result is discarded",
-                    time.monotonic() - pending.started,
-                )
-            )
-            return ExecutionTimeout(
-                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
-                f"of wall-clock time: tool call #{pending.index}, tools.{pending.name}(), was "
-                "still running at the deadline (a host tool cannot be interrupted; whatever it "
-                "returns later is discarded). Make the tool faster or raise the limit",
-                limits.timeout_s,
-                pending.name,
-            )
-        if isinstance(exc, _Timeout):
-            return ExecutionTimeout(
-                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
-                "of wall-clock time (tool calls included) and was killed; make it do less per "
-                "call or raise the limit",
-                limits.timeout_s,
-            )
-        if isinstance(exc, _ToolIOExceeded):
-            return ResourceLimitExceeded(
-                "tool_io",
-                f"the skill's tool calls moved more than Limits.tool_io_bytes="
-                f"{limits.tool_io_bytes} bytes of arguments and results (each array or object "
-                f"counts {CONTAINER_COST} bytes); pass less data through tools per call or "
-                "raise the limit",
-            )
-        if isinstance(exc, _ProtocolError):
-            detail = str(exc)
-        else:  # a bug of ours: still a Result, never an exception out of Sandbox.run
-            detail = f"the host failed serving it: {type(exc).__name__}: {exc}"
-        return WorkerCrashed(
-            f"the worker process broke the protocol ({_whole_characters(detail)[:500]}) and was "
-            "killed; the next call gets a fresh worker",
-            returncode,
-        )
-
-
-#: Room for a frame's own keys, a tool name and an error message around the budgeted data.
-_ENVELOPE_BYTES: Final = 64 * 1024
-_TOOL_PREFIX: Final = b'{"op":"tool",'
-_DONE_PREFIX: Final = b'{"op":"done",'
-
-
-def _frame(payload: bytes) -> bytes:
-    return HEADER.pack(len(payload)) + payload
-
-
-def _whole_characters(text: str) -> str:
-    """``text`` with any lone surrogate spelled as an escape, so it can cross as UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 class WorkerPool:
@@ -702,10 +426,19 @@ class LocalExecutor:
     Args:
         max_idle_workers: Most idle workers kept warm.
         max_calls_per_worker: Calls after which a worker is replaced by a fresh one.
+        python: Interpreter for the workers; defaults to ``sys.executable``.
     """
 
-    def __init__(self, *, max_idle_workers: int = 2, max_calls_per_worker: int = 1000) -> None:
-        self.pool = WorkerPool(max_idle=max_idle_workers, max_calls=max_calls_per_worker)
+    def __init__(
+        self,
+        *,
+        max_idle_workers: int = 2,
+        max_calls_per_worker: int = 1000,
+        python: str | None = None,
+    ) -> None:
+        self.pool = WorkerPool(
+            max_idle=max_idle_workers, max_calls=max_calls_per_worker, python=python
+        )
         #: Host tools run on these threads, so a call's deadline holds while one runs.
         self.tool_runner = ToolRunner()
 

@@ -27,12 +27,15 @@ characters):
   memory thirty times its size;
 - Unicode: the bytes must be UTF-8 and no ``\\uXXXX`` escape may stand for a lone surrogate,
   which no UTF-8 text can hold. Senders encode with :func:`dumps`, which refuses such strings
-  with a :class:`WireError` naming the character.
+  with a :class:`WireError` naming the character;
+- strict JSON: ``NaN``, ``Infinity`` and numbers that overflow a float are refused, as are
+  integers past Python's digit limit.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import struct
@@ -122,6 +125,8 @@ _LONE_SURROGATE: Final = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 )
+# What json.loads would turn into NaN or an infinity (a false alarm only costs a slower parse).
+_NON_FINITE: Final = re.compile(rb"NaN|Infinity|[eE][+]?0*[1-9][0-9]{2,}|[0-9]{300,}")
 # Leaf passes before the exact scan: most documents (lists of records) collapse in a few.
 _LEAF_PASSES: Final = 4
 
@@ -236,11 +241,24 @@ def loads(
     except UnicodeDecodeError as exc:
         raise WireError("encoding", f"the {what} is not UTF-8 ({exc})") from None
     try:
-        return json.loads(text), shape
-    except json.JSONDecodeError as exc:
-        raise WireError("syntax", f"the {what} is not JSON ({exc})") from None
+        if _NON_FINITE.search(data) is None:
+            return json.loads(text), shape
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite), shape
     except RecursionError:  # the caller's own stack was already deep
         raise WireError("depth", f"the {what} is nested too deeply to decode here") from None
+    except ValueError as exc:  # JSONDecodeError, a number past int's digit limit, inf, NaN
+        raise WireError("syntax", f"the {what} is not strict JSON ({exc})") from None
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} overflows a float")
+    return value
 
 
 def dumps(value: object, *, what: str = "value") -> bytes:
