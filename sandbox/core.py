@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import keyword
 import weakref
 from collections.abc import Callable, Mapping
@@ -12,7 +13,7 @@ from typing import Any
 from sandbox.executor import ExecRequest, Executor, MappingToolHost, result_from_json
 from sandbox.limits import Limits
 from sandbox.pool import LocalExecutor
-from sandbox.protocol import WireError, dumps, encode_text, loads
+from sandbox.protocol import MAX_DEPTH, WireError, depth_of, dumps, encode_text
 from sandbox.result import Result
 
 __all__ = ["Sandbox"]
@@ -137,8 +138,14 @@ class Sandbox:
         encode_text(source, "Sandbox.run source")  # a lone surrogate cannot cross as UTF-8
         for name in tools:
             encode_text(name, "Sandbox.run tool name")
+        depth = depth_of(dict(args), MAX_DEPTH + 1)
+        if depth > MAX_DEPTH + 1:
+            raise WireError(
+                "depth",
+                f"Sandbox.run args: arrays and objects are nested more than {MAX_DEPTH} levels "
+                "deep, which the sandbox does not carry; flatten the data",
+            )
         try:
-            # One JSON round trip: the worker (or a remote backend) sees exactly JSON data.
             data = dumps(dict(args), what="Sandbox.run args")
         except WireError:
             raise
@@ -147,11 +154,14 @@ class Sandbox:
                 f"Sandbox.run args must be JSON-serialisable ({exc}); pass only dict, list, "
                 "str, int, float, bool or None values"
             ) from None
-        plain_args, _ = loads(data, outer=1, what="Sandbox.run args")
-        request = ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id)
         host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):
-            return self.executor.run(request, host)  # execute() minus the JSON text around it
+            # The worker decodes exactly this JSON, so it sees exactly JSON data.
+            request = ExecRequest.build(source, entry, args, sorted(tools), limits, skill_id)
+            return self.executor.run(request, host, args_json=data)
+        # One JSON round trip: a remote backend sees exactly JSON data.
+        plain_args = json.loads(data)
+        request = ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id)
         return result_from_json(self.executor.execute(request.to_json(), host))
 
     async def run_async(

@@ -51,7 +51,7 @@ import re
 import string
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from RestrictedPython.compile import compile_restricted_exec
@@ -68,6 +68,13 @@ from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTran
 from RestrictedPython.Utilities import utility_builtins
 
 from sandbox.errors import PolicyViolation, ResourceLimitExceeded, ToolError, ToolNotAllowed
+from sandbox.plain import (
+    PlainType,
+    builtins_rebound,
+    expression_type,
+    function_facts,
+    scope_names,
+)
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -209,6 +216,71 @@ class SkillTransformer(RestrictingNodeTransformer):
             return node
         return self.node_contents_visit(node)
 
+    # ------------------------------------------------------- plain locals (sandbox.plain)
+
+    def visit_Module(self, node: ast.Module) -> Any:
+        """Note which constructor builtins the module rebinds, then transform it."""
+        self._rebound = builtins_rebound(node)
+        self._facts: list[Mapping[str, PlainType]] = [{}]
+        return super().visit_Module(node)
+
+    def _now(self) -> Mapping[str, PlainType]:
+        facts = getattr(self, "_facts", None)
+        return facts[-1] if facts else {}
+
+    def _type_of(self, node: ast.expr) -> PlainType | None:
+        return expression_type(node, self._now(), getattr(self, "_rebound", frozenset()))
+
+    def _in_scope(self, facts: Mapping[str, PlainType], node: ast.AST) -> Any:
+        stack = getattr(self, "_facts", None)
+        if stack is None:
+            stack = self._facts = [{}]
+        stack.append(facts)
+        try:
+            return getattr(super(), f"visit_{type(node).__name__}")(node)
+        finally:
+            stack.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        """Transform a function knowing which of its locals are plain dicts, lists or strs."""
+        rebound: frozenset[str] = getattr(self, "_rebound", frozenset())
+        return self._in_scope(function_facts(node, self._now(), rebound), node)
+
+    def _inner_scope(self, node: ast.AST) -> Any:
+        bound = scope_names(node)
+        return self._in_scope({k: v for k, v in self._now().items() if k not in bound}, node)
+
+    visit_Lambda = visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = (
+        _inner_scope
+    )
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        """Leave ``x[k]`` reads native, and writes to a provably plain dict or list local.
+
+        The read guard is plain ``operator.getitem`` (a skill subscripts only its own data,
+        tool results and read-only views), so ``_getitem_(x, k)`` only added a call; the
+        write guard lets every write to a plain container through.
+        """
+        if isinstance(node.ctx, ast.Load) or self._type_of(node.value) in ("dict", "list"):
+            return self.node_contents_visit(node)
+        return super().visit_Subscript(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        """Leave reads of public methods of a provably plain dict, list or str native."""
+        if isinstance(node.ctx, ast.Load) and _native_method(node.attr, self._type_of(node.value)):
+            return self.node_contents_visit(node)
+        return super().visit_Attribute(node)
+
+    def guard_iter(self, node: ast.For | ast.comprehension) -> Any:
+        """Iterate natively: ``_getiter_`` is plain ``iter`` here, so RestrictedPython's
+        ``_getiter_``/``_iter_unpack_sequence_`` wrappers (a generator per loop, a call per
+        item unpacked) had nothing to refuse."""
+        return self.node_contents_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        """Unpack natively (``a, b = pair``), for the same reason as :meth:`guard_iter`."""
+        return self.node_contents_visit(node)
+
     def visit_ClassDef(self, node: ast.ClassDef) -> Any:
         """RestrictedPython's class rewrite, keeping a ``total=True``/``total=False`` keyword.
 
@@ -222,7 +294,7 @@ class SkillTransformer(RestrictingNodeTransformer):
             and isinstance(keyword.value, ast.Constant)
             and isinstance(keyword.value.value, bool)
         ]
-        rebuilt = super().visit_ClassDef(node)
+        rebuilt = self._in_scope({}, node)  # a class body proves nothing about its names
         if total and isinstance(rebuilt, ast.ClassDef):
             rebuilt.keywords.append(total[-1])
         return rebuilt
@@ -259,7 +331,11 @@ class SkillTransformer(RestrictingNodeTransformer):
         dunder methods.
         """
         target = node.target
-        if isinstance(target, ast.Name):
+        if isinstance(target, ast.Name) or (
+            isinstance(target, ast.Subscript) and self._type_of(target.value) in ("dict", "list")
+        ):
+            # An item of a plain dict or list local: the write guard would pass it, and the
+            # in-place guard has nothing to refuse (see above), so the statement stays native.
             return self.node_contents_visit(node)
         op = ast.Constant(_IOPERATOR_SYMBOLS[type(node.op)])
         value = self.visit(node.value)
@@ -353,6 +429,14 @@ def _locate(new: ast.AST, old: ast.AST) -> None:
         for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
             if attr in child._attributes and not hasattr(child, attr):
                 setattr(child, attr, getattr(old, attr, None))
+
+
+_PLAIN_CLASSES: Final[dict[PlainType, type]] = {"dict": dict, "list": list, "str": str}
+
+
+def _native_method(attr: str, kind: PlainType | None) -> bool:
+    """True if reading ``attr`` on an exact ``kind`` object needs no guard: a public method."""
+    return kind is not None and (_PLAIN_CLASSES[kind], attr) in _PLAIN_METHODS
 
 
 def _import_refusal(module: str) -> str:

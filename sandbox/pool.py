@@ -43,7 +43,7 @@ from sandbox.errors import (
 )
 from sandbox.executor import ExecRequest, ToolHost, result_to_json
 from sandbox.limits import Limits
-from sandbox.protocol import FrameReader, encode_frame
+from sandbox.protocol import HEADER, FrameReader, dumps, encode_frame
 from sandbox.relay import (
     CallOutcome,
     CallTimeout,
@@ -447,18 +447,30 @@ class LocalExecutor:
         request = ExecRequest.from_json(request_json)
         return result_to_json(self.run(request, tools))
 
-    def run(self, request: ExecRequest, tools: ToolHost) -> Result:
-        """The same as :meth:`execute` without the JSON text around it (used in-process)."""
-        frame = encode_frame(
-            {
-                "op": "run",
-                "source": request.source,
-                "entry": request.entry,
-                "args": dict(request.args),
-                "tools": list(request.tools),
-                "limits": request.limits.to_wire(),
-            }
-        )
+    def run(
+        self, request: ExecRequest, tools: ToolHost, *, args_json: bytes | None = None
+    ) -> Result:
+        """The same as :meth:`execute` without the JSON text around it (used in-process).
+
+        Args:
+            request: The call.
+            tools: Where its tool calls go.
+            args_json: ``request.args`` already encoded by :func:`sandbox.protocol.dumps`
+                (and checked), so they are not encoded twice; :class:`sandbox.Sandbox`
+                passes them.
+        """
+        head = {
+            "op": "run",
+            "source": request.source,
+            "entry": request.entry,
+            "tools": list(request.tools),
+            "limits": request.limits.to_wire(),
+        }
+        if args_json is None:
+            frame = encode_frame({**head, "args": dict(request.args)})
+        else:
+            payload = dumps(head)[:-1] + b',"args":' + args_json + b"}"
+            frame = HEADER.pack(len(payload)) + payload
         started = time.monotonic()
         deadline = started + request.limits.timeout_s
         worker = self.pool.acquire()

@@ -53,6 +53,7 @@ __all__ = [
     "WireError",
     "check",
     "decode_payload",
+    "depth_of",
     "dumps",
     "encode_frame",
     "encode_raw_frame",
@@ -125,8 +126,14 @@ _LONE_SURROGATE: Final = re.compile(
     rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
 )
-# What json.loads would turn into NaN or an infinity (a false alarm only costs a slower parse).
-_NON_FINITE: Final = re.compile(rb"NaN|Infinity|[eE][+]?0*[1-9][0-9]{2,}|[0-9]{300,}")
+# Digits become "0", exponent letters "e", the plus sign stays, anything else is a space: what
+# json.loads would turn into an infinity then shows as "e000", "e+000" or 300 zeros in a row
+# (a false alarm, say "e123" inside a string, only costs a slower parse).
+_NUMBER_SHAPE: Final = bytes(
+    ord("0") if 48 <= b <= 57 else ord("e") if b in b"eE" else b if b == ord("+") else 32
+    for b in range(256)
+)
+_LONGEST_FINITE_DIGITS: Final = b"0" * 300
 # Leaf passes before the exact scan: most documents (lists of records) collapse in a few.
 _LEAF_PASSES: Final = 4
 
@@ -241,13 +248,20 @@ def loads(
     except UnicodeDecodeError as exc:
         raise WireError("encoding", f"the {what} is not UTF-8 ({exc})") from None
     try:
-        if _NON_FINITE.search(data) is None:
+        if not _may_be_non_finite(data):
             return json.loads(text), shape
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite), shape
     except RecursionError:  # the caller's own stack was already deep
         raise WireError("depth", f"the {what} is nested too deeply to decode here") from None
     except ValueError as exc:  # JSONDecodeError, a number past int's digit limit, inf, NaN
         raise WireError("syntax", f"the {what} is not strict JSON ({exc})") from None
+
+
+def _may_be_non_finite(data: bytes) -> bool:
+    if b"NaN" in data or b"Infinity" in data:
+        return True
+    shape = data.translate(_NUMBER_SHAPE)
+    return b"e000" in shape or b"e+000" in shape or _LONGEST_FINITE_DIGITS in shape
 
 
 def _refuse_constant(name: str) -> float:
@@ -378,15 +392,46 @@ def _read_exactly(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(fd: int) -> dict[str, Any]:
+def read_frame(fd: int, *, checked: bool = True) -> dict[str, Any]:
     """Read one frame from a blocking file descriptor (the worker side).
+
+    Args:
+        fd: The pipe.
+        checked: Run :func:`check` before decoding. The worker passes False for the host's
+            frames: the host checked what it sends, and only the worker's own stack is at
+            stake there.
 
     Raises:
         EOFError: The other end closed the pipe.
         ValueError: The frame is refused or not a JSON object (a :class:`WireError`).
     """
     (size,) = HEADER.unpack(_read_exactly(fd, HEADER.size))
-    return decode_payload(_read_exactly(fd, size))
+    payload = _read_exactly(fd, size)
+    if checked:
+        return decode_payload(payload)
+    message = json.loads(payload)
+    if not isinstance(message, dict):
+        raise WireError("syntax", f"frame payload must be a JSON object, got {type(message)}")
+    return message
+
+
+def depth_of(value: object, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of the lists and dicts in a Python value, counting no further than
+    ``limit + 1`` (for data the host builds itself; strings cost nothing, unlike a byte scan).
+    """
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            level += 1
+            if level > deepest:
+                deepest = level
+                if deepest > limit:
+                    return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level) for child in children)
+    return deepest
 
 
 def write_all(fd: int, data: bytes) -> None:

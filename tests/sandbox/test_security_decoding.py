@@ -365,7 +365,7 @@ def test_values_at_the_depth_limit_cross_every_way(sb):
     ("args", "source", "tools", "message"),
     [
         ({"x": _nested(DEEP)}, "def run(x):\n    return 1\n", {}, "levels deep"),
-        ({"x": _nested(5000)}, "def run(x):\n    return 1\n", {}, "too deeply"),
+        ({"x": _nested(5000)}, "def run(x):\n    return 1\n", {}, "more than 100 levels"),
         ({"x": "\ud800"}, "def run(x):\n    return 1\n", {}, "lone surrogate"),
         ({}, "def run():\n    return '\ud800'\n", {}, "Sandbox.run source"),
         ({}, "def run():\n    return 1\n", {"\udc80": lambda: 1}, "Sandbox.run tool name"),
