@@ -113,6 +113,22 @@ class Sandbox:
                 holding a string with a lone surrogate (which cannot cross as UTF-8).
             RuntimeError: The sandbox was closed.
         """
+        request, data = self._prepare(source, entry, args, tools, limits, skill_id)
+        host = MappingToolHost(tools)
+        if isinstance(self.executor, LocalExecutor):
+            return self.executor.run(request, host, args_json=data)
+        return result_from_json(self.executor.execute(request.to_json(), host))
+
+    def _prepare(
+        self,
+        source: str,
+        entry: str,
+        args: Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        limits: Limits | None,
+        skill_id: str | None,
+    ) -> tuple[ExecRequest, bytes]:
+        """Check :meth:`run`'s arguments; return the request and its args as checked JSON."""
         limits = self.limits if limits is None else limits
         if not isinstance(limits, Limits):
             raise TypeError(
@@ -154,15 +170,12 @@ class Sandbox:
                 f"Sandbox.run args must be JSON-serialisable ({exc}); pass only dict, list, "
                 "str, int, float, bool or None values"
             ) from None
-        host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):
-            # The worker decodes exactly this JSON, so it sees exactly JSON data.
-            request = ExecRequest.build(source, entry, args, sorted(tools), limits, skill_id)
-            return self.executor.run(request, host, args_json=data)
+            # The worker decodes exactly ``data``, so it sees exactly JSON data.
+            return ExecRequest.build(source, entry, args, sorted(tools), limits, skill_id), data
         # One JSON round trip: a remote backend sees exactly JSON data.
         plain_args = json.loads(data)
-        request = ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id)
-        return result_from_json(self.executor.execute(request.to_json(), host))
+        return ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id), data
 
     async def run_async(
         self,
@@ -174,12 +187,20 @@ class Sandbox:
         *,
         skill_id: str | None = None,
     ) -> Result:
-        """:meth:`run` for asyncio code: the call runs in a thread, so the loop stays free.
+        """:meth:`run` for asyncio code; the event loop stays free while the skill runs.
 
-        Host tools are called from that thread, not from the event loop.
+        With the default backend the call is served on the running loop itself (the
+        worker's pipes are watched by the loop, no thread hand-off); another backend runs
+        in a thread. Host tools are called on helper threads, never on the event loop, so a
+        blocking tool does not stall it (an ``async`` tool is not supported: pass a plain
+        function, which may use ``asyncio.run_coroutine_threadsafe`` to reach the loop).
         """
-        return await asyncio.to_thread(
-            self.run, source, entry, args, tools, limits, skill_id=skill_id
+        request, data = self._prepare(source, entry, args, tools, limits, skill_id)
+        host = MappingToolHost(tools)
+        if isinstance(self.executor, LocalExecutor):
+            return await self.executor.run_async(request, host, args_json=data)
+        return result_from_json(
+            await asyncio.to_thread(self.executor.execute, request.to_json(), host)
         )
 
     def close(self) -> None:

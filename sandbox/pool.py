@@ -20,6 +20,8 @@ and reported as :class:`WorkerCrashed`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib.util
 import math
 import os
@@ -139,6 +141,7 @@ class WorkerProcess:
         self._in_fd = self.proc.stdin.fileno()
         self._out_fd = self.proc.stdout.fileno()
         os.set_blocking(self._in_fd, False)
+        os.set_blocking(self._out_fd, False)  # read only when ready (poll, or the event loop)
         self._reader = FrameReader()
         self._lock = threading.Lock()
         self._reaped = False
@@ -225,6 +228,86 @@ class WorkerProcess:
             self._fail(call, exc)
         return call.outcome
 
+    async def execute_async(
+        self,
+        request: bytes,
+        allowed: Sequence[str],
+        tools: ToolHost,
+        limits: Limits,
+        deadline: float,
+        runner: ToolRunner,
+    ) -> CallOutcome:
+        """:meth:`execute` for asyncio: the pipes are watched by the running event loop.
+
+        No thread is involved except the helper a host tool runs on; the loop stays free
+        while the worker computes. Cancelling the awaiting task abandons the call (the
+        caller must then discard this worker).
+        """
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        call = HostCall(allowed, tools, limits, deadline)
+        try:
+            await self._send_async(loop, request, deadline)
+            while True:
+                message = await self._receive_async(loop, call)
+                if message.get("op") == "done":
+                    call.finish(message)
+                    return call.outcome
+                woken = loop.create_future()
+                pending = call.start_tool(
+                    message, runner, functools.partial(_wake_from_thread, loop, woken)
+                )
+                if not await _until(loop, woken, deadline):
+                    raise ToolOverran(pending)
+                await self._send_async(loop, call.tool_reply(pending), deadline)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's error
+            self._fail(call, exc)
+        return call.outcome
+
+    async def _send_async(
+        self, loop: asyncio.AbstractEventLoop, data: bytes, deadline: float
+    ) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._in_fd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise WorkerGone from exc
+            ready = loop.create_future()
+            loop.add_writer(self._in_fd, _wake, ready)
+            try:
+                if not await _until(loop, ready, deadline):
+                    raise CallTimeout
+            finally:
+                loop.remove_writer(self._in_fd)
+
+    async def _receive_async(
+        self, loop: asyncio.AbstractEventLoop, call: HostCall
+    ) -> dict[str, Any]:
+        while True:
+            payload = call.next_payload(self._reader)
+            if payload is not None:
+                return call.decode(payload)
+            try:
+                chunk = os.read(self._out_fd, _READ_CHUNK)
+            except BlockingIOError:
+                ready = loop.create_future()
+                loop.add_reader(self._out_fd, _wake, ready)
+                try:
+                    if not await _until(loop, ready, call.deadline):
+                        raise CallTimeout from None
+                finally:
+                    loop.remove_reader(self._out_fd)
+                continue
+            except OSError as exc:
+                raise WorkerGone from exc
+            if not chunk:
+                raise WorkerGone
+            self._reader.feed(chunk)
+
     def _fail(self, call: HostCall, exc: Exception) -> None:
         """Make ``exc`` the call's error; kill the worker unless it died by itself."""
         if isinstance(exc, WorkerGone):
@@ -308,6 +391,35 @@ class WorkerProcess:
             self._reader.feed(chunk)
 
 
+def _wake(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(True)
+
+
+def _wake_from_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future[bool]) -> None:
+    """Wake a waiter from a tool's helper thread; a tool that outlived its loop wakes no one."""
+    try:
+        loop.call_soon_threadsafe(_wake, future)
+    except RuntimeError:  # the loop is closed: the call ended at its deadline long ago
+        pass
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+async def _until(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[bool], deadline: float
+) -> bool:
+    """Wait for ``future`` until ``deadline`` (``time.monotonic()``); False if time ran out."""
+    timer = loop.call_later(max(deadline - time.monotonic(), 0.0), _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
+
+
 class WorkerPool:
     """A thread-safe pool of warm workers.
 
@@ -332,8 +444,9 @@ class WorkerPool:
         self._starting = 0
         self._closed = False
 
-    def acquire(self) -> WorkerProcess:
-        """Return a worker for the caller's exclusive use, starting one if none is idle.
+    def acquire_idle(self) -> WorkerProcess | None:
+        """An idle worker for the caller's exclusive use, or None; never starts one (so an
+        event loop may call it).
 
         Raises:
             RuntimeError: The pool was closed.
@@ -343,11 +456,19 @@ class WorkerPool:
                 if self._closed:
                     raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
                 worker = self._idle.pop() if self._idle else None
-            if worker is None:
-                break
-            if worker.alive():
+            if worker is None or worker.alive():
                 return worker
             self._discard(worker)
+
+    def acquire(self) -> WorkerProcess:
+        """Return a worker for the caller's exclusive use, starting one if none is idle.
+
+        Raises:
+            RuntimeError: The pool was closed.
+        """
+        idle = self.acquire_idle()
+        if idle is not None:
+            return idle
         worker = WorkerProcess(self._python, self._sys_path)
         with self._lock:
             closed = self._closed
@@ -459,18 +580,7 @@ class LocalExecutor:
                 (and checked), so they are not encoded twice; :class:`sandbox.Sandbox`
                 passes them.
         """
-        head = {
-            "op": "run",
-            "source": request.source,
-            "entry": request.entry,
-            "tools": list(request.tools),
-            "limits": request.limits.to_wire(),
-        }
-        if args_json is None:
-            frame = encode_frame({**head, "args": dict(request.args)})
-        else:
-            payload = dumps(head)[:-1] + b',"args":' + args_json + b"}"
-            frame = HEADER.pack(len(payload)) + payload
+        frame = _run_frame(request, args_json)
         started = time.monotonic()
         deadline = started + request.limits.timeout_s
         worker = self.pool.acquire()
@@ -480,20 +590,63 @@ class LocalExecutor:
                 frame, request.tools, tools, request.limits, deadline, self.tool_runner
             )
         finally:
-            reusable = outcome is not None and (
-                outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
+            self.pool.release(worker, _reusable(outcome))
+        return _result(outcome, started)
+
+    async def run_async(
+        self, request: ExecRequest, tools: ToolHost, *, args_json: bytes | None = None
+    ) -> Result:
+        """:meth:`run` for asyncio callers, on the running event loop (no thread hand-off).
+
+        A thread is used only to start a worker when none is idle, and for each host tool.
+        """
+        frame = _run_frame(request, args_json)
+        started = time.monotonic()
+        deadline = started + request.limits.timeout_s
+        worker = self.pool.acquire_idle()
+        if worker is None:  # starting a process blocks: not on the loop
+            worker = await asyncio.to_thread(self.pool.acquire)
+        outcome: CallOutcome | None = None
+        try:
+            outcome = await worker.execute_async(
+                frame, request.tools, tools, request.limits, deadline, self.tool_runner
             )
-            self.pool.release(worker, reusable)
-        return Result(
-            ok=outcome.error is None,
-            value=outcome.value if outcome.error is None else None,
-            error=outcome.error,
-            tool_calls=tuple(outcome.tool_calls),
-            duration_s=time.monotonic() - started,
-            output=outcome.output,
-        )
+        finally:
+            self.pool.release(worker, _reusable(outcome))
+        return _result(outcome, started)
 
     def close(self) -> None:
         """Kill all workers."""
         self.pool.close()
         self.tool_runner.close()
+
+
+def _run_frame(request: ExecRequest, args_json: bytes | None) -> bytes:
+    head = {
+        "op": "run",
+        "source": request.source,
+        "entry": request.entry,
+        "tools": list(request.tools),
+        "limits": request.limits.to_wire(),
+    }
+    if args_json is None:
+        return encode_frame({**head, "args": dict(request.args)})
+    payload = dumps(head)[:-1] + b',"args":' + args_json + b"}"
+    return HEADER.pack(len(payload)) + payload
+
+
+def _reusable(outcome: CallOutcome | None) -> bool:
+    """Whether a worker may serve another call after this outcome (None: abandoned)."""
+    return outcome is not None and (outcome.error is None or type(outcome.error) in _REUSABLE_AFTER)
+
+
+def _result(outcome: CallOutcome | None, started: float) -> Result:
+    assert outcome is not None  # only reached when the call was not abandoned
+    return Result(
+        ok=outcome.error is None,
+        value=outcome.value if outcome.error is None else None,
+        error=outcome.error,
+        tool_calls=tuple(outcome.tool_calls),
+        duration_s=time.monotonic() - started,
+        output=outcome.output,
+    )

@@ -78,10 +78,15 @@ T = TypeVar("T")
 class ToolTask(Generic[T]):
     """One tool call handed to a helper thread; :meth:`wait` for it."""
 
-    __slots__ = ("_done", "_value", "_error", "function", "context")
+    __slots__ = ("_done", "_value", "_error", "function", "context", "on_done")
 
-    def __init__(self, function: Callable[[], T]) -> None:
+    def __init__(
+        self, function: Callable[[], T], on_done: Callable[[], object] | None = None
+    ) -> None:
         self.function = function
+        #: Called on the helper thread once the function has returned or raised (an asyncio
+        #: caller passes ``loop.call_soon_threadsafe`` of its own wake-up here).
+        self.on_done = on_done
         self.context = contextvars.copy_context()
         self._done = threading.Lock()
         self._done.acquire()
@@ -96,6 +101,8 @@ class ToolTask(Generic[T]):
             self._error = exc
         finally:
             self._done.release()
+            if self.on_done is not None:
+                self.on_done()
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True once the function has returned or raised."""
@@ -127,9 +134,11 @@ class ToolRunner:
         self._idle: list[_Helper] = []
         self._closed = False
 
-    def submit(self, function: Callable[[], T]) -> ToolTask[T]:
-        """Start ``function`` on a helper thread and return its task."""
-        task = ToolTask(function)
+    def submit(
+        self, function: Callable[[], T], on_done: Callable[[], object] | None = None
+    ) -> ToolTask[T]:
+        """Start ``function`` on a helper thread and return its task (see `ToolTask.on_done`)."""
+        task = ToolTask(function, on_done)
         with self._lock:
             helper = self._idle.pop() if self._idle else None
         if helper is None:
@@ -318,7 +327,12 @@ class HostCall:
             raise ProtocolBroken("done message with ok=false has no error object")
         outcome.error = error_from_wire(error)
 
-    def start_tool(self, message: Mapping[str, Any], runner: ToolRunner) -> PendingTool:
+    def start_tool(
+        self,
+        message: Mapping[str, Any],
+        runner: ToolRunner,
+        on_done: Callable[[], object] | None = None,
+    ) -> PendingTool:
         """Check a ``tool`` message and hand the tool to a helper thread."""
         name = message.get("name")
         arguments = message.get("arguments")
@@ -343,7 +357,7 @@ class HostCall:
                 raise ToolNotAllowed(name, sorted(allowed))
             return tools.call_tool(name, arguments_json)
 
-        task = runner.submit(run_tool)
+        task = runner.submit(run_tool, on_done)
         return PendingTool(name, arguments, time.monotonic(), task, len(calls) + 1)
 
     def tool_reply(self, pending: PendingTool) -> bytes:
