@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sandbox.errors import ToolError, ToolNotAllowed, error_from_wire, error_to_wire
 from sandbox.limits import Limits
-from sandbox.protocol import encode_text, loads
+from sandbox.protocol import FRAME_OUTER, encode_text, loads
 from sandbox.result import Result, ToolCall
 
 __all__ = [
@@ -109,7 +109,9 @@ class ExecRequest:
                 does not match the source (a backend must never run code it cannot identify).
         """
         try:
-            data, _ = loads(encode_text(text, "execution request"), what="execution request")
+            # The request object and its args mapping wrap the values, as a frame does.
+            raw = encode_text(text, "execution request")
+            data, _ = loads(raw, outer=FRAME_OUTER, what="execution request")
             if not isinstance(data, dict):
                 raise TypeError(f"the request must be a JSON object, got {type(data).__name__}")
             request = cls(

@@ -16,6 +16,10 @@ The layers, outermost first:
    of a TypedDict), and a class keeps a literal ``total=`` flag (``class Order(TypedDict,
    total=False)``); and every ``except`` block starts with a call to ``_caught_``, so an
    exhausted limit (``MemoryError``) stays the call's outcome even when the skill catches it.
+   Guards that have nothing to refuse are left out (``SkillTransformer.elide_guards``):
+   ``x[k]`` reads (``_getitem_`` is plain ``getitem``), iteration and unpacking
+   (``_getiter_`` is plain ``iter``), and, for locals that :mod:`sandbox.plain` proves hold
+   an exact ``dict``, ``list`` or ``str``, item writes and reads of their public methods.
 2. **Run time** (:func:`build_globals`). Every attribute read goes through ``_getattr_``
    (refuses ``_``-names, frame/code introspection and the ``format`` methods that walk
    attributes: ``str.format``, ``UserString.format``, ``string.Formatter``), every write
@@ -52,7 +56,7 @@ import string
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.Guards import (
@@ -216,6 +220,11 @@ class SkillTransformer(RestrictingNodeTransformer):
             return node
         return self.node_contents_visit(node)
 
+    #: Leave out the guards that have nothing to refuse (see the methods below). False
+    #: compiles with every guard in place, as before issue 13: for audits and for
+    #: ``benchmarks/sandbox_bench.py``, which measures both in one run.
+    elide_guards: ClassVar[bool] = True
+
     # ------------------------------------------------------- plain locals (sandbox.plain)
 
     def visit_Module(self, node: ast.Module) -> Any:
@@ -229,6 +238,8 @@ class SkillTransformer(RestrictingNodeTransformer):
         return facts[-1] if facts else {}
 
     def _type_of(self, node: ast.expr) -> PlainType | None:
+        if not self.elide_guards:
+            return None
         return expression_type(node, self._now(), getattr(self, "_rebound", frozenset()))
 
     def _in_scope(self, facts: Mapping[str, PlainType], node: ast.AST) -> Any:
@@ -261,7 +272,10 @@ class SkillTransformer(RestrictingNodeTransformer):
         tool results and read-only views), so ``_getitem_(x, k)`` only added a call; the
         write guard lets every write to a plain container through.
         """
-        if isinstance(node.ctx, ast.Load) or self._type_of(node.value) in ("dict", "list"):
+        if (self.elide_guards and isinstance(node.ctx, ast.Load)) or self._type_of(node.value) in (
+            "dict",
+            "list",
+        ):
             return self.node_contents_visit(node)
         return super().visit_Subscript(node)
 
@@ -275,10 +289,14 @@ class SkillTransformer(RestrictingNodeTransformer):
         """Iterate natively: ``_getiter_`` is plain ``iter`` here, so RestrictedPython's
         ``_getiter_``/``_iter_unpack_sequence_`` wrappers (a generator per loop, a call per
         item unpacked) had nothing to refuse."""
+        if not self.elide_guards:
+            return super().guard_iter(node)
         return self.node_contents_visit(node)
 
     def visit_Assign(self, node: ast.Assign) -> Any:
         """Unpack natively (``a, b = pair``), for the same reason as :meth:`guard_iter`."""
+        if not self.elide_guards:
+            return super().visit_Assign(node)
         return self.node_contents_visit(node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> Any:

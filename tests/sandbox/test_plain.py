@@ -175,3 +175,14 @@ def run(n):
     expected = namespace["run"](10)
     expected["first"] = list(expected["first"])
     assert sb.run(source, "run", {"n": 10}, {}).value == expected
+
+
+def test_elide_guards_false_puts_every_guard_back():
+    class GuardsEverywhere(SkillTransformer):
+        elide_guards = False
+
+    tree = ast.parse("def run(rows):\n    out = {}\n    for k, v in rows:\n        out[k] = v[0]\n")
+    transformer = GuardsEverywhere(errors=[], warnings=[], used_names={})
+    code = ast.unparse(transformer.visit(tree))
+    assert "_write_(out)[k] = _getitem_(v, 0)" in code
+    assert "_iter_unpack_sequence_(rows" in code

@@ -575,3 +575,15 @@ def test_the_decoding_class_has_twenty_rows_or_more():
     assert len(rows) == len(set(rows))
     assert len(rows) >= 20
     assert os.path.basename(__file__) == "test_security_decoding.py"
+
+
+def test_a_text_only_backend_carries_values_at_the_depth_limit():
+    from tests.sandbox.test_executor import RelayExecutor
+
+    value = _nested(MAX_DEPTH)
+    with Sandbox(executor=RelayExecutor()) as relay:
+        result = relay.run("def run(v):\n    return tools.ident(value=v)\n", "run", {"v": value},
+                           DECODING_TOOLS)  # fmt: skip
+        assert result.value == value
+        with pytest.raises(ValueError, match="levels deep"):
+            relay.run("def run(v):\n    return 1\n", "run", {"v": _nested(DEEP)}, {})
