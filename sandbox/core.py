@@ -87,6 +87,7 @@ class Sandbox:
         limits: Limits | None = None,
         *,
         skill_id: str | None = None,
+        inline_tools: bool = False,
     ) -> Result:
         """Run ``entry(**args)`` from ``source`` in a worker and report what happened.
 
@@ -103,6 +104,10 @@ class Sandbox:
                 arguments and return JSON-serialisable data.
             limits: Limits for this call; the sandbox's default if None.
             skill_id: The skill's id, passed on to the executor (for its logs and caches).
+            inline_tools: Call host tools on this thread rather than on helper threads, for
+                tools bound to it (hypothesis drawing their answers, an ``sqlite3``
+                connection made here). The deadline then cannot cut a hanging tool short:
+                the call returns when the tool does. Only the default backend honours it.
 
         Returns:
             The :class:`Result`.
@@ -116,7 +121,7 @@ class Sandbox:
         request, data = self._prepare(source, entry, args, tools, limits, skill_id)
         host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):
-            return self.executor.run(request, host, args_json=data)
+            return self.executor.run(request, host, args_json=data, inline_tools=inline_tools)
         return result_from_json(self.executor.execute(request.to_json(), host))
 
     def _prepare(
@@ -186,6 +191,7 @@ class Sandbox:
         limits: Limits | None = None,
         *,
         skill_id: str | None = None,
+        inline_tools: bool = False,
     ) -> Result:
         """:meth:`run` for asyncio code; the event loop stays free while the skill runs.
 
@@ -194,11 +200,14 @@ class Sandbox:
         in a thread. Host tools are called on helper threads, never on the event loop, so a
         blocking tool does not stall it (an ``async`` tool is not supported: pass a plain
         function, which may use ``asyncio.run_coroutine_threadsafe`` to reach the loop).
+        With ``inline_tools`` they run on the event loop's thread and block it while they run.
         """
         request, data = self._prepare(source, entry, args, tools, limits, skill_id)
         host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):
-            return await self.executor.run_async(request, host, args_json=data)
+            return await self.executor.run_async(
+                request, host, args_json=data, inline_tools=inline_tools
+            )
         return result_from_json(
             await asyncio.to_thread(self.executor.execute, request.to_json(), host)
         )

@@ -50,6 +50,8 @@ from sandbox.relay import (
     CallOutcome,
     CallTimeout,
     HostCall,
+    InlineRunner,
+    Runner,
     ToolOverran,
     ToolRunner,
     WorkerGone,
@@ -192,7 +194,7 @@ class WorkerProcess:
         tools: ToolHost,
         limits: Limits,
         deadline: float,
-        runner: ToolRunner,
+        runner: Runner,
     ) -> CallOutcome:
         """Send a framed ``run`` request, serve its tool calls, and collect the result.
 
@@ -206,7 +208,8 @@ class WorkerProcess:
             tools: Where tool calls go, as JSON text (see `sandbox.executor.ToolHost`).
             limits: The call's limits.
             deadline: ``time.monotonic()`` value by which the call must finish.
-            runner: The helper threads host tools run on (so the deadline holds).
+            runner: What runs host tools: helper threads (so the deadline holds), or
+                :class:`sandbox.relay.InlineRunner` for the calling thread.
 
         Returns:
             The outcome; ``error`` is set when the call failed.
@@ -235,7 +238,7 @@ class WorkerProcess:
         tools: ToolHost,
         limits: Limits,
         deadline: float,
-        runner: ToolRunner,
+        runner: Runner,
     ) -> CallOutcome:
         """:meth:`execute` for asyncio: the pipes are watched by the running event loop.
 
@@ -287,25 +290,29 @@ class WorkerProcess:
     async def _receive_async(
         self, loop: asyncio.AbstractEventLoop, call: HostCall
     ) -> dict[str, Any]:
+        readable = False  # called right after a send: the reply is not there yet
         while True:
             payload = call.next_payload(self._reader)
             if payload is not None:
                 return call.decode(payload)
-            try:
-                chunk = os.read(self._out_fd, _READ_CHUNK)
-            except BlockingIOError:
+            if not readable:
                 ready = loop.create_future()
                 loop.add_reader(self._out_fd, _wake, ready)
                 try:
                     if not await _until(loop, ready, call.deadline):
-                        raise CallTimeout from None
+                        raise CallTimeout
                 finally:
                     loop.remove_reader(self._out_fd)
+            try:
+                chunk = os.read(self._out_fd, _READ_CHUNK)
+            except BlockingIOError:
+                readable = False
                 continue
             except OSError as exc:
                 raise WorkerGone from exc
             if not chunk:
                 raise WorkerGone
+            readable = True  # a long frame: read on until the pipe is empty
             self._reader.feed(chunk)
 
     def _fail(self, call: HostCall, exc: Exception) -> None:
@@ -569,7 +576,12 @@ class LocalExecutor:
         return result_to_json(self.run(request, tools))
 
     def run(
-        self, request: ExecRequest, tools: ToolHost, *, args_json: bytes | None = None
+        self,
+        request: ExecRequest,
+        tools: ToolHost,
+        *,
+        args_json: bytes | None = None,
+        inline_tools: bool = False,
     ) -> Result:
         """The same as :meth:`execute` without the JSON text around it (used in-process).
 
@@ -579,6 +591,7 @@ class LocalExecutor:
             args_json: ``request.args`` already encoded by :func:`sandbox.protocol.dumps`
                 (and checked), so they are not encoded twice; :class:`sandbox.Sandbox`
                 passes them.
+            inline_tools: Call host tools on this thread (see :meth:`sandbox.Sandbox.run`).
         """
         frame = _run_frame(request, args_json)
         started = time.monotonic()
@@ -586,15 +599,19 @@ class LocalExecutor:
         worker = self.pool.acquire()
         outcome: CallOutcome | None = None
         try:
-            outcome = worker.execute(
-                frame, request.tools, tools, request.limits, deadline, self.tool_runner
-            )
+            runner = _INLINE if inline_tools else self.tool_runner
+            outcome = worker.execute(frame, request.tools, tools, request.limits, deadline, runner)
         finally:
             self.pool.release(worker, _reusable(outcome))
         return _result(outcome, started)
 
     async def run_async(
-        self, request: ExecRequest, tools: ToolHost, *, args_json: bytes | None = None
+        self,
+        request: ExecRequest,
+        tools: ToolHost,
+        *,
+        args_json: bytes | None = None,
+        inline_tools: bool = False,
     ) -> Result:
         """:meth:`run` for asyncio callers, on the running event loop (no thread hand-off).
 
@@ -608,8 +625,9 @@ class LocalExecutor:
             worker = await asyncio.to_thread(self.pool.acquire)
         outcome: CallOutcome | None = None
         try:
+            runner = _INLINE if inline_tools else self.tool_runner
             outcome = await worker.execute_async(
-                frame, request.tools, tools, request.limits, deadline, self.tool_runner
+                frame, request.tools, tools, request.limits, deadline, runner
             )
         finally:
             self.pool.release(worker, _reusable(outcome))
@@ -619,6 +637,9 @@ class LocalExecutor:
         """Kill all workers."""
         self.pool.close()
         self.tool_runner.close()
+
+
+_INLINE: Final = InlineRunner()
 
 
 def _run_frame(request: ExecRequest, args_json: bytes | None) -> bytes:

@@ -61,8 +61,10 @@ __all__ = [
     "CallOutcome",
     "CallTimeout",
     "HostCall",
+    "InlineRunner",
     "PendingTool",
     "ProtocolBroken",
+    "Runner",
     "ToolIOExceeded",
     "ToolOverran",
     "ToolRunner",
@@ -161,6 +163,28 @@ class ToolRunner:
             idle, self._idle = self._idle, []
         for helper in idle:
             helper.give(None)
+
+
+class InlineRunner:
+    """Runs each tool at once on the calling thread: for tools bound to that thread.
+
+    Thread-local state (hypothesis's data while it draws tool answers, an ``sqlite3``
+    connection made on that thread) is only there on the caller's thread. The price: the
+    call's deadline cannot cut such a tool short, since the thread that would return at the
+    deadline is the one running it.
+    """
+
+    def submit(
+        self, function: Callable[[], T], on_done: Callable[[], object] | None = None
+    ) -> ToolTask[T]:
+        """Run ``function`` now and return its finished task."""
+        task = ToolTask(function, on_done)
+        task.run()
+        return task
+
+
+#: What runs host tools: helper threads, or the calling thread itself.
+Runner = ToolRunner | InlineRunner
 
 
 class _Helper:
@@ -330,7 +354,7 @@ class HostCall:
     def start_tool(
         self,
         message: Mapping[str, Any],
-        runner: ToolRunner,
+        runner: Runner,
         on_done: Callable[[], object] | None = None,
     ) -> PendingTool:
         """Check a ``tool`` message and hand the tool to a helper thread."""

@@ -184,7 +184,7 @@ def test_run_async_is_served_on_the_event_loop_and_tools_off_it() -> None:
         )
         hung = await sandbox.run_async(
             "def f():\n    return tools.hang()\n", "f", {}, {"hang": lambda: time.sleep(3)},
-            Limits(timeout_s=0.3),
+            Limits(timeout_s=1.0),
         )  # fmt: skip
         return [busy.value, ticks, echoed.value, hung]
 

@@ -396,7 +396,8 @@ def test_a_hanging_tool_cannot_hold_the_call_past_its_deadline(sb):
         saw.append(returned.wait(60))
         return "late"
 
-    limits = Limits(timeout_s=0.5, cpu_s=5, memory_mb=256, output_bytes=10_000)
+    # Long enough for a worker to start on a busy machine: the tool must be what hangs.
+    limits = Limits(timeout_s=1.5, cpu_s=5, memory_mb=256, output_bytes=10_000)
     source = "def run():\n    tools.ping()\n    return tools.hang()\n"
     result = sb.run(source, "run", {}, {**TOOLS, "hang": hang}, limits)
     returned.set()
@@ -411,6 +412,27 @@ def test_a_hanging_tool_cannot_hold_the_call_past_its_deadline(sb):
             break
         time.sleep(0.05)
     assert saw == [True], "Sandbox.run waited for the hanging tool"
+
+
+def test_tools_run_off_the_calling_thread_unless_inline(sb):
+    caller = threading.get_ident()
+    seen: list[int] = []
+
+    def where() -> int:
+        seen.append(threading.get_ident())
+        return 1
+
+    source = "def run():\n    return tools.where()\n"
+    assert sb.run(source, "run", {}, {"where": where}).value == 1
+    assert sb.run(source, "run", {}, {"where": where}, inline_tools=True).value == 1
+    assert seen[0] != caller and seen[1] == caller
+    # Inline, the deadline still decides the outcome, but only once the tool has returned.
+    limits = Limits(timeout_s=0.2, cpu_s=5, memory_mb=256, output_bytes=10_000)
+    slow = {"slow": lambda: time.sleep(0.4) or 1}
+    late = sb.run("def run():\n    return tools.slow()\n", "run", {}, slow, limits,
+                  inline_tools=True)  # fmt: skip
+    TIMEOUT.check(late)
+    FollowUp.run(sb).check()
 
 
 def test_a_tool_raising_base_exception_still_propagates(sb):
