@@ -521,6 +521,7 @@ HOSTILE_ROWS = [
         "tool-arguments-nested-5000", CRASHED, tool('{"x":' + "[" * 5000 + "]" * 5000 + "}")
     ),  # fmt: skip
     HostileRow("done-lone-surrogate-escape", CRASHED, done('"\\ud800"')),
+    HostileRow("tool-arguments-lone-surrogate-escape", CRASHED, tool('{"text":"\\udc00"}')),
     HostileRow("done-lone-low-surrogate-escape", CRASHED, done('["a","\\udfff"]')),
     HostileRow("done-surrogate-in-utf8-bytes", CRASHED, done(b'"\xed\xa0\x80"')),
     HostileRow("done-invalid-utf8", CRASHED, done(b'"\xff\xfe"')),
