@@ -29,7 +29,14 @@ call itself allocated.
 
 Whatever the skill raised is rebuilt as a fresh error of the sandbox's own classes from
 validated, size-capped fields before it is encoded: a skill may raise ``ToolError`` (it is
-a builtin) or a subclass of it with any object as its message.
+a builtin) or a subclass of it with any object as its message. Its text is made whole
+UTF-8 (a lone surrogate is spelled as an escape).
+
+The worker refuses to send what the host would refuse (:mod:`sandbox.protocol`), so the
+skill gets a clear error instead of the host killing its worker: a return value or tool
+argument nested deeper than ``MAX_DEPTH`` (``TypeError``), a string with a lone surrogate
+(``ValueError``; ``print`` too), and tool traffic past ``Limits.tool_io_bytes``, counted
+exactly as the host counts it (the host sends its figure with every tool result).
 """
 
 from __future__ import annotations
