@@ -360,6 +360,8 @@ class HostCall:
         """Check a ``tool`` message and hand the tool to a helper thread."""
         name = message.get("name")
         arguments = message.get("arguments")
+        if message.get("op") != "tool":  # a duplicate "op" key can disagree with the prefix
+            raise ProtocolBroken(f"unexpected message op={message.get('op')!r}")
         if not isinstance(name, str) or not isinstance(arguments, dict):
             raise ProtocolBroken("malformed tool message")
         if any(not isinstance(k, str) or k.startswith("_") for k in arguments):

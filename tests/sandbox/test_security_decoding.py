@@ -530,6 +530,7 @@ HOSTILE_ROWS = [
     HostileRow("done-int-past-digit-limit", CRASHED, done("9" * 5000)),
     HostileRow("frame-is-a-list", CRASHED, frame('[{"op":"done"}]')),
     HostileRow("frame-unknown-op", CRASHED, frame('{"op":"exec","code":"x"}')),
+    HostileRow("frame-duplicate-op-key", CRASHED, frame('{"op":"done","op":"exec","ok":true}')),
     HostileRow("header-claims-2-gib", CRASHED, struct.pack(">I", 2**31) + b"{"),
     HostileRow("done-over-the-output-cap", CRASHED, done('"' + "x" * 200_000 + '"')),
     HostileRow(
