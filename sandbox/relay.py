@@ -296,8 +296,8 @@ class HostCall:
         #: Tool traffic so far, as :class:`sandbox.protocol.Shape.cost` counts it.
         self.tool_io = 0
         #: The longest a ``done`` frame can be: the value and the printed output (JSON
-        #: escapes at most sextuple a byte), plus an error message and the envelope.
-        self.done_cap = 7 * limits.output_bytes + _ENVELOPE_BYTES
+        #: escapes at most sextuple a byte), plus an error's capped fields and the envelope.
+        self.done_cap = 7 * limits.output_bytes + _ERROR_BYTES
         self.tool_envelope = _ENVELOPE_BYTES + max((len(n) for n in allowed), default=0)
 
     def tool_cap(self) -> int:
@@ -485,6 +485,11 @@ class HostCall:
 
 #: Room for a frame's own keys, a tool name and an error message around the budgeted data.
 _ENVELOPE_BYTES: Final = 64 * 1024
+#: Room for an error in a ``done`` frame. The worker caps its text fields (a message 4,000
+#: characters, names 200, at most 100 allowed tool names, which a ToolNotAllowed message also
+#: lists), and a character is at most 6 bytes of JSON (a ``\u0001`` escape): about 230 KB at
+#: worst (measured by the "error-fields-as-big-as-the-worker-allows" security row).
+_ERROR_BYTES: Final = 512 * 1024
 _TOOL_PREFIX: Final = b'{"op":"tool",'
 _DONE_PREFIX: Final = b'{"op":"done",'
 

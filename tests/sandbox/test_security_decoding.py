@@ -34,6 +34,7 @@ from sandbox import (
     LocalExecutor,
     Result,
     Sandbox,
+    ToolNotAllowed,
     WorkerCrashed,
 )
 from sandbox.protocol import MAX_DEPTH
@@ -230,6 +231,15 @@ SKILL_ROWS = [
             raise ValueError("bad \\ud800 value")
     """,
         check=_message_has("bad \\ud800 value"),
+    ),
+    S(
+        "error-fields-as-big-as-the-worker-allows",
+        Expect(ToolNotAllowed, tool="x"),
+        """
+        def run():
+            raise ToolNotAllowed("x", ["\\x01" * 300 + str(i) for i in range(500)])
+    """,
+        limits=Limits(timeout_s=5, cpu_s=2, memory_mb=256, output_bytes=1_000),
     ),
     S(
         "tool-error-lone-surrogate",
@@ -532,7 +542,8 @@ HOSTILE_ROWS = [
     HostileRow("frame-unknown-op", CRASHED, frame('{"op":"exec","code":"x"}')),
     HostileRow("frame-duplicate-op-key", CRASHED, frame('{"op":"done","op":"exec","ok":true}')),
     HostileRow("header-claims-2-gib", CRASHED, struct.pack(">I", 2**31) + b"{"),
-    HostileRow("done-over-the-output-cap", CRASHED, done('"' + "x" * 200_000 + '"')),
+    # Over 7 x output_bytes (value and escaped output) plus room for the error's fields.
+    HostileRow("done-over-the-output-cap", CRASHED, done('"' + "x" * 1_000_000 + '"')),
     HostileRow(
         "tool-frame-over-the-budget-by-header",
         CRASHED,
