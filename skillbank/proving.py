@@ -620,7 +620,10 @@ class _RecordingSandbox:
         *,
         skill_id: str | None = None,
     ) -> Result:
-        result = self.sandbox.run(source, entry, args, tools, limits, skill_id=skill_id)
+        # Inline: the doubles draw from hypothesis, whose data lives on this thread.
+        result = self.sandbox.run(
+            source, entry, args, tools, limits, skill_id=skill_id, inline_tools=True
+        )
         if result.error is not None and skill_id is not None:
             self.failed[skill_id] = result.error
         return result
@@ -665,7 +668,7 @@ class _Setup:
             raise _Falsified(f"property 'runs cleanly' failed: {exc}") from None
         result = self.sandbox.run(
             self.subject.source, self.subject.id, dict(args), granted, self.limits,
-            skill_id=self.subject.id,
+            skill_id=self.subject.id, inline_tools=True,  # hypothesis draws on this thread
         )  # fmt: skip
         return result, recorder.failed
 
