@@ -36,6 +36,7 @@ from skillbank.lifecycle import Lifecycle
 from skillbank.maturity import SkillStats, StageChange
 from skillbank.proving import Failed, check
 from skillbank.recognize import Plan, PlanResult, match_steps
+from skillbank.reflex import ReflexDecision
 from skillbank.retrieve import Retriever
 from skillbank.running import Runner, RunResult
 from skillbank.search import Hit
@@ -293,9 +294,17 @@ class SkillBank:
         success (see `skillbank.retrieve.Retriever.search`)."""
         return self.retriever.search(text, k, thompson=thompson, seed=seed)
 
-    def reflex(self, task_text: str, args: Mapping[str, JSON], tools: Tools) -> RunResult | None:
-        """Run an autonomous skill when the task clearly asks for it (see `Retriever.reflex`)."""
-        return self.retriever.reflex(task_text, args, tools)
+    def reflex(
+        self, task_text: str, tools: Tools, *, args: Mapping[str, JSON] | None = None
+    ) -> RunResult | None:
+        """Run an autonomous skill straight from the task's words, or None when the reflex
+        abstains (see `Retriever.reflex`); ``args`` given win over the ones read."""
+        return self.retriever.reflex(task_text, tools, args=args)
+
+    def plan_reflex(self, task_text: str) -> ReflexDecision:
+        """Which skill a reflex would run, with which arguments, or why it abstains; runs
+        nothing (see `skillbank.reflex`)."""
+        return self.retriever.plan_reflex(task_text)
 
     # --- lifecycle and versions ---------------------------------------------------------
 

@@ -7,6 +7,9 @@ Each skill is a folder named by its id, laid out like an Agent Skill::
     skills/<id>/cases.jsonl   recorded cases, one JSON object per line, sorted by trajectory
                               id and hash
     skills/<id>/tools.json    the definitions of the tools the skill declares
+    skills/<id>/patterns.json how its arguments appear in its task texts, learned from the
+                              cases (`skillbank.patterns`): rebuilt with every write, so it
+                              always follows the cases; optional when reading
 
 Writes are deterministic (stable key order, trailing newline) so ``git diff skills/`` reads like
 a code review, atomic (temp file + rename), and transactional: if writing or committing fails
@@ -43,6 +46,13 @@ import yaml
 
 from skillbank.compiler.effects import classify_tools
 from skillbank.errors import LibraryError, SkillNotFound, storage_error
+from skillbank.patterns import (
+    PATTERNS_FILE,
+    TaskPatterns,
+    learn_patterns,
+    parse_patterns,
+    render_patterns,
+)
 from skillbank.signature import read_signature
 from skillbank.skill import (
     STAGES,
@@ -59,6 +69,7 @@ from skillbank.versioning import HistoryEntry, Version, parse_version
 __all__ = [
     "CONFTEST",
     "SKILL_FILES",
+    "WRITTEN_FILES",
     "BrokenSkill",
     "Branch",
     "Commit",
@@ -81,8 +92,11 @@ Every ``skills/<id>/`` folder gets the items ``validate``, ``replay[<trajectory>
 from skillbank.testing import pytest_collect_file  # noqa: F401
 '''
 
-#: The files a skill folder holds.
+#: The files a skill folder must hold.
 SKILL_FILES = ("SKILL.md", "skill.py", "cases.jsonl", "tools.json")
+#: Every file a write of a skill folder produces (`skill_files`): the required ones, and the
+#: task patterns derived from its cases (a folder from before them still loads).
+WRITTEN_FILES = (*SKILL_FILES, PATTERNS_FILE)
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -161,7 +175,8 @@ def skill_files(
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
     ``SKILL.md`` says of each tool whether it is a query or a command and why
     (`skillbank.compiler.effects`; ``query_tools`` and ``command_tools`` are the bank's
-    configuration).
+    configuration). ``patterns.json`` is learned from the cases here
+    (`skillbank.patterns.learn_patterns`), so every write keeps it in step with them.
     """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
@@ -233,6 +248,7 @@ def skill_files(
             indent=2,
         )
         + "\n",
+        PATTERNS_FILE: render_patterns(learn_patterns(sid, signature, ordered, specs)),
     }
 
 
@@ -415,6 +431,18 @@ class SkillLibrary:
             return {name: (folder / name).read_text(encoding="utf-8") for name in SKILL_FILES}
         except (OSError, UnicodeDecodeError) as exc:
             raise LibraryError(f"{self.rel}/{skill_id}: cannot read the skill: {exc}") from None
+
+    def patterns(self, skill: Skill) -> TaskPatterns:
+        """A skill's task patterns: its ``patterns.json`` as reviewed, or, for a folder
+        without a readable one (written before patterns existed), learned from its cases."""
+        path = self.dir / skill.id / PATTERNS_FILE
+        try:
+            found = parse_patterns(path.read_text(encoding="utf-8"), skill.id)
+        except (OSError, UnicodeDecodeError):
+            found = None
+        if found is not None:
+            return found
+        return learn_patterns(skill.id, skill.signature, skill.cases, skill.tool_specs)
 
     def scan(self) -> tuple[list[Skill], list[BrokenSkill]]:
         """Every skill that loads, sorted by id, and every folder that does not, with why.
@@ -666,7 +694,7 @@ class SkillLibrary:
         # Snapshot every file we may touch; on any failure put the bytes back and unstage.
         before: dict[Path, bytes | None] = {}
         for folder in folders:
-            for name in SKILL_FILES:
+            for name in WRITTEN_FILES:
                 path = folder / name
                 before[path] = path.read_bytes() if path.exists() else None
         try:
@@ -813,7 +841,7 @@ class SkillLibrary:
                 for sid, files in written:
                     folder = self.dir / sid
                     if files is None:  # the files a skill is made of; strays stay for a human
-                        for name in SKILL_FILES:
+                        for name in WRITTEN_FILES:
                             (folder / name).unlink(missing_ok=True)
                         with contextlib.suppress(OSError):
                             folder.rmdir()
