@@ -322,6 +322,18 @@ class SkillBank:
         """Promote or demote skills by their ledger counts (see `Lifecycle.update_stages`)."""
         return self.lifecycle.update_stages(skill_ids, branch=branch)
 
+    def promote(
+        self,
+        skill_id: str,
+        stage: Stage | None,
+        *,
+        reason: str = "",
+        unpin: bool = False,
+        branch: str | None = None,
+    ) -> Commit | None:
+        """A reviewer grants or withdraws a stage, pinned (see `Lifecycle.promote`)."""
+        return self.lifecycle.promote(skill_id, stage, reason=reason, unpin=unpin, branch=branch)
+
     def rollback(self, skill_id: str, version: str, *, branch: str | None = None) -> Commit:
         """Write an earlier version back as a new, higher one (see `Lifecycle.rollback`)."""
         return self.lifecycle.rollback(skill_id, version, branch=branch)

@@ -168,11 +168,14 @@ def skill_files(
     deprecated_by: str | None = None,
     query_tools: Collection[str] = (),
     command_tools: Collection[str] = (),
+    pinned: str | None = None,
 ) -> dict[str, str]:
     """The exact text of each file in a skill's folder (pure: same skill, same bytes).
 
     The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
+    ``pinned`` (a reviewer's reason for the stage) is the argument, or for None a `Skill`'s
+    own; "" writes none.
     ``SKILL.md`` says of each tool whether it is a query or a command and why
     (`skillbank.compiler.effects`; ``query_tools`` and ``command_tools`` are the bank's
     configuration). ``patterns.json`` is learned from the cases here
@@ -189,6 +192,10 @@ def skill_files(
         signature = skill.signature
     ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
     metadata = {"version": str(version), "stage": stage}
+    if pinned is None and isinstance(skill, Skill):
+        pinned = skill.pinned  # "" writes no pin
+    if pinned:
+        metadata["pinned"] = " ".join(pinned.split())
     if deprecated_by:
         metadata["deprecated_by"] = deprecated_by
     metadata |= {
@@ -266,6 +273,9 @@ class StoredChange:
     action: str
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+    #: The reviewer's pin of the stage (`skillbank.skill.Skill.pinned`): None keeps the
+    #: stored skill's, "" removes it.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +290,8 @@ class Restamp:
     stage: Stage
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+    #: The reviewer's pin of the stage: None keeps the stored skill's, "" removes it.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -738,7 +750,8 @@ class SkillLibrary:
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.draft.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
-                         query_tools=self.query_tools, command_tools=self.command_tools))
+                         query_tools=self.query_tools, command_tools=self.command_tools,
+                         pinned=self._pin(c.skill.draft.id, c.pinned)))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
@@ -767,10 +780,21 @@ class SkillLibrary:
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
-                         query_tools=self.query_tools, command_tools=self.command_tools))
+                         query_tools=self.query_tools, command_tools=self.command_tools,
+                         pinned=self._pin(c.skill.id, c.pinned)))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
+
+    def _pin(self, skill_id: str, wanted: str | None) -> str:
+        """The pin to write ("" for none): ``wanted``, or, for None, the stored skill's, so
+        every write that is not a reviewer's decision keeps it."""
+        if wanted is not None:
+            return wanted
+        try:
+            return self.load(skill_id).pinned or ""
+        except (SkillNotFound, LibraryError):
+            return ""
 
     def _commit(
         self,
@@ -964,6 +988,12 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
             f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, "
             f"got {md.get('stage')!r}"
         )
+    pinned = md.get("pinned")
+    if pinned is not None and (not isinstance(pinned, str) or not pinned.strip()):
+        raise LibraryError(
+            f"{rel}/SKILL.md: metadata.pinned must be the reviewer's reason (text), got "
+            f"{pinned!r}; remove it to let the ledger decide the stage"
+        )
     deprecated_by = md.get("deprecated_by")
     if deprecated_by is not None and (
         not isinstance(deprecated_by, str)
@@ -1016,6 +1046,7 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
         tool_specs=specs,
         notes=notes,
         deprecated_by=deprecated_by,
+        pinned=pinned,
     )
 
 

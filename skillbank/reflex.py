@@ -205,6 +205,8 @@ class _Fit:
     doubt: tuple[Rule, str] | None = None
     #: Share of the task's words the skill's vocabulary holds (ranks failures).
     share: float = 0.0
+    #: How close the task's words are to the skill's nearest phrasing (ranks failures).
+    close: float = 0.0
 
 
 def _raw_words(text: str) -> list[str]:
@@ -368,12 +370,14 @@ class ReflexIndex:
         for sid, n in ranked:
             fit = self._fit(self._entries[sid][1], text, values)
             fit.share = n / max(1, len(set(words)))
+            fit.close = max(
+                (len(set(words) & t) / len(set(words) | t) for t in fit.entry.tokens), default=0.0
+            )
             (fits if fit.rule is None else failures).append(fit)
         if not fits:
-            best = min(failures, key=lambda f: (-f.score, -f.share, f.entry.skill.id))
-            rule, reason = best.rule or "no_skill", best.reason
-            if rule == "unknown_words":  # say the more telling reason when there is one
-                rule, reason = _doubt(best.entry, text, best, False) or (rule, reason)
+            best = min(failures, key=lambda f: (-f.close, -f.share, -f.score, f.entry.skill.id))
+            # A word that turns the request around says more than a missing piece.
+            rule, reason = _doubt(best.entry, text, best, False) or (best.rule, best.reason)
             return ReflexDecision(task, None, rule=rule, reason=reason, closest=best.entry.skill.id)
         fits.sort(key=lambda f: (-f.score, f.entry.skill.id))
         best = fits[0]
@@ -446,15 +450,20 @@ class ReflexIndex:
                 fit.args[name] = value.text
                 taken.append(value)
         fit.used = taken
-        rest = _mask(text, taken)
-        words = tokenize(rest, compound_parts=False)
+        # Values it did not take are judged as values (`_finish`), not as words.
+        words = tokenize(_mask(text, [*taken, *values]), compound_parts=False)
         if not words:
             return _fail(fit, "unknown_words", "the task says nothing besides its values")
         known = [w for w in words if w in entry.vocab]
         coverage = len(known) / len(words)
         fit.score = coverage * 0.5
         unknown = sorted({w for w in words if w not in entry.vocab})
-        if len(known) < 2 or coverage < self.min_coverage or words[0] not in entry.vocab:
+        if len(known) < 2 and coverage == 1.0:
+            return _fail(
+                fit, "unknown_words",
+                f"the task says too little besides its values to be sure of {entry.skill.id}",
+            )  # fmt: skip
+        if coverage < self.min_coverage or words[0] not in entry.vocab:
             return _fail(
                 fit, "unknown_words",
                 f"{entry.skill.id} never learned the word(s) {', '.join(map(repr, unknown))} "

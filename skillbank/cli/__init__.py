@@ -3,9 +3,9 @@
 The commands live in modules by what they act on:
 
 - `skillbank.cli.library`: init, learn, list, show, history, diff, rollback, deprecate
-- `skillbank.cli.run`: search, tools, run, match
+- `skillbank.cli.run`: search, tools, run, do, match
 - `skillbank.cli.review`: gate, review
-- `skillbank.cli.lifecycle`: stats, stages, prune, refine, dedup, drift
+- `skillbank.cli.lifecycle`: stats, stages, promote, prune, refine, dedup, drift
 - `skillbank.cli.serve`, `skillbank.cli.export`, `skillbank.cli.report`, `skillbank.cli.demo`
 
 `skillbank.cli.output` holds what they share: the one JSON printer, the tables, and the one
@@ -64,6 +64,7 @@ _COMMANDS: Sequence[click.Command] = (
     library.show,
     run.tools_,
     run.run,
+    run.do,
     run.match,
     library.history,
     library.diff,
@@ -78,6 +79,7 @@ _COMMANDS: Sequence[click.Command] = (
     run.search_,
     lifecycle.stats,
     lifecycle.stages,
+    lifecycle.promote,
     lifecycle.prune_,
     lifecycle.refine_,
     lifecycle.dedup,
