@@ -42,7 +42,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
 from skillbank.compiler.effects import classify_tools
@@ -90,7 +90,7 @@ CONDITION = frozenset(
 #: Words that ask for more than one thing of a kind.
 SCOPE = frozenset("every all each any both everything everyone anything everybody".split())
 #: Words that join a second action.
-COMPOUND = frozenset("and then also afterwards after plus next additionally too".split())
+COMPOUND = frozenset("and then also afterwards after plus next additionally".split())
 #: Words that open a question.
 QUESTION = frozenset(
     "what which who whom whose when where why how is are was were do does did has have had "
@@ -124,6 +124,10 @@ _SCAN: tuple[tuple[Kind, re.Pattern[str]], ...] = (
     ("number", _NUMBER),
 )
 _END = r"\s*[.!]?\s*"
+#: Kinds of value that never sit inside free text unnoticed.
+_STRONG = frozenset({"email", "id", "date", "path", "delimited"})
+#: A clause break inside free text: what follows is another sentence, not the value.
+_BREAK = re.compile(r"[;\n]|[.!?]\s+\S")
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,17 @@ def _raw_words(text: str) -> list[str]:
 
 def _phrasing_regex(phrasing: Phrasing, kinds: Mapping[str, Kind]) -> re.Pattern[str]:
     out = []
-    for part in phrasing.parts():
+    parts = phrasing.parts()
+    for i, part in enumerate(parts):
         if isinstance(part, tuple):
-            out.append(f"(?P<a_{part[0]}>{value_regex(kinds[part[0]])})")
+            rx = value_regex(kinds[part[0]])
+            prev = parts[i - 1] if i > 0 else ""
+            nxt = parts[i + 1] if i + 1 < len(parts) else ""
+            for a, b in _QUOTES:  # between quotes, a value never holds the quote itself
+                if isinstance(prev, str) and isinstance(nxt, str):
+                    if prev.endswith(a) and nxt.startswith(b) and kinds[part[0]] == "text":
+                        rx = f"[^{re.escape(a + b)}\n]+?"
+            out.append(f"(?P<a_{part[0]}>{rx})")
         else:
             chunks = part.split(" ")
             out.append(r"\s+".join(re.escape(c) for c in chunks))
@@ -448,7 +460,7 @@ class ReflexIndex:
                 )  # fmt: skip
             for name, value in assigned.items():
                 fit.args[name] = value.text
-                taken.append(value)
+                taken.append(replace(value, arg=name))
         fit.used = taken
         # Values it did not take are judged as values (`_finish`), not as words.
         words = tokenize(_mask(text, [*taken, *values]), compound_parts=False)
@@ -495,6 +507,17 @@ class ReflexIndex:
                     fit, "extra_value",
                     f"the task mentions {value.text!r}, which {skill.id} has no argument for",
                 )  # fmt: skip
+        # Free text that holds another value (an email, an id) may be a second request.
+        for used in fit.used:
+            if used.kind in ("text", "tail"):
+                inside = [v for v in values if v.kind in _STRONG and used.start <= v.start
+                          and v.end <= used.end and v.text != used.text]  # fmt: skip
+                if inside:
+                    return _fail(
+                        fit, "extra_value",
+                        f"the {used.arg or 'free text'} {used.text!r} holds {inside[0].text!r}; "
+                        "a model must read it",
+                    )  # fmt: skip
         fit.doubt = _doubt(entry, text, fit, exact)
         args: dict[str, JSON] = dict(entry.patterns.constants)
         for name, raw in fit.args.items():
@@ -527,7 +550,11 @@ def _exact(entry: _Entry, phrasing: Phrasing, match: re.Match[str]) -> _Fit:
         name = key[2:]
         kind = entry.patterns.kinds[name]
         fit.args[name] = raw.strip().rstrip(".!") if kind == "text" else raw
-        delimited = entry.delimited.get(name, False)
+        text = match.string
+        delimited = any(  # between quotes or parentheses in this phrasing
+            0 < start and end < len(text) and text[start - 1] == a and text[end] == b
+            for a, b in _QUOTES
+        )
         fit.used.append(_Value("delimited" if delimited else kind, raw, start, end, name))
     return fit
 
@@ -540,6 +567,11 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
     checked: list[str] = []
     if exact:
         for value in fit.used:
+            if value.kind == "text" and _BREAK.search(value.text.rstrip(".! ")):
+                return "compound", (
+                    f"the task goes on after its {value.arg} ({value.text!r}): a model must "
+                    "read the rest"
+                )
             if value.kind != "delimited" and entry.patterns.kinds.get(value.arg) in (
                 "text",
                 "word",
@@ -582,7 +614,15 @@ def _scan(text: str) -> list[_Value]:
     found: list[_Value] = []
     for m in _DELIMITED.finditer(text):
         inner = next(i for i in range(1, len(_QUOTES) + 1) if m.group(i) is not None)
-        found.append(_Value("delimited", m.group(inner).strip(), m.start(inner), m.end(inner)))
+        start, end = m.start(inner), m.end(inner)
+        while (
+            start + 1 < end
+            and any(  # ('quoted') is the quoted phrase
+                text[start] == a and text[end - 1] == b for a, b in _QUOTES[:-1]
+            )
+        ):
+            start, end = start + 1, end - 1
+        found.append(_Value("delimited", text[start:end].strip(), start, end))
     for kind, regex in _SCAN:
         for m in regex.finditer(text):
             value = _Value(kind, m.group(), m.start(), m.end())
@@ -613,8 +653,8 @@ def _tail(text: str, marker: str) -> _Value | None:
         return None
     body = text[m.end() :].rstrip()
     trimmed = body.rstrip(".!")
-    if not trimmed.strip():
-        return None
+    if not trimmed.strip() or _BREAK.search(trimmed):
+        return None  # empty, or the request goes on after it: not one value
     return _Value("tail", trimmed.strip(), m.end(), m.end() + len(trimmed))
 
 

@@ -148,6 +148,9 @@ def test_an_older_folder_without_patterns_json_still_reflexes(bank: SkillBank) -
          {"email": "zed@example.com", "reason": "changed my mind", "status": "pending"}),
         ("Change the email of zed@example.com to zed.z@mail.test", EMAIL,
          {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+        # a quoted value is a value: its "not" is no negation
+        ("Order O-5001 needs a return for its first item ('not as described'), then issue the "
+         "refund", RETURN, {"order_id": "O-5001", "reason": "not as described"}),
         # wordings never seen
         ("Add 40 units of 'mug' to stock", RESTOCK, {"quantity": 40, "query": "mug"}),
         ("Change zed@example.com's email to zed.z@mail.test", EMAIL,
@@ -183,6 +186,15 @@ ABSTAINS = [
     ("quantity_word", "Restock a few units of 'mug'"),
     ("quantity_word", "Order some 'lamp' for zed@example.com"),
     ("extra_value", "Show the order history for zed@example.com from O-5003"),
+    (
+        "extra_value",
+        "Cancel the newest pending order of zed@example.com because: ann@example.com asked",
+    ),
+    (
+        "compound",
+        "Return the first item of order O-5003 and refund it, reason: too small; close it",
+    ),
+    ("compound", "Order 2 x 'green tea' for alice@example.com and 2 x 'mug' for bob@example.com"),
     ("unknown_words", "Delete the order history for zed@example.com"),
     ("missing_words", "Refund order O-5003, reason: arrived damaged"),
     ("no_skill", "What will the weather be in Lisbon tomorrow?"),
