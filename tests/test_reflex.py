@@ -358,6 +358,12 @@ def test_promote_pins_the_stage_until_unpin_but_failures_still_demote(bank: Skil
     assert bank.get(HISTORY).pinned is None
     message = git(bank.root, "log", "-1", "--format=%B").stdout
     assert "pin is lifted" in message
+    # A stage commit rewrites the folder through the same function: patterns.json still
+    # follows the cases exactly.
+    demoted = bank.get(HISTORY)
+    assert (bank.library.dir / HISTORY / PATTERNS_FILE).read_text() == render_patterns(
+        learn_patterns(demoted.id, demoted.signature, demoted.cases, demoted.tool_specs)
+    )
     assert git(bank.root, "rev-parse", "HEAD").stdout != head
 
     # A pinned cognitive skill stays cognitive however well it does, until --unpin.
