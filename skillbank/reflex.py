@@ -170,9 +170,15 @@ class ReflexDecision:
 
 @dataclass(frozen=True)
 class _Value:
+    """A value found in a task text."""
+
+    #: Its kind; "delimited" between quotes or parentheses, "tail" after a learned marker.
     kind: Kind | Literal["delimited", "tail"]
+    #: The value as written.
     text: str
+    #: Where it starts in the text.
     start: int
+    #: Where it ends.
     end: int
     #: The argument it was read for (a learned phrasing's slot), "" otherwise.
     arg: str = ""
@@ -184,14 +190,22 @@ class _Entry:
 
     skill: Skill
     patterns: TaskPatterns
+    #: Each phrasing whose slots all have a kind, as a regular expression over a whole task.
     regexes: list[tuple[Phrasing, re.Pattern[str]]]
+    #: Tokens of its phrasings' fixed words, description, id, tools and parameters.
     vocab: frozenset[str]
+    #: Neighbouring raw words of its fixed text ("every order"): scope or compound words
+    #: learned in context.
     bigrams: frozenset[tuple[str, str]]
+    #: Per argument, the words seen right before its value.
     before: dict[str, frozenset[str]]
+    #: (a, b) -> True when a came before b in every phrasing holding both.
     order: dict[tuple[str, str], bool]
+    #: Per free-text argument, the chunks ending the text before it (``because:``).
     markers: dict[str, frozenset[str]]
-    delimited: dict[str, bool]
+    #: True when one of its tools changes state.
     commands: bool
+    #: Tokens of each phrasing's fixed words.
     tokens: list[frozenset[str]]
     #: The words every learned phrasing says: the request's core.
     core: frozenset[str]
@@ -199,6 +213,8 @@ class _Entry:
 
 @dataclass
 class _Fit:
+    """How one skill fits a task: its arguments, or the rule it fails on."""
+
     entry: _Entry
     score: float
     args: dict[str, JSON] = field(default_factory=dict)
@@ -243,7 +259,6 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
     bigrams: set[tuple[str, str]] = set()
     before: dict[str, set[str]] = {}
     markers: dict[str, set[str]] = {}
-    delimited: dict[str, list[bool]] = {}
     seen_order: dict[tuple[str, str], set[bool]] = {}
     tokens: list[frozenset[str]] = []
     for phrasing in patterns.phrasings:
@@ -271,7 +286,6 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
             if prev_words:
                 before.setdefault(name, set()).add(prev_words[-1])
             quoted = any(prev.endswith(a) and nxt.startswith(b) for a, b in _QUOTES)
-            delimited.setdefault(name, []).append(quoted)
             chunk = prev.rstrip().rsplit(" ", 1)[-1] if prev.strip() else ""
             if not quoted and not nxt.strip(" .!") and chunk and kinds.get(name) == "text":
                 markers.setdefault(name, set()).add(fold(chunk))
@@ -288,7 +302,6 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
         before={k: frozenset(v) for k, v in before.items()},
         order={k: v == {True} for k, v in seen_order.items() if len(v) == 1},
         markers={k: frozenset(v) for k, v in markers.items()},
-        delimited={k: all(v) for k, v in delimited.items()},
         commands=commands,
         tokens=tokens,
         core=frozenset.intersection(*tokens) if tokens else frozenset(),

@@ -142,6 +142,26 @@ def test_a_call_runs_the_skill_against_the_live_shop(bank: SkillBank, shop: Shop
     assert len(shop.snapshot()["orders"]) == len(before_orders) + 1
 
 
+def test_skillbank_do_over_a_client_session_abstains_on_a_skill_not_trusted(
+    bank: SkillBank, shop: Shop
+) -> None:
+    # Every skill here is associative: skillbank_do runs nothing and says why, as data.
+    before = shop.snapshot()
+
+    async def test() -> None:
+        async with Client(build_server(bank, shop.tools())) as client:
+            result = await client.call_tool("skillbank_do", {"task": "Order 2 x 'lamp' for a@b.co"})
+        assert not result.is_error
+        data = _text(result)
+        assert data["ran"] is False and data["result"] is None
+        assert data["decision"]["rule"] == "not_autonomous"
+        assert data["decision"]["closest"] == _order_skill(bank)
+        assert result.structured_content == data
+
+    _run(test)
+    assert shop.snapshot() == before
+
+
 def test_errors_come_back_as_readable_tool_errors(bank: SkillBank, shop: Shop) -> None:
     before = shop.snapshot()
 
