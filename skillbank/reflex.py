@@ -29,7 +29,8 @@ looks for a reason not to fire:
    or the schema of a tool the value flows into refuses.
 
 Words inside quotes or parentheses are values, not requests, so a reason like
-``'no longer needed'`` does not read as a negation; the same words unquoted do.
+``'no longer needed'`` does not read as a negation; the same words unquoted do. Reading the
+values and the telling words of a text is `skillbank.wording`'s.
 
 The index is built once per library state (per skill: id, code, version, stage, cases) and
 a decision touches only the skills sharing a word with the task, so it stays fast with
@@ -51,6 +52,24 @@ from skillbank.patterns import Kind, Phrasing, TaskPatterns, value_regex
 from skillbank.search import fold, tokenize
 from skillbank.signature import check_arguments, schema_of
 from skillbank.skill import Skill
+from skillbank.wording import (
+    CLAUSE_BREAK,
+    COMPOUND,
+    CONDITION,
+    NEGATION,
+    QUANTITY,
+    QUOTES,
+    SCOPE,
+    STRONG_KINDS,
+    Value,
+    is_question,
+    mask,
+    overlaps,
+    read_words,
+    scan_values,
+    tail_after,
+    word_before,
+)
 
 __all__ = ["RULES", "ReflexDecision", "ReflexIndex", "Rule"]
 
@@ -78,56 +97,7 @@ Rule = Literal[
 #: Every rule, in the order the module docstring gives them.
 RULES: tuple[Rule, ...] = get_args(Rule)
 
-#: Words that turn a request around.
-NEGATION = frozenset(
-    "not no never don't dont doesn't didn't isn't aren't wasn't without except nor neither "
-    "cannot can't won't shouldn't mustn't instead stop undo avoid".split()
-)
-#: Words that make a request conditional.
-CONDITION = frozenset(
-    "if unless whenever provided assuming otherwise until only whether in_case".split()
-)
-#: Words that ask for more than one thing of a kind.
-SCOPE = frozenset("every all each any both everything everyone anything everybody".split())
-#: Words that join a second action.
-COMPOUND = frozenset("and then also afterwards after plus next additionally".split())
-#: Words that open a question.
-QUESTION = frozenset(
-    "what which who whom whose when where why how is are was were do does did has have had "
-    "can could would will should may shall".split()
-)
-#: Words that stand for a number without saying it.
-QUANTITY = frozenset(
-    "few several some many couple dozen dozens lots lot bunch handful plenty enough more most "
-    "half zero one two three four five six seven eight nine ten eleven twelve fifteen twenty "
-    "thirty forty fifty hundred hundreds thousand".split()
-)
-
-_RAW_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)?")
-_QUOTES = (("'", "'"), ('"', '"'), ("\u2018", "\u2019"), ("\u201c", "\u201d"), ("(", ")"))
-_DELIMITED = re.compile(
-    "|".join(
-        rf"(?<![\w]){re.escape(a)}([^{re.escape(a + b)}\n]+?){re.escape(b)}(?![\w])"
-        for a, b in _QUOTES
-    )
-)
-_NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:\.\d+)?(?![\w@]|[.-]\w)")
-_STRONG_ID = re.compile(
-    r"(?<![\w@.-])(?:(?=[\w-]*\d)[^\W_]+(?:[-_][^\W_]+)+|[A-Z][A-Z0-9]*(?:[-_][A-Z0-9]+)+"
-    r"|[^\W\d_]+\d[^\W_]*|\w+_\w+)(?![\w@]|[.-]\w)"
-)
-_SCAN: tuple[tuple[Kind, re.Pattern[str]], ...] = (
-    ("email", re.compile(rf"(?<![\w.%+-])(?:{value_regex('email')})", re.IGNORECASE)),
-    ("date", re.compile(rf"(?<![\w-])(?:{value_regex('date')})(?![\w-])")),
-    ("path", re.compile(rf"(?<![\w@])(?:{value_regex('path')})(?![\w@])")),
-    ("id", _STRONG_ID),
-    ("number", _NUMBER),
-)
 _END = r"\s*[.!]?\s*"
-#: Kinds of value that never sit inside free text unnoticed.
-_STRONG = frozenset({"email", "id", "date", "path", "delimited"})
-#: A clause break inside free text: what follows is another sentence, not the value.
-_BREAK = re.compile(r"[;\n]|[.!?]\s+\S")
 
 
 @dataclass(frozen=True)
@@ -168,22 +138,6 @@ class ReflexDecision:
         }
 
 
-@dataclass(frozen=True)
-class _Value:
-    """A value found in a task text."""
-
-    #: Its kind; "delimited" between quotes or parentheses, "tail" after a learned marker.
-    kind: Kind | Literal["delimited", "tail"]
-    #: The value as written.
-    text: str
-    #: Where it starts in the text.
-    start: int
-    #: Where it ends.
-    end: int
-    #: The argument it was read for (a learned phrasing's slot), "" otherwise.
-    arg: str = ""
-
-
 @dataclass
 class _Entry:
     """One skill, ready to match: its patterns compiled."""
@@ -218,7 +172,7 @@ class _Fit:
     entry: _Entry
     score: float
     args: dict[str, JSON] = field(default_factory=dict)
-    used: list[_Value] = field(default_factory=list)
+    used: list[Value] = field(default_factory=list)
     phrasing: Phrasing | None = None
     rule: Rule | None = None
     reason: str = ""
@@ -229,10 +183,6 @@ class _Fit:
     close: float = 0.0
 
 
-def _raw_words(text: str) -> list[str]:
-    return [w.replace("\u2019", "'") for w in _RAW_WORD.findall(fold(text))]
-
-
 def _phrasing_regex(phrasing: Phrasing, kinds: Mapping[str, Kind]) -> re.Pattern[str]:
     out = []
     parts = phrasing.parts()
@@ -241,7 +191,7 @@ def _phrasing_regex(phrasing: Phrasing, kinds: Mapping[str, Kind]) -> re.Pattern
             rx = value_regex(kinds[part[0]])
             prev = parts[i - 1] if i > 0 else ""
             nxt = parts[i + 1] if i + 1 < len(parts) else ""
-            for a, b in _QUOTES:  # between quotes, a value never holds the quote itself
+            for a, b in QUOTES:  # between quotes, a value never holds the quote itself
                 if isinstance(prev, str) and isinstance(nxt, str):
                     if prev.endswith(a) and nxt.startswith(b) and kinds[part[0]] == "text":
                         rx = f"[^{re.escape(a + b)}\n]+?"
@@ -268,7 +218,7 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
         literal = " ".join(p for p in parts if isinstance(p, str))
         fixed_text.append(literal)
         tokens.append(frozenset(tokenize(literal, compound_parts=False)))
-        words = _raw_words(literal)
+        words = read_words(literal)
         bigrams.update(zip(words, words[1:], strict=False))
         slots = [p[0] for p in parts if isinstance(p, tuple)]
         for i, a in enumerate(slots):
@@ -282,10 +232,10 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
             prev = parts[i - 1] if i > 0 and isinstance(parts[i - 1], str) else ""
             nxt = parts[i + 1] if i + 1 < len(parts) and isinstance(parts[i + 1], str) else ""
             assert isinstance(prev, str) and isinstance(nxt, str)
-            prev_words = _raw_words(prev)
+            prev_words = read_words(prev)
             if prev_words:
                 before.setdefault(name, set()).add(prev_words[-1])
-            quoted = any(prev.endswith(a) and nxt.startswith(b) for a, b in _QUOTES)
+            quoted = any(prev.endswith(a) and nxt.startswith(b) for a, b in QUOTES)
             chunk = prev.rstrip().rsplit(" ", 1)[-1] if prev.strip() else ""
             if not quoted and not nxt.strip(" .!") and chunk and kinds.get(name) == "text":
                 markers.setdefault(name, set()).add(fold(chunk))
@@ -374,8 +324,8 @@ class ReflexIndex:
         text = " ".join(str(task).split())
         if not text:
             return ReflexDecision(task, None, rule="empty", reason="the task is empty")
-        values = _scan(text)
-        outside = _mask(text, values)
+        values = scan_values(text)
+        outside = mask(text, values)
         words = tokenize(outside, compound_parts=False)
         hits: Counter[str] = Counter()
         for token in set(words):
@@ -433,27 +383,27 @@ class ReflexIndex:
             phrasing=best.phrasing.template if best.phrasing is not None else None,
         )  # fmt: skip
 
-    def _fit(self, entry: _Entry, text: str, values: list[_Value]) -> _Fit:
+    def _fit(self, entry: _Entry, text: str, values: list[Value]) -> _Fit:
         for phrasing, regex in entry.regexes:
             match = regex.fullmatch(text)
             if match is not None:
                 return self._finish(entry, text, values, _exact(entry, phrasing, match), True)
         return self._finish(entry, text, values, self._soft(entry, text, values), False)
 
-    def _soft(self, entry: _Entry, text: str, values: list[_Value]) -> _Fit:
+    def _soft(self, entry: _Entry, text: str, values: list[Value]) -> _Fit:
         fit = _Fit(entry, 0.0)
         patterns = entry.patterns
         pools: dict[str, list[str]] = {}
         for name, kind in sorted(patterns.kinds.items()):
             pools.setdefault("text" if kind in ("word", "text") else kind, []).append(name)
-        taken: list[_Value] = []
+        taken: list[Value] = []
         for pool, names in sorted(pools.items()):
             if pool == "text":
                 found = [v for v in values if v.kind == "delimited"]
                 for name in names:
                     for marker in sorted(entry.markers.get(name, ())):
-                        tail = _tail(text, marker)
-                        if tail is not None and not any(_overlaps(tail, v) for v in taken):
+                        tail = tail_after(text, marker)
+                        if tail is not None and not any(overlaps(tail, v) for v in taken):
                             found.append(tail)
             elif pool == "id":
                 found = [v for v in values if v.kind in ("id", "number")]
@@ -476,7 +426,7 @@ class ReflexIndex:
                 taken.append(replace(value, arg=name))
         fit.used = taken
         # Values it did not take are judged as values (`_finish`), not as words.
-        words = tokenize(_mask(text, [*taken, *values]), compound_parts=False)
+        words = tokenize(mask(text, [*taken, *values]), compound_parts=False)
         if not words:
             return _fail(fit, "unknown_words", "the task says nothing besides its values")
         known = [w for w in words if w in entry.vocab]
@@ -506,7 +456,7 @@ class ReflexIndex:
         return fit
 
     def _finish(
-        self, entry: _Entry, text: str, values: list[_Value], fit: _Fit, exact: bool
+        self, entry: _Entry, text: str, values: list[Value], fit: _Fit, exact: bool
     ) -> _Fit:
         if fit.rule is not None:
             return fit
@@ -523,7 +473,7 @@ class ReflexIndex:
         # Free text that holds another value (an email, an id) may be a second request.
         for used in fit.used:
             if used.kind in ("text", "tail"):
-                inside = [v for v in values if v.kind in _STRONG and used.start <= v.start
+                inside = [v for v in values if v.kind in STRONG_KINDS and used.start <= v.start
                           and v.end <= used.end and v.text != used.text]  # fmt: skip
                 if inside:
                     return _fail(
@@ -566,9 +516,9 @@ def _exact(entry: _Entry, phrasing: Phrasing, match: re.Match[str]) -> _Fit:
         text = match.string
         delimited = any(  # between quotes or parentheses in this phrasing
             0 < start and end < len(text) and text[start - 1] == a and text[end] == b
-            for a, b in _QUOTES
+            for a, b in QUOTES
         )
-        fit.used.append(_Value("delimited" if delimited else kind, raw, start, end, name))
+        fit.used.append(Value("delimited" if delimited else kind, raw, start, end, name))
     return fit
 
 
@@ -580,7 +530,7 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
     checked: list[str] = []
     if exact:
         for value in fit.used:
-            if value.kind == "text" and _BREAK.search(value.text.rstrip(".! ")):
+            if value.kind == "text" and CLAUSE_BREAK.search(value.text.rstrip(".! ")):
                 return "compound", (
                     f"the task goes on after its {value.arg} ({value.text!r}): a model must "
                     "read the rest"
@@ -589,9 +539,9 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
                 "text",
                 "word",
             ):
-                checked += _raw_words(text[value.start : value.end])
+                checked += read_words(text[value.start : value.end])
     else:
-        checked = _raw_words(_mask(text, shielded))
+        checked = read_words(mask(text, shielded))
     pairs = list(zip(checked, [*checked[1:], ""], strict=False))
     for word, nxt in pairs:
         if word in NEGATION:
@@ -608,8 +558,8 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
             )
     if (
         (entry.commands or fit.rule is not None)
-        and _is_question(text)
-        and not (fit.phrasing is not None and _is_question(fit.phrasing.template))
+        and is_question(text)
+        and not (fit.phrasing is not None and is_question(fit.phrasing.template))
     ):
         return "question", (
             f"the task asks about state, and {sid} changes it: a question is not an order"
@@ -617,64 +567,10 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
     return None
 
 
-def _is_question(text: str) -> bool:
-    words = _raw_words(text)
-    return text.rstrip().endswith("?") or bool(words and words[0] in QUESTION)
-
-
-def _scan(text: str) -> list[_Value]:
-    """The values a text holds: delimited phrases first, then the kinds outside them."""
-    found: list[_Value] = []
-    for m in _DELIMITED.finditer(text):
-        inner = next(i for i in range(1, len(_QUOTES) + 1) if m.group(i) is not None)
-        start, end = m.start(inner), m.end(inner)
-        while (
-            start + 1 < end
-            and any(  # ('quoted') is the quoted phrase
-                text[start] == a and text[end - 1] == b for a, b in _QUOTES[:-1]
-            )
-        ):
-            start, end = start + 1, end - 1
-        found.append(_Value("delimited", text[start:end].strip(), start, end))
-    for kind, regex in _SCAN:
-        for m in regex.finditer(text):
-            value = _Value(kind, m.group(), m.start(), m.end())
-            if not any(_overlaps(value, v) for v in found):
-                found.append(value)
-    return sorted(found, key=lambda v: v.start)
-
-
-def _mask(text: str, values: Iterable[_Value]) -> str:
-    """The text with ``values`` blanked out (and a possessive ``'s`` after one)."""
-    chars = list(text)
-    for v in values:
-        end = v.end
-        if re.match(r"['\u2019]s(?!\w)", text[end : end + 3]):
-            end += 2
-        chars[v.start : end] = " " * (end - v.start)
-    return "".join(chars)
-
-
-def _overlaps(a: _Value, b: _Value) -> bool:
-    return a.start < b.end and b.start < a.end
-
-
-def _tail(text: str, marker: str) -> _Value | None:
-    """The text after ``marker`` (a learned chunk like ``because:``) up to the end."""
-    m = re.search(rf"(?<!\S){re.escape(marker)}\s+", text, re.IGNORECASE)
-    if m is None:
-        return None
-    body = text[m.end() :].rstrip()
-    trimmed = body.rstrip(".!")
-    if not trimmed.strip() or _BREAK.search(trimmed):
-        return None  # empty, or the request goes on after it: not one value
-    return _Value("tail", trimmed.strip(), m.end(), m.end() + len(trimmed))
-
-
 def _missing(entry: _Entry, name: str, text: str) -> tuple[Rule, str]:
     sid = entry.skill.id
     if entry.patterns.kinds.get(name) == "number":
-        quantity = [w for w in _raw_words(text) if w in QUANTITY]
+        quantity = [w for w in read_words(text) if w in QUANTITY]
         if quantity:
             return "quantity_word", (
                 f"{sid} needs {name} as a number, and the task says {quantity[0]!r}: "
@@ -683,22 +579,17 @@ def _missing(entry: _Entry, name: str, text: str) -> tuple[Rule, str]:
     return "not_found", f"the task does not say {name} ({sid} needs it)"
 
 
-def _prev_word(text: str, start: int) -> str:
-    words = _raw_words(text[:start])
-    return words[-1] if words else ""
-
-
 def _assign(
-    entry: _Entry, names: list[str], found: list[_Value], text: str
-) -> dict[str, _Value] | None:
+    entry: _Entry, names: list[str], found: list[Value], text: str
+) -> dict[str, Value] | None:
     """Each name its value: the only one, or by the word before it, or by learned order."""
     if len(found) != len(names):
         return None
     if len(names) == 1:
         return {names[0]: found[0]}
-    by_word: dict[str, _Value] = {}
+    by_word: dict[str, Value] = {}
     for value in found:
-        prev = _prev_word(text, value.start)
+        prev = word_before(text, value.start)
         owners = [n for n in names if prev in entry.before.get(n, frozenset())]
         if len(owners) == 1 and owners[0] not in by_word:
             by_word[owners[0]] = value
