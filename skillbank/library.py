@@ -49,6 +49,7 @@ from skillbank.errors import LibraryError, SkillNotFound, storage_error
 from skillbank.patterns import (
     PATTERNS_FILE,
     TaskPatterns,
+    cases_digest,
     learn_patterns,
     parse_patterns,
     render_patterns,
@@ -445,14 +446,15 @@ class SkillLibrary:
             raise LibraryError(f"{self.rel}/{skill_id}: cannot read the skill: {exc}") from None
 
     def patterns(self, skill: Skill) -> TaskPatterns:
-        """A skill's task patterns: its ``patterns.json`` as reviewed, or, for a folder
-        without a readable one (written before patterns existed), learned from its cases."""
+        """A skill's task patterns: its ``patterns.json`` as reviewed, or, for a folder without
+        a readable one (written before patterns existed) or one learned from other cases (a
+        hand edit of ``cases.jsonl``), learned from its cases now."""
         path = self.dir / skill.id / PATTERNS_FILE
         try:
             found = parse_patterns(path.read_text(encoding="utf-8"), skill.id)
         except (OSError, UnicodeDecodeError):
             found = None
-        if found is not None:
+        if found is not None and found.cases == cases_digest(skill.cases):
             return found
         return learn_patterns(skill.id, skill.signature, skill.cases, skill.tool_specs)
 

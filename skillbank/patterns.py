@@ -20,8 +20,11 @@ cases, each a task text and the argument values the skill ran with:
 trailing newline): `skillbank.library.skill_files` writes it as ``patterns.json`` beside
 ``cases.jsonl`` in the one function every write of a skill goes through (learning, rollback,
 refinement, merging, stage changes), so the patterns are rebuilt whenever the cases change and
-are reviewed in the same diff. The file is data for people and for the reflex; a hand edit
-holds until the skill is next written.
+are reviewed in the same diff. The file is data for people and for the reflex: a reviewer's
+edit (a phrasing removed) holds until the skill is next written, and a running process reads
+it when the skill next changes. ``learned_from`` (`cases_digest`) names the cases it was
+learned from, so a file left behind by a hand edit of ``cases.jsonl`` is known to be stale
+and learned again from the cases.
 
 The module reads text with plain regular expressions and no tokenizer of its own: the
 reflex compares words with the one tokenizer of task texts (`skillbank.search.tokenize`), and
@@ -30,6 +33,7 @@ this module is imported by the library, which must stay light to import.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import string
@@ -49,6 +53,7 @@ __all__ = [
     "Phrasing",
     "TaskPatterns",
     "kind_of",
+    "cases_digest",
     "learn_patterns",
     "parse_patterns",
     "render_patterns",
@@ -161,6 +166,9 @@ class TaskPatterns:
     flows: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Phrasings left out beyond `MAX_PHRASINGS`.
     more: int = 0
+    #: `cases_digest` of the cases they were learned from: a file whose cases changed since
+    #: (a hand edit of ``cases.jsonl``) is stale and learned again.
+    cases: str = ""
 
     def to_json(self) -> dict[str, JSON]:
         """The patterns as the JSON data of ``patterns.json``."""
@@ -183,6 +191,7 @@ class TaskPatterns:
         data: dict[str, JSON] = {
             "format": FORMAT,
             "skill": self.skill_id,
+            "learned_from": self.cases,
             "arguments": arguments,
             "phrasings": phrasings,
         }
@@ -229,6 +238,12 @@ def _flows(name: str, cases: Sequence[Case]) -> tuple[str, ...]:
         }
         common = here if common is None else common & here
     return tuple(sorted(common or ()))
+
+
+def cases_digest(cases: Sequence[Case]) -> str:
+    """A short hash of which cases (trajectory ids and hashes) patterns were learned from."""
+    rows = sorted(f"{c.trajectory_id}\t{c.trajectory_sha256}\n" for c in cases)
+    return "sha256:" + hashlib.sha256("".join(rows).encode("utf-8")).hexdigest()[:16]
 
 
 def learn_patterns(
@@ -286,6 +301,7 @@ def learn_patterns(
         phrasings=phrasings,
         flows=flows,
         more=max(0, len(ranked) - MAX_PHRASINGS),
+        cases=cases_digest(ordered),
     )
 
 
@@ -324,7 +340,8 @@ def render_patterns(patterns: TaskPatterns) -> str:
 
 def parse_patterns(text: str, skill_id: str) -> TaskPatterns | None:
     """Read ``patterns.json`` back; None when it is not this format or not this skill's
-    (the reflex then learns the patterns from the cases again)."""
+    (the reflex then learns the patterns from the cases again). Whether it is stale is the
+    caller's to judge (`TaskPatterns.cases` against `cases_digest` of the skill's cases)."""
     try:
         data = json.loads(text)
         if data.get("format") != FORMAT or data.get("skill") != skill_id:
@@ -361,4 +378,5 @@ def parse_patterns(text: str, skill_id: str) -> TaskPatterns | None:
         phrasings=tuple(phrasings),
         flows={k: v for k, v in flows.items() if v},
         more=int(data.get("more_phrasings", 0)) if isinstance(data, dict) else 0,
+        cases=str(data.get("learned_from", "")),
     )

@@ -128,6 +128,19 @@ def test_value_kinds(value: object, kind: str | None) -> None:
     assert kind_of(value) == kind
 
 
+def test_a_reviewers_edit_of_patterns_json_holds_until_the_cases_change(bank: SkillBank) -> None:
+    path = bank.library.dir / HISTORY / PATTERNS_FILE
+    data = json.loads(path.read_text())
+    data["phrasings"] = [p for p in data["phrasings"] if p["template"].startswith("Show")]
+    path.write_text(json.dumps(data))
+    assert bank.plan_reflex("Show the order history for zed@example.com").fires
+    assert not bank.plan_reflex("Which orders has zed@example.com placed so far?").fires
+    # cases.jsonl edited by hand (a case dropped): patterns.json is stale, learned again.
+    cases = bank.library.dir / HISTORY / "cases.jsonl"
+    cases.write_text("".join(cases.read_text().splitlines(keepends=True)[1:]))
+    assert bank.plan_reflex("Which orders has zed@example.com placed so far?").fires
+
+
 def test_an_older_folder_without_patterns_json_still_reflexes(bank: SkillBank) -> None:
     (bank.library.dir / HISTORY / PATTERNS_FILE).unlink()
     decision = bank.plan_reflex("Show the order history for zed@example.com")
