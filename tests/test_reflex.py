@@ -411,6 +411,10 @@ def test_promote_command_commits_on_a_review_branch_without_moving_head(bank: Sk
     body = git(bank.root, "log", "-1", "--format=%B", data["commit"]).stdout
     assert "stock moves money" in body and "--unpin" in body
 
+    out = runner.invoke(cli, ["show", HISTORY, *root])
+    assert "stage pinned by review: test: trusted" in out.output
+    out = runner.invoke(cli, ["list", "--json", *root])
+    assert {r["id"]: r["pinned"] for r in json.loads(out.output)}[HISTORY] == "test: trusted"
     out = runner.invoke(cli, ["promote", RESTOCK, *root])
     assert out.exit_code == 2 and "--to" in out.output
     out = runner.invoke(cli, ["promote", "nope", "--to", "autonomous", *root])

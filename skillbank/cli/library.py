@@ -96,6 +96,7 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
         "cases": len(skill.cases),
         "content_hash": f"sha256:{skill.content_hash}",
         "deprecated_by": skill.deprecated_by,
+        "pinned": skill.pinned,
     }
     if full:
         data["source"] = skill.source
@@ -150,6 +151,8 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
     console.print(skill.description)
     if skill.deprecated_by:
         console.print(f"[yellow]deprecated: use {skill.deprecated_by}[/yellow]")
+    if skill.pinned:
+        console.print(f"stage pinned by review: {skill.pinned}", highlight=False)
     console.print(f"signature: {skill.signature.render()}")
     console.print(f"tools:     {', '.join(skill.tools)}")
     sources = ", ".join(c.trajectory_id for c in skill.cases)
