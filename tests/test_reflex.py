@@ -289,6 +289,26 @@ def test_a_negation_condition_or_scope_word_never_fires(
         assert not index.plan(text).fires, text
 
 
+@given(
+    task=st.one_of(
+        st.text(max_size=120),
+        st.lists(
+            st.sampled_from(["Order", "3", "x", "'lamp'", "for", "a@b.co", "(late)", "because:",
+                             "Restock", "units", "of", "O-5003", "?", "and", "Show", "history"]),
+            max_size=12,
+        ).map(" ".join),
+    )
+)  # fmt: skip
+def test_any_text_gets_a_decision_and_never_fires_on_a_doubt_word(
+    index: ReflexIndex, task: str
+) -> None:
+    decision = index.plan(task)
+    assert decision.fires == (decision.rule is None) and decision.reason
+    if decision.fires:  # every shop skill takes arguments, all read from the text
+        assert decision.skill_id is not None and decision.args
+        assert not any(w in task.lower().split() for w in ("not", "if", "every", "all"))
+
+
 # --- running it -------------------------------------------------------------------------------
 
 
