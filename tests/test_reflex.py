@@ -433,6 +433,9 @@ def test_promote_command_commits_on_a_review_branch_without_moving_head(bank: Sk
 
     out = runner.invoke(cli, ["show", HISTORY, *root])
     assert "stage pinned by review: test: trusted" in out.output
+    assert "asked as:  Show the order history for {email} (2 case(s))" in out.output
+    shown = json.loads(runner.invoke(cli, ["show", HISTORY, "--json", *root]).output)
+    assert shown["patterns"]["arguments"]["email"]["kind"] == "email"
     out = runner.invoke(cli, ["list", "--json", *root])
     assert {r["id"]: r["pinned"] for r in json.loads(out.output)}[HISTORY] == "test: trusted"
     out = runner.invoke(cli, ["promote", RESTOCK, *root])

@@ -142,9 +142,11 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
 
     Example: skillbank show find_customer_list_orders
     """
-    skill = SkillBank(root).get(skill_id)
+    bank = SkillBank(root)
+    skill = bank.get(skill_id)
+    patterns = bank.library.patterns(skill)
     if as_json:
-        print_json(_skill_json(skill, full=True))
+        print_json({**_skill_json(skill, full=True), "patterns": patterns.to_json()})
         return
     console = make_console()
     console.print(f"[bold]{skill.id}[/bold]  v{skill.version}  {skill.stage}")
@@ -159,6 +161,8 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
     console.print(f"cases:     {len(skill.cases)} (learned from: {sources})")
     for note in skill.notes:
         console.print(f"data flow: {note}")
+    for phrasing in patterns.phrasings:  # how a reflex reads a task (patterns.json)
+        console.print(f"asked as:  {phrasing.template} ({phrasing.cases} case(s))", highlight=False)
     console.print("")
     click.echo(skill.source, nl=False)
 
