@@ -10,7 +10,7 @@ wall-clock time over ``--repeats`` runs. The baseline, measured in the same run 
 interleaved with the others so machine noise falls on every row alike, is a bare
 ``python -c pass`` of the same interpreter: what any Python command costs before it does
 anything. The bank is the shop example (7 skills), learned once before timing; ``run`` calls
-the shop's ``find_customer_list_orders`` against the example shop's tools (its worker
+the shop's ``list_orders_by_email`` against the example shop's tools (its worker
 process starts cold, as it does for a user).
 
 Targets: ``--help`` and ``list`` at most 0.25 s, ``run`` at most 0.5 s. The cold ``list``
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 *SKILLBANK,
                 "run",
-                "find_customer_list_orders",
+                "list_orders_by_email",
                 "--args",
                 args,
                 "--tools",

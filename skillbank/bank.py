@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from skillbank.maturity import SkillStats, StageChange
     from skillbank.proving import Failed
     from skillbank.recognize import Plan, PlanResult
+    from skillbank.reflex import ReflexDecision
     from skillbank.retrieve import Retriever
     from skillbank.running import Runner, RunResult
     from skillbank.search import Hit
@@ -342,9 +343,17 @@ class SkillBank:
         success (see `skillbank.retrieve.Retriever.search`)."""
         return self.retriever.search(text, k, thompson=thompson, seed=seed)
 
-    def reflex(self, task_text: str, args: Mapping[str, JSON], tools: Tools) -> RunResult | None:
-        """Run an autonomous skill when the task clearly asks for it (see `Retriever.reflex`)."""
-        return self.retriever.reflex(task_text, args, tools)
+    def reflex(
+        self, task_text: str, tools: Tools, *, args: Mapping[str, JSON] | None = None
+    ) -> RunResult | None:
+        """Run an autonomous skill straight from the task's words, or None when the reflex
+        abstains (see `Retriever.reflex`); ``args`` given win over the ones read."""
+        return self.retriever.reflex(task_text, tools, args=args)
+
+    def plan_reflex(self, task_text: str) -> ReflexDecision:
+        """Which skill a reflex would run, with which arguments, or why it abstains; runs
+        nothing (see `skillbank.reflex`)."""
+        return self.retriever.plan_reflex(task_text)
 
     # --- lifecycle and versions ---------------------------------------------------------
 
@@ -361,6 +370,18 @@ class SkillBank:
     ) -> list[StageChange]:
         """Promote or demote skills by their ledger counts (see `Lifecycle.update_stages`)."""
         return self.lifecycle.update_stages(skill_ids, branch=branch)
+
+    def promote(
+        self,
+        skill_id: str,
+        stage: Stage | None,
+        *,
+        reason: str = "",
+        unpin: bool = False,
+        branch: str | None = None,
+    ) -> Commit | None:
+        """A reviewer grants or withdraws a stage, pinned (see `Lifecycle.promote`)."""
+        return self.lifecycle.promote(skill_id, stage, reason=reason, unpin=unpin, branch=branch)
 
     def rollback(self, skill_id: str, version: str, *, branch: str | None = None) -> Commit:
         """Write an earlier version back as a new, higher one (see `Lifecycle.rollback`)."""

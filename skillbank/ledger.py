@@ -63,6 +63,7 @@ turns the counts into the success posterior and the stage.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -71,7 +72,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from skillbank.errors import LibraryError, storage_error
 
@@ -144,6 +145,11 @@ _MIGRATIONS: tuple[_Migration, ...] = (
         2,
         "who a failure counts against: the skill, or the caller whose input a tool refused",
         ("ALTER TABLE calls ADD COLUMN blame TEXT",),  # NULL: the skill (every older row)
+    ),
+    _Migration(
+        3,
+        "the arguments skillbank itself chose for a call (a reflex), as JSON, for review",
+        ("ALTER TABLE calls ADD COLUMN args TEXT",),  # NULL: not recorded (every older row)
     ),
 )
 
@@ -253,6 +259,9 @@ class CallRecord:
     #: Who a failure counts against: ``"skill"``, or ``"caller"`` when a tool refused a value
     #: the caller gave (an unknown email): such a failure says nothing of the skill.
     blame: Blame = "skill"
+    #: The arguments, when the call recorded them (a reflex records the ones it read off
+    #: the task); None otherwise.
+    args: Mapping[str, Any] | None = None
 
     @property
     def failed_skill(self) -> bool:
@@ -463,6 +472,7 @@ class Ledger:
         caller: str | None = None,
         ts: float | None = None,
         blame: Blame = "skill",
+        args: Mapping[str, Any] | None = None,
     ) -> int:
         """Append one outcome; return its row id.
 
@@ -475,6 +485,7 @@ class Ledger:
             caller: Who called, e.g. ``"agent"``.
             ts: When (default: now).
             blame: Who a failure counts against (see `CallRecord.blame`).
+            args: The call's arguments, to keep (JSON data); None keeps none.
 
         Raises:
             LibraryError: the file cannot be created or opened, or is not a current ledger.
@@ -482,8 +493,9 @@ class Ledger:
         self._open(create=True)
         with self._connect() as conn:
             cursor = conn.execute(
-                "INSERT INTO calls (ts, skill_id, version, ok, latency_s, error, caller, blame) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO calls"
+                " (ts, skill_id, version, ok, latency_s, error, caller, blame, args)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     time.time() if ts is None else ts,
                     skill_id,
@@ -493,6 +505,7 @@ class Ledger:
                     error,
                     caller,
                     None if ok or blame == "skill" else blame,
+                    None if args is None else json.dumps(args, sort_keys=True, default=str),
                 ),
             )
             return int(cursor.lastrowid or 0)
@@ -503,14 +516,15 @@ class Ledger:
             return []
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT id, ts, skill_id, version, ok, latency_s, error, caller, blame FROM calls "
+                "SELECT id, ts, skill_id, version, ok, latency_s, error, caller, blame, args"
+                " FROM calls "
                 "WHERE skill_id = ? ORDER BY id",
                 (skill_id,),
             ).fetchall()
         return [
             CallRecord(
                 int(r[0]), float(r[1]), str(r[2]), str(r[3]), bool(r[4]), r[5], r[6], r[7],
-                "caller" if r[8] == "caller" else "skill",
+                "caller" if r[8] == "caller" else "skill", _args(r[9]),
             )
             for r in rows
         ]  # fmt: skip
@@ -562,6 +576,17 @@ class Ledger:
             "failures": int(failures),
             "mean_latency_s": None if mean is None else float(mean),
         }
+
+
+def _args(text: str | None) -> dict[str, Any] | None:
+    """A row's recorded arguments (None when none were, or they do not read back)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 os.register_at_fork(after_in_child=_after_fork)

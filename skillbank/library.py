@@ -7,6 +7,9 @@ Each skill is a folder named by its id, laid out like an Agent Skill::
     skills/<id>/cases.jsonl   recorded cases, one JSON object per line, sorted by trajectory
                               id and hash
     skills/<id>/tools.json    the definitions of the tools the skill declares
+    skills/<id>/patterns.json how its arguments appear in its task texts, learned from the
+                              cases (`skillbank.patterns`): rebuilt with every write, so it
+                              always follows the cases; optional when reading
 
 Writes are deterministic (stable key order, trailing newline) so ``git diff skills/`` reads like
 a code review, atomic (temp file + rename), and transactional: if writing or committing fails
@@ -42,6 +45,14 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from skillbank.errors import LibraryError, SkillNotFound, storage_error
+from skillbank.patterns import (
+    PATTERNS_FILE,
+    TaskPatterns,
+    cases_digest,
+    learn_patterns,
+    parse_patterns,
+    render_patterns,
+)
 from skillbank.signature_cache import CACHE_FILE, SignatureCache
 from skillbank.skill import (
     STAGES,
@@ -62,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFTEST",
     "SKILL_FILES",
+    "WRITTEN_FILES",
     "BrokenSkill",
     "Branch",
     "Commit",
@@ -84,8 +96,11 @@ Every ``skills/<id>/`` folder gets the items ``validate``, ``replay[<trajectory>
 from skillbank.testing import pytest_collect_file  # noqa: F401
 '''
 
-#: The files a skill folder holds.
+#: The files a skill folder must hold.
 SKILL_FILES = ("SKILL.md", "skill.py", "cases.jsonl", "tools.json")
+#: Every file a write of a skill folder produces (`skill_files`): the required ones, and the
+#: task patterns derived from its cases (a folder from before them still loads).
+WRITTEN_FILES = (*SKILL_FILES, PATTERNS_FILE)
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -157,14 +172,18 @@ def skill_files(
     deprecated_by: str | None = None,
     query_tools: Collection[str] = (),
     command_tools: Collection[str] = (),
+    pinned: str | None = None,
 ) -> dict[str, str]:
     """The exact text of each file in a skill's folder (pure: same skill, same bytes).
 
     The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
+    ``pinned`` (a reviewer's reason for the stage) is the argument, or for None a `Skill`'s
+    own; "" writes none.
     ``SKILL.md`` says of each tool whether it is a query or a command and why
     (`skillbank.compiler.effects`; ``query_tools`` and ``command_tools`` are the bank's
-    configuration).
+    configuration). ``patterns.json`` is learned from the cases here
+    (`skillbank.patterns.learn_patterns`), so every write keeps it in step with them.
     """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
@@ -177,6 +196,10 @@ def skill_files(
         signature = skill.signature
     ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
     metadata = {"version": str(version), "stage": stage}
+    if pinned is None and isinstance(skill, Skill):
+        pinned = skill.pinned  # "" writes no pin
+    if pinned:
+        metadata["pinned"] = " ".join(pinned.split())
     if deprecated_by:
         metadata["deprecated_by"] = deprecated_by
     metadata |= {
@@ -238,6 +261,7 @@ def skill_files(
             indent=2,
         )
         + "\n",
+        PATTERNS_FILE: render_patterns(learn_patterns(sid, signature, ordered, specs)),
     }
 
 
@@ -255,6 +279,9 @@ class StoredChange:
     action: str
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+    #: The reviewer's pin of the stage (`skillbank.skill.Skill.pinned`): None keeps the
+    #: stored skill's, "" removes it.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,6 +296,8 @@ class Restamp:
     stage: Stage
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+    #: The reviewer's pin of the stage: None keeps the stored skill's, "" removes it.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -425,6 +454,19 @@ class SkillLibrary:
             return {name: (folder / name).read_text(encoding="utf-8") for name in SKILL_FILES}
         except (OSError, UnicodeDecodeError) as exc:
             raise LibraryError(f"{self.rel}/{skill_id}: cannot read the skill: {exc}") from None
+
+    def patterns(self, skill: Skill) -> TaskPatterns:
+        """A skill's task patterns: its ``patterns.json`` as reviewed, or, for a folder without
+        a readable one (written before patterns existed) or one learned from other cases (a
+        hand edit of ``cases.jsonl``), learned from its cases now."""
+        path = self.dir / skill.id / PATTERNS_FILE
+        try:
+            found = parse_patterns(path.read_text(encoding="utf-8"), skill.id)
+        except (OSError, UnicodeDecodeError):
+            found = None
+        if found is not None and found.cases == cases_digest(skill.cases):
+            return found
+        return learn_patterns(skill.id, skill.signature, skill.cases, skill.tool_specs)
 
     def scan(self) -> tuple[list[Skill], list[BrokenSkill]]:
         """Every skill that loads, sorted by id, and every folder that does not, with why.
@@ -685,7 +727,7 @@ class SkillLibrary:
         # Snapshot every file we may touch; on any failure put the bytes back and unstage.
         before: dict[Path, bytes | None] = {}
         for folder in folders:
-            for name in SKILL_FILES:
+            for name in WRITTEN_FILES:
                 path = folder / name
                 before[path] = path.read_bytes() if path.exists() else None
         try:
@@ -729,7 +771,8 @@ class SkillLibrary:
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.draft.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
-                         query_tools=self.query_tools, command_tools=self.command_tools))
+                         query_tools=self.query_tools, command_tools=self.command_tools,
+                         pinned=self._pin(c.skill.draft.id, c.pinned)))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
@@ -758,10 +801,21 @@ class SkillLibrary:
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
-                         query_tools=self.query_tools, command_tools=self.command_tools))
+                         query_tools=self.query_tools, command_tools=self.command_tools,
+                         pinned=self._pin(c.skill.id, c.pinned)))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
+
+    def _pin(self, skill_id: str, wanted: str | None) -> str:
+        """The pin to write ("" for none): ``wanted``, or, for None, the stored skill's, so
+        every write that is not a reviewer's decision keeps it."""
+        if wanted is not None:
+            return wanted
+        try:
+            return self.load(skill_id).pinned or ""
+        except (SkillNotFound, LibraryError):
+            return ""
 
     def _commit(
         self,
@@ -832,7 +886,7 @@ class SkillLibrary:
                 for sid, files in written:
                     folder = self.dir / sid
                     if files is None:  # the files a skill is made of; strays stay for a human
-                        for name in SKILL_FILES:
+                        for name in WRITTEN_FILES:
                             (folder / name).unlink(missing_ok=True)
                         with contextlib.suppress(OSError):
                             folder.rmdir()
@@ -960,6 +1014,12 @@ def _parse(
             f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, "
             f"got {md.get('stage')!r}"
         )
+    pinned = md.get("pinned")
+    if pinned is not None and (not isinstance(pinned, str) or not pinned.strip()):
+        raise LibraryError(
+            f"{rel}/SKILL.md: metadata.pinned must be the reviewer's reason (text), got "
+            f"{pinned!r}; remove it to let the ledger decide the stage"
+        )
     deprecated_by = md.get("deprecated_by")
     if deprecated_by is not None and (
         not isinstance(deprecated_by, str)
@@ -1017,6 +1077,7 @@ def _parse(
         tool_specs=specs,
         notes=notes,
         deprecated_by=deprecated_by,
+        pinned=pinned,
     )
 
 

@@ -377,6 +377,10 @@ class Skill:
     notes: tuple[str, ...] = ()
     #: The skill replacing this one, when it is deprecated (it keeps running until removed).
     deprecated_by: str | None = None
+    #: Why a reviewer set the stage (``skillbank promote``), when one did: automatic stage
+    #: changes leave a pinned stage alone, except that failures still demote an autonomous
+    #: skill (which lifts the pin). None: the ledger decides the stage.
+    pinned: str | None = None
 
     def as_draft(self, **changes: Any) -> SkillDraft:
         """This skill as a draft to check again, with ``changes`` to its draft fields

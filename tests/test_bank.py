@@ -23,7 +23,7 @@ from skillbank import (
     Trajectory,
 )
 from skillbank.examples import DEMO_ARGS, Shop
-from skillbank.library import SKILL_FILES, skill_files
+from skillbank.library import WRITTEN_FILES, skill_files
 from skillbank.review import tool_effects
 from skillbank.validate import code_shape
 from skillbank.versioning import Version
@@ -92,7 +92,7 @@ def test_learning_the_examples_makes_one_skill_per_procedure_in_one_commit(
     assert len(skills) == len(procedures) >= 5
     assert sum(len(s.cases) for s in skills) == len(example_trajectories)
     for s in skills:
-        assert {p.name for p in (learned / "skills" / s.id).iterdir()} == set(SKILL_FILES)
+        assert {p.name for p in (learned / "skills" / s.id).iterdir()} == set(WRITTEN_FILES)
         assert s.version == Version(1, 0, 0) and s.stage == "associative"
         assert len({c.trajectory_id.rsplit("-", 1)[0] for c in s.cases}) == 1  # one procedure
     log = git(learned, "log", "--format=%s%n%b")

@@ -62,7 +62,7 @@ def test_an_unchanged_library_loads_from_the_cache_without_parsing(
 
 def test_a_changed_source_is_read_again(learned: Path, tmp_path: Path) -> None:
     cache = SignatureCache(tmp_path / CACHE_FILE)
-    source = (learned / "skills" / "find_customer_list_orders" / "skill.py").read_text()
+    source = (learned / "skills" / "list_orders_by_email" / "skill.py").read_text()
     assert cache.read(source) == read_signature(source)
     cache.save()
     renamed = source.replace("(email: str)", "(email_address: str)").replace(
@@ -162,7 +162,7 @@ def test_help_list_and_run_import_nothing_heavy(learned: Path, tmp_path: Path) -
             f"Shop.create({str(shop)!r})\n"
             "import os\n"
             f"os.environ['SKILLBANK_SHOP_DB'] = {str(shop)!r}\n" + run
-            + "call('run', 'find_customer_list_orders', '--args', '{\"email\": "
+            + "call('run', 'list_orders_by_email', '--args', '{\"email\": "
             f"\"bob@example.com\"}}', '--tools', 'skillbank.examples.shop:tools', '--root', "
             f"{str(learned)!r})"
         ),

@@ -3,9 +3,9 @@
 The commands live in modules by what they act on:
 
 - `skillbank.cli.library`: init, learn, list, show, history, diff, rollback, deprecate
-- `skillbank.cli.run`: search, tools, run, match
+- `skillbank.cli.run`: search, tools, run, do, match
 - `skillbank.cli.review`: gate, review
-- `skillbank.cli.lifecycle`: stats, stages, prune, refine, dedup, drift
+- `skillbank.cli.lifecycle`: stats, stages, promote, prune, refine, dedup, drift
 - `skillbank.cli.serve`, `skillbank.cli.export`, `skillbank.cli.report`, `skillbank.cli.demo`
 
 `skillbank.cli.output` holds what they share: the one JSON printer, the tables, and the one
@@ -165,6 +165,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "run",
         "Run a skill in the sandbox with JSON arguments, against host tools.",
     ),
+    "do": (
+        "skillbank.cli.run",
+        "do",
+        "Do a task as a reflex: an autonomous skill run from the task's words, no model.",
+    ),
     "match": (
         "skillbank.cli.run",
         "match",
@@ -237,6 +242,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "skillbank.cli.lifecycle",
         "stages",
         "Promote and demote skills by their ledger statistics; one commit per change.",
+    ),
+    "promote": (
+        "skillbank.cli.lifecycle",
+        "promote",
+        "Grant or withdraw a skill's stage by review, as a commit; the stage is pinned.",
     ),
     "prune": (
         "skillbank.cli.lifecycle",

@@ -96,6 +96,7 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
         "cases": len(skill.cases),
         "content_hash": f"sha256:{skill.content_hash}",
         "deprecated_by": skill.deprecated_by,
+        "pinned": skill.pinned,
     }
     if full:
         data["source"] = skill.source
@@ -141,21 +142,27 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
 
     Example: skillbank show list_orders_by_email
     """
-    skill = SkillBank(root).get(skill_id)
+    bank = SkillBank(root)
+    skill = bank.get(skill_id)
+    patterns = bank.library.patterns(skill)
     if as_json:
-        print_json(_skill_json(skill, full=True))
+        print_json({**_skill_json(skill, full=True), "patterns": patterns.to_json()})
         return
     console = make_console()
     console.print(f"[bold]{skill.id}[/bold]  v{skill.version}  {skill.stage}")
     console.print(skill.description)
     if skill.deprecated_by:
         console.print(f"[yellow]deprecated: use {skill.deprecated_by}[/yellow]")
+    if skill.pinned:
+        console.print(f"stage pinned by review: {skill.pinned}", highlight=False)
     console.print(f"signature: {skill.signature.render()}")
     console.print(f"tools:     {', '.join(skill.tools)}")
     sources = ", ".join(c.trajectory_id for c in skill.cases)
     console.print(f"cases:     {len(skill.cases)} (learned from: {sources})")
     for note in skill.notes:
         console.print(f"data flow: {note}")
+    for phrasing in patterns.phrasings:  # how a reflex reads a task (patterns.json)
+        console.print(f"asked as:  {phrasing.template} ({phrasing.cases} case(s))", highlight=False)
     console.print("")
     click.echo(skill.source, nl=False)
 
