@@ -56,6 +56,7 @@ TAU2_DIR = ROOT / "benchmarks" / "tau2"
 TAU2_DATA = TAU2_DIR / "data"
 TAU2_PARTS = ("train", "heldout")
 SHOP_FILE = ROOT / "skillbank" / "examples" / "trajectories" / "shop.jsonl"
+MESSY_FILE = ROOT / "skillbank" / "examples" / "trajectories" / "shop_messy.jsonl"
 for _p in (ROOT, BFCL_DIR):
     if str(_p) not in sys.path:  # run as a script: make `skillbank` and bfcl's `env` importable
         sys.path.insert(0, str(_p))
@@ -73,6 +74,7 @@ from skillbank import (  # noqa: E402
     load_trajectories,
 )
 from skillbank.compiler import pattern_key  # noqa: E402
+from skillbank.compiler.dataflow import bound_parts  # noqa: E402
 from skillbank.trajectory import canonical_json  # noqa: E402
 
 JSON = Any
@@ -117,10 +119,18 @@ def heldout_split(every: Sequence[Trajectory]) -> tuple[list[Trajectory], list[T
     return train, heldout
 
 
-def shop_dataset() -> Dataset:
+def messy_shop_dataset() -> Dataset:
+    """The shop's messy runs (`python -m skillbank.examples.generate --messy`): agents that
+    look around, mistype a lookup and retry, for many customers."""
+    ds = shop_dataset(MESSY_FILE)
+    ds.name = "shop, messy runs"
+    return ds
+
+
+def shop_dataset(path: Path = SHOP_FILE) -> Dataset:
     from skillbank.examples import Shop
 
-    every = load_trajectories(SHOP_FILE)
+    every = load_trajectories(path)
     procedures = {t.id.rsplit("-", 1)[0] for t in every}
     train, heldout = heldout_split(every)
     tmp = tempfile.TemporaryDirectory(prefix="skillbank-learnbench-shop-")
@@ -219,6 +229,19 @@ def tau2_dataset(variant: str) -> Dataset:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def instance_bound_reads(source: str) -> list[str]:
+    """Subscripts in a skill's code that name one element: ``[0]``, or a key that is data."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            key = node.slice.value
+            if isinstance(key, int) and not isinstance(key, bool):
+                found.append(ast.unparse(node))
+            elif isinstance(key, str) and bound_parts({key: {}}, (key,)):
+                found.append(ast.unparse(node))
+    return found
 
 
 def ok_steps(t: Trajectory) -> list:
@@ -705,6 +728,16 @@ def measure_bank(
     loops = sum(1 for p in report.procedures if any(g.startswith("loop") for g in p.generalised))
     out["learn"]["single_run_skills"] = single
     out["learn"]["skills_with_loops"] = loops
+    # Paths tied to one instance: a list position or a data key read by a skill whose cases
+    # cannot show it is structure (fewer than two runs). Must be 0.
+    bound = {s.id: instance_bound_reads(s.source) for s in bank.skills()}
+    cases = {s.id: len(s.cases) for s in bank.skills()}
+    out["learn"]["instance_bound_skills"] = sorted(
+        k for k, v in bound.items() if v and cases[k] < 2
+    )
+    out["learn"]["structural_position_skills"] = sorted(
+        k for k, v in bound.items() if v and cases[k] >= 2
+    )
     console.print(
         f"  learn: {len(report.added)} skills from {len(ds.train)} trajectories in "
         f"{learn_s:.1f} s (first half, {half_n}: {half_s:.1f} s); {len(report.rejected)} rejected"
@@ -889,6 +922,13 @@ def table_for(r: dict[str, JSON], cpus: int, quick: bool) -> Table:
         "",
         "",
     )
+    bound = lr.get("instance_bound_skills") or []
+    table.add_row(
+        "  with an instance-bound path (target 0) / a position runs agreed on",
+        f"{len(bound)} / {len(lr.get('structural_position_skills') or [])}",
+        "",
+        verdict(not bound),
+    )
     top = "; ".join(f"{c}x {escape(why[:70])}" for why, c in lr["rejected_reasons"][:3])
     table.add_row(
         "rejected at learn" + (f" [dim]({top})[/]" if top else ""), str(lr["rejected"]), "", ""
@@ -1040,7 +1080,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--examples", type=int, default=3, help="examples per miss cause (default 3)")
     ap.add_argument(
         "--only",
-        choices=["shop", "bfcl", "tau2", "tau2-plain"],
+        choices=["shop", "messy", "bfcl", "tau2", "tau2-plain"],
         help="run one data set (tau2: airline with tool-type annotations; tau2-plain: without)",
     )
     ap.add_argument(
@@ -1057,6 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 0
     makers: dict[str, Callable[[], Dataset]] = {
         "shop": shop_dataset,
+        "messy": messy_shop_dataset,
         "bfcl": bfcl_dataset,
         "tau2": lambda: tau2_dataset("annotated"),
         "tau2-plain": lambda: tau2_dataset("plain"),

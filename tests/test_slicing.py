@@ -197,3 +197,20 @@ def test_runs_that_read_more_join_one_skill_which_covers_a_run_that_reads_more_s
         around = replace(first, steps=(looked, *first.steps, checked))
         plan = bank.match(around)
         assert [(s.kind, s.name, s.covers) for s in plan.steps] == [("skill", sid, (0, 5))]
+
+
+def test_reads_between_commands_take_one_order_whatever_order_the_run_made_them() -> None:
+    # The customer and the product are looked up in either order; the procedure is the same.
+    search = Step("search_products", {"query": "mug"}, {"products": [{"sku": "S-1"}]})
+    stock = Step("check_stock", {"sku": "S-1"}, {"sku": "S-1", "available": 3})
+    who = customer("ann@x.io", "C-1")
+    buy = Step("place_order", {"customer_id": "C-1", "sku": "S-1"}, {"order_id": "O-1"})
+    task = "Order a mug for ann@x.io"
+    first = run(task, who, search, stock, buy)
+    second = run(task, search, who, stock, buy)
+    effects = effects_of(first)
+    a, b = slice_run(first, effects), slice_run(second, effects)
+    assert [s.tool for s in a.steps] == [s.tool for s in b.steps]
+    assert [s.tool for s in a.steps] == [
+        "find_customer", "search_products", "check_stock", "place_order",
+    ]  # fmt: skip

@@ -16,7 +16,10 @@ grouped or generalised:
   into a branch. A read after the last command that uses its value only checks what was
   done, and goes.
 - **The slice** is the sinks, the gates and everything they depend on, transitively, in
-  the run's order. Every other call is a query nothing used, and is dropped.
+  the run's order, except that the reads between two commands are put in one canonical
+  order (dependencies first, then by tool name and arguments): reads change nothing, so the
+  order an agent happened to make them in is not part of the procedure. Every other call is
+  a query nothing used, and is dropped.
 
 The **skeleton** of a sliced run names its procedure: the commands (repeats folded, as
 `skillbank.compiler.generalize.pattern_of` folds them), each with its argument names and,
@@ -30,7 +33,7 @@ Pure and deterministic: no sandbox, no I/O; the same run gives the same slice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from skillbank.compiler.dataflow import find_origin, iter_paths, trivial
@@ -47,7 +50,8 @@ class Slice:
 
     #: The calls kept, in the run's order.
     steps: tuple[Step, ...]
-    #: Their positions among the run's successful calls.
+    #: Their positions among the run's successful calls, in the slice's order (reads between
+    #: two commands in a canonical order, `_canonical_order`).
     kept: tuple[int, ...]
     #: Positions of the queries nothing used (dropped).
     dropped: tuple[int, ...]
@@ -127,7 +131,12 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
             if i not in keep
             and any(c > i and is_command(c) and values[i] & values[c] for c in keep)
         ]
-    kept = tuple(sorted(keep))
+    kept = _canonical_order(
+        sorted(keep),
+        lambda i: is_command(i) or i in sinks,
+        lambda i: (steps[i].tool, canonical_json(dict(steps[i].arguments))),
+        depends,
+    )
     sources = tuple(
         {
             name: _source(value, results[:i], trajectory.task)
@@ -141,6 +150,43 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
         dropped=tuple(i for i in range(len(steps)) if i not in keep),
         sources=sources,
     )
+
+
+def _canonical_order(
+    kept: Sequence[int],
+    fixed: Callable[[int], bool],
+    key: Callable[[int], tuple[str, str]],
+    depends: Sequence[set[int]],
+) -> tuple[int, ...]:
+    """The kept calls with the reads between two commands in one canonical order.
+
+    A read changes nothing, so which of two independent reads an agent made first is not part
+    of the procedure: between commands (and the answer), reads are put in dependency order,
+    ties broken by tool name and arguments. A read never moves past a command, whose effect
+    it may have seen.
+    """
+    out: list[int] = []
+    segment: list[int] = []
+
+    def flush() -> None:
+        placed: set[int] = set()
+        waiting = list(segment)
+        while waiting:
+            ready = [i for i in waiting if not (depends[i] & set(waiting)) - placed]
+            nxt = min(ready or waiting, key=key)
+            out.append(nxt)
+            placed.add(nxt)
+            waiting.remove(nxt)
+        segment.clear()
+
+    for i in kept:
+        if fixed(i):
+            flush()
+            out.append(i)
+        else:
+            segment.append(i)
+    flush()
+    return tuple(out)
 
 
 def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect]) -> str:

@@ -125,32 +125,106 @@ class Procedure:
         return self.templates[template_index].format(**args)
 
 
+#: The shop's read-only tools and the argument each is looked up by: what a messy run reads
+#: while it looks around.
+_READS: Final[dict[str, str]] = {
+    "find_customer": "email",
+    "list_orders": "customer_id",
+    "get_order": "order_id",
+    "search_products": "query",
+    "check_stock": "sku",
+}
+
+
+class _Mess:
+    """How a realistic agent strays from the straight path, drawn from a seeded `random.Random`.
+
+    Before any read the procedure makes it may (a) look around: read something else it has an
+    id for (another order, another product, the customer's whole history), never a thing it is
+    about to change; or (b) mistype the lookup first (two letters swapped), get an error, and
+    retry with the right value. So runs of one procedure differ in how many reads they make,
+    in what order, and in failed calls, while doing the same thing.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        #: Values seen in results so far, by the argument name a read takes them as.
+        self.seen: dict[str, list[Any]] = {}
+
+    def note(self, result: Any) -> None:
+        """Remember the ids a result holds, for later looking around."""
+        if isinstance(result, dict):
+            for key, value in result.items():
+                if key in _READS.values() and isinstance(value, str):
+                    self.seen.setdefault(key, []).append(value)
+                else:
+                    self.note(value)
+        elif isinstance(result, list):
+            for item in result:
+                self.note(item)
+
+    def detour(self, name: str, arguments: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The extra reads to make before ``name(**arguments)``: (tool, arguments) pairs."""
+        if name not in _READS:
+            return []
+        out: list[tuple[str, dict[str, Any]]] = []
+        if self.rng.random() < 0.3:  # look around first
+            wanted = set(arguments.values())
+            options = [
+                (tool, {key: value})
+                for tool, key in _READS.items()
+                for value in self.seen.get(key, [])
+                if value not in wanted
+            ]
+            if options:
+                out.append(self.rng.choice(options))
+        key = _READS[name]
+        value = arguments.get(key)
+        if isinstance(value, str) and len(value) > 3 and self.rng.random() < 0.25:
+            cut = self.rng.randrange(1, len(value) - 1)
+            typo = value[: cut - 1] + value[cut] + value[cut - 1] + value[cut + 1 :]
+            if typo != value:  # two letters swapped: the lookup fails, the agent retries
+                out.append((name, {**arguments, key: typo}))
+        return out
+
+
 class _Transcript:
     """Wraps the shop's tools so every call is recorded as chat messages."""
 
-    def __init__(self, tools: Tools) -> None:
+    def __init__(self, tools: Tools, mess: _Mess | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self._tools = tools
         self._calls = 0
+        self._mess = mess
         self.tools: Tools = {name: self._recording(name) for name in tools}
+
+    def _stray(self, name: str, arguments: Mapping[str, Any]) -> None:
+        """A messy run's detours before a call: recorded, and an error does not stop it."""
+        assert self._mess is not None
+        for tool, args in self._mess.detour(name, arguments):
+            self._calls += 1
+            call_id = f"call_{self._calls}"
+            self.messages.append(_call_message(call_id, tool, args))
+            try:
+                result = self._tools[tool](**args)
+            except Exception as exc:  # a failed lookup: the agent fixes it and goes on
+                error = str(exc) or type(exc).__name__
+                self.messages.append(
+                    {"role": "tool", "tool_call_id": call_id, "content": error, "is_error": True}
+                )
+                continue
+            self._mess.note(result)
+            self.messages.append(
+                {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)}
+            )
 
     def _recording(self, name: str) -> Callable[..., ToolResult]:
         def call(**arguments: Any) -> ToolResult:
+            if self._mess is not None:
+                self._stray(name, arguments)
             self._calls += 1
             call_id = f"call_{self._calls}"
-            self.messages.append(
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": call_id,
-                            "type": "function",
-                            "function": {"name": name, "arguments": json.dumps(arguments)},
-                        }
-                    ],
-                }
-            )
+            self.messages.append(_call_message(call_id, name, arguments))
             try:
                 result = self._tools[name](**arguments)
             except Exception as exc:  # any failure is the tool's answer; the agent stops here
@@ -159,12 +233,28 @@ class _Transcript:
                     {"role": "tool", "tool_call_id": call_id, "content": error, "is_error": True}
                 )
                 raise _Stop(f"{name} failed: {error}") from exc
+            if self._mess is not None:
+                self._mess.note(result)
             self.messages.append(
                 {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)}
             )
             return result
 
         return call
+
+
+def _call_message(call_id: str, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)},
+            }
+        ],
+    }
 
 
 def run_procedure(
@@ -174,8 +264,13 @@ def run_procedure(
     *,
     record_id: str,
     template_index: int = 0,
+    messy: random.Random | None = None,
 ) -> dict[str, Any]:
     """Run procedure `name` with `args` against `shop` and return its fine-tuning record.
+
+    With ``messy`` (a seeded random source) the agent strays as real ones do: it looks
+    around before reads and sometimes mistypes a lookup, gets an error and retries (`_Mess`);
+    it still does exactly what the procedure does.
 
     A failing tool call does not raise: it is recorded (``"is_error": true`` on the tool
     message) and the record's outcome is ``{"success": false}``.
@@ -202,7 +297,7 @@ def run_procedure(
             f"procedure {name!r} takes arguments {list(procedure.parameters)}, got {sorted(args)}"
         )
     task = procedure.task(args, template_index)
-    transcript = _Transcript(shop.tools())
+    transcript = _Transcript(shop.tools(), _Mess(messy) if messy is not None else None)
     try:
         summary = procedure.steps(transcript.tools, **args)
         success = True

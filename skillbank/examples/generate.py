@@ -1,9 +1,11 @@
-"""Generate the bundled shop trajectories, ``trajectories/shop.jsonl``.
+"""Generate the bundled shop trajectories, ``trajectories/shop.jsonl`` and ``shop_messy.jsonl``.
 
-Run ``python -m skillbank.examples.generate`` to rewrite the file, or add ``--check`` to exit 1
-when it is out of date. Output is byte-for-byte deterministic: the seed data is fixed, arguments
-come from a seeded `random.Random` per procedure, and every record starts from a freshly seeded
-shop, so replaying any one record's tool calls on a new `Shop` reproduces its results.
+Run ``python -m skillbank.examples.generate`` to rewrite the clean file (``--messy`` the messy
+one: runs that look around, mistype a lookup and retry, for more customers), or add
+``--check`` to exit 1 when it is out of date. Output is byte-for-byte deterministic: the seed
+data is fixed, arguments come from a seeded `random.Random` per procedure, and every record
+starts from a freshly seeded shop, so replaying any one record's tool calls on a new `Shop`
+reproduces its results.
 """
 
 from __future__ import annotations
@@ -20,26 +22,40 @@ from typing import Any, Final
 from skillbank.examples.agent import DEMO_ARGS, PROCEDURES, Procedure, run_procedure
 from skillbank.examples.shop import Shop
 
-__all__ = ["DEMO_ARGS", "TRAJECTORIES_PATH", "generate", "main", "to_jsonl"]
+__all__ = [
+    "DEMO_ARGS",
+    "MESSY_PATH",
+    "MESSY_PER_PROCEDURE",
+    "MESSY_SEED",
+    "TRAJECTORIES_PATH",
+    "generate",
+    "main",
+    "to_jsonl",
+]
 
 #: Where `main` writes the records by default (package data, shipped in the wheel).
 TRAJECTORIES_PATH: Final = Path(__file__).with_name("trajectories") / "shop.jsonl"
+#: Where `main --messy` writes them: 12 messy runs per procedure (seed 11).
+MESSY_PATH: Final = Path(__file__).with_name("trajectories") / "shop_messy.jsonl"
+MESSY_SEED: Final = 11
+MESSY_PER_PROCEDURE: Final = 12
 
 # Draws considered for each record, and the most made before giving up on new arguments.
 _BATCH: Final = 24
 _MAX_DRAWS: Final = 200
 
 
-def generate(seed: int = 7, per_procedure: int = 6) -> list[dict[str, Any]]:
+def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> list[dict[str, Any]]:
     """Return `per_procedure` successful records for every procedure, in registry order.
 
     Each record runs on a freshly seeded shop with arguments no other record of the same
     procedure uses, and its task text cycles through the procedure's templates. Record ids
-    look like ``shop-order_product-01``.
+    look like ``shop-order_product-01`` (``shop-messy-order_product-01`` when messy).
 
     Args:
         seed: Seeds the argument draws; the same seed gives the same records.
         per_procedure: Records per procedure, 1 to 99.
+        messy: Runs stray as real agents do (`skillbank.examples.agent.run_procedure`).
 
     Returns:
         The records, as `skillbank.examples.agent.run_procedure` makes them.
@@ -60,17 +76,27 @@ def generate(seed: int = 7, per_procedure: int = 6) -> list[dict[str, Any]]:
             # One random source per procedure, so adding a procedure leaves the others' records
             # unchanged.
             rng = random.Random(f"{seed}:{name}")
+            mess = random.Random(f"{seed}:{name}:mess") if messy else None
+            prefix = "shop-messy" if messy else "shop"
             used: list[dict[str, Any]] = []
             for index in range(per_procedure):
                 shop = Shop.create(db)
-                args = _new_args(procedure, rng, shop, used)
+                try:
+                    args = _new_args(procedure, rng, shop, used)
+                except ValueError:
+                    if not messy or not used:
+                        raise
+                    # Few distinct inputs (seven customers): a messy run asks again for one
+                    # already served, and strays differently.
+                    args = used[index % len(used)]
                 used.append(args)
                 record = run_procedure(
                     shop,
                     name,
                     args,
-                    record_id=f"shop-{name}-{index + 1:02d}",
+                    record_id=f"{prefix}-{name}-{index + 1:02d}",
                     template_index=index % len(procedure.templates),
+                    messy=mess,
                 )
                 if not record["outcome"]["success"]:
                     raise RuntimeError(
@@ -108,8 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="do not write; exit 1 if the file is out of date"
     )
+    parser.add_argument(
+        "--messy",
+        action="store_true",
+        help=f"messy runs, {MESSY_PER_PROCEDURE} per procedure, seed {MESSY_SEED}, "
+        f"to {MESSY_PATH.name} (unless --seed, --per-procedure, --output are given)",
+    )
     options = parser.parse_args(argv)
-    records = generate(options.seed, options.per_procedure)
+    if options.messy:
+        given = set(argv if argv is not None else sys.argv[1:])
+        options.seed = options.seed if "--seed" in given else MESSY_SEED
+        if "--per-procedure" not in given:
+            options.per_procedure = MESSY_PER_PROCEDURE
+        if "--output" not in given:
+            options.output = MESSY_PATH
+    records = generate(options.seed, options.per_procedure, messy=options.messy)
     text = to_jsonl(records)
     if options.check:
         current = options.output.read_text(encoding="utf-8") if options.output.exists() else None
