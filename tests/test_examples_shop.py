@@ -502,3 +502,26 @@ def test_agent_module_is_reexported() -> None:
     for module in (examples, agent, generate, shop):
         assert sorted(module.__all__) == module.__all__
         assert all(hasattr(module, name) for name in module.__all__)
+
+
+MESSY = JSONL.with_name("shop_messy.jsonl")
+
+
+def test_committed_messy_jsonl_is_up_to_date() -> None:
+    assert generate.main(["--messy", "--check"]) == 0
+
+
+def test_messy_runs_stray_but_change_the_shop_as_the_clean_ones_do() -> None:
+    # The same seed draws the same arguments with or without mess (the mess has its own
+    # random source), so record N of each procedure is the same request in both.
+    clean = generate.generate(seed=generate.MESSY_SEED, per_procedure=3)
+    messy = generate.generate(seed=generate.MESSY_SEED, per_procedure=3, messy=True)
+    assert all(r["outcome"]["success"] for r in messy)
+    assert any(m.get("is_error") for r in messy for m in r["messages"]), "no lookup was retried"
+    assert sum(len(tool_calls(r)) for r in messy) > sum(len(tool_calls(r)) for r in clean)
+    reads = {"find_customer", "list_orders", "get_order", "search_products", "check_stock"}
+    for plain, strayed in zip(clean, messy, strict=True):
+        assert strayed["id"] == plain["id"].replace("shop-", "shop-messy-", 1)
+        assert strayed["task"] == plain["task"]
+        writes = [(n, a) for n, a, _ in tool_calls(plain) if n not in reads]
+        assert [(n, a) for n, a, _ in tool_calls(strayed) if n not in reads] == writes
