@@ -202,7 +202,14 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
             if param.name not in case.args:
                 common = []
                 break
-            found = _candidates(param.name, case.args[param.name], case.calls)
+            # A case keeps the reads its run made that the skill does not (`proving`
+            # passes over them): a parameter is found only where the skill's own calls are.
+            calls = (
+                [c for c in case.calls if c.tool in skill.tools]
+                if not skill.requires
+                else case.calls
+            )
+            found = _candidates(param.name, case.args[param.name], calls)
             common = found if common is None else [c for c in common if c in set(found)]
             if not common:
                 break
@@ -385,7 +392,11 @@ def match_steps(
         found = locators(skill) if skill.cases and skill.tools else None
         if found is not None:
             usable.append((skill, found))
-    first_tools = {s.id: s.cases[0].calls[0].tool for s, _ in usable if s.cases[0].calls}
+    first_tools = {
+        s.id: made[0].tool
+        for s, _ in usable
+        if (made := [c for c in s.cases[0].calls if s.requires or c.tool in s.tools])
+    }
     n = len(steps)
     inf = (n + 1, n + 1)
     best: list[tuple[tuple[int, int], list[PlanStep]]] = [(inf, []) for _ in range(n + 1)]

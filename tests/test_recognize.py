@@ -209,3 +209,23 @@ def test_a_failed_call_is_recorded_never_repeated(
     assert result.ok and all(c.error is None for c in result.tool_calls)
     assert all(c.arguments != failed.arguments for c in result.tool_calls)
     assert replayer.snapshot() == recorder.snapshot()
+
+
+def test_a_skill_whose_reads_were_dropped_is_found_behind_other_reads(tmp_path: Path) -> None:
+    # Learned from one run: the profile read fed nothing the skill keeps (the user typed the
+    # id), so the skill is the command alone, while its case still holds the read. A new run
+    # that reads more first is still that one skill call.
+    def run(tid: str, user: str, amount: int, *reads: Step) -> Trajectory:
+        profile = Step("get_user_details", {"user_id": user}, {"user_id": user, "tier": "gold"})
+        send = Step("send_certificate", {"user_id": user, "amount": amount}, {"ok": True})
+        task = f"Send {user} a certificate of {amount}"
+        return Trajectory(tid, task, (), (profile, *reads, send), Outcome(True))
+
+    with SkillBank.init(tmp_path / "b") as bank:
+        bank.learn([run("a", "noah_1", 50)], branch="current")
+        (skill,) = bank.skills()
+        assert skill.tools == ("send_certificate",)
+        look = Step("get_reservation_details", {"reservation_id": "R1"}, {"status": None})
+        plan = bank.match(run("b", "lia_2", 100, look, look))
+    assert [(s.kind, s.name, s.covers) for s in plan.steps] == [("skill", skill.id, (0, 4))]
+    assert plan.steps[0].arguments == {"user_id": "lia_2", "amount": 100}
