@@ -364,6 +364,35 @@ def learn_once(trajectories: list[Trajectory], where: Path) -> tuple[SkillBank, 
     return bank, report, time.perf_counter() - started
 
 
+def measure_scale(n: int, console: Console) -> dict[str, JSON]:
+    """Learn ``n`` distinct generated runs (the shop's messy agent, every procedure) into a
+    fresh bank, commit included: measured, not extrapolated."""
+    from skillbank.examples.generate import MESSY_SEED, generate
+    from skillbank.trajectory import parse_record
+
+    per = -(-n // 7)
+    made = time.perf_counter()
+    records = generate(MESSY_SEED, per, messy=True)[:n]
+    runs = [parse_record(r, "generated") for r in records]
+    distinct = len({t.sha256 for t in runs})
+    generate_s = time.perf_counter() - made
+    with tempfile.TemporaryDirectory(prefix="skillbank-learnbench-scale-") as tmp:
+        bank, report, seconds = learn_once(runs, Path(tmp) / "bank")
+        with bank:
+            skills = len(bank.skills())
+    console.print(
+        f"  scale: learned {len(runs)} generated runs ({distinct} distinct) into {skills} skills "
+        f"in {seconds:.1f} s, commit included (generating them took {generate_s:.1f} s)"
+    )
+    return {
+        "runs": len(runs),
+        "distinct": distinct,
+        "skills": skills,
+        "seconds": seconds,
+        "commit": report.commit,
+    }
+
+
 def replay_truth(t: Trajectory, ds: Dataset) -> tuple[JSON, list[str]]:
     """Execute the trajectory's own calls on a fresh start state: the state after, mismatches."""
     tools, snapshot = ds.fresh(t)
@@ -1088,6 +1117,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out both tau2 airline data sets (they need benchmarks/tau2/.venv, ~1 GB)",
     )
+    ap.add_argument(
+        "--scale",
+        type=int,
+        default=1000,
+        help="also learn this many generated messy shop runs at once, timed (0: skip)",
+    )
     args = ap.parse_args(argv)
 
     # Piped into a file or a pager, rich would wrap the tables at 80 columns.
@@ -1113,6 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_dataset(ds, args.quick, console))
         finally:
             ds.close()  # run_dataset closes it too; this covers a run that raised
+    scale = None if args.only or args.scale == 0 else measure_scale(args.scale, console)
     load_after = os.getloadavg()
     total = time.perf_counter() - started
 
@@ -1123,6 +1159,13 @@ def main(argv: list[str] | None = None) -> int:
         if misses is not None:
             console.print(misses)
         console.print()
+    if scale is not None:
+        ok = scale["seconds"] <= 15 and scale["distinct"] >= 0.99 * scale["runs"]
+        console.print(
+            f"Whole learn pipeline on {scale['runs']} generated runs ({scale['distinct']} "
+            f"distinct), commit included: {scale['seconds']:.1f} s into {scale['skills']} skills "
+            f"(target <= 15 s): {verdict(ok)}"
+        )
     console.print(
         f"[dim]Python {platform.python_version()}, {cpus} CPUs, load average "
         f"{load_before[0]:.2f} -> {load_after[0]:.2f}; {'quick' if args.quick else 'full'} run "
@@ -1135,6 +1178,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": [load_before[0], load_after[0]],
             "quick": args.quick,
             "seconds": total,
+            "scale": scale,
             "targets": {
                 "train_reproduced": TARGET_TRAIN_REPRODUCED,
                 "seen_coverage": TARGET_SEEN_COVERAGE,

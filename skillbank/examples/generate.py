@@ -54,7 +54,7 @@ def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> l
 
     Args:
         seed: Seeds the argument draws; the same seed gives the same records.
-        per_procedure: Records per procedure, 1 to 99.
+        per_procedure: Records per procedure, 1 to 999.
         messy: Runs stray as real agents do (`skillbank.examples.agent.run_procedure`).
 
     Returns:
@@ -66,8 +66,8 @@ def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> l
         RuntimeError: If a record fails or mentions a `DEMO_ARGS` value; that is a bug in a
             procedure's argument drawing, not in the caller's input.
     """
-    if not 1 <= per_procedure <= 99:
-        raise ValueError(f"per_procedure={per_procedure!r} must be between 1 and 99")
+    if not 1 <= per_procedure <= 999:
+        raise ValueError(f"per_procedure={per_procedure!r} must be between 1 and 999")
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="skillbank-shop-") as tmp:
         db = Path(tmp) / "shop.sqlite"
