@@ -34,7 +34,7 @@ from sandbox import Limits, Sandbox
 from skillbank.compiler import compile_group, pattern_of, skill_id_for
 from skillbank.compiler.effects import ToolEffect, classify_tools
 from skillbank.compiler.grouping import ProcedureGroup, group_procedures, successful_steps
-from skillbank.compiler.slicing import slice_run
+from skillbank.compiler.slicing import skeleton_key, slice_run
 from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import CompileError, LibraryError
@@ -309,7 +309,9 @@ class Learner:
                 else:
                     learnable.append(i)
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
-            for group in track(group_procedures(given, learnable, sliced), "learning"):
+            skeletons = {i: self._skeleton(given[i]) for i in learnable}
+            groups = group_procedures(given, learnable, sliced, skeletons)
+            for group in track(groups, "learning"):
                 self._learn_procedure(batch, group)
             for i, first in duplicates.items():
                 batch.entries[i] = LearnEntry(
@@ -473,6 +475,11 @@ class Learner:
                 command_tools=self.config.command_tools,
             ).values()
         )  # fmt: skip
+
+    def _skeleton(self, run: Trajectory) -> str:
+        """The procedure a (sliced) run performs (`skeleton_key`)."""
+        effects = {e.tool: e for e in self._effects(run)}
+        return skeleton_key(slice_run(run, effects), effects)
 
     def _sliced(self, trajectory: Trajectory) -> Trajectory:
         """The run cut down to its procedure; it keeps its id and recorded hash."""

@@ -19,6 +19,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skillbank import Outcome, SkillBank
 from skillbank.compiler import compile_group
 from skillbank.compiler.effects import classify_tools
 from skillbank.compiler.slicing import slice_run
@@ -127,3 +128,30 @@ def test_renaming_the_entities_never_changes_the_code(
     after = learn([rename_run(t) for t in runs])
     assert code_of(after.source) == code_of(before.source)
     assert after.id == before.id
+
+
+def test_runs_that_change_the_same_things_join_one_skill_however_they_are_worded(
+    tmp_path: Path,
+) -> None:
+    # Same commands from the same sources; one run also glanced at the customer's orders
+    # (a read sharing the customer id with the order), and the wording differs entirely.
+    def run(tid: str, task: str, email: str, cid: str, sku: str, glance: bool) -> Trajectory:
+        who = Step("find_customer", {"email": email}, {"customer_id": cid})
+        found = Step("search_products", {"query": "mug"}, {"products": [{"sku": sku}]})
+        look = Step("list_orders", {"customer_id": cid}, {"orders": []})
+        buy = Step("place_order", {"customer_id": cid, "sku": sku}, {"order_id": "O-" + cid})
+        steps = (who, look, found, buy) if glance else (who, found, buy)
+        return Trajectory(tid, task, (), steps, Outcome(True))
+
+    runs = [
+        run("a", "Order a mug for ann@x.io", "ann@x.io", "C-1", "S-1", False),
+        run("b", "Get bob@x.io one mug", "bob@x.io", "C-2", "S-2", False),
+        run("c", "ship cy@x.io a mug please", "cy@x.io", "C-3", "S-3", True),
+    ]
+    with SkillBank.init(tmp_path / "b") as bank:
+        report = bank.learn(runs, branch="current")
+        (skill,) = bank.skills()
+    assert report.added == [skill.id] and len(skill.cases) == 3
+    code = code_of(skill.source)
+    assert "list_orders" not in code and "do_" not in code  # the glance decided nothing
+    assert 'sku=products["products"][0]["sku"]' in code

@@ -40,7 +40,7 @@ def cancel(oid: str) -> Step:
 
 
 def test_reads_nothing_used_are_dropped_and_the_procedure_keeps_its_sources() -> None:
-    # Two reads of orders before the right one: only the one the cancellation used stays.
+    # Two reads of orders before the right one: only the one of the order cancelled stays.
     explored = run(
         "Cancel the order with the mug for ann@x.io",
         customer("ann@x.io", "C-1"),
@@ -66,9 +66,11 @@ def test_reads_nothing_used_are_dropped_and_the_procedure_keeps_its_sources() ->
     ]
     assert cut.dropped == (2,) and cut.steps[2].arguments == {"order_id": "O-2"}
     assert cut.sources[0] == {"email": None}  # typed by the user
-    assert cut.sources[3] == {"order_id": 3}  # read off the second get_order
+    # The id came from the listing; get_order was given it and only echoes it (it stays as
+    # the read of the very order the cancellation acts on).
+    assert cut.sources[3] == {"order_id": 1}
     assert skeleton_key(cut, effects) == skeleton_key(slice_run(direct, effects), effects)
-    assert skeleton_key(cut, effects) == '[["cancel_order(order_id<-get_order)"]]'
+    assert skeleton_key(cut, effects) == '[["cancel_order(order_id<-list_orders)"]]'
 
 
 def test_a_read_only_run_keeps_its_answer_and_what_it_needed() -> None:
@@ -214,3 +216,16 @@ def test_reads_between_commands_take_one_order_whatever_order_the_run_made_them(
     assert [s.tool for s in a.steps] == [
         "find_customer", "search_products", "check_stock", "place_order",
     ]  # fmt: skip
+
+
+def test_a_result_that_echoes_its_argument_is_not_where_the_value_came_from() -> None:
+    # The agent looked at the customer's orders after finding the customer; the listing
+    # repeats the customer id it was asked for. The order is placed for the customer found.
+    buy = Step("place_order", {"customer_id": "C-1", "sku": "S-1"}, {"order_id": "O-1"})
+    looked = run("Order S-1 for ann@x.io", customer("ann@x.io", "C-1"), orders("C-1", "O-7"), buy)
+    plain = run("Order S-1 for bob@x.io", customer("bob@x.io", "C-2"), replace(buy, arguments={
+        "customer_id": "C-2", "sku": "S-1"}))  # fmt: skip
+    effects = effects_of(looked)
+    cut = slice_run(looked, effects)
+    assert cut.sources[-1] == {"customer_id": 0, "sku": None}
+    assert skeleton_key(cut, effects) == skeleton_key(slice_run(plain, effects), effects)

@@ -306,7 +306,7 @@ class _Builder:
         #: Blocks some runs left out (made once by the others): conditional.
         self.optional = {k for k, c in enumerate(counts) if min(c) == 0}
         for k in self.optional:
-            if max(counts[k]) > 1:
+            if max(counts[k]) > 1 and not all(tool in queries for tool in pattern[k]):
                 raise CompileError(
                     f"the block {'/'.join(pattern[k])} is left out by some runs and repeated "
                     "by others; compile those runs separately"
@@ -574,6 +574,18 @@ class _Builder:
                 while ks[-1] + 1 in self.optional and self._made_by(ks[-1] + 1) == self._made_by(k):
                     ks.append(ks[-1] + 1)
                 merged_into_previous.update(ks[1:])
+                if all(tool in self.queries for kk in ks for tool in self.pattern[kk]):
+                    # Reads only some runs made: nothing later can read them (the other runs
+                    # have no such result), and a read changes nothing, so they are not part
+                    # of the procedure (an agent looking twice before it acted).
+                    for kk in ks:
+                        for i, _ in enumerate(self.pattern[kk]):
+                            self.pruned.add((kk, i))
+                            for r, run in enumerate(runs):
+                                made = run.segments[kk]
+                                results[r].append(made[-1][i].result if made else MISSING)
+                            slot += 1
+                    continue
                 stmt, slot = self.conditional(ks, slot, earlier, results, names)
                 statements.append(stmt)
                 continue

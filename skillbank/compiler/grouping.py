@@ -2,7 +2,8 @@
 
 Runs with the same call pattern (`pattern_key`: the tools called, repeats folded) are one
 procedure. A pattern whose blocks all appear, in order, in another one's (some runs left
-blocks out) joins that procedure when the task texts read alike, so the left-out blocks
+blocks out) joins that procedure when the task texts read alike or both change the same
+things from the same sources (the same skeleton), so the left-out blocks
 become conditional steps; the per-pattern parts are kept, so that a merge that does not
 compile or check can be learned pattern by pattern instead. A procedure whose pattern a
 stored skill already holds is that skill's: its new runs become new cases, never a
@@ -48,6 +49,9 @@ class ProcedureGroup:
     tokens: list[PatternToken] = field(default_factory=list)
     #: The task texts of the members (and of the old skill's cases).
     tasks: list[str] = field(default_factory=list)
+    #: What the procedure changes and where the arguments come from
+    #: (`skillbank.compiler.slicing.skeleton_key`), when known.
+    skeleton: str | None = None
 
     @property
     def merged(self) -> bool:
@@ -73,12 +77,17 @@ def alike(a: Sequence[str], b: Sequence[str]) -> bool:
 
 
 def group_procedures(
-    runs: Sequence[Trajectory], indexes: Sequence[int], existing: Mapping[str, Skill]
+    runs: Sequence[Trajectory],
+    indexes: Sequence[int],
+    existing: Mapping[str, Skill],
+    skeletons: Mapping[int, str] | None = None,
 ) -> list[ProcedureGroup]:
     """The procedures among ``runs[i]`` for ``i`` in ``indexes`` (runs with calls that worked).
 
     ``existing`` is the library before learning: a procedure whose pattern a skill holds is
     that skill's (``old``), and a stored skill's pattern takes part in merging too.
+    ``skeletons`` (run index -> `skeleton_key`) lets a pattern join another that contains it
+    when both change the same things from the same sources, however their tasks are worded.
     """
     by_key: dict[str, str] = {}
     for skill in sorted(existing.values(), key=lambda s: s.id):
@@ -99,6 +108,7 @@ def group_procedures(
                 parts=[list(members)],
                 tokens=pattern_tokens(successful_steps(runs[members[0]])),
                 tasks=[runs[i].task for i in members],
+                skeleton=(skeletons or {}).get(members[0]),
             )
         )
     for skill in sorted(existing.values(), key=lambda s: s.id):
@@ -134,7 +144,10 @@ def _merge_one(groups: list[ProcedureGroup]) -> bool:
                 lesser != greater
                 and len(greater) - len(lesser) <= MAX_LEFT_OUT
                 and is_subpattern(lesser, greater)
-                and alike(small.tasks, big.tasks)
+                and (
+                    alike(small.tasks, big.tasks)
+                    or (small.skeleton is not None and small.skeleton == big.skeleton)
+                )
             ):
                 big.members += small.members
                 big.parts = (big.parts or [[]]) + small.parts

@@ -8,8 +8,10 @@ grouped or generalised:
 - **Sinks.** Every command is kept (`skillbank.compiler.effects`). A run with no command is a
   read-only procedure whose answer is its last result, so its last call is the sink.
 - **Dependencies.** An argument value copied from an earlier result (`find_origin`: the
-  nearest earlier result holding it; a value the user typed in the task is input, never data
-  flow) makes that earlier call a dependency. Nested arguments count at every leaf.
+  nearest earlier result holding it, leaving out results of calls that were *given* the value,
+  which only echo it: an order listing repeating the customer id it was asked for; a value the
+  user typed in the task is input, never data flow) makes that earlier call a dependency.
+  Nested arguments count at every leaf.
 - **Gates.** A read of the very thing a later kept command acts on (it shares a non-trivial
   argument value with that command: ``check_stock(sku)`` before ``restock(sku)``) stays
   too: its result may be what decided whether the command ran, which generalisation turns
@@ -36,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from skillbank.compiler.dataflow import find_origin, iter_paths, trivial
+from skillbank.compiler.dataflow import find_origin, iter_paths, same_value, trivial
 from skillbank.compiler.effects import ToolEffect
 from skillbank.compiler.generalize import pattern_of
 from skillbank.trajectory import Step, Trajectory, canonical_json
@@ -66,30 +68,48 @@ def _leaves(value: object) -> list[object]:
     return leaves or [value]
 
 
-def _source(value: object, results: Sequence[object], task: str) -> int | None:
-    """The earlier call an argument value (or one of its leaves) came from, if any."""
+def _echoes(value: object, arguments: Mapping[str, object]) -> bool:
+    """True when a call was given ``value`` (or a container holding it) as an argument."""
+    return any(same_value(sub, value) for _, sub in iter_paths(dict(arguments)))
+
+
+def _origin(value: object, steps: Sequence[Step], task: str) -> int | None:
+    """The earlier call ``value`` came from: the nearest result holding it, leaving out the
+    calls that were *given* it. A result that echoes an argument (an order listing repeating
+    the customer id it was asked about, a re-read of the same order) did not produce the
+    value; the call that first gave it out did.
+    """
+    if trivial(value):
+        return None
+    results = [None if _echoes(value, s.arguments) else s.result for s in steps]
     origin = find_origin(value, results, task)
+    return origin.step if origin is not None else None
+
+
+def _source(value: object, steps: Sequence[Step], task: str) -> int | None:
+    """The earlier call an argument value (or one of its leaves) came from, if any."""
+    origin = _origin(value, steps, task)
     if origin is not None:
-        return origin.step
+        return origin
     if isinstance(value, dict | list):
         for leaf in _leaves(value):
-            origin = find_origin(leaf, results, task)
+            origin = _origin(leaf, steps, task)
             if origin is not None:
-                return origin.step
+                return origin
     return None
 
 
-def _all_sources(value: object, results: Sequence[object], task: str) -> set[int]:
+def _all_sources(value: object, steps: Sequence[Step], task: str) -> set[int]:
     """Every earlier call some leaf of an argument value came from."""
     found = set()
-    whole = find_origin(value, results, task)
+    whole = _origin(value, steps, task)
     if whole is not None:
-        found.add(whole.step)
+        found.add(whole)
     if isinstance(value, dict | list):
         for leaf in _leaves(value):
-            origin = find_origin(leaf, results, task)
+            origin = _origin(leaf, steps, task)
             if origin is not None:
-                found.add(origin.step)
+                found.add(origin)
     return found
 
 
@@ -101,12 +121,11 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
     steps = [s for s in trajectory.steps if s.error is None]
     if not steps:
         return Slice((), (), (), ())
-    results = [s.result for s in steps]
     depends: list[set[int]] = []
     for j, step in enumerate(steps):
         needed: set[int] = set()
         for value in step.arguments.values():
-            needed |= _all_sources(value, results[:j], trajectory.task)
+            needed |= _all_sources(value, steps[:j], trajectory.task)
         depends.append(needed)
 
     def is_command(i: int) -> bool:
@@ -139,7 +158,7 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
     )
     sources = tuple(
         {
-            name: _source(value, results[:i], trajectory.task)
+            name: _source(value, steps[:i], trajectory.task)
             for name, value in sorted(steps[i].arguments.items())
         }
         for i in kept
