@@ -44,11 +44,11 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
+import importlib
 import json
 import math
 import re
-import sys
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,29 +62,35 @@ from skillbank.json_types import ANNOTATIONS, is_json_type, json_type
 from skillbank.skill import Param, Signature, SignatureSchema, Skill, ValidatedSkill
 
 
-def _lazy_module(name: str) -> ModuleType:
-    """``name``, imported when one of its attributes is first read.
+class _LazyModule:
+    """A module imported when one of its attributes is first read.
 
     libcst takes longer to import than a short command may run, and only reading a new
     source needs it: checking a call's arguments (``skillbank run``) reads the schema kept
-    with the skill. An import someone else does meanwhile gets the same module.
+    with the skill. The first read imports it under a lock, so threads that read a source
+    at once (a server loading skills) all see the whole module; the standard library's
+    ``LazyLoader`` gives them a half-initialised one on Python 3.11.
     """
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:  # not installed: fail as a plain import would
-        return importlib.import_module(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._module: ModuleType | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, attribute: str) -> Any:
+        module = self._module
+        if module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = importlib.import_module(self._name)
+                module = self._module
+        return getattr(module, attribute)
 
 
 if TYPE_CHECKING:
     import libcst as cst
 else:
-    cst = _lazy_module("libcst")
+    cst = _LazyModule("libcst")
 
 __all__ = [
     "Arguments",

@@ -48,6 +48,7 @@ class SignatureCache:
         self._entries: dict[str, dict[str, Any]] | None = None
         self._added = False
         self._lock = threading.Lock()  # a server loads skills from several threads
+        self._save_lock = threading.Lock()
         self._used: set[str] = set()  # the keys this process read or added
 
     def _load(self) -> dict[str, dict[str, Any]]:
@@ -97,12 +98,18 @@ class SignatureCache:
     def save(self) -> None:
         """Write the file if signatures were added since it was read (errors are ignored:
         the cache only saves time)."""
-        with self._lock:
-            if not self._added or self._entries is None:
-                return
-            self._added = False
-            # Not key-sorted: a schema's "properties" keep the parameters' order.
-            data = json.dumps({"format": FORMAT, "signatures": self._entries})
+        # Saves take turns, each writing what is known when its turn comes: two threads that
+        # took their copies in one order and wrote in the other would leave the older one.
+        with self._save_lock:
+            with self._lock:
+                if not self._added or self._entries is None:
+                    return
+                self._added = False
+                # Not key-sorted: a schema's "properties" keep the parameters' order.
+                data = json.dumps({"format": FORMAT, "signatures": self._entries})
+            self._write(data)
+
+    def _write(self, data: str) -> None:
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
