@@ -7,16 +7,17 @@ grouped or generalised:
 
 - **Sinks.** Every command is kept (`skillbank.compiler.effects`). A run with no command is a
   read-only procedure whose answer is its last result, so its last call is the sink.
-- **Dependencies.** An argument value copied from an earlier result (`find_origin`: the
-  nearest earlier result holding it, leaving out results of calls that were *given* the value,
-  which only echo it: an order listing repeating the customer id it was asked for; a value the
-  user typed in the task is input, never data flow) makes that earlier call a dependency.
+- **Dependencies.** An argument value copied from an earlier result (the first result that
+  held it, leaving out results of calls that were *given* the value, which only echo it: an
+  order listing repeating the customer id it was asked for; a value the user typed in the task
+  is input, never data flow) makes that earlier call a dependency.
   Nested arguments count at every leaf.
 - **Gates.** A read of the very thing a later kept command acts on (it shares a non-trivial
   argument value with that command: ``check_stock(sku)`` before ``restock(sku)``) stays
   too: its result may be what decided whether the command ran, which generalisation turns
   into a branch. A read after the last command that uses its value only checks what was
-  done, and goes.
+  done, and goes; so does a second look with the same tool at what a kept read already
+  covers (listing a customer's orders after listing their delivered ones).
 - **The slice** is the sinks, the gates and everything they depend on, transitively, in
   the run's order, except that the reads between two commands are put in one canonical
   order (dependencies first, then by tool name and arguments): reads change nothing, so the
@@ -74,16 +75,21 @@ def _echoes(value: object, arguments: Mapping[str, object]) -> bool:
 
 
 def _origin(value: object, steps: Sequence[Step], task: str) -> int | None:
-    """The earlier call ``value`` came from: the nearest result holding it, leaving out the
-    calls that were *given* it. A result that echoes an argument (an order listing repeating
-    the customer id it was asked about, a re-read of the same order) did not produce the
-    value; the call that first gave it out did.
+    """The earlier call ``value`` came from: the first result that held it, leaving out the
+    calls that were *given* it.
+
+    A result that echoes an argument (an order listing repeating the customer id it was asked
+    about, a re-read of the same order) did not produce the value, and a later result that
+    holds it too (a wider listing the agent looked at afterwards) is not where the run
+    learned it: the call that first gave it out is.
     """
     if trivial(value):
         return None
     results = [None if _echoes(value, s.arguments) else s.result for s in steps]
     origin = find_origin(value, results, task)
-    return origin.step if origin is not None else None
+    if origin is None:
+        return None
+    return min([origin.step, *(step for step, _ in origin.alternatives)])
 
 
 def _source(value: object, steps: Sequence[Step], task: str) -> int | None:
@@ -149,6 +155,8 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
             for i in range(len(steps))
             if i not in keep
             and any(c > i and is_command(c) and values[i] & values[c] for c in keep)
+            # a second look at what a kept read of the same tool already covers adds nothing
+            and not any(steps[k].tool == steps[i].tool and values[i] <= values[k] for k in keep)
         ]
     kept = _canonical_order(
         sorted(keep),
