@@ -193,7 +193,11 @@ class Template:
             return None
 
     def ready_pids(self) -> list[int]:
-        """Pids of the workers forked and not yet taken."""
+        """Pids of the workers forked and not yet taken (reads what the template sent)."""
+        try:
+            self._wait_for(lambda: None, 0.0)
+        except TemplateGone:
+            return []
         with self._cond:
             return [worker.pid for worker in self._ready]
 
@@ -250,6 +254,7 @@ class Template:
     def _wait_for(self, predicate: Callable[[], _T | None], timeout: float) -> _T | None:
         """Return ``predicate()`` once it is not None, reading messages as needed."""
         deadline = time.monotonic() + timeout
+        read_once = False  # even with no time left, read what has already arrived
         while True:
             with self._cond:
                 while True:
@@ -261,7 +266,7 @@ class Template:
                     if self._gone is not None:
                         raise TemplateGone(self._gone)
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 and read_once:
                         return None
                     if not self._reading:
                         self._reading = True
@@ -269,8 +274,9 @@ class Template:
                     self._cond.wait(remaining)
             messages: list[tuple[dict[str, Any], list[int]]] = []
             eof = False
+            read_once = True
             try:
-                eof = self._receive(messages, remaining)
+                eof = self._receive(messages, max(remaining, 0.0))
             finally:
                 with self._cond:
                     self._reading = False
