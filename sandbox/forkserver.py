@@ -48,6 +48,8 @@ from sandbox.template import main
 main()
 """
 _MESSAGE_BYTES: Final = 64 * 1024
+#: Largest skill source the template is asked to compile ahead (see Template.teach).
+_TEACH_BYTES: Final = 64 * 1024
 _STDERR_SHOWN: Final = 4000
 #: How long a template may take to import and warm everything before it is declared broken.
 _START_TIMEOUT_S: Final = 60.0
@@ -170,7 +172,7 @@ class Template:
         return dict(status)
 
     def take(self, timeout: float = _START_TIMEOUT_S) -> ForkedWorker:
-        """A ready worker for the caller's exclusive use; its replacement is forked now.
+        """A ready worker for the caller's exclusive use (see :meth:`replenish`).
 
         Raises:
             TemplateGone: The template exited; start a new one.
@@ -191,6 +193,19 @@ class Template:
             return self._wait_for(lambda: self._statuses.pop(pid, None), timeout)
         except TemplateGone:
             return None
+
+    def teach(self, source: str) -> None:
+        """Have the template compile ``source``, so workers forked later find it compiled.
+
+        Only for a source a worker has already compiled and run without crashing; sources
+        over 64 KiB are not sent (they are compiled per call).
+        """
+        data = b"C" + source.encode("utf-8", "surrogatepass")
+        if len(data) <= _TEACH_BYTES:
+            try:
+                self._send(data)
+            except TemplateGone:
+                pass
 
     def ready_pids(self) -> list[int]:
         """Pids of the workers forked and not yet taken (reads what the template sent)."""
@@ -223,18 +238,27 @@ class Template:
 
     # ------------------------------------------------------------------ messages
 
+    def replenish(self) -> None:
+        """A taken worker is done: fork its replacement now.
+
+        Not when the worker is taken: the fork and the new worker's start-up would then
+        compete for the CPU with the call itself.
+        """
+        if self._prefork and self.alive():
+            with self._cond:
+                self._asked += 1
+            try:
+                self._send(b"F")
+            except TemplateGone:
+                pass
+
     def _pop_ready(self) -> ForkedWorker | None:
         if self._ready:
-            worker = self._ready.popleft()
-            replace = 1 if self._prefork else 0
-        elif self._asked == 0:
-            worker, replace = None, 1  # no pre-forking: fork on demand
-        else:
-            return None
-        if replace:
+            return self._ready.popleft()
+        if self._asked == 0:  # nothing on its way (no pre-forking, or all taken): fork one
             self._asked += 1
             self._send(b"F")  # non-blocking: cheap enough to do under the lock
-        return worker
+        return None
 
     def _ask_for(self, count: int) -> None:
         with self._cond:

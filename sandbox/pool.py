@@ -70,6 +70,8 @@ _JSON_SEPARATORS: Final = (",", ":")
 #: Frames from a worker larger than this are a protocol error (it may be compromised).
 _MIN_FRAME_CAP: Final = 64 * 1024 * 1024
 _EXIT_GRACE_S: Final = 2.0
+#: Most sources a template is asked to compile ahead (its compile cache holds 256).
+_TAUGHT_KEPT: Final = 256
 _READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
 #: Failures that say nothing bad about the worker itself; anything else retires it.
 _REUSABLE_AFTER: Final[frozenset[type[SandboxError]]] = frozenset({SkillError, ToolError})
@@ -160,7 +162,8 @@ class WorkerProcess:
             template: The template that forked it (it knows how the worker ended).
         """
         self._forked = forked
-        self._template = template
+        #: The template that forked it.
+        self.template = template
         self._in_fd = forked.request_fd
         self._out_fd = forked.reply_fd
         os.set_blocking(self._in_fd, False)
@@ -214,7 +217,7 @@ class WorkerProcess:
     def _wait_exit(self, timeout: float) -> int | None:
         """Wait until the template reports the worker's end; its returncode, or None."""
         if self._returncode is None:
-            status = self._template.exit_status(self.pid, timeout)
+            status = self.template.exit_status(self.pid, timeout)
             if status is not None:
                 self._returncode = os.waitstatus_to_exitcode(status)
         return self._returncode
@@ -483,6 +486,8 @@ class WorkerPool:
         self._template: Template | None = None
         self._idle: list[WorkerProcess] = []
         self._live: set[WorkerProcess] = set()
+        #: Content hashes of the sources the current template was asked to compile.
+        self._taught: set[str] = set()
         self._closed = False
 
     def _current_template(self, replace: Template | None = None) -> Template:
@@ -500,6 +505,7 @@ class WorkerPool:
                     test_hook=self._test_hook,
                     disabled_layers=self._disabled_layers,
                 )
+                self._taught = set()
                 stale = replace
             else:
                 stale = None
@@ -554,10 +560,25 @@ class WorkerPool:
             raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
         return worker
 
+    def learned(self, content_hash: str, source: str) -> None:
+        """A worker compiled and ran ``source`` without crashing: have the template compile it.
+
+        Workers forked afterwards find it compiled. Each source is sent once per template.
+        """
+        with self._lock:
+            template = self._template
+            if template is None or content_hash in self._taught:
+                return
+            if len(self._taught) >= _TAUGHT_KEPT:
+                self._taught.clear()
+            self._taught.add(content_hash)
+        template.teach(source)
+
     def release(self, worker: WorkerProcess, reusable: bool) -> None:
         """Give a worker back: kept (reuse mode) if ``reusable`` and there is room, else killed.
 
-        Its replacement was forked when it was taken, so the next caller does not wait.
+        A killed worker's replacement is forked now, after its call: another worker forked
+        ahead of demand is already waiting for the next caller.
         """
         if self.isolation == "reuse" and reusable and worker.calls < self._max_calls:
             if worker.alive():
@@ -571,6 +592,9 @@ class WorkerPool:
         worker.close()
         with self._lock:
             self._live.discard(worker)
+            template = self._template
+        if template is not None and template is worker.template:
+            template.replenish()
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids of the pool's workers, as ``{"idle": [...], "busy": [...]}``.
@@ -656,6 +680,8 @@ class LocalExecutor:
                 outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
             )
             self.pool.release(worker, reusable)
+        if reusable:  # it compiled and ran without harm: later workers get it compiled
+            self.pool.learned(request.content_hash, request.source)
         return Result(
             ok=outcome.error is None,
             value=outcome.value if outcome.error is None else None,

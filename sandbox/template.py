@@ -28,7 +28,8 @@ The test harness alone may start a template with ``test_hook`` set: its workers 
 may be left off, so each process layer can be tested with the ones before it bypassed.
 ``sandbox.Sandbox`` and ``sandbox.LocalExecutor`` have no way to set it.
 
-Control messages (host -> template): ``F`` (fork one worker), ``W <pid>`` (report its exit);
+Control messages (host -> template): ``F`` (fork one worker), ``W <pid>`` (report its exit),
+``C<source>`` (compile a skill the host has run, so later workers find it compiled);
 (template -> host, JSON): ``{"ready": {layer: status}}`` once, ``{"worker": pid}`` with three
 file descriptors, ``{"exit": pid, "status": wait status}``.
 """
@@ -111,6 +112,7 @@ def warm_up() -> None:
     exec(policy.compile_skill(source, "<warm-up>"), namespace)
     namespace["run"](x=1)
     policy.compile_skill("def run():\n    return 1\n")
+    policy.compile_skill(worker.PREWARM_SOURCE)
 
 
 def _no_tool(name: str, arguments: dict[str, Any]) -> Any:
@@ -160,6 +162,8 @@ class _Template:
             return False  # the host is gone; its workers see their pipes close and exit
         if data == b"F":
             self.fork_worker()
+        elif data.startswith(b"C"):
+            self.learn(data[1:])
         elif data.startswith(b"W "):
             pid = int(data[2:])
             if pid in self.exited:
@@ -167,6 +171,20 @@ class _Template:
             else:
                 self.waiting.add(pid)
         return True
+
+    def learn(self, data: bytes) -> None:
+        """Compile a skill the host has run, so workers forked from now on need not.
+
+        The host sends only sources that a confined worker already compiled and ran without
+        crashing, up to 64 KiB; the compile cache is bounded by the size of the compiled
+        code (constant folding included), so a source cannot bloat every later worker.
+        """
+        from sandbox import policy
+
+        try:
+            policy.compile_skill(data.decode("utf-8", "surrogatepass"))
+        except Exception:  # noqa: BLE001 - a source that fails here is compiled per call
+            pass
 
     def reap(self, pidfd: int) -> None:
         pid = self.live.pop(pidfd)
@@ -221,7 +239,7 @@ def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int) -> 
     template.confinement.enter(index)
     from sandbox import worker
 
-    worker.serve(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook)
+    worker.serve(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=True)
 
 
 def main() -> None:

@@ -416,16 +416,16 @@ def test_a_waiting_worker_is_confined_before_it_reads_anything(harnesses) -> Non
 @root_only
 def test_workers_have_distinct_uids_and_no_network_of_the_hosts(harnesses) -> None:
     harness = harnesses()
-    first = _ready_worker(harness)
-    worker = harness.pool.acquire()  # takes one, forks the next
+    workers = [harness.pool.acquire(), harness.pool.acquire()]  # both alive at once
     try:
-        second = worker.pid if worker.pid != first else _ready_worker(harness)
-        uids = {_status_of(pid)["Uid"] for pid in (first, second)}
+        uids = {_status_of(worker.pid)["Uid"] for worker in workers}
         assert len(uids) == 2
         host_net = os.readlink("/proc/self/ns/net")
-        assert os.readlink(f"/proc/{second}/ns/net") != host_net
+        for worker in workers:
+            assert os.readlink(f"/proc/{worker.pid}/ns/net") != host_net
     finally:
-        harness.pool.release(worker, reusable=False)
+        for worker in workers:
+            harness.pool.release(worker, reusable=False)
 
 
 def test_the_seccomp_allow_list_is_small() -> None:
@@ -633,7 +633,7 @@ def test_constant_folding_in_one_call_leaves_the_next_its_memory(harnesses) -> N
     """720 KB of source folded to ~245 MB in a reused worker's compile cache; a fresh worker
     drops it with the process."""
     harness = harnesses()
-    lines = "".join(f"c{i} = 'x' * 4096\n" for i in range(10_000))  # ~0.2 MB -> ~40 MB
+    lines = "".join(f"c{i} = '{i:05d}' * 800\n" for i in range(10_000))  # 0.25 MB -> 40 MB
     source = lines + "def run():\n    return 1\n"
     limits = Limits(timeout_s=30, cpu_s=20, memory_mb=512)
     first = harness.sandbox.run(source, "run", {}, {}, limits)
@@ -651,3 +651,32 @@ def test_reuse_mode_is_the_documented_exception(harnesses) -> None:
     assert harness.raw("import builtins\nresult = builtins.sandbox_planted") == {
         "result": "still here"
     }
+
+
+# ------------------------------------------------------------- compiled ahead, within budget
+
+
+def test_the_template_compiles_a_skill_once_it_has_run(harnesses) -> None:
+    harness = harnesses()
+    source = f"def run(x):\n    return x + {secrets.randbelow(10**6)}\n"
+    probe = f"""
+        from sandbox import policy
+        before = len(policy._compiled)
+        policy.compile_skill({source!r})
+        result = len(policy._compiled) == before  # True: it was compiled already
+        """
+    assert harness.raw(probe) == {"result": False}
+    assert harness.sandbox.run(source, "run", {"x": 1}, {}, LIMITS).ok
+    for _ in range(3):  # the workers forked ahead before the template learned it
+        harness.check_next_call()
+    assert harness.raw(probe) == {"result": True}
+
+
+def test_the_compile_cache_is_bounded_by_compiled_size_not_source_size() -> None:
+    from sandbox.policy import compile_skill
+
+    small = "def run():\n    return 1\n"
+    assert compile_skill(small) is compile_skill(small)
+    # ~50 KB of source folds into ~8 MB of distinct constants: too big to keep between calls.
+    folded = "".join(f"c{i} = '{i:05d}' * 800\n" for i in range(2000)) + small
+    assert compile_skill(folded) is not compile_skill(folded)
