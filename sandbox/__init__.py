@@ -1,14 +1,18 @@
-"""Run untrusted skill code: RestrictedPython inside rlimited, isolated worker processes.
+"""Run untrusted skill code: RestrictedPython in a fresh, confined worker process per call.
 
 This package imports only the standard library and RestrictedPython, so it can be read and
 audited on its own. Layout:
 
 - :mod:`sandbox.policy`: what skill code may do (compiler policy, guards, builtins, the
   module allow-list);
-- :mod:`sandbox.worker`: the worker process (rlimits, stdio take-over, the run loop);
+- :mod:`sandbox.worker`: the worker process (per-call limits, the run loop);
+- :mod:`sandbox.template`: the process that warms everything once, confines itself and forks
+  a worker ahead of each call; :mod:`sandbox.forkserver` is its host side;
+- :mod:`sandbox.confine`: the process layers (uid, capabilities, no_new_privs, seccomp,
+  network namespace, rlimits, Landlock) and :class:`sandbox.confine.ConfinementWarning`;
 - :mod:`sandbox.executor`: the Executor protocol, JSON only, that any backend speaks;
-- :mod:`sandbox.pool`: warm workers on the host side, recycling, crash handling, and the
-  default backend over them (:class:`LocalExecutor`);
+- :mod:`sandbox.pool`: workers on the host side (fresh per call, or reused on request),
+  crash handling, and the default backend over them (:class:`LocalExecutor`);
 - :mod:`sandbox.protocol`: the JSON frames between host and worker;
 - :mod:`sandbox.contract`: the checks any Executor backend must pass;
 - :mod:`sandbox.names`: how a tool's real name (``get-weather``) becomes the identifier skill

@@ -17,6 +17,7 @@ path never waits for a thread switch.
 from __future__ import annotations
 
 import json
+import math
 import os
 import select
 import shutil
@@ -270,7 +271,7 @@ class Template:
         try:
             self._socket.send(message)
         except BlockingIOError:  # the template is far behind; wait for room
-            select.select([], [self._socket], [], _START_TIMEOUT_S)
+            _wait_until(self._socket.fileno(), select.POLLOUT, _START_TIMEOUT_S)
             self._send(message)
         except OSError as exc:
             raise TemplateGone(self._describe_death()) from exc
@@ -290,8 +291,8 @@ class Template:
                     if self._gone is not None:
                         raise TemplateGone(self._gone)
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 and read_once:
-                        return None
+                    if remaining <= 0 and (read_once or self._reading):
+                        return None  # (a reader is at work: it will hand out what came)
                     if not self._reading:
                         self._reading = True
                         break
@@ -319,7 +320,7 @@ class Template:
             except BlockingIOError:
                 if waited or into:
                     return False
-                select.select([self._socket], [], [], timeout)
+                _wait_until(self._socket.fileno(), select.POLLIN, timeout)
                 waited = True
                 continue
             except OSError:
@@ -369,6 +370,13 @@ class Template:
             "Check that RestrictedPython imports in this interpreter "
             "(python -c 'import RestrictedPython')"
         )
+
+
+def _wait_until(fd: int, events: int, timeout: float) -> None:
+    """poll(), not select(): the host may hold more than FD_SETSIZE descriptors."""
+    poller = select.poll()
+    poller.register(fd, events)
+    poller.poll(max(0, math.ceil(timeout * 1000)))
 
 
 def _signal(pidfd: int) -> None:

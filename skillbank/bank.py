@@ -147,7 +147,9 @@ class SkillBank:
     def sandbox(self) -> Sandbox:
         """The bank's sandbox (the executor's workers start on first use)."""
         if self._sandbox is None:
-            self._sandbox = Sandbox(self.limits, executor=self._executor)
+            self._sandbox = Sandbox(
+                self.limits, executor=self._executor, isolation=self.config.sandbox_isolation
+            )
         return self._sandbox
 
     @property

@@ -680,3 +680,27 @@ def test_the_compile_cache_is_bounded_by_compiled_size_not_source_size() -> None
     # ~50 KB of source folds into ~8 MB of distinct constants: too big to keep between calls.
     folded = "".join(f"c{i} = '{i:05d}' * 800\n" for i in range(2000)) + small
     assert compile_skill(folded) is not compile_skill(folded)
+
+
+def test_a_layer_that_is_off_is_announced_once_with_what_is_lost(monkeypatch) -> None:
+    from sandbox import forkserver
+
+    monkeypatch.setattr(forkserver, "_warned", set())
+    template = Template(
+        sys.executable,
+        worker_sys_path(),
+        reuse=False,
+        prefork=0,
+        test_hook=True,
+        disabled_layers=["landlock"],
+    )
+    try:
+        with pytest.warns(ConfinementWarning) as caught:
+            status = template.status()
+        assert status["landlock"] == "disabled by the test harness"
+        assert [str(w.message) for w in caught] == [
+            "sandbox layer 'landlock' is off (disabled by the test harness); a worker that "
+            "escapes the policy can read the files its uid can read"
+        ]
+    finally:
+        template.close()
