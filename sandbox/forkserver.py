@@ -115,6 +115,8 @@ class Template:
         self._status: dict[str, str] | None = None
         self._asked = 0  # forks requested and not yet received
         self._reading = False
+        #: The last take() found no worker waiting.
+        self._starved = False
         self._gone: str | None = None
         self._closed = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -248,17 +250,22 @@ class Template:
         if self._prefork and self.alive():
             with self._cond:
                 self._asked += 1
+                # Callers found no worker waiting: demand outruns forking, so the new worker
+                # skips its warm-up (it would be taken before the warm-up paid off).
+                message = b"f" if self._starved else b"F"
             try:
-                self._send(b"F")
+                self._send(message)
             except TemplateGone:
                 pass
 
     def _pop_ready(self) -> ForkedWorker | None:
         if self._ready:
+            self._starved = False
             return self._ready.popleft()
+        self._starved = True
         if self._asked == 0:  # nothing on its way (no pre-forking, or all taken): fork one
             self._asked += 1
-            self._send(b"F")  # non-blocking: cheap enough to do under the lock
+            self._send(b"f")  # non-blocking: cheap enough to do under the lock
         return None
 
     def _ask_for(self, count: int) -> None:

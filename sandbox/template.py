@@ -28,7 +28,8 @@ The test harness alone may start a template with ``test_hook`` set: its workers 
 may be left off, so each process layer can be tested with the ones before it bypassed.
 ``sandbox.Sandbox`` and ``sandbox.LocalExecutor`` have no way to set it.
 
-Control messages (host -> template): ``F`` (fork one worker), ``W <pid>`` (report its exit),
+Control messages (host -> template): ``F`` (fork one worker; ``f``: one that skips its
+warm-up, when callers are already waiting), ``W <pid>`` (report its exit),
 ``C<source>`` (compile a skill the host has run, so later workers find it compiled);
 (template -> host, JSON): ``{"ready": {layer: status}}`` once, ``{"worker": pid}`` with three
 file descriptors, ``{"exit": pid, "status": wait status}``.
@@ -160,8 +161,8 @@ class _Template:
             return False
         if not data:
             return False  # the host is gone; its workers see their pipes close and exit
-        if data == b"F":
-            self.fork_worker()
+        if data in (b"F", b"f"):
+            self.fork_worker(warm=data == b"F")
         elif data.startswith(b"C"):
             self.learn(data[1:])
         elif data.startswith(b"W "):
@@ -198,7 +199,7 @@ class _Template:
             self.waiting.discard(pid)
             self.send({"exit": pid, "status": status})
 
-    def fork_worker(self) -> None:
+    def fork_worker(self, warm: bool) -> None:
         index = self.forked
         self.forked += 1
         request_read, request_write = os.pipe()
@@ -207,7 +208,7 @@ class _Template:
         if pid == 0:  # the worker
             status = 70
             try:
-                _become_worker(self, request_read, reply_write, index)
+                _become_worker(self, request_read, reply_write, index, warm)
                 status = 0
             finally:
                 os._exit(status)
@@ -228,7 +229,7 @@ class _Template:
         self.poller.register(pidfd, select.POLLIN)
 
 
-def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int) -> None:
+def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int, warm: bool) -> None:
     """Runs in the forked worker: keep only its pipes, confine itself, serve."""
     # Move the pipes to fds 3 and 4 (through high numbers: either may sit on 3 or 4 now),
     # then close everything else: the control socket, other workers' pidfds.
@@ -239,7 +240,7 @@ def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int) -> 
     template.confinement.enter(index)
     from sandbox import worker
 
-    worker.serve(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=True)
+    worker.serve(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=warm)
 
 
 def main() -> None:
