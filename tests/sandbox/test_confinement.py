@@ -704,3 +704,16 @@ def test_a_layer_that_is_off_is_announced_once_with_what_is_lost(monkeypatch) ->
         ]
     finally:
         template.close()
+
+
+def test_a_killed_template_is_replaced_and_calls_go_on() -> None:
+    harness = Harness()
+    try:
+        harness.check_next_call()
+        template_pid = harness.template_pid()
+        os.kill(template_pid, 9)
+        for _ in range(5):  # the workers it forked ahead still serve, then a new template
+            harness.check_next_call()
+        assert harness.template_pid() != template_pid
+    finally:
+        harness.close()
