@@ -1471,6 +1471,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-smolagents", action="store_true", help="leave out the (slow) smolagents baseline"
     )
+    parser.add_argument(
+        "--isolation-only",
+        action="store_true",
+        help="only the isolation table: both modes beside the bare fork baseline (~30 s)",
+    )
     ns = parser.parse_args(argv)
     options = QUICK if ns.quick else FULL
     console = Console()
@@ -1482,6 +1487,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {load_before:.2f}; {'quick' if ns.quick else 'full'} run"
     )
+    if ns.isolation_only:
+        isolation = measure_isolation(options, console)
+        console.print(build_isolation_table(isolation))
+        console.print(f"Load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}.")
+        if ns.json:
+            Path(ns.json).write_text(json.dumps(isolation_json(isolation), indent=2) + "\n")
+        return 0
     measurements = measure_all(options, ns.skip_smolagents, console)
     isolation = measure_isolation(options, console)
     console.print(build_table(measurements))
