@@ -53,6 +53,8 @@ __all__ = ["main", "warm_up"]
 
 #: How many exit statuses the template remembers for the host to ask about.
 _EXITED_KEPT: Final = 4096
+#: Longest control message from the host: ``C`` and a skill source of up to 64 KiB.
+_REQUEST_BYTES: Final = 64 * 1024 + 1
 #: Most file descriptors the template keeps open (one pidfd per live worker).
 _TEMPLATE_OPEN_FILES: Final = 4096
 #: The codecs a skill reaches through ``str.encode``/``bytes.decode`` besides UTF-8; imported
@@ -156,7 +158,7 @@ class _Template:
 
     def handle_request(self) -> bool:
         try:
-            data = self.control.recv(256)
+            data = self.control.recv(_REQUEST_BYTES)  # one message; longer ones are cut
         except OSError:
             return False
         if not data:

@@ -658,7 +658,8 @@ def test_reuse_mode_is_the_documented_exception(harnesses) -> None:
 
 def test_the_template_compiles_a_skill_once_it_has_run(harnesses) -> None:
     harness = harnesses()
-    source = f"def run(x):\n    return x + {secrets.randbelow(10**6)}\n"
+    doc = "A skill long enough to need more than one small read. " * 200  # ~11 KB
+    source = f'def run(x):\n    """{doc}"""\n    return x + {secrets.randbelow(10**6)}\n'
     probe = f"""
         from sandbox import policy
         before = len(policy._compiled)
