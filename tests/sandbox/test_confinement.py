@@ -187,6 +187,17 @@ FULL_ROWS = [
     Row("make-a-directory", "import os\nos.mkdir('/tmp/sbx')", raised("PermissionError", EPERM)),
     Row("stat-a-path", "import os\nos.stat('/etc/passwd')", raised("PermissionError", EPERM)),
     Row(
+        "symlink-to-a-secret",
+        "import os\nos.symlink('/etc/shadow', '/tmp/sbx-link')",
+        raised("PermissionError", EPERM),
+    ),
+    Row(
+        "rename-a-file",
+        "import os\nos.rename('/etc/hostname', '/tmp/sbx-renamed')",
+        raised("PermissionError", EPERM),
+    ),
+    Row("change-directory", "import os\nos.chdir('/')", raised("PermissionError", EPERM)),
+    Row(
         "read-the-interpreter",
         "import os, sys\nopen(os.__file__).read()",
         raised("PermissionError", EPERM),
