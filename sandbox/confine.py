@@ -134,6 +134,8 @@ SECCOMP_ALLOWED: Final = (
 
 _PR_SET_DUMPABLE: Final = 4
 _PR_CAPBSET_DROP: Final = 24
+_PR_SET_SECCOMP: Final = 22
+_SECCOMP_MODE_FILTER: Final = 2
 _PR_SET_NO_NEW_PRIVS: Final = 38
 _PR_GET_NO_NEW_PRIVS: Final = 39
 _CLONE_NEWNET: Final = 0x40000000
@@ -161,10 +163,18 @@ class Confinement:
 
     #: Layer name -> :data:`ON`, or why the layer is off on this machine.
     status: dict[str, str] = field(default_factory=dict)
-    #: The loaded pyseccomp filter for workers (None without the seccomp layer).
+    #: The pyseccomp filter for workers (None without the seccomp layer).
     seccomp_filter: Any = None
+    #: The same filter as the BPF program libseccomp compiled from it, exported once here
+    #: so each worker only hands it to the kernel (None: workers load ``seccomp_filter``).
+    seccomp_program: Any = None
+    #: The template itself runs with ``no_new_privs``, so its workers inherit it.
+    template_nnp: bool = False
     #: The first uid/gid handed to a worker (None: uids are not switched).
     uid_start: int | None = None
+    #: ``fs.suid_dumpable`` is 0: the kernel makes a worker non-dumpable when its uid
+    #: changes, so it need not ask (``prctl(PR_SET_DUMPABLE, 0)`` otherwise).
+    uid_change_clears_dumpable: bool = False
     libc: Any = None
 
     def off(self, layer: str, why: str) -> None:
@@ -200,10 +210,18 @@ class Confinement:
             os.setresuid(uid, uid, uid)  # clears every capability: root -> non-root
             if os.getresuid() != (uid, uid, uid):
                 raise OSError(errno.EPERM, f"the worker is still uid {os.getresuid()!r}")
-            _prctl(self.libc, _PR_SET_DUMPABLE, 0)
-        if self.status.get("no_new_privs") == ON:
-            _prctl(self.libc, _PR_SET_NO_NEW_PRIVS, 1)
-        if self.seccomp_filter is not None:
+            if not self.uid_change_clears_dumpable:
+                _prctl(self.libc, _PR_SET_DUMPABLE, 0)
+        seccomp = self.seccomp_filter is not None
+        if (self.status.get("no_new_privs") == ON or seccomp) and not self.template_nnp:
+            _prctl(self.libc, _PR_SET_NO_NEW_PRIVS, 1)  # seccomp needs it without root
+        if self.seccomp_program is not None:
+            ctypes.set_errno(0)
+            if self.libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, self.seccomp_program,
+                               0, 0) != 0:  # fmt: skip
+                code = ctypes.get_errno()
+                raise OSError(code, f"PR_SET_SECCOMP: {os.strerror(code)}")
+        elif seccomp:
             self.seccomp_filter.load()
 
 
@@ -263,6 +281,11 @@ def _prepare_uid(confinement: Confinement) -> None:
         )
         return
     confinement.uid_start = _UID_BASE + int.from_bytes(os.urandom(4), "big") % _UID_SPAN
+    try:  # read now: Landlock closes the file system to the template later
+        with open("/proc/sys/fs/suid_dumpable", encoding="ascii") as setting:
+            confinement.uid_change_clears_dumpable = setting.read().strip() == "0"
+    except OSError:
+        confinement.uid_change_clears_dumpable = False
 
 
 def _enter_network_namespace(confinement: Confinement) -> None:
@@ -313,6 +336,42 @@ def _build_seccomp(confinement: Confinement) -> None:
         except (OSError, ValueError, RuntimeError):  # not a system call on this architecture
             continue
     confinement.seccomp_filter = syscall_filter
+    try:
+        confinement.seccomp_program = _export_program(syscall_filter)
+    except OSError:  # the workers load the filter through libseccomp instead
+        confinement.seccomp_program = None
+
+
+class _SockFprog(ctypes.Structure):
+    """``struct sock_fprog``: how a BPF program is handed to the kernel."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _export_program(syscall_filter: Any) -> Any:
+    """The filter as libseccomp compiles it (``seccomp_export_bpf``), ready for ``prctl``.
+
+    Loading it costs each worker one system call instead of libseccomp building the same
+    program again in every worker. Returns a pointer to a ``struct sock_fprog`` (kept alive
+    with its buffer on the returned object).
+    """
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(write_end, "wb") as sink:
+            syscall_filter.export_bpf(sink)
+        program = b""
+        while chunk := os.read(read_end, 65536):
+            program += chunk
+    finally:
+        os.close(read_end)
+    instruction = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
+    if not program or len(program) % instruction:
+        raise OSError(errno.EINVAL, f"libseccomp exported {len(program)} bytes of BPF")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // instruction, ctypes.cast(buffer, ctypes.c_void_p))
+    pointer = ctypes.pointer(fprog)
+    pointer._sandbox_keep = buffer  # type: ignore[attr-defined]
+    return pointer
 
 
 def _apply_landlock(confinement: Confinement) -> None:
@@ -330,12 +389,14 @@ def _apply_landlock(confinement: Confinement) -> None:
     ctypes.set_errno(0)
     ruleset = landlock.Ruleset()  # handles every file access right, allows none
     ctypes.set_errno(0)
-    ruleset.apply()
+    ruleset.apply()  # sets no_new_privs on the template first
+    confinement.template_nnp = True
     os.close(ruleset._fd)  # noqa: SLF001 - the package keeps the fd and never closes it
 
 
 def _set_no_new_privs(confinement: Confinement) -> None:
     _prctl(confinement.libc, _PR_SET_NO_NEW_PRIVS, 1)
+    confinement.template_nnp = True
 
 
 def describe(status: Mapping[str, str]) -> list[str]:

@@ -414,7 +414,11 @@ def _ready_worker(harness: Harness) -> int:
 @root_only
 def test_a_waiting_worker_is_confined_before_it_reads_anything(harnesses) -> None:
     harness = harnesses()
-    status = _status_of(_ready_worker(harness))
+    pid = _ready_worker(harness)
+    status = _status_of(pid)
+    # Not dumpable: its /proc files stay root's, so a process of its own uid cannot read or
+    # trace it.
+    assert os.stat(f"/proc/{pid}/environ").st_uid == 0
     assert status["CapEff"].strip("0") == "" and status["CapPrm"].strip("0") == ""
     assert status["CapBnd"].strip("0") == "" and status["CapAmb"].strip("0") == ""
     assert status["NoNewPrivs"] == "1"
