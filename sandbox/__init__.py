@@ -11,9 +11,14 @@ audited on its own. Layout:
 - :mod:`sandbox.confine`: the process layers (uid, capabilities, no_new_privs, seccomp,
   network namespace, rlimits, Landlock) and :class:`sandbox.confine.ConfinementWarning`;
 - :mod:`sandbox.executor`: the Executor protocol, JSON only, that any backend speaks;
+- :mod:`sandbox.plain`: which locals provably hold a plain dict, list or str (the compiler
+  leaves their guards out);
 - :mod:`sandbox.pool`: workers on the host side (fresh per call, or reused on request),
-  crash handling, and the default backend over them (:class:`LocalExecutor`);
-- :mod:`sandbox.protocol`: the JSON frames between host and worker;
+  crash handling, the I/O of each call, and the default backend over them
+  (:class:`LocalExecutor`);
+- :mod:`sandbox.relay`: the host's side of one call apart from I/O: frame caps, bounded
+  decoding, host tools on helper threads under the call's deadline;
+- :mod:`sandbox.protocol`: the JSON frames between host and worker, checked before decoding;
 - :mod:`sandbox.contract`: the checks any Executor backend must pass;
 - :mod:`sandbox.names`: how a tool's real name (``get-weather``) becomes the identifier skill
   code calls it by (``tools.get_weather``);

@@ -13,6 +13,7 @@ from typing import Any
 from sandbox.executor import ExecRequest, Executor, MappingToolHost, result_from_json
 from sandbox.limits import Limits
 from sandbox.pool import LocalExecutor
+from sandbox.protocol import MAX_DEPTH, WireError, depth_of, dumps, encode_text
 from sandbox.result import Result
 
 __all__ = ["Sandbox"]
@@ -95,6 +96,7 @@ class Sandbox:
         limits: Limits | None = None,
         *,
         skill_id: str | None = None,
+        inline_tools: bool = False,
     ) -> Result:
         """Run ``entry(**args)`` from ``source`` in a worker and report what happened.
 
@@ -111,14 +113,36 @@ class Sandbox:
                 arguments and return JSON-serialisable data.
             limits: Limits for this call; the sandbox's default if None.
             skill_id: The skill's id, passed on to the executor (for its logs and caches).
+            inline_tools: Call host tools on this thread rather than on helper threads, for
+                tools bound to it (hypothesis drawing their answers, an ``sqlite3``
+                connection made here). The deadline then cannot cut a hanging tool short:
+                the call returns when the tool does. Only the default backend honours it.
 
         Returns:
             The :class:`Result`.
 
         Raises:
-            TypeError, ValueError: The arguments themselves are wrong (not a skill failure).
+            TypeError, ValueError: The arguments themselves are wrong (not a skill failure):
+                not JSON data, nested more than :data:`sandbox.protocol.MAX_DEPTH` levels, or
+                holding a string with a lone surrogate (which cannot cross as UTF-8).
             RuntimeError: The sandbox was closed.
         """
+        request, data = self._prepare(source, entry, args, tools, limits, skill_id)
+        host = MappingToolHost(tools)
+        if isinstance(self.executor, LocalExecutor):
+            return self.executor.run(request, host, args_json=data, inline_tools=inline_tools)
+        return result_from_json(self.executor.execute(request.to_json(), host))
+
+    def _prepare(
+        self,
+        source: str,
+        entry: str,
+        args: Mapping[str, Any],
+        tools: Mapping[str, Callable[..., Any]],
+        limits: Limits | None,
+        skill_id: str | None,
+    ) -> tuple[ExecRequest, bytes]:
+        """Check :meth:`run`'s arguments; return the request and its args as checked JSON."""
         limits = self.limits if limits is None else limits
         if not isinstance(limits, Limits):
             raise TypeError(
@@ -141,19 +165,31 @@ class Sandbox:
                 raise TypeError(f"Sandbox.run tool names must be non-empty str, got {name!r}")
             if not callable(function):
                 raise TypeError(f"Sandbox.run tool {name!r} must be callable, got {function!r}")
+        encode_text(source, "Sandbox.run source")  # a lone surrogate cannot cross as UTF-8
+        for name in tools:
+            encode_text(name, "Sandbox.run tool name")
+        depth = depth_of(dict(args), MAX_DEPTH + 1)
+        if depth > MAX_DEPTH + 1:
+            raise WireError(
+                "depth",
+                f"Sandbox.run args: arrays and objects are nested more than {MAX_DEPTH} levels "
+                "deep, which the sandbox does not carry; flatten the data",
+            )
         try:
-            # One JSON round trip: the worker (or a remote backend) sees exactly JSON data.
-            plain_args = json.loads(json.dumps(dict(args), allow_nan=False))
+            data = dumps(dict(args), what="Sandbox.run args")
+        except WireError:
+            raise
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"Sandbox.run args must be JSON-serialisable ({exc}); pass only dict, list, "
                 "str, int, float, bool or None values"
             ) from None
-        request = ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id)
-        host = MappingToolHost(tools)
         if isinstance(self.executor, LocalExecutor):
-            return self.executor.run(request, host)  # execute() minus the JSON text around it
-        return result_from_json(self.executor.execute(request.to_json(), host))
+            # The worker decodes exactly ``data``, so it sees exactly JSON data.
+            return ExecRequest.build(source, entry, args, sorted(tools), limits, skill_id), data
+        # One JSON round trip: a remote backend sees exactly JSON data.
+        plain_args = json.loads(data)
+        return ExecRequest.build(source, entry, plain_args, sorted(tools), limits, skill_id), data
 
     async def run_async(
         self,
@@ -164,13 +200,25 @@ class Sandbox:
         limits: Limits | None = None,
         *,
         skill_id: str | None = None,
+        inline_tools: bool = False,
     ) -> Result:
-        """:meth:`run` for asyncio code: the call runs in a thread, so the loop stays free.
+        """:meth:`run` for asyncio code; the event loop stays free while the skill runs.
 
-        Host tools are called from that thread, not from the event loop.
+        With the default backend the call is served on the running loop itself (the
+        worker's pipes are watched by the loop, no thread hand-off); another backend runs
+        in a thread. Host tools are called on helper threads, never on the event loop, so a
+        blocking tool does not stall it (an ``async`` tool is not supported: pass a plain
+        function, which may use ``asyncio.run_coroutine_threadsafe`` to reach the loop).
+        With ``inline_tools`` they run on the event loop's thread and block it while they run.
         """
-        return await asyncio.to_thread(
-            self.run, source, entry, args, tools, limits, skill_id=skill_id
+        request, data = self._prepare(source, entry, args, tools, limits, skill_id)
+        host = MappingToolHost(tools)
+        if isinstance(self.executor, LocalExecutor):
+            return await self.executor.run_async(
+                request, host, args_json=data, inline_tools=inline_tools
+            )
+        return result_from_json(
+            await asyncio.to_thread(self.executor.execute, request.to_json(), host)
         )
 
     def close(self) -> None:

@@ -141,17 +141,26 @@ class ExecutionTimeout(ResourceLimitExceeded):
     time spent in host tools) and kills the worker's process group when the deadline passes.
     ``limit`` is always ``"wall"``.
 
+    A host tool cannot be interrupted: if one is still running at the deadline, the call
+    returns at the deadline all the same, ``tool`` names it, and whatever it returns later is
+    discarded.
+
     Attributes:
         timeout_s: The deadline that was missed, in seconds, when known.
+        tool: The host tool that was still running at the deadline, or None.
     """
 
     timeout_s: float | None
+    tool: str | None
 
-    def __init__(self, message: str, timeout_s: float | None = None) -> None:
-        Exception.__init__(self, message, timeout_s)
+    def __init__(
+        self, message: str, timeout_s: float | None = None, tool: str | None = None
+    ) -> None:
+        Exception.__init__(self, message, timeout_s, tool)
         self.message = message
         self.limit = "wall"
         self.timeout_s = timeout_s
+        self.tool = tool
 
 
 class ToolNotAllowed(SandboxError):
@@ -310,7 +319,8 @@ def error_from_wire(data: Mapping[str, Any]) -> SandboxError:
             source_line if isinstance(source_line, str) else None,
         )
     if kind == "ExecutionTimeout":
-        return ExecutionTimeout(message)
+        tool = data.get("tool")
+        return ExecutionTimeout(message, tool=tool if isinstance(tool, str) else None)
     if kind == "ResourceLimitExceeded" and data.get("limit") in LIMIT_KINDS:
         return ResourceLimitExceeded(str(data["limit"]), message)
     if kind == "ToolNotAllowed":

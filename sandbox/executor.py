@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sandbox.errors import ToolError, ToolNotAllowed, error_from_wire, error_to_wire
 from sandbox.limits import Limits
+from sandbox.protocol import FRAME_OUTER, encode_text, loads
 from sandbox.result import Result, ToolCall
 
 __all__ = [
@@ -108,7 +109,11 @@ class ExecRequest:
                 does not match the source (a backend must never run code it cannot identify).
         """
         try:
-            data = json.loads(text)
+            # The request object and its args mapping wrap the values, as a frame does.
+            raw = encode_text(text, "execution request")
+            data, _ = loads(raw, outer=FRAME_OUTER, what="execution request")
+            if not isinstance(data, dict):
+                raise TypeError(f"the request must be a JSON object, got {type(data).__name__}")
             request = cls(
                 skill_id=_str(data, "skill_id"),
                 content_hash=_str(data, "content_hash"),
@@ -118,7 +123,7 @@ class ExecRequest:
                 tools=tuple(_names(data.get("tools"))),
                 limits=Limits(**_dict(data, "limits")),
             )
-        except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as exc:
+        except (TypeError, KeyError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed execution request: {exc}") from None
         if _sha256(request.source) != request.content_hash:
             raise ValueError(

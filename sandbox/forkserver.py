@@ -3,7 +3,7 @@
 :class:`Template` owns one template process (:mod:`sandbox.template`) and the control
 socket to it. The template forks workers before anyone asks for them (``prefork`` of them are
 kept ready or on their way), so taking a worker costs no fork: :meth:`Template.take` pops a
-ready one and asks for its replacement in the same step.
+ready one (:meth:`Template.take_ready` only if one is there already, without waiting).
 
 Workers are children of the template, not of the host, so the host learns how one ended
 (exit code, the signal that killed it) by asking the template (:meth:`Template.exit_status`),
@@ -184,6 +184,15 @@ class Template:
         if worker is None:
             raise TemplateGone(f"the sandbox template forked no worker within {timeout:g} s")
         return worker
+
+    def take_ready(self) -> ForkedWorker | None:
+        """A worker already forked, or None at once: never waits for a fork (an event loop
+        may call it). Reads what the template has sent so far.
+
+        Raises:
+            TemplateGone: The template exited; start a new one.
+        """
+        return self._wait_for(self._pop_ready, 0.0)
 
     def exit_status(self, pid: int, timeout: float) -> int | None:
         """The wait status of worker ``pid`` once it has exited, or None after ``timeout``."""

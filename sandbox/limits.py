@@ -20,9 +20,11 @@ class Limits:
 
     timeout_s: float = 10.0
     """Wall-clock seconds for the whole call, measured by the host: worker start-up, skill
-    code and time spent inside host tools. Past it the worker's process group is killed and
-    the call fails with :class:`sandbox.ExecutionTimeout`. A host tool that is running when
-    the deadline passes is not interrupted; the deadline is checked when it returns."""
+    code, the host's decoding of what the worker sends, and time spent inside host tools.
+    Past it the worker's process group is killed and the call fails with
+    :class:`sandbox.ExecutionTimeout`. A host tool still running at the deadline cannot be
+    interrupted: the call returns at the deadline anyway, the error's ``tool`` names it, and
+    whatever it returns later is discarded."""
 
     cpu_s: int = 10
     """CPU seconds the worker may spend on this call (``RLIMIT_CPU``, set relative to the CPU
@@ -44,8 +46,10 @@ class Limits:
 
     tool_io_bytes: int = 64_000_000
     """Cap on the JSON bytes of all tool-call arguments and results in one run, which the
-    host keeps for ``Result.tool_calls``. Exceeding it fails the call with
-    ``ResourceLimitExceeded(limit="tool_io")`` (it bounds host memory per call)."""
+    host keeps for ``Result.tool_calls``; each array or object counts 64 bytes more (about
+    what it costs decoded). Exceeding it fails the call with
+    ``ResourceLimitExceeded(limit="tool_io")``. It bounds host memory per call: a frame is
+    weighed before it is decoded."""
 
     def __post_init__(self) -> None:
         for name in (

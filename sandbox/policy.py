@@ -16,6 +16,10 @@ The layers, outermost first:
    of a TypedDict), and a class keeps a literal ``total=`` flag (``class Order(TypedDict,
    total=False)``); and every ``except`` block starts with a call to ``_caught_``, so an
    exhausted limit (``MemoryError``) stays the call's outcome even when the skill catches it.
+   Guards that have nothing to refuse are left out (``SkillTransformer.elide_guards``):
+   ``x[k]`` reads (``_getitem_`` is plain ``getitem``), iteration and unpacking
+   (``_getiter_`` is plain ``iter``), and, for locals that :mod:`sandbox.plain` proves hold
+   an exact ``dict``, ``list`` or ``str``, item writes and reads of their public methods.
 2. **Run time** (:func:`build_globals`). Every attribute read goes through ``_getattr_``
    (refuses ``_``-names, frame/code introspection and the ``format`` methods that walk
    attributes: ``str.format``, ``UserString.format``, ``string.Formatter``), every write
@@ -52,8 +56,8 @@ import re
 import string
 import sys
 import types
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Final
 
 from RestrictedPython.compile import compile_restricted_exec
 from RestrictedPython.Guards import (
@@ -69,6 +73,13 @@ from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTran
 from RestrictedPython.Utilities import utility_builtins
 
 from sandbox.errors import PolicyViolation, ResourceLimitExceeded, ToolError, ToolNotAllowed
+from sandbox.plain import (
+    PlainType,
+    builtins_rebound,
+    expression_type,
+    function_facts,
+    scope_names,
+)
 
 __all__ = [
     "ALLOWED_MODULES",
@@ -211,6 +222,85 @@ class SkillTransformer(RestrictingNodeTransformer):
             return node
         return self.node_contents_visit(node)
 
+    #: Leave out the guards that have nothing to refuse (see the methods below). False
+    #: compiles with every guard in place, as before issue 13: for audits and for
+    #: ``benchmarks/sandbox_bench.py``, which measures both in one run.
+    elide_guards: ClassVar[bool] = True
+
+    # ------------------------------------------------------- plain locals (sandbox.plain)
+
+    def visit_Module(self, node: ast.Module) -> Any:
+        """Note which constructor builtins the module rebinds, then transform it."""
+        self._rebound = builtins_rebound(node)
+        self._facts: list[Mapping[str, PlainType]] = [{}]
+        return super().visit_Module(node)
+
+    def _now(self) -> Mapping[str, PlainType]:
+        facts = getattr(self, "_facts", None)
+        return facts[-1] if facts else {}
+
+    def _type_of(self, node: ast.expr) -> PlainType | None:
+        if not self.elide_guards:
+            return None
+        return expression_type(node, self._now(), getattr(self, "_rebound", frozenset()))
+
+    def _in_scope(self, facts: Mapping[str, PlainType], node: ast.AST) -> Any:
+        stack = getattr(self, "_facts", None)
+        if stack is None:
+            stack = self._facts = [{}]
+        stack.append(facts)
+        try:
+            return getattr(super(), f"visit_{type(node).__name__}")(node)
+        finally:
+            stack.pop()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        """Transform a function knowing which of its locals are plain dicts, lists or strs."""
+        rebound: frozenset[str] = getattr(self, "_rebound", frozenset())
+        return self._in_scope(function_facts(node, self._now(), rebound), node)
+
+    def _inner_scope(self, node: ast.AST) -> Any:
+        bound = scope_names(node)
+        return self._in_scope({k: v for k, v in self._now().items() if k not in bound}, node)
+
+    visit_Lambda = visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = (
+        _inner_scope
+    )
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        """Leave ``x[k]`` reads native, and writes to a provably plain dict or list local.
+
+        The read guard is plain ``operator.getitem`` (a skill subscripts only its own data,
+        tool results and read-only views), so ``_getitem_(x, k)`` only added a call; the
+        write guard lets every write to a plain container through.
+        """
+        if (self.elide_guards and isinstance(node.ctx, ast.Load)) or self._type_of(node.value) in (
+            "dict",
+            "list",
+        ):
+            return self.node_contents_visit(node)
+        return super().visit_Subscript(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        """Leave reads of public methods of a provably plain dict, list or str native."""
+        if isinstance(node.ctx, ast.Load) and _native_method(node.attr, self._type_of(node.value)):
+            return self.node_contents_visit(node)
+        return super().visit_Attribute(node)
+
+    def guard_iter(self, node: ast.For | ast.comprehension) -> Any:
+        """Iterate natively: ``_getiter_`` is plain ``iter`` here, so RestrictedPython's
+        ``_getiter_``/``_iter_unpack_sequence_`` wrappers (a generator per loop, a call per
+        item unpacked) had nothing to refuse."""
+        if not self.elide_guards:
+            return super().guard_iter(node)
+        return self.node_contents_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        """Unpack natively (``a, b = pair``), for the same reason as :meth:`guard_iter`."""
+        if not self.elide_guards:
+            return super().visit_Assign(node)
+        return self.node_contents_visit(node)
+
     def visit_ClassDef(self, node: ast.ClassDef) -> Any:
         """RestrictedPython's class rewrite, keeping a ``total=True``/``total=False`` keyword.
 
@@ -224,7 +314,7 @@ class SkillTransformer(RestrictingNodeTransformer):
             and isinstance(keyword.value, ast.Constant)
             and isinstance(keyword.value.value, bool)
         ]
-        rebuilt = super().visit_ClassDef(node)
+        rebuilt = self._in_scope({}, node)  # a class body proves nothing about its names
         if total and isinstance(rebuilt, ast.ClassDef):
             rebuilt.keywords.append(total[-1])
         return rebuilt
@@ -261,7 +351,11 @@ class SkillTransformer(RestrictingNodeTransformer):
         dunder methods.
         """
         target = node.target
-        if isinstance(target, ast.Name):
+        if isinstance(target, ast.Name) or (
+            isinstance(target, ast.Subscript) and self._type_of(target.value) in ("dict", "list")
+        ):
+            # An item of a plain dict or list local: the write guard would pass it, and the
+            # in-place guard has nothing to refuse (see above), so the statement stays native.
             return self.node_contents_visit(node)
         op = ast.Constant(_IOPERATOR_SYMBOLS[type(node.op)])
         value = self.visit(node.value)
@@ -355,6 +449,14 @@ def _locate(new: ast.AST, old: ast.AST) -> None:
         for attr in ("lineno", "col_offset", "end_lineno", "end_col_offset"):
             if attr in child._attributes and not hasattr(child, attr):
                 setattr(child, attr, getattr(old, attr, None))
+
+
+_PLAIN_CLASSES: Final[dict[PlainType, type]] = {"dict": dict, "list": list, "str": str}
+
+
+def _native_method(attr: str, kind: PlainType | None) -> bool:
+    """True if reading ``attr`` on an exact ``kind`` object needs no guard: a public method."""
+    return kind is not None and (_PLAIN_CLASSES[kind], attr) in _PLAIN_METHODS
 
 
 def _import_refusal(module: str) -> str:
@@ -630,6 +732,7 @@ class OutputBuffer:
         Raises:
             ResourceLimitExceeded: ``limit="output"``.
             TypeError: ``text`` is not a str.
+            ValueError: ``text`` holds a lone surrogate (it cannot be encoded as UTF-8).
         """
         if self.closed:
             return
@@ -638,7 +741,15 @@ class OutputBuffer:
                 raise TypeError(f"write() argument must be str, not {type(text).__name__}")
             # A str subclass could lie about its length or encoding; keep the characters.
             text = str.__str__(text)
-        data = text.encode("utf-8", "surrogatepass")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # What a UTF-8 stdout does too; the host could not carry the text either.
+            raise ValueError(
+                f"print() got a string with a lone surrogate ({exc.object[exc.start]!r} at "
+                f"index {exc.start}), which cannot be encoded as UTF-8; print whole "
+                "characters (e.g. text.encode('utf-8', 'replace').decode('utf-8'))"
+            ) from None
         if self._size + len(data) <= self._limit and not self.overflowed:
             self._size += len(data)
             self._parts.append(text)

@@ -16,15 +16,18 @@ different threads run in different workers at the same time. The pool has two mo
   up to ``max_calls`` calls, and cleans up after each call (see :mod:`sandbox.worker`);
   after anything else (timeout, crash, exceeded limit, policy violation) it is killed.
 
-The host trusts nothing the worker says: frames are size-capped and type-checked, tool
-names are checked against the caller's mapping again here, and a worker that breaks the
-protocol is killed and reported as :class:`WorkerCrashed`.
+The host trusts nothing the worker says. The I/O loop here reads and writes frames under the
+call's deadline; what each frame may be, and what it means, is decided by
+:class:`sandbox.relay.HostCall` (frames refused by their header, checked before they are
+decoded, tool calls relayed to helper threads); a worker that breaks the protocol is killed
+and reported as :class:`WorkerCrashed`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib.util
-import json
 import math
 import os
 import select
@@ -32,29 +35,34 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Final
 
 from sandbox.errors import (
-    ExecutionTimeout,
     ResourceLimitExceeded,
     SandboxError,
     SkillError,
     ToolError,
-    ToolNotAllowed,
     WorkerCrashed,
-    error_from_wire,
 )
 from sandbox.executor import ExecRequest, ToolHost, result_to_json
 from sandbox.forkserver import ForkedWorker, Template, TemplateGone, kill_worker
 from sandbox.limits import Limits
-from sandbox.protocol import HEADER, decode_payload, encode_frame, encode_raw_frame
-from sandbox.result import Result, ToolCall
+from sandbox.protocol import HEADER, FrameReader, dumps, encode_frame
+from sandbox.relay import (
+    CallOutcome,
+    CallTimeout,
+    HostCall,
+    InlineRunner,
+    Runner,
+    ToolOverran,
+    ToolRunner,
+    WorkerGone,
+)
+from sandbox.result import Result
 
 __all__ = [
     "ISOLATION_MODES",
-    "CallOutcome",
     "LocalExecutor",
     "WorkerPool",
     "WorkerProcess",
@@ -66,9 +74,6 @@ ISOLATION_MODES: Final = ("fresh", "reuse")
 #: Optional packages the process layers use (see :mod:`sandbox.confine`), put on the
 #: workers' ``sys.path`` when installed.
 _HARDENING_PACKAGES: Final = ("pyseccomp", "landlock")
-_JSON_SEPARATORS: Final = (",", ":")
-#: Frames from a worker larger than this are a protocol error (it may be compromised).
-_MIN_FRAME_CAP: Final = 64 * 1024 * 1024
 _EXIT_GRACE_S: Final = 2.0
 #: Most sources a template is asked to compile ahead (its compile cache holds 256).
 _TAUGHT_KEPT: Final = 256
@@ -108,36 +113,6 @@ def worker_sys_path() -> list[str]:
     return list(dict.fromkeys([sandbox_parent, rp_parent, *extra]))
 
 
-class _Timeout(Exception):
-    """The call's wall-clock deadline passed."""
-
-
-class _Gone(Exception):
-    """The worker closed its end of a pipe (it died)."""
-
-
-class _ToolIOExceeded(Exception):
-    """The call's tool arguments and results passed Limits.tool_io_bytes."""
-
-
-class _ProtocolError(Exception):
-    """The worker sent something it should not have."""
-
-
-@dataclass
-class CallOutcome:
-    """What :meth:`WorkerProcess.execute` observed; :class:`LocalExecutor` makes a Result."""
-
-    #: The entry function's JSON value (None on error).
-    value: Any = None
-    #: Why the call failed, or None.
-    error: SandboxError | None = None
-    #: What the skill printed (empty if the worker died before reporting).
-    output: str = ""
-    #: Every tool call, in order, including failed ones.
-    tool_calls: list[ToolCall] = field(default_factory=list)
-
-
 def _describe_signal(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -167,12 +142,12 @@ class WorkerProcess:
         self._in_fd = forked.request_fd
         self._out_fd = forked.reply_fd
         os.set_blocking(self._in_fd, False)
-        self._buffer = bytearray()
+        os.set_blocking(self._out_fd, False)  # read only when ready (poll, or the event loop)
+        self._reader = FrameReader()
         self._lock = threading.Lock()
         self._killed = False
         self._closed = False
         self._returncode: int | None = None
-        self._tool_io = 0
         #: Calls started on this worker.
         self.calls = 0
 
@@ -231,6 +206,7 @@ class WorkerProcess:
         tools: ToolHost,
         limits: Limits,
         deadline: float,
+        runner: Runner,
     ) -> CallOutcome:
         """Send a framed ``run`` request, serve its tool calls, and collect the result.
 
@@ -244,124 +220,120 @@ class WorkerProcess:
             tools: Where tool calls go, as JSON text (see `sandbox.executor.ToolHost`).
             limits: The call's limits.
             deadline: ``time.monotonic()`` value by which the call must finish.
+            runner: What runs host tools: helper threads (so the deadline holds), or
+                :class:`sandbox.relay.InlineRunner` for the calling thread.
 
         Returns:
             The outcome; ``error`` is set when the call failed.
         """
         self.calls += 1
-        self._tool_io = 0
-        outcome = CallOutcome()
-        frame_cap = max(_MIN_FRAME_CAP, 4 * limits.output_bytes + (1 << 20))
+        call = HostCall(allowed, tools, limits, deadline)
         try:
             self._send(request, deadline)
             while True:
-                message = self._receive(deadline, frame_cap)
-                op = message.get("op")
-                if op == "tool":
-                    self._serve_tool(message, allowed, tools, limits, deadline, outcome.tool_calls)
-                elif op == "done":
-                    self._finish(message, outcome)
-                    return outcome
-                else:
-                    raise _ProtocolError(f"unexpected message op={op!r}")
-        except _Timeout:
-            self.kill()
-            outcome.error = ExecutionTimeout(
-                f"the skill did not finish within Limits.timeout_s={limits.timeout_s} seconds "
-                "of wall-clock time (tool calls included) and was killed; make it do less per "
-                "call or raise the limit",
-                limits.timeout_s,
-            )
-        except _Gone:
-            outcome.error = self._death_error(limits)
-        except _ToolIOExceeded:
-            self.kill()
-            outcome.error = ResourceLimitExceeded(
-                "tool_io",
-                f"the skill's tool calls moved more than Limits.tool_io_bytes="
-                f"{limits.tool_io_bytes} bytes of arguments and results; pass less data "
-                "through tools per call or raise the limit",
-            )
-        except _ProtocolError as exc:
-            self.kill()
-            outcome.error = WorkerCrashed(
-                f"the worker process broke the protocol ({exc}) and was killed; the next call "
-                "gets a fresh worker",
-                self.returncode,
-            )
-        return outcome
+                message = self._receive(call)
+                if message.get("op") == "done":
+                    call.finish(message)
+                    return call.outcome
+                pending = call.start_tool(message, runner)
+                if not pending.task.wait(deadline - time.monotonic()):
+                    raise ToolOverran(pending)
+                self._send(call.tool_reply(pending), deadline)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's error
+            self._fail(call, exc)
+        return call.outcome
 
-    def _finish(self, message: Mapping[str, Any], outcome: CallOutcome) -> None:
-        ok = message.get("ok")
-        output = message.get("output")
-        if not isinstance(ok, bool) or not isinstance(output, str):
-            raise _ProtocolError("malformed done message")
-        outcome.output = output
-        if ok:
-            outcome.value = message.get("value")
-            return
-        error = message.get("error")
-        if not isinstance(error, dict):
-            raise _ProtocolError("done message with ok=false has no error object")
-        outcome.error = error_from_wire(error)
-
-    def _serve_tool(
+    async def execute_async(
         self,
-        message: Mapping[str, Any],
+        request: bytes,
         allowed: Sequence[str],
         tools: ToolHost,
         limits: Limits,
         deadline: float,
-        calls: list[ToolCall],
-    ) -> None:
-        name = message.get("name")
-        arguments = message.get("arguments")
-        if not isinstance(name, str) or not isinstance(arguments, dict):
-            raise _ProtocolError("malformed tool message")
-        if any(not isinstance(k, str) or k.startswith("_") for k in arguments):
-            # The worker refuses private keyword arguments itself; one that sends them is
-            # not trusted further.
-            raise _ProtocolError("a tool call with a private (underscore) argument name")
-        if len(calls) >= limits.max_tool_calls:
-            # The worker enforces this limit itself; one that does not is not trusted further.
-            raise _ProtocolError(f"more than Limits.max_tool_calls={limits.max_tool_calls} calls")
-        if time.monotonic() >= deadline:
-            raise _Timeout
-        arguments_json = json.dumps(arguments, separators=_JSON_SEPARATORS)
-        self._tool_io += len(arguments_json)
-        if self._tool_io > limits.tool_io_bytes:
-            raise _ToolIOExceeded
-        recorded = json.loads(arguments_json)  # the tool may mutate its own copy
-        encoded: str | None = None
-        error: str | None = None
-        error_type = "ToolError"
-        started = time.monotonic()
+        runner: Runner,
+    ) -> CallOutcome:
+        """:meth:`execute` for asyncio: the pipes are watched by the running event loop.
+
+        No thread is involved except the helper a host tool runs on; the loop stays free
+        while the worker computes. Cancelling the awaiting task abandons the call (the
+        caller must then discard this worker).
+        """
+        self.calls += 1
+        loop = asyncio.get_running_loop()
+        call = HostCall(allowed, tools, limits, deadline)
         try:
-            if name not in allowed:
-                raise ToolNotAllowed(name, sorted(allowed))
-            encoded = tools.call_tool(name, arguments_json)
-            value = json.loads(encoded)
-        except ToolNotAllowed as exc:
-            error, error_type, encoded = exc.message, "ToolNotAllowed", None
-        except ToolError as exc:
-            error, encoded = exc.message, None
-        except ValueError as exc:  # the tool host answered with something that is not JSON
-            error, encoded = f"the tool host returned invalid JSON ({exc})", None
-        except Exception as exc:  # noqa: BLE001 - a broken tool host must not kill the call
-            error, encoded = f"{type(exc).__name__}: {exc}", None
-        duration = time.monotonic() - started
-        self._tool_io += len(encoded or "") + len(error or "")
-        if self._tool_io > limits.tool_io_bytes:
-            raise _ToolIOExceeded
-        if encoded is not None:
-            calls.append(ToolCall(name, recorded, value, None, duration))
-            frame = '{"op":"tool_result","ok":true,"value":' + encoded + "}"
-        else:
-            calls.append(ToolCall(name, recorded, None, error, duration))
-            frame = json.dumps(
-                {"op": "tool_result", "ok": False, "error": error, "error_type": error_type}
-            )
-        self._send(encode_raw_frame(frame), deadline)
+            await self._send_async(loop, request, deadline)
+            while True:
+                message = await self._receive_async(loop, call)
+                if message.get("op") == "done":
+                    call.finish(message)
+                    return call.outcome
+                woken = loop.create_future()
+                pending = call.start_tool(
+                    message, runner, functools.partial(_wake_from_thread, loop, woken)
+                )
+                if not await _until(loop, woken, deadline):
+                    raise ToolOverran(pending)
+                await self._send_async(loop, call.tool_reply(pending), deadline)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the call's error
+            self._fail(call, exc)
+        return call.outcome
+
+    async def _send_async(
+        self, loop: asyncio.AbstractEventLoop, data: bytes, deadline: float
+    ) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._in_fd, view) :]
+                continue
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise WorkerGone from exc
+            ready = loop.create_future()
+            loop.add_writer(self._in_fd, _wake, ready)
+            try:
+                if not await _until(loop, ready, deadline):
+                    raise CallTimeout
+            finally:
+                loop.remove_writer(self._in_fd)
+
+    async def _receive_async(
+        self, loop: asyncio.AbstractEventLoop, call: HostCall
+    ) -> dict[str, Any]:
+        readable = False  # called right after a send: the reply is not there yet
+        while True:
+            payload = call.next_payload(self._reader)
+            if payload is not None:
+                return call.decode(payload)
+            if not readable:
+                ready = loop.create_future()
+                loop.add_reader(self._out_fd, _wake, ready)
+                try:
+                    if not await _until(loop, ready, call.deadline):
+                        raise CallTimeout
+                finally:
+                    loop.remove_reader(self._out_fd)
+            try:
+                chunk = os.read(self._out_fd, _READ_CHUNK)
+            except BlockingIOError:
+                readable = False
+                continue
+            except OSError as exc:
+                raise WorkerGone from exc
+            if not chunk:
+                raise WorkerGone
+            readable = True  # a long frame: read on until the pipe is empty
+            self._reader.feed(chunk)
+
+    def _fail(self, call: HostCall, exc: Exception) -> None:
+        """Make ``exc`` the call's error; kill the worker unless it died by itself."""
+        if isinstance(exc, WorkerGone):
+            call.outcome.error = self._death_error(call.limits)
+            return
+        self.kill()
+        call.outcome.error = call.error_for(exc, self.returncode)
 
     def _death_error(self, limits: Limits) -> SandboxError:
         """Wait for a worker whose pipe closed and explain how it died."""
@@ -392,7 +364,7 @@ class WorkerProcess:
         """Wait until ``fd`` is ready; False if the wait ended without it being ready."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise _Timeout
+            raise CallTimeout
         poller = select.poll()
         poller.register(fd, events)
         return bool(poller.poll(math.ceil(remaining * 1000)))
@@ -405,37 +377,57 @@ class WorkerProcess:
             except BlockingIOError:
                 written = 0
             except OSError as exc:  # BrokenPipeError: the worker is gone
-                raise _Gone from exc
+                raise WorkerGone from exc
             view = view[written:]
             if view:
                 self._wait(self._in_fd, select.POLLOUT, deadline)
 
-    def _receive(self, deadline: float, frame_cap: int) -> dict[str, Any]:
-        buffer = self._buffer
+    def _receive(self, call: HostCall) -> dict[str, Any]:
+        """Read the next frame, refusing it by its header before the payload is read."""
         while True:
-            if len(buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(buffer)
-                if size > frame_cap:
-                    raise _ProtocolError(f"a {size}-byte frame is over the {frame_cap}-byte cap")
-                end = HEADER.size + size
-                if len(buffer) >= end:
-                    payload = bytes(buffer[HEADER.size : end])
-                    del buffer[:end]
-                    try:
-                        return decode_payload(payload)
-                    except ValueError as exc:  # includes JSON and Unicode decode errors
-                        raise _ProtocolError(f"undecodable frame: {exc}") from None
-            if not self._wait(self._out_fd, select.POLLIN, deadline):
-                continue  # woke without data: the next _wait raises _Timeout if it is time
+            payload = call.next_payload(self._reader)
+            if payload is not None:
+                return call.decode(payload)
+            if not self._wait(self._out_fd, select.POLLIN, call.deadline):
+                continue  # woke without data: the next _wait raises CallTimeout if it is time
             try:
                 chunk = os.read(self._out_fd, _READ_CHUNK)
             except BlockingIOError:
                 continue
             except OSError as exc:
-                raise _Gone from exc
+                raise WorkerGone from exc
             if not chunk:
-                raise _Gone
-            buffer += chunk
+                raise WorkerGone
+            self._reader.feed(chunk)
+
+
+def _wake(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(True)
+
+
+def _wake_from_thread(loop: asyncio.AbstractEventLoop, future: asyncio.Future[bool]) -> None:
+    """Wake a waiter from a tool's helper thread; a tool that outlived its loop wakes no one."""
+    try:
+        loop.call_soon_threadsafe(_wake, future)
+    except RuntimeError:  # the loop is closed: the call ended at its deadline long ago
+        pass
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+async def _until(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[bool], deadline: float
+) -> bool:
+    """Wait for ``future`` until ``deadline`` (``time.monotonic()``); False if time ran out."""
+    timer = loop.call_later(max(deadline - time.monotonic(), 0.0), _expire, future)
+    try:
+        return await future
+    finally:
+        timer.cancel()
 
 
 class WorkerPool:
@@ -520,23 +512,44 @@ class WorkerPool:
         """
         return self._current_template().status()
 
-    def acquire(self) -> WorkerProcess:
-        """Return a worker for the caller's exclusive use.
+    def acquire_idle(self) -> WorkerProcess | None:
+        """A worker for the caller's exclusive use if one is ready now, else None.
+
+        Never waits for a fork or starts a template (so an event loop may call it): in reuse
+        mode an idle worker, otherwise one the running template has already forked.
 
         Raises:
-            RuntimeError: The pool was closed, or the template cannot start (the message
-                says what it printed).
+            RuntimeError: The pool was closed.
         """
         while True:
             with self._lock:
                 if self._closed:
                     raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
                 worker = self._idle.pop() if self._idle else None
+                template = self._template
             if worker is None:
                 break
             if worker.alive():
                 return worker
             self._discard(worker)
+        if template is None or not template.alive():
+            return None
+        try:
+            forked = template.take_ready()
+        except TemplateGone:
+            return None  # acquire() starts a new template
+        return None if forked is None else self._adopt(forked, template)
+
+    def acquire(self) -> WorkerProcess:
+        """Return a worker for the caller's exclusive use, waiting for a fork if none is ready.
+
+        Raises:
+            RuntimeError: The pool was closed, or the template cannot start (the message
+                says what it printed).
+        """
+        ready = self.acquire_idle()
+        if ready is not None:
+            return ready
         template = self._current_template()
         try:
             forked = template.take()
@@ -550,6 +563,9 @@ class WorkerPool:
                 forked = template.take()
             except TemplateGone as again:
                 raise RuntimeError(f"the sandbox cannot start its workers: {again}") from exc
+        return self._adopt(forked, template)
+
+    def _adopt(self, forked: ForkedWorker, template: Template) -> WorkerProcess:
         worker = WorkerProcess(forked, template)
         with self._lock:
             closed = self._closed
@@ -635,6 +651,8 @@ class LocalExecutor:
         isolation: ``"fresh"`` (default): every call in a new process that no earlier call
             touched. ``"reuse"``: faster, workers serve up to ``max_calls_per_worker`` calls
             and clean up between them; choose it only for trusted or single-tenant skills.
+        python: Interpreter for the template (and so the workers); defaults to
+            ``sys.executable``.
     """
 
     def __init__(
@@ -643,10 +661,16 @@ class LocalExecutor:
         max_idle_workers: int = 2,
         max_calls_per_worker: int = 1000,
         isolation: str = "fresh",
+        python: str | None = None,
     ) -> None:
         self.pool = WorkerPool(
-            max_idle=max_idle_workers, max_calls=max_calls_per_worker, isolation=isolation
+            max_idle=max_idle_workers,
+            max_calls=max_calls_per_worker,
+            python=python,
+            isolation=isolation,
         )
+        #: Host tools run on these threads, so a call's deadline holds while one runs.
+        self.tool_runner = ToolRunner()
 
     def confinement(self) -> dict[str, str]:
         """Each process layer: ``"on"``, or why it is off (see :mod:`sandbox.confine`)."""
@@ -657,40 +681,110 @@ class LocalExecutor:
         request = ExecRequest.from_json(request_json)
         return result_to_json(self.run(request, tools))
 
-    def run(self, request: ExecRequest, tools: ToolHost) -> Result:
-        """The same as :meth:`execute` without the JSON text around it (used in-process)."""
-        frame = encode_frame(
-            {
-                "op": "run",
-                "source": request.source,
-                "entry": request.entry,
-                "args": dict(request.args),
-                "tools": list(request.tools),
-                "limits": request.limits.to_wire(),
-            }
-        )
+    def run(
+        self,
+        request: ExecRequest,
+        tools: ToolHost,
+        *,
+        args_json: bytes | None = None,
+        inline_tools: bool = False,
+    ) -> Result:
+        """The same as :meth:`execute` without the JSON text around it (used in-process).
+
+        Args:
+            request: The call.
+            tools: Where its tool calls go.
+            args_json: ``request.args`` already encoded by :func:`sandbox.protocol.dumps`
+                (and checked), so they are not encoded twice; :class:`sandbox.Sandbox`
+                passes them.
+            inline_tools: Call host tools on this thread (see :meth:`sandbox.Sandbox.run`).
+        """
+        frame = _run_frame(request, args_json)
         started = time.monotonic()
         deadline = started + request.limits.timeout_s
         worker = self.pool.acquire()
         outcome: CallOutcome | None = None
         try:
-            outcome = worker.execute(frame, request.tools, tools, request.limits, deadline)
+            runner = _INLINE if inline_tools else self.tool_runner
+            outcome = worker.execute(frame, request.tools, tools, request.limits, deadline, runner)
         finally:
-            reusable = outcome is not None and (
-                outcome.error is None or type(outcome.error) in _REUSABLE_AFTER
+            if outcome is None:  # abandoned mid-call: the worker is dead and reaped on return
+                worker.kill()
+            self.pool.release(worker, _reusable(outcome))
+        self._learn(request, outcome)
+        return _result(outcome, started)
+
+    async def run_async(
+        self,
+        request: ExecRequest,
+        tools: ToolHost,
+        *,
+        args_json: bytes | None = None,
+        inline_tools: bool = False,
+    ) -> Result:
+        """:meth:`run` for asyncio callers, on the running event loop (no thread hand-off).
+
+        A thread is used only when no worker is ready (to start the template, or to wait for
+        a fork), and for each host tool.
+        """
+        frame = _run_frame(request, args_json)
+        started = time.monotonic()
+        deadline = started + request.limits.timeout_s
+        worker = self.pool.acquire_idle()
+        if worker is None:  # starting the template or waiting for a fork blocks: not on the loop
+            worker = await asyncio.to_thread(self.pool.acquire)
+        outcome: CallOutcome | None = None
+        try:
+            runner = _INLINE if inline_tools else self.tool_runner
+            outcome = await worker.execute_async(
+                frame, request.tools, tools, request.limits, deadline, runner
             )
-            self.pool.release(worker, reusable)
-        if reusable:  # it compiled and ran without harm: later workers get it compiled
+        finally:
+            if outcome is None:  # abandoned mid-call: the worker is dead and reaped on return
+                worker.kill()
+            self.pool.release(worker, _reusable(outcome))
+        self._learn(request, outcome)
+        return _result(outcome, started)
+
+    def _learn(self, request: ExecRequest, outcome: CallOutcome | None) -> None:
+        if _reusable(outcome):  # it compiled and ran without harm: later workers get it compiled
             self.pool.learned(request.content_hash, request.source)
-        return Result(
-            ok=outcome.error is None,
-            value=outcome.value if outcome.error is None else None,
-            error=outcome.error,
-            tool_calls=tuple(outcome.tool_calls),
-            duration_s=time.monotonic() - started,
-            output=outcome.output,
-        )
 
     def close(self) -> None:
         """Kill all workers."""
         self.pool.close()
+        self.tool_runner.close()
+
+
+_INLINE: Final = InlineRunner()
+
+
+def _run_frame(request: ExecRequest, args_json: bytes | None) -> bytes:
+    head = {
+        "op": "run",
+        "source": request.source,
+        "entry": request.entry,
+        "tools": list(request.tools),
+        "limits": request.limits.to_wire(),
+    }
+    if args_json is None:
+        return encode_frame({**head, "args": dict(request.args)})
+    payload = dumps(head)[:-1] + b',"args":' + args_json + b"}"
+    return HEADER.pack(len(payload)) + payload
+
+
+def _reusable(outcome: CallOutcome | None) -> bool:
+    """Whether a worker may serve another call after this outcome (None: abandoned)."""
+    return outcome is not None and (outcome.error is None or type(outcome.error) in _REUSABLE_AFTER)
+
+
+def _result(outcome: CallOutcome | None, started: float) -> Result:
+    assert outcome is not None  # only reached when the call was not abandoned
+    return Result(
+        ok=outcome.error is None,
+        value=outcome.value if outcome.error is None else None,
+        error=outcome.error,
+        tool_calls=tuple(outcome.tool_calls),
+        duration_s=time.monotonic() - started,
+        output=outcome.output,
+    )

@@ -22,7 +22,14 @@ trimmed. That cleanup is a list of known channels; fresh mode needs no list.
 
 Whatever the skill raised is rebuilt as a fresh error of the sandbox's own classes from
 validated, size-capped fields before it is encoded: a skill may raise ``ToolError`` (it is
-a builtin) or a subclass of it with any object as its message.
+a builtin) or a subclass of it with any object as its message. Its text is made whole
+UTF-8 (a lone surrogate is spelled as an escape).
+
+The worker refuses to send what the host would refuse (:mod:`sandbox.protocol`), so the
+skill gets a clear error instead of the host killing its worker: a return value or tool
+argument nested deeper than ``MAX_DEPTH`` (``TypeError``), a string with a lone surrogate
+(``ValueError``; ``print`` too), and tool traffic past ``Limits.tool_io_bytes``, counted
+exactly as the host counts it (the host sends its figure with every tool result).
 """
 
 from __future__ import annotations
@@ -52,7 +59,16 @@ from sandbox.errors import (
 )
 from sandbox.names import attribute_map
 from sandbox.policy import OutputBuffer, build_globals, compile_skill, iter_skill_lines
-from sandbox.protocol import encode_raw_frame, read_frame, write_all
+from sandbox.protocol import (
+    FRAME_OUTER,
+    HEADER,
+    MAX_DEPTH,
+    WireError,
+    check,
+    dumps,
+    read_frame,
+    write_all,
+)
 
 __all__ = ["ToolsProxy", "run_request", "serve"]
 
@@ -61,7 +77,6 @@ _MAX_MESSAGE_CHARS: Final = 4000
 _MAX_RAW_CHARS: Final = 100_000
 _MAX_NAME_CHARS: Final = 200
 _MAX_ALLOWED_NAMES: Final = 100
-_JSON_SEPARATORS: Final = (",", ":")
 _RETURN_TYPES_HINT: Final = "return only dict, list, str, int, float, bool or None values"
 
 
@@ -128,6 +143,9 @@ class _Call:
         self.memory_mb = int(limits["memory_mb"])
         self.output_bytes = int(limits["output_bytes"])
         self.max_tool_calls = int(limits["max_tool_calls"])
+        self.tool_io_bytes = int(limits["tool_io_bytes"])
+        #: Tool traffic so far, as the host counts it (it sends its figure with each reply).
+        self.tool_io = 0
         self.tool_names = tuple(str(name) for name in request["tools"])
         self.tool_calls = 0
         #: The first guard refusal or exceeded limit; it decides the outcome even if the
@@ -165,21 +183,41 @@ class _Call:
             self.fail(refusal)
             raise refusal
         try:
-            arguments = json.dumps(kwargs, allow_nan=False, separators=_JSON_SEPARATORS)
-        except (TypeError, ValueError, RecursionError) as exc:
+            arguments = dumps(kwargs, what=f"arguments to tools.{name}()")
+        except WireError as exc:
+            if exc.kind == "encoding":
+                raise ValueError(f"{exc}") from None
+            raise TypeError(f"{exc}") from None
+        except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"arguments to tools.{name}() must be JSON-serialisable ({exc}); pass only "
                 "dict, list, str, int, float, bool or None values"
             ) from None
-        self.tool_calls += 1
-        frame = '{"op":"tool","name":' + json.dumps(name) + ',"arguments":' + arguments + "}"
+        payload = b'{"op":"tool","name":' + dumps(name) + b',"arguments":' + arguments + b"}"
         try:
-            write_all(self.out_fd, encode_raw_frame(frame))
-            reply = read_frame(self.in_fd)
+            # The host weighs the frame the same way before it decodes it.
+            shape = check(payload, outer=FRAME_OUTER, what=f"arguments to tools.{name}()")
+        except WireError as exc:
+            raise TypeError(str(exc)) from None
+        if self.tool_io + shape.cost > self.tool_io_bytes:
+            error = ResourceLimitExceeded(
+                "tool_io",
+                f"the skill's tool calls moved more than Limits.tool_io_bytes="
+                f"{self.tool_io_bytes} bytes of arguments and results (each array or object "
+                "counts 64 bytes); pass less data through tools per call or raise the limit",
+            )
+            self.fail(error)
+            raise error
+        self.tool_calls += 1
+        try:
+            write_all(self.out_fd, HEADER.pack(len(payload)) + payload)
+            reply = read_frame(self.in_fd, checked=False)
         except (OSError, EOFError, ValueError):
             _host_gone()
-        if reply.get("op") != "tool_result":
+        io = reply.get("io")
+        if reply.get("op") != "tool_result" or type(io) is not int:
             _host_gone()
+        self.tool_io = io
         if reply.get("ok") is True:
             return reply.get("value")
         message = str(reply.get("error", "the tool failed"))
@@ -198,7 +236,12 @@ def _text(value: object, limit: int = _MAX_MESSAGE_CHARS) -> str | None:
     if not issubclass(type(value), str):  # type(), not isinstance: __class__ can be faked
         return None
     text = str.__str__(value)  # a str subclass could lie about its length or contents
-    return text if len(text) <= limit else text[:limit] + "... (truncated)"
+    text = text if len(text) <= limit else text[:limit] + "... (truncated)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: spell it as an escape so it can cross
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -294,12 +337,20 @@ def _classify(exc: BaseException, source: str, call: _Call) -> SandboxError:
     return SkillError(name, _safe_str(exc), line)
 
 
-def _encode_value(value: object, call: _Call) -> tuple[str | None, SandboxError | None]:
+def _encode_value(value: object, call: _Call) -> tuple[bytes | None, SandboxError | None]:
     try:
-        encoded = json.dumps(value, allow_nan=False, separators=_JSON_SEPARATORS)
+        encoded = dumps(value, what="return value")
+        check(encoded, what="return value")  # nesting depth, lone-surrogate escapes
     except MemoryError:
         return None, ResourceLimitExceeded(
             "memory", f"out of memory serialising the result (Limits.memory_mb={call.memory_mb})"
+        )
+    except WireError as exc:
+        kind = "ValueError" if exc.kind == "encoding" else "TypeError"
+        return None, SkillError(
+            kind,
+            f"{exc.message}; "
+            f"{_RETURN_TYPES_HINT}, at most {MAX_DEPTH} levels deep, with whole characters",
         )
     except BaseException as exc:  # noqa: BLE001 - anything here means "not JSON"
         return None, SkillError(
@@ -397,7 +448,7 @@ def _trim_shared_caches() -> None:
 
 def _run_skill(
     call: _Call, source: str, entry: str, args: Mapping[str, Any], output: OutputBuffer
-) -> tuple[str | None, SandboxError | None]:
+) -> tuple[bytes | None, SandboxError | None]:
     """Run the skill and encode its value; return (JSON text, None) or (None, error).
 
     Nothing the skill made survives this function: the globals are cleared and the
@@ -450,8 +501,10 @@ def _end_call(call: _Call, output: OutputBuffer) -> None:
     gc.freeze()  # the survivors are the worker's caches; later collections skip them
 
 
-def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int, *, reuse: bool = True) -> str:
-    """Run one ``run`` request and return the JSON text of its ``done`` message.
+def run_request(
+    request: Mapping[str, Any], in_fd: int, out_fd: int, *, reuse: bool = True
+) -> bytes:
+    """Run one ``run`` request and return the UTF-8 JSON of its ``done`` message.
 
     Args:
         request: The decoded ``run`` message.
@@ -488,9 +541,8 @@ def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int, *, reuse: b
         "error": None if error is None else error_to_wire(error),
         "output": output.text(),
     }
-    text = json.dumps(head, separators=_JSON_SEPARATORS)
     # Splice the already-serialised (and size-checked) value in rather than encode it twice.
-    return text[:-1] + ',"value":' + (encoded if encoded is not None else "null") + "}"
+    return dumps(head)[:-1] + b',"value":' + (encoded if encoded is not None else b"null") + b"}"
 
 
 #: The call in progress, for :func:`_on_unraisable`.
@@ -508,7 +560,7 @@ def _on_unraisable(unraisable: Any) -> None:
         call.fail(MemoryError("out of memory in a finalizer"))
 
 
-def _run_raw(request: Mapping[str, Any]) -> str:
+def _run_raw(request: Mapping[str, Any]) -> bytes:
     """Run plain Python, no policy, in this confined worker (test harness only).
 
     The answer's ``value`` is ``{"result": <the code's ``result`` variable>}`` or, if the
@@ -528,14 +580,15 @@ def _run_raw(request: Mapping[str, Any]) -> str:
             "errno": code if type(code) is int else None,
             "message": _safe_str(exc),
         }
-    text = json.dumps(value, separators=_JSON_SEPARATORS, default=repr)
+    # ASCII JSON (lone surrogates escaped as their code points), whatever the code left there.
+    text = json.dumps(value, separators=(",", ":"), default=repr)
     if len(text) > _MAX_RAW_CHARS:
         text = json.dumps({"result": "<answer too long>"})
-    return '{"op":"done","ok":true,"error":null,"output":"","value":' + text + "}"
+    return b'{"op":"done","ok":true,"error":null,"output":"","value":' + text.encode() + b"}"
 
 
-def _out_of_memory_reply() -> str:
-    return json.dumps(
+def _out_of_memory_reply() -> bytes:
+    return dumps(
         {
             "op": "done",
             "ok": False,
@@ -569,7 +622,7 @@ def prewarm() -> None:
     output = OutputBuffer(1000)
     namespace = build_globals(ToolsProxy((), _no_tools), output.collector)
     exec(compile_skill(PREWARM_SOURCE), namespace)
-    json.dumps(namespace["run"](x=1), separators=_JSON_SEPARATORS)
+    dumps(namespace["run"](x=1))  # the encoder a call's value goes through
     namespace.clear()
 
 
@@ -602,7 +655,7 @@ def serve(in_fd: int, out_fd: int, *, reuse: bool, raw: bool = False, warm: bool
         prewarm()
     while True:
         try:
-            request = read_frame(in_fd)
+            request = read_frame(in_fd, checked=False)
         except (EOFError, OSError):
             return
         except ValueError:
@@ -620,7 +673,7 @@ def serve(in_fd: int, out_fd: int, *, reuse: bool, raw: bool = False, warm: bool
         else:
             _host_gone()
         try:
-            write_all(out_fd, encode_raw_frame(reply))
+            write_all(out_fd, HEADER.pack(len(reply)) + reply)
         except OSError:
             return
         if not reuse:

@@ -2,6 +2,12 @@
 
 `run` takes a task and does, in order:
 
+0. **Reflex**: when an autonomous skill clearly does the task (`SkillBank.plan_reflex`: the
+   skill, and its arguments read off the task text, or a reason to abstain), it runs with no
+   model call; a successful reflex ends the run there, with ``model_calls == 0``. The run
+   is recorded in the ledger with ``caller="reflex"`` and its failure counts against the
+   skill, which is demoted as usual; a failed reflex hands the task, with what the reflex
+   did and what went wrong, to the model loop below. ``reflex=False`` skips this step.
 1. **Retrieve** the skills relevant to the task (`relevant_skills`): ``bank.search`` when the
    bank has one, else a word-overlap ranking (see `relevant_skills`). Only skills whose
    declared tools the host provides, and that are not deprecated, are considered.
@@ -316,6 +322,51 @@ class _Run:
             True,
         )
 
+    def reflex(self, task: str, base: tuple[ToolSpec, ...]) -> AgentResult | None:
+        """Run the task as a reflex when one fits; the whole result when it worked, else None
+        (the failed call, if one ran, is in `skill_calls` and `steps`)."""
+        decision = self.bank.plan_reflex(task)
+        if decision.skill_id is None:
+            return None
+        try:
+            skill = self.bank.get(decision.skill_id)
+        except SkillbankError:
+            return None
+        if not set(skill.tools) <= set(self.tools):
+            return None
+        raw: list[Step] = []
+        wrapped = {n: _recording(n, fn, raw, "reflex") for n, fn in self.tools.items()}
+        started = time.perf_counter()
+        try:  # the decision's arguments, run as the reflex (`SkillBank.reflex` would plan again)
+            result = self.bank.run(skill.id, decision.args, wrapped, caller="reflex")
+        except SkillbankError:
+            return None
+        latency = time.perf_counter() - started
+        self.steps.extend(raw)
+        self.skill_calls.append(
+            SkillCall(
+                skill.id, str(skill.version), dict(decision.args), result.ok,
+                result.error, latency, tuple(raw),
+            )
+        )  # fmt: skip
+        _update_stages(self.bank, (skill.id,))
+        if not result.ok:
+            return None
+        text = json.dumps(_jsonable(result.value), ensure_ascii=False, sort_keys=True)
+        return AgentResult(
+            text=text,
+            success=True,
+            trajectory=_trajectory(task, base, self.steps, True, text),
+            skills_used=(skill.id,),
+            learned=None,
+            turns=0,
+            model_calls=0,
+            usage=None,
+            finished=True,
+            detail=f"reflex: {decision.reason}",
+            skill_calls=tuple(self.skill_calls),
+        )
+
     def _skill(self, call_id: str, skill: Skill, arguments_json: str) -> tuple[str, bool]:
         raw: list[Step] = []
         wrapped = {n: _recording(n, fn, raw, call_id) for n, fn in self.tools.items()}
@@ -407,6 +458,7 @@ def run(
     learn: bool = True,
     judge: Callable[[AgentResult], bool] | None = None,
     system_prompt: str = SYSTEM_PROMPT,
+    reflex: bool = True,
 ) -> AgentResult:
     """Do ``task`` with the model and the tools, offering learned skills; learn from success.
 
@@ -426,6 +478,7 @@ def run(
             the built-in check and ``learned`` None); default: no tool error in the last
             tool-calling turn.
         system_prompt: The system prompt's opening (cognitive skills are appended).
+        reflex: Try an autonomous skill as a reflex before the first model call.
 
     Raises:
         ValueError: ``max_turns`` is below 1, or ``tool_specs`` are not Chat Completions
@@ -448,6 +501,16 @@ def run(
         print(f"skillbank: outcomes not recorded: {exc}", file=sys.stderr)
         ledger = None
     state = _Run(bank, tools, offered, ledger)
+    if reflex:
+        done = state.reflex(task, base)
+        if done is not None:
+            return done
+        if state.skill_calls:  # the reflex ran and failed: the model sees what it did
+            misfire = state.skill_calls[-1]
+            messages.append({"role": "user", "content": (
+                f"(skillbank ran {misfire.skill_id} with {json.dumps(dict(misfire.arguments))} "
+                f"for this task, and it failed: {misfire.error}. Its tool calls took effect.)"
+            )})  # fmt: skip
 
     turns = model_calls = 0
     usage: list[int] | None = None

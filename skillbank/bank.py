@@ -24,30 +24,31 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sandbox import Executor, Limits, Sandbox
-from skillbank.compiler.effects import classify_tools
 from skillbank.config import Config, load_config
 from skillbank.errors import LibraryError, storage_error
-from skillbank.history import History
-from skillbank.learning import Learner, LearnReport
-from skillbank.ledger import Ledger, Outcomes
-from skillbank.library import CONFTEST, BrokenSkill, Commit, SkillLibrary, git
-from skillbank.lifecycle import Lifecycle
-from skillbank.maturity import SkillStats, StageChange
-from skillbank.proving import Failed, check
-from skillbank.recognize import Plan, PlanResult, match_steps
-from skillbank.retrieve import Retriever
-from skillbank.running import Runner, RunResult
-from skillbank.search import Hit
-from skillbank.signature import check_arguments
-from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
-from skillbank.toolspec import ToolFormat, render_tools
-from skillbank.trajectory import Trajectory
-from skillbank.validate import Rejected
-from skillbank.versioning import HistoryEntry
+from skillbank.ledger import Ledger
+from skillbank.library import CONFTEST, SkillLibrary, git
 
 if TYPE_CHECKING:
+    from sandbox import Executor, Limits, Sandbox
     from skillbank.compiler.llm import LLMCompiler
+    from skillbank.history import History
+    from skillbank.learning import Learner, LearnReport
+    from skillbank.ledger import Outcomes
+    from skillbank.library import BrokenSkill, Commit
+    from skillbank.lifecycle import Lifecycle
+    from skillbank.maturity import SkillStats, StageChange
+    from skillbank.proving import Failed
+    from skillbank.recognize import Plan, PlanResult
+    from skillbank.reflex import ReflexDecision
+    from skillbank.retrieve import Retriever
+    from skillbank.running import Runner, RunResult
+    from skillbank.search import Hit
+    from skillbank.skill import Skill, SkillDraft, Stage, TestedSkill
+    from skillbank.toolspec import ToolFormat
+    from skillbank.trajectory import Trajectory
+    from skillbank.validate import Rejected
+    from skillbank.versioning import HistoryEntry
 
 __all__ = ["SkillBank"]
 
@@ -93,23 +94,55 @@ class SkillBank:
         self._sandbox: Sandbox | None = None
         self._llm = llm
         self._llm_loaded = llm is not None
-        self.versions = History(self.library)
-        self.lifecycle = Lifecycle(
+
+    # The parts are made on first use, and their modules imported then: listing skills needs
+    # neither the search index (numpy) nor the prover (hypothesis), and a command that starts
+    # fast is one people run.
+
+    @functools.cached_property
+    def versions(self) -> History:
+        """Versions of a skill: history, any version's files, diffs."""
+        from skillbank.history import History
+
+        return History(self.library)
+
+    @functools.cached_property
+    def lifecycle(self) -> Lifecycle:
+        """Stages, statistics, rollback and deprecation."""
+        from skillbank.lifecycle import Lifecycle
+
+        return Lifecycle(
             self.library, self.config, ledger=lambda: self.ledger, check=self.check,
             history=self.versions, sandbox=lambda: self.sandbox, limits=self.limits,
             llm=lambda: self.llm,
         )  # fmt: skip
-        self.runner = Runner(
+
+    @functools.cached_property
+    def runner(self) -> Runner:
+        """Runs skills, plans and a model's tool calls; one ledger row per run."""
+        from skillbank.running import Runner
+
+        return Runner(
             self.library, sandbox=lambda: self.sandbox, limits=self.limits,
             ledger=lambda: self.ledger,
         )  # fmt: skip
-        self.learner = Learner(
+
+    @functools.cached_property
+    def learner(self) -> Learner:
+        """Learns skills from trajectories."""
+        from skillbank.learning import Learner
+
+        return Learner(
             self.library, self.config, sandbox=lambda: self.sandbox, limits=self.limits,
             llm=lambda: self.llm, stage_for=self.lifecycle.stage_for, check=self.check,
         )  # fmt: skip
-        self.retriever = Retriever(
-            self.library, self.config, runner=self.runner, counts=self.outcome_counts
-        )
+
+    @functools.cached_property
+    def retriever(self) -> Retriever:
+        """Search and the reflex."""
+        from skillbank.retrieve import Retriever
+
+        return Retriever(self.library, self.config, runner=self.runner, counts=self.outcome_counts)
 
     @classmethod
     def init(cls, path: str | Path, *, config: Config | None = None) -> SkillBank:
@@ -147,6 +180,8 @@ class SkillBank:
     def sandbox(self) -> Sandbox:
         """The bank's sandbox (the executor's workers start on first use)."""
         if self._sandbox is None:
+            from sandbox import Sandbox
+
             self._sandbox = Sandbox(
                 self.limits, executor=self._executor, isolation=self.config.sandbox_isolation
             )
@@ -155,6 +190,8 @@ class SkillBank:
     @property
     def limits(self) -> Limits:
         """Sandbox limits from the configuration."""
+        from sandbox import Limits
+
         return Limits(timeout_s=self.config.timeout_s, memory_mb=self.config.memory_mb)
 
     @functools.cached_property
@@ -174,7 +211,10 @@ class SkillBank:
         return self._llm
 
     def close(self) -> None:
-        """Stop the sandbox's worker processes (a later run starts new ones)."""
+        """Stop the sandbox's worker processes and close the ledger (a later run reopens both)."""
+        ledger = self.__dict__.get("ledger")  # only if opened: a cached property
+        if isinstance(ledger, Ledger):
+            ledger.close()
         if self._sandbox is not None:
             self._sandbox.close()
             self._sandbox = None
@@ -213,6 +253,8 @@ class SkillBank:
         self, draft: SkillDraft, library: Mapping[str, Skill] | None = None
     ) -> TestedSkill | Failed | Rejected:
         """`skillbank.proving.check` in this bank's sandbox: the one way to a `TestedSkill`."""
+        from skillbank.proving import check
+
         return check(draft, self.sandbox, self.limits, library)
 
     def learn(
@@ -227,6 +269,10 @@ class SkillBank:
         Each skill step was checked by running the skill in the sandbox against the
         trajectory's own results; see `skillbank.recognize`.
         """
+        from skillbank.compiler.effects import classify_tools
+        from skillbank.recognize import match_steps
+        from skillbank.signature import check_arguments
+
         effects = classify_tools(
             {s.tool for s in trajectory.steps}, {t.name: t for t in trajectory.tools},
             query_tools=self.config.query_tools, command_tools=self.config.command_tools,
@@ -243,6 +289,8 @@ class SkillBank:
 
         The check every call goes through (see `skillbank.signature.check_arguments`).
         """
+        from skillbank.signature import check_arguments
+
         return check_arguments(skill, args)
 
     def run(
@@ -284,6 +332,8 @@ class SkillBank:
         """
         wanted = set(stages)
         offered = [s for s in self.skills() if s.stage in wanted and not s.deprecated_by]
+        from skillbank.toolspec import render_tools
+
         return render_tools(offered, fmt)
 
     # --- retrieval ----------------------------------------------------------------------
@@ -295,9 +345,17 @@ class SkillBank:
         success (see `skillbank.retrieve.Retriever.search`)."""
         return self.retriever.search(text, k, thompson=thompson, seed=seed)
 
-    def reflex(self, task_text: str, args: Mapping[str, JSON], tools: Tools) -> RunResult | None:
-        """Run an autonomous skill when the task clearly asks for it (see `Retriever.reflex`)."""
-        return self.retriever.reflex(task_text, args, tools)
+    def reflex(
+        self, task_text: str, tools: Tools, *, args: Mapping[str, JSON] | None = None
+    ) -> RunResult | None:
+        """Run an autonomous skill straight from the task's words, or None when the reflex
+        abstains (see `Retriever.reflex`); ``args`` given win over the ones read."""
+        return self.retriever.reflex(task_text, tools, args=args)
+
+    def plan_reflex(self, task_text: str) -> ReflexDecision:
+        """Which skill a reflex would run, with which arguments, or why it abstains; runs
+        nothing (see `skillbank.reflex`)."""
+        return self.retriever.plan_reflex(task_text)
 
     # --- lifecycle and versions ---------------------------------------------------------
 
@@ -314,6 +372,18 @@ class SkillBank:
     ) -> list[StageChange]:
         """Promote or demote skills by their ledger counts (see `Lifecycle.update_stages`)."""
         return self.lifecycle.update_stages(skill_ids, branch=branch)
+
+    def promote(
+        self,
+        skill_id: str,
+        stage: Stage | None,
+        *,
+        reason: str = "",
+        unpin: bool = False,
+        branch: str | None = None,
+    ) -> Commit | None:
+        """A reviewer grants or withdraws a stage, pinned (see `Lifecycle.promote`)."""
+        return self.lifecycle.promote(skill_id, stage, reason=reason, unpin=unpin, branch=branch)
 
     def rollback(self, skill_id: str, version: str, *, branch: str | None = None) -> Commit:
         """Write an earlier version back as a new, higher one (see `Lifecycle.rollback`)."""

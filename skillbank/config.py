@@ -92,10 +92,12 @@ class Config:
     #: A skill demoted to cognitive returns to associative only with a posterior mean of at
     #: least this (strictly above `cognitive_demote`).
     cognitive_promote: float = 0.6
-    #: The share of a task's words (argument values aside) that must occur in an autonomous
-    #: skill's document for `SkillBank.reflex` to run it directly, without the model.
+    #: For a wording no case used, the share of a task's words (argument values aside) that
+    #: must be among the skill's learned words for `SkillBank.reflex` to run it without the
+    #: model (`skillbank.reflex`).
     reflex_min_relevance: float = 0.85
-    #: How far that share must lead the second search hit's for `SkillBank.reflex`.
+    #: How far the best-fitting skill must lead the second for `SkillBank.reflex` (a learned
+    #: phrasing scores 1, an unseen wording at most 0.9).
     reflex_min_margin: float = 0.1
     #: Tools the bank's owner declares queries: they only read, so a skill may call them
     #: freely and repeat them. Declared effects come before the tools' own annotations and the

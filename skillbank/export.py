@@ -75,7 +75,7 @@ _NO_SANDBOX = (
 
 
 def agent_skill_name(skill_id: str) -> str:
-    """A skill's Agent Skills name: ``find_customer_list_orders`` -> ``find-customer-list-orders``.
+    """A skill's Agent Skills name: ``list_orders_by_email`` -> ``find-customer-list-orders``.
 
     Runs of underscores become one hyphen, and leading or trailing ones are dropped, since
     names may not hold ``--`` or start or end with a hyphen.

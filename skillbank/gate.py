@@ -36,6 +36,7 @@ from skillbank.compose import closure, requirement_cycle
 from skillbank.errors import GateUsageError, LibraryError
 from skillbank.findings import caret
 from skillbank.library import git
+from skillbank.progress import track
 from skillbank.skill import Skill
 from skillbank.validate import RULES as VALIDATION_RULES
 from skillbank.validate import check_source, normalize_source
@@ -772,7 +773,7 @@ def run_gate(
     scope = {i for i in changed if i in head_ids}
     scope |= {sid for sid in library if closure(sid, requires_map) & changed}
     cycle = requirement_cycle(requires_map)
-    for sid in sorted(scope):
+    for sid in track(sorted(scope), "gate"):
         if progress is not None:
             progress(sid)
         if sid in broken:

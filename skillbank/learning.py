@@ -39,6 +39,7 @@ from skillbank.compose import closure, requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import CompileError, LibraryError
 from skillbank.library import SkillLibrary, StoredChange
+from skillbank.progress import track
 from skillbank.proving import Check, explain
 from skillbank.recognize import match_steps
 from skillbank.signature import read_signature
@@ -308,7 +309,7 @@ class Learner:
                 else:
                     learnable.append(i)
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
-            for group in group_procedures(given, learnable, sliced):
+            for group in track(group_procedures(given, learnable, sliced), "learning"):
                 self._learn_procedure(batch, group)
             for i, first in duplicates.items():
                 batch.entries[i] = LearnEntry(
@@ -381,9 +382,14 @@ class Learner:
         if old is not None:
             sid = old.id
         else:
-            longest = max(new, key=lambda i: (len(given[i].steps), given[i].id, given[i].sha256))
-            tools = [s.tool for s in successful_steps(given[longest])]
-            base = skill_id_for([t for block in pattern_of(tools) for t in block])
+            # The compiler names a procedure from what its runs did (`skill_id_for`).
+            fresh = [given[i] for i in new]
+            try:
+                base = compile_group(fresh, queries=self._group_queries(fresh)).id
+            except (CompileError, RecursionError, ValueError):
+                longest = max(fresh, key=lambda t: (len(t.steps), t.id, t.sha256))
+                tools = [s.tool for s in successful_steps(longest)]
+                base = skill_id_for([t for block in pattern_of(tools) for t in block])
             sid = _unique_id(base, batch.taken)
         runs = [c.to_trajectory(old.tool_specs) for c in old.cases] if old else []
         runs += [given[i] for i in new]
@@ -441,6 +447,10 @@ class Learner:
         )
         return True
 
+    def _group_queries(self, runs: Sequence[Trajectory]) -> frozenset[str]:
+        """The query tools of several runs together."""
+        return frozenset().union(*(self._queries(r) for r in runs))
+
     def _queries(self, run: Trajectory) -> frozenset[str]:
         """The tools of a run that only read (the bank's configuration, hints, names)."""
         return frozenset(e.tool for e in self._effects(run) if e.effect == "query")
@@ -496,7 +506,7 @@ class Learner:
         """
         problem: str | None = None
         try:
-            draft = compile_group(runs, name=sid)
+            draft = compile_group(runs, name=sid, queries=self._group_queries(runs))
         except (CompileError, RecursionError, ValueError) as exc:
             draft, problem = None, str(exc)
         composed = self._compose(sid, runs, library) if old is None or old.requires else None
@@ -512,7 +522,7 @@ class Learner:
             # Was the stored code written by the compiler from its cases as stored (before
             # slicing them), or by someone else?
             raw = [c.to_trajectory(old.tool_specs) for c in (stored or old).cases]
-            ours = compile_group(raw, name=sid) if raw else None
+            ours = compile_group(raw, name=sid, queries=self._group_queries(raw)) if raw else None
             if ours is not None and code_shape(ours.source) != code_shape(old.source):
                 # Someone (a reviewer, the LLM) rewrote this skill: keep their code and only
                 # add the new cases, if the code reproduces them; parameters they renamed
@@ -535,10 +545,22 @@ class Learner:
                 if isinstance(checked, TestedSkill):
                     return checked, None, ()
                 return None, explain(checked), ()
+        kept_docs = False
+        if (
+            draft is not None
+            and old is not None
+            and code_shape(draft.source) == code_shape(old.source)
+        ):
+            # The same code: keep the docstring and description the skill has. The compiler
+            # quotes the task of whichever run sorts first, and a new run sorting first
+            # must not reword a skill (and bump its version) that did not change.
+            draft = replace(draft, source=old.source, description=old.description)
+            kept_docs = True
         if draft is not None:
             checked = self.check(draft, library)
             if isinstance(checked, TestedSkill):
-                return self._better_docs(checked, runs, library), None, ()
+                better = checked if kept_docs else self._better_docs(checked, runs, library)
+                return better, None, ()
             problem = explain(checked)
         llm = self._llm()
         if llm is None:

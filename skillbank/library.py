@@ -7,6 +7,9 @@ Each skill is a folder named by its id, laid out like an Agent Skill::
     skills/<id>/cases.jsonl   recorded cases, one JSON object per line, sorted by trajectory
                               id and hash
     skills/<id>/tools.json    the definitions of the tools the skill declares
+    skills/<id>/patterns.json how its arguments appear in its task texts, learned from the
+                              cases (`skillbank.patterns`): rebuilt with every write, so it
+                              always follows the cases; optional when reading
 
 Writes are deterministic (stable key order, trailing newline) so ``git diff skills/`` reads like
 a code review, atomic (temp file + rename), and transactional: if writing or committing fails
@@ -37,28 +40,40 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from skillbank.compiler.effects import classify_tools
 from skillbank.errors import LibraryError, SkillNotFound, storage_error
-from skillbank.signature import read_signature
+from skillbank.patterns import (
+    PATTERNS_FILE,
+    TaskPatterns,
+    cases_digest,
+    learn_patterns,
+    parse_patterns,
+    render_patterns,
+)
+from skillbank.signature_cache import CACHE_FILE, SignatureCache
 from skillbank.skill import (
     STAGES,
     Case,
     Skill,
     Stage,
     TestedSkill,
+    Version,
     content_hash,
     docstring_args,
+    parse_version,
 )
 from skillbank.trajectory import ToolSpec
-from skillbank.versioning import HistoryEntry, Version, parse_version
+
+if TYPE_CHECKING:
+    from skillbank.versioning import HistoryEntry
 
 __all__ = [
     "CONFTEST",
     "SKILL_FILES",
+    "WRITTEN_FILES",
     "BrokenSkill",
     "Branch",
     "Commit",
@@ -81,8 +96,11 @@ Every ``skills/<id>/`` folder gets the items ``validate``, ``replay[<trajectory>
 from skillbank.testing import pytest_collect_file  # noqa: F401
 '''
 
-#: The files a skill folder holds.
+#: The files a skill folder must hold.
 SKILL_FILES = ("SKILL.md", "skill.py", "cases.jsonl", "tools.json")
+#: Every file a write of a skill folder produces (`skill_files`): the required ones, and the
+#: task patterns derived from its cases (a folder from before them still loads).
+WRITTEN_FILES = (*SKILL_FILES, PATTERNS_FILE)
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -154,14 +172,18 @@ def skill_files(
     deprecated_by: str | None = None,
     query_tools: Collection[str] = (),
     command_tools: Collection[str] = (),
+    pinned: str | None = None,
 ) -> dict[str, str]:
     """The exact text of each file in a skill's folder (pure: same skill, same bytes).
 
     The metadata written (``version``, ``stage``, ``deprecated_by``) comes from the
     arguments, not from a `Skill`'s own fields; ``version`` is written in canonical form.
+    ``pinned`` (a reviewer's reason for the stage) is the argument, or for None a `Skill`'s
+    own; "" writes none.
     ``SKILL.md`` says of each tool whether it is a query or a command and why
     (`skillbank.compiler.effects`; ``query_tools`` and ``command_tools`` are the bank's
-    configuration).
+    configuration). ``patterns.json`` is learned from the cases here
+    (`skillbank.patterns.learn_patterns`), so every write keeps it in step with them.
     """
     if isinstance(skill, TestedSkill):
         draft = skill.draft
@@ -174,6 +196,10 @@ def skill_files(
         signature = skill.signature
     ordered = sorted(cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))
     metadata = {"version": str(version), "stage": stage}
+    if pinned is None and isinstance(skill, Skill):
+        pinned = skill.pinned  # "" writes no pin
+    if pinned:
+        metadata["pinned"] = " ".join(pinned.split())
     if deprecated_by:
         metadata["deprecated_by"] = deprecated_by
     metadata |= {
@@ -209,6 +235,8 @@ def skill_files(
     else:
         body.append("None.")
     body += ["", "## Tools", ""]
+    from skillbank.compiler.effects import classify_tools  # only when writing a skill
+
     effects = classify_tools(tools, specs, query_tools=query_tools, command_tools=command_tools)
     for name in tools:
         spec = specs.get(name)
@@ -233,6 +261,7 @@ def skill_files(
             indent=2,
         )
         + "\n",
+        PATTERNS_FILE: render_patterns(learn_patterns(sid, signature, ordered, specs)),
     }
 
 
@@ -250,6 +279,9 @@ class StoredChange:
     action: str
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+    #: The reviewer's pin of the stage (`skillbank.skill.Skill.pinned`): None keeps the
+    #: stored skill's, "" removes it.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +296,8 @@ class Restamp:
     stage: Stage
     #: The skill replacing this one, when it is deprecated.
     deprecated_by: str | None = None
+    #: The reviewer's pin of the stage: None keeps the stored skill's, "" removes it.
+    pinned: str | None = None
 
 
 @dataclass(frozen=True)
@@ -341,6 +375,9 @@ class SkillLibrary:
         #: Local, uncommitted state (the writers' lock) lives here.
         self.state = self.root / state_dir
         self._cache: dict[str, tuple[tuple[tuple[int, int, int], ...], Skill]] = {}
+        #: Signatures by source hash, so an unchanged library loads without libcst.
+        self.signatures = SignatureCache(self.state / CACHE_FILE)
+        self._scanning = False
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -396,7 +433,9 @@ class SkillLibrary:
         cached = self._cache.get(skill_id)
         if stamps is not None and cached is not None and cached[0] == stamps:
             return cached[1]
-        skill = _parse(skill_id, self.files(skill_id), f"{self.rel}/{skill_id}")
+        skill = _parse(skill_id, self.files(skill_id), f"{self.rel}/{skill_id}", self.signatures)
+        if not self._scanning:  # a scan saves the cache once, at its end
+            self.signatures.save()
         if stamps is not None:
             self._cache[skill_id] = (stamps, skill)
         return skill
@@ -416,6 +455,19 @@ class SkillLibrary:
         except (OSError, UnicodeDecodeError) as exc:
             raise LibraryError(f"{self.rel}/{skill_id}: cannot read the skill: {exc}") from None
 
+    def patterns(self, skill: Skill) -> TaskPatterns:
+        """A skill's task patterns: its ``patterns.json`` as reviewed, or, for a folder without
+        a readable one (written before patterns existed) or one learned from other cases (a
+        hand edit of ``cases.jsonl``), learned from its cases now."""
+        path = self.dir / skill.id / PATTERNS_FILE
+        try:
+            found = parse_patterns(path.read_text(encoding="utf-8"), skill.id)
+        except (OSError, UnicodeDecodeError):
+            found = None
+        if found is not None and found.cases == cases_digest(skill.cases):
+            return found
+        return learn_patterns(skill.id, skill.signature, skill.cases, skill.tool_specs)
+
     def scan(self) -> tuple[list[Skill], list[BrokenSkill]]:
         """Every skill that loads, sorted by id, and every folder that does not, with why.
 
@@ -425,11 +477,18 @@ class SkillLibrary:
         """
         skills: list[Skill] = []
         broken: list[BrokenSkill] = []
-        for sid in self.ids():
-            try:
-                skills.append(self.load(sid))
-            except LibraryError as exc:
-                broken.append(BrokenSkill(sid, str(exc)))
+        self._scanning = True
+        try:
+            for sid in self.ids():
+                try:
+                    skills.append(self.load(sid))
+                except LibraryError as exc:
+                    broken.append(BrokenSkill(sid, str(exc)))
+        finally:
+            self._scanning = False
+            if not broken:  # every source was read: the others are of edits since undone
+                self.signatures.keep_only_used()
+            self.signatures.save()
         return skills, broken
 
     def load_all(self) -> list[Skill]:
@@ -514,6 +573,8 @@ class SkillLibrary:
         Commits that removed the skill's folder are left out. An unknown id (or a bank
         with no commits yet) gives an empty list.
         """
+        from skillbank.versioning import HistoryEntry  # signatures (libcst) come with it
+
         if not skill_id or not set(skill_id) <= _ID_CHARS:
             return []
         out = git(
@@ -666,7 +727,7 @@ class SkillLibrary:
         # Snapshot every file we may touch; on any failure put the bytes back and unstage.
         before: dict[Path, bytes | None] = {}
         for folder in folders:
-            for name in SKILL_FILES:
+            for name in WRITTEN_FILES:
                 path = folder / name
                 before[path] = path.read_bytes() if path.exists() else None
         try:
@@ -710,7 +771,8 @@ class SkillLibrary:
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.draft.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
-                         query_tools=self.query_tools, command_tools=self.command_tools))
+                         query_tools=self.query_tools, command_tools=self.command_tools,
+                         pinned=self._pin(c.skill.draft.id, c.pinned)))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
@@ -739,10 +801,21 @@ class SkillLibrary:
         written: list[tuple[str, Mapping[str, str] | None]] = [
             (c.skill.id,
              skill_files(c.skill, version=c.version, stage=c.stage, deprecated_by=c.deprecated_by,
-                         query_tools=self.query_tools, command_tools=self.command_tools))
+                         query_tools=self.query_tools, command_tools=self.command_tools,
+                         pinned=self._pin(c.skill.id, c.pinned)))
             for c in changes
         ]  # fmt: skip
         return self._commit(written, message, branch)
+
+    def _pin(self, skill_id: str, wanted: str | None) -> str:
+        """The pin to write ("" for none): ``wanted``, or, for None, the stored skill's, so
+        every write that is not a reviewer's decision keeps it."""
+        if wanted is not None:
+            return wanted
+        try:
+            return self.load(skill_id).pinned or ""
+        except (SkillNotFound, LibraryError):
+            return ""
 
     def _commit(
         self,
@@ -813,7 +886,7 @@ class SkillLibrary:
                 for sid, files in written:
                     folder = self.dir / sid
                     if files is None:  # the files a skill is made of; strays stay for a human
-                        for name in SKILL_FILES:
+                        for name in WRITTEN_FILES:
                             (folder / name).unlink(missing_ok=True)
                         with contextlib.suppress(OSError):
                             folder.rmdir()
@@ -914,8 +987,13 @@ class SkillLibrary:
         return commit
 
 
-def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
-    """Build a `Skill` from the texts of its four files; ``rel`` names it in errors."""
+def _parse(
+    skill_id: str, text: Mapping[str, str], rel: str, signatures: SignatureCache | None = None
+) -> Skill:
+    """Build a `Skill` from the texts of its four files; ``rel`` names it in errors.
+
+    ``signatures`` reads the signature (from its cache when the source is known).
+    """
     meta = _front_matter(text["SKILL.md"], f"{rel}/SKILL.md")
     md = meta.get("metadata") or {}
     if meta.get("name") != skill_id or not isinstance(md, dict):
@@ -935,6 +1013,12 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
         raise LibraryError(
             f"{rel}/SKILL.md: metadata.stage must be one of {', '.join(STAGES)}, "
             f"got {md.get('stage')!r}"
+        )
+    pinned = md.get("pinned")
+    if pinned is not None and (not isinstance(pinned, str) or not pinned.strip()):
+        raise LibraryError(
+            f"{rel}/SKILL.md: metadata.pinned must be the reviewer's reason (text), got "
+            f"{pinned!r}; remove it to let the ledger decide the stage"
         )
     deprecated_by = md.get("deprecated_by")
     if deprecated_by is not None and (
@@ -970,7 +1054,12 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
             raise LibraryError(f"{rel}/tools.json: tool {name!r}: {exc}") from None
     source = text["skill.py"]
     try:
-        signature = read_signature(source)
+        if signatures is not None:
+            signature = signatures.read(source)
+        else:
+            from skillbank.signature import read_signature
+
+            signature = read_signature(source)
     except Exception as exc:
         raise LibraryError(f"{rel}/skill.py: {exc}") from None
     _, heading, flow = text["SKILL.md"].partition("## Data flow")
@@ -988,6 +1077,7 @@ def _parse(skill_id: str, text: Mapping[str, str], rel: str) -> Skill:
         tool_specs=specs,
         notes=notes,
         deprecated_by=deprecated_by,
+        pinned=pinned,
     )
 
 

@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 from sandbox import Limits, Sandbox
 from skillbank.compose import requirement_cycle
 from skillbank.config import Config
-from skillbank.errors import LibraryError
+from skillbank.errors import LibraryError, SkillbankError
 from skillbank.history import History
 from skillbank.ledger import LEDGER_FILE, Ledger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
 from skillbank.proving import Check, Failed, explain
-from skillbank.skill import Case, Skill, Stage, TestedSkill
+from skillbank.skill import STAGES, Case, Skill, Stage, TestedSkill
 from skillbank.versioning import Version, bump, required_bump, signature_diff
 
 if TYPE_CHECKING:
@@ -74,7 +74,14 @@ class Lifecycle:
 
     def stage_for(self, sid: str, version: Version, cases: int, previous: Stage | None) -> Stage:
         """The stage a version starts at: the rule of `update_stages` on that version's
-        calls (none, for a new version: the failures were of the old code)."""
+        calls (none, for a new version: the failures were of the old code), or the stage a
+        reviewer pinned (`promote`)."""
+        try:
+            pinned = self.library.load(sid)
+        except SkillbankError:
+            pinned = None
+        if pinned is not None and pinned.pinned and previous is not None:
+            return previous
         successes, failures = self.outcome_counts({sid: str(version)}).get(sid, Outcomes(0, 0))
         return decide_stage(previous or "cognitive", successes, failures, cases, self.config)
 
@@ -304,6 +311,66 @@ class Lifecycle:
             )
         return out
 
+    def promote(
+        self,
+        skill_id: str,
+        stage: Stage | None,
+        *,
+        reason: str = "",
+        unpin: bool = False,
+        branch: str | Branch | None = None,
+    ) -> Commit | None:
+        """A reviewer's decision on a skill's stage, as one commit: set and pin ``stage``, or
+        lift the pin (``unpin``) so the ledger decides again (`update_stages`).
+
+        A pinned stage is left alone by automatic changes, except that failures still demote
+        a pinned autonomous skill. The version stays: the code does not change.
+
+        Args:
+            skill_id: The skill.
+            stage: The stage to grant or withdraw to (None with ``unpin``: keep the stage).
+            reason: Why, for the commit message and ``SKILL.md`` (``pinned``).
+            unpin: Lift the pin instead (with a ``stage``: set it, unpinned).
+            branch: Where the commit goes (see `target`).
+
+        Returns:
+            The commit, or None when the skill already was so.
+
+        Raises:
+            SkillNotFound: no such skill.
+            ValueError: ``stage`` is not one of `skillbank.skill.STAGES`, or neither a stage
+                nor ``unpin`` is given.
+            LibraryError: the skill's folder has uncommitted edits.
+        """
+        if stage is not None and stage not in STAGES:
+            raise ValueError(f"stage={stage!r} must be one of {', '.join(STAGES)}")
+        if stage is None and not unpin:
+            raise ValueError("say the stage to pin (--to STAGE), or lift the pin (--unpin)")
+        why = " ".join(reason.split())
+        with self.library.lock():
+            skill = self.library.load(skill_id)
+            new = stage or skill.stage
+            pin = "" if unpin else (why or "set by review")
+            if new == skill.stage and (pin or None) == skill.pinned:
+                return None
+            verb = "unpin" if unpin else "promote"
+            title = (
+                f"skillbank {verb}: {skill_id} {skill.stage} -> {new}"
+                if new != skill.stage
+                else f"skillbank {verb}: {skill_id} stays {new}"
+            )
+            body = (
+                "The pin is lifted: the ledger decides the stage again."
+                if unpin
+                else "Pinned by review: automatic stage changes leave it alone until "
+                "`skillbank promote --unpin`, except that failures still demote an "
+                "autonomous skill."
+            )
+            message = f"{title}\n\n{why + chr(10) + chr(10) if why else ''}{body}\n"
+            on = self.target(branch, verb, [f"{skill_id}:{new}:{pin}"])
+            change = Restamp(skill, skill.version, new, skill.deprecated_by, pinned=pin)
+            return self.library.restamp([change], message, branch=on)
+
     def update_stages(
         self, skill_ids: Iterable[str] | None = None, *, branch: str | Branch | None = None
     ) -> list[StageChange]:
@@ -341,6 +408,10 @@ class Lifecycle:
                 new = decide_stage(skill.stage, s, f, len(skill.cases), self.config)
                 if new == skill.stage:
                     continue
+                # A reviewer's stage stands, except that failures demote a trusted skill.
+                unpin = skill.pinned is not None
+                if unpin and not (skill.stage == "autonomous" and new != "autonomous"):
+                    continue
                 bound = lower_bound(s, f)
                 message = (
                     f"skillbank stage: {skill.id} {skill.stage} -> {new} "
@@ -349,11 +420,16 @@ class Lifecycle:
                     f"ledger; posterior mean {_posterior_mean(s, f):.2f}, 5% quantile "
                     f"{bound:.2f}. The code is unchanged.\n"
                 )
+                if unpin:
+                    message += (
+                        f"\nThe stage was pinned by review ({skill.pinned}); failures demote "
+                        "even a pinned autonomous skill, so the pin is lifted.\n"
+                    )
                 if on is None:  # resolved at the first change: no change, no branch
                     on = self.target(branch, "stages", [f"{skill.id}:{new}"])
-                commit = self.library.restamp(
-                    [Restamp(skill, skill.version, new, skill.deprecated_by)], message, branch=on
-                )
+                change = Restamp(skill, skill.version, new, skill.deprecated_by,
+                                 pinned="" if unpin else None)  # fmt: skip
+                commit = self.library.restamp([change], message, branch=on)
                 on = on.after(commit)
                 if commit is not None:
                     changes.append(

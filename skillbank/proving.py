@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from sandbox import Limits, Result, Sandbox, SandboxError, SkillError, ToolError
+from skillbank.compiler.effects import classify_tools
 from skillbank.compose import closure, grant, tools_needed
 from skillbank.errors import SkillArgumentError, SkillRejected, SkillTestFailed
 from skillbank.json_types import JSON_TYPES, json_type
@@ -118,16 +119,46 @@ def _short(value: JSON, limit: int = 200) -> str:
 
 
 class _Replay:
-    """Tool doubles answering a case's recorded calls in order, noting the first divergence."""
+    """Tool doubles answering a case's recorded calls in order, noting the first divergence.
 
-    def __init__(self, case: Case, declared: Sequence[str]) -> None:
+    A recorded query the skill does not make is skipped: the run read it, but nothing the
+    procedure does depends on it (`skillbank.compiler.generalize` drops such reads). A query
+    is a call to a tool the skill cannot call at all, or to one of ``queries``. Commands are
+    never skipped: the skill must make every recorded command, in order.
+    """
+
+    def __init__(self, case: Case, declared: Sequence[str], queries: Collection[str]) -> None:
         self.expected = list(case.calls)
         self.position = 0
         self.mismatch: str | None = None
+        self.skippable = {c.tool for c in case.calls if c.tool not in declared} | set(queries)
         self.tools: dict[str, Callable[..., JSON]] = {name: self._double(name) for name in declared}
+
+    def _matches(self, n: int, name: str, arguments: Mapping[str, JSON]) -> bool:
+        want = self.expected[n]
+        return want.tool == name and canonical_json(want.arguments) == canonical_json(arguments)
+
+    def skip_reads(
+        self, name: str | None = None, arguments: Mapping[str, JSON] | None = None
+    ) -> None:
+        """Move past recorded queries up to the one matching this call (or to the end)."""
+        given = arguments or {}
+        n = self.position
+        while n < len(self.expected) and self.expected[n].tool in self.skippable:
+            if name is not None and self._matches(n, name, given):
+                break
+            n += 1
+        if name is None or (n < len(self.expected) and self._matches(n, name, given)):
+            self.position = n
+
+    def unmade(self) -> int:
+        """Recorded calls left that the skill should have made (skippable reads excluded)."""
+        self.skip_reads()
+        return len(self.expected) - self.position
 
     def _double(self, name: str) -> Callable[..., JSON]:
         def call(**arguments: JSON) -> JSON:
+            self.skip_reads(name, arguments)
             n = self.position
             self.position += 1
             if n >= len(self.expected):
@@ -154,8 +185,12 @@ def replay_case(
     case: Case,
     limits: Limits | None = None,
     library: Mapping[str, Skill] | None = None,
+    queries: Collection[str] | None = None,
 ) -> CaseResult:
     """Run the skill on one case against its recorded tool responses and compare.
+
+    ``queries`` are the tools whose recorded calls the skill may leave out (default: those
+    `skillbank.compiler.effects` classifies as queries from the skill's tool definitions).
 
     Skills it requires run nested (from ``library``) against the same recorded responses,
     so the case's raw calls are what the whole composition must make. A stored `Skill` is
@@ -169,7 +204,11 @@ def replay_case(
         if library and sid in library
         for t in tools_needed(sid, library)
     }
-    replay = _Replay(case, sorted(set(draft.tools) | needed))
+    declared = sorted(set(draft.tools) | needed)
+    if queries is None:
+        specs = dict(draft.tool_specs)
+        queries = {e.tool for e in classify_tools(declared, specs).values() if e.effect == "query"}
+    replay = _Replay(case, declared, queries)
     try:
         granted = grant(draft.tools, draft.requires, replay.tools, library or {}, sandbox, limits)
     except SkillArgumentError as exc:
@@ -179,7 +218,7 @@ def replay_case(
         return CaseResult(tid, False, replay.mismatch)
     if not result.ok:
         return CaseResult(tid, False, f"the skill failed: {result.error}")
-    if replay.position != len(replay.expected):
+    if replay.unmade():
         return CaseResult(
             tid,
             False,
@@ -581,7 +620,10 @@ class _RecordingSandbox:
         *,
         skill_id: str | None = None,
     ) -> Result:
-        result = self.sandbox.run(source, entry, args, tools, limits, skill_id=skill_id)
+        # Inline: the doubles draw from hypothesis, whose data lives on this thread.
+        result = self.sandbox.run(
+            source, entry, args, tools, limits, skill_id=skill_id, inline_tools=True
+        )
         if result.error is not None and skill_id is not None:
             self.failed[skill_id] = result.error
         return result
@@ -626,7 +668,7 @@ class _Setup:
             raise _Falsified(f"property 'runs cleanly' failed: {exc}") from None
         result = self.sandbox.run(
             self.subject.source, self.subject.id, dict(args), granted, self.limits,
-            skill_id=self.subject.id,
+            skill_id=self.subject.id, inline_tools=True,  # hypothesis draws on this thread
         )  # fmt: skip
         return result, recorder.failed
 

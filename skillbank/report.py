@@ -36,6 +36,7 @@ from typing import Any
 
 from skillbank.bank import SkillBank
 from skillbank.ledger import CallRecord
+from skillbank.progress import track
 from skillbank.skill import STAGES, Skill
 from skillbank.versioning import HistoryEntry
 
@@ -672,7 +673,7 @@ def write_report(bank: SkillBank, out: Path, *, now: float | None = None) -> Rep
     ledger = bank.ledger
     rows = [
         _row(skill, ledger.outcomes(skill.id), bank.library.history(skill.id), now)
-        for skill in sorted(bank.skills(), key=lambda s: s.id)
+        for skill in track(sorted(bank.skills(), key=lambda s: s.id), "report")
     ]
     all_calls = ledger.stats()["calls"]
     totals = _totals(rows, int(all_calls or 0))

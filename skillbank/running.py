@@ -128,6 +128,7 @@ class Runner:
         *,
         limits: Limits | None = None,
         caller: str | None = None,
+        given: Mapping[str, JSON] | None = None,
     ) -> RunResult:
         """Run a stored skill in the sandbox with ``args``, reaching only its declared tools.
 
@@ -139,6 +140,10 @@ class Runner:
         an MCP client, ...). Misuse is not recorded: it says nothing about the skill. A ledger
         that cannot be written never fails the call (it is reported once on stderr).
 
+        A reflex (``caller="reflex"``) read the arguments off the task itself, so its row keeps
+        them and its failure is the skill's, except a tool refusing a value from ``given``
+        (the arguments its own caller supplied).
+
         Raises:
             SkillNotFound: no such skill.
             SkillArgumentError: the arguments do not fit the signature
@@ -149,7 +154,7 @@ class Runner:
         """
         skill = self.get(skill_id)
         return self.run_checked(
-            skill, check_arguments(skill, args), tools, limits=limits, caller=caller
+            skill, check_arguments(skill, args), tools, limits=limits, caller=caller, given=given
         )
 
     def run_checked(
@@ -160,6 +165,7 @@ class Runner:
         *,
         limits: Limits | None = None,
         caller: str | None = None,
+        given: Mapping[str, JSON] | None = None,
     ) -> RunResult:
         """`run` for a skill already loaded, with the arguments `check_arguments` returned
         for it (so they are checked once, however the skill is called).
@@ -178,8 +184,12 @@ class Runner:
         result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
                                   skill_id=skill.id)  # fmt: skip
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
-        self._record(skill, result.ok, result.duration_s, error, caller,
-                     _blame(result, args, caller))  # fmt: skip
+        blame = (
+            _blame(result, given or {}, None) if caller == "reflex" and given
+            else _blame(result, args, caller)
+        )  # fmt: skip
+        self._record(skill, result.ok, result.duration_s, error, caller, blame,
+                     args if caller == "reflex" else None)  # fmt: skip
         return RunResult(
             skill_id=skill.id,
             ok=result.ok,
@@ -359,6 +369,7 @@ class Runner:
         error: str | None,
         caller: str | None,
         blame: Blame = "skill",
+        args: Mapping[str, JSON] | None = None,
     ) -> None:
         try:
             self._ledger().record(
@@ -369,6 +380,7 @@ class Runner:
                 error=error,
                 caller=caller,
                 blame=blame,
+                args=args,
             )
         except Exception as exc:  # noqa: BLE001 - statistics must never fail a skill call
             where = self.library.state

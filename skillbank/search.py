@@ -6,7 +6,7 @@ lower-case words (a light suffix stemmer folds ``orders``/``ordered``/``ordering
 a short stop-word list is dropped), and ids and e-mail addresses (``O-5003``,
 ``bob@example.com``, ``update_email``) are kept whole as well as split into their words.
 
-Ranking: ``score = relevance x success``.
+Ranking: ``score = relevance x success x fit``.
 
 - *relevance* is the BM25 score (`bm25s`, Lucene variant, k1=1.5, b=0.75) divided by the
   query's best score, so the best match has 1.0. When the optional ``embeddings`` extra
@@ -18,6 +18,22 @@ Ranking: ``score = relevance x success``.
   failures in the outcome ledger (`skillbank.ledger`): 0.5 for an unused skill. With
   ``thompson=True`` it is a sample from that Beta instead (seeded), which lets a rarely
   used skill win now and then and so earn a record.
+- *fit* is whether the skill's effect suits what the request asks (`intent`): 1.0 when it
+  does or either side is unknown, `MISMATCH` when a request to read meets a skill that changes
+  something (a command among its tools, `skillbank.compiler.effects`) or a request to change
+  something meets a skill that only reads. "What orders did bob place?" shares every word
+  with "place an order for bob"; only the form of the sentence tells a question from an
+  order, so BM25 alone ranks the two skills within a few hundredths of each other.
+
+`intent` reads the form of a request, in English, from general signals rather than any
+domain's words: an interrogative or an auxiliary verb first (``what``, ``which``, ``did``,
+``is``) or a question mark at the end (in any script: ``?``, ``？``) asks to read; a first
+verb (after ``please``, ``can you``, ``I want to``...) that reads (`READ_VERBS`, which
+include the tool-name verbs of `skillbank.compiler.effects.QUERY_VERBS`) asks to read, one
+that acts (`CHANGE_VERBS`) asks to change. A request with an acting verb at the head of any
+of its clauses ("show my orders and cancel the pending one") asks to change, unless that verb
+is the first word of a noun phrase naming a record ("order history for bob", "transfer
+status of ..."), which asks to read. Anything else is unknown, and ranks as before.
 
 Deprecated skills are never returned. The index is cached twice, both keyed by the library's
 `fingerprint` (ids, content hashes, case counts, descriptions, deprecations) and the
@@ -27,7 +43,7 @@ like the ledger), so it is rebuilt only when skills change.
 Example:
     >>> hits = bank.search("which orders did bob@example.com place?")  # doctest: +SKIP
     >>> hits[0].skill_id                                                 # doctest: +SKIP
-    'find_customer_list_orders'
+    'list_orders_by_email'
 """
 
 from __future__ import annotations
@@ -44,26 +60,34 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import bm25s  # type: ignore[import-untyped]
 import numpy as np
 import numpy.typing as npt
 
+from skillbank.compiler.effects import QUERY_VERBS
 from skillbank.skill import Skill
 
 if TYPE_CHECKING:
     from skillbank.ledger import Outcomes
 
 __all__ = [
+    "CHANGE_VERBS",
+    "MISMATCH",
+    "READ_VERBS",
     "RRF_K",
     "STOP_WORDS",
+    "Effect",
     "Hit",
+    "Intent",
     "SearchIndex",
     "SkillDoc",
     "backend",
     "embedder",
     "fingerprint",
+    "fit",
+    "intent",
     "skill_doc",
     "tokenize",
 ]
@@ -90,7 +114,64 @@ STOP_WORDS = frozenset(
 CACHE_DIR = "search"
 
 #: Bumped when the document, tokeniser or file format changes, so old caches are not read.
-FORMAT = 2
+FORMAT = 3
+
+#: What a request asks for: to read (a question, "show ..."), or to change something.
+Intent = Literal["read", "change"]
+#: What a skill does: reads only (``"query"``), changes something (``"command"``), or not
+#: known (``""``).
+Effect = Literal["query", "command", ""]
+
+#: The factor a skill's score takes when its effect does not suit the request's intent: such
+#: a skill needs four times the relevance of one that suits to rank above it, so it still
+#: comes first when nothing that suits matches, and far below one that does.
+MISMATCH = 0.25
+
+#: Verbs that ask to see something (besides the tool-name verbs of
+#: `skillbank.compiler.effects.QUERY_VERBS`, which `intent` adds).
+READ_VERBS = frozenset(
+    """
+    show list find get see view display look check tell search fetch read count lookup report
+    print describe browse retrieve query inspect verify review summarize summarise compare
+    calculate compute estimate track know give
+    """.split()
+)
+#: Verbs that ask to change something, in their base (imperative) form.
+CHANGE_VERBS = frozenset(
+    """
+    place order buy purchase cancel create add update change set delete remove refund return
+    restock send book make submit issue move rename write pay transfer reserve schedule assign
+    close open approve reject archive upload register subscribe unsubscribe enable disable
+    reset post publish edit modify replace ship deliver charge credit invite block unblock mark
+    apply start stop launch deploy install uninstall save store insert link unlink grant revoke
+    lock unlock import export sync clear empty fill put upgrade downgrade renew extend redeem
+    exchange rebook reorder resend retry undo revert restore merge split convert correct fix
+    """.split()
+)
+#: Words that open a question.
+_INTERROGATIVES = frozenset("what which who whom whose when where why how".split())
+#: Auxiliary verbs that open a yes-no question ("did bob order?", "is it shipped?").
+_AUXILIARIES = frozenset("is are was were am do does did has have had".split())
+#: Modal verbs that, with a pronoun after them, wrap a request ("can you cancel ...").
+_MODALS = frozenset("can could would will should may might shall".split())
+_PRONOUNS = frozenset("i you we".split())
+#: Openings that only soften a request ("please", "I'd like to", "go ahead and").
+_SOFTENERS = (
+    ("please",), ("kindly",), ("just",), ("i", "want", "to"), ("i", "would", "like", "to"),
+    ("i", "d", "like", "to"), ("i", "need", "to"), ("we", "need", "to"), ("i", "wish", "to"),
+    ("let", "s"), ("let", "me"), ("help", "me"), ("go", "ahead", "and"), ("try", "to"),
+)  # fmt: skip
+#: Nouns of records and reports: after a word that is also a verb ("order history",
+#: "transfer status") they make a noun phrase that names something to read.
+_RECORD_NOUNS = frozenset(
+    "history status details detail info information summary overview log logs list total "
+    "totals count number date dates state progress record records".split()
+)
+#: Words that begin a new clause, whose first word may be another verb.
+_CLAUSE_JOINS = frozenset("and then also".split())
+#: Question marks: Latin, full-width (CJK), Arabic, Greek.
+_QUESTION_MARKS = frozenset("?\uff1f\u061f\u037e")
+_INTENT_WORD = re.compile(r"[^\W\d_]+")
 
 _ENV_EMBEDDINGS = "SKILLBANK_SEARCH_EMBEDDINGS"
 # A letter or digit in any script ("\w" without the underscore, which joins compounds).
@@ -117,7 +198,7 @@ class Hit:
 
     #: The skill's id.
     skill_id: str
-    #: ``relevance * success``, in [0, 1]; hits are sorted by it, best first.
+    #: ``relevance * success * fit``, in [0, 1]; hits are sorted by it, best first.
     score: float
     #: How well the skill's document matches the query, in [0, 1] (1.0 for the best match).
     relevance: float
@@ -127,6 +208,10 @@ class Hit:
     stage: str
     #: The skill's one-line description.
     description: str
+    #: What the skill does: ``"query"`` (only reads), ``"command"``, or ``""`` (not known).
+    effect: Effect = ""
+    #: How its effect suits the request (`fit`): 1.0, or `MISMATCH`.
+    fit: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +230,9 @@ class SkillDoc:
     description: str
     #: True when the skill is deprecated (kept in the index, never returned).
     deprecated: bool = False
+    #: What the skill does: ``"query"`` when every tool it may call only reads,
+    #: ``"command"`` when one changes something, ``""`` when not known.
+    effect: Effect = ""
 
 
 def _stem(word: str) -> str:
@@ -174,7 +262,10 @@ def fold(text: str) -> str:
     """Text as search compares it: case folded (``Straße`` -> ``strasse``) and without
     accents (``Café`` -> ``cafe``), in any script."""
     kept: list[str] = []
-    for c in unicodedata.normalize("NFKD", text.casefold()):
+    # Compatibility forms first (the mathematical bold 𝐀 is an A), then case, then again:
+    # folding case can leave a character with a compatibility form of its own.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
+    for c in folded:
         # Accents go from Latin, Greek and Cyrillic letters; elsewhere (the voicing marks
         # of kana, Indic vowel signs) a combining mark is part of the letter.
         if unicodedata.combining(c) and kept and ord(kept[-1]) < 0x0500:
@@ -228,8 +319,92 @@ def tokenize(text: str, *, compound_parts: bool = True) -> list[str]:
     return out
 
 
-def skill_doc(skill: Skill) -> SkillDoc:
-    """The document a skill is found by: id words, description, docstring, params, tasks."""
+def _verb_intent(word: str) -> Intent | None:
+    if word in CHANGE_VERBS:
+        return "change"
+    if word in READ_VERBS or word in QUERY_VERBS:
+        return "read"
+    return None
+
+
+def _without_softeners(words: list[str]) -> list[str]:
+    changed = True
+    while changed and words:
+        changed = False
+        for opening in _SOFTENERS:
+            if tuple(words[: len(opening)]) == opening:
+                words = words[len(opening) :]
+                changed = True
+    return words
+
+
+def intent(text: str) -> Intent | None:
+    """What a request asks for, by the form of its sentence: ``"read"``, ``"change"``, or
+    None when the form does not say (see the module docstring).
+
+    Example:
+        >>> intent("what orders did bob@example.com place"), intent("Place an order for bob")
+        ('read', 'change')
+        >>> intent("Can you cancel order O-5003?"), intent("bob@example.com orders")
+        ('change', None)
+    """
+    folded = fold(text).strip()
+    # Values (emails, ids, quoted names) are not words of the sentence.
+    plain = re.sub(r"\S*[@\d]\S*|'[^']*'|\"[^\"]*\"", " ", folded)
+    clauses = [
+        _without_softeners(_INTENT_WORD.findall(part)) for part in re.split(r"[,;:.!]", plain)
+    ]
+    clauses = [c for c in clauses if c]
+    asked = bool(folded) and folded.rstrip(" .!")[-1:] in _QUESTION_MARKS
+    if not clauses:
+        return "read" if asked else None
+    words = clauses[0]
+    first = words[0]
+    if first in _MODALS or first in {"how"}:
+        # "can you cancel ...", "how do I return ...": a request for the verb that follows.
+        rest = words[1:]
+        if first == "how" and rest[:1] and rest[0] in _MODALS | {"do", "does"}:
+            rest = rest[1:]
+        elif first == "how":
+            return "read"  # "how many", "how much", "how is ..."
+        if rest[:1] and rest[0] in _PRONOUNS:
+            verb = _without_softeners(rest[1:])
+            asks = _verb_intent(verb[0]) if verb else None
+            return asks if asks is not None else ("read" if asked else None)
+        return "read" if asked else None
+    if first in _INTERROGATIVES or first in _AUXILIARIES:
+        return "read"
+    if first in CHANGE_VERBS and words[1:2] and words[1] in _RECORD_NOUNS:
+        return "read"  # "order history for ...", "return status of ...": a noun phrase
+    # An imperative: the verbs that head its clauses ("show ... and cancel ...").
+    heads: list[str] = []
+    for clause in clauses:
+        heads.append(clause[0])
+        heads += [clause[i + 1] for i, w in enumerate(clause[:-1]) if w in _CLAUSE_JOINS]
+    said = [_verb_intent(w) for w in heads]
+    if "change" in said:
+        return "change"
+    if "read" in said or asked:
+        return "read"
+    return None
+
+
+def fit(wanted: Intent | None, effect: str) -> float:
+    """The factor a skill's score takes for its effect (``"query"``, ``"command"`` or ``""``)
+    against what the request asks: `MISMATCH` when they disagree, else 1.0."""
+    if wanted == "read" and effect == "command":
+        return MISMATCH
+    if wanted == "change" and effect == "query":
+        return MISMATCH
+    return 1.0
+
+
+def skill_doc(skill: Skill, effect: Effect = "") -> SkillDoc:
+    """The document a skill is found by: id words, description, docstring, params, tasks.
+
+    ``effect`` is what the skill does (the caller classifies its tools,
+    `skillbank.compiler.effects`); ``""`` leaves ranking by effect out for this skill.
+    """
     id_words = skill.id.replace("_", " ")
     params = " ".join(p.name for p in skill.signature.params)
     tasks = "\n".join(skill.tasks)
@@ -243,6 +418,7 @@ def skill_doc(skill: Skill) -> SkillDoc:
         stage=skill.stage,
         description=skill.description,
         deprecated=skill.deprecated_by is not None,
+        effect=effect,
     )
 
 
@@ -450,8 +626,9 @@ class SearchIndex:
         outcomes: Mapping[str, Outcomes] | Callable[[str], Outcomes] = {},  # noqa: B006
         thompson: bool = False,
         seed: int | None = None,
+        effects: bool = True,
     ) -> list[Hit]:
-        """The best ``k`` documents for ``text``, by relevance x expected success.
+        """The best ``k`` documents for ``text``, by relevance x expected success x fit.
 
         Args:
             text: The query.
@@ -461,12 +638,17 @@ class SearchIndex:
                 the top ``k``, best relevance first.
             thompson: Sample success from each Beta posterior instead of taking its mean.
             seed: The sampler's seed (``thompson`` only); the same seed gives the same hits.
+            effects: Weigh each skill's effect against the request's `intent` (False: rank by
+                relevance and success alone, as a baseline).
         """
         if k <= 0:
             return []
         found, rel = self.relevance(text)
         if not len(found):
             return []
+        wanted = intent(text) if effects else None
+        # A skill whose effect does not suit the request ranks lower (`fit`).
+        suits = np.array([fit(wanted, self.docs[d].effect) for d in found], dtype=np.float32)
         rng = np.random.default_rng(seed)
         if isinstance(outcomes, Mapping):
             s = np.zeros(len(found), dtype=np.float64)
@@ -478,21 +660,24 @@ class SearchIndex:
                     if i >= 0:
                         s[i], f[i] = ok, bad
             success = rng.beta(1 + s, 1 + f) if thompson else (1 + s) / (2 + s + f)
-            score = rel * success
+            score = rel * success * suits
             keep = _top(score, max(4 * k, 32), np.arange(len(found)))
-            rows = [(int(found[i]), float(rel[i]), float(success[i])) for i in keep]
+            rows = [(int(found[i]), float(rel[i]), float(success[i]), float(suits[i]))
+                    for i in keep]  # fmt: skip
         else:
-            rows = self._rank_lazily(found, rel, k, outcomes, rng, thompson)
+            rows = self._rank_lazily(found, rel, suits, k, outcomes, rng, thompson)
         hits = [
             Hit(
                 skill_id=self.docs[doc].skill_id,
-                score=min(1.0, max(0.0, r * p)),
+                score=min(1.0, max(0.0, r * p * u)),
                 relevance=r,
                 success=p,
                 stage=self.docs[doc].stage,
                 description=self.docs[doc].description,
+                effect=self.docs[doc].effect,
+                fit=u,
             )
-            for doc, r, p in rows
+            for doc, r, p, u in rows
         ]
         hits.sort(key=lambda h: (-h.score, -h.relevance, h.skill_id))
         return hits[:k]
@@ -501,24 +686,26 @@ class SearchIndex:
         self,
         found: npt.NDArray[np.intp],
         rel: Floats,
+        suits: Floats,
         k: int,
         outcomes: Callable[[str], Outcomes],
         rng: np.random.Generator,
         thompson: bool,
-    ) -> list[tuple[int, float, float]]:
-        # Success is at most 1, so once a candidate's relevance is below the k-th best score
-        # so far, no later (less relevant) candidate can enter: stop asking the ledger.
-        order = sorted(range(len(found)), key=lambda i: (-float(rel[i]), self._ids[found[i]]))
-        rows: list[tuple[int, float, float]] = []
+    ) -> list[tuple[int, float, float, float]]:
+        # Success is at most 1, so once a candidate's relevance x fit is below the k-th best
+        # score so far, no later candidate can enter: stop asking the ledger.
+        bound = rel * suits
+        order = sorted(range(len(found)), key=lambda i: (-float(bound[i]), self._ids[found[i]]))
+        rows: list[tuple[int, float, float, float]] = []
         best: list[float] = []
         for i in order:
-            r = float(rel[i])
-            if len(best) >= k and r < best[k - 1]:
+            r, u = float(rel[i]), float(suits[i])
+            if len(best) >= k and r * u < best[k - 1]:
                 break
             ok, bad = outcomes(str(self._ids[found[i]]))
             p = float(rng.beta(1 + ok, 1 + bad)) if thompson else (1 + ok) / (2 + ok + bad)
-            rows.append((int(found[i]), r, p))
-            best = sorted([*best, r * p], reverse=True)[:k]
+            rows.append((int(found[i]), r, p, u))
+            best = sorted([*best, r * p * u], reverse=True)[:k]
         return rows
 
 

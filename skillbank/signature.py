@@ -43,22 +43,48 @@ of ``jsonschema``. A property test holds it to the verdict of Draft 2020-12 (jso
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
 import json
 import math
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, NewType
-
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NewType
 
 from sandbox.policy import TYPING_NAMES
 from skillbank.errors import SkillArgumentError, SkillRejected, UnsupportedType
 from skillbank.findings import Finding, parse_finding
 from skillbank.json_types import ANNOTATIONS, is_json_type, json_type
 from skillbank.skill import Param, Signature, SignatureSchema, Skill, ValidatedSkill
+
+
+def _lazy_module(name: str) -> ModuleType:
+    """``name``, imported when one of its attributes is first read.
+
+    libcst takes longer to import than a short command may run, and only reading a new
+    source needs it: checking a call's arguments (``skillbank run``) reads the schema kept
+    with the skill. An import someone else does meanwhile gets the same module.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:  # not installed: fail as a plain import would
+        return importlib.import_module(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    import libcst as cst
+else:
+    cst = _lazy_module("libcst")
 
 __all__ = [
     "Arguments",
@@ -172,11 +198,13 @@ class _Context:
         return _Context(seen, self.later - seen.keys(), self.broken, None, True)
 
 
-_EMPTY_MODULE = cst.Module(body=[])
+@functools.cache
+def _empty_module() -> cst.Module:
+    return cst.Module(body=[])
 
 
 def _code(node: cst.CSTNode) -> str:
-    return _EMPTY_MODULE.code_for_node(node)
+    return _empty_module().code_for_node(node)
 
 
 def _dotted(node: cst.CSTNode) -> str | None:
@@ -1061,6 +1089,8 @@ def check_signature(module: cst.Module) -> tuple[SignatureSchema | None, list[Pr
 
 
 def _located(module: cst.Module, problems: Sequence[Problem]) -> list[Finding]:
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
     positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     findings = [
         Finding(p.rule, positions[p.node].start.line, positions[p.node].start.column, p.message)
@@ -1100,6 +1130,8 @@ def annotation_schema(
     try:
         return _schema(expression, ctx)
     except _Refusal as refusal:
+        from libcst.metadata import MetadataWrapper, PositionProvider
+
         wrapper = cst.Module(body=[cst.SimpleStatementLine([cst.Expr(expression)])])
         positions = MetadataWrapper(wrapper, unsafe_skip_copy=True).resolve(PositionProvider)
         where = positions[refusal.node].start

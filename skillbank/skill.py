@@ -186,6 +186,50 @@ class Signature:
         arrow = f" -> {self.returns}" if self.returns else ""
         return f"{self.name}({', '.join(parts)}){arrow}"
 
+    def to_json(self) -> dict[str, JSON]:
+        """The signature as plain JSON data (`from_json` reads it back equal)."""
+        schema = self.schema
+        return {
+            "name": self.name,
+            "params": [[p.name, p.annotation, p.has_default, p.default] for p in self.params],
+            "returns": self.returns,
+            "docstring": self.docstring,
+            "schema": None
+            if schema is None
+            else {
+                "name": schema.name,
+                "parameters": schema.parameters,
+                "returns": schema.returns,
+                "raises": list(schema.raises),
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, JSON]) -> Signature:
+        """Rebuild a signature from `to_json` output (raises KeyError/TypeError/ValueError on
+        bad data)."""
+        raw = data["schema"]
+        schema = None
+        if raw is not None:
+            schema = SignatureSchema(
+                name=str(raw["name"]),
+                parameters=dict(raw["parameters"]),
+                returns=dict(raw["returns"]),
+                raises=tuple(str(r) for r in raw["raises"]),
+            )
+        params = tuple(
+            Param(str(name), str(annotation), bool(has_default),
+                  None if default is None else str(default))
+            for name, annotation, has_default, default in data["params"]
+        )  # fmt: skip
+        return cls(
+            name=str(data["name"]),
+            params=params,
+            returns=str(data["returns"]),
+            docstring=str(data["docstring"]),
+            schema=schema,
+        )
+
 
 @dataclass(frozen=True)
 class Case:
@@ -333,6 +377,10 @@ class Skill:
     notes: tuple[str, ...] = ()
     #: The skill replacing this one, when it is deprecated (it keeps running until removed).
     deprecated_by: str | None = None
+    #: Why a reviewer set the stage (``skillbank promote``), when one did: automatic stage
+    #: changes leave a pinned stage alone, except that failures still demote an autonomous
+    #: skill (which lifts the pin). None: the ledger decides the stage.
+    pinned: str | None = None
 
     def as_draft(self, **changes: Any) -> SkillDraft:
         """This skill as a draft to check again, with ``changes`` to its draft fields

@@ -44,15 +44,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic import ValidationError as PydanticValidationError
+from typing import TYPE_CHECKING, Any
 
 from skillbank.errors import TrajectoryError
 
 if TYPE_CHECKING:
     from sandbox import ToolCall
+    from skillbank.trajectory_wire import ToolDef
 
 __all__ = [
     "EFFECT_KEY",
@@ -262,56 +260,6 @@ class Trajectory:
     def tool(self, name: str) -> ToolSpec | None:
         """The declared tool called ``name``, or None."""
         return next((t for t in self.tools if t.name == name), None)
-
-
-# --- the wire shapes (pydantic, this edge only) ---------------------------------------------
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
-class _FunctionCall(_Wire):
-    name: str = Field(min_length=1)
-    arguments: str
-
-
-class _ToolCall(_Wire):
-    id: str = Field(min_length=1)
-    type: Literal["function"] = "function"
-    function: _FunctionCall
-
-
-class _Message(_Wire):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, JSON]] | None = None
-    tool_calls: list[_ToolCall] | None = None
-    tool_call_id: str | None = None
-    is_error: bool = False
-
-
-class _FunctionDef(_Wire):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-    description: str = ""
-    parameters: dict[str, JSON] = Field(default_factory=dict)
-
-
-class _ToolDef(_Wire):
-    type: Literal["function"] = "function"
-    function: _FunctionDef
-
-
-class _Outcome(_Wire):
-    success: bool
-    detail: str | None = None
-
-
-class _Record(_Wire):
-    messages: list[_Message] = Field(min_length=1)
-    tools: list[_ToolDef] = Field(default_factory=list)
-    id: str | None = Field(default=None, min_length=1)
-    task: str | None = Field(default=None, min_length=1)
-    outcome: _Outcome | None = None
 
 
 def _loc(parts: Iterable[int | str]) -> str:
@@ -547,7 +495,7 @@ def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
 EFFECT_KEY = "x-skillbank-effect"
 
 
-def _hints(tool: _ToolDef) -> dict[str, JSON]:
+def _hints(tool: ToolDef) -> dict[str, JSON]:
     """The effect hints a tool definition carries: `EFFECT_KEY` (in ``function`` or beside
     it) and MCP ``annotations``; nothing else of its extra keys is kept."""
     hints: dict[str, JSON] = {}
@@ -562,8 +510,14 @@ def _hints(tool: _ToolDef) -> dict[str, JSON]:
 
 def _parse_chat(obj: dict[str, JSON], source: str, where: str) -> Trajectory:
     """Parse a record in the Chat Completions shape (``messages`` and ``tools``)."""
+    # pydantic is imported here, at the edge where it is used, not by every reader of the
+    # values below (``skillbank list`` never parses a trajectory).
+    from pydantic import ValidationError as PydanticValidationError
+
+    from skillbank.trajectory_wire import Record
+
     try:
-        record = _Record.model_validate(obj)
+        record = Record.model_validate(obj)
     except PydanticValidationError as exc:
         err = exc.errors()[0]
         bad = err.get("input")

@@ -20,8 +20,8 @@ from skillbank.examples.shop import TOOL_SPECS, Shop
 from tests.conftest import EXAMPLE_TRAJECTORIES
 from tests.fake_openai import FakeOpenAI, HTTPError, ToolCall
 
-ORDER_SKILL = "find_customer_search_products_check_stock_place_order"
-HISTORY_SKILL = "find_customer_list_orders"
+ORDER_SKILL = "place_order_by_email_and_query"
+HISTORY_SKILL = "list_orders_by_email"
 
 
 @pytest.fixture(autouse=True)
@@ -404,11 +404,11 @@ def test_word_overlap_retrieval_is_ranked_limited_and_filtered(
     found = relevant_skills(learned_bank, "Show the order history for hiro@example.com")
     assert found[0].id == HISTORY_SKILL and len(found) == 5
     assert [s.id for s in relevant_skills(learned_bank, "Restock 3 units of 'mug'", k=1)] == [
-        "search_products_restock"
+        "restock_by_query"
     ]
     assert relevant_skills(learned_bank, "What is the weather in Oslo?") == []
     no_stock = {k: v for k, v in shop.tools().items() if k != "restock"}
-    assert "search_products_restock" not in [
+    assert "restock_by_query" not in [
         s.id for s in relevant_skills(learned_bank, "Restock 3 units of 'mug'", tools=no_stock)
     ]
     assert relevant_skills(learned_bank, "Show the order history", k=0) == []

@@ -49,7 +49,7 @@ def bank(tmp_path: Path, example_trajectories: list[Trajectory]):
 
 
 def order_skill(bank: SkillBank) -> str:
-    return next(s.id for s in bank.skills() if s.id.endswith("place_order"))
+    return next(s.id for s in bank.skills() if s.id == "place_order_by_email_and_query")
 
 
 def test_stages_commit_on_a_review_branch_and_leave_the_tree_alone(bank: SkillBank) -> None:

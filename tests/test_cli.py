@@ -206,7 +206,7 @@ def test_readme_python_example_runs(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert "find_customer_list_orders(email: str) -> dict" in proc.stdout
+    assert "list_orders_by_email(email: str) -> dict" in proc.stdout
     assert "True {'customer_id': 'C-1008', 'orders': []}" in proc.stdout
 
 
@@ -343,7 +343,7 @@ def test_an_invalid_record_under_json_is_a_trajectory_error(
         ["list"],
         ["stats"],
         ["search", "cancel the pending order of bob@example.com"],
-        ["history", "find_customer_list_orders"],
+        ["history", "list_orders_by_email"],
         ["gate", "--examples", "2"],
         ["match", str(EXAMPLE_TRAJECTORIES)],
         ["learn", str(EXAMPLE_TRAJECTORIES)],
@@ -362,12 +362,12 @@ def test_every_listing_reads_at_80_columns(
 
 
 def test_a_mistyped_skill_id_gets_a_did_you_mean(runner: CliRunner, learned_root: Path) -> None:
-    code, out = invoke(runner, "show", "find_customer_list_order", "--root", str(learned_root))
-    assert code == 1 and "Did you mean 'find_customer_list_orders'" in out
+    code, out = invoke(runner, "show", "list_orders_by_emai", "--root", str(learned_root))
+    assert code == 1 and "Did you mean 'list_orders_by_email'" in out
     result = runner.invoke(
-        cli, ["show", "find_customer_list_order", "--json", "--root", str(learned_root)]
+        cli, ["show", "list_orders_by_emai", "--json", "--root", str(learned_root)]
     )
-    assert "did you mean find_customer_list_orders" in _envelope(result)["hint"]
+    assert "did you mean list_orders_by_email" in _envelope(result)["hint"]
 
 
 def _refused_folder() -> Path:
@@ -422,3 +422,28 @@ def test_the_ledger_says_permission_denied_not_remove_the_file() -> None:
     with pytest.raises(PermissionDenied) as caught:
         ledger.record("some_skill", ok=True)
     assert "remove the file" not in str(caught.value)
+
+
+def test_the_lazy_command_table_matches_the_commands() -> None:
+    # `skillbank --help` lists the commands from a table, without importing them; the table
+    # must say what each command's own help says, or the listing drifts from the truth.
+    import importlib
+    import inspect
+
+    import click
+
+    from skillbank.cli import COMMANDS as table
+
+    for name, (module, attr, summary) in table.items():
+        command = getattr(importlib.import_module(module), attr)
+        assert command.name == name
+        first = inspect.cleandoc(command.help or "").split("\n\n")[0]
+        assert " ".join(first.split()) == summary, name
+    lazy = CliRunner().invoke(cli, ["--help"], prog_name="skillbank", terminal_width=80)
+    loaded = click.Group(
+        name="skillbank", help=cli.help, params=cli.params, context_settings=cli.context_settings
+    )
+    for name in table:
+        loaded.add_command(cli.commands[name])
+    eager = CliRunner().invoke(loaded, ["--help"], prog_name="skillbank", terminal_width=80)
+    assert lazy.output == eager.output and lazy.exit_code == eager.exit_code == 0

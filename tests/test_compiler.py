@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ast
 import textwrap
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from skillbank import CompileError, Outcome, Step, ToolSpec, Trajectory, check_source
-from skillbank.compiler import compile_trajectory, skill_id_for
-from skillbank.compiler.dataflow import find_origin, mentioned_in
+from skillbank.compiler import compile_group, compile_trajectory, skill_id_for
+from skillbank.compiler.dataflow import bound_parts, find_origin, mentioned_in
 from skillbank.compiler.emit import identifier, literal
 from skillbank.signature import read_signature
 
@@ -28,50 +29,133 @@ def traj(task: str, *steps: tuple[str, dict[str, Any], Any], success: bool = Tru
     )
 
 
-def test_straight_line_skill_with_data_flow_and_parameters() -> None:
-    t = traj(
-        "Cancel the pending order of ann@example.com, reason: too slow",
-        ("find_customer", {"email": "ann@example.com"}, {"customer_id": "C-7", "name": "Ann"}),
-        (
-            "list_orders",
-            {"customer_id": "C-7", "status": "pending"},
-            {"orders": [{"order_id": "O-9"}]},
+def cancel_run(tid: str, email: str, customer: str, order: str, reason: str) -> Trajectory:
+    return replace(
+        traj(
+            f"Cancel the pending order of {email}, reason: {reason}",
+            ("find_customer", {"email": email}, {"customer_id": customer, "name": "Ann"}),
+            (
+                "list_orders",
+                {"customer_id": customer, "status": "pending"},
+                {"orders": [{"order_id": order}, {"order_id": order + "0"}]},
+            ),
+            (
+                "cancel_order",
+                {"order_id": order, "reason": reason},
+                {"order_id": order, "status": "cancelled"},
+            ),
         ),
-        (
-            "cancel_order",
-            {"order_id": "O-9", "reason": "too slow"},
-            {"order_id": "O-9", "status": "cancelled"},
-        ),
+        id=tid,
     )
-    draft = compile_trajectory(t)
+
+
+def test_straight_line_skill_with_data_flow_and_parameters() -> None:
+    runs = [
+        cancel_run("t1", "ann@example.com", "C-7", "O-9", "too slow"),
+        cancel_run("t2", "bob@example.com", "C-8", "O-4", "wrong size"),
+    ]
+    draft = compile_group(runs)
     assert draft.source == textwrap.dedent(
-        '''\
-        def find_customer_list_orders_cancel_order(email: str, status: str, reason: str) -> dict:
-            """Cancel the {status} order of {email}, reason: {reason}.
+        """\
+        def cancel_order_by_email(email: str, reason: str, status: str = "pending") -> dict:
+            \"\"\"Cancel the pending order of the given email, reason: the given reason.
 
             Calls `find_customer`, then `list_orders`, then `cancel_order`.
 
             Args:
                 email: Passed to `find_customer` as `email` (e.g. "ann@example.com").
-                status: Passed to `list_orders` as `status` (e.g. "pending").
                 reason: Passed to `cancel_order` as `reason` (e.g. "too slow").
+                status: Passed to `list_orders` as `status` (e.g. "pending").
 
             Returns:
                 The result of `cancel_order`.
-            """
+            \"\"\"
             customer = tools.find_customer(email=email)
             orders = tools.list_orders(customer_id=customer["customer_id"], status=status)
             return tools.cancel_order(order_id=orders["orders"][0]["order_id"], reason=reason)
-        '''
+        """
     )
-    assert draft.id == "find_customer_list_orders_cancel_order"
+    assert draft.id == "cancel_order_by_email"
     assert draft.tools == ("cancel_order", "find_customer", "list_orders")
-    (case,) = draft.cases
+    case = draft.cases[0]
     assert case.args == {"email": "ann@example.com", "status": "pending", "reason": "too slow"}
     assert case.result == {"order_id": "O-9", "status": "cancelled"}
     assert [c.tool for c in case.calls] == ["find_customer", "list_orders", "cancel_order"]
-    assert any("list_orders(customer_id) <- find_customer" in n for n in draft.notes)
+    assert 'list_orders(customer_id) <- find_customer result["customer_id"]' in draft.notes
     assert check_source(draft.source, tools=draft.tools, skill_id=draft.id) == []
+
+
+def test_one_run_cannot_make_a_list_position_structure() -> None:
+    # Which order it cancelled is that run's choice: the skill takes the order id, and the
+    # listing it no longer needs goes (its call stays in the case, as a skippable read).
+    draft = compile_trajectory(cancel_run("t1", "ann@example.com", "C-7", "O-9", "too slow"))
+    # Named for its one command (never like the tool itself); the sentence names no instance.
+    assert "def cancel_order_skill(order_id: str, reason: str)" in draft.source
+    assert "Cancel the pending order of an email, reason: the given reason." in draft.source
+    assert "return tools.cancel_order(order_id=order_id, reason=reason)" in draft.source
+    assert draft.tools == ("cancel_order",)
+    assert [c.tool for c in draft.cases[0].calls] == [
+        "find_customer", "list_orders", "cancel_order",
+    ]  # fmt: skip
+    assert draft.notes == (
+        'cancel_order(order_id) is the caller\'s: it also appears at list_orders result["orders"]'
+        '[0]["order_id"], but one run cannot show it is read from there',
+    )
+
+
+def test_runs_that_took_the_same_element_do_not_make_its_position_structure() -> None:
+    # Two runs, one order: agreeing on [0] says nothing when the value is the same.
+    runs = [
+        cancel_run("t1", "ann@example.com", "C-7", "O-9", "too slow"),
+        cancel_run("t2", "ann@example.com", "C-7", "O-9", "wrong size"),
+    ]
+    draft = compile_group(runs)
+    assert "order_id=order_id" in draft.source
+    assert "runs that all used one value" in draft.notes[0]
+
+
+def test_a_key_that_is_data_is_never_a_path_from_one_run() -> None:
+    variants = {"1615379700": {"item_id": "1615379700", "color": "blue"}}
+    t = traj(
+        "Exchange my lamp for the blue one",
+        ("get_product_details", {"product_id": "P-1"}, {"variants": variants}),
+        ("exchange_item", {"new_item_id": "1615379700"}, {"ok": True}),
+    )
+    draft = compile_trajectory(t)
+    assert "1615379700" not in draft.source.split('"""')[-1]  # not in the code
+    assert "new_item_id=new_item_id" in draft.source
+    assert bound_parts({"variants": variants}, ("variants", "1615379700", "item_id")) == [1]
+    assert bound_parts({"a": {"status": {"x": 1}}}, ("a", "status", "x")) == []
+
+
+def test_a_short_value_one_run_found_in_a_result_stays_the_callers() -> None:
+    # Description length: `count` is one field, but 3 is shorter still; a long id is not.
+    t = traj(
+        "Restock it",
+        ("check_stock", {"sku": "S-1"}, {"count": 3, "supplier": "acme-supplies-ltd"}),
+        ("restock", {"quantity": 3, "supplier": "acme-supplies-ltd"}, {"ok": True}),
+    )
+    source = compile_trajectory(t).source
+    assert "quantity=quantity" in source
+    assert 'supplier=stock["supplier"]' in source
+
+
+def test_values_typed_in_every_run_become_defaults_only_when_other_inputs_vary() -> None:
+    def run(tid: str, email: str, status: str) -> Trajectory:
+        return replace(
+            traj(
+                f"Show the {status} orders of {email}",
+                ("list_orders", {"email": email, "status": status}, {"orders": []}),
+            ),
+            id=tid,
+        )
+
+    # Different customers, always "pending": the procedure's own value, a default.
+    varied = compile_group([run("a", "ann@x.io", "pending"), run("b", "bob@x.io", "pending")])
+    assert 'status: str = "pending"' in varied.source and "email: str," in varied.source
+    # Every run about one customer: nothing the user typed becomes a default.
+    same = compile_group([run("a", "ann@x.io", "pending"), run("b", "ann@x.io", "pending")])
+    assert "email: str, status: str" in same.source and "=" not in same.source.split(")")[0]
 
 
 def test_value_written_in_the_task_is_a_parameter_not_data_flow() -> None:
@@ -82,28 +166,34 @@ def test_value_written_in_the_task_is_a_parameter_not_data_flow() -> None:
     )
     source = compile_trajectory(t).source
     assert "tools.cancel_order(order_id=order_id)" in source
-    assert "customer_id: str" in source
+    # The listing fed nothing the procedure did, so it is not part of it.
+    assert "list_orders" not in source.split('"""')[-1] and "customer_id" not in source
 
 
 def test_nested_argument_mixes_data_flow_and_parameters() -> None:
-    t = traj(
-        "Buy 2 of the cheapest mug",
-        ("search", {"q": "mug"}, {"hits": [{"sku": "SKU-1", "price": 9.5}]}),
-        (
-            "buy",
-            {"items": [{"sku": "SKU-1", "qty": 2}], "gift": False, "note": None},
-            {"id": "B-1"},
-        ),
-    )
-    source = compile_trajectory(t).source
+    def run(tid: str, sku: str, qty: int) -> Trajectory:
+        return replace(
+            traj(
+                f"Buy {qty} of the cheapest mug",
+                ("search", {"q": "mug"}, {"hits": [{"sku": sku, "price": 9.5}]}),
+                (
+                    "buy",
+                    {"items": [{"sku": sku, "qty": qty}], "gift": False, "note": None},
+                    {"id": "B-1"},
+                ),
+            ),
+            id=tid,
+        )
+
+    source = compile_group([run("a", "SKU-1", 2), run("b", "SKU-2", 3)]).source
     # Without a tool schema, keyword arguments are written in name order.
     expected = 'gift=gift, items=[{"sku": search["hits"][0]["sku"], "qty": qty}], note=None)'
     assert f"return tools.buy({expected}" in source
     sig = read_signature(source)
-    assert [(p.name, p.annotation) for p in sig.params] == [
-        ("q", "str"),
-        ("gift", "bool"),
-        ("qty", "int"),
+    assert [(p.name, p.annotation, p.default) for p in sig.params] == [
+        ("qty", "int", None),
+        ("q", "str", '"mug"'),
+        ("gift", "bool", "False"),
     ]
     assert "note=None" in source
 

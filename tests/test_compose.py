@@ -48,15 +48,15 @@ def latest(tid: str, email: str) -> Trajectory:
 def test_a_procedure_containing_a_known_one_calls_its_skill(tmp_path: Path) -> None:
     with SkillBank.init(tmp_path / "b") as bank:
         assert bank.learn([history("h1", "ann@x.io"), history("h2", "bob@x.io")]).added == [
-            "find_customer_list_orders"
+            "list_orders_by_email"
         ]
         runs = [latest("l1", "ann@x.io"), latest("l2", "cy@x.io")]
         report = bank.learn(runs, branch="current")
         (sid,) = report.added
         skill = bank.get(sid)
-        assert skill.requires == ("find_customer_list_orders",)
+        assert skill.requires == ("list_orders_by_email",)
         assert skill.tools == ("get_order",)
-        assert "tools.find_customer_list_orders(email=email)" in skill.source
+        assert "tools.list_orders_by_email(email=email)" in skill.source
         assert [c.tool for c in skill.cases[0].calls] == [
             "find_customer",
             "list_orders",
@@ -83,9 +83,7 @@ def test_requirement_cycles_are_found() -> None:
 def test_a_hand_made_cycle_stops_learning_with_a_clear_error(tmp_path: Path) -> None:
     with SkillBank.init(tmp_path / "b") as bank:
         bank.learn([history("h1", "ann@x.io")])
-        meta = tmp_path / "b" / "skills" / "find_customer_list_orders" / "SKILL.md"
-        meta.write_text(
-            meta.read_text().replace("requires: ''", "requires: find_customer_list_orders")
-        )
+        meta = tmp_path / "b" / "skills" / "list_orders_by_email" / "SKILL.md"
+        meta.write_text(meta.read_text().replace("requires: ''", "requires: list_orders_by_email"))
         with pytest.raises(LibraryError, match="cycle"):
             bank.learn([latest("l1", "ann@x.io")])

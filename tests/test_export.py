@@ -98,7 +98,7 @@ def test_every_exported_folder_passes_skills_ref(tmp_path: Path, repo_skills: li
 def test_skill_md_says_what_when_how_and_that_the_sandbox_stays_behind(
     tmp_path: Path, repo_skills: list[Skill]
 ) -> None:
-    skill = next(s for s in repo_skills if s.id == "find_customer_list_orders_cancel_order")
+    skill = next(s for s in repo_skills if s.id == "cancel_order_by_email")
     (folder,) = export_agent_skills([skill], tmp_path)
     text = (folder / "SKILL.md").read_text()
     script = (folder / "scripts" / f"{skill.id}.py").read_text()
@@ -204,9 +204,7 @@ def test_two_ids_with_one_name_are_refused(tmp_path: Path, repo_skills: list[Ski
 def test_exported_script_as_a_subprocess_gives_what_bank_run_gives(
     tmp_path: Path, repo_skills: list[Skill], repo_bank: SkillBank
 ) -> None:
-    skill = next(
-        s for s in repo_skills if s.id == "find_customer_search_products_check_stock_place_order"
-    )
+    skill = next(s for s in repo_skills if s.id == "place_order_by_email_and_query")
     (folder,) = export_agent_skills([skill], tmp_path / "out")
     args = _first_args(skill)
     script_shop = Shop.create(tmp_path / "script.sqlite")
@@ -251,7 +249,7 @@ def test_every_exported_script_agrees_with_bank_run(
 def test_script_reads_stdin_and_reports_errors_on_stderr(
     tmp_path: Path, repo_skills: list[Skill]
 ) -> None:
-    skill = next(s for s in repo_skills if s.id == "find_customer_list_orders")
+    skill = next(s for s in repo_skills if s.id == "list_orders_by_email")
     (folder,) = export_agent_skills([skill], tmp_path / "out")
     Shop.create(tmp_path / "shop.sqlite")
     script = str(folder / "scripts" / f"{skill.id}.py")
@@ -280,7 +278,7 @@ def test_script_reads_stdin_and_reports_errors_on_stderr(
 
 
 def test_script_reaches_only_declared_tools(tmp_path: Path, repo_skills: list[Skill]) -> None:
-    skill = next(s for s in repo_skills if s.id == "find_customer_list_orders")
+    skill = next(s for s in repo_skills if s.id == "list_orders_by_email")
     (folder,) = export_agent_skills([skill], tmp_path)
     script = _load_script(folder / "scripts" / f"{skill.id}.py")
     shop = Shop.create(tmp_path / "shop.sqlite").tools()
@@ -312,22 +310,22 @@ def _composed(base: Skill) -> Skill:
 def test_a_composed_skill_carries_the_skills_it_calls(
     tmp_path: Path, repo_skills: list[Skill]
 ) -> None:
-    base = next(s for s in repo_skills if s.id == "find_customer_list_orders")
+    base = next(s for s in repo_skills if s.id == "list_orders_by_email")
     composed = _composed(base)
 
-    with pytest.raises(ExportError, match="requires skill 'find_customer_list_orders'"):
+    with pytest.raises(ExportError, match="requires skill 'list_orders_by_email'"):
         export_agent_skills([composed], tmp_path / "a")
     (folder,) = export_agent_skills([composed], tmp_path / "b", dependencies=repo_skills)
 
     assert skills_ref.validate(folder) == []
     text = (folder / "SKILL.md").read_text()
     assert "tools: find_customer list_orders" in text
-    assert "skillbank-requires: find_customer_list_orders" in text
+    assert "skillbank-requires: list_orders_by_email" in text
     script = _load_script(folder / "scripts" / "history_for.py")
     shop = Shop.create(tmp_path / "shop.sqlite").tools()
     assert script._HOST_TOOLS == ("find_customer", "list_orders")
     got = script._run({"email": "bob@example.com"}, shop)
-    assert got == script.find_customer_list_orders(email="bob@example.com")
+    assert got == script.list_orders_by_email(email="bob@example.com")
     assert got["customer_id"] == "C-1002"
 
 
@@ -337,13 +335,13 @@ def test_a_composed_skill_carries_the_skills_it_calls(
 def test_command_exports_the_chosen_skills(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "out"
-    argv = ["agent-skills", str(out), "--root", str(REPO), "--skill", "find_customer_list_orders"]
+    argv = ["agent-skills", str(out), "--root", str(REPO), "--skill", "list_orders_by_email"]
 
     result = runner.invoke(cli, ["export", *argv, "--json"])
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == [str(out / "find-customer-list-orders")]
-    assert skills_ref.validate(out / "find-customer-list-orders") == []
+    assert json.loads(result.output) == [str(out / "list-orders-by-email")]
+    assert skills_ref.validate(out / "list-orders-by-email") == []
     again = runner.invoke(cli, ["export", *argv])
     assert again.exit_code == 0 and "review them as code" in again.output
     missing = runner.invoke(cli, ["export", *argv[:4], "--skill", "no_such_skill"])

@@ -27,8 +27,8 @@ from skillbank import SkillBank, load_trajectories
 from skillbank.cli import cli
 from tests.conftest import EXAMPLE_TRAJECTORIES, REPO
 
-PLACE = "find_customer_search_products_check_stock_place_order"
-HISTORY = "find_customer_list_orders"
+PLACE = "place_order_by_email_and_query"
+HISTORY = "list_orders_by_email"
 
 
 def git(root: Path, *args: str) -> str:
@@ -112,7 +112,7 @@ def test_an_unsafe_change_fails_with_the_policy_finding(clone: Path) -> None:
     code, out = gate(clone, "--base", "origin/main")
     assert code == 1, out
     assert re.search(rf"skills/{HISTORY}/skill.py:\d+:\d+: SB201 \[error\] import of 'os'", out)
-    assert "gate failed: 1 finding(s) in find_customer_list_orders" in out
+    assert "gate failed: 1 finding(s) in list_orders_by_email" in out
 
 
 def test_a_breaking_change_without_a_major_bump_fails(clone: Path) -> None:

@@ -18,7 +18,7 @@ from skillbank.ledger import LEDGER_FILE, SCHEMA_VERSION, CallRecord, Ledger, Ou
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
-HISTORY = "find_customer_list_orders"
+HISTORY = "list_orders_by_email"
 
 
 def test_record_outcomes_and_stats(tmp_path: Path) -> None:
@@ -372,3 +372,74 @@ def test_a_failure_blamed_on_the_caller_counts_neither_way(tmp_path: Path) -> No
     rows = ledger.outcomes("a")
     assert [r.blame for r in rows] == ["skill", "caller", "skill"]
     assert [r.failed_skill for r in rows] == [False, False, True]
+
+
+# --- one warm connection per ledger (issue 14, item 17) --------------------------------------
+
+
+def test_a_ledger_reuses_one_connection_for_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[sqlite3.Connection] = []
+    connect = sqlite3.connect
+
+    def counting_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr("skillbank.ledger.sqlite3.connect", counting_connect)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    for i in range(20):
+        ledger.record("a", ok=i % 2 == 0)
+    assert ledger.counts() == {"a": (10, 10)} and ledger.stats("a")["calls"] == 20
+    assert len(opened) == 1  # not one per row
+    ledger.close()
+    assert ledger.outcomes("a")[-1].ok is False  # closed: the next use opens again
+    assert len(opened) == 2
+    ledger.close()
+
+
+def test_threads_share_a_ledger_without_losing_rows(tmp_path: Path) -> None:
+    import threading
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    go = threading.Barrier(6)
+
+    def write(worker: int) -> None:
+        go.wait(30)
+        for i in range(50):
+            ledger.record(f"s{worker}", ok=True, latency_s=float(i))
+            ledger.counts()  # reads interleave with other threads' writes
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert ledger.stats()["calls"] == 300
+    for w in range(6):
+        assert [r.latency_s for r in ledger.outcomes(f"s{w}")] == [float(i) for i in range(50)]
+    ledger.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    import os
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.record("a", ok=True)  # the parent's connection is open across the fork
+    pid = os.fork()
+    if pid == 0:  # the child: record through the same object, then leave at once
+        code = 0
+        try:
+            for _ in range(5):
+                ledger.record("a", ok=False, caller="child")
+        except BaseException:  # noqa: BLE001 - any failure is the exit code
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.record("a", ok=True)  # the parent's connection still works after the child left
+    assert ledger.counts() == {"a": (2, 5)}
+    assert [r.caller for r in ledger.outcomes("a")] == [None, *["child"] * 5, None]
+    ledger.close()

@@ -584,7 +584,8 @@ def test_learn_lets_the_llm_improve_docs_and_keeps_them_checked(
             .replace("(email=email)", "(email=customer_email)")
             .replace("        email: ", "        customer_email: ")
             .replace(
-                '"""Show the order history for {email}.', '"""List every order of one customer.'
+                '"""Show the order history for the given email.',
+                '"""List every order of one customer.',
             )
         )
         assert better != source

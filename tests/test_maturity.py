@@ -29,8 +29,8 @@ from skillbank.maturity import (
 from skillbank.trajectory import load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES
 
-HISTORY = "find_customer_list_orders"
-ORDER = "find_customer_search_products_check_stock_place_order"
+HISTORY = "list_orders_by_email"
+ORDER = "place_order_by_email_and_query"
 CONFIG = Config()
 
 
@@ -314,21 +314,28 @@ def test_reliable_skill_is_promoted_and_broken_one_demoted_through_real_runs(
 def test_reflex_runs_the_autonomous_skill_for_a_matching_task(bank: SkillBank, shop: Shop) -> None:
     tools = shop.tools()
     task = "Show the order history for bob@example.com"
-    assert bank.reflex(task, {"email": "bob@example.com"}, tools) is None  # associative yet
+    assert bank.reflex(task, tools) is None  # associative yet
+    assert bank.plan_reflex(task).rule == "not_autonomous"
     for _ in range(30):
         bank.ledger.record(HISTORY, ok=True)
     bank.update_stages()
 
-    result = bank.reflex(task, {"email": "bob@example.com"}, tools)
+    result = bank.reflex(task, tools)  # the email is read off the task
     assert result is not None and result.ok and result.skill_id == HISTORY
-    assert bank.ledger.outcomes(HISTORY)[-1].caller == "reflex"
+    row = bank.ledger.outcomes(HISTORY)[-1]
+    assert row.caller == "reflex" and row.args == {"email": "bob@example.com"}
 
-    assert bank.reflex("What will the weather be in Lisbon tomorrow?", {}, tools) is None
-    assert bank.reflex(task, {"mail": "bob@example.com"}, tools) is None  # wrong arguments
-    assert bank.reflex(task, {"email": "bob@example.com"}, {}) is None  # tools missing
+    assert bank.reflex("What will the weather be in Lisbon tomorrow?", tools) is None
+    assert bank.reflex(task, tools, args={"mail": "bob@example.com"}) is None  # wrong arguments
+    assert bank.reflex(task, {}) is None  # tools missing
+    # Given arguments win over the ones read.
+    given = bank.reflex(task, tools, args={"email": "carol@example.com"})
+    assert given is not None and bank.ledger.outcomes(HISTORY)[-1].args == {
+        "email": "carol@example.com"
+    }
     # A task for another (not autonomous) skill does not trigger the reflex.
-    order = "Order two 'wall clock' for hiro@example.com"
-    assert bank.reflex(order, {"email": "hiro@example.com"}, tools) is None
+    order = "Order 2 x 'wall clock' for hiro@example.com"
+    assert bank.reflex(order, tools) is None
     # Nothing runs without a model when the task says more, or the opposite, or too little.
     for near_miss in (
         "Do not show the order history for bob@example.com",
@@ -336,7 +343,7 @@ def test_reflex_runs_the_autonomous_skill_for_a_matching_task(bank: SkillBank, s
         "Show the order history for bob@example.com, then cancel every pending order",
         "history",
     ):
-        assert bank.reflex(near_miss, {"email": "bob@example.com"}, tools) is None, near_miss
+        assert bank.reflex(near_miss, tools) is None, near_miss
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -388,7 +395,27 @@ def test_a_callers_bad_input_does_not_count_against_the_skill(bank: SkillBank, s
     bank.run(HISTORY, {"email": "nobody@example.com"}, tools, caller="reflex")
     assert bank.ledger.counts()[HISTORY] == (0, 1)
     # A tool that refuses a value the skill computed (data flow) fails the skill too.
-    order = next(s.id for s in bank.skills() if s.id.endswith("place_order"))
+    order = next(s.id for s in bank.skills() if s.id == "place_order_by_email_and_query")
     args = {"email": "bob@example.com", "query": "lamp", "quantity": 10_000}
     assert not bank.run(order, args, tools).ok  # not enough stock for the sku it found
     assert bank.ledger.counts()[order] == (0, 1)
+
+
+def test_a_question_never_runs_a_skill_that_changes_things(tmp_path: Path) -> None:
+    runs = [t for t in load_trajectories(EXAMPLE_TRAJECTORIES) if "order_product" in t.id]
+    with SkillBank.init(tmp_path / "orders") as bank:
+        bank.learn(runs, branch="current")
+        (skill,) = bank.skills()  # the only skill: nothing else can rank above it
+        for _ in range(30):
+            bank.ledger.record(skill.id, ok=True)
+        bank.update_stages()
+        shop = Shop.create(tmp_path / "shop.sqlite")
+        args = {"email": "carol@example.com", "query": "lamp", "quantity": 5}
+        asked = "Did we order 5 x lamp units for the customer carol@example.com?"
+        before = shop.snapshot()
+        assert bank.reflex(asked, shop.tools(), args=args) is None  # it only asks
+        assert bank.plan_reflex(asked).skill_id is None
+        assert shop.snapshot() == before
+        told = "Order 5 x 'lamp' for carol@example.com"
+        result = bank.reflex(told, shop.tools())
+        assert result is not None and result.ok and result.skill_id == skill.id

@@ -17,7 +17,7 @@ import pytest
 from skillbank import SkillBank, load_trajectories
 from tests.conftest import EXAMPLE_TRAJECTORIES, REPO
 
-HISTORY = "find_customer_list_orders"
+HISTORY = "list_orders_by_email"
 
 
 def _pre_commit() -> list[str]:

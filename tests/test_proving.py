@@ -35,7 +35,7 @@ from tests.test_compose import history, latest
 
 REPO = Path(__file__).resolve().parent.parent
 SHOP = REPO / "skillbank" / "examples" / "trajectories" / "shop.jsonl"
-CANCEL = "find_customer_list_orders_cancel_order"
+CANCEL = "cancel_order_by_email"
 
 JSON_VALUES = st.recursive(
     st.none()
@@ -206,7 +206,7 @@ def test_prove_skill_takes_a_tested_or_validated_skill(
 BROKEN = [
     pytest.param(
         ('orders["orders"][0]', 'orders["orders"][1]'),
-        "'declared errors' failed: it raised IndexError (line 23): list index out of range",
+        "'declared errors' failed: it raised IndexError (line 19): list index out of range",
         id="undeclared-error",
     ),
     pytest.param(
@@ -222,7 +222,7 @@ BROKEN = [
     ),
     pytest.param(
         ("    customer = tools", "    _hidden = 1\n    customer = tools"),
-        "'runs cleanly' failed: the run failed with PolicyViolation: line 21:5",
+        "'runs cleanly' failed: the run failed with PolicyViolation: line 17:5",
         id="policy-violation",
     ),
 ]
@@ -265,7 +265,7 @@ def test_an_error_the_docstring_declares_keeps_the_contract(
 
 def test_a_timeout_fails_properties(shop: tuple[dict[str, Skill], Sandbox]) -> None:
     skills, sandbox = shop
-    skill = edited(skills["find_customer_update_email"], "    customer = tools",
+    skill = edited(skills["update_email_by_email"], "    customer = tools",
                    "    while True:\n        pass\n    customer = tools")  # fmt: skip
     result = check_properties(skill, sandbox, limits=Limits(timeout_s=0.3, cpu_s=1), max_examples=3)
     assert not result.ok
@@ -315,7 +315,7 @@ def test_composed_skills_and_declared_lookup_errors_prove(tmp_path: Path) -> Non
         ])  # fmt: skip
         skills = {s.id: s for s in bank.library.load_all()}
         picker = skills[CANCEL]
-        assert picker.requires == ("find_customer_list_orders",)
+        assert picker.requires == ("list_orders_by_email",)
         assert "raise LookupError(" in picker.source
         for skill in skills.values():
             report = prove_skill(skill, bank.sandbox, library=skills, max_examples=10)
@@ -331,7 +331,7 @@ def test_composed_skills_and_declared_lookup_errors_prove(tmp_path: Path) -> Non
             },
         )
         assert result.error_type == "SkillError"
-        assert 'no entry of the find_customer_list_orders result["orders"]' in str(result.error)
+        assert 'no entry of the list_orders_by_email result["orders"]' in str(result.error)
         # A required skill missing from the library is reported, not raised.
         alone = check_properties(picker, bank.sandbox, library={})
         assert not alone.ok and "does not hold" in alone.message
@@ -402,7 +402,7 @@ def test_pytest_on_a_good_bank_runs_every_check_and_passes(shop_bank: Path) -> N
 
 
 def test_pytest_shows_a_replay_mismatch_and_a_shrunk_example(shop_bank: Path) -> None:
-    history_py = shop_bank / "skills" / "find_customer_list_orders" / "skill.py"
+    history_py = shop_bank / "skills" / "list_orders_by_email" / "skill.py"
     text = history_py.read_text()
     history_py.write_text(text.replace('customer["customer_id"]', 'customer["email"]'))
     cancel_py = shop_bank / "skills" / CANCEL / "skill.py"
@@ -415,10 +415,10 @@ def test_pytest_shows_a_replay_mismatch_and_a_shrunk_example(shop_bank: Path) ->
         'longer replays: call 2: expected list_orders({"customer_id":"C-1004"}), got '
         'list_orders({"customer_id":"dmitri@example.com"})'
     ) in out
-    assert "skills/find_customer_list_orders/skill.py::properties PASSED" in out
+    assert "skills/list_orders_by_email/skill.py::properties PASSED" in out
     assert f"FAILED skills/{CANCEL}/skill.py::properties" in out
     assert (
-        f"skills/{CANCEL}/skill.py:23: property 'declared errors' failed: it raised IndexError"
+        f"skills/{CANCEL}/skill.py:19: property 'declared errors' failed: it raised IndexError"
     ) in out
     assert 'Falsifying example (shrunk):\n  arguments: {"email":"","reason":""}\n' in out
     assert "Traceback" not in out

@@ -11,6 +11,8 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import sandbox
 import skillbank
 from skillbank import errors
@@ -22,6 +24,19 @@ def test_all_is_sorted_complete_and_importable() -> None:
         assert getattr(skillbank, name) is not None
     for required in ("SkillBank", "load_trajectories"):
         assert required in skillbank.__all__
+
+
+def test_import_skillbank_loads_each_public_name_where_it_is_defined() -> None:
+    # The names are imported on first use (PEP 562), from where each is defined.
+    assert set(skillbank.EXPORTS) == set(skillbank.__all__)
+    for name, module in skillbank.EXPORTS.items():
+        assert getattr(skillbank, name) is getattr(importlib.import_module(module), name)
+    with pytest.raises(AttributeError, match="no attribute 'NotAName'"):
+        skillbank.NotAName  # noqa: B018
+    assert set(skillbank.__all__) <= set(dir(skillbank))
+    # A submodule named like a public name (skillbank.validate) does not hide it.
+    importlib.import_module("skillbank.validate")
+    assert callable(skillbank.validate) and skillbank.validate.__name__ == "validate"
 
 
 def test_every_skillbank_error_subclasses_the_root_and_is_documented() -> None:
@@ -364,6 +379,8 @@ def test_no_private_name_crosses_a_module() -> None:
     ours = ("skillbank", "sandbox")
     for folder in ("skillbank", "sandbox", "tests", "benchmarks"):
         for path in sorted((top / folder).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(top).parts):
+                continue  # a virtual environment (benchmarks/tau2/.venv) is not our code
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
             modules: set[str] = set()
             for node in ast.walk(tree):

@@ -145,8 +145,8 @@ def test_a_recorded_run_is_learned_and_the_skill_runs_on_new_arguments(tmp_path:
 
     with SkillBank.init(tmp_path / "bank") as bank:
         report = bank.learn(load_trajectories(path), branch="current")
-        assert report.added == ["find_customer_list_orders"], report.to_json()
-        skill = bank.get("find_customer_list_orders")
-        assert skill.signature.render() == "find_customer_list_orders(email: str) -> dict"
+        assert report.added == ["list_orders_by_email"], report.to_json()
+        skill = bank.get("list_orders_by_email")
+        assert skill.signature.render() == "list_orders_by_email(email: str) -> dict"
         result = bank.run(skill.id, {"email": "dmitri@example.com"}, shop.tools())
         assert result.ok and result.value == shop.list_orders(customer_id="C-1004")

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from skillbank import SkillBank, load_trajectories
 from skillbank.cli import cli
-from skillbank.search import SearchIndex, SkillDoc, backend, tokenize
+from skillbank.search import MISMATCH, SearchIndex, SkillDoc, backend, intent, tokenize
 
 from .conftest import EXAMPLE_TRAJECTORIES
 
-LIST_ORDERS = "find_customer_list_orders"
+LIST_ORDERS = "list_orders_by_email"
 
 
 @pytest.fixture(scope="module")
@@ -50,23 +50,21 @@ def ranking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     [
         ("I want to see what orders bob@example.com placed", LIST_ORDERS),
         ("List every order of customer farid@example.com from newest to oldest", LIST_ORDERS),
-        ("refund the broken item from order O-5015", "get_order_create_return_issue_refund"),
+        ("refund the broken item from order O-5015", "create_return_issue_refund_by_order_id"),
         (
             "we got 12 more 'kettle' in, put them on the shelf",
-            "search_products_restock",
+            "restock_by_query",
         ),
-        ("alice@example.com has a new address alice@new.test", "find_customer_update_email"),
-        ("cancel the pending order of carol@example.com", "find_customer_list_orders_cancel_order"),
+        ("alice@example.com has a new address alice@new.test", "update_email_by_email"),
+        ("cancel the pending order of carol@example.com", "cancel_order_by_email"),
     ],
 )
 def test_held_out_wording_finds_the_skill(
     shop: SkillBank, ranking: str, text: str, expected: str
 ) -> None:
     ids = [h.skill_id for h in shop.search(text)]
-    if ranking == "bm25":  # BM25 alone confuses "placed" with place_order: top 3, not top 1
-        assert expected in ids[:3], ids
-    else:
-        assert ids[0] == expected, ids
+    # BM25 alone confused "placed" with place_order; the request's intent now settles it.
+    assert ids[0] == expected, ids
 
 
 def test_empty_query_and_empty_library(shop: SkillBank, bank: SkillBank) -> None:
@@ -129,7 +127,7 @@ def test_thompson_is_repeatable_with_a_seed(shop: SkillBank) -> None:
 
 
 def test_deprecated_skills_are_not_returned(shop: SkillBank) -> None:
-    shop.deprecate(LIST_ORDERS, by="find_customer_list_orders_cancel_order", branch="current")
+    shop.deprecate(LIST_ORDERS, by="cancel_order_by_email", branch="current")
     ids = [h.skill_id for h in shop.search("Show the order history for bob@example.com", k=7)]
     assert LIST_ORDERS not in ids and ids
 
@@ -218,3 +216,72 @@ def test_skills_learned_in_other_languages_are_found_by_their_own_words(tmp_path
         ]:
             (best, *_) = bank.search(query)
             assert tool in best.skill_id, (query, best)
+
+
+# --- the request's intent against the skill's effect (issue 14, item 5) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Questions read, whatever verb they hold.
+        ("what orders did bob@example.com place", "read"),
+        ("Which orders has carol@example.com placed so far?", "read"),
+        ("did order O-5003 ship", "read"),
+        ("Is the red mug in stock?", "read"),
+        ("how many orders has elena@example.com placed", "read"),
+        ("bob@example.com orders?", "read"),
+        # Requests to see.
+        ("Show the order history for dmitri@example.com", "read"),
+        ("please list the refunds of last week", "read"),
+        ("I would like to see my orders", "read"),
+        ("can you tell me the status of O-5003", "read"),
+        ("Order history for bob@example.com", "read"),  # a noun phrase, not "order ..."
+        ("transfer status of account 1001", "read"),
+        # Requests to change, however softened.
+        ("Place an order for 2 lamps for bob@example.com", "change"),
+        ("Can you cancel order O-5003?", "change"),
+        ("how do I return the lamp from O-5003", "change"),
+        ("please update the email of bob@example.com to rob@example.com", "change"),
+        ("Show my orders and cancel the pending one", "change"),
+        ("We got 20 more mugs in, add them to stock", "change"),
+        # Other scripts: a question mark is a question in any of them.
+        ("¿Qué pedidos hizo bob@example.com?", "read"),
+        ("bob@example.com の注文は？", "read"),
+        # No form to read.
+        ("bob@example.com orders", None),
+        ("", None),
+        ("O-5003", None),
+    ],
+)
+def test_intent_reads_the_form_of_the_request(text: str, expected: str | None) -> None:
+    assert intent(text) == expected
+
+
+@given(st.text(max_size=60))
+def test_intent_never_fails(text: str) -> None:
+    assert intent(text) in ("read", "change", None)
+
+
+def test_a_question_ranks_the_skill_that_reads_first_by_a_clear_margin(shop: SkillBank) -> None:
+    # The README's example: every word of it is in the ordering skill's document too.
+    hits = shop.search("what orders did bob@example.com place", k=7)
+    assert hits[0].skill_id == LIST_ORDERS and hits[0].effect == "query" and hits[0].fit == 1
+    changing = [h for h in hits if h.effect == "command"]
+    assert changing and all(h.fit == MISMATCH for h in changing)
+    assert hits[0].score >= 2 * max(h.score for h in changing)
+    # The same words as an order: the skill that places one comes first.
+    (order,) = shop.search("Place an order for bob@example.com", k=1)
+    assert order.effect == "command" and "place_order" in order.skill_id and order.fit == 1
+    # Without the weighting (a baseline) the trap is sprung: the order skill comes first.
+    index = shop.retriever.index()
+    (blind,) = index.rank("what orders did bob@example.com place", 1, effects=False)
+    assert blind.skill_id != LIST_ORDERS
+
+
+def test_a_tool_the_bank_calls_a_command_makes_its_skills_commands(shop: SkillBank) -> None:
+    assert shop.search("Show the order history for bob@example.com")[0].effect == "query"
+    (shop.root / "pyproject.toml").write_text('[tool.skillbank]\ncommand_tools = ["list_orders"]\n')
+    reopened = SkillBank(shop.root)  # the effect is part of the cached index's key
+    hits = {h.skill_id: h for h in reopened.search("Show the order history for bob@example.com")}
+    assert hits[LIST_ORDERS].effect == "command" and hits[LIST_ORDERS].fit == MISMATCH

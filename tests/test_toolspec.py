@@ -374,8 +374,11 @@ def shop_tools(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return Shop.create(tmp_path_factory.mktemp("shop") / "shop.sqlite").tools()
 
 
-HISTORY = "find_customer_list_orders"
-CANCEL = "find_customer_list_orders_cancel_order"
+HISTORY = "list_orders_by_email"
+CANCEL = "cancel_order_by_email"
+#: Learned from one run: which order it cancelled was that run's choice, so the order id is
+#: the caller's and the skill is named for its one command.
+CANCEL_ONE = "cancel_order_skill"
 
 
 def call(bank: SkillBank, name: str, arguments: Any, tools: Any) -> dict[str, Any]:
@@ -456,7 +459,7 @@ def test_arguments_are_checked_deep_against_the_schema(
 def test_a_whole_float_reaches_the_skill_as_an_int(learned: SkillBank, tmp_path: Path) -> None:
     # The shop refuses quantity=4.0; the one argument check passes it on as 4.
     tools = Shop.create(tmp_path / "shop.sqlite").tools()
-    order = "find_customer_search_products_check_stock_place_order"
+    order = "place_order_by_email_and_query"
     args = {**DEMO_ARGS["order_product"], "quantity": 4.0}
     data = call(learned, order, args, tools)
     assert data["ok"] is True, data
@@ -539,15 +542,15 @@ def small_bank(tmp_path: Path) -> Iterator[SkillBank]:
     with SkillBank.init(tmp_path / "bank") as bank:
         bank.learn(runs, branch="current")
         assert [s.stage for s in bank.skills()] == ["cognitive", "cognitive"]
-        bank.deprecate(HISTORY, by=CANCEL, branch="current")
+        bank.deprecate(HISTORY, by=CANCEL_ONE, branch="current")
         yield bank
 
 
 def test_tool_specs_offer_callable_stages_and_skip_deprecated(small_bank: SkillBank) -> None:
     assert small_bank.tool_specs() == []  # cognitive skills are not offered by default
     offered = small_bank.tool_specs("responses", stages=STAGES)
-    assert [t["name"] for t in offered] == [CANCEL]
-    assert small_bank.tool_specs("mcp", stages=STAGES)[0]["name"] == CANCEL
+    assert [t["name"] for t in offered] == [CANCEL_ONE]
+    assert small_bank.tool_specs("mcp", stages=STAGES)[0]["name"] == CANCEL_ONE
     with pytest.raises(ValueError, match="not a tool format"):
         small_bank.tool_specs("xml", stages=STAGES)  # type: ignore[arg-type]
 
@@ -557,13 +560,13 @@ def test_a_deprecated_skill_still_answers_with_a_warning(
 ) -> None:
     tools = Shop.create(tmp_path / "shop.sqlite").tools()
     # Cognitive skills are described procedures, never run as tools.
-    data = call(small_bank, CANCEL, {"email": "alice@example.com"}, tools)
+    data = call(small_bank, CANCEL_ONE, {"order_id": "O-5001", "reason": "no need"}, tools)
     assert data["ok"] is False and data["error"]["type"] == "unavailable"
-    for sid in (HISTORY, CANCEL):  # once callable, the deprecated one still answers
+    for sid in (HISTORY, CANCEL_ONE):  # once callable, the deprecated one still answers
         md = small_bank.library.dir / sid / "SKILL.md"
         md.write_text(md.read_text().replace("stage: cognitive", "stage: associative"))
     data = call(small_bank, HISTORY, {"email": "alice@example.com"}, tools)
-    assert data["ok"] is True and CANCEL in data["warning"]
+    assert data["ok"] is True and CANCEL_ONE in data["warning"]
 
 
 def test_cli_tools_prints_the_json_list(

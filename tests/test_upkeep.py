@@ -50,7 +50,7 @@ def shop_bank(tmp_path: Path, example_trajectories: list[Trajectory]):
 
 
 def order_skill(bank: SkillBank) -> str:
-    return next(s.id for s in bank.skills() if s.id.endswith("place_order"))
+    return next(s.id for s in bank.skills() if s.id == "place_order_by_email_and_query")
 
 
 def tea_failure(tools, tid: str = "fail-black-tea") -> Trajectory:
@@ -318,8 +318,8 @@ def test_a_merge_whose_cases_do_not_replay_on_the_kept_skill_changes_nothing(
 
     ids = [s.id for s in shop_bank.skills()]
     keep, drop = (
-        "find_customer_list_orders",
-        "find_customer_search_products_check_stock_place_order",
+        "list_orders_by_email",
+        "place_order_by_email_and_query",
     )
     assert keep in ids and drop in ids
     head = subprocess.run(

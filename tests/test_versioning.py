@@ -464,28 +464,26 @@ def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None
         bank.learn([history_run("h1", "ann@x.io"), history_run("h2", "bob@x.io")])
         runs = [latest_run("l1", "ann@x.io"), latest_run("l2", "cy@x.io")]
         (latest,) = bank.learn(runs, branch="current").added
-        assert bank.get(latest).requires == ("find_customer_list_orders",)
+        assert bank.get(latest).requires == ("list_orders_by_email",)
         runs = [orders_run("o1", "C-1"), orders_run("o2", "C-2")]
         (replacement,) = bank.learn(runs, branch="current").added
         with pytest.raises(SkillNotFound):
-            bank.deprecate("find_customer_list_orders", by="no_such_skill")
+            bank.deprecate("list_orders_by_email", by="no_such_skill")
         with pytest.raises(LibraryError, match="circle"):
-            bank.deprecate("find_customer_list_orders", by="find_customer_list_orders")
+            bank.deprecate("list_orders_by_email", by="list_orders_by_email")
 
-        commit = bank.deprecate("find_customer_list_orders", by=replacement, branch="current")
-        old = bank.get("find_customer_list_orders")
+        commit = bank.deprecate("list_orders_by_email", by=replacement, branch="current")
+        old = bank.get("list_orders_by_email")
         assert old.deprecated_by == replacement and old.version == Version(1, 0, 1)
         message = git(bank.root, "log", "-1", "--format=%B")
-        assert message.startswith(
-            f"skillbank deprecate find_customer_list_orders: use {replacement}"
-        )
+        assert message.startswith(f"skillbank deprecate list_orders_by_email: use {replacement}")
         assert f"Required by: {latest}" in message
-        assert bank.deprecate("find_customer_list_orders", by=replacement) == commit  # same commit
-        assert bank.history("find_customer_list_orders")[0].deprecated_by == replacement
+        assert bank.deprecate("list_orders_by_email", by=replacement) == commit  # same commit
+        assert bank.history("list_orders_by_email")[0].deprecated_by == replacement
         with pytest.raises(LibraryError, match="circle"):
-            bank.deprecate(replacement, by="find_customer_list_orders")
+            bank.deprecate(replacement, by="list_orders_by_email")
 
-        result = bank.run("find_customer_list_orders", {"email": "bob@x.io"}, SHOP)
+        result = bank.run("list_orders_by_email", {"email": "bob@x.io"}, SHOP)
         assert result.ok and result.value["orders"] == [{"order_id": "O-21"}]
         assert result.warning and result.warning.startswith(f"deprecated: use {replacement}")
         assert result.to_json()["warning"] == result.warning
@@ -494,10 +492,10 @@ def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None
         assert composed.warning is None
         # Learning more runs of it keeps it deprecated (cases only: no version change).
         assert bank.learn([history_run("h3", "cy@x.io")]).versions == {
-            "find_customer_list_orders": "1.0.1"
+            "list_orders_by_email": "1.0.1"
         }
-        assert bank.get("find_customer_list_orders").deprecated_by == replacement
-        meta = (bank.root / "skills" / "find_customer_list_orders" / "SKILL.md").read_text()
+        assert bank.get("list_orders_by_email").deprecated_by == replacement
+        meta = (bank.root / "skills" / "list_orders_by_email" / "SKILL.md").read_text()
         assert f"  deprecated_by: {replacement}\n" in meta and "**Deprecated:**" in meta
 
 
@@ -580,7 +578,7 @@ def test_cli_deprecate_list_and_run_warn(runner: CliRunner, tmp_path: Path) -> N
     at = ["--root", str(root)]
     result = runner.invoke(
         cli,
-        ["deprecate", "find_customer_list_orders", "--by", replacement, "--branch", "current", *at],
+        ["deprecate", "list_orders_by_email", "--by", replacement, "--branch", "current", *at],
     )
     assert result.exit_code == 0, result.output
     assert f"use {replacement}" in result.output and "v1.0.1" in result.output
@@ -588,13 +586,13 @@ def test_cli_deprecate_list_and_run_warn(runner: CliRunner, tmp_path: Path) -> N
     assert f"deprecated: use {replacement}" in result.output
     listed = json.loads(runner.invoke(cli, ["list", *at, "--json"]).stdout)
     assert {s["id"]: s["deprecated_by"] for s in listed} == {
-        "find_customer_list_orders": replacement, replacement: None,
+        "list_orders_by_email": replacement, replacement: None,
     }  # fmt: skip
-    args = ["run", "find_customer_list_orders", "--args", '{"email": "ann@x.io"}', "--json",
+    args = ["run", "list_orders_by_email", "--args", '{"email": "ann@x.io"}', "--json",
             "--tools", "tests.test_versioning:SHOP", *at]  # fmt: skip
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert f"warning: find_customer_list_orders: deprecated: use {replacement}" in result.stderr
+    assert f"warning: list_orders_by_email: deprecated: use {replacement}" in result.stderr
     assert json.loads(result.stdout)["ok"] is True
 
 

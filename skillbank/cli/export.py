@@ -42,7 +42,7 @@ def agent_skills(out: Path, root: Path, skill_ids: tuple[str, ...], as_json: boo
     with the export: review the scripts as code. A re-export rewrites its own folders and
     refuses to touch anything else.
 
-    Example: skillbank export agent-skills dist/skills --skill find_customer_list_orders
+    Example: skillbank export agent-skills dist/skills --skill list_orders_by_email
     """
     bank = SkillBank(root)
     library = bank.skills()

@@ -96,6 +96,7 @@ def _skill_json(skill: Skill, *, full: bool = False) -> dict[str, Any]:
         "cases": len(skill.cases),
         "content_hash": f"sha256:{skill.content_hash}",
         "deprecated_by": skill.deprecated_by,
+        "pinned": skill.pinned,
     }
     if full:
         data["source"] = skill.source
@@ -139,23 +140,29 @@ def list_(root: Path, as_json: bool) -> None:
 def show(skill_id: str, root: Path, as_json: bool) -> None:
     """Show one skill: signature, stage, tools, provenance and source.
 
-    Example: skillbank show find_customer_list_orders
+    Example: skillbank show list_orders_by_email
     """
-    skill = SkillBank(root).get(skill_id)
+    bank = SkillBank(root)
+    skill = bank.get(skill_id)
+    patterns = bank.library.patterns(skill)
     if as_json:
-        print_json(_skill_json(skill, full=True))
+        print_json({**_skill_json(skill, full=True), "patterns": patterns.to_json()})
         return
     console = make_console()
     console.print(f"[bold]{skill.id}[/bold]  v{skill.version}  {skill.stage}")
     console.print(skill.description)
     if skill.deprecated_by:
         console.print(f"[yellow]deprecated: use {skill.deprecated_by}[/yellow]")
+    if skill.pinned:
+        console.print(f"stage pinned by review: {skill.pinned}", highlight=False)
     console.print(f"signature: {skill.signature.render()}")
     console.print(f"tools:     {', '.join(skill.tools)}")
     sources = ", ".join(c.trajectory_id for c in skill.cases)
     console.print(f"cases:     {len(skill.cases)} (learned from: {sources})")
     for note in skill.notes:
         console.print(f"data flow: {note}")
+    for phrasing in patterns.phrasings:  # how a reflex reads a task (patterns.json)
+        console.print(f"asked as:  {phrasing.template} ({phrasing.cases} case(s))", highlight=False)
     console.print("")
     click.echo(skill.source, nl=False)
 
@@ -167,7 +174,7 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
 def history(skill_id: str, root: Path, as_json: bool) -> None:
     """List the commits that changed a skill, newest first: version, date, stage, subject.
 
-    Example: skillbank history find_customer_list_orders
+    Example: skillbank history list_orders_by_email
     """
     entries = SkillBank(root).history(skill_id)
     if as_json:
@@ -194,7 +201,7 @@ def diff(skill_id: str, a: str | None, b: str | None, root: Path, as_json: bool)
     By default B is the working tree and A the version before it.
 
     \b
-    Example: skillbank diff find_customer_list_orders 1.0.0 2.0.0
+    Example: skillbank diff list_orders_by_email 1.0.0 2.0.0
     """
     change = SkillBank(root).versions.compare(skill_id, a, b)
     if as_json:
@@ -215,7 +222,7 @@ def rollback(skill_id: str, version: str, branch: str | None, root: Path, as_jso
     The restored skill is validated and replayed first; the commit goes where --branch says.
     Versions never go backwards: the new version is the current one, bumped.
 
-    Example: skillbank rollback find_customer_list_orders 1.0.0
+    Example: skillbank rollback list_orders_by_email 1.0.0
     """
     with SkillBank(root) as bank:
         commit = bank.rollback(skill_id, version, branch=branch)
@@ -242,7 +249,7 @@ def deprecate(old_id: str, new_id: str, branch: str | None, root: Path, as_json:
 
     Skills that require OLD_ID keep working through it until it is removed.
 
-    Example: skillbank deprecate find_customer_list_orders --by list_customer_orders
+    Example: skillbank deprecate list_orders_by_email --by list_customer_orders
     """
     with SkillBank(root) as bank:
         commit = bank.deprecate(old_id, by=new_id, branch=branch)

@@ -19,9 +19,10 @@ from skillbank.cli.output import (
 )
 from skillbank.gate import load_tool_specs
 from skillbank.maturity import SkillStats, StageChange
+from skillbank.skill import STAGES, Stage
 from skillbank.upkeep import check_drift, find_duplicates, merge_duplicates, prune, refine
 
-__all__ = ["dedup", "drift", "prune_", "refine_", "stages", "stats"]
+__all__ = ["dedup", "drift", "promote", "prune_", "refine_", "stages", "stats"]
 
 
 # --- maturity -------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def stats(
     The numbers come from the local ledger (.skillbank/ledger.sqlite); the lower bound is the
     5% quantile of Beta(1 + successes, 1 + failures).
 
-    Example: skillbank stats find_customer_list_orders --json
+    Example: skillbank stats list_orders_by_email --json
     """
     with SkillBank(root) as bank:
         changes = (
@@ -119,6 +120,50 @@ def stages(skill_ids: tuple[str, ...], branch: str | None, root: Path, as_json: 
 
 
 # --- upkeep ---------------------------------------------------------------------------------
+
+
+@click.command(name="promote")
+@click.argument("skill_id")
+@click.option("--to", "stage", type=click.Choice(STAGES), default=None,
+              help="The stage to grant or withdraw to; pinned until --unpin.")  # fmt: skip
+@click.option("--reason", default="", help="Why (kept in SKILL.md and the commit message).")
+@click.option("--unpin", is_flag=True, help="Lift a reviewer's pin: the ledger decides again.")
+@branch_option
+@root_option
+@json_option
+def promote(
+    skill_id: str,
+    stage: Stage | None,
+    reason: str,
+    unpin: bool,
+    branch: str | None,
+    root: Path,
+    as_json: bool,
+) -> None:
+    """Grant or withdraw a skill's stage by review, as a commit; the stage is pinned.
+
+    Automatic stage changes (`skillbank stages`) leave a pinned skill alone until --unpin,
+    except that failures still demote a pinned autonomous skill.
+
+    Example: skillbank promote list_orders_by_email --to autonomous --reason "read-only"
+    """
+    if stage is None and not unpin:
+        raise click.UsageError("say the stage with --to STAGE, or lift the pin with --unpin")
+    with SkillBank(root) as bank:
+        before = bank.get(skill_id).stage
+        commit = bank.promote(skill_id, stage, reason=reason, unpin=unpin, branch=branch)
+        after = bank.library.load_at(skill_id, commit) if commit else bank.get(skill_id)
+    pinned = after.pinned if after is not None else None
+    if as_json:
+        data = {"skill_id": skill_id, "old": before, "new": after.stage if after else stage,
+                "pinned": pinned}  # fmt: skip
+        print_json({**data, **commit_json(commit)})
+    elif commit is None:
+        click.echo(f"{skill_id} already is {before}{' (pinned)' if pinned else ''}; no change")
+    else:
+        shown = after.stage if after else stage
+        state = f"pinned: {pinned}" if pinned else "unpinned"
+        click.echo(f"{skill_id}: {before} -> {shown} ({state}); {committed(commit)}")
 
 
 @click.command(name="prune")

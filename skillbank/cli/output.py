@@ -31,13 +31,17 @@ import textwrap
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
 
-from skillbank import GateUsageError, LearnReport, RunResult, Skill, SkillbankError
-from skillbank.errors import storage_error
+from skillbank.errors import GateUsageError, SkillbankError, storage_error
+from skillbank.progress import quiet
+
+if TYPE_CHECKING:  # only annotations: the command line imports what a command uses
+    from rich.console import Console
+
+    from skillbank import LearnReport, RunResult, Skill
 
 __all__ = [
     "EXIT_CHECK_FAILED",
@@ -79,6 +83,8 @@ def print_json(data: Any) -> None:
 
 def make_console() -> Console:
     """A console for tables and markup (no automatic highlighting, long lines kept)."""
+    from rich.console import Console  # imported when a command prints a table
+
     return Console(highlight=False, soft_wrap=True)
 
 
@@ -153,8 +159,11 @@ def fail(ctx: click.Context, exc: Exception) -> NoReturn:
 
 
 def remember_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    """The ``--json`` option's callback: note whether errors are to be reported as JSON."""
+    """The ``--json`` option's callback: note whether errors are to be reported as JSON, and
+    keep progress bars off while the command runs (its output is for a script)."""
     ctx.meta[_JSON] = value
+    if value:
+        ctx.with_resource(quiet())
     return value
 
 

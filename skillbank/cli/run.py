@@ -23,11 +23,10 @@ from skillbank.cli.output import (
     render_run,
     say,
 )
-from skillbank.search import backend
 from skillbank.skill import STAGES
 from skillbank.toolspec import ToolFormat
 
-__all__ = ["load_tools", "match", "run", "search_", "tools_"]
+__all__ = ["do", "load_tools", "match", "run", "search_", "tools_"]
 
 
 @click.command(name="tools")
@@ -109,7 +108,7 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
 
     \b
       SKILLBANK_SHOP_DB=shop.sqlite skillbank run \\
-        find_customer_search_products_check_stock_place_order \\
+        place_order_by_email_and_query \\
         --args '{"email": "dana@example.com", "query": "lamp", "quantity": 1}' \\
         --tools skillbank.examples.shop:tools
     """
@@ -135,6 +134,62 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
     else:
         render_run(result, make_console())
     if not result.ok:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+@click.command(name="do")
+@click.argument("task")
+@click.option(
+    "--tools",
+    "tools_spec",
+    default=None,
+    help="Host tools as MODULE or MODULE:ATTR (a mapping, or a function returning one; "
+    "ATTR defaults to `tools`), e.g. skillbank.examples.shop.",
+)
+@click.option("--dry-run", is_flag=True, help="Show the call a reflex would make; run nothing.")
+@root_option
+@json_option
+def do(task: str, tools_spec: str | None, dry_run: bool, root: Path, as_json: bool) -> None:
+    """Do a task as a reflex: an autonomous skill run from the task's words, no model.
+
+    The skill and its arguments are read off the task; when anything is uncertain nothing
+    runs, and the output names the skill that came closest and why it abstained. Exits 1
+    when nothing ran (or the skill failed); with --dry-run, 1 when it would abstain.
+
+    \b
+    Example:
+      SKILLBANK_SHOP_DB=shop.sqlite skillbank do \\
+        "Show the order history for bob@example.com" --tools skillbank.examples.shop
+    """
+    from skillbank.gateway.server import load_host_tools
+
+    with SkillBank(root) as bank:
+        decision = bank.plan_reflex(task)
+        result = None
+        if decision.skill_id is not None and not dry_run:
+            skill = bank.get(decision.skill_id)
+            if skill.tools and tools_spec is None:
+                raise click.UsageError(
+                    f"{skill.id!r} calls tools ({', '.join(skill.tools)}); say where they live "
+                    "with --tools MODULE (e.g. --tools skillbank.examples.shop), or add --dry-run"
+                )
+            tools = load_host_tools(tools_spec) if tools_spec else {}
+            result = bank.run(skill.id, decision.args, tools, caller="reflex")
+    if as_json:
+        print_json({"decision": decision.to_json(), "result": result.to_json() if result else None})
+    elif decision.skill_id is None:
+        click.echo(f"no reflex ({decision.rule}): {decision.reason}")
+        if decision.closest:
+            click.echo(f"closest skill: {decision.closest}")
+    else:
+        call = ", ".join(
+            f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in decision.args.items()
+        )
+        click.echo(f"{'would run' if dry_run else 'reflex'}: {decision.skill_id}({call})")
+        click.echo(f"  matched by {decision.reason.partition(' by ')[2]}")
+        if result is not None:
+            render_run(result, make_console())
+    if decision.skill_id is None or (result is not None and not result.ok):
         sys.exit(EXIT_CHECK_FAILED)
 
 
@@ -184,10 +239,16 @@ def match(paths: tuple[Path, ...], root: Path, as_json: bool) -> None:
 @json_option
 @root_option
 def search_(text: str, k: int, thompson: bool, seed: int | None, as_json: bool, root: Path) -> None:
-    """Find the skills that fit a task, best first: relevance x expected success.
+    """Find the skills that fit a task, best first: relevance x expected success x fit.
+
+    fit is 0.25 for a skill whose effect does not suit the request: one that changes
+    something, for a question or a request to see; one that only reads, for a request to
+    change something.
 
     Example: skillbank search "show the orders of bob@example.com" --k 3
     """
+    from skillbank.search import backend  # numpy: only for the commands that search
+
     hits = SkillBank(root).search(text, k, thompson=thompson, seed=seed)
     if as_json:
         print_json({"backend": backend(), "hits": [asdict(h) for h in hits]})
@@ -198,6 +259,12 @@ def search_(text: str, k: int, thompson: bool, seed: int | None, as_json: bool, 
     for h in hits:
         echo_block(
             f"{h.score:.3f}  {h.skill_id}",
-            f"relevance {h.relevance:.2f}, success {h.success:.2f}, {h.stage}: {h.description}",
+            f"relevance {h.relevance:.2f}, success {h.success:.2f}"
+            + (f", fit {h.fit:.2f} ({_EFFECT_WORDS[h.effect]})" if h.fit < 1 else "")
+            + f", {h.stage}: {h.description}",
         )
     click.echo(f"({backend()})")
+
+
+#: How `search_` names a skill's effect when it does not suit the request.
+_EFFECT_WORDS = {"query": "only reads", "command": "changes something", "": "unknown"}

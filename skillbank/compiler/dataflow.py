@@ -23,7 +23,9 @@ __all__ = [
     "MISSING",
     "Origin",
     "Path",
+    "bound_parts",
     "find_origin",
+    "instance_bound",
     "iter_paths",
     "mentioned_in",
     "same_value",
@@ -85,6 +87,49 @@ def iter_paths(value: JSON, prefix: Path = ()) -> Iterator[tuple[Path, JSON]]:
     elif isinstance(value, list):
         for index, sub in enumerate(value):
             yield from iter_paths(sub, (*prefix, index))
+
+
+#: A dict key that reads as a field name (``status``, ``shipping-address``, ``zip code``)
+#: rather than as data (``1615379700``, ``#W2378156``, ``a1b2-c3``).
+_FIELD_NAME = re.compile(r"[^\W\d][\w -]{0,63}")
+
+
+def _data_key(container: dict[str, JSON], key: str) -> bool:
+    """True when ``key`` is a value the dict is indexed by, not a field name.
+
+    A key is data when it does not read as a name (it starts with a digit or a sign, is mostly
+    digits, or is long) or when the entry it names holds the key itself as a value
+    (``{"1615379700": {"item_id": "1615379700", ...}}``: a collection keyed by its ids).
+    """
+    if not _FIELD_NAME.fullmatch(key) or sum(c.isdigit() for c in key) * 2 > len(key):
+        return True
+    entry = container.get(key)
+    if isinstance(entry, dict):
+        return any(isinstance(v, str) and v == key for v in entry.values())
+    return False
+
+
+def bound_parts(value: JSON, path: Path) -> list[int]:
+    """Positions in ``path`` that tie it to one instance of the data.
+
+    A list position (``orders[0]``) or a data key (`_data_key`) says "this element", which
+    is only structure when runs with different data agree on it; a field name is structure.
+    """
+    bound: list[int] = []
+    for n, part in enumerate(path):
+        if isinstance(part, int) and isinstance(value, list):
+            bound.append(n)
+        elif isinstance(value, dict) and isinstance(part, str) and _data_key(value, part):
+            bound.append(n)
+        value = value_at(value, (part,))
+        if value is MISSING:
+            break
+    return bound
+
+
+def instance_bound(value: JSON, path: Path) -> bool:
+    """True when ``path`` into ``value`` passes a list position or a data key."""
+    return bool(bound_parts(value, path))
 
 
 def mentioned_in(value: JSON, text: str) -> bool:

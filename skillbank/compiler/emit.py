@@ -29,7 +29,9 @@ __all__ = [
     "Ref",
     "identifier",
     "literal",
+    "plain_sentence",
     "render_function",
+    "subscripts",
 ]
 
 JSON = Any
@@ -112,31 +114,32 @@ class Pick(Ref):
     def render(self) -> str:
         """Inline source text of the selection (`render_function` hoists it instead)."""
         picked = f"[entry for entry in {super().render()} if {self.test()}][0]"
-        return picked + _subscripts(self.rest)
+        return picked + subscripts(self.rest)
 
     def test(self) -> str:
         """The condition an element must meet, on the name ``entry``."""
-        return f"entry{_subscripts(self.key)} == {literal(self.value)}"
+        return f"entry{subscripts(self.key)} == {literal(self.value)}"
 
     def describe(self) -> str:
         """What is picked, for notes, e.g. ``list_orders result["orders"] (first entry with
         ["status"] == "pending")["order_id"]``."""
         where = f"{self.tool} result" if self.tool else self.var
         return (
-            f"{where}{_subscripts(self.path)} (first entry with {_subscripts(self.key)} == "
-            f"{literal(self.value)}){_subscripts(self.rest)}"
+            f"{where}{subscripts(self.path)} (first entry with {subscripts(self.key)} == "
+            f"{literal(self.value)}){subscripts(self.rest)}"
         )
 
     def missing(self) -> str:
         """The message of the ``LookupError`` raised when no element matches."""
         where = f"the {self.tool} result" if self.tool else self.var
         return (
-            f"no entry of {where}{_subscripts(self.path)} has {_subscripts(self.key)} == "
+            f"no entry of {where}{subscripts(self.path)} has {subscripts(self.key)} == "
             f"{literal(self.value)}"
         )
 
 
-def _subscripts(path: Path) -> str:
+def subscripts(path: Path) -> str:
+    """Source text of a path: ``["orders"][0]``."""
     return "".join(f"[{literal(p)}]" for p in path)
 
 
@@ -298,7 +301,7 @@ def _pick_name(pick: Pick, taken: set[str]) -> str:
 
 def _pick_source(pick: Pick, var: str, indent: str) -> list[str]:
     """``var = next(...)`` then a ``LookupError`` when the list holds no such element."""
-    listed = pick.var + _subscripts(pick.path)
+    listed = pick.var + subscripts(pick.path)
     inner = f"(entry for entry in {listed} if {pick.test()}), None"
     one = f"{indent}{var} = next({inner})"
     out = (
@@ -434,17 +437,46 @@ def render_function(plan: FunctionPlan) -> str:
     return "\n".join(out) + "\n"
 
 
-def task_template(task: str, values: Sequence[tuple[str, JSON]]) -> str:
-    """The task text with each parameter's value replaced by ``{name}`` (longest value first)."""
+def plain_sentence(
+    task: str, params: Sequence[tuple[str, JSON]], others: Sequence[tuple[str, JSON]] = ()
+) -> str:
+    """The task text as a plain sentence about any instance of the procedure.
+
+    Each parameter's value is replaced by "the given <name>" and any other id, email or
+    amount the run's calls took from the task by "a <name>" (longest value first), so the
+    sentence names no one run's customer, order or amount, and has no ``{placeholder}`` a
+    model could misread::
+
+        "Cancel order O-9 of ann@x.io" -> "Cancel order the given order id of an email"
+    """
     out = task
-    for name, value in sorted(values, key=lambda nv: -len(str(nv[1]))):
+    named = [(value, f"the given {_words(name)}") for name, value in params]
+    named += [(value, _article(_words(name))) for name, value in others if _entity(value)]
+    done: set[str] = set()
+    for value, words in sorted(named, key=lambda vw: -len(str(vw[0]))):
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             continue
-        if not mentioned_in(value, out):
-            continue
         text = str(value)
+        if text in done or not mentioned_in(value, out):
+            continue
+        done.add(text)
         if isinstance(value, str) and len(value) >= 3:
-            out = out.replace(text, "{" + name + "}")
+            out = out.replace(text, words)
         else:
-            out = re.sub(rf"(?<![\w.{{]){re.escape(text)}(?![\w}}]|\.\d)", "{" + name + "}", out)
+            out = re.sub(rf"(?<![\w.]){re.escape(text)}(?![\w]|\.\d)", words, out)
     return out
+
+
+def _entity(value: JSON) -> bool:
+    """A value that names one thing (an id, an email, an amount), not a word of the request."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    return isinstance(value, str) and any(c.isdigit() or c == "@" for c in value)
+
+
+def _words(name: str) -> str:
+    return " ".join(w for w in name.split("_") if w) or name
+
+
+def _article(words: str) -> str:
+    return ("an " if words[:1].lower() in "aeiou" else "a ") + words

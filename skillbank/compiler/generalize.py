@@ -20,8 +20,9 @@ A value a run's user wrote in the task text counts as that run's input, never as
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,12 +30,14 @@ from sandbox.names import attribute_clashes
 from skillbank.compiler.dataflow import (
     MISSING,
     Path,
+    instance_bound,
     iter_paths,
     mentioned_in,
     same_value,
     trivial,
     value_at,
 )
+from skillbank.compiler.effects import classify_tools
 from skillbank.compiler.emit import (
     Call,
     Cond,
@@ -46,8 +49,9 @@ from skillbank.compiler.emit import (
     Ref,
     identifier,
     literal,
+    plain_sentence,
     render_function,
-    task_template,
+    subscripts,
 )
 from skillbank.errors import CompileError
 from skillbank.json_types import ANNOTATIONS, json_type
@@ -166,24 +170,34 @@ def _segment(steps: Sequence[Step], pattern: Pattern) -> list[list[list[Step]]] 
     return segments
 
 
-def skill_id_for(tools: Sequence[str]) -> str:
-    """The default skill id for a sequence of tool names (repeats folded).
+def skill_id_for(
+    tools: Sequence[str], queries: Collection[str] = (), inputs: Sequence[str] = ()
+) -> str:
+    """The default skill id: what the procedure does, and how it finds what it acts on.
 
-    The tool chain is the most stable name a procedure offers (task wording varies between
-    runs). A one-call skill gets a ``_skill`` suffix so it never shadows the tool it wraps
-    when both are offered to a model.
+    A procedure is named for its commands (repeats folded; ``queries`` are left out), or for
+    its last call when it only reads, then ``_by_`` the inputs its queries take to find what
+    it acts on (``cancel_order_by_email``; none when the caller names it directly). Task
+    wording varies between runs; the commands and inputs do not. A name that would equal a
+    tool it wraps gets ``_skill``, so a skill never shadows a tool offered beside it.
     """
-    chain: list[str] = []
+    folded: list[str] = []
     for tool in tools:
+        if not folded or folded[-1] != tool:
+            folded.append(tool)
+    commands = [t for t in folded if t not in queries]
+    chain: list[str] = []
+    for tool in commands or folded[-1:]:
         name = identifier(tool)
-        if not chain or chain[-1] != name:
+        if name not in chain:
             chain.append(name)
-    if len(chain) == 1:
-        name = f"{chain[0]}_skill"
-    else:
-        name = "_".join(chain)
-        if len(name) > 56:
-            name = f"{chain[0]}_to_{chain[-1]}"
+    name = "_".join(chain)
+    if len(chain) > 1 and len(name) > 56:
+        name = f"{chain[0]}_to_{chain[-1]}"
+    if inputs:
+        name += "_by_" + "_and_".join(identifier(i) for i in inputs[:2])
+    if name in {identifier(t) for t in tools}:
+        name += "_skill"
     return identifier(name)[:64].rstrip("_")
 
 
@@ -211,6 +225,11 @@ class _Run:
                 paths.sort(key=len)  # stable: document order within a length
             self._index[slot] = index
         return index.get((type(value).__name__, canonical_json(value)), [])
+
+
+def _tokens(value: JSON) -> int:
+    """About how many tokens it takes to write ``value`` down (at least one)."""
+    return max(1, -(-len(canonical_json(value)) // 4))
 
 
 def _py_type(value: JSON) -> str:
@@ -268,8 +287,17 @@ def _noun(tool: str) -> str:
 class _Builder:
     """Anti-unifies the runs of one group into a FunctionPlan and its cases."""
 
-    def __init__(self, runs: list[_Run], pattern: Pattern, skill_id: str) -> None:
+    def __init__(
+        self, runs: list[_Run], pattern: Pattern, skill_id: str, queries: frozenset[str]
+    ) -> None:
         self.runs = runs
+        self.queries = queries
+        #: Result variable of each call outside loops and branches -> (block, index in it).
+        self.position: dict[str, tuple[int, int]] = {}
+        #: (block, index) of the queries `prune` dropped.
+        self.pruned: set[tuple[int, int]] = set()
+        #: Result variable of each such call -> the notes made while building its arguments.
+        self.noted: dict[str, range] = {}
         self.pattern = pattern
         self.skill_id = skill_id
         counts = [[len(r.segments[k]) for r in runs] for k in range(len(pattern))]
@@ -298,6 +326,9 @@ class _Builder:
         self.used: set[str] = set()  # placeholder vars read by later calls
         self.notes: list[str] = []
         self.single = len(runs) == 1
+        self.first_inputs: list[str] = []
+        #: The place `origins` last found a value but did not read it from (for the notes).
+        self.declined: tuple[int, Path] | None = None
 
     # -- parameters --
 
@@ -368,8 +399,30 @@ class _Builder:
                 keep = set(found)
                 common = [c for c in common if c in keep]
             if not common:
-                return self.pick(values, earlier, results)
-        return common[0] if common else None
+                break
+        self.declined = None
+        r0 = self.active[0]
+        distinct = {canonical_json(v) for v in values}
+        # A list position or a data key is structure only when runs with different values
+        # underneath agree on it; otherwise it names the one element a run happened to use.
+        structural = [
+            c
+            for c in common or ()
+            if len(distinct) > 1 or not instance_bound(results[r0][c[0]], c[1])
+        ]
+        if not structural:
+            picked = self.pick(values, earlier, results)
+            if picked is None and common:
+                self.declined = common[0]
+            return picked
+        slot, path = structural[0]
+        # Description length: a path is stated once for every run; a parameter states each
+        # distinct value. The shorter description of the runs wins, so a short value that one
+        # run happens to find in a result stays the caller's input.
+        if len(path) + 1 >= 1 + sum(_tokens(json.loads(v)) for v in distinct):
+            self.declined = (slot, path)
+            return None
+        return slot, path
 
     def pick(
         self, values: list[JSON], earlier: list[int], results: list[list[JSON]]
@@ -387,8 +440,14 @@ class _Builder:
                         continue
                     list_path, rest = path[:cut], path[cut + 1 :]
                     element = value_at(results[r0][slot], path[: cut + 1])
+                    if instance_bound(results[r0][slot], list_path) or instance_bound(
+                        element, rest
+                    ):
+                        continue
                     for key, key_value in iter_paths(element):
                         if not key or trivial(key_value) or isinstance(key_value, (dict, list)):
+                            continue
+                        if instance_bound(element, key):
                             continue
                         if self._picks(values, slot, list_path, key, key_value, rest, results):
                             return slot, list_path, key, key_value, rest
@@ -440,8 +499,19 @@ class _Builder:
                 where = ref.describe()
             else:
                 where = f"{self.slot_tool[slot]} result{ref.render()[len(ref.var) :]}"
+            if len(self.active) == 1:
+                where += " (from one run)"
             self.notes.append(f"{tool}({arg}) <- {where}")
             return ref
+        if self.declined is not None:
+            slot, path = self.declined
+            where = f"{self.slot_tool[slot]} result{subscripts(path)}"
+            basis = "one run" if len(self.active) == 1 else "runs that all used one value"
+            self.notes.append(
+                f"{tool}({arg}) is the caller's: it also appears at {where}, but {basis} "
+                "cannot show it is read from there"
+            )
+            self.declined = None
         if all(v is None for v in values):
             return None
         first = values[0]
@@ -509,6 +579,7 @@ class _Builder:
                 continue
             for i, tool in enumerate(block):
                 steps = [run.plain(k, i) for run in runs]
+                noted = len(self.notes)
                 kwargs = tuple(
                     (
                         key,
@@ -523,6 +594,8 @@ class _Builder:
                 for r, s in enumerate(steps):
                     results[r].append(s.result)
                 statements.append(Call(tool, kwargs, names[slot]))
+                self.position[names[slot]] = (k, i)
+                self.noted[names[slot]] = range(noted, len(self.notes))
                 earlier.append(slot)
                 slot += 1
         return self.finish(statements)
@@ -606,6 +679,8 @@ class _Builder:
             for path, value in iter_paths(results[r0][slot]):
                 if not path or isinstance(value, (dict, list)) or value is None:
                     continue
+                if instance_bound(results[r0][slot], path):
+                    continue  # "the first order's status" is one run's data, not a rule
                 if any(mentioned_in(value, self.runs[r].trajectory.task) for r in present):
                     continue  # an echo of what the user asked for, not a reason to branch
                 if not all(same_value(value_at(results[r][slot], path), value) for r in present):
@@ -825,8 +900,37 @@ class _Builder:
                     return None
         return common[0] if common else None
 
+    def prune(self, statements: list[Call | Loop | If]) -> list[Call | Loop | If]:
+        """Drop the queries whose results nothing reads, and the parameters only they took.
+
+        Slicing keeps a query a command argument was copied from; when generalising decides
+        that argument is the caller's after all (one run cannot show a list position is
+        structure), the query feeds nothing and goes too. The last call stays: it is the
+        answer.
+        """
+        # An answer that may not run keeps the call before it, whose result is the fallback.
+        last = -2 if isinstance(statements[-1], If) and len(statements) > 1 else -1
+        kept: list[Call | Loop | If] = statements[last:]
+        for stmt in reversed(statements[:last]):
+            if (
+                isinstance(stmt, Call)
+                and stmt.tool in self.queries
+                and stmt.var in self.position
+                and not _reads(kept, stmt.var)
+            ):
+                self.pruned.add(self.position[stmt.var])
+                gone = set(self.noted[stmt.var])
+                self.notes = [n for j, n in enumerate(self.notes) if j not in gone]
+                continue
+            kept.insert(0, stmt)
+        if self.pruned:
+            for name in [n for n in self.params if not _uses_param(kept, n)]:
+                del self.params[name]
+        return kept
+
     def finish(self, statements: list[Call | Loop | If]) -> tuple[FunctionPlan, list[Case]]:
         runs = self.runs
+        statements = self.prune(statements)
         if isinstance(statements[-1], If):
             before = statements[-2] if len(statements) > 1 else None
             if not isinstance(before, Call) or before.var is None:
@@ -861,10 +965,26 @@ class _Builder:
         ordered = list(self.params)
         plans: list[ParamPlan] = []
         defaults: list[ParamPlan] = []
+        # Values the users typed that stayed the same in every run are the procedure's own
+        # ("cancel my *pending* order") only if the runs were about different things: when
+        # nothing typed varies, every run was about one entity (one customer's name and zip)
+        # and none of its values may become a default.
+        typed = {
+            name
+            for name in ordered
+            if any(
+                mentioned_in(v, r.trajectory.task)
+                for v, r in zip(self.params[name][1], runs, strict=True)
+            )
+        }
+        about_one = not any(
+            len({canonical_json(v) for v in self.params[name][1]}) > 1 for name in typed
+        )
         for name in ordered:
             annotation, values, _, _ = self.params[name]
             seen = self.param_active.get(name, values)
             constant = len(seen) > 1 and len({canonical_json(v) for v in seen}) == 1
+            constant = constant and not (about_one and name in typed)
             values = seen
             if constant and not isinstance(values[0], (list, dict)):
                 defaults.append(
@@ -873,14 +993,31 @@ class _Builder:
             else:
                 plans.append(ParamPlan(name, annotation, self.param_docs[name]))
         params = tuple(plans + defaults)
+        # How the procedure finds what it acts on: the required inputs its queries take
+        # before the answer, in the order they are first read (none: the caller names it).
+        finders = [s for s in statements[:-1] if isinstance(s, Call) and s.tool in self.queries]
+        order = [p.name for p in plans]
+        found_by = [n for s in finders for n in order if _uses_param([s], n)]
+        self.first_inputs = list(dict.fromkeys(found_by))
         representative = min(runs, key=lambda r: (r.trajectory.id, r.trajectory.sha256))
         index = runs.index(representative)
-        template = task_template(
+        # A default is the procedure's own value: the sentence keeps its word.
+        fixed = {canonical_json(self.params[p.name][1][index]) for p in defaults}
+        template = plain_sentence(
             representative.trajectory.task,
-            [(p.name, self.params[p.name][1][index]) for p in params],
+            [(p.name, self.params[p.name][1][index]) for p in plans],
+            [
+                (key, value)
+                for step in representative.steps
+                for key, value in step.arguments.items()
+                if canonical_json(value) not in fixed
+            ],
         )
         parts: list[str] = []
-        for k, block in enumerate(self.pattern):
+        for k, whole in enumerate(self.pattern):
+            block = tuple(t for i, t in enumerate(whole) if (k, i) not in self.pruned)
+            if not block:
+                continue
             if k in self.loops:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " for each item")
             elif k in self.optional:
@@ -956,6 +1093,14 @@ def _reads(statements: Sequence[Call | Loop | If], var: str | None) -> bool:
     return False
 
 
+def _uses_param(statements: Sequence[Call | Loop | If], name: str) -> bool:
+    """True when a parameter is read by ``statements`` (``range(times)`` included)."""
+    return _reads(statements, name) or any(
+        isinstance(s, Loop) and isinstance(s.over, str) and s.over == f"range({name})"
+        for s in statements
+    )
+
+
 def _mentions(expr: JSON, var: str) -> bool:
     if isinstance(expr, Ref):
         return expr.var == var
@@ -997,7 +1142,12 @@ def _rename(stmt: Call | Loop | If, names: Mapping[str, str]) -> Call | Loop | I
 # --- entry point ---------------------------------------------------------------------------
 
 
-def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None) -> SkillDraft:
+def compile_group(
+    trajectories: Sequence[Trajectory],
+    *,
+    name: str | None = None,
+    queries: Collection[str] | None = None,
+) -> SkillDraft:
     """Anti-unify trajectories of one procedure into one skill.
 
     The trajectories are taken in a canonical order (id, then hash), so the result does not
@@ -1061,12 +1211,27 @@ def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None
         for mine, at in enumerate(placed):
             segments[at] = own_segments[mine]
         runs.append(_Run(t, steps, segments))
-    skill_id = name or skill_id_for([tool for block in pattern for tool in block])
+    skill_id = name or "skill"  # the default is chosen once the plan is known
     if len(skill_id) > 64 or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", skill_id):
         raise CompileError(f"skill id {skill_id!r} must match [a-z][a-z0-9_]{{0,63}}")
-    builder = _Builder(runs, pattern, skill_id)
+    declared = {spec.name: spec for run in runs for spec in run.trajectory.tools}
+    if queries is None:
+        every = {tool for block in pattern for tool in block}
+        queries = {e.tool for e in classify_tools(every, declared).values() if e.effect == "query"}
+    builder = _Builder(runs, pattern, skill_id, frozenset(queries))
     try:
         plan, cases = builder.build()
+        if name is None:
+            kept = [
+                tool
+                for k, block in enumerate(pattern)
+                for i, tool in enumerate(block)
+                if (k, i) not in builder.pruned
+            ]
+            skill_id = skill_id_for(kept, frozenset(queries), builder.first_inputs)
+            if skill_id in builder.taken:
+                skill_id = identifier(f"{skill_id}_skill", builder.taken)
+            plan = replace(plan, name=skill_id)
         source = render_function(plan)
     except TypeError as exc:
         raise CompileError(f"trajectory {ordered[0].id!r}: {exc}") from None
@@ -1074,10 +1239,15 @@ def compile_group(trajectories: Sequence[Trajectory], *, name: str | None = None
         raise CompileError(
             f"trajectory {ordered[0].id!r}: an argument nests too deeply to write as code"
         ) from None
-    tools = tuple(sorted({tool for block in pattern for tool in block}))
-    declared = {spec.name: spec for run in runs for spec in run.trajectory.tools}
+    calling = [
+        tool
+        for k, block in enumerate(pattern)
+        for i, tool in enumerate(block)
+        if (k, i) not in builder.pruned
+    ]
+    tools = tuple(sorted(set(calling)))
     specs = {t: declared[t] for t in tools if t in declared}
-    called = ", ".join(dict.fromkeys(tool for block in pattern for tool in block))
+    called = ", ".join(dict.fromkeys(calling))
     description = f"{plan.summary.rstrip('.')} (calls {called})."
     return SkillDraft(
         id=skill_id,

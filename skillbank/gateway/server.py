@@ -5,6 +5,8 @@ skills at stage ``associative`` or ``autonomous`` are tools; every skill, cognit
 is also a resource ``skill://<id>`` holding its SKILL.md. A ``tools/call`` runs the skill in the
 sandbox against the host tools the server was given (`SkillBank.call_tool`): the result is the
 call's JSON as text, with ``isError`` when it failed, so the model reads the structured error.
+Beside the skills, the tool ``skillbank_do(task)`` (`DO_TOOL`, `do_task`) does a task as a reflex:
+an autonomous skill run straight from the task's words, or an answer saying why none ran.
 
 While a client is connected, the server checks the library every `WATCH_INTERVAL_S` seconds and
 tells the client when the tools or resources it last listed changed: with
@@ -25,12 +27,13 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from skillbank.bank import SkillBank
 from skillbank.errors import ConfigError, SkillbankError
+from skillbank.reflex import ReflexDecision
 from skillbank.skill import Skill, Version
 from skillbank.toolspec import render_tools, tool_error
 
@@ -41,9 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CALLABLE_STAGES",
+    "DO_TOOL",
     "INSTALL_HINT",
     "WATCH_INTERVAL_S",
     "build_server",
+    "do_task",
     "is_tool",
     "load_host_tools",
     "read_library",
@@ -171,6 +176,63 @@ class _Watch:
         self.sessions[id(params)] = session
         while len(self.sessions) > _MAX_SESSIONS:
             del self.sessions[next(iter(self.sessions))]
+
+
+#: The MCP tool that does a task as a reflex (`do_task`): listed beside the skills.
+DO_TOOL: dict[str, Any] = {
+    "name": "skillbank_do",
+    "description": (
+        "Do a task with a trusted (autonomous) skill, straight from its words, with no "
+        "planning: the skill and its arguments are read off the task text. When no skill "
+        "clearly fits, nothing runs and the answer says which skill came closest and why it "
+        "abstained; then do the task yourself with the other tools."
+    ),
+    "inputSchema": {
+        "type": "object",
+        "properties": {"task": {"type": "string", "description": "The task, in the user's words."}},
+        "required": ["task"],
+        "additionalProperties": False,
+    },
+    "annotations": {"destructiveHint": True, "readOnlyHint": False},
+}
+
+
+def do_task(bank: SkillBank, task: object, tools: HostTools) -> str:
+    """`skillbank_do`: plan a reflex for ``task`` and run it; the answer as JSON text.
+
+    ``{"ran": bool, "decision": ReflexDecision.to_json(), "result": RunResult.to_json() or
+    null}``; never raises (a bad ``task`` is a decision that abstains).
+    """
+    if not isinstance(task, str) or not task.strip():
+        decision = ReflexDecision(
+            str(task or ""), None, rule="empty", reason="give the task as text"
+        )
+    else:
+        try:
+            decision = bank.plan_reflex(task)
+        except SkillbankError as exc:
+            decision = ReflexDecision(task, None, rule="no_skill", reason=str(exc))
+    result = None
+    if decision.skill_id is not None:
+        skill = bank.get(decision.skill_id)
+        missing = sorted(set(skill.tools) - set(tools))
+        if missing:
+            decision = replace(
+                decision, skill_id=None, rule="no_skill", closest=skill.id,
+                reason=f"{skill.id} fits, but this server has no tool {', '.join(missing)}",
+            )  # fmt: skip
+        else:
+            try:
+                result = bank.run(skill.id, decision.args, tools, caller="reflex")
+            except SkillbankError as exc:
+                decision = replace(decision, skill_id=None, rule="bad_arguments",
+                                   closest=skill.id, reason=str(exc))  # fmt: skip
+    data = {
+        "ran": result is not None,
+        "decision": decision.to_json(),
+        "result": result.to_json() if result is not None else None,
+    }
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def is_tool(skill: Skill) -> bool:
@@ -326,11 +388,22 @@ def build_server(
         skills = await library()
         listed_by(ctx).tools = _tools_state(skills)
         offered = render_tools([s for s in skills if is_tool(s)], "mcp")
+        offered.append(DO_TOOL)
         return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in offered])
 
     async def call_tool(
         ctx: ServerRequestContext[_Watch], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        if params.name == DO_TOOL["name"]:
+            task = (params.arguments or {}).get("task")
+            done = functools.partial(do_task, bank, task, host_tools)
+            text = await anyio.to_thread.run_sync(done)
+            ran = json.loads(text)
+            return types.CallToolResult(
+                content=[types.TextContent(text=text)],
+                structured_content=ran,
+                is_error=ran.get("result") is not None and not ran["result"]["ok"],
+            )
         try:
             skill: Skill | None = await anyio.to_thread.run_sync(bank.get, params.name)
         except SkillbankError:

@@ -109,9 +109,9 @@ def test_lists_callable_skills_as_tools_and_every_skill_as_a_resource(
         skills = {s.id: s for s in bank.skills()}
         tools = {t.name: t for t in listed}
         assert _late_skill(bank) not in tools  # cognitive: readable, not callable
-        assert [t.model_dump(by_alias=True, exclude_none=True) for t in listed] == bank.tool_specs(
-            "mcp"
-        )
+        dumped = [t.model_dump(by_alias=True, exclude_none=True) for t in listed]
+        # The skills, then skillbank's own tool that does a task as a reflex.
+        assert dumped[:-1] == bank.tool_specs("mcp") and dumped[-1]["name"] == "skillbank_do"
         order = tools[_order_skill(bank)]
         assert order.input_schema["type"] == "object"
         assert set(order.input_schema["required"]) == {"email", "query", "quantity"}
@@ -140,6 +140,26 @@ def test_a_call_runs_the_skill_against_the_live_shop(bank: SkillBank, shop: Shop
     _run(test)
     assert list(_ordered(before, _stock(shop)).values()) == [2]
     assert len(shop.snapshot()["orders"]) == len(before_orders) + 1
+
+
+def test_skillbank_do_over_a_client_session_abstains_on_a_skill_not_trusted(
+    bank: SkillBank, shop: Shop
+) -> None:
+    # Every skill here is associative: skillbank_do runs nothing and says why, as data.
+    before = shop.snapshot()
+
+    async def test() -> None:
+        async with Client(build_server(bank, shop.tools())) as client:
+            result = await client.call_tool("skillbank_do", {"task": "Order 2 x 'lamp' for a@b.co"})
+        assert not result.is_error
+        data = _text(result)
+        assert data["ran"] is False and data["result"] is None
+        assert data["decision"]["rule"] == "not_autonomous"
+        assert data["decision"]["closest"] == _order_skill(bank)
+        assert result.structured_content == data
+
+    _run(test)
+    assert shop.snapshot() == before
 
 
 def test_errors_come_back_as_readable_tool_errors(bank: SkillBank, shop: Shop) -> None:
@@ -192,7 +212,7 @@ def test_skills_learned_while_serving_are_listed_and_announced(
         ):
             before = {t.name for t in (await modern.list_tools()).tools}
             assert {t.name for t in (await legacy.list_tools()).tools} == before
-            assert before == {_order_skill(bank)}
+            assert before == {_order_skill(bank), "skillbank_do"}
 
             report = await anyio.to_thread.run_sync(lambda: bank.learn(late, branch="current"))
             assert report.updated == [_late_skill(bank)]

@@ -33,6 +33,7 @@ from sandbox.confine import LAYERS, ON, SECCOMP_ALLOWED, ConfinementWarning
 from sandbox.forkserver import Template
 from sandbox.pool import WorkerPool, worker_sys_path
 from sandbox.protocol import encode_frame
+from sandbox.relay import InlineRunner
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux layers")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (uids, namespaces)")
@@ -74,7 +75,9 @@ class Harness:
                 {"op": "raw", "source": textwrap.dedent(source), "limits": limits.to_wire()}
             )
             deadline = time.monotonic() + limits.timeout_s
-            outcome = worker.execute(frame, (), MappingToolHost({}), limits, deadline)
+            outcome = worker.execute(
+                frame, (), MappingToolHost({}), limits, deadline, InlineRunner()
+            )
         finally:
             self.pool.release(worker, reusable=True)
         assert outcome.error is None, outcome.error
@@ -465,9 +468,8 @@ def test_production_entry_points_cannot_enable_the_test_hook() -> None:
         pool = box.executor.pool  # type: ignore[attr-defined]
         worker = pool.acquire()
         frame = encode_frame({"op": "raw", "source": "result = 1", "limits": LIMITS.to_wire()})
-        outcome = worker.execute(
-            frame, (), MappingToolHost({}), LIMITS, time.monotonic() + LIMITS.timeout_s
-        )
+        deadline = time.monotonic() + LIMITS.timeout_s
+        outcome = worker.execute(frame, (), MappingToolHost({}), LIMITS, deadline, InlineRunner())
         pool.release(worker, reusable=False)
         assert type(outcome.error) is WorkerCrashed and outcome.value is None
         assert outcome.error.exitcode == 0

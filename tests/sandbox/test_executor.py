@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -145,6 +148,98 @@ def test_concurrent_calls_from_asyncio() -> None:
 
     with Sandbox() as sandbox:
         assert asyncio.run(main(sandbox)) == [n * n for n in range(8)]
+
+
+def test_run_async_is_served_on_the_event_loop_and_tools_off_it() -> None:
+    from sandbox import ExecutionTimeout, Limits
+
+    loop_thread: list[int] = []
+    tool_threads: list[int] = []
+
+    def where(i: int) -> int:
+        tool_threads.append(threading.get_ident())
+        return i
+
+    async def main(sandbox: Sandbox) -> list[Any]:
+        loop_thread.append(threading.get_ident())
+        # Warm the pool so the calls need no thread to start a worker.
+        await asyncio.gather(*(sandbox.run_async("def f():\n    return 0\n", "f", {}, {})
+                               for _ in range(2)))  # fmt: skip
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        clock = asyncio.create_task(ticker())
+        busy = await sandbox.run_async(
+            "def f():\n    n = 0\n    for i in range(3_000_000):\n        n += i\n    return n\n",
+            "f", {}, {},
+        )  # fmt: skip
+        clock.cancel()
+        echoed = await sandbox.run_async(
+            "def f():\n    return [tools.where(i=i) for i in range(3)]\n", "f", {}, {"where": where}
+        )
+        hung = await sandbox.run_async(
+            "def f():\n    return tools.hang()\n", "f", {}, {"hang": lambda: time.sleep(3)},
+            Limits(timeout_s=1.0),
+        )  # fmt: skip
+        return [busy.value, ticks, echoed.value, hung]
+
+    with Sandbox(max_idle_workers=2) as sandbox:
+        busy, ticks, echoed, hung = asyncio.run(main(sandbox))
+    assert busy == sum(range(3_000_000))
+    assert ticks >= 2, "the event loop was blocked while the worker computed"
+    assert echoed == [0, 1, 2]
+    assert tool_threads and loop_thread[0] not in tool_threads
+    assert type(hung.error) is ExecutionTimeout and hung.error.tool == "hang"
+
+
+@pytest.mark.parametrize("isolation", ["fresh", "reuse"])
+def test_run_async_takes_a_ready_worker_without_a_thread(
+    isolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_waiting() -> None:
+        raise AssertionError("run_async waited for a worker although one was ready")
+
+    with Sandbox(max_idle_workers=1, isolation=isolation) as sandbox:
+        pool = sandbox._pool
+        assert pool.acquire_idle() is None  # nothing running yet, and it starts nothing
+        assert sandbox.run("def f():\n    return 1\n", "f", {}, {}).value == 1
+        for _ in range(1000):  # fresh: the template forks one ahead; reuse: the worker is kept
+            if pool.pids()["idle"]:
+                break
+            time.sleep(0.01)
+        ready = pool.pids()["idle"]
+        assert ready
+        monkeypatch.setattr(pool, "acquire", no_waiting)  # the thread hand-off's only path
+        pid = "def f():\n    return tools.pid()\n"
+        busy = lambda: pool.pids()["busy"][0]  # noqa: E731
+        result = asyncio.run(sandbox.run_async(pid, "f", {}, {"pid": busy}))
+        assert result.ok, result.error
+        assert result.value in ready
+
+
+def test_cancelling_run_async_discards_the_worker() -> None:
+    async def main(sandbox: Sandbox) -> int:
+        await sandbox.run_async("def f():\n    return 0\n", "f", {}, {})
+        task = asyncio.create_task(
+            sandbox.run_async("def f():\n    while True:\n        pass\n", "f", {}, {})
+        )
+        await asyncio.sleep(0.2)
+        busy = sandbox._pool.pids()["busy"]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for pid in busy:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        return (await sandbox.run_async("def f():\n    return 7\n", "f", {}, {})).value
+
+    with Sandbox(max_idle_workers=1) as sandbox:
+        assert asyncio.run(main(sandbox)) == 7
 
 
 def _rss_kib() -> int:
