@@ -1,16 +1,21 @@
-"""Run untrusted skill code: RestrictedPython inside rlimited, isolated worker processes.
+"""Run untrusted skill code: RestrictedPython in a fresh, confined worker process per call.
 
 This package imports only the standard library and RestrictedPython, so it can be read and
 audited on its own. Layout:
 
 - :mod:`sandbox.policy`: what skill code may do (compiler policy, guards, builtins, the
   module allow-list);
-- :mod:`sandbox.worker`: the worker process (rlimits, stdio take-over, the run loop);
+- :mod:`sandbox.worker`: the worker process (per-call limits, the run loop);
+- :mod:`sandbox.template`: the process that warms everything once, confines itself and forks
+  a worker ahead of each call; :mod:`sandbox.forkserver` is its host side;
+- :mod:`sandbox.confine`: the process layers (uid, capabilities, no_new_privs, seccomp,
+  network namespace, rlimits, Landlock) and :class:`sandbox.confine.ConfinementWarning`;
 - :mod:`sandbox.executor`: the Executor protocol, JSON only, that any backend speaks;
 - :mod:`sandbox.plain`: which locals provably hold a plain dict, list or str (the compiler
   leaves their guards out);
-- :mod:`sandbox.pool`: warm workers on the host side, recycling, crash handling, and the
-  default backend over them (:class:`LocalExecutor`);
+- :mod:`sandbox.pool`: workers on the host side (fresh per call, or reused on request),
+  crash handling, the I/O of each call, and the default backend over them
+  (:class:`LocalExecutor`);
 - :mod:`sandbox.relay`: the host's side of one call apart from I/O: frame caps, bounded
   decoding, host tools on helper threads under the call's deadline;
 - :mod:`sandbox.protocol`: the JSON frames between host and worker, checked before decoding;

@@ -1,4 +1,4 @@
-"""The :class:`Sandbox`: run untrusted skill code in warm, isolated worker processes."""
+"""The :class:`Sandbox`: run untrusted skill code in isolated, confined worker processes."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ def _check_name(what: str, name: object) -> str:
 
 
 class Sandbox:
-    """Runs skill source in separate, resource-limited worker processes.
+    """Runs skill source in separate, resource-limited, confined worker processes.
 
-    A ``Sandbox`` keeps up to ``max_idle_workers`` started workers between calls and is
-    safe to share between threads (each call gets its own worker). Close it with
-    :meth:`close` or a ``with`` block; workers are also killed when it is garbage-collected
-    and at interpreter exit.
+    By default every call runs in a fresh process, forked ahead of demand from a warm
+    template, that no earlier call has touched (``isolation="fresh"``);
+    ``isolation="reuse"`` keeps workers for many calls instead (faster, but isolation then
+    rests on the cleanup between calls). A ``Sandbox`` is safe to share between threads
+    (each call gets its own worker). Close it with :meth:`close` or a ``with`` block;
+    workers are also killed when it is garbage-collected and at interpreter exit.
 
     Example::
 
@@ -51,8 +53,12 @@ class Sandbox:
 
     Args:
         limits: Default limits for :meth:`run`; ``Limits()`` if None.
-        max_idle_workers: Most idle workers kept warm.
-        max_calls_per_worker: Calls after which a worker is replaced by a fresh one.
+        executor: The backend; a :class:`LocalExecutor` (built from the arguments below) if
+            None.
+        max_idle_workers: Workers kept forked ahead of demand (reuse mode: also the most
+            idle workers kept).
+        max_calls_per_worker: Reuse mode: calls after which a worker is replaced.
+        isolation: ``"fresh"`` (the default) or ``"reuse"``; see above.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class Sandbox:
         executor: Executor | None = None,
         max_idle_workers: int = 2,
         max_calls_per_worker: int = 1000,
+        isolation: str = "fresh",
     ) -> None:
         if limits is not None and not isinstance(limits, Limits):
             raise TypeError(f"Sandbox limits must be a sandbox.Limits, got {type(limits).__name__}")
@@ -72,7 +79,9 @@ class Sandbox:
             )
         self.limits = limits if limits is not None else Limits()
         self.executor: Executor = executor or LocalExecutor(
-            max_idle_workers=max_idle_workers, max_calls_per_worker=max_calls_per_worker
+            max_idle_workers=max_idle_workers,
+            max_calls_per_worker=max_calls_per_worker,
+            isolation=isolation,
         )
         if isinstance(self.executor, LocalExecutor):
             self._pool = self.executor.pool  # for diagnostics and tests (worker pids)

@@ -50,6 +50,7 @@ import builtins
 import collections
 import hashlib
 import importlib
+import marshal
 import operator
 import re
 import string
@@ -157,8 +158,9 @@ _INTROSPECTION: Final = frozenset({"mro"})
 _RUNTIME_IMPORTS: Final = frozenset({"time", "_strptime"})
 
 _CACHE_SIZE: Final = 256
-# The cache outlives calls, so it is bounded in source text too: a huge skill (a big string
-# constant) must not leave the next call on the same worker with less memory.
+# The cache outlives calls (in reuse mode, and in the template that forks workers), so it is
+# bounded in the size of the compiled code, not of the source: constant folding turns
+# ``'x' * 4096`` (11 characters) into 4 KiB, so 720 KB of source could cache ~245 MB.
 _CACHE_CHARS: Final = 4 * 1024 * 1024
 _compiled: dict[str, tuple[types.CodeType, int]] = {}
 
@@ -490,7 +492,7 @@ def compile_skill(source: str, filename: str = SKILL_FILENAME) -> types.CodeType
     """Compile skill source under the sandbox policy.
 
     Results are cached by the SHA-256 of the filename and source, so a warm worker compiles
-    each skill once (the cache keeps at most 256 entries and 4 Mi characters of source).
+    each skill once (the cache keeps at most 256 entries and 4 MiB of compiled code).
 
     Args:
         source: The module source text.
@@ -513,7 +515,7 @@ def compile_skill(source: str, filename: str = SKILL_FILENAME) -> types.CodeType
     if cached is not None:
         return cached[0]
     code = _compile_uncached(source, filename)
-    size = len(source)
+    size = len(marshal.dumps(code))  # bytes of code and constants, after folding
     if size > _CACHE_CHARS:
         return code
     while _compiled and (

@@ -1,15 +1,20 @@
-"""Host side of the worker processes: spawning, the I/O of one call, and recycling.
+"""Host side of the worker processes: where workers come from, one call's protocol, retiring.
 
 :class:`LocalExecutor`, the default :class:`sandbox.executor.Executor` backend, is this
 pool's front door: it turns a request into a ``run`` frame for a pooled worker and decides,
 from the outcome, whether the worker may be reused.
 
-A :class:`WorkerPool` keeps a few idle, already-started workers and hands one to each
-call, so calls from different threads run in different processes at the same time. A
-worker goes back to the pool only after a call that ended normally (success, or the
-skill's own :class:`SkillError` / :class:`ToolError`) and only for ``max_calls`` calls;
-after anything else (timeout, crash, exceeded limit, policy violation) it is killed and a
-later call starts a fresh one.
+Workers are forked by a template process (:mod:`sandbox.forkserver` on this side,
+:mod:`sandbox.template` on the other) that has imported everything a skill may use and
+confined itself; it forks them ahead of demand, so a call never waits for a fork. Calls from
+different threads run in different workers at the same time. The pool has two modes:
+
+- ``isolation="fresh"`` (the default): every call runs in a worker no earlier call has
+  touched, which is killed when the call ends. Nothing a call does can reach a later one.
+- ``isolation="reuse"`` (opt-in, faster): a worker goes back to the pool after a call that
+  ended normally (success, or the skill's own :class:`SkillError` / :class:`ToolError`), for
+  up to ``max_calls`` calls, and cleans up after each call (see :mod:`sandbox.worker`);
+  after anything else (timeout, crash, exceeded limit, policy violation) it is killed.
 
 The host trusts nothing the worker says. The I/O loop here reads and writes frames under the
 call's deadline; what each frame may be, and what it means, is decided by
@@ -26,11 +31,8 @@ import importlib.util
 import math
 import os
 import select
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -44,6 +46,7 @@ from sandbox.errors import (
     WorkerCrashed,
 )
 from sandbox.executor import ExecRequest, ToolHost, result_to_json
+from sandbox.forkserver import ForkedWorker, Template, TemplateGone, kill_worker
 from sandbox.limits import Limits
 from sandbox.protocol import HEADER, FrameReader, dumps, encode_frame
 from sandbox.relay import (
@@ -58,22 +61,22 @@ from sandbox.relay import (
 )
 from sandbox.result import Result
 
-__all__ = ["LocalExecutor", "WorkerPool", "WorkerProcess", "worker_sys_path"]
+__all__ = [
+    "ISOLATION_MODES",
+    "LocalExecutor",
+    "WorkerPool",
+    "WorkerProcess",
+    "worker_sys_path",
+]
 
-#: Prepends the given directories to sys.path, then runs the worker. The worker needs only
-#: the policy half of the package, so the bootstrap registers ``sandbox`` without running its
-#: ``__init__`` (which would import this module, subprocess, threading...), which roughly
-#: halves worker start-up time.
-_BOOTSTRAP: Final = """\
-import sys
-sys.path[:0] = sys.argv[1:]
-package = type(sys)("sandbox")
-package.__path__ = [sys.argv[1] + "/sandbox"]
-sys.modules["sandbox"] = package
-from sandbox.worker import main
-main()
-"""
+#: ``fresh``: one worker per call (the default); ``reuse``: workers serve many calls.
+ISOLATION_MODES: Final = ("fresh", "reuse")
+#: Optional packages the process layers use (see :mod:`sandbox.confine`), put on the
+#: workers' ``sys.path`` when installed.
+_HARDENING_PACKAGES: Final = ("pyseccomp", "landlock")
 _EXIT_GRACE_S: Final = 2.0
+#: Most sources a template is asked to compile ahead (its compile cache holds 256).
+_TAUGHT_KEPT: Final = 256
 _READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
 #: Failures that say nothing bad about the worker itself; anything else retires it.
 _REUSABLE_AFTER: Final[frozenset[type[SandboxError]]] = frozenset({SkillError, ToolError})
@@ -84,11 +87,12 @@ def worker_sys_path() -> list[str]:
 
     Passed explicitly because workers run with ``-I -S`` (no environment variables, no
     site-packages), which works the same from a source checkout and an installed wheel.
+    The optional hardening packages (``pyseccomp``, ``landlock``) are added when installed.
 
     Raises:
         ImportError: RestrictedPython is not installed.
     """
-    # The first entry must be the directory holding this package (see _BOOTSTRAP).
+    # The first entry must be the directory holding this package (see forkserver._BOOTSTRAP).
     sandbox_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.find_spec("RestrictedPython")
     if spec is None or not spec.submodule_search_locations:
@@ -97,7 +101,16 @@ def worker_sys_path() -> list[str]:
             "pip install 'RestrictedPython>=9,<10'"
         )
     rp_parent = os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
-    return list(dict.fromkeys([sandbox_parent, rp_parent]))
+    extra = []
+    for name in _HARDENING_PACKAGES:
+        found = importlib.util.find_spec(name)
+        if found is not None and found.origin:
+            origin = os.path.abspath(found.origin)
+            levels = 2 if found.submodule_search_locations else 1  # package or module
+            for _ in range(levels):
+                origin = os.path.dirname(origin)
+            extra.append(origin)
+    return list(dict.fromkeys([sandbox_parent, rp_parent, *extra]))
 
 
 def _describe_signal(number: int) -> str:
@@ -112,78 +125,77 @@ class WorkerProcess:
 
     Only the thread that holds the worker (between :meth:`WorkerPool.acquire` and
     :meth:`WorkerPool.release`) reads, writes or closes its pipes; :meth:`kill` may be
-    called from any thread.
+    called from any thread. The worker is a child of the template, which reaps it and tells
+    this side how it ended.
     """
 
-    def __init__(self, python: str, sys_path: list[str]) -> None:
-        """Start the process (it then imports the worker while the first request is sent).
+    def __init__(self, forked: ForkedWorker, template: Template) -> None:
+        """Take over a worker the template forked.
 
         Args:
-            python: The interpreter to run.
-            sys_path: Directories to prepend to the worker's ``sys.path``.
+            forked: Its pid, pidfd and the host's ends of its pipes.
+            template: The template that forked it (it knows how the worker ended).
         """
-        self.workdir = tempfile.mkdtemp(prefix="sandbox-worker-")
-        os.chmod(self.workdir, 0o500)  # nothing to write there, even for a skill that escaped
-        try:
-            self.proc = subprocess.Popen(
-                [python, "-I", "-S", "-B", "-c", _BOOTSTRAP, *sys_path],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env={},
-                cwd=self.workdir,
-                close_fds=True,
-                start_new_session=True,
-                bufsize=0,
-            )
-        except BaseException:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            raise
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._in_fd = self.proc.stdin.fileno()
-        self._out_fd = self.proc.stdout.fileno()
+        self._forked = forked
+        #: The template that forked it.
+        self.template = template
+        self._in_fd = forked.request_fd
+        self._out_fd = forked.reply_fd
         os.set_blocking(self._in_fd, False)
         os.set_blocking(self._out_fd, False)  # read only when ready (poll, or the event loop)
         self._reader = FrameReader()
         self._lock = threading.Lock()
-        self._reaped = False
+        self._killed = False
+        self._closed = False
+        self._returncode: int | None = None
         #: Calls started on this worker.
         self.calls = 0
 
     @property
     def pid(self) -> int:
         """The worker's process id (also its process group id)."""
-        return self.proc.pid
+        return self._forked.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """How the worker ended, once known: an exit code, or -N for signal N."""
+        return self._returncode
 
     def alive(self) -> bool:
         """True if the process has not exited."""
         with self._lock:
-            if self._reaped:
+            if self._killed or self._closed:
                 return False
-            if self.proc.poll() is None:
-                return True
-            self._reaped = True
-            return False
+        poller = select.poll()
+        poller.register(self._forked.pidfd, select.POLLIN)  # readable once it has exited
+        return not poller.poll(0)
 
     def kill(self) -> None:
-        """SIGKILL the worker's whole process group and reap it. Safe from any thread."""
+        """SIGKILL the worker and wait (briefly) until it is reaped. Safe from any thread."""
         with self._lock:
-            if self._reaped:
+            if self._killed or self._closed:
                 return
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            self.proc.wait()
-            self._reaped = True
+            self._killed = True
+            kill_worker(self._forked)
+        self._wait_exit(_EXIT_GRACE_S)
 
     def close(self) -> None:
-        """Kill the process and release its pipes and working directory (owner only)."""
-        self.kill()
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                pipe.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        """Kill the worker (without waiting) and release its pipes (owner only)."""
+        with self._lock:
+            if self._closed:
+                return
+            if not self._killed:
+                kill_worker(self._forked)
+            self._killed = self._closed = True
+        self._forked.close()
+
+    def _wait_exit(self, timeout: float) -> int | None:
+        """Wait until the template reports the worker's end; its returncode, or None."""
+        if self._returncode is None:
+            status = self.template.exit_status(self.pid, timeout)
+            if status is not None:
+                self._returncode = os.waitstatus_to_exitcode(status)
+        return self._returncode
 
     # ----------------------------------------------------------------------- one call
 
@@ -321,22 +333,13 @@ class WorkerProcess:
             call.outcome.error = self._death_error(call.limits)
             return
         self.kill()
-        call.outcome.error = call.error_for(exc, self.proc.returncode)
+        call.outcome.error = call.error_for(exc, self.returncode)
 
     def _death_error(self, limits: Limits) -> SandboxError:
         """Wait for a worker whose pipe closed and explain how it died."""
-        with self._lock:
-            if not self._reaped:
-                try:
-                    self.proc.wait(timeout=_EXIT_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    try:
-                        os.killpg(self.proc.pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
-                    self.proc.wait()
-                self._reaped = True
-        code = self.proc.returncode
+        if self._wait_exit(_EXIT_GRACE_S) is None:
+            self.kill()
+        code = self.returncode
         if code == -signal.SIGXCPU:
             return ResourceLimitExceeded(
                 "cpu",
@@ -350,7 +353,7 @@ class WorkerProcess:
         else:
             how = f"exited with status {code}"
         return WorkerCrashed(
-            f"the worker process (pid {self.proc.pid}) {how} during the call; the call's "
+            f"the worker process (pid {self.pid}) {how} during the call; the call's "
             "result is lost and the next call gets a fresh worker",
             code,
         )
@@ -428,32 +431,92 @@ async def _until(
 
 
 class WorkerPool:
-    """A thread-safe pool of warm workers.
+    """A thread-safe pool of workers forked by one template process.
 
     Args:
-        max_idle: Most idle workers kept for reuse.
-        max_calls: Calls after which a worker is retired.
-        python: Interpreter for the workers; defaults to ``sys.executable``.
+        max_idle: Workers kept forked ahead of demand (and, in reuse mode, the most idle
+            workers kept for reuse).
+        max_calls: Reuse mode: calls after which a worker is retired.
+        python: Interpreter for the template; defaults to ``sys.executable``.
+        isolation: ``"fresh"`` (a new worker per call) or ``"reuse"`` (see the module
+            docstring).
+        test_hook: For the test harness only (``Sandbox`` and ``LocalExecutor`` never set
+            it): workers also accept ``raw`` requests, plain Python without the policy.
+        disabled_layers: With ``test_hook`` only: process layers to leave off, so a test can
+            show that the next layer holds on its own.
     """
 
-    def __init__(self, *, max_idle: int = 2, max_calls: int = 1000, python: str | None = None):
+    def __init__(
+        self,
+        *,
+        max_idle: int = 2,
+        max_calls: int = 1000,
+        python: str | None = None,
+        isolation: str = "fresh",
+        test_hook: bool = False,
+        disabled_layers: Sequence[str] = (),
+    ):
         if max_idle < 0:
             raise ValueError(f"max_idle={max_idle!r} must not be negative")
         if max_calls < 1:
             raise ValueError(f"max_calls={max_calls!r} must be at least 1")
+        if isolation not in ISOLATION_MODES:
+            raise ValueError(
+                f"isolation={isolation!r} is not a mode; use 'fresh' (a new process per call, "
+                "the default) or 'reuse' (faster; workers serve many calls)"
+            )
+        if disabled_layers and not test_hook:
+            raise ValueError("disabled_layers is for the test harness only (with test_hook)")
         self._sys_path = worker_sys_path()
         self._python = python or sys.executable
         self._max_idle = max_idle
         self._max_calls = max_calls
+        self.isolation = isolation
+        self._test_hook = test_hook
+        self._disabled_layers = tuple(disabled_layers)
         self._lock = threading.Lock()
+        self._template: Template | None = None
         self._idle: list[WorkerProcess] = []
         self._live: set[WorkerProcess] = set()
-        self._starting = 0
+        #: Content hashes of the sources the current template was asked to compile.
+        self._taught: set[str] = set()
         self._closed = False
 
+    def _current_template(self, replace: Template | None = None) -> Template:
+        """The running template, started on first use (or when ``replace`` died)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
+            template = self._template
+            if template is None or template is replace:
+                template = self._template = Template(
+                    self._python,
+                    self._sys_path,
+                    reuse=self.isolation == "reuse",
+                    prefork=self._max_idle,
+                    test_hook=self._test_hook,
+                    disabled_layers=self._disabled_layers,
+                )
+                self._taught = set()
+                stale = replace
+            else:
+                stale = None
+        if stale is not None:
+            stale.close()
+        return template
+
+    def confinement(self) -> dict[str, str]:
+        """Each process layer (:data:`sandbox.confine.LAYERS`): ``"on"``, or why it is off.
+
+        Starts the template if it is not running yet.
+        """
+        return self._current_template().status()
+
     def acquire_idle(self) -> WorkerProcess | None:
-        """An idle worker for the caller's exclusive use, or None; never starts one (so an
-        event loop may call it).
+        """A worker for the caller's exclusive use if one is ready now, else None.
+
+        Never waits for a fork or starts a template (so an event loop may call it): in reuse
+        mode an idle worker, otherwise one the running template has already forked.
 
         Raises:
             RuntimeError: The pool was closed.
@@ -463,20 +526,47 @@ class WorkerPool:
                 if self._closed:
                     raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
                 worker = self._idle.pop() if self._idle else None
-            if worker is None or worker.alive():
+                template = self._template
+            if worker is None:
+                break
+            if worker.alive():
                 return worker
             self._discard(worker)
+        if template is None or not template.alive():
+            return None
+        try:
+            forked = template.take_ready()
+        except TemplateGone:
+            return None  # acquire() starts a new template
+        return None if forked is None else self._adopt(forked, template)
 
     def acquire(self) -> WorkerProcess:
-        """Return a worker for the caller's exclusive use, starting one if none is idle.
+        """Return a worker for the caller's exclusive use, waiting for a fork if none is ready.
 
         Raises:
-            RuntimeError: The pool was closed.
+            RuntimeError: The pool was closed, or the template cannot start (the message
+                says what it printed).
         """
-        idle = self.acquire_idle()
-        if idle is not None:
-            return idle
-        worker = WorkerProcess(self._python, self._sys_path)
+        ready = self.acquire_idle()
+        if ready is not None:
+            return ready
+        template = self._current_template()
+        try:
+            forked = template.take()
+        except TemplateGone as exc:
+            if self._closed:
+                raise RuntimeError(
+                    "this Sandbox is closed; create a new Sandbox to run skills"
+                ) from None
+            template = self._current_template(replace=template)  # one fresh start
+            try:
+                forked = template.take()
+            except TemplateGone as again:
+                raise RuntimeError(f"the sandbox cannot start its workers: {again}") from exc
+        return self._adopt(forked, template)
+
+    def _adopt(self, forked: ForkedWorker, template: Template) -> WorkerProcess:
+        worker = WorkerProcess(forked, template)
         with self._lock:
             closed = self._closed
             if not closed:
@@ -486,75 +576,83 @@ class WorkerPool:
             raise RuntimeError("this Sandbox is closed; create a new Sandbox to run skills")
         return worker
 
-    def release(self, worker: WorkerProcess, reusable: bool) -> None:
-        """Give a worker back: keep it warm if ``reusable`` and there is room, else kill it.
+    def learned(self, content_hash: str, source: str) -> None:
+        """A worker compiled and ran ``source`` without crashing: have the template compile it.
 
-        A worker that is killed (retired after ``max_calls``, or after a failure) is replaced
-        by one started in the background, so the next caller does not wait for a start-up.
+        Workers forked afterwards find it compiled. Each source is sent once per template.
         """
-        if reusable and worker.calls < self._max_calls and worker.alive():
-            with self._lock:
-                if not self._closed and len(self._idle) < self._max_idle:
-                    self._idle.append(worker)
-                    return
-        self._discard(worker)
-        self._replenish()
-
-    def _replenish(self) -> None:
         with self._lock:
-            if self._closed or len(self._idle) + self._starting >= self._max_idle:
+            template = self._template
+            if template is None or content_hash in self._taught:
                 return
-            self._starting += 1
-        threading.Thread(target=self._start_idle, name="sandbox-spawn", daemon=True).start()
+            if len(self._taught) >= _TAUGHT_KEPT:
+                self._taught.clear()
+            self._taught.add(content_hash)
+        template.teach(source)
 
-    def _start_idle(self) -> None:
-        try:
-            worker: WorkerProcess | None = WorkerProcess(self._python, self._sys_path)
-        except Exception:  # noqa: BLE001 - a failed pre-start only means a cold call later
-            worker = None
-        with self._lock:
-            self._starting -= 1
-            keep = worker is not None and not self._closed and len(self._idle) < self._max_idle
-            if keep and worker is not None:
-                self._idle.append(worker)
-                self._live.add(worker)
-        if worker is not None and not keep:
-            worker.close()
+    def release(self, worker: WorkerProcess, reusable: bool) -> None:
+        """Give a worker back: kept (reuse mode) if ``reusable`` and there is room, else killed.
+
+        A killed worker's replacement is forked now, after its call: another worker forked
+        ahead of demand is already waiting for the next caller.
+        """
+        if self.isolation == "reuse" and reusable and worker.calls < self._max_calls:
+            if worker.alive():
+                with self._lock:
+                    if not self._closed and len(self._idle) < max(self._max_idle, 1):
+                        self._idle.append(worker)
+                        return
+        self._discard(worker)
 
     def _discard(self, worker: WorkerProcess) -> None:
         worker.close()
         with self._lock:
             self._live.discard(worker)
+            template = self._template
+        if template is not None and template is worker.template:
+            template.replenish()
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids of the pool's workers, as ``{"idle": [...], "busy": [...]}``.
 
-        For diagnostics and tests (e.g. to kill a worker in the middle of a call).
+        Idle workers are the ones forked ahead of demand (and, in reuse mode, those waiting
+        for their next call). For diagnostics and tests (e.g. to kill a worker mid-call).
         """
         with self._lock:
+            template = self._template
             idle = [worker.pid for worker in self._idle]
             busy = [worker.pid for worker in self._live if worker not in self._idle]
+        if template is not None and template.alive():
+            idle += template.ready_pids()
         return {"idle": idle, "busy": busy}
 
     def close(self) -> None:
-        """Kill every worker. Calls in progress end with :class:`WorkerCrashed`."""
+        """Kill every worker and the template. Calls in progress end with :class:`WorkerCrashed`."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
             busy = [worker for worker in self._live if worker not in idle]
+            template, self._template = self._template, None
         for worker in idle:
             self._discard(worker)
         for worker in busy:
             worker.kill()  # its owner thread sees EOF, then closes it in release()
+        if template is not None:
+            template.close()
 
 
 class LocalExecutor:
-    """The default backend: warm, isolated worker processes on this machine.
+    """The default backend: isolated worker processes on this machine, forked ahead of demand.
 
     Args:
-        max_idle_workers: Most idle workers kept warm.
-        max_calls_per_worker: Calls after which a worker is replaced by a fresh one.
-        python: Interpreter for the workers; defaults to ``sys.executable``.
+        max_idle_workers: Workers kept forked ahead of demand (reuse mode: also the most
+            idle workers kept).
+        max_calls_per_worker: Reuse mode: calls after which a worker is replaced.
+        isolation: ``"fresh"`` (default): every call in a new process that no earlier call
+            touched. ``"reuse"``: faster, workers serve up to ``max_calls_per_worker`` calls
+            and clean up between them; choose it only for trusted or single-tenant skills.
+        python: Interpreter for the template (and so the workers); defaults to
+            ``sys.executable``.
     """
 
     def __init__(
@@ -562,13 +660,21 @@ class LocalExecutor:
         *,
         max_idle_workers: int = 2,
         max_calls_per_worker: int = 1000,
+        isolation: str = "fresh",
         python: str | None = None,
     ) -> None:
         self.pool = WorkerPool(
-            max_idle=max_idle_workers, max_calls=max_calls_per_worker, python=python
+            max_idle=max_idle_workers,
+            max_calls=max_calls_per_worker,
+            python=python,
+            isolation=isolation,
         )
         #: Host tools run on these threads, so a call's deadline holds while one runs.
         self.tool_runner = ToolRunner()
+
+    def confinement(self) -> dict[str, str]:
+        """Each process layer: ``"on"``, or why it is off (see :mod:`sandbox.confine`)."""
+        return self.pool.confinement()
 
     def execute(self, request_json: str, tools: ToolHost) -> str:
         """Run one request on a pooled worker (see :class:`Executor`)."""
@@ -602,7 +708,10 @@ class LocalExecutor:
             runner = _INLINE if inline_tools else self.tool_runner
             outcome = worker.execute(frame, request.tools, tools, request.limits, deadline, runner)
         finally:
+            if outcome is None:  # abandoned mid-call: the worker is dead and reaped on return
+                worker.kill()
             self.pool.release(worker, _reusable(outcome))
+        self._learn(request, outcome)
         return _result(outcome, started)
 
     async def run_async(
@@ -615,13 +724,14 @@ class LocalExecutor:
     ) -> Result:
         """:meth:`run` for asyncio callers, on the running event loop (no thread hand-off).
 
-        A thread is used only to start a worker when none is idle, and for each host tool.
+        A thread is used only when no worker is ready (to start the template, or to wait for
+        a fork), and for each host tool.
         """
         frame = _run_frame(request, args_json)
         started = time.monotonic()
         deadline = started + request.limits.timeout_s
         worker = self.pool.acquire_idle()
-        if worker is None:  # starting a process blocks: not on the loop
+        if worker is None:  # starting the template or waiting for a fork blocks: not on the loop
             worker = await asyncio.to_thread(self.pool.acquire)
         outcome: CallOutcome | None = None
         try:
@@ -630,8 +740,15 @@ class LocalExecutor:
                 frame, request.tools, tools, request.limits, deadline, runner
             )
         finally:
+            if outcome is None:  # abandoned mid-call: the worker is dead and reaped on return
+                worker.kill()
             self.pool.release(worker, _reusable(outcome))
+        self._learn(request, outcome)
         return _result(outcome, started)
+
+    def _learn(self, request: ExecRequest, outcome: CallOutcome | None) -> None:
+        if _reusable(outcome):  # it compiled and ran without harm: later workers get it compiled
+            self.pool.learned(request.content_hash, request.source)
 
     def close(self) -> None:
         """Kill all workers."""

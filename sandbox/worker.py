@@ -1,31 +1,24 @@
-"""The worker process that runs skill code.
+"""The worker: the process that runs one skill call (or, in reuse mode, many).
 
-The host starts it as ``python -I -S -B -c <bootstrap> <sys.path entries...>`` (see
-:mod:`sandbox.pool`) with an empty environment, a fresh empty working directory, no
-inherited file descriptors besides the two pipes, and its own session (process group), so
-the host can kill everything it might start in one ``killpg``.
+A worker is forked from the template (:mod:`sandbox.template`), which has already imported
+everything a skill may use and confined itself; the worker confines itself the rest of the way
+(:mod:`sandbox.confine`: its own uid, hard rlimits, seccomp) before :func:`serve` reads its
+first request. Its stdio is ``/dev/null``; fds 3 and 4 are its pipes from and to the host.
 
-At start-up the worker:
+Per call it sets ``RLIMIT_CPU`` (CPU already used + ``cpu_s``) and ``RLIMIT_AS``. In the
+default *fresh* mode the worker serves exactly one call and exits, so the limits are hard
+(nothing can raise them again) and nothing needs cleaning up afterwards: the next call runs in
+a process no earlier call touched.
 
-1. moves the protocol pipes off fds 0 and 1 and points fds 0, 1 and 2 at ``/dev/null``, so
-   nothing a skill or a library prints can corrupt the channel;
-2. sets the process-wide rlimits: no core files, no file writes (``RLIMIT_FSIZE`` 0), no new
-   processes (``RLIMIT_NPROC`` 0; not enforced for root), few open files
-   (``RLIMIT_NOFILE``), and restores the default action of ``SIGXCPU`` so exceeding the CPU
-   limit kills the process.
-
-Then it serves ``run`` requests one at a time (see :mod:`sandbox.protocol`). Per call it
-sets the soft ``RLIMIT_CPU`` (CPU already used + ``cpu_s``, since the worker is reused) and
-``RLIMIT_AS``; hard limits stay where they were so the next call can choose differently.
-The skill gets fresh globals on every call, so no state carries over between calls.
-
-When the entry function has returned, the call is *closed* before its result is sent: the
-globals are cleared, the ``tools`` proxy and the output buffer stop working, and a garbage
-collection runs (still under the call's limits). Skill code can otherwise outlive its call
-(a suspended generator in a reference cycle runs its ``finally`` block when the collector
-finds it), and would then run inside the next call, with that call's tools and CPU budget.
-Objects that survive are frozen (``gc.freeze``), so each collection only looks at what the
-call itself allocated.
+In the opt-in *reuse* mode (``Sandbox(isolation="reuse")``) the worker serves calls until the
+host retires it, so only the soft limits change per call and the call is *closed* before its
+result is sent: the globals are cleared, the ``tools`` proxy and the output buffer stop
+working, and a garbage collection runs (still under the call's limits). Skill code can
+otherwise outlive its call (a suspended generator in a reference cycle runs its ``finally``
+block when the collector finds it), and would then run inside the next call, with that call's
+tools and CPU budget. Objects that survive are frozen (``gc.freeze``), so each collection only
+looks at what the call itself allocated, and the allowed modules' process-wide caches are
+trimmed. That cleanup is a list of known channels; fresh mode needs no list.
 
 Whatever the skill raised is rebuilt as a fresh error of the sandbox's own classes from
 validated, size-capped fields before it is encoded: a skill may raise ``ToolError`` (it is
@@ -42,10 +35,11 @@ exactly as the host counts it (the host sends its figure with every tool result)
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import resource
-import signal
+import select
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -76,10 +70,11 @@ from sandbox.protocol import (
     write_all,
 )
 
-__all__ = ["ToolsProxy", "main"]
+__all__ = ["ToolsProxy", "run_request", "serve"]
 
 _MAX_MESSAGE_CHARS: Final = 4000
-_MAX_OPEN_FILES: Final = 32
+#: Most characters of a ``raw`` request's answer (test harness only).
+_MAX_RAW_CHARS: Final = 100_000
 _MAX_NAME_CHARS: Final = 200
 _MAX_ALLOWED_NAMES: Final = 100
 _RETURN_TYPES_HINT: Final = "return only dict, list, str, int, float, bool or None values"
@@ -372,18 +367,24 @@ def _encode_value(value: object, call: _Call) -> tuple[bytes | None, SandboxErro
     return encoded, None
 
 
-def _set_soft_limit(kind: int, value: int) -> None:
-    _, hard = resource.getrlimit(kind)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    resource.setrlimit(kind, (value, hard))
+def _set_limit(kind: int, soft: int, hard: int | None) -> None:
+    """Set ``kind`` to ``soft`` (and ``hard``, if given), never above the current hard limit."""
+    _, current = resource.getrlimit(kind)
+    if current != resource.RLIM_INFINITY:
+        soft = min(soft, current)
+        hard = None if hard is None else min(hard, current)
+    resource.setrlimit(kind, (soft, current if hard is None else hard))
 
 
-def _apply_call_limits(call: _Call) -> None:
+def _apply_call_limits(cpu_s: int, memory_mb: int, hard_too: bool) -> None:
+    """Set the call's CPU and address-space limits (hard as well in a single-use worker)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = usage.ru_utime + usage.ru_stime
-    _set_soft_limit(resource.RLIMIT_CPU, math.ceil(used) + call.cpu_s)
-    _set_soft_limit(resource.RLIMIT_AS, call.memory_mb * 1024 * 1024)
+    cpu = math.ceil(usage.ru_utime + usage.ru_stime) + cpu_s
+    # SIGXCPU at the soft CPU limit is what reports "cpu"; the kernel's SIGKILL a second
+    # later, at the hard limit, is the backstop if the signal is blocked.
+    _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1 if hard_too else None)
+    memory = memory_mb * 1024 * 1024
+    _set_limit(resource.RLIMIT_AS, memory, memory if hard_too else None)
 
 
 def _reset_shared_state() -> None:
@@ -500,13 +501,18 @@ def _end_call(call: _Call, output: OutputBuffer) -> None:
     gc.freeze()  # the survivors are the worker's caches; later collections skip them
 
 
-def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int) -> bytes:
+def run_request(
+    request: Mapping[str, Any], in_fd: int, out_fd: int, *, reuse: bool = True
+) -> bytes:
     """Run one ``run`` request and return the UTF-8 JSON of its ``done`` message.
 
     Args:
         request: The decoded ``run`` message.
         in_fd: Protocol pipe from the host (tool results arrive here).
         out_fd: Protocol pipe to the host (tool requests go here).
+        reuse: The worker serves more calls after this one: close the call and clean up
+            after it (see the module docstring). False in a single-use worker, which exits
+            right after sending the result, so its limits are set hard instead.
 
     Returns:
         The ``done`` message, serialised.
@@ -516,15 +522,19 @@ def run_request(request: Mapping[str, Any], in_fd: int, out_fd: int) -> bytes:
     source = str(request["source"])
     entry = str(request["entry"])
     args = request["args"]
-    _apply_call_limits(call)
-    _reset_shared_state()
+    _apply_call_limits(call.cpu_s, call.memory_mb, hard_too=not reuse)
+    if reuse:
+        _reset_shared_state()
     output = OutputBuffer(call.output_bytes, on_overflow=call.fail)
     _active_call = call
     try:
         encoded, error = _run_skill(call, source, entry, args, output)
     finally:
         _active_call = None
-        _end_call(call, output)
+        if reuse:
+            _end_call(call, output)
+        else:
+            call.closed = True  # the process exits before anything else could run
     head = {
         "op": "done",
         "ok": error is None,
@@ -550,37 +560,99 @@ def _on_unraisable(unraisable: Any) -> None:
         call.fail(MemoryError("out of memory in a finalizer"))
 
 
-def _take_over_stdio() -> tuple[int, int]:
-    """Move the protocol pipes to private fds and point 0, 1 and 2 at /dev/null."""
-    in_fd = os.dup(0)
-    out_fd = os.dup(1)
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    return in_fd, out_fd
+def _run_raw(request: Mapping[str, Any]) -> bytes:
+    """Run plain Python, no policy, in this confined worker (test harness only).
 
-
-def _apply_process_limits() -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-    # The pipes and /dev/null are open already; lazy imports need one more at a time.
-    resource.setrlimit(resource.RLIMIT_NOFILE, (_MAX_OPEN_FILES, _MAX_OPEN_FILES))
+    The answer's ``value`` is ``{"result": <the code's ``result`` variable>}`` or, if the
+    code raised, ``{"raised": <class name>, "errno": <errno or None>, "message": ...}``.
+    """
+    limits = request["limits"]
+    _apply_call_limits(int(limits["cpu_s"]), int(limits["memory_mb"]), hard_too=True)
+    namespace: dict[str, Any] = {"__name__": "raw"}
+    value: dict[str, Any]
     try:
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-    except (ValueError, OSError):  # pragma: no cover - platform dependent
-        pass
-    # An ignored SIGXCPU survives exec; make sure exceeding RLIMIT_CPU really kills us.
-    signal.signal(signal.SIGXCPU, signal.SIG_DFL)
+        exec(compile(str(request["source"]), "<raw>", "exec"), namespace)
+        value = {"result": namespace.get("result")}
+    except BaseException as exc:  # noqa: BLE001 - the test asserts on exactly this
+        code = getattr(exc, "errno", None)
+        value = {
+            "raised": type(exc).__name__,
+            "errno": code if type(code) is int else None,
+            "message": _safe_str(exc),
+        }
+    # ASCII JSON (lone surrogates escaped as their code points), whatever the code left there.
+    text = json.dumps(value, separators=(",", ":"), default=repr)
+    if len(text) > _MAX_RAW_CHARS:
+        text = json.dumps({"result": "<answer too long>"})
+    return b'{"op":"done","ok":true,"error":null,"output":"","value":' + text.encode() + b"}"
 
 
-def main() -> None:
-    """Serve ``run`` requests on stdin/stdout until the host closes the pipe."""
-    in_fd, out_fd = _take_over_stdio()
-    _apply_process_limits()
+def _out_of_memory_reply() -> bytes:
+    return dumps(
+        {
+            "op": "done",
+            "ok": False,
+            "value": None,
+            "output": "",
+            "error": error_to_wire(ResourceLimitExceeded("memory", "the worker ran out of memory")),
+        }
+    )
+
+
+#: What a fresh worker runs before its request arrives (see :func:`prewarm`); the template
+#: compiles it, so the worker only executes it.
+PREWARM_SOURCE: Final = """\
+import json
+def run(x):
+    rows = [{"i": i, "s": f"{i:>3}"} for i in range(3)]
+    print(len(rows))
+    return {"x": x, "rows": rows, "j": json.loads(json.dumps(rows))}
+"""
+
+
+def prewarm() -> None:
+    """Run :data:`PREWARM_SOURCE` once, outside any call, with no tools and no limits.
+
+    A forked worker shares the template's memory copy-on-write: the first call that runs
+    in it pays for copying every page it writes (reference counts included), about a
+    millisecond. Running the same paths once while the worker waits for its request moves
+    that cost off the call. It is the sandbox's own code, identical in every worker, and
+    leaves nothing of a call behind (there was no call yet).
+    """
+    output = OutputBuffer(1000)
+    namespace = build_globals(ToolsProxy((), _no_tools), output.collector)
+    exec(compile_skill(PREWARM_SOURCE), namespace)
+    dumps(namespace["run"](x=1))  # the encoder a call's value goes through
+    namespace.clear()
+
+
+def _no_tools(name: str, arguments: dict[str, Any]) -> Any:
+    raise ToolError(name, "no tools outside a call")
+
+
+def _request_waiting(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def serve(in_fd: int, out_fd: int, *, reuse: bool, raw: bool = False, warm: bool = False) -> None:
+    """Serve requests from the host: one (fresh mode) or until the pipe closes (reuse).
+
+    Args:
+        in_fd: The pipe from the host.
+        out_fd: The pipe to the host.
+        reuse: Serve calls until the host closes the pipe, cleaning up after each; otherwise
+            return after the first.
+        raw: Accept ``raw`` requests (plain Python, no policy). Only a template started by
+            the test harness sets it; any other worker treats such a request as a broken
+            host and exits.
+        warm: Run :func:`prewarm` first, unless a request is already waiting (under load
+            the fork rate matters more than the first call's page copies).
+    """
     sys.unraisablehook = _on_unraisable
-    gc.collect()
-    gc.freeze()  # start-up objects: never garbage, never scanned again
+    if warm and not _request_waiting(in_fd):
+        prewarm()
     while True:
         try:
             request = read_frame(in_fd, checked=False)
@@ -588,29 +660,21 @@ def main() -> None:
             return
         except ValueError:
             _host_gone()
-        if request.get("op") != "run":
+        op = request.get("op")
+        if op == "raw" and raw:
+            reply = _run_raw(request)
+        elif op == "run":
+            try:
+                reply = run_request(request, in_fd, out_fd, reuse=reuse)
+            except MemoryError:
+                reply = _out_of_memory_reply()
+            except BaseException:  # noqa: BLE001 - a state we did not plan for: end the worker
+                os._exit(70)  # the host reports WorkerCrashed and uses a fresh worker
+        else:
             _host_gone()
-        try:
-            reply = run_request(request, in_fd, out_fd)
-        except MemoryError:
-            reply = dumps(
-                {
-                    "op": "done",
-                    "ok": False,
-                    "value": None,
-                    "output": "",
-                    "error": error_to_wire(
-                        ResourceLimitExceeded("memory", "the worker ran out of memory")
-                    ),
-                }
-            )
-        except BaseException:  # noqa: BLE001 - a state we did not plan for: end the worker
-            os._exit(70)  # the host reports WorkerCrashed and starts a fresh worker
         try:
             write_all(out_fd, HEADER.pack(len(reply)) + reply)
         except OSError:
             return
-
-
-if __name__ == "__main__":
-    main()
+        if not reuse:
+            return

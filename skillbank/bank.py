@@ -182,7 +182,9 @@ class SkillBank:
         if self._sandbox is None:
             from sandbox import Sandbox
 
-            self._sandbox = Sandbox(self.limits, executor=self._executor)
+            self._sandbox = Sandbox(
+                self.limits, executor=self._executor, isolation=self.config.sandbox_isolation
+            )
         return self._sandbox
 
     @property

@@ -48,6 +48,10 @@ class Config:
     timeout_s: float = 10.0
     #: Address-space limit of a sandbox worker, in MiB.
     memory_mb: int = 1024
+    #: How sandbox calls are kept apart: ``"fresh"`` (every call in a new process forked from
+    #: a warm template, so nothing of one call reaches another) or ``"reuse"`` (faster: a
+    #: worker serves many calls and cleans up between them; for trusted skills only).
+    sandbox_isolation: str = "fresh"
     #: Recorded cases a skill needs before it is offered as a callable tool (associative).
     min_cases_associative: int = 2
     #: The model the optional LLM compiler asks (``""``: no LLM; everything works without one).
@@ -119,6 +123,11 @@ class Config:
             raise ConfigError(f"timeout_s={self.timeout_s!r} must be a positive, finite number")
         if self.memory_mb < 64:
             raise ConfigError(f"memory_mb={self.memory_mb!r} must be at least 64")
+        if self.sandbox_isolation not in ("fresh", "reuse"):
+            raise ConfigError(
+                f"sandbox_isolation={self.sandbox_isolation!r} must be 'fresh' (a new process "
+                "per call, the default) or 'reuse' (faster, for trusted skills only)"
+            )
         if self.min_cases_associative < 1:
             raise ConfigError(
                 f"min_cases_associative={self.min_cases_associative!r} must be at least 1"

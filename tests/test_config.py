@@ -30,6 +30,21 @@ def test_config_rejects_non_finite_and_unknown_values(
         load_config(tmp_path)
 
 
+def test_sandbox_isolation_is_checked_and_reaches_the_banks_sandbox(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from skillbank import SkillBank
+
+    monkeypatch.setenv("SKILLBANK_SANDBOX_ISOLATION", "shared")
+    with pytest.raises(ConfigError, match="sandbox_isolation='shared' must be 'fresh'"):
+        load_config(tmp_path)
+    assert Config().sandbox_isolation == "fresh"
+    monkeypatch.setenv("SKILLBANK_SANDBOX_ISOLATION", "reuse")
+    with SkillBank.init(tmp_path / "bank") as bank:
+        assert bank.config.sandbox_isolation == "reuse"
+        assert bank.sandbox.executor.pool.isolation == "reuse"  # type: ignore[attr-defined]
+
+
 def test_every_key_is_in_the_readme_table() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     table = readme[readme.index("## Configuration") :].split("\n## ", 1)[0]

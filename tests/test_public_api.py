@@ -322,14 +322,33 @@ def test_sandbox_never_imports_skillbank() -> None:
     assert not found, f"sandbox imports skillbank at {found}"
 
 
+#: Optional bindings of the process layers: only sandbox.confine imports them, behind guards
+#: (ImportError turns the layer off with a warning), so the sandbox works without them.
+OPTIONAL_HARDENING = {"pyseccomp", "seccomp", "landlock"}
+
+
 def test_sandbox_imports_only_stdlib_and_restrictedpython() -> None:
     allowed = set(sys.stdlib_module_names) | {"RestrictedPython", "sandbox"}
     found = [
         f"{module}:{line} imports {top}"
         for module, top, line in _every_import(_package_root(sandbox))
-        if top not in allowed
+        if top not in allowed and not (module == "sandbox.confine" and top in OPTIONAL_HARDENING)
     ]
     assert not found, found
+    source = (_package_root(sandbox) / "confine.py").read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Try):
+            guarded = {
+                alias.name
+                for statement in node.body
+                if isinstance(statement, ast.Import)
+                for alias in statement.names
+            }
+            catches = {
+                ast.unparse(handler.type) for handler in node.handlers if handler.type is not None
+            }
+            if guarded & OPTIONAL_HARDENING:
+                assert "ImportError" in catches, f"{guarded} imported without an ImportError guard"
 
 
 def test_only_the_facades_users_import_the_bank() -> None:

@@ -197,6 +197,31 @@ def test_run_async_is_served_on_the_event_loop_and_tools_off_it() -> None:
     assert type(hung.error) is ExecutionTimeout and hung.error.tool == "hang"
 
 
+@pytest.mark.parametrize("isolation", ["fresh", "reuse"])
+def test_run_async_takes_a_ready_worker_without_a_thread(
+    isolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_waiting() -> None:
+        raise AssertionError("run_async waited for a worker although one was ready")
+
+    with Sandbox(max_idle_workers=1, isolation=isolation) as sandbox:
+        pool = sandbox._pool
+        assert pool.acquire_idle() is None  # nothing running yet, and it starts nothing
+        assert sandbox.run("def f():\n    return 1\n", "f", {}, {}).value == 1
+        for _ in range(1000):  # fresh: the template forks one ahead; reuse: the worker is kept
+            if pool.pids()["idle"]:
+                break
+            time.sleep(0.01)
+        ready = pool.pids()["idle"]
+        assert ready
+        monkeypatch.setattr(pool, "acquire", no_waiting)  # the thread hand-off's only path
+        pid = "def f():\n    return tools.pid()\n"
+        busy = lambda: pool.pids()["busy"][0]  # noqa: E731
+        result = asyncio.run(sandbox.run_async(pid, "f", {}, {"pid": busy}))
+        assert result.ok, result.error
+        assert result.value in ready
+
+
 def test_cancelling_run_async_discards_the_worker() -> None:
     async def main(sandbox: Sandbox) -> int:
         await sandbox.run_async("def f():\n    return 0\n", "f", {}, {})
@@ -225,15 +250,20 @@ def _rss_kib() -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_host_memory_stays_flat_over_10000_calls() -> None:
+@pytest.mark.parametrize(
+    ("isolation", "warm_up", "calls"),
+    # Fresh mode forks a process per call, so it gets fewer calls in the same time.
+    [("reuse", 1000, 10_000), ("fresh", 300, 1500)],
+)
+def test_host_memory_stays_flat_over_many_calls(isolation: str, warm_up: int, calls: int) -> None:
     source = "def f(i: int) -> dict:\n    return {'i': tools.echo(v=i)}\n"
     tools = {"echo": lambda v: v}
-    with Sandbox(max_calls_per_worker=500) as sandbox:
-        for i in range(1000):  # warm up: allocator pools, caches, worker recycling
+    with Sandbox(max_calls_per_worker=500, isolation=isolation) as sandbox:
+        for i in range(warm_up):  # warm up: allocator pools, caches, worker recycling
             assert sandbox.run(source, "f", {"i": i}, tools).ok
         before = _rss_kib()
-        for i in range(10_000):
+        for i in range(calls):
             result = sandbox.run(source, "f", {"i": i}, tools)
             assert result.ok and result.value == {"i": i}
         grown = _rss_kib() - before
-    assert grown < 8 * 1024, f"host RSS grew by {grown} KiB over 10,000 calls"
+    assert grown < 8 * 1024, f"host RSS grew by {grown} KiB over {calls} calls"

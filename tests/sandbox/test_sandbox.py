@@ -186,21 +186,37 @@ def test_future_import_and_from_imports(sb):
     assert result.value == '{"a": [3]}'
 
 
-def test_state_does_not_leak_between_calls():
-    source = src(
+def _pid_source() -> str:
+    return src(
         """
         seen = []
         def run(x):
             seen.append(x)
-            return len(seen)
+            return {"seen": len(seen), "pid": tools.pid()}
         """
     )
+
+
+def test_state_does_not_leak_between_calls_in_reuse_mode():
+    with Sandbox(max_idle_workers=1, isolation="reuse") as box:
+        pid = lambda: box._pool.pids()["busy"][0]  # noqa: E731
+        first = box.run(_pid_source(), "run", {"x": 1}, {"pid": pid})
+        second = box.run(_pid_source(), "run", {"x": 2}, {"pid": pid})
+    assert first.value["pid"] == second.value["pid"]  # same warm process both times
+    assert (first.value["seen"], second.value["seen"]) == (1, 1)
+
+
+def test_every_call_runs_in_a_process_of_its_own_by_default():
     with Sandbox(max_idle_workers=1) as box:
-        first = box.run(source, "run", {"x": 1}, {})
-        worker = box._pool.pids()["idle"]
-        second = box.run(source, "run", {"x": 2}, {})
-        assert box._pool.pids()["idle"] == worker  # same warm process both times
-    assert (first.value, second.value) == (1, 1)
+        pid = lambda: box._pool.pids()["busy"][0]  # noqa: E731
+        results = [box.run(_pid_source(), "run", {"x": i}, {"pid": pid}) for i in range(4)]
+    assert [r.value["seen"] for r in results] == [1, 1, 1, 1]
+    assert len({r.value["pid"] for r in results}) == 4
+
+
+def test_isolation_mode_is_checked():
+    with pytest.raises(ValueError, match="isolation='shared' is not a mode; use 'fresh'"):
+        Sandbox(isolation="shared")
 
 
 def test_concurrent_runs_from_threads(sb):

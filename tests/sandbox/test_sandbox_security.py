@@ -1407,6 +1407,9 @@ class Leak:
     expected: object
     #: What the first call must end with: an Expect, or None for success.
     first_expect: Expect | None = None
+    #: In fresh mode the first call succeeds instead: its worker exits without running
+    #: what reuse mode's cleanup runs (a generator's ``finally``), so nothing can fail.
+    fresh_first_ok: bool = False
     limits: Limits = LIGHT
     check_second: Callable[[Result], None] | None = None
 
@@ -1618,7 +1621,7 @@ LEAK_ROWS: list[Leak] = [
                 cell = [i]
                 cell.append(cell)
             return 2
-    """, 2, first_expect=limit("cpu"), limits=CPU),
+    """, 2, first_expect=limit("cpu"), limits=CPU, fresh_first_ok=True),
     L("compile-cache-keeps-a-huge-skill", "X = '" + "a" * 40_000_000 + """'
 def run():
     return len(X)
@@ -1660,8 +1663,15 @@ def secret_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def sb() -> Iterator[Sandbox]:
-    # One idle worker, so consecutive successful calls run in the same warm process.
+    # The default: a fresh process for every call.
     with Sandbox(max_idle_workers=1) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def reuse_sb() -> Iterator[Sandbox]:
+    # One idle worker, so consecutive successful calls run in the same warm process.
+    with Sandbox(max_idle_workers=1, isolation="reuse") as shared:
         yield shared
 
 
@@ -1781,21 +1791,24 @@ def test_resource_exhaustion_is_contained(secret_file, heavy_results, row):
     after.check()
 
 
+@pytest.mark.parametrize("isolation", ["fresh", "reuse"])
 @pytest.mark.parametrize("row", LEAK_ROWS, ids=[row.id for row in LEAK_ROWS])
-def test_state_does_not_leak_into_the_next_call(sb, secret_file, row):
+def test_state_does_not_leak_into_the_next_call(request, secret_file, row, isolation):
+    sb = request.getfixturevalue("sb" if isolation == "fresh" else "reuse_sb")
     first = sb.run(row.first, "run", {}, TOOLS, row.limits)
-    if row.first_expect is None:
+    first_expect = None if isolation == "fresh" and row.fresh_first_ok else row.first_expect
+    if first_expect is None:
         assert first.ok, first.error
     else:
-        row.first_expect.check(first)
-    worker = _idle_pid(sb)
+        first_expect.check(first)
+    worker = _idle_pid(sb) if isolation == "reuse" else None
     second = sb.run(row.second, "run", {}, TOOLS, row.limits)
     assert second.ok, second.error
     assert second.value == row.expected
     assert second.output == ""
     if row.check_second is not None:
         row.check_second(second)
-    if row.first_expect is None and worker is not None:
+    if first_expect is None and worker is not None:
         assert _idle_pid(sb) == worker, "the two calls did not share a worker"
     _assert_nothing_leaked(first)
     _assert_nothing_leaked(second)

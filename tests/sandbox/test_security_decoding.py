@@ -467,26 +467,60 @@ def test_tools_run_in_the_callers_context(sb):
 
 # ---------------------------------------------------------------------- a hostile worker
 
+# A stand-in for the template process (``LocalExecutor(python=...)`` runs the template): it
+# speaks the control protocol of sandbox.forkserver, and each "worker" it forks writes the
+# crafted bytes instead of running the skill.
 _HOSTILE = """\
 #!{python}
-import os, struct, sys, time
+import json, os, socket, struct, sys, time
+config = next(json.loads(a) for a in sys.argv[1:] if a.startswith('{{"control_fd"'))
+control = socket.socket(fileno=int(config["control_fd"]))
 def read(fd, n):
     data = b""
     while len(data) < n:
         chunk = os.read(fd, n - len(data))
         if not chunk:
-            sys.exit(0)
+            os._exit(0)
         data += chunk
     return data
-(size,) = struct.unpack(">I", read(0, 4))
-read(0, size)  # the run request
-with open({payload!r}, "rb") as f:
-    for part in f.read().split(b"<PAUSE>"):
-        os.write(1, part)
-        time.sleep(0.05)
-while True:  # answer nothing more; the host decides when this call is over
-    if not os.read(0, 1 << 16):
+def hostile(in_fd, out_fd):
+    (size,) = struct.unpack(">I", read(in_fd, 4))
+    read(in_fd, size)  # the run request
+    with open({payload!r}, "rb") as f:
+        for part in f.read().split(b"<PAUSE>"):
+            os.write(out_fd, part)
+            time.sleep(0.05)
+    while True:  # answer nothing more; the host decides when this call is over
+        if not os.read(in_fd, 1 << 16):
+            os._exit(0)
+control.send(json.dumps({{"ready": {{}}}}).encode())
+while True:
+    data = control.recv(1 << 17)
+    if not data:
         sys.exit(0)
+    if data in (b"F", b"f"):
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            control.close()
+            os.close(request_write)
+            os.close(reply_read)
+            try:
+                hostile(request_read, reply_write)
+            finally:
+                os._exit(0)
+        os.close(request_read)
+        os.close(reply_write)
+        pidfd = os.pidfd_open(pid)
+        message = json.dumps({{"worker": pid}}).encode()
+        socket.send_fds(control, [message], [pidfd, request_write, reply_read])
+        for fd in (pidfd, request_write, reply_read):
+            os.close(fd)
+    elif data.startswith(b"W "):
+        pid = int(data[2:])
+        _, status = os.waitpid(pid, 0)
+        control.send(json.dumps({{"exit": pid, "status": status}}).encode())
 """
 
 
