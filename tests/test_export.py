@@ -107,7 +107,9 @@ def test_skill_md_says_what_when_how_and_that_the_sandbox_stays_behind(
         assert heading in text
     assert "## Tools it needs" in text
     assert skill.signature.render() in text
-    assert all(" ".join(task.split()) in text for task in skill.tasks)
+    shown = sorted(skill.cases, key=lambda c: (c.trajectory_id, c.trajectory_sha256))[:10]
+    assert all(" ".join(c.task.split()) in text for c in shown)
+    assert f"and {len(skill.cases) - 10} more in `references/cases.jsonl`" in text
     assert '| `status` | `str` | `"pending"` |' in text
     assert all(f"- `{tool}`: " in text for tool in skill.tools)
     assert f"python scripts/{skill.id}.py --tools MODULE:ATTR" in text

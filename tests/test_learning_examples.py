@@ -21,7 +21,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox import Sandbox
-from skillbank import SkillBank, Step, Trajectory, check_source, compile_trajectory, parse_record
+from skillbank import (
+    SkillBank,
+    Step,
+    Trajectory,
+    check_source,
+    compile_trajectory,
+    load_trajectories,
+    parse_record,
+)
 from skillbank.compiler.effects import classify_tools
 from skillbank.examples import PROCEDURES, Shop, run_procedure
 from skillbank.trajectory import canonical_json
@@ -93,8 +101,9 @@ def test_scripted_trajectories_compile_to_skills_that_reproduce_them(
 def test_repository_skills_are_exactly_what_learning_the_examples_gives(
     tmp_path: Path, example_trajectories: list[Trajectory]
 ) -> None:
+    messy = load_trajectories(REPO / "skillbank/examples/trajectories/shop_messy.jsonl")
     with SkillBank.init(tmp_path / "bank") as bank:
-        report = bank.learn(example_trajectories)
+        report = bank.learn([*example_trajectories, *messy])
     assert not report.rejected
     ours = {
         p.relative_to(REPO / "skills"): p.read_bytes()
@@ -107,8 +116,9 @@ def test_repository_skills_are_exactly_what_learning_the_examples_gives(
         if p.is_file()
     }
     assert sorted(map(str, ours)) == sorted(map(str, fresh)), (
-        "skills/ differs from a fresh learn; regenerate with "
-        "`skillbank learn skillbank/examples/trajectories/shop.jsonl` at the repo root"
+        "skills/ differs from a fresh learn; regenerate with `skillbank learn "
+        "skillbank/examples/trajectories/shop.jsonl skillbank/examples/trajectories/"
+        "shop_messy.jsonl` at the repo root"
     )
     for rel, data in fresh.items():
         assert ours[rel] == data, f"skills/{rel} would change if re-learned"
@@ -131,9 +141,11 @@ def test_relearning_into_the_repository_itself_changes_nothing(
         check=True,
     )
     with SkillBank(root) as bank:
-        report = bank.learn(example_trajectories)
+        messy = load_trajectories(REPO / "skillbank/examples/trajectories/shop_messy.jsonl")
+        report = bank.learn([*example_trajectories, *messy])
     assert report.commit is None and not report.added and not report.updated
-    assert {e.action for e in report.entries} == {"unchanged"}
+    # The messy file asks twice for some customers the same way: those are duplicates.
+    assert {e.action for e in report.entries} <= {"unchanged", "duplicate"}
 
 
 def test_every_repository_skill_validates_and_replays_all_its_cases(sandbox: Sandbox) -> None:

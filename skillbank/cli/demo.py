@@ -29,23 +29,28 @@ __all__ = ["demo"]
 def demo(directory: Path) -> None:
     """Run the whole loop on the bundled shop example, offline, in DIRECTORY.
 
-    Learns skills from the bundled trajectories (compile, validate, replay, commit), lists
-    them, then runs one on arguments no trajectory used, against a live SQLite shop.
+    Learns skills from the bundled trajectories, clean and messy (compile, validate, replay,
+    commit), lists them, then runs one on arguments no trajectory used, against a live
+    SQLite shop.
 
     Example: skillbank demo /tmp/shop-demo
     """
     from skillbank.examples import DEMO_ARGS, Shop
 
     console = make_console()
-    trajectories = resources.files("skillbank.examples") / "trajectories" / "shop.jsonl"
-    with resources.as_file(trajectories) as path:
-        scan = scan_trajectories(path)
+    folder = resources.files("skillbank.examples") / "trajectories"
+    runs = []
+    # Clean runs, and messy ones: agents that look around, mistype a lookup and retry.
+    for name in ("shop.jsonl", "shop_messy.jsonl"):
+        with resources.as_file(folder / name) as path:
+            runs += scan_trajectories(path).trajectories
     console.rule("1. learn")
     console.print(
-        f"{len(scan.trajectories)} example trajectories (OpenAI messages) from {trajectories.name}"
+        f"{len(runs)} example trajectories (OpenAI messages) from shop.jsonl and "
+        "shop_messy.jsonl"
     )
     with SkillBank.init(directory) as bank:
-        report = bank.learn(scan.trajectories)
+        report = bank.learn(runs)
         render_learn_report(report, console)
         console.rule("2. the library")
         skills = bank.skills()

@@ -4,9 +4,9 @@ def create_return_issue_refund_by_order_id(order_id: str, reason: str) -> dict:
     Calls `get_order`, then `create_return`, then `issue_refund`.
 
     Args:
-        order_id: Order id, such as 'O-5001'; passed to `get_order` as `order_id` (e.g. "O-5003").
-        reason: Why the item is returned; passed to `create_return` as `reason` (e.g. "too small
-            for the shelf").
+        order_id: Order id, such as 'O-5001'; passed to `get_order` as `order_id` (e.g. "O-5005").
+        reason: Why the item is returned; passed to `create_return` as `reason` (e.g. "wrong
+            colour").
 
     Returns:
         The result of `issue_refund`.

@@ -5,7 +5,7 @@ def list_orders_by_email(email: str) -> dict:
 
     Args:
         email: The customer's email address, such as 'alice@example.com'; passed to `find_customer`
-            as `email` (e.g. "dmitri@example.com").
+            as `email` (e.g. "carol@example.com").
 
     Returns:
         The result of `list_orders`.

@@ -6,7 +6,7 @@ def place_order_by_email(email: str, status: str = "delivered") -> dict:
 
     Args:
         email: The customer's email address, such as 'alice@example.com'; passed to `find_customer`
-            as `email` (e.g. "elena@example.com").
+            as `email` (e.g. "dmitri@example.com").
         status: Only list orders in this status; omit to list all; passed to `list_orders` as
             `status` (e.g. "delivered").
 

@@ -5,10 +5,10 @@ def place_order_by_email_and_query(email: str, query: str, quantity: int) -> dic
 
     Args:
         email: The customer's email address, such as 'alice@example.com'; passed to `find_customer`
-            as `email` (e.g. "carol@example.com").
+            as `email` (e.g. "grace@example.com").
         query: Text to look for in product names, such as 'mug'; passed to `search_products` as
-            `query` (e.g. "lamp").
-        quantity: How many units to order; passed to `place_order` as `quantity` (e.g. 5).
+            `query` (e.g. "kettle").
+        quantity: How many units to order; passed to `place_order` as `quantity` (e.g. 2).
 
     Returns:
         The result of `place_order`.

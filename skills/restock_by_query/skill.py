@@ -5,8 +5,8 @@ def restock_by_query(query: str, quantity: int) -> dict:
 
     Args:
         query: Text to look for in product names, such as 'mug'; passed to `search_products` as
-            `query` (e.g. "kettle").
-        quantity: How many units to add; passed to `restock` as `quantity` (e.g. 20).
+            `query` (e.g. "mug").
+        quantity: How many units to add; passed to `restock` as `quantity` (e.g. 50).
 
     Returns:
         The result of `restock`.
