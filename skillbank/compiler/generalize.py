@@ -5,10 +5,18 @@ blocks folded (``A B B B C`` and ``A B C`` share the pattern ``A (B)+ C``) and t
 names of each call. Each group is anti-unified into one program:
 
 - an argument whose value every run copied from the same place in an earlier result (same
-  step, same JSON path) becomes data flow from there;
+  step, same JSON path) becomes data flow from there, except that a path through a list
+  position or a data key (`skillbank.compiler.dataflow.bound_parts`) is structure only when
+  two runs with different values there agree on it, and a short value one run happens to
+  find costs less as a parameter (description length); otherwise it is the caller's;
 - a value that varies between runs becomes a typed parameter; one that never varies becomes a
-  parameter whose default is that value (a single run has nothing to compare, so everything
-  it typed is a plain parameter and the skill is the v1 straight-line function);
+  parameter whose default is that value, unless the users typed it and nothing else they
+  typed varied (every run was about one customer); a single run has nothing to compare, so
+  everything it typed is a plain parameter;
+- reads whose results nothing reads any more, and reads only some runs made, are dropped
+  (their calls stay in the cases; replay passes over them);
+- the skill is named for its commands and how it finds its entity (`skill_id_for`), and its
+  docstring is a plain sentence (`skillbank.compiler.emit.plain_sentence`);
 - a block repeated a varying number of times becomes a loop: over a list in an earlier result
   when each iteration took the matching element of that list and the runs walked the whole
   list, else over a list parameter (a list of dicts when several arguments vary together);
