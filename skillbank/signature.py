@@ -1269,6 +1269,12 @@ def check_arguments(
         raise SkillArgumentError(
             f"arguments for {skill.id!r} must be a JSON object, got {type(args).__name__}"
         )
+    missing = [p for p in skill.signature.params if not p.has_default and p.name not in args]
+    if len(missing) > 1:  # all of them at once, not one per attempt
+        needed = ", ".join(f"{p.name!r} ({p.annotation})" for p in missing)
+        raise SkillArgumentError(
+            f"{skill.id!r} needs arguments {needed}; its signature is {skill.signature.render()}"
+        )
     try:
         return Arguments(
             _Fit(whole=True, nulls=strict_nulls).value(dict(args), schema.parameters, ())

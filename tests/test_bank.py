@@ -201,6 +201,7 @@ def test_run_reports_a_tool_failure_as_a_value(learned: Path, tmp_path: Path) ->
     ("args", "match"),
     [
         ({"email": "a@b.c", "query": "mug"}, "needs argument 'quantity'"),
+        ({}, "needs arguments 'email' \\(str\\), 'query' \\(str\\), 'quantity' \\(int\\);"),
         ({"email": "a@b.c", "query": "mug", "quantity": 1, "x": 1}, "no parameter 'x'"),
         ({"email": "a@b.c", "query": "mug", "quantity": "2"}, "must be int"),
         ({"email": "a@b.c", "query": "mug", "quantity": True}, "must be int"),

@@ -95,6 +95,12 @@ def test_run_with_example_tools(
         "--root", str(learned_root),
     )  # fmt: skip
     assert code == 1 and "ToolError" in out
+    # A module alone names its `tools`, as for `do` and `serve`.
+    code, out = invoke(
+        runner, "run", history, "--args", args, "--tools", "skillbank.examples.shop",
+        "--root", str(learned_root), "--json",
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["ok"], out
 
 
 @pytest.mark.parametrize(

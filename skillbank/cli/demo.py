@@ -46,8 +46,7 @@ def demo(directory: Path) -> None:
             runs += scan_trajectories(path).trajectories
     console.rule("1. learn")
     console.print(
-        f"{len(runs)} example trajectories (OpenAI messages) from shop.jsonl and "
-        "shop_messy.jsonl"
+        f"{len(runs)} example trajectories (OpenAI messages) from shop.jsonl and shop_messy.jsonl"
     )
     with SkillBank.init(directory) as bank:
         report = bank.learn(runs)

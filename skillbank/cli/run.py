@@ -56,13 +56,17 @@ def tools_(fmt: ToolFormat, all_stages: bool, root: Path) -> None:
 
 
 def load_tools(spec: str) -> Mapping[str, Callable[..., Any]]:
-    """Import host tools from ``MODULE:ATTR``: a mapping name -> callable, or a function
+    """Import host tools from ``MODULE:ATTR`` or ``MODULE`` (``ATTR`` defaults to ``tools``,
+    as for `skillbank do` and `skillbank serve`): a mapping name -> callable, or a function
     returning one. The current directory is importable, so ``mytools:TOOLS`` finds
     ``./mytools.py``.
     """
-    module_name, _, attr = spec.partition(":")
+    module_name, colon, attr = spec.partition(":")
+    attr = attr if colon else "tools"
     if not module_name or not attr:
-        raise click.BadParameter(f"{spec!r} must look like MODULE:ATTR", param_hint="--tools")
+        raise click.BadParameter(
+            f"{spec!r} must look like MODULE or MODULE:ATTR", param_hint="--tools"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -96,8 +100,8 @@ def load_tools(spec: str) -> Mapping[str, Callable[..., Any]]:
     "--tools",
     "tools_spec",
     default=None,
-    help="Host tools as MODULE:ATTR (a mapping or a function returning one), "
-    "e.g. skillbank.examples.shop:tools.",
+    help="Host tools as MODULE or MODULE:ATTR (a mapping or a function returning one; "
+    "ATTR defaults to `tools`), e.g. skillbank.examples.shop.",
 )
 @root_option
 @json_option
