@@ -6,6 +6,7 @@ import json
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from skillbank.cli.output import (
     render_skills,
 )
 from skillbank.library import git
+
+if TYPE_CHECKING:
+    from skillbank.trajectory import Trajectory
 
 __all__ = ["demo"]
 
@@ -39,7 +43,7 @@ def demo(directory: Path) -> None:
 
     console = make_console()
     folder = resources.files("skillbank.examples") / "trajectories"
-    runs = []
+    runs: list[Trajectory] = []
     # Clean runs, and messy ones: agents that look around, mistype a lookup and retry.
     for name in ("shop.jsonl", "shop_messy.jsonl"):
         with resources.as_file(folder / name) as path:
