@@ -51,7 +51,7 @@ __all__ = ["Slice", "skeleton_key", "slice_run"]
 class Slice:
     """A run cut down to its procedure."""
 
-    #: The calls kept, in the run's order.
+    #: The calls kept, in the run's order but for reads between commands (`_canonical_order`).
     steps: tuple[Step, ...]
     #: Their positions among the run's successful calls, in the slice's order (reads between
     #: two commands in a canonical order, `_canonical_order`).
