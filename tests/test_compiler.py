@@ -545,3 +545,24 @@ def test_calls_in_one_conditional_read_each_other() -> None:
         '        tools.confirm(restock_id=restock["restock_id"])\n'
         '    return tools.ship(loc=check["loc"])\n'
     ) in source
+
+
+def test_runs_that_agree_on_a_path_read_it_even_for_short_values() -> None:
+    # Four reorders of what an order held: small quantities, some repeated, always found at
+    # the same place. Stating the path once is shorter than asking for each run's quantity.
+    def run(tid: str, order: str, quantity: int) -> Trajectory:
+        held = {"order_id": order, "items": [{"sku": "S-1", "quantity": quantity}]}
+        return replace(
+            traj(
+                f"Reorder what {order} held",
+                ("get_order", {"order_id": order}, held),
+                ("place_order", {"sku": "S-1", "quantity": quantity}, {"ok": True}),
+            ),
+            id=tid,
+        )
+
+    runs = [run("a", "O-A", 3), run("b", "O-B", 1), run("c", "O-C", 1), run("d", "O-D", 4)]
+    source = compile_group(runs).source
+    assert 'quantity=order["items"][0]["quantity"]' in source
+    # Two runs with one value each say less than the values themselves.
+    assert "quantity=quantity" in compile_group(runs[1:3]).source

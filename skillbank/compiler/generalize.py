@@ -28,7 +28,6 @@ A value a run's user wrote in the task text counts as that run's input, never as
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -425,9 +424,10 @@ class _Builder:
             return picked
         slot, path = structural[0]
         # Description length: a path is stated once for every run; a parameter states each
-        # distinct value. The shorter description of the runs wins, so a short value that one
-        # run happens to find in a result stays the caller's input.
-        if len(path) + 1 >= 1 + sum(_tokens(json.loads(v)) for v in distinct):
+        # run's value (a value no run varied, once). The shorter description of the runs
+        # wins, so a short value that one run happens to find in a result stays the caller's.
+        stated = values if len(distinct) > 1 else values[:1]
+        if len(path) + 1 >= 1 + sum(_tokens(v) for v in stated):
             self.declined = (slot, path)
             return None
         return slot, path
