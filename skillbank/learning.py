@@ -278,7 +278,8 @@ class Learner:
         # Each run cut down to its procedure (`skillbank.compiler.slicing`): reads nothing
         # used are dropped before grouping, so runs that read more or less join one skill.
         # A sliced run keeps its recorded hash: learning it again finds it known.
-        given = [self._sliced(t) for t in trajectories]
+        cuts = [self._cut(t) for t in trajectories]
+        given = [run for run, _ in cuts]
         wanted = branch or self.config.branch
         if wanted not in ("auto", "current"):
             self.library.check_branch_name(wanted)  # before any work, not after it
@@ -309,7 +310,7 @@ class Learner:
                 else:
                     learnable.append(i)
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
-            skeletons = {i: self._skeleton(given[i]) for i in learnable}
+            skeletons = {i: cuts[i][1] for i in learnable}
             groups = group_procedures(given, learnable, sliced, skeletons)
             for group in track(groups, "learning"):
                 self._learn_procedure(batch, group)
@@ -381,13 +382,16 @@ class Learner:
                     _procedure(old.id, "unchanged", [], old, None, effects=self._effects(old))
                 )
             return True
+        named: SkillDraft | None = None
         if old is not None:
             sid = old.id
         else:
-            # The compiler names a procedure from what its runs did (`skill_id_for`).
+            # The compiler names a procedure from what its runs did (`skill_id_for`); the
+            # draft it names is the skill's, unless that name is taken.
             fresh = [given[i] for i in new]
             try:
-                base = compile_group(fresh, queries=self._group_queries(fresh)).id
+                named = compile_group(fresh, queries=self._group_queries(fresh))
+                base = named.id
             except (CompileError, RecursionError, ValueError):
                 longest = max(fresh, key=lambda t: (len(t.steps), t.id, t.sha256))
                 tools = [s.tool for s in successful_steps(longest)]
@@ -396,7 +400,10 @@ class Learner:
         runs = [c.to_trajectory(old.tool_specs) for c in old.cases] if old else []
         runs += [given[i] for i in new]
         stored = batch.existing.get(old.id) if old else None
-        tested, problem, transcript = self._generalise(sid, runs, old, batch.existing, stored)
+        compiled = named if named is not None and named.id == sid else None
+        tested, problem, transcript = self._generalise(
+            sid, runs, old, batch.existing, stored, compiled
+        )
         ids = [given[i].id for i in new]
         if tested is None:
             if not final:
@@ -476,18 +483,19 @@ class Learner:
             ).values()
         )  # fmt: skip
 
-    def _skeleton(self, run: Trajectory) -> str:
-        """The procedure a (sliced) run performs (`skeleton_key`)."""
-        effects = {e.tool: e for e in self._effects(run)}
-        return skeleton_key(slice_run(run, effects), effects)
+    def _cut(self, trajectory: Trajectory) -> tuple[Trajectory, str]:
+        """The run cut down to its procedure (it keeps its id and recorded hash), and the
+        procedure's skeleton (`skeleton_key`), from one slice."""
+        effects = {e.tool: e for e in self._effects(trajectory)}
+        cut = slice_run(trajectory, effects)
+        key = skeleton_key(cut, effects)
+        if len(cut.steps) == len(successful_steps(trajectory)):
+            return trajectory, key
+        return replace(trajectory, steps=cut.steps, recorded_sha256=trajectory.sha256), key
 
     def _sliced(self, trajectory: Trajectory) -> Trajectory:
         """The run cut down to its procedure; it keeps its id and recorded hash."""
-        effects = {e.tool: e for e in self._effects(trajectory)}
-        cut = slice_run(trajectory, effects)
-        if len(cut.steps) == len(successful_steps(trajectory)):
-            return trajectory
-        return replace(trajectory, steps=cut.steps, recorded_sha256=trajectory.sha256)
+        return self._cut(trajectory)[0]
 
     def _sliced_skill(self, skill: Skill) -> Skill:
         """A stored skill as grouping sees it: each case's calls sliced like a new run's."""
@@ -504,16 +512,18 @@ class Learner:
         old: Skill | None,
         library: Mapping[str, Skill],
         stored: Skill | None = None,
+        compiled: SkillDraft | None = None,
     ) -> tuple[TestedSkill | None, str | None, tuple[str, ...]]:
         """Compile one procedure's runs and check the skill; fall back to the LLM if set up.
 
         Returns the tested skill (or None), the reason it failed, and the LLM's transcript.
         ``library`` is the library as it was before this learn: composition uses only skills
-        from it, so a batch gives the same skills whatever its order.
+        from it, so a batch gives the same skills whatever its order. ``compiled`` is these
+        runs' draft when it was already made (named ``sid``).
         """
         problem: str | None = None
         try:
-            draft = compile_group(runs, name=sid, queries=self._group_queries(runs))
+            draft = compiled or compile_group(runs, name=sid, queries=self._group_queries(runs))
         except (CompileError, RecursionError, ValueError) as exc:
             draft, problem = None, str(exc)
         composed = self._compose(sid, runs, library) if old is None or old.requires else None

@@ -1231,9 +1231,9 @@ def compile_group(
         for mine, at in enumerate(placed):
             segments[at] = own_segments[mine]
         runs.append(_Run(t, steps, segments))
-    skill_id = name or "skill"  # the default is chosen once the plan is known
-    if len(skill_id) > 64 or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", skill_id):
-        raise CompileError(f"skill id {skill_id!r} must match [a-z][a-z0-9_]{{0,63}}")
+    if name is not None and not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+        raise CompileError(f"skill id {name!r} must match [a-z][a-z0-9_]{{0,63}}")
+    skill_id = name or ""  # the default is chosen once the plan is known
     declared = {spec.name: spec for run in runs for spec in run.trajectory.tools}
     if queries is None:
         every = {tool for block in pattern for tool in block}

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from skillbank.compiler.dataflow import find_origin, iter_paths, same_value, trivial
+from skillbank.compiler.dataflow import find_origin, iter_paths, trivial
 from skillbank.compiler.effects import ToolEffect
 from skillbank.compiler.generalize import pattern_of
 from skillbank.trajectory import Step, Trajectory, canonical_json
@@ -69,12 +69,23 @@ def _leaves(value: object) -> list[object]:
     return leaves or [value]
 
 
-def _echoes(value: object, arguments: Mapping[str, object]) -> bool:
-    """True when a call was given ``value`` (or a container holding it) as an argument."""
-    return any(same_value(sub, value) for _, sub in iter_paths(dict(arguments)))
+#: A value as `_handed` keeps it: its type's name and its canonical JSON (type-exact, as
+#: `skillbank.compiler.dataflow.same_value` compares).
+_Key = tuple[str, str]
 
 
-def _origin(value: object, steps: Sequence[Step], task: str) -> int | None:
+def _key(value: object) -> _Key:
+    return type(value).__name__, canonical_json(value)
+
+
+def _handed(step: Step) -> frozenset[_Key]:
+    """Every value a call was given: its arguments and everything inside them."""
+    return frozenset(_key(sub) for _, sub in iter_paths(dict(step.arguments)))
+
+
+def _origin(
+    value: object, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
+) -> int | None:
     """The earlier call ``value`` came from: the first result that held it, leaving out the
     calls that were *given* it.
 
@@ -85,35 +96,40 @@ def _origin(value: object, steps: Sequence[Step], task: str) -> int | None:
     """
     if trivial(value):
         return None
-    results = [None if _echoes(value, s.arguments) else s.result for s in steps]
+    key = _key(value)
+    results = [None if key in given else s.result for s, given in zip(steps, handed, strict=False)]
     origin = find_origin(value, results, task)
     if origin is None:
         return None
     return min([origin.step, *(step for step, _ in origin.alternatives)])
 
 
-def _source(value: object, steps: Sequence[Step], task: str) -> int | None:
+def _source(
+    value: object, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
+) -> int | None:
     """The earlier call an argument value (or one of its leaves) came from, if any."""
-    origin = _origin(value, steps, task)
+    origin = _origin(value, steps, handed, task)
     if origin is not None:
         return origin
     if isinstance(value, dict | list):
         for leaf in _leaves(value):
-            origin = _origin(leaf, steps, task)
+            origin = _origin(leaf, steps, handed, task)
             if origin is not None:
                 return origin
     return None
 
 
-def _all_sources(value: object, steps: Sequence[Step], task: str) -> set[int]:
+def _all_sources(
+    value: object, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
+) -> set[int]:
     """Every earlier call some leaf of an argument value came from."""
     found = set()
-    whole = _origin(value, steps, task)
+    whole = _origin(value, steps, handed, task)
     if whole is not None:
         found.add(whole)
     if isinstance(value, dict | list):
         for leaf in _leaves(value):
-            origin = _origin(leaf, steps, task)
+            origin = _origin(leaf, steps, handed, task)
             if origin is not None:
                 found.add(origin)
     return found
@@ -127,11 +143,12 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
     steps = [s for s in trajectory.steps if s.error is None]
     if not steps:
         return Slice((), (), (), ())
+    handed = [_handed(s) for s in steps]
     depends: list[set[int]] = []
     for j, step in enumerate(steps):
         needed: set[int] = set()
         for value in step.arguments.values():
-            needed |= _all_sources(value, steps[:j], trajectory.task)
+            needed |= _all_sources(value, steps[:j], handed, trajectory.task)
         depends.append(needed)
 
     def is_command(i: int) -> bool:
@@ -166,7 +183,7 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
     )
     sources = tuple(
         {
-            name: _source(value, steps[:i], trajectory.task)
+            name: _source(value, steps[:i], handed, trajectory.task)
             for name, value in sorted(steps[i].arguments.items())
         }
         for i in kept
