@@ -229,3 +229,58 @@ def test_a_result_that_echoes_its_argument_is_not_where_the_value_came_from() ->
     cut = slice_run(looked, effects)
     assert cut.sources[-1] == {"customer_id": 0, "sku": None}
     assert skeleton_key(cut, effects) == skeleton_key(slice_run(plain, effects), effects)
+
+
+def delivered(cid: str, oid: str) -> Step:
+    listed = [{"order_id": oid, "status": "delivered"}]
+    return Step("list_orders", {"customer_id": cid, "status": "delivered"}, {"orders": listed})
+
+
+def item(oid: str, sku: str, quantity: int) -> Step:
+    items = [{"sku": sku, "quantity": quantity}]
+    return Step(
+        "get_order", {"order_id": oid}, {"order_id": oid, "status": "delivered", "items": items}
+    )
+
+
+def reorder(cid: str, sku: str, quantity: int) -> Step:
+    args = {"customer_id": cid, "sku": sku, "quantity": quantity}
+    return Step("place_order", args, {"order_id": "O-99", **args})
+
+
+def test_a_stray_record_sharing_a_status_or_a_count_is_not_a_source() -> None:
+    # The agent first read someone else's delivered order, which also holds "delivered" and
+    # a quantity of 1. The status was the agent's own before any result showed it, and the
+    # quantity comes from the item that also gave the sku: the stray reads are dropped.
+    strayed = run(
+        "Order ann@x.io's last delivered item again",
+        customer("ann@x.io", "C-1"),
+        delivered("C-5", "O-50"),
+        item("O-50", "LAMP", 1),
+        delivered("C-1", "O-10"),
+        item("O-10", "MUG", 1),
+        reorder("C-1", "MUG", 1),
+    )
+    direct = run(
+        "Order bob@x.io's last delivered item again",
+        customer("bob@x.io", "C-2"),
+        delivered("C-2", "O-20"),
+        item("O-20", "PEN", 3),
+        reorder("C-2", "PEN", 3),
+    )
+    effects = effects_of(strayed, direct)
+    cut = slice_run(strayed, effects)
+    assert cut.dropped == (1, 2)
+    assert cut.sources[1] == {"customer_id": 0, "status": None}
+    assert cut.sources[-1] == {"customer_id": 0, "quantity": 4, "sku": 4}
+    assert skeleton_key(cut, effects) == skeleton_key(slice_run(direct, effects), effects)
+
+
+@given(st.integers(min_value=1, max_value=5), st.sampled_from(["delivered", "pending"]))
+def test_a_value_used_before_any_result_held_it_stays_input(count: int, status: str) -> None:
+    # Whatever later results happen to repeat it, a value the agent typed first is input.
+    listed = [{"order_id": "O-1", "status": status, "count": count}]
+    first = Step("list_orders", {"customer_id": "C-1", "status": status}, {"orders": listed})
+    again = Step("count_orders", {"status": status, "count": count}, {"n": count})
+    cut = slice_run(run("t", first, again), effects_of(run("t", first, again)))
+    assert cut.sources[-1]["status"] is None

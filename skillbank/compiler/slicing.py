@@ -83,56 +83,59 @@ def _handed(step: Step) -> frozenset[_Key]:
     return frozenset(_key(sub) for _, sub in iter_paths(dict(step.arguments)))
 
 
-def _origin(
+def _candidates(
     value: object, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
-) -> int | None:
-    """The earlier call ``value`` came from: the first result that held it, leaving out the
-    calls that were *given* it.
+) -> list[int]:
+    """The earlier calls ``value`` may have come from, earliest first; [] for the user's input.
 
     A result that echoes an argument (an order listing repeating the customer id it was asked
-    about, a re-read of the same order) did not produce the value, and a later result that
-    holds it too (a wider listing the agent looked at afterwards) is not where the run
-    learned it: the call that first gave it out is.
+    about, a re-read of the same order) did not produce the value. And a value is learned
+    once: where the run first *used* it, it came from a result before that use or from the
+    user. So a later result that holds it too (a wider listing the agent looked at
+    afterwards, a record that happens to carry the same status) is never its source, and a
+    value the agent used before any result showed it stays input at every later use.
     """
     if trivial(value):
-        return None
+        return []
     key = _key(value)
-    results = [None if key in given else s.result for s, given in zip(steps, handed, strict=False)]
+    first_use = next((i for i, given in enumerate(handed[: len(steps)]) if key in given), None)
+    known = steps[:first_use] if first_use is not None else steps
+    results = [None if key in given else s.result for s, given in zip(known, handed, strict=False)]
     origin = find_origin(value, results, task)
     if origin is None:
-        return None
-    return min([origin.step, *(step for step, _ in origin.alternatives)])
+        return []
+    return sorted({origin.step, *(step for step, _ in origin.alternatives)})
 
 
-def _source(
+def _leaf_candidates(
     value: object, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
-) -> int | None:
-    """The earlier call an argument value (or one of its leaves) came from, if any."""
-    origin = _origin(value, steps, handed, task)
-    if origin is not None:
-        return origin
+) -> list[list[int]]:
+    """`_candidates` of an argument value, then of each of its leaves (for a nested one)."""
+    found = [_candidates(value, steps, handed, task)]
     if isinstance(value, dict | list):
-        for leaf in _leaves(value):
-            origin = _origin(leaf, steps, handed, task)
-            if origin is not None:
-                return origin
-    return None
-
-
-def _all_sources(
-    value: object, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
-) -> set[int]:
-    """Every earlier call some leaf of an argument value came from."""
-    found = set()
-    whole = _origin(value, steps, handed, task)
-    if whole is not None:
-        found.add(whole)
-    if isinstance(value, dict | list):
-        for leaf in _leaves(value):
-            origin = _origin(leaf, steps, handed, task)
-            if origin is not None:
-                found.add(origin)
+        found += [_candidates(leaf, steps, handed, task) for leaf in _leaves(value)]
     return found
+
+
+def _choose(candidates: Sequence[int], anchors: set[int]) -> int | None:
+    """One source among ``candidates``: a call another argument of the same call surely came
+    from (the item that gave the sku gave the quantity too), else the earliest."""
+    if not candidates:
+        return None
+    return next((c for c in candidates if c in anchors), candidates[0])
+
+
+def _call_sources(
+    step: Step, steps: Sequence[Step], handed: Sequence[frozenset[_Key]], task: str
+) -> dict[str, list[int | None]]:
+    """Per argument of ``step``, the source of the value and of each leaf (`_choose`)."""
+    found = {
+        name: _leaf_candidates(value, steps, handed, task)
+        for name, value in sorted(step.arguments.items())
+    }
+    # Values only one earlier result holds anchor the choice for the others.
+    anchors = {c[0] for per in found.values() for c in per if len(c) == 1}
+    return {name: [_choose(c, anchors) for c in per] for name, per in found.items()}
 
 
 def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slice:
@@ -144,12 +147,12 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
     if not steps:
         return Slice((), (), (), ())
     handed = [_handed(s) for s in steps]
-    depends: list[set[int]] = []
-    for j, step in enumerate(steps):
-        needed: set[int] = set()
-        for value in step.arguments.values():
-            needed |= _all_sources(value, steps[:j], handed, trajectory.task)
-        depends.append(needed)
+    chosen = [
+        _call_sources(step, steps[:j], handed, trajectory.task) for j, step in enumerate(steps)
+    ]
+    depends = [
+        {source for per in call.values() for source in per if source is not None} for call in chosen
+    ]
 
     def is_command(i: int) -> bool:
         effect = effects.get(steps[i].tool)
@@ -181,11 +184,9 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
         lambda i: (steps[i].tool, canonical_json(dict(steps[i].arguments))),
         depends,
     )
+    # An argument's source: the whole value's, else its first leaf's that came from a result.
     sources = tuple(
-        {
-            name: _source(value, steps[:i], handed, trajectory.task)
-            for name, value in sorted(steps[i].arguments.items())
-        }
+        {name: next((x for x in per if x is not None), None) for name, per in chosen[i].items()}
         for i in kept
     )
     return Slice(
