@@ -370,11 +370,17 @@ def measure_scale(n: int, console: Console) -> dict[str, JSON]:
     from skillbank.examples.generate import MESSY_SEED, generate
     from skillbank.trajectory import parse_record
 
-    per = -(-n // 7)
+    # Enough customers that most runs serve someone new, and a few runs to spare: runs that
+    # repeat an earlier one exactly (a procedure with few possible inputs) are left out.
+    per = -(-n * 11 // 70)
     made = time.perf_counter()
-    records = generate(MESSY_SEED, per, messy=True)[:n]
-    runs = [parse_record(r, "generated") for r in records]
-    distinct = len({t.sha256 for t in runs})
+    records = generate(MESSY_SEED, per, messy=True, crowd=n // 3)
+    unique: dict[str, Trajectory] = {}
+    for record in records:
+        run = parse_record(record, "generated")
+        unique.setdefault(run.sha256, run)
+    runs = list(unique.values())[:n]
+    distinct = len(runs)
     generate_s = time.perf_counter() - made
     with tempfile.TemporaryDirectory(prefix="skillbank-learnbench-scale-") as tmp:
         bank, report, seconds = learn_once(runs, Path(tmp) / "bank")

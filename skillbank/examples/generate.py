@@ -11,8 +11,10 @@ reproduces its results.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -45,7 +47,9 @@ _BATCH: Final = 24
 _MAX_DRAWS: Final = 200
 
 
-def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> list[dict[str, Any]]:
+def generate(
+    seed: int = 7, per_procedure: int = 6, *, messy: bool = False, crowd: int = 0
+) -> list[dict[str, Any]]:
     """Return `per_procedure` successful records for every procedure, in registry order.
 
     Each record runs on a freshly seeded shop with arguments no other record of the same
@@ -56,6 +60,8 @@ def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> l
         seed: Seeds the argument draws; the same seed gives the same records.
         per_procedure: Records per procedure, 1 to 999.
         messy: Runs stray as real agents do (`skillbank.examples.agent.run_procedure`).
+        crowd: Extra customers in every shop (`skillbank.examples.shop.crowd_customers`), so
+            many records can serve different people; 0 keeps the shop's own eight.
 
     Returns:
         The records, as `skillbank.examples.agent.run_procedure` makes them.
@@ -71,7 +77,11 @@ def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> l
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="skillbank-shop-") as tmp:
         db = Path(tmp) / "shop.sqlite"
-        reserved = _demo_values(Shop.create(db))
+        seeded = Path(tmp) / "seeded.sqlite"
+        Shop.create(seeded, crowd=crowd)
+        # Every record starts from this state, and drawing arguments only reads it.
+        drawn_from = _Unchanging(seeded)
+        reserved = _demo_values(drawn_from)
         for name, procedure in PROCEDURES.items():
             # One random source per procedure, so adding a procedure leaves the others' records
             # unchanged.
@@ -80,9 +90,10 @@ def generate(seed: int = 7, per_procedure: int = 6, *, messy: bool = False) -> l
             prefix = "shop-messy" if messy else "shop"
             used: list[dict[str, Any]] = []
             for index in range(per_procedure):
-                shop = Shop.create(db)
+                shutil.copyfile(seeded, db)  # a fresh copy of the seeded shop
+                shop = Shop(db)
                 try:
-                    args = _new_args(procedure, rng, shop, used)
+                    args = _new_args(procedure, rng, drawn_from, used)
                 except ValueError:
                     if not messy or not used:
                         raise
@@ -161,6 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     options.output.write_text(text, encoding="utf-8", newline="\n")
     print(f"wrote {len(records)} records to {options.output}")
     return 0
+
+
+class _Unchanging(Shop):
+    """A shop only read from: its snapshot is taken once (the draws read it many times)."""
+
+    @functools.cached_property
+    def _state(self) -> dict[str, Any]:
+        return super().snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self._state
 
 
 def _new_args(

@@ -209,12 +209,14 @@ class Shop:
             raise ValueError(not_a_shop) from exc
 
     @classmethod
-    def create(cls, path: str | Path, *, overwrite: bool = True) -> Shop:
+    def create(cls, path: str | Path, *, overwrite: bool = True, crowd: int = 0) -> Shop:
         """Create a freshly seeded shop at `path`.
 
         Args:
             path: The database file to create.
             overwrite: Replace an existing file. If false, an existing file is an error.
+            crowd: Extra customers beyond the fixed seed data, each with a few orders
+                (`crowd_customers`), for generating many distinct runs; 0 for none.
 
         Returns:
             The new shop.
@@ -232,7 +234,11 @@ class Shop:
             target.unlink()
         for suffix in ("-journal", "-wal", "-shm"):
             target.with_name(target.name + suffix).unlink(missing_ok=True)
-        return cls(target)
+        shop = cls(target)
+        if crowd:
+            with shop._transaction() as conn:
+                _add_crowd(conn, crowd)
+        return shop
 
     @property
     def path(self) -> Path:
@@ -571,6 +577,57 @@ def _seed(conn: sqlite3.Connection) -> None:
     conn.executemany("INSERT INTO returns VALUES (?, ?, ?, ?, ?)", _RETURNS)
     conn.executemany("INSERT INTO refunds VALUES (?, ?, ?)", _REFUNDS)
     conn.execute("INSERT INTO clock VALUES (1, ?)", (max(order[3] for order in _ORDERS),))
+
+
+_FIRST: Final = ("Ana", "Ben", "Chen", "Dara", "Emil", "Fatou", "Gus", "Hana", "Ivo", "Jun")
+_LAST: Final = ("Abara", "Berg", "Costa", "Dubois", "Eklund", "Fischer", "Garcia", "Horvat")
+
+
+def crowd_customers(n: int) -> list[tuple[str, str, str, str]]:
+    """The ``n`` extra customers of `Shop.create(..., crowd=n)`: (id, name, email, tier).
+
+    Deterministic and distinct from the seed data: ids from ``C-2001``, emails at
+    ``example.org``.
+    """
+    if not 0 <= n <= 9000:
+        raise ValueError(f"crowd={n!r} must be between 0 and 9000")
+    tiers = ("gold", "silver", "bronze")
+    rows = []
+    for i in range(n):
+        first, last = _FIRST[i % len(_FIRST)], _LAST[(i // len(_FIRST)) % len(_LAST)]
+        email = f"{first}.{last}.{i + 1}@example.org".lower()
+        rows.append((f"C-{2001 + i}", f"{first} {last}", email, tiers[i % 3]))
+    return rows
+
+
+def _add_crowd(conn: sqlite3.Connection, n: int) -> None:
+    """Add `crowd_customers` with one to three orders each (delivered, pending, shipped).
+
+    Their orders come after the seed data's and leave stock as it is, as the seed's do; they
+    buy only what seed customers bought, so products no seed order holds stay unseen.
+    """
+    rows = crowd_customers(n)
+    conn.executemany("INSERT INTO customers VALUES (?, ?, ?, ?)", rows)
+    skus = sorted({sku for order in _ORDERS for sku, _ in order[4]})
+    prices = {sku: cents for sku, _, cents, _ in _PRODUCTS}
+    statuses = ("delivered", "pending", "shipped")
+    tick = int(conn.execute("SELECT tick FROM clock").fetchone()[0])
+    number = 7001
+    for i, (customer_id, *_rest) in enumerate(rows):
+        for k in range(1 + i % 3):
+            tick += 1
+            order_id = f"O-{number}"
+            number += 1
+            conn.execute(
+                "INSERT INTO orders (order_id, customer_id, status, tick) VALUES (?, ?, ?, ?)",
+                (order_id, customer_id, statuses[(i + k) % 3], tick),
+            )
+            sku = skus[(i * 7 + k * 3) % len(skus)]
+            conn.execute(
+                "INSERT INTO order_items VALUES (?, ?, ?, ?, ?)",
+                (order_id, 1, sku, 1 + (i + k) % 3, prices[sku]),
+            )
+    conn.execute("UPDATE clock SET tick = ?", (tick,))
 
 
 def _customer_exists(conn: sqlite3.Connection, customer_id: str) -> None:
