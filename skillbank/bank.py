@@ -393,6 +393,10 @@ class SkillBank:
         """Mark a skill as replaced by another (see `Lifecycle.deprecate`)."""
         return self.lifecycle.deprecate(old_id, by=by, branch=branch)
 
+    def rename(self, old_id: str, new_id: str, *, branch: str | None = None) -> Commit:
+        """Give a skill a new id; the old one stays an alias (see `Lifecycle.rename`)."""
+        return self.lifecycle.rename(old_id, new_id, branch=branch)
+
     def history(self, skill_id: str) -> list[HistoryEntry]:
         """The commits that changed a skill, newest first (see `History.history`)."""
         return self.versions.history(skill_id)

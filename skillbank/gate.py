@@ -8,7 +8,8 @@ base) the way a reviewer would want them checked, and fails when any check fails
     properties  generated inputs, schema-valid tool doubles         (SBG102)
     determinism the same answers give the same calls and result     (SBG103)
     version     the version moved as the change requires            (SBG201-SBG203)
-    requires    required skills exist, without cycles               (SBG301-SBG303)
+    requires    required skills exist, without cycles               (SBG301-SBG304)
+    alias       a renamed skill's old id names a skill that loads   (SBG305)
     tools       the tools each skill calls still exist and accept
                 the recorded arguments                              (SBG401-SBG402)
 
@@ -35,7 +36,7 @@ from sandbox.names import attribute_name
 from skillbank.compose import closure, requirement_cycle
 from skillbank.errors import GateUsageError, LibraryError
 from skillbank.findings import caret
-from skillbank.library import git
+from skillbank.library import ALIAS_FILE, SkillLibrary, git
 from skillbank.progress import track
 from skillbank.skill import Skill
 from skillbank.validate import RULES as VALIDATION_RULES
@@ -79,6 +80,8 @@ GATE_RULES: dict[str, str] = {
     "SBG301": "a required skill does not exist",
     "SBG302": "skills require each other in a cycle",
     "SBG303": "a required skill is deprecated",
+    "SBG304": "a required skill is called by an old id (an alias of a renamed skill)",
+    "SBG305": "an alias names no skill that loads",
     "SBG401": "a tool the skill calls no longer exists",
     "SBG402": "a recorded call does not fit the tool's current schema",
 }
@@ -597,7 +600,21 @@ def _check_requires(
     md = run.path(skill.id, "SKILL.md")
     for dep in skill.requires:
         target = library.get(dep)
-        if target is None:
+        if target is not None and target.id != dep:
+            findings.append(
+                GateFinding(
+                    "SBG304",
+                    "warning",
+                    skill.id,
+                    "requires",
+                    f"requires {dep!r}, an alias of {target.id!r} (renamed); it keeps "
+                    f"working, but call {target.id!r} by its new id",
+                    md,
+                    1,
+                    0,
+                )  # fmt: skip
+            )
+        elif target is None:
             findings.append(
                 GateFinding(
                     "SBG301",
@@ -639,6 +656,42 @@ def _check_requires(
             )  # fmt: skip
         )
     run.record(skill.id, "requires", started, findings, f"{len(skill.requires)} required")
+
+
+def _check_aliases(
+    run: _Run, lib: SkillLibrary, library: Mapping[str, Skill], changed: set[str] | None
+) -> None:
+    """Each alias folder (``alias.json``, a renamed skill's old id) in scope must name a
+    skill that loads, through any chain of aliases."""
+    folders = sorted(p.name for p in lib.dir.iterdir()) if lib.dir.is_dir() else []
+    for alias in folders:
+        if not (lib.dir / alias / ALIAS_FILE).is_file() or (
+            changed is not None and alias not in changed
+        ):
+            continue
+        started = time.monotonic()
+        where = run.path(alias, ALIAS_FILE)
+        if (lib.dir / alias / "SKILL.md").is_file():
+            problem = (
+                f"{alias!r} holds both a skill and an alias; delete {where} or the skill's files"
+            )
+        else:
+            try:
+                target = lib.resolve(alias)
+                problem = (
+                    ""
+                    if target in library
+                    else f"the alias {alias!r} names {target!r}, which is not a skill that "
+                    f"loads; point {where} at the skill that replaced it, or delete it"
+                )
+            except LibraryError as exc:
+                problem = str(exc)
+        findings = (
+            [GateFinding("SBG305", "error", alias, "alias", problem, where, 1, 0)]
+            if problem
+            else []
+        )
+        run.record(alias, "alias", started, findings, "alias")
 
 
 def _check_tools(run: _Run, skill: Skill, current: Mapping[str, Mapping[str, JSON]] | None) -> None:
@@ -770,6 +823,10 @@ def run_gate(
         except LibraryError as exc:
             broken[sid] = exc
     requires_map = {sid: s.requires for sid, s in library.items()}
+    _check_aliases(run, lib, library, changed if base is not None or paths else None)
+    for alias, target in lib.aliases().items():
+        if target in library:
+            library.setdefault(alias, library[target])
     scope = {i for i in changed if i in head_ids}
     scope |= {sid for sid in library if closure(sid, requires_map) & changed}
     cycle = requirement_cycle(requires_map)

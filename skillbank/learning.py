@@ -286,8 +286,10 @@ class Learner:
         with self.library.lock():
             stored, broken = self.library.scan()
             existing = {s.id: s for s in stored}
-            # A broken folder keeps its id: no new skill is written over it.
-            batch = _Batch(given, existing, taken=set(existing) | {b.id for b in broken})
+            # A broken folder keeps its id, and so does an alias: no new skill is written
+            # over either.
+            taken = set(existing) | {b.id for b in broken} | set(self.library.aliases())
+            batch = _Batch(given, existing, taken=taken)
             learnable = []
             first_of: dict[str, int] = {}  # sha256 -> the first run with it in this input
             duplicates: dict[int, int] = {}

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
     from skillbank.versioning import HistoryEntry
 
 __all__ = [
+    "ALIAS_FILE",
     "CONFTEST",
     "SKILL_FILES",
     "WRITTEN_FILES",
@@ -80,6 +81,7 @@ __all__ = [
     "Restamp",
     "SkillLibrary",
     "StoredChange",
+    "alias_files",
     "git",
     "skill_files",
 ]
@@ -101,6 +103,13 @@ SKILL_FILES = ("SKILL.md", "skill.py", "cases.jsonl", "tools.json")
 #: Every file a write of a skill folder produces (`skill_files`): the required ones, and the
 #: task patterns derived from its cases (a folder from before them still loads).
 WRITTEN_FILES = (*SKILL_FILES, PATTERNS_FILE)
+#: The one file of an alias folder: ``skills/<old id>/alias.json`` names the skill a renamed
+#: id now stands for (`alias_files`). A folder holds a skill or an alias, never both.
+ALIAS_FILE = "alias.json"
+#: Every file a write of a folder may replace or remove.
+_FOLDER_FILES = (*WRITTEN_FILES, ALIAS_FILE)
+#: The longest chain of aliases followed (a renamed skill renamed again ...).
+_MAX_ALIAS_HOPS = 16
 
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -265,6 +274,16 @@ def skill_files(
     }
 
 
+def alias_files(old_id: str, new_id: str, reason: str) -> dict[str, str]:
+    """The files of the folder an old id leaves behind: ``alias.json`` naming its successor.
+
+    The old id stays callable everywhere a skill id is taken (run, tools, MCP), as the
+    skill it now stands for; listings and search leave it out.
+    """
+    data = {"alias_of": new_id, "reason": " ".join(reason.split())}
+    return {ALIAS_FILE: json.dumps(data, sort_keys=True, ensure_ascii=False, indent=2) + "\n"}
+
+
 @dataclass(frozen=True)
 class StoredChange:
     """One skill whose code `SkillLibrary.store` writes: only a tested skill can be one."""
@@ -422,7 +441,10 @@ class SkillLibrary:
         """
         folder = self.dir / skill_id
         if not (set(skill_id) <= _ID_CHARS) or not (folder / "SKILL.md").is_file():
-            raise SkillNotFound(skill_id, self.ids())
+            target = self.resolve(skill_id)
+            if target == skill_id:
+                raise SkillNotFound(skill_id, self.ids())
+            return self.load(target)
         try:
             stamps = tuple(
                 (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -439,6 +461,61 @@ class SkillLibrary:
         if stamps is not None:
             self._cache[skill_id] = (stamps, skill)
         return skill
+
+    def alias_target(self, alias: str) -> str | None:
+        """The id an alias folder names (``alias.json``), or None when ``alias`` is none.
+
+        Raises:
+            LibraryError: the alias file is broken; the message names it and what to fix.
+        """
+        if not alias or not set(alias) <= _ID_CHARS:
+            return None
+        path = self.dir / alias / ALIAS_FILE
+        if (self.dir / alias / "SKILL.md").is_file() or not path.is_file():
+            return None
+        where = f"{self.rel}/{alias}/{ALIAS_FILE}"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise LibraryError(f"{where}: cannot read the alias: {exc}") from None
+        target = data.get("alias_of") if isinstance(data, dict) else None
+        if not isinstance(target, str) or not target or not set(target) <= _ID_CHARS:
+            raise LibraryError(
+                f'{where}: "alias_of" must name a skill id (lower-case letters, digits and '
+                f'underscores), e.g. {{"alias_of": "new_id"}}'
+            )
+        return target
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias folder's old id and the id it names, sorted; broken ones left out."""
+        if not self.dir.is_dir():
+            return {}
+        found = {}
+        for folder in sorted(self.dir.iterdir()):
+            if (folder / ALIAS_FILE).is_file():
+                try:
+                    target = self.alias_target(folder.name)
+                except LibraryError:
+                    continue
+                if target is not None:
+                    found[folder.name] = target
+        return found
+
+    def resolve(self, skill_id: str) -> str:
+        """The id ``skill_id`` stands for: itself, or where its chain of aliases ends.
+
+        Raises:
+            LibraryError: an alias file is broken, or aliases go round in a circle.
+        """
+        seen = [skill_id]
+        while (target := self.alias_target(seen[-1])) is not None:
+            if target in seen or len(seen) > _MAX_ALIAS_HOPS:
+                raise LibraryError(
+                    f"the aliases of {skill_id!r} go round in a circle or too far "
+                    f"({' -> '.join([*seen, target])}); fix {self.rel}/{seen[-1]}/{ALIAS_FILE}"
+                )
+            seen.append(target)
+        return seen[-1]
 
     def files(self, skill_id: str) -> dict[str, str]:
         """The text of each file in a skill's folder, as it is in the working tree.
@@ -727,7 +804,7 @@ class SkillLibrary:
         # Snapshot every file we may touch; on any failure put the bytes back and unstage.
         before: dict[Path, bytes | None] = {}
         for folder in folders:
-            for name in WRITTEN_FILES:
+            for name in _FOLDER_FILES:
                 path = folder / name
                 before[path] = path.read_bytes() if path.exists() else None
         try:
@@ -774,6 +851,25 @@ class SkillLibrary:
                          query_tools=self.query_tools, command_tools=self.command_tools,
                          pinned=self._pin(c.skill.draft.id, c.pinned)))
             for c in changes
+        ]  # fmt: skip
+        return self._commit(written, message, branch)
+
+    def rename(
+        self, change: StoredChange, old_id: str, message: str, *, branch: Branch | None = None
+    ) -> Commit | None:
+        """Write a renamed skill under its new id and leave its old id as an alias of it
+        (`alias_files`), in one commit.
+
+        Raises:
+            LibraryError: when writing or committing fails; the library is left as it was.
+        """
+        new_id = change.skill.draft.id
+        written: list[tuple[str, Mapping[str, str] | None]] = [
+            (new_id,
+             skill_files(change.skill, version=change.version, stage=change.stage,
+                         deprecated_by=change.deprecated_by, query_tools=self.query_tools,
+                         command_tools=self.command_tools, pinned=change.pinned or "")),
+            (old_id, alias_files(old_id, new_id, f"renamed to {new_id}")),
         ]  # fmt: skip
         return self._commit(written, message, branch)
 
@@ -885,9 +981,12 @@ class SkillLibrary:
             try:
                 for sid, files in written:
                     folder = self.dir / sid
-                    if files is None:  # the files a skill is made of; strays stay for a human
-                        for name in WRITTEN_FILES:
+                    # The files we write replace the folder's (a skill's, an alias's); a
+                    # stray file of someone else's stays for a human.
+                    for name in _FOLDER_FILES:
+                        if files is None or name not in files:
                             (folder / name).unlink(missing_ok=True)
+                    if files is None:
                         with contextlib.suppress(OSError):
                             folder.rmdir()
                         continue

@@ -28,6 +28,7 @@ from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChang
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
 from skillbank.proving import Check, Failed, explain
+from skillbank.signature import rename_function
 from skillbank.skill import STAGES, Case, Skill, Stage, TestedSkill
 from skillbank.versioning import Version, bump, required_bump, signature_diff
 
@@ -310,6 +311,74 @@ class Lifecycle:
                 )
             )
         return out
+
+    def rename(self, old_id: str, new_id: str, *, branch: str | Branch | None = None) -> Commit:
+        """Give a skill a new id, as one commit; the old id stays an alias of the new one.
+
+        The code is the same but for the function's name, checked again (validation and
+        replay) under the new id; the stage, pin and deprecation carry over and the version
+        takes a minor step (callers of the old id keep working). The old folder becomes
+        ``skills/<old_id>/alias.json``: the old id is still callable everywhere a skill id
+        is taken (`skillbank run`, tools, MCP, the skills that require it) and hidden from
+        listings and search.
+
+        Raises:
+            SkillNotFound: no skill ``old_id``.
+            LibraryError: ``new_id`` is not a valid id or is taken (by a skill or an alias),
+                ``old_id`` is itself an alias, or the renamed skill fails its checks.
+        """
+        if not new_id or not new_id.isidentifier() or new_id != new_id.lower() or new_id[0] == "_":
+            raise LibraryError(
+                f"{new_id!r} is not a skill id: use lower-case letters, digits and underscores, "
+                "starting with a letter (e.g. cancel_order_by_email)"
+            )
+        with self.library.lock():
+            target = self.library.resolve(old_id)
+            if target != old_id:
+                raise LibraryError(
+                    f"{old_id!r} is already an alias of {target!r}; rename {target!r} instead"
+                )
+            old = self.library.load(old_id)
+            if new_id == old_id:
+                raise LibraryError(f"{old_id!r} already has that id")
+            if new_id in self.library.ids() or self.library.alias_target(new_id) is not None:
+                raise LibraryError(
+                    f"{new_id!r} is taken (by a skill or an alias); pick another id, or "
+                    f"`skillbank deprecate {old_id} --by {new_id}` to retire this one in its favour"
+                )
+            try:
+                source = rename_function(old.source, old_id, new_id)
+            except ValueError as exc:
+                raise LibraryError(f"cannot rename {old_id!r}: {exc}") from None
+            library = {s.id: s for s in self.library.load_all() if s.id != old_id}
+            checked = self.check(old.as_draft(id=new_id, source=source), library)
+            if not isinstance(checked, TestedSkill):
+                raise LibraryError(
+                    f"{old_id!r} renamed {new_id!r} fails its checks, so nothing was renamed: "
+                    f"{explain(checked)}"
+                )
+            version = bump(old.version, "minor")
+            callers = sorted(s.id for s in library.values() if old_id in s.requires)
+            lines = [
+                f"skillbank rename {old_id} -> {new_id}",
+                "",
+                f"{old_id} v{old.version} is now {new_id} v{version}, the same code under a new "
+                f"name. {old_id} stays callable as an alias of it (skills/{old_id}/alias.json).",
+            ]
+            if callers:
+                lines.append(f"Required as {old_id} by: {', '.join(callers)}")
+            change = StoredChange(
+                checked, version, old.stage, "renamed", old.deprecated_by, old.pinned or ""
+            )
+            commit = self.library.rename(
+                change,
+                old_id,
+                "\n".join(lines) + "\n",
+                branch=self.target(branch, "rename", [old_id, new_id]),
+            )
+        if commit is None:  # cannot happen: a new folder is written
+            raise LibraryError(f"renaming {old_id!r} changed nothing")
+        return commit
 
     def promote(
         self,

@@ -16,6 +16,7 @@ A failure inside the skill (its own error, a tool that raised, a limit) comes ba
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import sys
@@ -120,6 +121,15 @@ class Runner:
     def _skills(self) -> list[Skill]:
         return self.library.load_all()
 
+    def _by_id(self) -> dict[str, Skill]:
+        """Every skill by id, and by each alias of it (a renamed skill's old id), so a skill
+        that requires the old id keeps calling it."""
+        library = {s.id: s for s in self._skills()}
+        for alias, target in self.library.aliases().items():
+            with contextlib.suppress(SkillbankError):
+                library.setdefault(alias, library.get(target) or self.library.load(alias))
+        return library
+
     def run(
         self,
         skill_id: str,
@@ -174,7 +184,7 @@ class Runner:
             SkillArgumentError: ``tools`` lacks a tool the skill declares.
         """
         limits = limits or self.limits
-        library = {s.id: s for s in self._skills()} if skill.requires else {}
+        library = self._by_id() if skill.requires else {}
         try:
             granted = grant(skill.tools, skill.requires, tools, library, self._sandbox(), limits)
         except SkillArgumentError as exc:
@@ -338,7 +348,7 @@ class Runner:
             return tool_error("invalid_arguments", str(exc), usage)
         except SkillbankError as exc:  # the skill's own signature cannot be read
             return tool_error("unavailable", str(exc), _UNAVAILABLE)
-        library = {s.id: s for s in self._skills()} if skill.requires else {skill.id: skill}
+        library = self._by_id() if skill.requires else {skill.id: skill}
         missing = sorted(tools_needed(skill.id, library) - set(tools))
         if missing:
             return tool_error(

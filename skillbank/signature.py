@@ -101,12 +101,32 @@ __all__ = [
     "docstring",
     "public_function",
     "read_signature",
+    "rename_function",
     "schema_of",
     "signature_schema",
     "typeddict_schemas",
 ]
 
 JSONSchema = dict[str, Any]
+
+
+def rename_function(source: str, old: str, new: str) -> str:
+    """``source`` with its top-level function ``old`` renamed ``new``; the rest byte for byte.
+
+    Raises:
+        ValueError: the source does not parse, or defines no top-level function ``old``.
+    """
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        raise ValueError(f"the source does not parse: {exc}") from None
+    body = list(module.body)
+    for i, node in enumerate(body):
+        if isinstance(node, cst.FunctionDef) and node.name.value == old:
+            body[i] = node.with_changes(name=cst.Name(new))
+            return module.with_changes(body=body).code
+    raise ValueError(f"the source defines no top-level function {old!r}")
+
 
 #: What a skill may write, quoted by every refusal.
 VOCABULARY = (

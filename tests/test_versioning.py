@@ -499,6 +499,68 @@ def test_a_deprecated_skill_and_its_callers_keep_running(tmp_path: Path) -> None
         assert f"  deprecated_by: {replacement}\n" in meta and "**Deprecated:**" in meta
 
 
+def test_a_renamed_skill_keeps_its_old_id_as_a_hidden_alias(tmp_path: Path) -> None:
+    with SkillBank.init(tmp_path / "bank") as bank:
+        bank.learn([history_run("h1", "ann@x.io"), history_run("h2", "bob@x.io")])
+        runs = [latest_run("l1", "ann@x.io"), latest_run("l2", "cy@x.io")]
+        (latest,) = bank.learn(runs, branch="current").added
+        old = bank.get("list_orders_by_email")
+        with pytest.raises(LibraryError, match="not a skill id"):
+            bank.rename("list_orders_by_email", "Bad-Name")
+        with pytest.raises(LibraryError, match="is taken"):
+            bank.rename("list_orders_by_email", latest)
+        with pytest.raises(SkillNotFound):
+            bank.rename("no_such_skill", "other")
+
+        bank.rename("list_orders_by_email", "customer_orders", branch="current")
+        new = bank.get("customer_orders")
+        assert new.source == old.source.replace("def list_orders_by_email(", "def customer_orders(")
+        assert new.version == Version(1, 1, 0) and new.stage == old.stage
+        assert len(new.cases) == len(old.cases)
+        message = git(bank.root, "log", "-1", "--format=%B")
+        assert message.startswith("skillbank rename list_orders_by_email -> customer_orders")
+        assert f"Required as list_orders_by_email by: {latest}" in message
+        # Hidden from listings and search; callable everywhere an id is taken.
+        assert [s.id for s in bank.skills()] == sorted(["customer_orders", latest])
+        assert bank.library.aliases() == {"list_orders_by_email": "customer_orders"}
+        assert bank.get("list_orders_by_email").id == "customer_orders"
+        result = bank.run("list_orders_by_email", {"email": "bob@x.io"}, SHOP)
+        assert result.ok and result.value["orders"] == [{"order_id": "O-21"}]
+        called = json.loads(
+            bank.call_tool("list_orders_by_email", json.dumps({"email": "bob@x.io"}), SHOP)
+        )
+        assert called["ok"] is True
+        composed = bank.run(latest, {"email": "bob@x.io"}, SHOP)  # requires the old id
+        assert composed.ok and composed.value == {"order_id": "O-21", "total": 10.5}
+        # An alias is not a skill of its own: it cannot be renamed.
+        with pytest.raises(LibraryError, match="already an alias"):
+            bank.rename("list_orders_by_email", "third")
+        out = CliRunner().invoke(cli, ["gate", "--root", str(bank.root), "--fast"])
+        assert out.exit_code == 0, out.output
+        assert "SBG304" in out.output  # the caller still names the old id: a warning
+
+        # An alias that names nothing fails the gate, with its path.
+        alias = bank.root / "skills" / "list_orders_by_email" / "alias.json"
+        alias.write_text('{"alias_of": "gone"}\n')
+        out = CliRunner().invoke(cli, ["gate", "--root", str(bank.root), "--fast"])
+        assert out.exit_code == 1
+        assert "skills/list_orders_by_email/alias.json:1:0: SBG305 [error]" in out.output
+
+        # The CLI says what happened, on a review branch by default.
+        alias.write_text('{"alias_of": "customer_orders"}\n')
+        git(bank.root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "fix")
+        out = CliRunner().invoke(
+            cli,
+            ["rename", "customer_orders", "orders_of_customer", "--root", str(bank.root), "--json"],
+        )
+        assert out.exit_code == 0, out.output
+        data = json.loads(out.output)
+        assert data["skill_id"] == "orders_of_customer" and data["branch"].startswith(
+            "skillbank/rename-"
+        )
+        assert bank.get("customer_orders").id == "customer_orders"  # not merged yet
+
+
 def test_a_library_with_whole_number_versions_reads_as_semver(tmp_path: Path) -> None:
     root = tmp_path / "bank"
     with SkillBank.init(root) as bank:

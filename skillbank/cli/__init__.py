@@ -2,7 +2,8 @@
 
 The commands live in modules by what they act on:
 
-- `skillbank.cli.library`: init, learn, list, show, history, diff, rollback, deprecate
+- `skillbank.cli.library`: init, learn, list, show, history, diff, rollback, deprecate,
+  rename
 - `skillbank.cli.run`: search, tools, run, do, match
 - `skillbank.cli.review`: gate, review
 - `skillbank.cli.lifecycle`: stats, stages, promote, prune, refine, dedup, drift
@@ -197,6 +198,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "skillbank.cli.library",
         "deprecate",
         "Mark skill OLD_ID as replaced by another; it keeps running, with a warning.",
+    ),
+    "rename": (
+        "skillbank.cli.library",
+        "rename",
+        "Give skill OLD_ID the id NEW_ID; OLD_ID stays callable as an alias of it.",
     ),
     "demo": (
         "skillbank.cli.demo",

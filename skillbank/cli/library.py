@@ -261,3 +261,29 @@ def deprecate(old_id: str, new_id: str, branch: str | None, root: Path, as_json:
         )
     else:
         click.echo(f"deprecated {old_id} (v{new}): use {new_id}; {committed(commit)}")
+
+
+@click.command(name="rename")
+@click.argument("old_id")
+@click.argument("new_id")
+@branch_option
+@root_option
+@json_option
+def rename(old_id: str, new_id: str, branch: str | None, root: Path, as_json: bool) -> None:
+    """Give skill OLD_ID the id NEW_ID; OLD_ID stays callable as an alias of it.
+
+    The code is checked again under the new name; the alias (skills/OLD_ID/alias.json) keeps
+    every caller of OLD_ID working and is hidden from listings.
+
+    Example: skillbank rename place_order_by_email reorder_last_delivered
+    """
+    with SkillBank(root) as bank:
+        commit = bank.rename(old_id, new_id, branch=branch)
+        skill = bank.library.load_at(new_id, commit)
+    new = str(skill.version) if skill else "?"
+    if as_json:
+        print_json({"old_id": old_id, "skill_id": new_id, "version": new, **commit_json(commit)})
+    else:
+        click.echo(
+            f"renamed {old_id} to {new_id} (v{new}); {old_id} stays an alias; {committed(commit)}"
+        )

@@ -268,13 +268,12 @@ def read_library(bank: SkillBank, reported: set[str] | None = None) -> list[Skil
 
 
 def _not_offered(skill: Skill) -> str:
-    """The `SkillBank.call_tool` error for a skill that exists but is not offered as a tool."""
-    if skill.deprecated_by:
-        return tool_error(
-            "unavailable",
-            f"skill {skill.id!r} is deprecated",
-            f"call {skill.deprecated_by}, which replaces it",
-        )
+    """The `SkillBank.call_tool` error for a skill that exists but is too new to be called.
+
+    A deprecated skill, or a renamed one's old id, is not listed but still runs when
+    called by name, as `SkillBank.call_tool` runs it (with a warning naming the
+    replacement): a client that remembered the name keeps working.
+    """
     return tool_error(
         "unavailable",
         f"skill {skill.id!r} is at stage {skill.stage!r}, learned from too few runs to be "
@@ -408,7 +407,7 @@ def build_server(
             skill: Skill | None = await anyio.to_thread.run_sync(bank.get, params.name)
         except SkillbankError:
             skill = None  # call_tool says what is wrong, in the same shape as any error
-        if skill is not None and not is_tool(skill):
+        if skill is not None and skill.stage not in CALLABLE_STAGES:
             text = _not_offered(skill)
         else:
             run = functools.partial(
