@@ -145,10 +145,13 @@ def show(skill_id: str, root: Path, as_json: bool) -> None:
     bank = SkillBank(root)
     skill = bank.get(skill_id)
     patterns = bank.library.patterns(skill)
+    alias = {"alias": skill_id} if skill.id != skill_id else {}
     if as_json:
-        print_json({**_skill_json(skill, full=True), "patterns": patterns.to_json()})
+        print_json({**_skill_json(skill, full=True), "patterns": patterns.to_json(), **alias})
         return
     console = make_console()
+    if alias:
+        console.print(f"[yellow]{skill_id} is an old id of {skill.id} (renamed)[/yellow]")
     console.print(f"[bold]{skill.id}[/bold]  v{skill.version}  {skill.stage}")
     console.print(skill.description)
     if skill.deprecated_by:
