@@ -40,12 +40,13 @@ def cancel(oid: str) -> Step:
 
 
 def test_reads_nothing_used_are_dropped_and_the_procedure_keeps_its_sources() -> None:
-    # Two reads of orders before the right one: only the one of the order cancelled stays.
+    # A look at a product and a second customer before the right order: both go.
     explored = run(
         "Cancel the order with the mug for ann@x.io",
         customer("ann@x.io", "C-1"),
-        orders("C-1", "O-1", "O-2"),
-        order("O-1", "LAMP"),
+        Step("search_products", {"query": "mug"}, {"products": [{"sku": "MUG"}]}),
+        orders("C-1", "O-2"),
+        customer("bob@x.io", "C-7"),
         order("O-2", "MUG"),
         cancel("O-2"),
     )
@@ -64,13 +65,44 @@ def test_reads_nothing_used_are_dropped_and_the_procedure_keeps_its_sources() ->
         "get_order",
         "cancel_order",
     ]
-    assert cut.dropped == (2,) and cut.steps[2].arguments == {"order_id": "O-2"}
+    assert cut.dropped == (1, 3)
     assert cut.sources[0] == {"email": None}  # typed by the user
     # The id came from the listing; get_order was given it and only echoes it (it stays as
     # the read of the very order the cancellation acts on).
-    assert cut.sources[3] == {"order_id": 1}
+    assert cut.sources[3] == {"order_id": 2}
     assert skeleton_key(cut, effects) == skeleton_key(slice_run(direct, effects), effects)
     assert skeleton_key(cut, effects) == '[["cancel_order(order_id<-list_orders)"]]'
+
+
+def test_the_candidates_a_search_read_before_its_element_stay_in_list_order() -> None:
+    # The agent read the listed orders one by one until one held the mug: that is a search,
+    # and its reads stay, in the order of the list (not of their ids), whatever else it read.
+    searched = run(
+        "Cancel the order with the mug for ann@x.io",
+        customer("ann@x.io", "C-1"),
+        orders("C-1", "O-10", "O-9", "O-11"),
+        order("O-10", "LAMP"),
+        order("O-9", "PEN"),
+        order("O-11", "MUG"),
+        cancel("O-11"),
+    )
+    cut = slice_run(searched, effects_of(searched))
+    assert cut.dropped == ()
+    assert [dict(s.arguments) for s in cut.steps[2:5]] == [
+        {"order_id": "O-10"},
+        {"order_id": "O-9"},
+        {"order_id": "O-11"},
+    ]
+    # Reads that skip an element of the list are not a search: only the one used stays.
+    skipped = run(
+        "Cancel the order with the mug for ann@x.io",
+        customer("ann@x.io", "C-1"),
+        orders("C-1", "O-10", "O-9", "O-11"),
+        order("O-9", "PEN"),
+        order("O-11", "MUG"),
+        cancel("O-11"),
+    )
+    assert slice_run(skipped, effects_of(skipped)).dropped == (2,)
 
 
 def test_a_read_only_run_keeps_its_answer_and_what_it_needed() -> None:

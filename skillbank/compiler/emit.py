@@ -27,6 +27,7 @@ __all__ = [
     "ParamPlan",
     "Pick",
     "Ref",
+    "Until",
     "identifier",
     "literal",
     "plain_sentence",
@@ -182,8 +183,49 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Until:
+    """What ends a search: the first element whose query result passes this test.
+
+    On the name of the result (``order``), the test is one of::
+
+        order["status"] == "pending"                          # a field equal to a value
+        any(entry["sku"] == sku for entry in order["items"])  # some element's field
+        query in order["name"]                                # a parameter inside a field
+    """
+
+    #: Path in the result to the field tested, or to the list whose elements are tested.
+    path: Path
+    #: For a list at ``path``: the path of the field inside each element; None: no list.
+    inner: Path | None
+    #: "eq" (the field equals ``value``) or "in" (``value`` is inside the field).
+    op: str
+    #: The value: a JSON literal, or a `Ref` to a parameter.
+    value: Expr
+    #: The message of the ``LookupError`` raised when no element passes.
+    missing: str
+
+    def render(self, var: str) -> str:
+        """Source text of the test on the result named ``var``."""
+
+        def compare(field: str) -> str:
+            if self.op == "in":
+                return f"{render_expr(self.value)} in {field}"
+            return f"{field} == {render_expr(self.value)}"
+
+        if self.inner is None:
+            return compare(var + subscripts(self.path))
+        listed = var + subscripts(self.path)
+        return f"any({compare('entry' + subscripts(self.inner))} for entry in {listed})"
+
+
+@dataclass(frozen=True)
 class Loop:
-    """``for <item> in <over>:`` around calls repeated once per element."""
+    """``for <item> in <over>:`` around calls repeated once per element.
+
+    With ``until`` it is a search: the loop stops at the first element whose last call's
+    result passes the test (``break``), and raises a declared ``LookupError`` when none does;
+    later calls read that result.
+    """
 
     #: The loop variable.
     item: str
@@ -195,6 +237,8 @@ class Loop:
     #: When set, the results of the body's last call are appended to this list (returned
     #: when the loop ends the skill).
     collect: str | None = None
+    #: For a search: the test that ends it.
+    until: Until | None = None
 
 
 @dataclass(frozen=True)
@@ -399,9 +443,10 @@ def render_function(plan: FunctionPlan) -> str:
     out.append("    Returns:")
     out += _wrap(plan.returns_doc, 99, "        ")
     picks = _plan_picks(plan)
-    if picks:
+    searches = [s.until.missing for s in plan.calls if isinstance(s, Loop) and s.until]
+    if picks or searches:
         out += ["", "    Raises:"]
-        missing = ", or if ".join(p.missing() for p in picks)
+        missing = ", or if ".join([*(p.missing() for p in picks), *searches])
         wrapped = _wrap(f"LookupError: If {missing}.", 99, "        ")
         out += [wrapped[0]] + ["    " + w for w in wrapped[1:]]
     out.append('    """')
@@ -429,12 +474,36 @@ def render_function(plan: FunctionPlan) -> str:
                     out += _call_source(
                         call, "        ", f"{call.var} = " if call.var else "", taken
                     )
+            if stmt.until is not None and stmt.body[-1].var:
+                test = f"        if {stmt.until.render(stmt.body[-1].var)}:"
+                if len(test) > 99:
+                    test = f"        if (\n            {test.strip()[3:-1]}\n        ):"
+                out += [test, "            break", "    else:"]
+                error = f"        raise LookupError({stmt.until.missing!r})"
+                if len(error) <= 99:
+                    out.append(error)
+                else:  # the message in pieces that fit, one per line
+                    out.append("        raise LookupError(")
+                    out += [f"            {piece!r}" for piece in _pieces(stmt.until.missing, 80)]
+                    out.append("        )")
             if last and stmt.collect:
                 out.append(f"    return {stmt.collect}")
             continue
         prefix = "return " if last else (f"{stmt.var} = " if stmt.var else "")
         out += _call_source(stmt, "    ", prefix, taken)
     return "\n".join(out) + "\n"
+
+
+def _pieces(text: str, width: int) -> list[str]:
+    """``text`` cut after spaces into pieces of at most about ``width`` characters, which
+    written one after another as string literals read as ``text`` again."""
+    pieces: list[str] = []
+    for word in re.split(r"(?<= )", text):
+        if pieces and len(pieces[-1]) + len(word) <= width:
+            pieces[-1] += word
+        else:
+            pieces.append(word)
+    return pieces
 
 
 def plain_sentence(

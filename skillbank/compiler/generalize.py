@@ -17,6 +17,10 @@ names of each call. Each group is anti-unified into one program:
   (their calls stay in the cases; replay passes over them);
 - the skill is named for its commands and how it finds its entity (`skill_id_for`), and its
   docstring is a plain sentence (`skillbank.compiler.emit.plain_sentence`);
+- a query repeated over a list's elements in order from the first, until the element a later
+  call acts on, becomes a search (`_Builder.search`): the loop stops at the first element
+  whose result passes the simplest test that every run's last read passes and no earlier
+  read does (a field equal to a value or an input, an input inside a field);
 - a block repeated a varying number of times becomes a loop: over a list in an earlier result
   when each iteration took the matching element of that list and the runs walked the whole
   list, else over a list parameter (a list of dicts when several arguments vary together);
@@ -28,8 +32,9 @@ A value a run's user wrote in the task text counts as that run's input, never as
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,6 +59,7 @@ from skillbank.compiler.emit import (
     ParamPlan,
     Pick,
     Ref,
+    Until,
     identifier,
     literal,
     plain_sentence,
@@ -310,6 +316,8 @@ class _Builder:
         counts = [[len(r.segments[k]) for r in runs] for k in range(len(pattern))]
         #: Blocks repeated a varying number of times (never absent).
         self.loops = {k for k, c in enumerate(counts) if min(c) >= 1 and max(c) > 1}
+        #: Loops that are searches (`search`): they stop at the first element that passes.
+        self.searches: set[int] = set()
         #: Blocks some runs left out (made once by the others): conditional.
         self.optional = {k for k, c in enumerate(counts) if min(c) == 0}
         for k in self.optional:
@@ -570,7 +578,12 @@ class _Builder:
         merged_into_previous: set[int] = set()
         for k, block in enumerate(self.pattern):
             if k in self.loops:
-                statements.append(self.loop(k, block, earlier, results, names))
+                found = self.search(k, block, earlier, results, names, slot)
+                if found is not None:  # later calls read the result it stopped at
+                    statements.append(found)
+                    earlier.append(slot)
+                else:
+                    statements.append(self.loop(k, block, earlier, results, names))
                 slot += 1  # the loop's results take a slot, so later slots stay aligned
                 continue
             if k in self.optional:
@@ -844,6 +857,162 @@ class _Builder:
             results[r].append([it[-1].result for it in its])
         return Loop(item=item, over=source_ref, body=tuple(body))
 
+    def search(
+        self,
+        k: int,
+        block: tuple[str, ...],
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: dict[int, str],
+        slot: int,
+    ) -> Loop | None:
+        """A search, or None: the runs read the elements of an earlier list one by one, in
+        order from the first, and stopped at the first whose result passes a test
+        (`until`); what follows reads the result it stopped at.
+
+        Only a block of one query taking one argument, never the last block (the answer).
+        """
+        if len(block) != 1 or block[0] not in self.queries or k == len(self.pattern) - 1:
+            return None
+        if len(self.active) != len(self.runs):
+            return None
+        tool = block[0]
+        iterations = [run.segments[k] for run in self.runs]
+        if any(len(it[0].arguments) != 1 for its in iterations for it in its):
+            return None
+        (key,) = iterations[0][0][0].arguments
+        over = self.search_source(iterations, key, earlier, results)
+        if over is None:
+            return None
+        src_slot, list_path, sub = over
+        found = [its[-1][0].result for its in iterations]
+        passed = [[it[0].result for it in its[:-1]] for its in iterations]
+        where = f"the {self.slot_tool[src_slot]} result{subscripts(list_path)}"
+        until = self.until(k, found, passed)
+        if until is None:
+            return None
+        noun = identifier(_noun(tool))
+        until = replace(
+            until,
+            missing=f"no entry of {where} gives a {tool} result where {until.render(noun)}",
+        )
+        self.searches.add(k)
+        self.used.add(names[src_slot])
+        item = identifier(_singular(list_path, self.slot_tool[src_slot]) + "_entry", self.taken)
+        self.taken.add(item)
+        names[slot] = f"@{slot}"
+        self.used.add(names[slot])  # the test reads it
+        self.slot_tool[slot] = tool
+        for r in range(len(self.runs)):
+            results[r].append(found[r])
+        self.notes.append(
+            f"{tool}({key}) <- each entry of {where}, until {until.render(_noun(tool))}"
+        )
+        call = Call(tool, ((key, Ref(item, sub)),), names[slot])
+        return Loop(item=item, over=Ref(names[src_slot], list_path), body=(call,), until=until)
+
+    def search_source(
+        self,
+        iterations: list[list[list[Step]]],
+        key: str,
+        earlier: list[int],
+        results: list[list[JSON]],
+    ) -> tuple[int, Path, Path] | None:
+        """(slot, list path, path in each element): the list every run read from its first
+        element on, one element per iteration, in order."""
+        first = iterations[0][0][0].arguments[key]
+        if trivial(first):
+            return None
+        for slot in reversed(earlier):
+            for path in self.runs[0].paths_of(slot, results[0][slot], first):
+                cut = next((n for n, part in enumerate(path) if type(part) is int), None)
+                if cut is None or path[cut] != 0:
+                    continue
+                list_path, sub = path[:cut], path[cut + 1 :]
+                if all(
+                    self._reads_prefix(its, key, results[r][slot], list_path, sub)
+                    for r, its in enumerate(iterations)
+                ):
+                    return slot, list_path, sub
+        return None
+
+    @staticmethod
+    def _reads_prefix(
+        its: list[list[Step]], key: str, result: JSON, list_path: Path, sub: Path
+    ) -> bool:
+        items = value_at(result, list_path)
+        if (
+            not isinstance(items, list)
+            or len(items) < len(its)
+            or instance_bound(result, list_path)
+        ):
+            return False
+        return all(
+            same_value(value_at(items[j], sub), it[0].arguments.get(key))
+            for j, it in enumerate(its)
+        )
+
+    def until(self, k: int, found: list[JSON], passed: list[list[JSON]]) -> Until | None:
+        """The simplest test every run's stopping result passes and no result it read
+        before passes: a field equal to one value, or to an input (a parameter, or a value
+        the user typed that a later call takes too), or an input inside a field (for a field
+        of the elements of a list: some element's). Constants first, in document order; a
+        constant only when the runs stopped at different elements."""
+        inputs: list[tuple[list[JSON], Callable[[], Ref]]] = [
+            (values, functools.partial(Ref, name))
+            for name, (_, values, _, _) in self.params.items()
+            if len(values) == len(self.runs)
+        ]
+        inputs += self._later_inputs(k)
+        tests: list[tuple[Until, list[JSON] | None, Callable[[], Ref] | None]] = []
+        distinct = len({canonical_json(f) for f in found}) > 1
+        for path, leaf in iter_paths(found[0]):
+            if not path or leaf is None or isinstance(leaf, (dict, list)):
+                continue
+            cut = next((n for n, part in enumerate(path) if type(part) is int), None)
+            outer, inner = (path, None) if cut is None else (path[:cut], path[cut + 1 :])
+            if instance_bound(found[0], outer) or any(type(p) is int for p in inner or ()):
+                continue
+            # A value is the procedure's own only when runs about different elements agree
+            # on it (one run's "order O-2" is that run's choice, not a rule).
+            if distinct:
+                tests.append((Until(outer, inner, "eq", leaf, ""), None, None))
+            for values, make in inputs:
+                if not isinstance(values[0], type(leaf)):
+                    continue
+                if same_value(values[0], leaf):
+                    tests.append((Until(outer, inner, "eq", None, ""), values, make))
+                elif isinstance(leaf, str) and len(values[0]) >= 3 and values[0] in leaf:
+                    tests.append((Until(outer, inner, "in", None, ""), values, make))
+        for test, given, maker in tests:
+            if all(
+                _passes(test, given[r] if given else test.value, found[r])
+                and not any(_passes(test, given[r] if given else test.value, p) for p in before)
+                for r, before in enumerate(passed)
+            ):
+                return replace(test, value=maker()) if maker is not None else test
+        return None
+
+    def _later_inputs(self, k: int) -> list[tuple[list[JSON], Callable[[], Ref]]]:
+        """Values the users typed that a later call (outside loops and branches) takes, per
+        run, each with how to make it a parameter."""
+        later = [
+            kk for kk in range(k + 1, len(self.pattern)) if kk not in self.loops | self.optional
+        ]
+        found: list[tuple[list[JSON], Callable[[], Ref]]] = []
+        for kk in later:
+            for i, tool in enumerate(self.pattern[kk]):
+                steps = [run.plain(kk, i) for run in self.runs]
+                for key in steps[0].arguments:
+                    values = [s.arguments.get(key) for s in steps]
+                    if all(
+                        isinstance(v, str | int) and mentioned_in(v, run.trajectory.task)
+                        for v, run in zip(values, self.runs, strict=True)
+                    ):
+                        make = functools.partial(self.param, key, values, tool, key, True)
+                        found.append((values, make))
+        return found
+
     def loop_source(
         self, iterations: list[list[list[Step]]], earlier: list[int], results: list[list[JSON]]
     ) -> tuple[int, Path, dict[tuple[int, str], Path]] | None:
@@ -1038,7 +1207,9 @@ class _Builder:
             block = tuple(t for i, t in enumerate(whole) if (k, i) not in self.pruned)
             if not block:
                 continue
-            if k in self.loops:
+            if k in self.searches:
+                parts.append(" and ".join(f"`{t}`" for t in block) + " on each item until one fits")
+            elif k in self.loops:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " for each item")
             elif k in self.optional:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " when the condition holds")
@@ -1077,6 +1248,22 @@ class _Builder:
             for r, run in enumerate(runs)
         ]
         return plan, cases
+
+
+def _passes(test: Until, value: JSON, result: JSON) -> bool:
+    """Whether ``result`` passes ``test`` with ``value`` for the test's value."""
+    at = value_at(result, test.path)
+    if test.inner is None:
+        fields = [at]
+    else:
+        fields = [value_at(e, test.inner) for e in at] if isinstance(at, list) else []
+    for field_value in fields:
+        if test.op == "eq" and same_value(field_value, value):
+            return True
+        if test.op == "in" and isinstance(field_value, str) and isinstance(value, str):
+            if value in field_value:
+                return True
+    return False
 
 
 def _singular(list_path: Path, tool: str) -> str:
@@ -1155,6 +1342,8 @@ def _rename(stmt: Call | Loop | If, names: Mapping[str, str]) -> Call | Loop | I
             stmt.item,
             _rename_expr(stmt.over, names),
             tuple(_rename_call(c, names) for c in stmt.body),
+            stmt.collect,
+            stmt.until,
         )
     return _rename_call(stmt, names)
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from skillbank.compiler.dataflow import find_origin, iter_paths, trivial
+from skillbank.compiler.dataflow import find_origin, iter_paths, trivial, value_at
 from skillbank.compiler.effects import ToolEffect
 from skillbank.compiler.generalize import pattern_of
 from skillbank.trajectory import Step, Trajectory, canonical_json
@@ -178,6 +178,12 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
             # a second look at what a kept read of the same tool already covers adds nothing
             and not any(steps[k].tool == steps[i].tool and values[i] <= values[k] for k in keep)
         ]
+    searches = _inspected(steps, keep, depends, is_command)
+    for search in searches:
+        keep.update(search)
+        # The candidates keep their order: it is the order the search walks the list in.
+        for before, after in zip(search, search[1:], strict=False):
+            depends[after] = depends[after] | {before}
     kept = _canonical_order(
         sorted(keep),
         lambda i: is_command(i) or i in sinks,
@@ -195,6 +201,50 @@ def slice_run(trajectory: Trajectory, effects: Mapping[str, ToolEffect]) -> Slic
         dropped=tuple(i for i in range(len(steps)) if i not in keep),
         sources=sources,
     )
+
+
+def _inspected(
+    steps: Sequence[Step],
+    keep: set[int],
+    depends: Sequence[set[int]],
+    is_command: Callable[[int], bool],
+) -> list[list[int]]:
+    """The searches among the kept reads: the candidates each looked at, then the one kept.
+
+    A kept read that took element ``k`` of a list in an earlier kept result
+    (``get_order(order_id=orders[2]["order_id"])``), made right after reads of the same tool
+    on elements ``0 .. k-1`` of that list, in order, found its element by inspecting them
+    one by one: those reads are the search, and stay (generalisation learns what made the
+    last one the right one).
+    """
+    found: list[list[int]] = []
+    for i in sorted(keep):
+        if is_command(i) or len(steps[i].arguments) != 1:
+            continue
+        ((key, value),) = steps[i].arguments.items()
+        for s in depends[i]:
+            for path, sub in iter_paths(steps[s].result):
+                cut = next((n for n, part in enumerate(path) if type(part) is int), None)
+                if cut is None or path[cut] == 0 or sub != value or type(sub) is not type(value):
+                    continue
+                items = value_at(steps[s].result, path[:cut])
+                rest = path[cut + 1 :]
+                wanted = [value_at(item, rest) for item in items[: path[cut]]]
+                # The reads just before this one, in list order, of the elements before it.
+                before = list(range(i - len(wanted), i))
+                if (
+                    before
+                    and before[0] > s
+                    and all(
+                        steps[b].tool == steps[i].tool
+                        and list(steps[b].arguments) == [key]
+                        and canonical_json(steps[b].arguments[key]) == canonical_json(w)
+                        for b, w in zip(before, wanted, strict=True)
+                    )
+                ):
+                    found.append([*before, i])
+                break
+    return found
 
 
 def _canonical_order(
