@@ -490,6 +490,9 @@ def _trace(spans: list[_Span]) -> ChatRecord:
         name = outer.attributes.get("gen_ai.tool.name", outer.name)
         args = _decoded_arguments(outer, record_label)
         record["task"] = f"{name} {json.dumps(args, ensure_ascii=False, sort_keys=True)}"
+    if not messages and isinstance(record.get("task"), str):
+        messages.append({"role": "user", "content": record["task"]})  # nothing else happened
+        locations.append((first, {"": ""}))
     success = attr("skillbank.outcome.success")
     if isinstance(success, bool):
         outcome: dict[str, JSON] = {"success": success}
@@ -740,6 +743,11 @@ def _record_spans(record: Mapping[str, JSON]) -> list[dict[str, JSON]]:
         span("chat", final_attrs, root_id)
     elif tools and not any(s["name"] == "chat" for s in spans):
         root["attributes"] += attributes({"gen_ai.tool.definitions": _dumps(tools)})
+    if not any(s["name"] == "chat" for s in spans) and "skillbank.task" not in root_attrs:
+        # No chat span holds the user message: the task goes where the reader looks next.
+        text = task if isinstance(task, str) else first_user
+        if text:
+            root["attributes"] += attributes({"skillbank.task": text})
     if isinstance(outcome, Mapping):
         detail = outcome.get("detail")
         if isinstance(detail, str) and detail and detail != answer:
