@@ -745,9 +745,9 @@ def _record_spans(record: Mapping[str, JSON]) -> list[dict[str, JSON]]:
         root["attributes"] += attributes({"gen_ai.tool.definitions": _dumps(tools)})
     if not any(s["name"] == "chat" for s in spans) and "skillbank.task" not in root_attrs:
         # No chat span holds the user message: the task goes where the reader looks next.
-        text = task if isinstance(task, str) else first_user
-        if text:
-            root["attributes"] += attributes({"skillbank.task": text})
+        given = task if isinstance(task, str) else first_user
+        if given:
+            root["attributes"] += attributes({"skillbank.task": given})
     if isinstance(outcome, Mapping):
         detail = outcome.get("detail")
         if isinstance(detail, str) and detail and detail != answer:
