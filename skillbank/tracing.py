@@ -56,7 +56,10 @@ def enabled() -> bool:
     """Whether the OpenTelemetry API is installed (checked once per process)."""
     found = _STATE.get("enabled")
     if found is None:
-        found = importlib.util.find_spec("opentelemetry.trace") is not None
+        try:
+            found = importlib.util.find_spec("opentelemetry.trace") is not None
+        except (ImportError, ValueError):  # a parent package missing or blocked
+            found = False
         _STATE["enabled"] = found
     return bool(found)
 
