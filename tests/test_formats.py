@@ -311,3 +311,17 @@ def test_each_format_learns_the_same_skills_as_its_openai_twin(tmp_path: Path) -
     assert _learned_sources(tmp_path / "otel", otlp, "otel") == expected
     for path in (anthropic, otlp):
         assert all(_same(a, b) for a, b in zip(load_trajectories(path), originals, strict=True))
+
+
+def test_the_readme_examples_read_as_the_same_trajectory() -> None:
+    readme = (FIXTURES.parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Trajectory format", 1)[1].split("### Traces out", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```json\n")[1:]]
+    openai, anthropic, otlp = (json.loads(b) for b in blocks)
+    assert (detect(openai), detect(anthropic), detect(otlp)) == ("openai", "anthropic", "otel")
+    chat = parse_record(openai)
+    for other in (parse_record(anthropic), parse_record(otlp)):
+        assert other.task == chat.task
+        assert [(s.tool, s.arguments, s.result) for s in other.steps] == [
+            (s.tool, s.arguments, s.result) for s in chat.steps
+        ]
