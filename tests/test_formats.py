@@ -19,7 +19,13 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skillbank import SkillBank, TrajectoryError, load_trajectories, parse_record
+from skillbank import (
+    SkillBank,
+    TrajectoryError,
+    load_trajectories,
+    parse_record,
+    scan_trajectories,
+)
 from skillbank.cli import cli
 from skillbank.formats import detect
 from skillbank.formats.anthropic import from_chat
@@ -189,9 +195,16 @@ def test_otel_errors_name_file_line_record_and_field(tmp_path: Path) -> None:
     first, second = _otlp_lines()
     second["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "xyz"  # type: ignore[index]
     path.write_text(lines([first, second]))
-    with pytest.raises(TrajectoryError, match=r":2: resourceSpans\[0\]\.scopeSpans\[0\]\.spans"
-                       r"\[0\]\.spanId: not an OTLP JSON traces request"):  # fmt: skip
+    with pytest.raises(TrajectoryError, match=r":2 \(record '4bf92f3577b34da6a3ce929d0e0e4736'\): "
+                       r"resourceSpans\[0\]\.scopeSpans\[0\]\.spans\[0\]\.spanId: not an OTLP "
+                       "JSON traces request"):  # fmt: skip
         load_trajectories(path)
+    # The bad line is one error; the first line's spans are still read, and their trace,
+    # cut short (a call with no answer), is another.
+    scan = scan_trajectories(path)
+    assert scan.trajectories == ()
+    assert [e.source.split(" ")[0] for e in scan.errors] == [f"{path}:2", f"{path}:1"]
+    assert "has no tool message answering it" in str(scan.errors[1])
 
 
 def test_format_can_be_forced(tmp_path: Path) -> None:

@@ -163,11 +163,30 @@ def _time(value: JSON) -> int:
     return int(value)
 
 
-def _spans(requests: Sequence[tuple[str, JSON]]) -> list[_Span]:
+def _trace_id_at(obj: JSON, loc: Sequence[int | str]) -> str | None:
+    """The ``traceId`` of the span a pydantic error location points into, if readable."""
+    node = obj
+    for step in loc[:6]:  # resourceSpans, i, scopeSpans, j, spans, k
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    found = node.get("traceId") if isinstance(node, Mapping) and len(loc) > 6 else None
+    return found.lower() if isinstance(found, str) else None
+
+
+def _spans(
+    requests: Sequence[tuple[str, JSON]], errors: list[TrajectoryError] | None = None
+) -> list[_Span]:
     """Every span of the requests, checked with pydantic and decoded.
 
+    Args:
+        requests: ``(source, decoded request)`` pairs.
+        errors: Where a bad request's error goes, the request skipped; None: raise it.
+
     Raises:
-        TrajectoryError: a request, span or attribute that is not OTLP JSON, naming its line.
+        TrajectoryError: a request, span or attribute that is not OTLP JSON, naming its line
+            (and the trace, when the span's id can be read), unless ``errors`` is given.
     """
     from pydantic import ValidationError as PydanticValidationError
 
@@ -180,11 +199,16 @@ def _spans(requests: Sequence[tuple[str, JSON]]) -> list[_Span]:
         except PydanticValidationError as exc:
             err = exc.errors()[0]
             loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-            raise TrajectoryError(
+            trace_id = _trace_id_at(obj, err["loc"])
+            error = TrajectoryError(
                 f"not an OTLP JSON traces request: {err['msg']}",
-                source=source,
+                source=f"{source} (record {trace_id!r})" if trace_id else source,
                 field=loc.lstrip("."),
-            ) from None
+            )
+            if errors is None:
+                raise error from None
+            errors.append(error)
+            continue
         for i, resource in enumerate(data.resourceSpans):
             for j, scope in enumerate(resource.scopeSpans):
                 for k, span in enumerate(scope.spans):
@@ -542,11 +566,13 @@ def read_otlp(requests: Sequence[tuple[str, JSON]], path: str = "") -> list[Chat
 def read_otlp_lenient(
     requests: Sequence[tuple[str, JSON]], path: str = ""
 ) -> list[ChatRecord | TrajectoryError]:
-    """`read_otlp`, keeping the good traces: a trace that fails comes back as its error."""
+    """`read_otlp`, keeping the good traces: a request (line) or trace that fails comes back
+    as its error, and the rest is read."""
+    errors: list[TrajectoryError] = []
     traces: dict[str, list[_Span]] = {}
-    for span in _spans(requests):
+    for span in _spans(requests, errors):
         traces.setdefault(span.trace_id, []).append(span)
-    out: list[ChatRecord | TrajectoryError] = []
+    out: list[ChatRecord | TrajectoryError] = list(errors)
     for spans in traces.values():
         try:
             out.append(_trace(spans))
