@@ -220,11 +220,9 @@ def test_format_can_be_forced(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- round trips
 
 _TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(-1e6, 1e6) | _TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
-    max_leaves=6,
-)
+_LEAF = st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(-1e6, 1e6) | _TEXT
+_SHALLOW = _LEAF | st.lists(_LEAF, max_size=3) | st.dictionaries(_TEXT, _LEAF, max_size=3)
+_JSON = _SHALLOW | st.lists(_SHALLOW, max_size=2) | st.dictionaries(_TEXT, _SHALLOW, max_size=2)
 _STRIPPED = (
     st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=20)
     .map(str.strip)
