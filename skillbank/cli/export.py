@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -133,7 +134,10 @@ def finetune(
             counted = f", {tokens} tokens" if tokens is not None else ""
             click.echo(f"{path}: {examples} example(s) from {len(skills)} skill(s){counted}")
             if skills:
-                click.echo(f"  {split}: {', '.join(skills)}")
+                click.echo(
+                    textwrap.fill(", ".join(skills), 80, initial_indent=f"  {split}: ",
+                                  subsequent_indent="    ", break_on_hyphens=False)
+                )  # fmt: skip
         for skill_id, why in report.skipped:
             click.echo(f"skipped {skill_id}: {why}")
         click.echo(f"tokens: {report.tokenizer}")
