@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         UnsupportedType,
     )
     from skillbank.findings import Finding
+    from skillbank.finetune import FinetuneReport, export_finetune, validate_examples
     from skillbank.learning import LearnEntry, LearnReport, ProcedureReport
     from skillbank.ledger import Ledger
     from skillbank.recognize import Plan, PlanResult, PlanStep
@@ -92,6 +93,7 @@ EXPORTS: dict[str, str] = {
     "ConfigError": "skillbank.errors",
     "DiskFull": "skillbank.errors",
     "ExportError": "skillbank.errors",
+    "FinetuneReport": "skillbank.finetune",
     "Finding": "skillbank.findings",
     "GateUsageError": "skillbank.errors",
     "HistoryEntry": "skillbank.versioning",
@@ -136,6 +138,7 @@ EXPORTS: dict[str, str] = {
     "compile_group": "skillbank.compiler",
     "compile_trajectory": "skillbank.compiler",
     "decode_arguments": "skillbank.toolspec",
+    "export_finetune": "skillbank.finetune",
     "load_config": "skillbank.config",
     "load_trajectories": "skillbank.trajectory",
     "mcp_tool": "skillbank.toolspec",
@@ -148,6 +151,7 @@ EXPORTS: dict[str, str] = {
     "signature_diff": "skillbank.versioning",
     "strict_schema": "skillbank.toolspec",
     "validate": "skillbank.validate",
+    "validate_examples": "skillbank.finetune",
 }
 
 
@@ -190,6 +194,7 @@ __all__ = [
     "DiskFull",
     "ExportError",
     "Finding",
+    "FinetuneReport",
     "GateUsageError",
     "HistoryEntry",
     "LLMReplyError",
@@ -233,6 +238,7 @@ __all__ = [
     "compile_group",
     "compile_trajectory",
     "decode_arguments",
+    "export_finetune",
     "load_config",
     "load_trajectories",
     "mcp_tool",
@@ -245,4 +251,5 @@ __all__ = [
     "signature_diff",
     "strict_schema",
     "validate",
+    "validate_examples",
 ]

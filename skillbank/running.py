@@ -37,6 +37,7 @@ from skillbank.recognize import Plan, PlanResult
 from skillbank.signature import Arguments, check_arguments
 from skillbank.skill import Skill
 from skillbank.toolspec import tool_error, tool_result
+from skillbank.tracing import SkillTrace
 from skillbank.trajectory import canonical_json
 
 __all__ = ["RunResult", "Runner"]
@@ -185,14 +186,20 @@ class Runner:
         """
         limits = limits or self.limits
         library = self._by_id() if skill.requires else {}
+        # OpenTelemetry spans of the run (skillbank[otel]); None, at no cost, without it.
+        traced = SkillTrace.start(skill, args, caller)
+        host = traced.wrap(tools) if traced is not None else tools
         try:
-            granted = grant(skill.tools, skill.requires, tools, library, self._sandbox(), limits)
+            granted = grant(skill.tools, skill.requires, host, library, self._sandbox(), limits)
         except SkillArgumentError as exc:
-            raise SkillArgumentError(
-                f"{skill.id!r} calls tools {', '.join(skill.tools)}: {exc}"
-            ) from None
+            misuse = SkillArgumentError(f"{skill.id!r} calls tools {', '.join(skill.tools)}: {exc}")
+            if traced is not None:
+                traced.abandon(misuse)
+            raise misuse from None
         result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
                                   skill_id=skill.id)  # fmt: skip
+        if traced is not None:
+            traced.end(result)
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
         blame = (
             _blame(result, given or {}, None) if caller == "reflex" and given

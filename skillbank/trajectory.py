@@ -30,6 +30,12 @@ Calls and outputs pair by ``call_id``; other item types (reasoning, built-in too
 skipped; tools may be in either the Responses or the Chat Completions shape. Errors name the
 item, e.g. ``input[3].arguments``.
 
+Other formats are read through this one: `skillbank.formats.anthropic` (Anthropic Messages)
+and `skillbank.formats.otel` (OpenTelemetry GenAI spans in OTLP JSON, one trajectory per trace)
+rewrite their records as Chat Completions records, which are parsed here; ``format="auto"``
+tells each file or record's format by its content (`skillbank.formats.detect`), and errors
+name the original format's fields.
+
 The shapes are checked with pydantic at this edge; everything after it works on frozen
 dataclasses. Every error names the file, the record and the field.
 """
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skillbank.errors import TrajectoryError
+from skillbank.formats import FORMATS, ChatRecord, Format, detect, is_otlp
 
 if TYPE_CHECKING:
     from sandbox import ToolCall
@@ -261,6 +268,28 @@ class Trajectory:
         """The declared tool called ``name``, or None."""
         return next((t for t in self.tools if t.name == name), None)
 
+    def to_record(self) -> dict[str, JSON]:
+        """The trajectory as a Chat Completions record that `parse_record` reads back equal.
+
+        The task is the user message (and ``task`` too when it is not that message's text),
+        each step an assistant tool call and its tool message, the outcome's detail the last
+        assistant message, and ``outcome`` is written unless it was inferred. The writers of
+        other formats (`skillbank.formats`) start from this record.
+        """
+        messages: list[dict[str, JSON]] = [{"role": "user", "content": self.task}]
+        for step in self.steps:
+            messages += step.to_chat_messages()
+        if self.outcome.detail:
+            messages.append({"role": "assistant", "content": self.outcome.detail})
+        record: dict[str, JSON] = {"id": self.id}
+        if self.task != self.task.strip() or not self.task.strip():
+            record["task"] = self.task
+        record["messages"] = messages
+        record["tools"] = [tool.to_openai() for tool in self.tools]
+        if not self.outcome.inferred:
+            record["outcome"] = {"success": self.outcome.success}
+        return record
+
 
 def _loc(parts: Iterable[int | str]) -> str:
     out = ""
@@ -448,16 +477,35 @@ def _from_responses(
     return chat, locate
 
 
-def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
+def parse_record(obj: JSON, source: str = "<memory>", *, format: Format = "auto") -> Trajectory:
     """Parse one record (the fine-tuning container, or a bare message list) into a Trajectory.
 
     Args:
         obj: The decoded JSON record.
         source: Where it came from, used in error messages (``file:line``).
+        format: The record's format (`skillbank.formats`); ``auto`` tells it by its content.
+            An OTLP traces request must hold exactly one trace here (`scan_trajectories`
+            reads files of many).
 
     Raises:
         TrajectoryError: naming ``source``, the record id when known, and the bad field.
     """
+    kind = detect(obj) if format == "auto" else format
+    if kind == "otel":
+        from skillbank.formats.otel import read_otlp
+
+        chats = read_otlp([(source, obj)])
+        if len(chats) != 1:
+            raise TrajectoryError(
+                f"expected one trace, found {len(chats)}; read the file with "
+                "load_trajectories to get one trajectory per trace",
+                source=source,
+            )
+        return _parse_converted(chats[0])
+    if kind == "anthropic":
+        from skillbank.formats.anthropic import to_chat
+
+        return _parse_converted(to_chat(obj, source))
     if isinstance(obj, list):
         obj = {"messages": obj}
     if not isinstance(obj, dict):
@@ -488,6 +536,16 @@ def parse_record(obj: JSON, source: str = "<memory>") -> Trajectory:
                 _bare_message(exc), source=where, field=locate(exc.field)
             ) from None
     return _parse_chat(obj, source, where)
+
+
+def _parse_converted(chat: ChatRecord) -> Trajectory:
+    """Parse a record another format was rewritten into, naming the original's fields."""
+    try:
+        return _parse_chat(chat.record, chat.source, chat.where)
+    except TrajectoryError as exc:
+        raise TrajectoryError(
+            _bare_message(exc), source=chat.where, field=chat.locate(exc.field)
+        ) from None
 
 
 #: The key of an OpenAI tool definition that declares the tool's effect, ``"query"`` (it only
@@ -722,30 +780,86 @@ def _check_values(value: JSON, field: str, depth: int = 0) -> str | None:
     return None
 
 
-def scan_trajectories(paths: str | Path | Sequence[str | Path]) -> TrajectoryScan:
+def _otlp_requests(path: Path) -> list[tuple[str, JSON]] | None:
+    """The OTLP JSON requests of a file, when it is one (JSON lines, or one JSON object,
+    whatever its extension: the Collector's file exporter writes lines to ``*.json``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    head = _decode(first, str(path))
+    if not is_otlp(head):
+        whole = _decode(text, str(path)) if text.lstrip().startswith("{") else None
+        return [(str(path), whole)] if is_otlp(whole) else None
+    requests: list[tuple[str, JSON]] = []
+    for n, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            requests.append((f"{path}:{n}", _decode(line, f"{path}:{n}")))
+    return requests
+
+
+def scan_trajectories(
+    paths: str | Path | Sequence[str | Path], *, format: Format = "auto"
+) -> TrajectoryScan:
     """Read every record in ``paths``, keeping good records and collecting errors per record.
+
+    Args:
+        paths: Files, or folders searched recursively for ``.json``/``.jsonl`` files.
+        format: ``auto`` tells each file or record's format by its content
+            (`skillbank.formats.detect`); ``openai``, ``anthropic`` or ``otel`` forces one.
+            An OTLP JSON file gives one trajectory per trace id, so its "records" are traces.
 
     Raises:
         TrajectoryError: when a path does not exist or cannot be read at all.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
+    if format not in FORMATS:
+        raise TrajectoryError(
+            f"unknown trajectory format {format!r}; use one of {', '.join(FORMATS)}"
+        )
     good: list[Trajectory] = []
     bad: list[TrajectoryError] = []
     for path in _files(paths):
+        requests = _otlp_requests(path) if format in ("auto", "otel") else None
+        if requests is not None:
+            broken = [obj for _, obj in requests if isinstance(obj, TrajectoryError)]
+            if broken:
+                bad += broken
+                requests = [(s, obj) for s, obj in requests if not isinstance(obj, TrajectoryError)]
+            from skillbank.formats.otel import read_otlp_lenient
+
+            try:
+                chats = read_otlp_lenient(requests, str(path))
+            except TrajectoryError as exc:
+                bad.append(exc)
+                continue
+            for chat in chats:
+                if isinstance(chat, TrajectoryError):
+                    bad.append(chat)
+                    continue
+                try:
+                    good.append(_parse_converted(chat))
+                except TrajectoryError as exc:
+                    bad.append(exc)
+            continue
         for source, obj in _records(path):
             if isinstance(obj, TrajectoryError):
                 bad.append(obj)
                 continue
             try:
-                good.append(parse_record(obj, source))
+                good.append(parse_record(obj, source, format=format))
             except TrajectoryError as exc:
                 bad.append(exc)
     return TrajectoryScan(tuple(good), tuple(bad))
 
 
 def load_trajectories(
-    paths: str | Path | Sequence[str | Path], *, skip_invalid: bool = False
+    paths: str | Path | Sequence[str | Path],
+    *,
+    skip_invalid: bool = False,
+    format: Format = "auto",
 ) -> list[Trajectory]:
     """Load trajectories from ``.jsonl``/``.json`` files or folders of them.
 
@@ -753,11 +867,12 @@ def load_trajectories(
         paths: One path or several; folders are searched recursively.
         skip_invalid: Drop malformed records instead of raising (use `scan_trajectories`
             to see what was dropped).
+        format: The files' format, or ``auto`` (see `scan_trajectories`).
 
     Raises:
         TrajectoryError: for the first malformed record, naming file, record and field.
     """
-    scan = scan_trajectories(paths)
+    scan = scan_trajectories(paths, format=format)
     if scan.errors and not skip_invalid:
         first = scan.errors[0]
         if len(scan.errors) > 1:

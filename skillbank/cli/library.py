@@ -21,6 +21,7 @@ from skillbank.cli.output import (
     render_learn_report,
     render_skills,
 )
+from skillbank.formats import Format
 
 __all__ = ["deprecate", "diff", "history", "init", "learn", "list_", "rollback", "show"]
 
@@ -45,21 +46,39 @@ def init(path: Path, as_json: bool) -> None:
 @click.option(
     "--skip-invalid", is_flag=True, help="Learn from the good records of a file with bad ones."
 )
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(["auto", "openai", "anthropic", "otel"]),
+    default="auto",
+    show_default=True,
+    help="The files' format: OpenAI chat or Responses messages, Anthropic Messages, or "
+    "OpenTelemetry GenAI spans in OTLP JSON; auto tells each by its content.",
+)
 @branch_option
 @root_option
 @json_option
 def learn(
-    paths: tuple[Path, ...], skip_invalid: bool, branch: str | None, root: Path, as_json: bool
+    paths: tuple[Path, ...],
+    skip_invalid: bool,
+    format_: str,
+    branch: str | None,
+    root: Path,
+    as_json: bool,
 ) -> None:
     """Learn skills from trajectory files (.jsonl/.json, OpenAI messages with tool_calls).
 
     Each successful trajectory is compiled, validated, replayed in the sandbox, and stored;
     all changes land in one git commit on a branch (see --branch), ready for a pull request.
-    Exits 1 when a trajectory was rejected.
+    Anthropic Messages transcripts and OTLP JSON traces (one trajectory per trace) are read
+    too. Exits 1 when a trajectory was rejected.
 
     Example: skillbank learn runs/*.jsonl --branch auto
     """
-    scan = scan_trajectories(list(paths))
+    formats: dict[str, Format] = {
+        "auto": "auto", "openai": "openai", "anthropic": "anthropic", "otel": "otel",
+    }  # fmt: skip
+    scan = scan_trajectories(list(paths), format=formats[format_])
     if scan.errors and not skip_invalid:
         more = f" (and {len(scan.errors) - 1} more bad record(s))" if len(scan.errors) > 1 else ""
         raise TrajectoryError(
