@@ -251,7 +251,8 @@ def test_load_host_tools_takes_a_module_or_module_attr() -> None:
 def test_serve_help_and_usage_errors(bank: SkillBank) -> None:
     runner = CliRunner()
     help_text = runner.invoke(cli, ["serve", "--help"]).output
-    assert "Example:" in help_text and "--http HOST:PORT" in help_text
+    assert "Examples:" in help_text and "--http HOST:PORT" in help_text
+    assert "--upstream FILE" in help_text
     bad_tools = runner.invoke(cli, ["serve", "--root", str(bank.root), "--tools", "nope_mod"])
     assert bad_tools.exit_code == 2
     assert "cannot import host tools module 'nope_mod'" in bad_tools.output
