@@ -38,6 +38,8 @@ if TYPE_CHECKING:
         SkillTestFailed,
         TrajectoryError,
         UnsupportedType,
+        UpstreamError,
+        UpstreamToolError,
     )
     from skillbank.findings import Finding
     from skillbank.learning import LearnEntry, LearnReport, ProcedureReport
@@ -128,6 +130,8 @@ EXPORTS: dict[str, str] = {
     "Trajectory": "skillbank.trajectory",
     "TrajectoryError": "skillbank.errors",
     "UnsupportedType": "skillbank.errors",
+    "UpstreamError": "skillbank.errors",
+    "UpstreamToolError": "skillbank.errors",
     "ValidatedSkill": "skillbank.skill",
     "Version": "skillbank.versioning",
     "canonical_schema": "skillbank.toolspec",
@@ -225,6 +229,8 @@ __all__ = [
     "Trajectory",
     "TrajectoryError",
     "UnsupportedType",
+    "UpstreamError",
+    "UpstreamToolError",
     "ValidatedSkill",
     "Version",
     "canonical_schema",

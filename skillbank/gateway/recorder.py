@@ -109,8 +109,14 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """``text`` with every secret and credential-like value replaced."""
-        for secret in self.secrets:
-            text = text.replace(secret, REDACTED)
+        # Again until none is left: a replacement can complete a secret with the text
+        # around it (each pass shortens what is left of the secrets, so this ends).
+        for _ in range(len(text) + 1):
+            found = [s for s in self.secrets if s in text and s not in REDACTED]
+            if not found:
+                break
+            for secret in found:
+                text = text.replace(secret, REDACTED)
         return _CREDENTIALS.sub(REDACTED, text)
 
     def value(self, value: JSON, key: str | None = None) -> JSON:

@@ -33,12 +33,11 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from skillbank.bank import SkillBank
-from skillbank.errors import ConfigError, SkillbankError
+from skillbank.errors import ConfigError, SkillbankError, UpstreamError
 from skillbank.gateway.recorder import IDLE_GAP_S, Recordings, Redactor, TaskRecorder
 from skillbank.gateway.tasks import BEGIN_TOOL, END_TOOL, TASK_INSTRUCTIONS
 from skillbank.gateway.upstream import (
     CALL_TIMEOUT_S,
-    UpstreamError,
     Upstreams,
     UpstreamServer,
     error_text,

@@ -17,9 +17,10 @@ forwards unchanged (schemas, annotations) and the recordings keep (`UpstreamTool
 
 Skills reach upstream tools as plain host tools (`Upstreams.host_tools`): synchronous
 callables the sandbox's helper threads call, each running the MCP call on the gateway's event
-loop with the call timeout. An ``isError`` result raises `UpstreamToolError`, which the skill
-sees as a ``ToolError``; a result's value is its structured content when present, else its
-text, parsed when it is JSON (`result_value`).
+loop with the call timeout. An ``isError`` result raises
+`skillbank.errors.UpstreamToolError`, which the skill sees as a ``ToolError``; a result's value
+is its structured content when present, else its text, parsed when it is JSON
+(`result_value`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from skillbank.errors import ConfigError
+from skillbank.errors import ConfigError, UpstreamError, UpstreamToolError
 
 if TYPE_CHECKING:
     import mcp_types as types
@@ -46,10 +47,8 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "MCP_SERVER_KEY",
     "MCP_TOOL_KEY",
-    "UpstreamError",
     "UpstreamServer",
     "UpstreamTool",
-    "UpstreamToolError",
     "UpstreamCall",
     "Upstreams",
     "error_text",
@@ -74,15 +73,6 @@ _STDIO_KEYS = {"command", "args", "env", "cwd"}
 _HTTP_KEYS = {"url", "headers"}
 # Keys other clients write that say nothing we need (or that we check ourselves).
 _IGNORED_KEYS = {"type", "transport", "disabled", "description", "timeout", "autoApprove"}
-
-
-class UpstreamError(Exception):
-    """An upstream call could not be made or did not finish: the server is not connected,
-    it died during the call, or the call timed out. The message says which and what next."""
-
-
-class UpstreamToolError(Exception):
-    """The upstream tool answered with ``isError``; the message is the text it returned."""
 
 
 @dataclass(frozen=True)
@@ -354,7 +344,10 @@ class Upstreams:
                 starting.start_soon(self._connect, link)
         for link in self._links.values():
             if link.error is not None:
-                self.problems.append(f"upstream {link.server.describe()}: {link.error}")
+                self.problems.append(
+                    f"upstream server {link.server.name!r} is left out, its tools not offered: "
+                    f"{link.error}"
+                )
         self._expose()
         return self
 

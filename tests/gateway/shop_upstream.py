@@ -33,8 +33,10 @@ def build(db: str) -> Server[Any]:
             hints = {"readOnlyHint": effect == "query"} if effect else None
             listed.append(
                 types.Tool(
-                    name=fn["name"], description=fn.get("description", ""),
-                    input_schema=fn["parameters"], annotations=hints,
+                    name=fn["name"],
+                    description=fn.get("description", ""),
+                    input_schema=fn["parameters"],
+                    annotations=hints,
                 )  # fmt: skip
             )
         return types.ListToolsResult(tools=listed)

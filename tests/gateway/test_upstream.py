@@ -30,7 +30,7 @@ from skillbank.bank import SkillBank
 from skillbank.cli import cli
 from skillbank.errors import ConfigError
 from skillbank.examples import Shop
-from skillbank.gateway import build_server, read_upstreams, recordings_of
+from skillbank.gateway import build_server, learn_recorded, read_upstreams, recordings_of
 from skillbank.trajectory import load_trajectories
 
 REPO = Path(__file__).resolve().parents[2]
@@ -175,8 +175,10 @@ def test_a_client_of_the_gateway_alone_records_two_tasks_and_then_uses_the_skill
 
             runner = CliRunner()
             done = await anyio.to_thread.run_sync(
-                lambda: runner.invoke(cli, ["learn", "--recorded", "--branch", "current",
-                                            "--root", str(root), "--json"])  # fmt: skip
+                lambda: runner.invoke(
+                    cli,
+                    ["learn", "--recorded", "--branch", "current", "--root", str(root), "--json"],
+                )  # fmt: skip
             )
             assert done.exit_code == 0, done.output
             learned.update(json.loads(done.output))
@@ -297,7 +299,7 @@ def test_http_and_stdio_upstreams_together_with_clashes_errors_and_a_restart(
             assert again.structured_content["pid"] != first_pid  # started again
 
     anyio.run(test)
-    assert any("'broken'" in n and "not found" in n for n in news)
+    assert any("'broken'" in n and "not found" in n for n in news), news
     assert any("exposed as 'flaky__echo'" in n for n in news)
     (recorded,) = recordings_of(bank).files()  # one session, no task: one trajectory
     text = recorded.read_text(encoding="utf-8")
@@ -337,3 +339,45 @@ def test_a_bad_upstream_file_names_the_server_and_the_key(tmp_path: Path) -> Non
     assert git.args == ("-v",) and git.transport == "stdio"
     usage = CliRunner().invoke(cli, ["serve", "--upstream", str(tmp_path / "0.json")])
     assert usage.exit_code == 2 and "server 'git'" in usage.output
+
+
+@pytest.mark.slow
+@needs_servers
+def test_serve_learn_learns_when_a_task_ends_and_announces_the_skill(
+    tmp_path: Path, bank: SkillBank
+) -> None:
+    upstream = _mcp_json(tmp_path / "mcp.json", git={"command": GIT, "env": GIT_IDENTITY})
+    learned = anyio.Event()
+    changed = anyio.Event()
+
+    def learn() -> None:
+        learn_recorded(bank, branch="current")
+
+    server = build_server(
+        bank, {}, upstreams=read_upstreams(upstream), recordings=recordings_of(bank),
+        learn=learn, watch_interval_s=0.2,
+    )  # fmt: skip
+
+    async def on_message(message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async def test() -> None:
+        async with Client(server, mode="legacy", message_handler=on_message) as client:
+            before = {t.name for t in (await client.list_tools()).tools}
+            await _task(client, _repo(tmp_path / "r1", "a.txt"), "b1", "a.txt", "Add a")
+            await _task(client, _repo(tmp_path / "r2", "b.txt"), "b2", "b.txt", "Add b")
+            with anyio.fail_after(30):
+                await changed.wait()
+            after = {t.name for t in (await client.list_tools()).tools}
+            (skill_id,) = after - before
+            repo = _repo(tmp_path / "r3", "c.txt")
+            args = {"repo_path": str(repo), "branch_name": "b3", "files": ["c.txt"],
+                    "message": "Add c"}  # fmt: skip
+            ran = await client.call_tool(skill_id, args)
+            assert not ran.is_error, _text(ran)
+            assert _state(repo)["head"] == "b3" and _state(repo)["status"] == ""
+            learned.set()
+
+    anyio.run(test)
+    assert learned.is_set()
