@@ -169,6 +169,9 @@ class Recordings:
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.folder.chmod(0o700)
+            ignore = self.folder / ".gitignore"
+            if not ignore.exists():  # never committed, even outside a bank's state folder
+                ignore.write_text("# recordings of skillbank serve: never committed\n*\n")
         except OSError as exc:
             raise LibraryError(
                 f"cannot create the recordings folder {self.folder}: {exc}"

@@ -38,6 +38,8 @@ from skillbank.gateway.recorder import IDLE_GAP_S, Recordings, Redactor, TaskRec
 from skillbank.gateway.tasks import BEGIN_TOOL, END_TOOL, TASK_INSTRUCTIONS
 from skillbank.gateway.upstream import (
     CALL_TIMEOUT_S,
+    MCP_SERVER_KEY,
+    MCP_TOOL_KEY,
     Upstreams,
     UpstreamServer,
     error_text,
@@ -422,6 +424,10 @@ def build_server(
     def offered(skills: Iterable[Skill], watch: _Watch) -> list[Skill]:
         # A skill is never named like an upstream tool: the upstream tool keeps the name.
         taken = upstream_names(watch)
+        for s in skills:
+            if is_tool(s) and s.id in taken and f"shadowed:{s.id}" not in reported:
+                reported.add(f"shadowed:{s.id}")
+                say(f"skill {s.id!r} is not offered: an upstream tool has its name")
         return [s for s in skills if is_tool(s) and s.id not in taken]
 
     async def announce(watch: _Watch) -> None:
@@ -510,13 +516,18 @@ def build_server(
         return types.ListToolsResult(tools=listed)
 
     async def forward(
-        watch: _Watch, key: str, client: str, tool_name: str, arguments: Mapping[str, Any]
+        watch: _Watch,
+        key: str,
+        client: str,
+        tool_name: str,
+        arguments: Mapping[str, Any],
+        timeout_s: float | None = None,
     ) -> types.CallToolResult:
         """Call an upstream tool, record the call, and return its result as it came."""
         assert watch.upstreams is not None
         tool = watch.upstreams.tools[tool_name]
         try:
-            got = await watch.upstreams.call(tool_name, arguments)
+            got = await watch.upstreams.call(tool_name, arguments, timeout_s=timeout_s)
             result = types.CallToolResult(
                 content=got.content, structured_content=got.structured_content,
                 is_error=got.is_error,
@@ -568,14 +579,27 @@ def build_server(
             message += " Learning from it now; a skill, once learned, appears in the tool list."
         return text_result(message)
 
-    def all_host_tools(watch: _Watch, key: str, client: str) -> dict[str, Callable[..., Any]]:
-        if watch.upstreams is None:
+    def all_host_tools(
+        watch: _Watch, key: str, client: str, skill: Skill | None
+    ) -> dict[str, Callable[..., Any]]:
+        """The host tools of one call: ``tools``, and the upstream tools (recorded, with the
+        sandbox's timeout). A tool the skill knows by a name no upstream exposes now (a clash
+        renamed it) is found by the server and real name its ``tools.json`` keeps."""
+        ups = watch.upstreams
+        if ups is None:
             return host_tools
+        timeout_s = bank.limits.timeout_s
 
         async def call(tool_name: str, arguments: Mapping[str, Any]) -> types.CallToolResult:
-            return await forward(watch, key, client, tool_name, arguments)
+            return await forward(watch, key, client, tool_name, arguments, timeout_s)
 
-        return {**host_tools, **watch.upstreams.host_tools(call)}
+        granted = {**host_tools, **ups.host_tools(call)}
+        for name, spec in skill.tool_specs.items() if skill is not None else ():
+            server, real = spec.extra.get(MCP_SERVER_KEY), spec.extra.get(MCP_TOOL_KEY)
+            exposed = ups.find(str(server), str(real)) if server and real else None
+            if name not in granted and exposed is not None:
+                granted[name] = granted[exposed]
+        return granted
 
     async def call_tool(
         ctx: ServerRequestContext[_Watch], params: types.CallToolRequestParams
@@ -587,10 +611,9 @@ def build_server(
         key, client = _session_key(ctx), _caller(ctx.session)
         if params.name in upstream_names(watch):
             return await forward(watch, key, client, params.name, arguments)
-        granted = all_host_tools(watch, key, client)
         if params.name == DO_TOOL["name"]:
             task = arguments.get("task")
-            done = functools.partial(do_task, bank, task, granted)
+            done = functools.partial(do_task, bank, task, all_host_tools(watch, key, client, None))
             text = await anyio.to_thread.run_sync(done)
             ran = json.loads(text)
             return types.CallToolResult(
@@ -605,6 +628,7 @@ def build_server(
         if skill is not None and not is_tool(skill):
             text = _not_offered(skill)
         else:
+            granted = all_host_tools(watch, key, client, skill)
             run = functools.partial(
                 bank.call_tool, params.name, json.dumps(arguments), granted, caller=client
             )

@@ -363,6 +363,13 @@ class Upstreams:
         assert self._tg is not None
         await self._tg.__aexit__(exc_type, exc, tb)
 
+    def find(self, server: str, real_name: str) -> str | None:
+        """The exposed name of ``server``'s tool ``real_name``, None when it brings none."""
+        return next(
+            (n for n, t in self.tools.items() if t.server == server and t.real_name == real_name),
+            None,
+        )
+
     def _expose(self) -> None:
         counts: dict[str, int] = {}
         for link in self._links.values():
@@ -440,10 +447,14 @@ class Upstreams:
                 link.client = None
             ready.set()
 
-    async def call(self, name: str, arguments: Mapping[str, JSON]) -> types.CallToolResult:
+    async def call(
+        self, name: str, arguments: Mapping[str, JSON], *, timeout_s: float | None = None
+    ) -> types.CallToolResult:
         """Call the tool exposed as ``name`` with ``arguments`` on its server.
 
-        A server that is down (it died, or never started) is started again first.
+        A server that is down (it died, or never started) is started again first. The call
+        may take ``timeout_s`` seconds (default: the call timeout), a skill's call the time
+        its sandbox run has.
 
         Raises:
             UpstreamError: no such tool, the server cannot be reached, it stopped during the
@@ -470,12 +481,12 @@ class Upstreams:
                 "check its entry in the upstream file"
             )
         try:
-            with anyio.fail_after(self.call_timeout_s):
+            with anyio.fail_after(timeout_s or self.call_timeout_s):
                 return await client.call_tool(tool.real_name, dict(arguments))
         except TimeoutError:
             raise UpstreamError(
                 f"upstream tool {name!r} ({link.server.name}) did not answer within "
-                f"{self.call_timeout_s:g} s"
+                f"{timeout_s or self.call_timeout_s:g} s"
             ) from None
         except MCPError as exc:
             if exc.code != CONNECTION_CLOSED:

@@ -29,7 +29,7 @@ from mcp.client.session import IncomingMessage
 from skillbank.bank import SkillBank
 from skillbank.cli import cli
 from skillbank.errors import ConfigError
-from skillbank.examples import Shop
+from skillbank.examples import TOOL_SPECS, Shop
 from skillbank.gateway import build_server, learn_recorded, read_upstreams, recordings_of
 from skillbank.trajectory import load_trajectories
 
@@ -281,6 +281,11 @@ def test_http_and_stdio_upstreams_together_with_clashes_errors_and_a_restart(
             names = {t.name for t in (await client.list_tools()).tools}
             assert {"find_customer", "place_order", "flaky__echo", "twin__die"} <= names
             assert "echo" not in names and "skillbank_do" in names
+            # Nothing beyond what the upstream file brought, and skillbank's own tools.
+            own = {"skillbank_begin_task", "skillbank_end_task", "skillbank_do"}
+            shop_tools = {spec["function"]["name"] for spec in TOOL_SPECS}
+            flaky = {f"{s}__{t}" for s in ("flaky", "twin") for t in ("echo", "die")}
+            assert names == own | shop_tools | flaky
             # A secret-bearing argument and result, then a tool error, forwarded as they are.
             found = await client.call_tool("find_customer", {"email": "hiro@example.com"})
             assert not found.is_error and found.structured_content is not None
