@@ -386,3 +386,37 @@ def test_serve_learn_learns_when_a_task_ends_and_announces_the_skill(
 
     anyio.run(test)
     assert learned.is_set()
+
+
+@pytest.mark.slow
+def test_a_skill_finds_its_upstream_tool_after_a_clash_renamed_it(
+    tmp_path: Path, bank: SkillBank
+) -> None:
+    flaky = {"command": sys.executable, "args": ["-m", "tests.gateway.flaky_upstream"],
+             "cwd": str(REPO)}  # fmt: skip
+    alone = read_upstreams(_mcp_json(tmp_path / "alone.json", flaky=flaky))
+    clash = read_upstreams(_mcp_json(tmp_path / "clash.json", flaky=flaky, twin=flaky))
+
+    async def record() -> None:
+        server = build_server(bank, {}, upstreams=alone, recordings=recordings_of(bank))
+        async with Client(server) as client:
+            for text in ("first", "second"):
+                await client.call_tool("skillbank_begin_task", {"task": f"echo {text}"})
+                await client.call_tool("echo", {"text": text})
+                await client.call_tool("skillbank_end_task", {"success": True})
+
+    anyio.run(record)
+    report = learn_recorded(bank, branch="current").report
+    assert report is not None
+    (skill_id,) = report.added
+    assert bank.get(skill_id).tools == ("echo",)
+
+    async def use() -> None:
+        async with Client(build_server(bank, {}, upstreams=clash)) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "echo" not in names and {"flaky__echo", "twin__echo", skill_id} <= names
+            ran = await client.call_tool(skill_id, {"text": "third"})
+            assert not ran.is_error, _text(ran)
+            assert "third" in _text(ran)
+
+    anyio.run(use)
