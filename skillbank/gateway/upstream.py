@@ -69,6 +69,8 @@ MCP_SERVER_KEY = "x-mcp-server"
 #: The key of a recorded tool definition holding the tool's name on its server.
 MCP_TOOL_KEY = "x-mcp-tool"
 
+# Seconds the connections have to close when the gateway stops.
+_CLOSE_GRACE_S = 5.0
 _STDIO_KEYS = {"command", "args", "env", "cwd"}
 _HTTP_KEYS = {"url", "headers"}
 # Keys other clients write that say nothing we need (or that we check ourselves).
@@ -357,10 +359,15 @@ class Upstreams:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        import anyio
+
         for link in self._links.values():
             if link.stop is not None:
                 link.stop.set()
         assert self._tg is not None
+        # Each connection closes its client (stopping its process); one still starting, or
+        # whose server does not let go, is cancelled after a grace period.
+        self._tg.cancel_scope.deadline = anyio.current_time() + _CLOSE_GRACE_S
         await self._tg.__aexit__(exc_type, exc, tb)
 
     def find(self, server: str, real_name: str) -> str | None:
