@@ -8,10 +8,20 @@ call's JSON as text, with ``isError`` when it failed, so the model reads the str
 Beside the skills, the tool ``skillbank_do(task)`` (`DO_TOOL`, `do_task`) does a task as a reflex:
 an autonomous skill run straight from the task's words, or an answer saying why none ran.
 
+Cognitive skills are also MCP prompts: the procedure, for the model to follow with the tools.
+
+With upstream servers (``serve --upstream``) the server is a gateway: their tools are listed
+beside the skills under their own names (or ``<server>__<tool>`` on a clash; a skill never takes
+an upstream tool's name) and calls to them are forwarded as they are; skills call them as host
+tools; every call is recorded (`skillbank.gateway.proxy`, `skillbank.gateway.recorder`), and
+``skillbank_begin_task``/``skillbank_end_task`` mark tasks. The upstream clients live as long
+as the server's lifespan: the process for stdio and HTTP, one connection in process.
+
 While a client is connected, the server checks the library every `WATCH_INTERVAL_S` seconds and
-tells the client when the tools or resources it last listed changed: with
-``notifications/tools/list_changed`` on handshake-era connections, and on ``subscriptions/listen``
-streams at protocol 2026-07-28.
+tells the client when the tools, prompts or resources it last listed changed: with
+``notifications/tools/list_changed`` (and its prompt and resource kin) on handshake-era
+connections, and on ``subscriptions/listen`` streams at protocol 2026-07-28. The same loop
+writes the recorded trajectories of sessions that went idle.
 
 ``mcp`` is an optional dependency (``pip install 'skillbank[mcp]'``), imported only when a
 server is built, so ``skillbank --help`` stays fast without it.
@@ -25,7 +35,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -33,25 +42,17 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from skillbank.bank import SkillBank
-from skillbank.errors import ConfigError, SkillbankError, UpstreamError
+from skillbank.errors import ConfigError, SkillbankError
+from skillbank.gateway.proxy import Proxy
 from skillbank.gateway.recorder import IDLE_GAP_S, Recordings, Redactor, TaskRecorder
 from skillbank.gateway.tasks import BEGIN_TOOL, END_TOOL, TASK_INSTRUCTIONS
-from skillbank.gateway.upstream import (
-    CALL_TIMEOUT_S,
-    MCP_SERVER_KEY,
-    MCP_TOOL_KEY,
-    Upstreams,
-    UpstreamServer,
-    error_text,
-    result_value,
-)
+from skillbank.gateway.upstream import CALL_TIMEOUT_S, Upstreams, UpstreamServer
 from skillbank.reflex import ReflexDecision
 from skillbank.skill import Skill, Version
 from skillbank.toolspec import render_tools, tool_error
 
 if TYPE_CHECKING:
     import mcp_types as types
-    from anyio.abc import TaskGroup
     from mcp.server import Server, ServerRequestContext
     from mcp.server.session import ServerSession
     from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
@@ -183,12 +184,10 @@ class _Watch:
     resources: _ResourcesState | None = None
     #: Handshake-era sessions that listed something, to send change notifications to.
     sessions: dict[int, ServerSession] = field(default_factory=dict)
-    #: The upstream servers' clients (None: no upstream file).
-    upstreams: Upstreams | None = None
+    #: Upstream calls and task marks of this lifespan (set as it starts).
+    proxy: Proxy = field(default_factory=lambda: Proxy(None, None, {}, skill_timeout_s=10.0))
     #: The cognitive skills last listed as prompts, None before the first ``prompts/list``.
     prompts: frozenset[tuple[str, Version]] | None = None
-    #: Where background work runs (learning after a task), while the server runs.
-    background: TaskGroup | None = None
 
     def remember(self, session: ServerSession) -> None:
         """Keep a handshake-era session, to tell it when what it listed changes."""
@@ -411,19 +410,15 @@ def build_server(
         else None
     )
     say = report or logger.warning
-    learning = threading.Lock()
 
     reported: set[str] = set()
 
     async def library() -> list[Skill]:
         return await anyio.to_thread.run_sync(read_library, bank, reported)
 
-    def upstream_names(watch: _Watch) -> frozenset[str]:
-        return frozenset(watch.upstreams.tools) if watch.upstreams is not None else frozenset()
-
     def offered(skills: Iterable[Skill], watch: _Watch) -> list[Skill]:
         # A skill is never named like an upstream tool: the upstream tool keeps the name.
-        taken = upstream_names(watch)
+        taken = watch.proxy.names
         for s in skills:
             if is_tool(s) and s.id in taken and f"shadowed:{s.id}" not in reported:
                 reported.add(f"shadowed:{s.id}")
@@ -474,17 +469,20 @@ def build_server(
                     await announce(watch)
 
         async with AsyncExitStack() as stack:
+            ups = None
             if servers:
-                watch.upstreams = await stack.enter_async_context(
+                ups = await stack.enter_async_context(
                     Upstreams(servers, call_timeout_s=call_timeout_s)
                 )
-                for problem in watch.upstreams.problems:
+                for problem in ups.problems:
                     say(problem)
-                for server, tool, exposed in watch.upstreams.renamed:
+                for server, tool, exposed in ups.renamed:
                     say(f"upstream tool {tool!r} of {server!r} clashes with another server's: "
                         f"exposed as {exposed!r}")  # fmt: skip
+            watch.proxy = Proxy(ups, recorder, host_tools, skill_timeout_s=bank.limits.timeout_s,
+                                learn=learn, say=say)  # fmt: skip
             async with anyio.create_task_group() as tg:
-                watch.background = tg
+                watch.proxy.background = tg
                 tg.start_soon(watching)
                 try:
                     yield watch
@@ -509,111 +507,25 @@ def build_server(
         watch = listed_by(ctx)
         watch.tools = _tools_state(skills)
         listed = [types.Tool.model_validate(t) for t in render_tools(offered(skills, watch), "mcp")]
-        if watch.upstreams is not None:
-            listed += [tool.listed() for tool in watch.upstreams.tools.values()]
+        if watch.proxy.upstreams is not None:
+            listed += [tool.listed() for tool in watch.proxy.upstreams.tools.values()]
         own = [BEGIN_TOOL, END_TOOL, DO_TOOL] if recorder is not None else [DO_TOOL]
         listed += [types.Tool.model_validate(t) for t in own]
         return types.ListToolsResult(tools=listed)
 
-    async def forward(
-        watch: _Watch,
-        key: str,
-        client: str,
-        tool_name: str,
-        arguments: Mapping[str, Any],
-        timeout_s: float | None = None,
-    ) -> types.CallToolResult:
-        """Call an upstream tool, record the call, and return its result as it came."""
-        assert watch.upstreams is not None
-        tool = watch.upstreams.tools[tool_name]
-        try:
-            got = await watch.upstreams.call(tool_name, arguments, timeout_s=timeout_s)
-            result = types.CallToolResult(
-                content=got.content, structured_content=got.structured_content,
-                is_error=got.is_error,
-            )  # fmt: skip
-        except UpstreamError as exc:
-            result = types.CallToolResult(content=[types.TextContent(text=str(exc))], is_error=True)
-        if recorder is not None:
-            error = error_text(result) if result.is_error else None
-            value = None if error is not None else result_value(result)
-            record = functools.partial(
-                recorder.record, key, client, tool.to_openai(), dict(arguments), value, error
-            )
-            await anyio.to_thread.run_sync(record)
-        return result
-
-    def text_result(text: str, is_error: bool = False) -> types.CallToolResult:
-        return types.CallToolResult(content=[types.TextContent(text=text)], is_error=is_error)
-
-    async def task_tool(
-        ctx: ServerRequestContext[_Watch], tool_name: str, arguments: Mapping[str, Any]
-    ) -> types.CallToolResult:
-        assert recorder is not None
-        key, client = _session_key(ctx), _caller(ctx.session)
-        if tool_name == BEGIN_TOOL["name"]:
-            task = arguments.get("task")
-            if not isinstance(task, str) or not task.strip():
-                return text_result("give the task as text: skillbank_begin_task(task=...)", True)
-            message, _ = await anyio.to_thread.run_sync(recorder.begin, key, client, task)
-            return text_result(message)
-        success, note = arguments.get("success"), arguments.get("note")
-        if not isinstance(success, bool) or not (note is None or isinstance(note, str)):
-            return text_result(
-                "skillbank_end_task takes success (true or false) and an optional note (text)",
-                True,
-            )
-        message, written = await anyio.to_thread.run_sync(recorder.end, key, client, success, note)
-        if learn is not None and success and written:
-            watch = ctx.lifespan_context
-
-            def learn_once() -> None:
-                with learning:
-                    try:
-                        learn()
-                    except Exception as exc:  # noqa: BLE001 - the gateway keeps serving
-                        say(f"learning from the recordings failed: {type(exc).__name__}: {exc}")
-
-            if watch.background is not None:
-                watch.background.start_soon(anyio.to_thread.run_sync, learn_once)
-            message += " Learning from it now; a skill, once learned, appears in the tool list."
-        return text_result(message)
-
-    def all_host_tools(
-        watch: _Watch, key: str, client: str, skill: Skill | None
-    ) -> dict[str, Callable[..., Any]]:
-        """The host tools of one call: ``tools``, and the upstream tools (recorded, with the
-        sandbox's timeout). A tool the skill knows by a name no upstream exposes now (a clash
-        renamed it) is found by the server and real name its ``tools.json`` keeps."""
-        ups = watch.upstreams
-        if ups is None:
-            return host_tools
-        timeout_s = bank.limits.timeout_s
-
-        async def call(tool_name: str, arguments: Mapping[str, Any]) -> types.CallToolResult:
-            return await forward(watch, key, client, tool_name, arguments, timeout_s)
-
-        granted = {**host_tools, **ups.host_tools(call)}
-        for name, spec in skill.tool_specs.items() if skill is not None else ():
-            server, real = spec.extra.get(MCP_SERVER_KEY), spec.extra.get(MCP_TOOL_KEY)
-            exposed = ups.find(str(server), str(real)) if server and real else None
-            if name not in granted and exposed is not None:
-                granted[name] = granted[exposed]
-        return granted
-
     async def call_tool(
         ctx: ServerRequestContext[_Watch], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        watch = ctx.lifespan_context
+        proxy = ctx.lifespan_context.proxy
         arguments = params.arguments or {}
-        if recorder is not None and params.name in (BEGIN_TOOL["name"], END_TOOL["name"]):
-            return await task_tool(ctx, params.name, arguments)
         key, client = _session_key(ctx), _caller(ctx.session)
-        if params.name in upstream_names(watch):
-            return await forward(watch, key, client, params.name, arguments)
+        if recorder is not None and params.name in (BEGIN_TOOL["name"], END_TOOL["name"]):
+            return await proxy.task_tool(key, client, params.name, arguments)
+        if params.name in proxy.names:
+            return await proxy.forward(key, client, params.name, arguments)
         if params.name == DO_TOOL["name"]:
             task = arguments.get("task")
-            done = functools.partial(do_task, bank, task, all_host_tools(watch, key, client, None))
+            done = functools.partial(do_task, bank, task, proxy.host_tools(key, client, None))
             text = await anyio.to_thread.run_sync(done)
             ran = json.loads(text)
             return types.CallToolResult(
@@ -628,7 +540,7 @@ def build_server(
         if skill is not None and not is_tool(skill):
             text = _not_offered(skill)
         else:
-            granted = all_host_tools(watch, key, client, skill)
+            granted = proxy.host_tools(key, client, skill)
             run = functools.partial(
                 bank.call_tool, params.name, json.dumps(arguments), granted, caller=client
             )
