@@ -8,10 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from skillbank.bank import SkillBank
+from skillbank.cli import cli
 from skillbank.examples import TOOL_SPECS
 from skillbank.gateway import (
     REDACTED,
@@ -199,3 +201,23 @@ def test_an_upstream_secret_never_reaches_a_written_recording_which_loads_back(
     assert not [s for s in _strings(json.loads(text)) if secret in s]
     (trajectory,) = load_trajectories(path)
     assert [s.tool for s in trajectory.steps] == ["find_customer", "check_stock"]
+
+
+def test_learn_recorded_from_the_command_line(bank: SkillBank) -> None:
+    runner = CliRunner()
+    usage = runner.invoke(cli, ["learn", "--root", str(bank.root)])
+    assert usage.exit_code == 2 and "--recorded" in usage.output
+    empty = runner.invoke(cli, ["learn", "--recorded", "--root", str(bank.root)])
+    assert empty.exit_code == 0 and "nothing to learn" in empty.output
+    rec = TaskRecorder(recordings_of(bank), Redactor())
+    for email in ("a@example.com", "b@example.com"):
+        rec.begin("s1", "c", f"find the customer {email}")
+        _call(rec, "find_customer", {"customer_id": email[0]}, email=email)
+        rec.end("s1", "c", True, None)
+    done = runner.invoke(
+        cli, ["learn", "--recorded", "--branch", "current", "--root", str(bank.root), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert len(data["recordings"]) == 2 and len(data["added"]) == 1
+    assert bank.get(data["added"][0]).stage == "associative"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -420,3 +421,47 @@ def test_a_skill_finds_its_upstream_tool_after_a_clash_renamed_it(
             assert "third" in _text(ran)
 
     anyio.run(use)
+
+
+@pytest.mark.slow
+def test_over_http_each_mcp_session_keeps_its_own_task(tmp_path: Path, bank: SkillBank) -> None:
+    flaky = {"command": sys.executable, "args": ["-m", "tests.gateway.flaky_upstream"],
+             "cwd": str(REPO)}  # fmt: skip
+    upstream = _mcp_json(tmp_path / "mcp.json", flaky=flaky)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skillbank", "serve", "--root", str(bank.root), "--upstream",
+         str(upstream), "--http", f"127.0.0.1:{port}"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        async def test() -> None:
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with Client(url, mode="legacy") as ann, Client(url, mode="legacy") as bob:
+                await ann.call_tool("skillbank_begin_task", {"task": "ann's task"})
+                await bob.call_tool("skillbank_begin_task", {"task": "bob's task"})
+                for n in range(2):
+                    await ann.call_tool("echo", {"text": f"ann {n}"})
+                    await bob.call_tool("echo", {"text": f"bob {n}"})
+                await bob.call_tool("skillbank_end_task", {"success": False})
+                await ann.call_tool("skillbank_end_task", {"success": True})
+
+        anyio.run(test)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr.decode()
+    trajectories = {t.task: t for t in load_trajectories(recordings_of(bank).folder)}
+    assert set(trajectories) == {"ann's task", "bob's task"}
+    for who, success in (("ann", True), ("bob", False)):
+        run = trajectories[f"{who}'s task"]
+        assert [s.arguments["text"] for s in run.steps] == [f"{who} 0", f"{who} 1"]
+        assert run.outcome.success is success
