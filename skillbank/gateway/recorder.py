@@ -327,7 +327,7 @@ class TaskRecorder:
             session = self._sessions.get(key)
             if session is None or session.task is None:
                 return "No task was open (call skillbank_begin_task first); nothing ended.", []
-            record = self._write_record(session, "success" if success else "failure", note)
+            record = self._record_of(session, "success" if success else "failure", note)
             self._sessions[key] = _Session(client)
         if record is None:
             return (
@@ -365,10 +365,10 @@ class TaskRecorder:
 
     def _close(self, session: _Session, why_unknown: str) -> dict[str, JSON] | None:
         if session.task is not None:
-            return self._write_record(session, "unknown", f"unknown: {why_unknown}")
-        return self._write_record(session, "success" if retried(session.steps) else "failure", None)
+            return self._record_of(session, "unknown", f"unknown: {why_unknown}")
+        return self._record_of(session, "success" if retried(session.steps) else "failure", None)
 
-    def _write_record(
+    def _record_of(
         self, session: _Session, outcome: Outcome, note: str | None
     ) -> dict[str, JSON] | None:
         """The session's trajectory as a record (redacted), None when it made no call."""
