@@ -38,6 +38,8 @@ if TYPE_CHECKING:
         SkillTestFailed,
         TrajectoryError,
         UnsupportedType,
+        UpstreamError,
+        UpstreamToolError,
     )
     from skillbank.findings import Finding
     from skillbank.finetune import FinetuneReport, export_finetune, validate_examples
@@ -130,6 +132,8 @@ EXPORTS: dict[str, str] = {
     "Trajectory": "skillbank.trajectory",
     "TrajectoryError": "skillbank.errors",
     "UnsupportedType": "skillbank.errors",
+    "UpstreamError": "skillbank.errors",
+    "UpstreamToolError": "skillbank.errors",
     "ValidatedSkill": "skillbank.skill",
     "Version": "skillbank.versioning",
     "canonical_schema": "skillbank.toolspec",
@@ -230,6 +234,8 @@ __all__ = [
     "Trajectory",
     "TrajectoryError",
     "UnsupportedType",
+    "UpstreamError",
+    "UpstreamToolError",
     "ValidatedSkill",
     "Version",
     "canonical_schema",

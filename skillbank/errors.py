@@ -20,7 +20,9 @@ Expected failures (a skill fails its replay test, sandboxed code raises) come ba
     │   └── DiskFull         no space is left for the bank's files
     ├── ConfigError          configuration is invalid
     ├── GateUsageError       the gate was asked something it cannot do (a bad base ref)
-    └── ExportError          an export cannot be written as asked
+    ├── ExportError          an export cannot be written as asked
+    └── UpstreamError        an upstream MCP server could not answer a call (down, died, slow)
+        └── UpstreamToolError  the upstream tool answered with an error (``isError``)
 
 Every error carries a ``hint``: one line saying what to do next. Each class has a default,
 and a raise can pass a sharper one (``raise ConfigError(message, hint="...")``). The CLI's
@@ -57,6 +59,8 @@ __all__ = [
     "SkillbankError",
     "TrajectoryError",
     "UnsupportedType",
+    "UpstreamError",
+    "UpstreamToolError",
 ]
 
 
@@ -295,3 +299,22 @@ class ExportError(SkillbankError):
     """
 
     hint = "export into an empty folder, or one holding an earlier export of these skills"
+
+
+class UpstreamError(SkillbankError):
+    """Raised by `skillbank.gateway.upstream.Upstreams.call` when an upstream MCP call could
+    not be made or did not finish: no such tool, the server is not running (it never started,
+    or cannot be started again), it stopped during the call, or the call timed out.
+
+    Inside a skill it is the ``ToolError`` of the call; through the gateway, a tool error.
+    Compare `UpstreamToolError`: the server answered, with an error.
+    """
+
+    hint = "check the server's entry in the upstream file, or run its command by hand"
+
+
+class UpstreamToolError(UpstreamError):
+    """Raised by an upstream tool called as a host tool when it answered ``isError``; the
+    message is the text it returned (a skill sees it as ``ToolError``)."""
+
+    hint = "read the tool's message: the arguments or the state it acts on are wrong"

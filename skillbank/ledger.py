@@ -355,6 +355,9 @@ class Ledger:
         try:
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Readable by the user only: the ledger keeps arguments of reflex calls and
+                # error messages. SQLite gives its -wal and -shm files the same mode.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             try:
                 self._prepare()
             except BaseException:

@@ -551,18 +551,27 @@ def _parse_converted(chat: ChatRecord) -> Trajectory:
 #: The key of an OpenAI tool definition that declares the tool's effect, ``"query"`` (it only
 #: reads) or ``"command"`` (it changes state); see `skillbank.compiler.effects`.
 EFFECT_KEY = "x-skillbank-effect"
+#: The keys of a tool definition recorded by the gateway naming its upstream server and the
+#: tool's name there (`skillbank.gateway.upstream`); kept in a skill's ``tools.json``.
+_MCP_KEYS = ("x-mcp-server", "x-mcp-tool")
 
 
 def _hints(tool: ToolDef) -> dict[str, JSON]:
     """The effect hints a tool definition carries: `EFFECT_KEY` (in ``function`` or beside
-    it) and MCP ``annotations``; nothing else of its extra keys is kept."""
+    it) and MCP ``annotations``, and the ``x-mcp-server`` / ``x-mcp-tool`` strings a gateway
+    recording adds (the upstream server and the tool's name there); nothing else of its extra
+    keys is kept."""
     hints: dict[str, JSON] = {}
     for extra in (tool.model_extra or {}, tool.function.model_extra or {}):
         if extra.get(EFFECT_KEY) in ("query", "command"):
             hints[EFFECT_KEY] = extra[EFFECT_KEY]
-    annotations = (tool.function.model_extra or {}).get("annotations")
+    function_extra = tool.function.model_extra or {}
+    annotations = function_extra.get("annotations")
     if isinstance(annotations, dict):
         hints["annotations"] = annotations
+    for key in _MCP_KEYS:
+        if isinstance(function_extra.get(key), str):
+            hints[key] = function_extra[key]
     return hints
 
 

@@ -42,7 +42,7 @@ def init(path: Path, as_json: bool) -> None:
 
 
 @click.command(name="learn")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--skip-invalid", is_flag=True, help="Learn from the good records of a file with bad ones."
 )
@@ -55,6 +55,12 @@ def init(path: Path, as_json: bool) -> None:
     help="The files' format: OpenAI chat or Responses messages, Anthropic Messages, or "
     "OpenTelemetry GenAI spans in OTLP JSON; auto tells each by its content.",
 )
+@click.option(
+    "--recorded",
+    is_flag=True,
+    help="Also learn from what `skillbank serve --upstream` recorded and was not learned yet "
+    "(.skillbank/recordings/; a cursor remembers what was learned).",
+)
 @branch_option
 @root_option
 @json_option
@@ -62,6 +68,7 @@ def learn(
     paths: tuple[Path, ...],
     skip_invalid: bool,
     format_: str,
+    recorded: bool,
     branch: str | None,
     root: Path,
     as_json: bool,
@@ -73,11 +80,19 @@ def learn(
     Anthropic Messages transcripts and OTLP JSON traces (one trajectory per trace) are read
     too. Exits 1 when a trajectory was rejected.
 
-    Example: skillbank learn runs/*.jsonl --branch auto
+    \b
+    Examples:
+      skillbank learn runs/*.jsonl --branch auto
+      skillbank learn --recorded --branch current
     """
     formats: dict[str, Format] = {
         "auto": "auto", "openai": "openai", "anthropic": "anthropic", "otel": "otel",
     }  # fmt: skip
+    if not paths and not recorded:
+        raise click.UsageError("give trajectory files to learn from, or --recorded")
+    if recorded:
+        _learn_recorded(paths, skip_invalid, formats[format_], branch, root, as_json)
+        return
     scan = scan_trajectories(list(paths), format=formats[format_])
     if scan.errors and not skip_invalid:
         more = f" (and {len(scan.errors) - 1} more bad record(s))" if len(scan.errors) > 1 else ""
@@ -95,6 +110,46 @@ def learn(
         else:
             render_learn_report(report, make_console())
     if report.rejected:
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+def _learn_recorded(
+    paths: tuple[Path, ...],
+    skip_invalid: bool,
+    format_: Format,
+    branch: str | None,
+    root: Path,
+    as_json: bool,
+) -> None:
+    from skillbank.gateway import learn_recorded
+
+    extra: list[Path] = list(paths)
+    invalid = []
+    if paths and skip_invalid:
+        scan = scan_trajectories(list(paths), format=format_)
+        invalid = [str(e) for e in scan.errors]
+    with SkillBank(root) as bank:
+        done = learn_recorded(
+            bank, paths=extra, branch=branch, skip_invalid=skip_invalid, format=format_
+        )
+        report = done.report
+        if as_json:
+            data = report.to_json() if report is not None else {"commit": None, "added": []}
+            data["recordings"] = [p.name for p in done.recordings]
+            data["skipped_recordings"] = list(done.skipped)
+            data["invalid_records"] = invalid
+            print_json(data)
+        else:
+            click.echo(
+                f"{len(done.recordings)} new recording(s) in {bank.library.state}/recordings"
+            )
+            for line in done.skipped:
+                click.echo(f"skipped recording: {line}", err=True)
+            if report is not None:
+                render_learn_report(report, make_console())
+            else:
+                click.echo("nothing to learn")
+    if report is not None and report.rejected:
         sys.exit(EXIT_CHECK_FAILED)
 
 

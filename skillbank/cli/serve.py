@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import click
 
 from skillbank import ConfigError, SkillBank
-from skillbank.cli.options import root_option
+from skillbank.cli.options import branch_option, root_option
 from skillbank.gateway import (
+    IDLE_GAP_S,
     INSTALL_HINT,
     is_tool,
+    learn_recorded,
     load_host_tools,
     read_library,
+    read_upstreams,
+    recordings_of,
     serve_http,
     serve_stdio,
 )
@@ -45,23 +50,72 @@ def _url(host: str, port: int) -> str:
     "to function, or a function returning one, e.g. skillbank.examples.shop.",
 )
 @click.option(
+    "--upstream",
+    "upstream_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help='Upstream MCP servers, in the {"mcpServers": {...}} file MCP clients use: their '
+    "tools are passed through, every call is recorded under .skillbank/recordings/, and "
+    "skills call them as host tools.",
+)
+@click.option(
     "--http",
     "http",
     default=None,
     metavar="HOST:PORT",
     help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.",
 )
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Record the calls to upstream tools as trajectories (with --upstream).",
+)
+@click.option(
+    "--learn",
+    "learn_on_end",
+    is_flag=True,
+    help="Learn from the recordings each time a task ends successfully (as `skillbank learn "
+    "--recorded`, committing as --branch says).",
+)
+@click.option(
+    "--idle-gap",
+    type=click.FloatRange(min=1.0),
+    default=IDLE_GAP_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Without skillbank_begin_task, a session's calls are one trajectory until it is idle "
+    "this long.",
+)
+@branch_option
 @root_option
-def serve(tools_spec: str | None, http: str | None, root: Path) -> None:
+def serve(
+    tools_spec: str | None,
+    upstream_file: Path | None,
+    http: str | None,
+    record: bool,
+    learn_on_end: bool,
+    idle_gap: float,
+    branch: str | None,
+    root: Path,
+) -> None:
     """Serve the bank's skills to MCP clients (stdio by default).
 
     Skills at stage associative or autonomous are tools; each call runs in the sandbox
-    against the host tools. Every skill's SKILL.md is the resource skill://<id>. The
-    list follows the library: skills learned while the server runs appear in it.
+    against the host tools. Every skill's SKILL.md is the resource skill://<id>; cognitive
+    skills are also prompts. The list follows the library: skills learned while the server
+    runs appear in it.
+
+    With --upstream, the server is a gateway in front of the MCP servers the file names:
+    their tools are offered too, every call to them is recorded, skillbank_begin_task and
+    skillbank_end_task mark tasks, and `skillbank learn --recorded` (or --learn) turns the
+    recorded tasks into skills.
 
     \b
-    Example:
+    Examples:
       SKILLBANK_SHOP_DB=shop.sqlite skillbank serve --tools skillbank.examples.shop
+      skillbank serve --upstream mcp.json --learn --branch current
     """
     if importlib.util.find_spec("mcp") is None:
         raise click.ClickException(f"skillbank serve needs the mcp package: {INSTALL_HINT}")
@@ -71,10 +125,20 @@ def serve(tools_spec: str | None, http: str | None, root: Path) -> None:
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--tools") from None
     try:
+        upstreams = read_upstreams(upstream_file) if upstream_file is not None else ()
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--upstream") from None
+    if learn_on_end and not (upstream_file is not None and record):
+        raise click.BadParameter(
+            "--learn learns from what the gateway records: give --upstream FILE (and keep "
+            "--record)",
+            param_hint="--learn",
+        )
+    try:
         with SkillBank(root) as bank:
             skills = read_library(bank)
             needed = sorted({t for s in skills if is_tool(s) for t in s.tools} - set(tools))
-            if needed:
+            if needed and not upstreams:
                 click.echo(
                     f"warning: no host tool {', '.join(needed)}: skills calling them will fail; "
                     "name the module that provides them with --tools MODULE",
@@ -87,9 +151,33 @@ def serve(tools_spec: str | None, http: str | None, root: Path) -> None:
                 f"{where}",
                 err=True,
             )
+            recordings = recordings_of(bank) if upstreams and record else None
+            if upstreams:
+                names = ", ".join(u.describe() for u in upstreams)
+                click.echo(f"skillbank: upstream servers: {names}", err=True)
+            if recordings is not None:
+                click.echo(f"skillbank: recording calls in {recordings.folder}", err=True)
+
+            def learn() -> None:
+                done = learn_recorded(bank, branch=branch, store=recordings)
+                if done.report is not None:
+                    added = ", ".join(done.report.added) or "no new skill"
+                    click.echo(f"skillbank: learned from {len(done.recordings)} recording(s): "
+                               f"{added} (commit {done.report.commit})", err=True)  # fmt: skip
+
+            def report(line: str) -> None:
+                click.echo(f"skillbank: {line}", err=True)
+
+            options: dict[str, Any] = {
+                "upstreams": upstreams,
+                "recordings": recordings,
+                "learn": learn if learn_on_end else None,
+                "report": report,
+                "idle_gap_s": idle_gap,
+            }
             if address is None:
-                serve_stdio(bank, tools)
+                serve_stdio(bank, tools, **options)
             else:
-                serve_http(bank, tools, *address)
+                serve_http(bank, tools, *address, **options)
     except KeyboardInterrupt:
         pass

@@ -8,10 +8,20 @@ call's JSON as text, with ``isError`` when it failed, so the model reads the str
 Beside the skills, the tool ``skillbank_do(task)`` (`DO_TOOL`, `do_task`) does a task as a reflex:
 an autonomous skill run straight from the task's words, or an answer saying why none ran.
 
+Cognitive skills are also MCP prompts: the procedure, for the model to follow with the tools.
+
+With upstream servers (``serve --upstream``) the server is a gateway: their tools are listed
+beside the skills under their own names (or ``<server>__<tool>`` on a clash; a skill never takes
+an upstream tool's name) and calls to them are forwarded as they are; skills call them as host
+tools; every call is recorded (`skillbank.gateway.proxy`, `skillbank.gateway.recorder`), and
+``skillbank_begin_task``/``skillbank_end_task`` mark tasks. The upstream clients live as long
+as the server's lifespan: the process for stdio and HTTP, one connection in process.
+
 While a client is connected, the server checks the library every `WATCH_INTERVAL_S` seconds and
-tells the client when the tools or resources it last listed changed: with
-``notifications/tools/list_changed`` on handshake-era connections, and on ``subscriptions/listen``
-streams at protocol 2026-07-28.
+tells the client when the tools, prompts or resources it last listed changed: with
+``notifications/tools/list_changed`` (and its prompt and resource kin) on handshake-era
+connections, and on ``subscriptions/listen`` streams at protocol 2026-07-28. The same loop
+writes the recorded trajectories of sessions that went idle.
 
 ``mcp`` is an optional dependency (``pip install 'skillbank[mcp]'``), imported only when a
 server is built, so ``skillbank --help`` stays fast without it.
@@ -25,19 +35,24 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from skillbank.bank import SkillBank
 from skillbank.errors import ConfigError, SkillbankError
+from skillbank.gateway.proxy import Proxy
+from skillbank.gateway.recorder import IDLE_GAP_S, Recordings, Redactor, TaskRecorder
+from skillbank.gateway.tasks import BEGIN_TOOL, END_TOOL, TASK_INSTRUCTIONS
+from skillbank.gateway.upstream import CALL_TIMEOUT_S, Upstreams, UpstreamServer
 from skillbank.reflex import ReflexDecision
 from skillbank.skill import Skill, Version
 from skillbank.toolspec import render_tools, tool_error
 
 if TYPE_CHECKING:
+    import mcp_types as types
     from mcp.server import Server, ServerRequestContext
     from mcp.server.session import ServerSession
     from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
@@ -71,6 +86,10 @@ _INSTRUCTIONS = (
     '{"ok": true, "value": ...} or {"ok": false, "error": {"type", "message", "hint"}}; on an '
     "error, read the hint, fix the arguments and call again. The resource skill://<id> holds a "
     "skill's documentation (SKILL.md), also for skills not yet trusted enough to be tools."
+)
+_UPSTREAM_INSTRUCTIONS = (
+    "The other tools are the upstream MCP servers' own, passed through unchanged. Prompts are "
+    "procedures learned but not yet trusted to run: follow their steps with the tools."
 )
 # Legacy sessions remembered per server lifespan, to tell them about changes; the oldest is
 # forgotten past this (an HTTP server sees many sessions come and go).
@@ -165,6 +184,10 @@ class _Watch:
     resources: _ResourcesState | None = None
     #: Handshake-era sessions that listed something, to send change notifications to.
     sessions: dict[int, ServerSession] = field(default_factory=dict)
+    #: Upstream calls and task marks of this lifespan (set as it starts).
+    proxy: Proxy = field(default_factory=lambda: Proxy(None, None, {}, skill_timeout_s=10.0))
+    #: The cognitive skills last listed as prompts, None before the first ``prompts/list``.
+    prompts: frozenset[tuple[str, Version]] | None = None
 
     def remember(self, session: ServerSession) -> None:
         """Keep a handshake-era session, to tell it when what it listed changes."""
@@ -249,6 +272,15 @@ def _resources_state(skills: Iterable[Skill]) -> _ResourcesState:
     return frozenset((s.id, s.version, s.stage) for s in skills)
 
 
+def _is_prompt(skill: Skill) -> bool:
+    """Whether the server offers ``skill`` as a prompt: a cognitive skill, not deprecated."""
+    return skill.stage == "cognitive" and not skill.deprecated_by
+
+
+def _prompts_state(skills: Iterable[Skill]) -> frozenset[tuple[str, Version]]:
+    return frozenset((s.id, s.version) for s in skills if _is_prompt(s))
+
+
 def read_library(bank: SkillBank, reported: set[str] | None = None) -> list[Skill]:
     """Every skill that loads, as the server lists them.
 
@@ -288,20 +320,62 @@ def _caller(session: ServerSession) -> str:
     return f"mcp:{name}" if name else "mcp"
 
 
+def _session_key(ctx: ServerRequestContext[Any]) -> str:
+    """Which MCP session a request belongs to, for keeping tasks apart.
+
+    Over HTTP, the ``mcp-session-id`` header; on a handshake-era connection, the connection;
+    otherwise (stdio at protocol 2026-07-28, one client per process) the one default session.
+    """
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    headers = getattr(ctx.request, "headers", None)
+    if headers is not None and headers.get("mcp-session-id"):
+        return f"http:{headers['mcp-session-id']}"
+    params = ctx.session.client_params
+    if params is None or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+        # 2026-07-28 has no sessions: each request may carry its own client parameters.
+        return "default"
+    return f"connection:{id(params)}"
+
+
+def _prompt_text(skill: Skill, page: str) -> str:
+    return (
+        f"A procedure learned from earlier runs ({skill.id}, v{skill.version}, stage "
+        f"{skill.stage}): not yet trusted enough to run as a tool. Do its steps yourself with "
+        f"the tools it names ({', '.join(skill.tools) or 'none'}), adapting the arguments to "
+        f"the task.\n\n{page}"
+    )
+
+
 def build_server(
     bank: SkillBank,
     tools: HostTools,
     *,
+    upstreams: Sequence[UpstreamServer] = (),
+    recordings: Recordings | None = None,
+    learn: Callable[[], object] | None = None,
+    report: Callable[[str], object] | None = None,
+    idle_gap_s: float = IDLE_GAP_S,
+    call_timeout_s: float = CALL_TIMEOUT_S,
     name: str = "skillbank",
     watch_interval_s: float = WATCH_INTERVAL_S,
 ) -> Server[Any]:
-    """Build the MCP server for a bank: skills as tools, SKILL.md pages as resources.
+    """Build the MCP server for a bank: skills as tools, SKILL.md pages as resources,
+    cognitive skills as prompts, and the upstream servers' tools passed through.
 
-    Nothing runs until it is served (`serve_stdio`, `serve_http`, or an in-process client).
+    Nothing runs until it is served (`serve_stdio`, `serve_http`, or an in-process client);
+    the upstream servers are started when it is, and stopped with it.
 
     Args:
         bank: The bank whose skills are served; the library is read on every listing.
-        tools: The host tools skills call, by name.
+        tools: The host tools skills call, by name (beside the upstream tools).
+        upstreams: The upstream MCP servers (`skillbank.gateway.upstream.read_upstreams`).
+        recordings: Where calls are recorded as trajectories (None: nothing is recorded, and
+            the task tools are not offered).
+        learn: Called on a worker thread when a task ends successfully (``serve --learn``).
+        report: Where start-up news goes (upstream problems, renamed tools); default: the log.
+        idle_gap_s: Seconds without a call that end a session's recorded trajectory.
+        call_timeout_s: Seconds an upstream call may take.
         name: The server's name, shown to clients.
         watch_interval_s: Seconds between two looks at the library for changes to announce.
 
@@ -316,6 +390,7 @@ def build_server(
         from mcp.server.subscriptions import (
             InMemorySubscriptionBus,
             ListenHandler,
+            PromptsListChanged,
             ResourcesListChanged,
             ToolsListChanged,
         )
@@ -325,12 +400,29 @@ def build_server(
         raise ImportError(f"the MCP server needs the mcp package: {INSTALL_HINT} ({exc})") from exc
 
     host_tools = dict(tools)
+    servers = tuple(upstreams)
     bank.sandbox  # noqa: B018 -- create it now, so calls from worker threads share one
+    redactor = Redactor(v for server in servers for v in server.secrets())
+    recorder = (
+        TaskRecorder(recordings, redactor, idle_gap_s=idle_gap_s)
+        if recordings is not None
+        else None
+    )
+    say = report or logger.warning
 
     reported: set[str] = set()
 
     async def library() -> list[Skill]:
         return await anyio.to_thread.run_sync(read_library, bank, reported)
+
+    def offered(skills: Iterable[Skill], watch: _Watch) -> list[Skill]:
+        # A skill is never named like an upstream tool: the upstream tool keeps the name.
+        taken = watch.proxy.names
+        for s in skills:
+            if is_tool(s) and s.id in taken and f"shadowed:{s.id}" not in reported:
+                reported.add(f"shadowed:{s.id}")
+                say(f"skill {s.id!r} is not offered: an upstream tool has its name")
+        return [s for s in skills if is_tool(s) and s.id not in taken]
 
     async def announce(watch: _Watch) -> None:
         skills = await library()
@@ -338,6 +430,7 @@ def build_server(
         resources_changed = (
             watch.resources is not None and _resources_state(skills) != watch.resources
         )
+        prompts_changed = watch.prompts is not None and _prompts_state(skills) != watch.prompts
         # Announce once per change: the next listing resets what "changed" means.
         if tools_changed:
             watch.tools = None
@@ -345,7 +438,10 @@ def build_server(
         if resources_changed:
             watch.resources = None
             await watch.bus.publish(ResourcesListChanged())
-        if not (tools_changed or resources_changed):
+        if prompts_changed:
+            watch.prompts = None
+            await watch.bus.publish(PromptsListChanged())
+        if not (tools_changed or resources_changed or prompts_changed):
             return
         for key, session in list(watch.sessions.items()):
             try:
@@ -353,6 +449,8 @@ def build_server(
                     await session.send_tool_list_changed()
                 if resources_changed:
                     await session.send_resource_list_changed()
+                if prompts_changed:
+                    await session.send_prompt_list_changed()
             except Exception:  # a closed connection; it will not list again
                 watch.sessions.pop(key, None)
 
@@ -364,16 +462,36 @@ def build_server(
         async def watching() -> None:
             while True:
                 await anyio.sleep(watch_interval_s)
-                if watch.tools is not None or watch.resources is not None:
+                if recorder is not None:
+                    await anyio.to_thread.run_sync(recorder.close_idle)
+                if watch.tools is not None or watch.resources is not None or watch.prompts:
                     await announce(watch)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watching)
-            try:
-                yield watch
-            finally:
-                watch.listen.close()
-                tg.cancel_scope.cancel()
+        async with AsyncExitStack() as stack:
+            ups = None
+            if servers:
+                ups = await stack.enter_async_context(
+                    Upstreams(servers, call_timeout_s=call_timeout_s)
+                )
+                for problem in ups.problems:
+                    say(problem)
+                for server, tool, exposed in ups.renamed:
+                    say(f"upstream tool {tool!r} of {server!r} clashes with another server's: "
+                        f"exposed as {exposed!r}")  # fmt: skip
+            watch.proxy = Proxy(ups, recorder, host_tools, skill_timeout_s=bank.limits.timeout_s,
+                                learn=learn, say=say)  # fmt: skip
+            async with anyio.create_task_group() as tg:
+                watch.proxy.background = tg
+                tg.start_soon(watching)
+                try:
+                    yield watch
+                finally:
+                    watch.listen.close()
+                    tg.cancel_scope.cancel()
+                    if recorder is not None:
+                        # The sessions end with the server: what they had is written.
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(recorder.close_all)
 
     def listed_by(ctx: ServerRequestContext[_Watch]) -> _Watch:
         watch = ctx.lifespan_context
@@ -385,17 +503,28 @@ def build_server(
         ctx: ServerRequestContext[_Watch], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         skills = await library()
-        listed_by(ctx).tools = _tools_state(skills)
-        offered = render_tools([s for s in skills if is_tool(s)], "mcp")
-        offered.append(DO_TOOL)
-        return types.ListToolsResult(tools=[types.Tool.model_validate(t) for t in offered])
+        watch = listed_by(ctx)
+        watch.tools = _tools_state(skills)
+        listed = [types.Tool.model_validate(t) for t in render_tools(offered(skills, watch), "mcp")]
+        if watch.proxy.upstreams is not None:
+            listed += [tool.listed() for tool in watch.proxy.upstreams.tools.values()]
+        own = [BEGIN_TOOL, END_TOOL, DO_TOOL] if recorder is not None else [DO_TOOL]
+        listed += [types.Tool.model_validate(t) for t in own]
+        return types.ListToolsResult(tools=listed)
 
     async def call_tool(
         ctx: ServerRequestContext[_Watch], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        proxy = ctx.lifespan_context.proxy
+        arguments = params.arguments or {}
+        key, client = _session_key(ctx), _caller(ctx.session)
+        if recorder is not None and params.name in (BEGIN_TOOL["name"], END_TOOL["name"]):
+            return await proxy.task_tool(key, client, params.name, arguments)
+        if params.name in proxy.names:
+            return await proxy.forward(key, client, params.name, arguments)
         if params.name == DO_TOOL["name"]:
-            task = (params.arguments or {}).get("task")
-            done = functools.partial(do_task, bank, task, host_tools)
+            task = arguments.get("task")
+            done = functools.partial(do_task, bank, task, proxy.host_tools(key, client, None))
             text = await anyio.to_thread.run_sync(done)
             ran = json.loads(text)
             return types.CallToolResult(
@@ -410,12 +539,9 @@ def build_server(
         if skill is not None and skill.stage not in CALLABLE_STAGES:
             text = _not_offered(skill)
         else:
+            granted = proxy.host_tools(key, client, skill)
             run = functools.partial(
-                bank.call_tool,
-                params.name,
-                json.dumps(params.arguments or {}),
-                host_tools,
-                caller=_caller(ctx.session),
+                bank.call_tool, params.name, json.dumps(arguments), granted, caller=client
             )
             text = await anyio.to_thread.run_sync(run)
         result = json.loads(text)
@@ -465,6 +591,37 @@ def build_server(
             ]
         )
 
+    async def list_prompts(
+        ctx: ServerRequestContext[_Watch], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        skills = await library()
+        listed_by(ctx).prompts = _prompts_state(skills)
+        return types.ListPromptsResult(
+            prompts=[
+                types.Prompt(
+                    name=s.id,
+                    title=s.id,
+                    description=f"A learned procedure, to follow with the tools: {s.description}",
+                )
+                for s in skills
+                if _is_prompt(s)
+            ]
+        )
+
+    async def get_prompt(
+        ctx: ServerRequestContext[_Watch], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        try:
+            skill = await anyio.to_thread.run_sync(bank.get, params.name)
+            files = await anyio.to_thread.run_sync(bank.library.files, skill.id)
+        except SkillbankError as exc:
+            raise MCPError(types.INVALID_PARAMS, str(exc)) from None
+        text = _prompt_text(skill, files["SKILL.md"])
+        return types.GetPromptResult(
+            description=skill.description,
+            messages=[types.PromptMessage(role="user", content=types.TextContent(text=text))],
+        )
+
     async def listen(
         ctx: ServerRequestContext[_Watch], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
@@ -480,22 +637,31 @@ def build_server(
             # Every transport asks with no options; say that lists change, since they do.
             return super().create_initialization_options(
                 notification_options
-                or NotificationOptions(tools_changed=True, resources_changed=True),
+                or NotificationOptions(
+                    tools_changed=True, resources_changed=True, prompts_changed=True
+                ),
                 experimental_capabilities,
                 extensions,
             )
 
+    instructions = _INSTRUCTIONS
+    if servers:
+        instructions += " " + _UPSTREAM_INSTRUCTIONS
+    if recorder is not None:
+        instructions += " " + TASK_INSTRUCTIONS
     return SkillServer(
         name,
         version=_version(),
         title="skillbank",
         description=f"Skills learned from agent runs, in {bank.root}",
-        instructions=_INSTRUCTIONS,
+        instructions=instructions,
         lifespan=lifespan,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
         on_list_resources=list_resources,
         on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
         on_subscriptions_listen=listen,
     )
 
@@ -510,9 +676,10 @@ def _version() -> str:
 # --- transports -----------------------------------------------------------------------------
 
 
-def serve_stdio(bank: SkillBank, tools: HostTools) -> None:
-    """Serve the bank over stdin/stdout until the client closes them."""
-    server = build_server(bank, tools)
+def serve_stdio(bank: SkillBank, tools: HostTools, **options: Any) -> None:
+    """Serve the bank over stdin/stdout until the client closes them (``options``: as
+    `build_server` takes them)."""
+    server = build_server(bank, tools, **options)
     import anyio
     from mcp.server.stdio import stdio_server
 
@@ -523,13 +690,14 @@ def serve_stdio(bank: SkillBank, tools: HostTools) -> None:
     anyio.run(main)
 
 
-def serve_http(bank: SkillBank, tools: HostTools, host: str, port: int) -> None:
-    """Serve the bank over streamable HTTP at ``http://HOST:PORT/mcp`` until interrupted.
+def serve_http(bank: SkillBank, tools: HostTools, host: str, port: int, **options: Any) -> None:
+    """Serve the bank over streamable HTTP at ``http://HOST:PORT/mcp`` until interrupted
+    (``options``: as `build_server` takes them).
 
     On a loopback host the server refuses requests whose Host or Origin header is not local
     (DNS rebinding protection).
     """
-    server = build_server(bank, tools)
+    server = build_server(bank, tools, **options)
     import uvicorn
 
     app = server.streamable_http_app(host=host)

@@ -125,6 +125,23 @@ def test_lists_callable_skills_as_tools_and_every_skill_as_a_resource(
     _run(test)
 
 
+def test_cognitive_skills_are_prompts_describing_the_procedure(bank: SkillBank, shop: Shop) -> None:
+    async def test() -> None:
+        async with Client(build_server(bank, shop.tools())) as client:
+            assert client.server_capabilities.prompts is not None
+            prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+            page = await client.get_prompt(_late_skill(bank))
+
+        assert set(prompts) == {s.id for s in bank.skills() if s.stage == "cognitive"}
+        assert _late_skill(bank) in prompts and _order_skill(bank) not in prompts
+        (message,) = page.messages
+        assert isinstance(message.content, types.TextContent)
+        assert "Do its steps yourself" in message.content.text
+        assert "update_email" in message.content.text
+
+    _run(test)
+
+
 def test_a_call_runs_the_skill_against_the_live_shop(bank: SkillBank, shop: Shop) -> None:
     before, before_orders = _stock(shop), shop.snapshot()["orders"]
 
@@ -251,7 +268,8 @@ def test_load_host_tools_takes_a_module_or_module_attr() -> None:
 def test_serve_help_and_usage_errors(bank: SkillBank) -> None:
     runner = CliRunner()
     help_text = runner.invoke(cli, ["serve", "--help"]).output
-    assert "Example:" in help_text and "--http HOST:PORT" in help_text
+    assert "Examples:" in help_text and "--http HOST:PORT" in help_text
+    assert "--upstream FILE" in help_text
     bad_tools = runner.invoke(cli, ["serve", "--root", str(bank.root), "--tools", "nope_mod"])
     assert bad_tools.exit_code == 2
     assert "cannot import host tools module 'nope_mod'" in bad_tools.output

@@ -1,0 +1,223 @@
+"""Recordings: how calls group into trajectories, redaction, the folder, the cursor, and
+learning from them (no servers: the recorder is fed calls as the gateway feeds it)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skillbank.bank import SkillBank
+from skillbank.cli import cli
+from skillbank.examples import TOOL_SPECS
+from skillbank.gateway import (
+    REDACTED,
+    Recordings,
+    Redactor,
+    TaskRecorder,
+    learn_recorded,
+    recordings_of,
+)
+from skillbank.gateway.recorder import RECORDED_KEY, retried
+from skillbank.ledger import Ledger
+from skillbank.trajectory import Step, load_trajectories
+
+TOOLS = {spec["function"]["name"]: spec for spec in TOOL_SPECS}
+SECRET = "hunter2-upstream-secret"
+
+
+def _recorder(tmp_path: Path, *secrets: str, idle_gap_s: float = 600.0) -> TaskRecorder:
+    return TaskRecorder(Recordings(tmp_path / "rec"), Redactor(secrets), idle_gap_s=idle_gap_s)
+
+
+def _call(rec: TaskRecorder, tool: str, result: object = None, error: str | None = None,
+          key: str = "s1", **arguments: object) -> None:  # fmt: skip
+    rec.record(key, "mcp:test", TOOLS[tool], arguments, result, error)
+
+
+def _outcomes(rec: TaskRecorder) -> list[tuple[str, str]]:
+    out = []
+    for path in rec.store.files():
+        data = json.loads(path.read_text())
+        out.append((data["task"], data[RECORDED_KEY]["outcome"]))
+    return out
+
+
+def test_a_begin_end_pair_is_one_trajectory_with_its_task_and_outcome(tmp_path: Path) -> None:
+    rec = _recorder(tmp_path)
+    _call(rec, "find_customer", {"customer_id": "c1"}, email="a@example.com")  # before any task
+    message, written = rec.begin("s1", "mcp:test", "order a clock for a@example.com")
+    assert "Recording the task" in message and len(written) == 1  # the loose call, written
+    _call(rec, "find_customer", {"customer_id": "c1"}, email="a@example.com")
+    _call(rec, "place_order", {"order_id": "o1"}, customer_id="c1", sku="CLK", quantity=1)
+    _call(rec, "find_customer", key="s2", email="b@example.com")  # another session: apart
+    message, (path,) = rec.end("s1", "mcp:test", True, "ordered")
+    assert "success" in message
+    (trajectory,) = load_trajectories(path)
+    assert trajectory.task == "order a clock for a@example.com"
+    assert trajectory.outcome.success and trajectory.outcome.detail == "ordered"
+    assert [s.tool for s in trajectory.steps] == ["find_customer", "place_order"]
+    assert trajectory.steps[1].result == {"order_id": "o1"}
+    assert rec.end("s1", "mcp:test", True, None)[1] == []  # nothing open any more
+    rec.close_all()
+    assert sorted(o for _, o in _outcomes(rec)) == ["success", "success", "success"]
+
+
+def test_a_task_left_open_is_unknown_and_never_learned(tmp_path: Path, bank: SkillBank) -> None:
+    store = recordings_of(bank)
+    rec = TaskRecorder(store, Redactor())
+    rec.begin("s1", "c", "first task")
+    _call(rec, "find_customer", {"customer_id": "c1"}, email="a@example.com")
+    message, written = rec.begin("s1", "c", "second task")  # closes the first as unknown
+    assert "unknown outcome" in message and len(written) == 1
+    _call(rec, "find_customer", {"customer_id": "c1"}, email="a@example.com")
+    rec.close("s1")  # the session ended with the second one open
+    assert sorted(_outcomes(rec)) == [("first task", "unknown"), ("second task", "unknown")]
+    done = learn_recorded(bank, branch="current")
+    assert done.report is None and len(done.recordings) == 2
+    assert all("never ended" in line for line in done.skipped)
+    assert store.pending() == []  # the cursor moved past them
+    assert learn_recorded(bank).recordings == ()
+
+
+def test_a_session_without_tasks_succeeds_when_every_failure_was_retried(tmp_path: Path) -> None:
+    ok, bad, err = Step("a", {}, 1), Step("b", {}, 1), Step("a", {}, None, "boom")
+    assert retried([ok, err, ok]) and retried([]) and not retried([ok, err, bad])
+    rec = _recorder(tmp_path, idle_gap_s=0.0)  # every call is past the gap: one each
+    _call(rec, "check_stock", None, "no such sku", sku="X")
+    _call(rec, "check_stock", {"stock": 1}, sku="Y")
+    rec.close_all()
+    assert [o for _, o in _outcomes(rec)] == ["failure", "success"]
+    rec = _recorder(tmp_path / "b")
+    _call(rec, "check_stock", None, "no such sku", sku="X")
+    _call(rec, "check_stock", {"stock": 1}, sku="Y")
+    assert rec.close_idle() == []  # not idle yet
+    (path,) = rec.close_all()
+    (trajectory,) = load_trajectories(path)
+    assert (
+        trajectory.outcome.success and not json.loads(path.read_text())[RECORDED_KEY]["task_given"]
+    )
+
+
+def test_recordings_are_private_capped_oldest_first_and_learned_ones_go_first(
+    tmp_path: Path,
+) -> None:
+    store = Recordings(tmp_path / "rec", max_bytes=3000)
+    paths = [store.write({"id": f"r{n}", "pad": "x" * 900}) for n in range(3)]
+    assert stat.S_IMODE(store.folder.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in paths)
+    store.mark_learned([paths[1]])
+    assert store.pending() == [paths[0], paths[2]]
+    newest = store.write({"id": "r3", "pad": "x" * 900})
+    assert store.files() == [paths[0], paths[2], newest]  # the learned one went first
+    store.write({"id": "r4", "pad": "x" * 900})
+    assert paths[0] not in store.files()  # then the oldest
+    assert stat.S_IMODE((store.folder / "learned.txt").stat().st_mode) == 0o600
+
+
+def test_the_ledger_is_readable_by_the_user_only(tmp_path: Path) -> None:
+    ledger = Ledger.in_state_dir(tmp_path / ".skillbank")
+    ledger.record("s", ok=True, version="1.0.0", latency_s=0.1)
+    assert stat.S_IMODE(ledger.path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("value", "leak"),
+    [
+        ("key sk-proj-AbCdEfGhIjKlMnOpQrStUv here", "AbCdEfGhIjKlMnOpQrStUv"),
+        ("ghp_0123456789abcdefghijABCDEFGHIJ", "0123456789abcdefghij"),
+        ("Authorization: Bearer abc.def-ghi_jkl-mnop.qrs", "abc.def-ghi_jkl-mnop"),
+        ("https://ann:pa55word@db.example.com/x", "pa55word"),
+        ("AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature-xyz", "eyJzdWIiOiIxMjM0In0"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----", "MIIE"),
+    ],
+    ids=["openai", "github", "bearer", "url-password", "aws", "jwt", "private-key"],
+)
+def test_values_that_look_like_credentials_are_redacted(value: str, leak: str) -> None:
+    redacted = Redactor().text(value)
+    assert leak not in redacted and REDACTED in redacted
+
+
+def test_values_of_keys_named_like_secrets_are_redacted() -> None:
+    red = Redactor()
+    data = {"password": "plain", "api_key": "k", "user": {"Access-Token": "t"}, "name": "Ann"}
+    assert red.value(data) == {
+        "password": REDACTED, "api_key": REDACTED, "user": {"Access-Token": REDACTED},
+        "name": "Ann",
+    }  # fmt: skip
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),  # fmt: skip
+    max_leaves=8,
+)
+
+
+@given(
+    secret=st.text(
+        st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=6, max_size=16
+    ).filter(lambda s: s.strip() and s not in REDACTED),  # fmt: skip
+    before=st.text(max_size=10),
+    after=st.text(max_size=10),
+    payload=_json,
+    task_secret=st.booleans(),
+)
+def test_an_upstream_secret_never_reaches_a_written_recording_which_loads_back(
+    tmp_path_factory: pytest.TempPathFactory,
+    secret: str,
+    before: str,
+    after: str,
+    payload: object,
+    task_secret: bool,
+) -> None:
+    rec = _recorder(tmp_path_factory.mktemp("rec"), secret)
+    leaky = f"{before}{secret}{after}"
+    task = f"do it with {secret}" if task_secret else "do it"
+    rec.begin("s1", "mcp:test", task)
+    _call(rec, "find_customer", {"echo": leaky, "data": payload}, email=leaky)
+    _call(rec, "check_stock", None, f"failed: {leaky}", sku=secret)
+    _, (path,) = rec.end("s1", "mcp:test", True, f"done {leaky}")
+    text = path.read_text(encoding="utf-8")
+    assert secret not in text
+    assert not [s for s in _strings(json.loads(text)) if secret in s]
+    (trajectory,) = load_trajectories(path)
+    assert [s.tool for s in trajectory.steps] == ["find_customer", "check_stock"]
+
+
+def test_learn_recorded_from_the_command_line(bank: SkillBank) -> None:
+    runner = CliRunner()
+    usage = runner.invoke(cli, ["learn", "--root", str(bank.root)])
+    assert usage.exit_code == 2 and "--recorded" in usage.output
+    empty = runner.invoke(cli, ["learn", "--recorded", "--root", str(bank.root)])
+    assert empty.exit_code == 0 and "nothing to learn" in empty.output
+    rec = TaskRecorder(recordings_of(bank), Redactor())
+    for email in ("a@example.com", "b@example.com"):
+        rec.begin("s1", "c", f"find the customer {email}")
+        _call(rec, "find_customer", {"customer_id": email[0]}, email=email)
+        rec.end("s1", "c", True, None)
+    done = runner.invoke(
+        cli, ["learn", "--recorded", "--branch", "current", "--root", str(bank.root), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert len(data["recordings"]) == 2 and len(data["added"]) == 1
+    assert bank.get(data["added"][0]).stage == "associative"
