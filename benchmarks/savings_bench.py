@@ -37,18 +37,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import gzip
-import hashlib
-import importlib.util
 import json
-import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +87,6 @@ PER_TOOL_CALL = 3  # tokens around each tool call inside an assistant message
 
 # --------------------------------------------------------------------------- tokenizer
 
-O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
-O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
-
 
 @dataclass(frozen=True)
 class Tokenizer:
@@ -104,63 +97,23 @@ class Tokenizer:
     count: Callable[[str], int]
 
 
-def _bundled_o200k() -> tuple[bytes, str] | None:
-    """o200k_base's BPE file from the bpe-openai package, and where it was found."""
-    spec = importlib.util.find_spec("bpe_openai")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "o200k_base.tiktoken.gz"
-    if not path.is_file():
-        return None
-    from importlib.metadata import version
-
-    return gzip.decompress(path.read_bytes()), f"bpe-openai {version('bpe-openai')}"
-
-
 def load_tokenizer() -> Tokenizer:
-    """tiktoken's o200k_base, working offline; else a clearly labelled approximation."""
-    approx = Tokenizer(
-        "APPROXIMATE token counts (1 token per 4 characters): {why}",
-        False,
-        lambda text: (len(text) + 3) // 4,
-    )
-    try:
-        import tiktoken
-    except ImportError:
-        why = "tiktoken is not installed; pip install tiktoken bpe-openai"
-        return replace(approx, label=approx.label.format(why=why))
-    cache = Path(
-        os.environ.get("TIKTOKEN_CACHE_DIR")
-        or Path(tempfile.gettempdir()) / "skillbank-tiktoken-cache"
-    )
-    cached = cache / hashlib.sha1(O200K_URL.encode()).hexdigest()  # tiktoken's cache key
-    source = "tiktoken's cache"
-    if not cached.is_file() or hashlib.sha256(cached.read_bytes()).hexdigest() != O200K_SHA256:
-        bundled = _bundled_o200k()
-        if bundled is not None and hashlib.sha256(bundled[0]).hexdigest() == O200K_SHA256:
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(bundled[0])
-            os.replace(tmp, cached)
-            source = f"BPE file from {bundled[1]}"
-        else:
-            source = "downloaded by tiktoken"
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-    try:
-        encoding = tiktoken.get_encoding("o200k_base")
-    except Exception as exc:  # noqa: BLE001 - no file and no network: say so, go on
-        why = f"o200k_base unavailable ({type(exc).__name__}); pip install bpe-openai"
-        return replace(approx, label=approx.label.format(why=why))
-    from importlib.metadata import version
+    """tiktoken's o200k_base, working offline (`skillbank.finetune.load_tokenizer`, which
+    takes the BPE file from bpe-openai); else a clearly labelled approximation."""
+    from skillbank.finetune import load_tokenizer as exact_tokenizer
 
-    @functools.lru_cache(maxsize=1 << 16)
-    def count(text: str) -> int:
-        return len(encoding.encode(text, disallowed_special=()))
-
+    found = exact_tokenizer()
+    if found is None:
+        why = "tiktoken or o200k_base unavailable; pip install tiktoken bpe-openai"
+        return Tokenizer(
+            f"APPROXIMATE token counts (1 token per 4 characters): {why}",
+            False,
+            lambda text: (len(text) + 3) // 4,
+        )
     return Tokenizer(
-        f"tiktoken {version('tiktoken')} o200k_base ({source}, sha256 checked by tiktoken)",
+        f"{found.label}, sha256 checked by tiktoken",
         True,
-        count,
+        functools.lru_cache(1 << 16)(found.count),
     )
 
 
