@@ -240,6 +240,12 @@ def test_failed_steps_are_left_out_and_failures_refused() -> None:
 def test_names() -> None:
     assert skill_id_for(["a", "a", "b"]) == "a_b"
     assert skill_id_for(["get"]) == "get_skill"
+    # Commands of one namespace say it once; a name is never cut down to nothing.
+    git = ["git_create_branch", "git_checkout", "git_add", "git_commit"]
+    assert skill_id_for(git) == "git_create_branch_checkout_add_commit"
+    flights = ["update_reservation_flights", "update_reservation_passengers"]
+    assert skill_id_for(flights) == "update_reservation_flights_passengers"
+    assert skill_id_for(["add_contact", "send_message"]) == "add_contact_send_message"
     assert len(skill_id_for([f"tool_number_{i}" for i in range(9)])) <= 64
     assert identifier("class") == "class_"
     assert identifier("tools") == "tools_"

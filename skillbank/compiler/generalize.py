@@ -192,7 +192,9 @@ def skill_id_for(
     its last call when it only reads, then ``_by_`` the inputs its queries take to find what
     it acts on (``cancel_order_by_email``; none when the caller names it directly). Task
     wording varies between runs; the commands and inputs do not. A name that would equal a
-    tool it wraps gets ``_skill``, so a skill never shadows a tool offered beside it.
+    tool it wraps gets ``_skill``, so a skill never shadows a tool offered beside it. Commands
+    of one namespace say it once (``git_create_branch``, ``git_commit`` make
+    ``git_create_branch_commit``).
     """
     folded: list[str] = []
     for tool in tools:
@@ -204,6 +206,10 @@ def skill_id_for(
         name = identifier(tool)
         if name not in chain:
             chain.append(name)
+    # Tools of one server often share a namespace (git_add, git_commit): say it once.
+    shared = _shared_prefix(chain) if len(chain) > 1 else ""
+    if shared:
+        chain = [chain[0], *(c[len(shared) :] for c in chain[1:])]
     name = "_".join(chain)
     if len(chain) > 1 and len(name) > 56:
         name = f"{chain[0]}_to_{chain[-1]}"
@@ -212,6 +218,18 @@ def skill_id_for(
     if name in {identifier(t) for t in tools}:
         name += "_skill"
     return identifier(name)[:64].rstrip("_")
+
+
+def _shared_prefix(names: Sequence[str]) -> str:
+    """The words every name starts with (``git_`` of ``git_add``, ``git_commit``), or "",
+    leaving each name at least one word of its own."""
+    words = [n.split("_") for n in names]
+    shared: list[str] = []
+    for column in zip(*(w[:-1] for w in words), strict=False):
+        if len(set(column)) != 1:
+            break
+        shared.append(column[0])
+    return "".join(f"{w}_" for w in shared)
 
 
 # --- the group model ----------------------------------------------------------------------
