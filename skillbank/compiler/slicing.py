@@ -222,7 +222,7 @@ def _inspected(
         if is_command(i) or len(steps[i].arguments) != 1:
             continue
         ((key, value),) = steps[i].arguments.items()
-        for s in depends[i]:
+        for s in sorted(depends[i]):
             for path, sub in iter_paths(steps[s].result):
                 cut = next((n for n, part in enumerate(path) if type(part) is int), None)
                 if cut is None or path[cut] == 0 or sub != value or type(sub) is not type(value):
