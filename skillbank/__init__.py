@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     )
     from skillbank.findings import Finding
     from skillbank.learning import LearnEntry, LearnReport, ProcedureReport
-    from skillbank.ledger import Ledger
+    from skillbank.ledger import CallLedger, Ledger
+    from skillbank.ledger_postgres import PostgresLedger
     from skillbank.recognize import Plan, PlanResult, PlanStep
     from skillbank.recording import Recorder
     from skillbank.running import RunResult
@@ -100,6 +101,8 @@ EXPORTS: dict[str, str] = {
     "LearnEntry": "skillbank.learning",
     "LearnReport": "skillbank.learning",
     "Ledger": "skillbank.ledger",
+    "CallLedger": "skillbank.ledger",
+    "PostgresLedger": "skillbank.ledger_postgres",
     "LibraryError": "skillbank.errors",
     "Outcome": "skillbank.trajectory",
     "Param": "skillbank.skill",
@@ -183,6 +186,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallLedger",
     "Case",
     "CompileError",
     "Config",
@@ -204,6 +208,7 @@ __all__ = [
     "Plan",
     "PlanResult",
     "PlanStep",
+    "PostgresLedger",
     "ProcedureReport",
     "Recorder",
     "RunResult",

@@ -4,7 +4,7 @@ The bank is a facade. It owns the collaborators and wires each part from them; t
 done by the parts, each built from explicit collaborators and never from the bank:
 
     SkillLibrary   skills/ in git: files, commits, the writers' lock   (skillbank.library)
-    Ledger         outcomes of skill calls, local SQLite                (skillbank.ledger)
+    CallLedger     outcomes of skill calls: SQLite, or shared PostgreSQL (skillbank.ledger)
     Sandbox        the executor every skill run goes through            (sandbox)
     Learner        trajectories -> checked skills -> one commit         (skillbank.learning)
     Runner         run, execute, call_tool; one ledger row per run      (skillbank.running)
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from skillbank.config import Config, load_config
 from skillbank.errors import LibraryError, storage_error
-from skillbank.ledger import Ledger
+from skillbank.ledger import CallLedger, Ledger
 from skillbank.library import CONFTEST, SkillLibrary, git
 
 if TYPE_CHECKING:
@@ -195,8 +195,13 @@ class SkillBank:
         return Limits(timeout_s=self.config.timeout_s, memory_mb=self.config.memory_mb)
 
     @functools.cached_property
-    def ledger(self) -> Ledger:
-        """The bank's ledger of skill calls (``<state_dir>/ledger.sqlite``)."""
+    def ledger(self) -> CallLedger:
+        """The bank's ledger of skill calls: ``<state_dir>/ledger.sqlite``, or the PostgreSQL
+        database ``ledger_url`` names (then no SQLite file is created)."""
+        if self.config.ledger_url:
+            from skillbank.ledger_postgres import PostgresLedger
+
+            return PostgresLedger(self.config.ledger_url)
         return Ledger.in_state_dir(self.library.state)
 
     @property
@@ -213,7 +218,7 @@ class SkillBank:
     def close(self) -> None:
         """Stop the sandbox's worker processes and close the ledger (a later run reopens both)."""
         ledger = self.__dict__.get("ledger")  # only if opened: a cached property
-        if isinstance(ledger, Ledger):
+        if isinstance(ledger, CallLedger):
             ledger.close()
         if self._sandbox is not None:
             self._sandbox.close()

@@ -23,7 +23,7 @@ from skillbank.compose import requirement_cycle
 from skillbank.config import Config
 from skillbank.errors import LibraryError, SkillbankError
 from skillbank.history import History
-from skillbank.ledger import LEDGER_FILE, Ledger, Outcomes
+from skillbank.ledger import CallLedger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
@@ -56,7 +56,7 @@ class Lifecycle:
         library: SkillLibrary,
         config: Config,
         *,
-        ledger: Callable[[], Ledger],
+        ledger: Callable[[], CallLedger],
         check: Check,
         history: History,
         sandbox: Callable[[], Sandbox],
@@ -89,10 +89,11 @@ class Lifecycle:
         """The ledger's `Outcomes` per skill (with ``versions``: of those versions only);
         empty when there is no ledger yet or it cannot be read. The ledger is local
         statistics: learning and search must work without it, and reading never creates it."""
-        if not (self.library.state / LEDGER_FILE).is_file():
-            return {}
         try:
-            return self.ledger().counts(versions)
+            ledger = self.ledger()
+            if not ledger.exists():
+                return {}
+            return ledger.counts(versions)
         except (LibraryError, sqlite3.Error):
             return {}
 
