@@ -166,9 +166,11 @@ _RAY_START = (
 
 def ray_env() -> dict[str, str]:
     """The environment every Ray process of ours gets (this one too, from `RayCluster.start`):
-    no usage statistics, token authentication with this session's token."""
+    no usage statistics, no cluster started implicitly by a Ray call made while not connected,
+    token authentication with this session's token."""
     return {
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_AUTO_CONNECT": "0",
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": _RAY_TOKEN,
         "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
