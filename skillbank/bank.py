@@ -13,7 +13,9 @@ done by the parts, each built from explicit collaborators and never from the ban
     History        versions of a skill: history, any version, diff      (skillbank.history)
 
 An executor passed in (a `sandbox.Executor`, e.g. a remote backend) is used for every sandbox
-run: running, proving during learning, rollback and upkeep, the gate, recognition.
+run: running, proving during learning, rollback and upkeep, the gate, recognition. Without
+one, the configuration's ``executor`` decides: local worker processes, or
+`sandbox.ray_backend.RayExecutor` on the cluster at ``ray_address``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from skillbank.config import Config, load_config
-from skillbank.errors import LibraryError, storage_error
+from skillbank.errors import ConfigError, LibraryError, storage_error
 from skillbank.ledger import CallLedger, Ledger
 from skillbank.library import CONFTEST, SkillLibrary, git
 
@@ -89,6 +91,7 @@ class SkillBank:
         self.library = SkillLibrary(
             self.root, self.config.skills_dir, self.config.state_dir,
             query_tools=self.config.query_tools, command_tools=self.config.command_tools,
+            replica=self.config.replica,
         )  # fmt: skip
         self._executor = executor
         self._sandbox: Sandbox | None = None
@@ -182,10 +185,33 @@ class SkillBank:
         if self._sandbox is None:
             from sandbox import Sandbox
 
+            executor = self._executor
+            if executor is None and self.config.executor == "ray":
+                executor = self._ray_executor()
             self._sandbox = Sandbox(
-                self.limits, executor=self._executor, isolation=self.config.sandbox_isolation
+                self.limits, executor=executor, isolation=self.config.sandbox_isolation
             )
         return self._sandbox
+
+    def _ray_executor(self) -> Executor:
+        """The Ray backend the configuration asks for (``executor = "ray"``)."""
+        address = self.config.ray_address or None
+        try:
+            from sandbox.ray_backend import INSTALL_HINT, RayExecutor
+        except ImportError as exc:  # pragma: no cover - the module itself needs nothing
+            raise ConfigError(f"executor = 'ray': {exc}") from None
+        try:
+            return RayExecutor(
+                address, actors=self.config.ray_actors, isolation=self.config.sandbox_isolation
+            )
+        except ImportError as exc:
+            raise ConfigError(f"executor = 'ray': {exc}", hint=INSTALL_HINT) from None
+        except (ConnectionError, ValueError) as exc:
+            raise ConfigError(
+                f"executor = 'ray': {exc}",
+                hint="start the cluster (ray start --head), or fix ray_address / "
+                "SKILLBANK_RAY_ADDRESS, or use --executor local",
+            ) from None
 
     @property
     def limits(self) -> Limits:

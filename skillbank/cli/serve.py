@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from skillbank import ConfigError, SkillBank
-from skillbank.cli.options import root_option
+from skillbank import ConfigError, SkillBank, load_config
+from skillbank.cli.options import executor_option, root_option
 from skillbank.gateway import (
     INSTALL_HINT,
     is_tool,
@@ -17,6 +17,7 @@ from skillbank.gateway import (
     serve_http,
     serve_stdio,
 )
+from skillbank.sync import Follower
 
 __all__ = ["serve"]
 
@@ -51,13 +52,19 @@ def _url(host: str, port: int) -> str:
     metavar="HOST:PORT",
     help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.",
 )
+@executor_option
 @root_option
-def serve(tools_spec: str | None, http: str | None, root: Path) -> None:
+def serve(tools_spec: str | None, http: str | None, executor: str | None, root: Path) -> None:
     """Serve the bank's skills to MCP clients (stdio by default).
 
     Skills at stage associative or autonomous are tools; each call runs in the sandbox
     against the host tools. Every skill's SKILL.md is the resource skill://<id>. The
     list follows the library: skills learned while the server runs appear in it.
+
+    With --http, the server is a replica that follows the git remote: it fetches and
+    fast-forwards its checked-out branch every sync_interval_s seconds (configuration; 0:
+    never) and on POST /sync (a webhook; HMAC-checked when SKILLBANK_SYNC_SECRET is set),
+    so skills merged elsewhere are served without a restart.
 
     \b
     Example:
@@ -70,8 +77,9 @@ def serve(tools_spec: str | None, http: str | None, root: Path) -> None:
         tools = load_host_tools(tools_spec) if tools_spec is not None else {}
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--tools") from None
+    config = load_config(root, {"executor": executor})
     try:
-        with SkillBank(root) as bank:
+        with SkillBank(root, config=config) as bank:
             skills = read_library(bank)
             needed = sorted({t for s in skills if is_tool(s) for t in s.tools} - set(tools))
             if needed:
@@ -90,6 +98,11 @@ def serve(tools_spec: str | None, http: str | None, root: Path) -> None:
             if address is None:
                 serve_stdio(bank, tools)
             else:
-                serve_http(bank, tools, *address)
+                follower = Follower(bank.library, config.sync_from, config.sync_interval_s)
+                follower.start()
+                try:
+                    serve_http(bank, tools, *address, follower=follower)
+                finally:
+                    follower.stop()
     except KeyboardInterrupt:
         pass
