@@ -620,7 +620,7 @@ def run(
 
 def _update_stages(bank: SkillBank, used: Sequence[str]) -> None:
     """Promote or demote the skills this run used, by their ledger counts (see `run`)."""
-    if not used:
+    if not used or not bank.config.applies_stages:  # another replica applies them
         return
     try:
         bank.update_stages(used, branch="current")  # in place, like the agent's learning

@@ -146,6 +146,17 @@ class Config:
     #: named ``skillbank/<replica>/<verb>-...``, so learners on different replicas never
     #: write (or push) the same branch. ``""``: branches are not named by replica.
     replica: str = ""
+    #: The one replica that applies stage changes (promotions and demotions from the shared
+    #: ledger's counts are commits): with it set, a replica of another name refuses
+    #: ``skillbank stages`` / ``stats --update`` and its agents skip the update, so replicas
+    #: never all commit the same change. A process with no ``replica`` name (``skillbank
+    #: stages`` run as a job) always may. ``""``: every process may (one machine).
+    stages_updater: str = ""
+
+    @property
+    def applies_stages(self) -> bool:
+        """Whether this process may commit stage changes (see `stages_updater`)."""
+        return not (self.stages_updater and self.replica and self.replica != self.stages_updater)
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -235,11 +246,13 @@ class Config:
             )
         if self.ray_actors < 0:
             raise ConfigError(f"ray_actors={self.ray_actors!r} must be 0 (one per CPU) or more")
-        if self.replica and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.replica):
-            raise ConfigError(
-                f"replica={self.replica!r} must be a short name of letters, digits, '.', '_' "
-                "and '-' (it becomes part of branch names), e.g. 'gateway-2'"
-            )
+        for name in ("replica", "stages_updater"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+                raise ConfigError(
+                    f"{name}={value!r} must be a short name of letters, digits, '.', '_' "
+                    "and '-' (a replica's name becomes part of branch names), e.g. 'gateway-2'"
+                )
         if self.sync_from and "/" not in self.sync_from.strip("/"):
             raise ConfigError(
                 f"sync_from={self.sync_from!r} must be REMOTE/BRANCH, e.g. 'origin/main'"

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sandbox import Limits, Sandbox
 from skillbank.compose import requirement_cycle
 from skillbank.config import Config
-from skillbank.errors import LibraryError, SkillbankError
+from skillbank.errors import ConfigError, LibraryError, SkillbankError
 from skillbank.history import History
 from skillbank.ledger import CallLedger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
@@ -395,6 +395,14 @@ class Lifecycle:
             LibraryError: a skill to change has uncommitted edits (changes made before it
                 stay committed).
         """
+        if not self.config.applies_stages:
+            raise ConfigError(
+                f"this replica is {self.config.replica!r}, and stage changes are applied by "
+                f"{self.config.stages_updater!r} only (stages_updater), so that replicas "
+                "sharing one ledger do not all commit the same promotion",
+                hint=f"run it on {self.config.stages_updater}, or as a job without "
+                "SKILLBANK_REPLICA",
+            )
         changes: list[StageChange] = []
         with self.library.lock():
             if skill_ids is None:

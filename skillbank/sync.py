@@ -17,6 +17,9 @@ it never interleaves with a commit of this bank.
 Learners on different replicas never race on one branch: with ``replica`` set, every review
 branch a replica writes is named ``skillbank/<replica>/<verb>-...`` (`skillbank.library`), so
 two replicas learning the same runs in the same second still write (and push) two branches.
+Stage changes, decided from the shared ledger's counts, are commits too: exactly one process
+applies them, the replica named by ``stages_updater`` (or ``skillbank stages`` run as a job,
+with no replica name); the others refuse (`skillbank.lifecycle.Lifecycle.update_stages`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import pytest
 
 from skillbank import SkillBank
 from skillbank.config import load_config
+from skillbank.errors import ConfigError
 from skillbank.library import git
 from skillbank.sync import Follower, sync
 from tests.conftest import REPO
@@ -195,3 +196,18 @@ def test_serve_replicas_follow_on_an_interval_and_on_the_webhook(
     finally:
         _stop(a)
         _stop(b)
+
+
+def test_only_the_configured_updater_commits_stage_changes(
+    remote: tuple[Path, Path], tmp_path: Path
+) -> None:
+    origin, _ = remote
+    root = _replica(origin, tmp_path / "gw-b")
+    other = load_config(root, {"replica": "gw-b", "stages_updater": "gw-a"})
+    with SkillBank(root, config=other) as bank, pytest.raises(ConfigError) as caught:
+        bank.update_stages()
+    assert "applied by 'gw-a' only" in str(caught.value)
+    for overrides in ({"replica": "gw-a", "stages_updater": "gw-a"}, {"stages_updater": "gw-a"}):
+        with SkillBank(root, config=load_config(root, overrides)) as bank:
+            assert bank.config.applies_stages
+            assert bank.update_stages() == []  # a job, or the updater itself: allowed
