@@ -18,7 +18,9 @@ In one run it measures, every server on 127.0.0.1 (`tests.servers`):
   skill's p50 minus the trivial one's;
 - **ledger writes per second**: one writer, and ``--writers`` processes at once, on the
   embedded SQLite file and on a PostgreSQL server started for the run (with ``fsync`` on, as
-  a real server would be).
+  a real server would be; and with ``synchronous_commit`` off);
+- **git**: one replica sync (`skillbank.sync.sync`: fetch and fast-forward) from a local bare
+  remote, with nothing new and with one new commit.
 
 On a machine with two cores, the two "nodes" share those cores: the Ray rows measure the
 overhead of the hop and of a second node, not scaling. The machine's load (``uptime``) is
@@ -91,17 +93,20 @@ def _uptime() -> str:
         return f"load average {os.getloadavg()}"
 
 
-def _latency(sandbox: Sandbox, skill: str, calls: int) -> float:
-    """p50 of ``calls`` sequential calls, in ms."""
-    source, args, tools = SKILLS[skill]
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        result = sandbox.run(source, "skill", args, tools, LIMITS)
-        times.append(time.perf_counter() - started)
-        if not result.ok:
-            raise RuntimeError(f"{skill}: {result.error}")
-    return statistics.median(times) * 1000
+def _latencies(sandbox: Sandbox, calls: int) -> dict[str, float]:
+    """p50 in ms of each skill over ``calls`` sequential calls, the skills interleaved so that
+    the machine's noise falls on each alike."""
+    times: dict[str, list[float]] = {skill: [] for skill in SKILLS}
+    for n in range(calls):
+        for skill, (source, args, tools) in SKILLS.items():
+            if skill == "compute" and n % 4:
+                continue  # a quarter as many: each takes longer
+            started = time.perf_counter()
+            result = sandbox.run(source, "skill", args, tools, LIMITS)
+            times[skill].append(time.perf_counter() - started)
+            if not result.ok:
+                raise RuntimeError(f"{skill}: {result.error}")
+    return {skill: statistics.median(t) * 1000 for skill, t in times.items()}
 
 
 def _throughput(sandbox: Sandbox, skill: str, calls: int, callers: int) -> float:
@@ -134,12 +139,13 @@ def _throughput(sandbox: Sandbox, skill: str, calls: int, callers: int) -> float
 
 
 def _measure(sandbox: Sandbox, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    _latencies(sandbox, 4)  # warm: each actor's template compiles the sources
+    p50 = _latencies(sandbox, args.calls)
     out: dict[str, dict[str, float]] = {}
     for skill in SKILLS:
-        _latency(sandbox, skill, 3)  # warm: the actor's template compiles the source
         few = args.calls // 4 if skill == "compute" else args.calls
         out[skill] = {
-            "p50_ms": round(_latency(sandbox, skill, max(few // 2, 5)), 3),
+            "p50_ms": round(p50[skill], 3),
             "calls_per_s": round(_throughput(sandbox, skill, few, args.callers), 1),
         }
     return out
@@ -204,6 +210,22 @@ def _writes(kind: str, where: str, writers: int, rows: int) -> float:
     return writers * rows / (max(ends) - start)
 
 
+def _counts_read(url: str) -> dict[str, float]:
+    """ms of `CallLedger.counts` (what search and stages read) over every row written."""
+    from skillbank.ledger_postgres import PostgresLedger
+
+    ledger = PostgresLedger(url)
+    rows = int(ledger.stats()["calls"] or 0)
+    ledger.counts()
+    times = []
+    for _ in range(10):
+        started = time.perf_counter()
+        ledger.counts()
+        times.append(time.perf_counter() - started)
+    ledger.close()
+    return {"rows": rows, "ms": round(statistics.median(times) * 1000, 2)}
+
+
 def _ledgers(args: argparse.Namespace, console: Console) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,9 +252,51 @@ def _ledgers(args: argparse.Namespace, console: Console) -> dict[str, dict[str, 
             "1 writer": round(_writes("postgres", relaxed, 1, args.rows)),
             f"{args.writers} writers": round(_writes("postgres", relaxed, args.writers, args.rows)),
         }
+        out["counts_read"] = _counts_read(url)
     finally:
         server.stop()
     return out
+
+
+def _git_sync(rounds: int) -> dict[str, float]:
+    """ms of one replica sync (`skillbank.sync.sync`): with nothing new, and with one new
+    skill merged on the remote (a local bare repository: git's own cost, no network)."""
+    from skillbank.library import SkillLibrary, git
+    from skillbank.sync import sync
+
+    env = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}  # fmt: skip
+    os.environ.update(env)
+    with tempfile.TemporaryDirectory() as tmp:
+        origin, author, replica = (Path(tmp) / n for n in ("origin.git", "author", "replica"))
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
+        subprocess.run(["git", "clone", "-q", str(origin), str(author)], check=True,
+                       capture_output=True)  # fmt: skip
+        git(author, "checkout", "-q", "-b", "main")
+        subprocess.run(["cp", "-r", str(ROOT / "skills"), str(author / "skills")], check=True)
+        git(author, "add", "skills")
+        git(author, "commit", "-q", "-m", "skills")
+        git(author, "push", "-q", "-u", "origin", "main")
+        subprocess.run(["git", "clone", "-q", str(origin), str(replica)], check=True,
+                       capture_output=True)  # fmt: skip
+        library = SkillLibrary(replica)
+        idle, moved = [], []
+        for n in range(rounds):
+            started = time.perf_counter()
+            sync(library)
+            idle.append(time.perf_counter() - started)
+            (author / "skills" / "list_orders_by_email" / "bench.txt").write_text(f"{n}\n")
+            git(author, "add", "skills")
+            git(author, "commit", "-q", "-m", f"change {n}")
+            git(author, "push", "-q", "origin", "main")
+            started = time.perf_counter()
+            result = sync(library)
+            moved.append(time.perf_counter() - started)
+            assert result.updated, result
+    return {
+        "nothing new, ms": round(statistics.median(idle) * 1000, 1),
+        "one commit, ms": round(statistics.median(moved) * 1000, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         figures[f"ray_{nodes}_node"] = _ray(nodes, args, console)
     console.print("ledgers ...")
     figures["ledger_writes_per_s"] = _ledgers(args, console)
+    console.print("git sync ...")
+    figures["git_sync"] = _git_sync(5 if args.quick else 15)
     figures["load_after"] = _uptime()
 
     table = Table(title=f"skill calls ({args.callers} callers; {os.cpu_count()} cores)")
@@ -289,9 +355,22 @@ def main(argv: list[str] | None = None) -> int:
     columns = ["1 writer", f"{args.writers} writers"]
     for column in columns:
         ledger.add_column(column, justify="right")
+    counts = figures["ledger_writes_per_s"].pop("counts_read", None)
     for name, row in figures["ledger_writes_per_s"].items():
         ledger.add_row(name, *(f"{row[c]:,}" for c in columns))
     console.print(ledger)
+    if counts is not None:
+        figures["postgres_counts_read"] = counts
+        console.print(
+            f"reading every skill's counts (PostgreSQL, one GROUP BY over all rows): "
+            f"{counts['ms']:.1f} ms over {counts['rows']:,} rows"
+        )
+    sync_ms = figures["git_sync"]
+    console.print(
+        f"one replica sync (git fetch + fast-forward, local remote): "
+        f"{sync_ms['nothing new, ms']:.0f} ms with nothing new, "
+        f"{sync_ms['one commit, ms']:.0f} ms to take one commit"
+    )
     console.print(f"load after: {figures['load_after']}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
