@@ -72,7 +72,8 @@ class PostgresLedger(CallLedger):
         """Always True: a server's database is there (reads create nothing but the schema)."""
         return True
 
-    def _new_connection(self) -> Any:
+    def _psycopg(self) -> Any:
+        """The psycopg module (raises ConfigError naming the extra when it is missing)."""
         try:
             import psycopg
         except ImportError:
@@ -81,6 +82,10 @@ class PostgresLedger(CallLedger):
                 f"psycopg package: {INSTALL_HINT}",
                 hint=INSTALL_HINT,
             ) from None
+        return psycopg
+
+    def _new_connection(self) -> Any:
+        psycopg = self._psycopg()
         try:
             return psycopg.connect(
                 self._url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s))
@@ -98,8 +103,7 @@ class PostgresLedger(CallLedger):
     def _connect(self) -> Iterator[Any]:
         """The base class's connection, with the driver's errors said as `LibraryError`
         (a server gone mid-query; the next use reconnects)."""
-        import psycopg
-
+        psycopg = self._psycopg()
         try:
             with super()._connect() as conn:
                 yield conn
