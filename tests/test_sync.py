@@ -143,8 +143,9 @@ def _serve(root: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while _post_or_none(f"http://127.0.0.1:{port}/nothing") is None:
-        assert process.poll() is None, process.communicate()[1].decode()
-        assert time.monotonic() < deadline, "the replica did not start"
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()  # never leave a server behind
+            raise AssertionError(f"the replica did not start: {process.communicate()[1]!r}")
         time.sleep(0.1)
     return process
 
@@ -173,9 +174,11 @@ def test_serve_replicas_follow_on_an_interval_and_on_the_webhook(
     polling = _replica(origin, tmp_path / "polling")
     hooked = _replica(origin, tmp_path / "hooked")
     port_a, port_b = free_port(), free_port()
-    a = _serve(polling, port_a, SKILLBANK_SYNC_INTERVAL_S="0.3", SKILLBANK_SYNC_FROM="origin/main")
-    b = _serve(hooked, port_b, SKILLBANK_SYNC_SECRET="s3cret")
+    servers: list[subprocess.Popen[bytes]] = []
     try:
+        servers.append(_serve(polling, port_a, SKILLBANK_SYNC_INTERVAL_S="0.3",
+                              SKILLBANK_SYNC_FROM="origin/main"))  # fmt: skip
+        servers.append(_serve(hooked, port_b, SKILLBANK_SYNC_SECRET="s3cret"))
         _add_skill(author, SECOND)
         git(author, "push", "-q", "origin", "main")
         # The polling replica fetches by itself.
@@ -194,8 +197,8 @@ def test_serve_replicas_follow_on_an_interval_and_on_the_webhook(
         assert status == 200 and said["updated"] is True and said["source"] == "origin/main"
         assert (hooked / "skills" / SECOND / "SKILL.md").is_file()
     finally:
-        _stop(a)
-        _stop(b)
+        for server in servers:
+            _stop(server)
 
 
 def test_only_the_configured_updater_commits_stage_changes(
