@@ -17,6 +17,9 @@ help: ## List the targets
 install: ## Make .venv and install skillbank editable with the test and dev extras
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test,dev]'
+	@# PostgreSQL's server binaries for the shared-ledger tests: installed with apt-get when
+	@# root (CI); elsewhere those tests skip, saying so, unless TEST_SERVERS_REQUIRED=1.
+	@.ci/servers || echo "note: no PostgreSQL server binaries; the shared-ledger tests will skip"
 
 fmt: ## Format the code and apply ruff's safe fixes
 	$(BIN)/ruff format $(SOURCES)
@@ -29,8 +32,8 @@ lint: ## Lint and check formatting, changing nothing (ruff)
 type: ## Type-check skillbank and sandbox strictly (mypy; see [tool.mypy])
 	$(BIN)/mypy
 
-test: ## Run every test, the slow ones too (what CI runs)
-	$(BIN)/python -m pytest $(ARGS)
+test: ## Run every test, the slow ones too (what CI runs; under CI=... a missing server fails)
+	TEST_SERVERS_REQUIRED=$${TEST_SERVERS_REQUIRED:-$${CI:+1}} $(BIN)/python -m pytest $(ARGS)
 
 test-fast: ## The inner loop: every test except those marked slow
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

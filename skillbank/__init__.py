@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from skillbank.findings import Finding
     from skillbank.finetune import FinetuneReport, export_finetune, validate_examples
     from skillbank.learning import LearnEntry, LearnReport, ProcedureReport
-    from skillbank.ledger import Ledger
+    from skillbank.ledger import CallLedger, Ledger
+    from skillbank.ledger_postgres import PostgresLedger
     from skillbank.recognize import Plan, PlanResult, PlanStep
     from skillbank.recording import Recorder
     from skillbank.running import RunResult
@@ -104,6 +105,8 @@ EXPORTS: dict[str, str] = {
     "LearnEntry": "skillbank.learning",
     "LearnReport": "skillbank.learning",
     "Ledger": "skillbank.ledger",
+    "CallLedger": "skillbank.ledger",
+    "PostgresLedger": "skillbank.ledger_postgres",
     "LibraryError": "skillbank.errors",
     "Outcome": "skillbank.trajectory",
     "Param": "skillbank.skill",
@@ -191,6 +194,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallLedger",
     "Case",
     "CompileError",
     "Config",
@@ -213,6 +217,7 @@ __all__ = [
     "Plan",
     "PlanResult",
     "PlanStep",
+    "PostgresLedger",
     "ProcedureReport",
     "Recorder",
     "RunResult",

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, cast
 import openai
 
 from skillbank.errors import LibraryError, SkillbankError
-from skillbank.ledger import Ledger
+from skillbank.ledger import CallLedger
 from skillbank.search import tokenize
 from skillbank.skill import Skill
 from skillbank.toolspec import chat_tool, tool_result
@@ -301,7 +301,7 @@ class _Run:
         bank: SkillBank,
         tools: Mapping[str, Callable[..., JSON]],
         offered: Mapping[str, Skill],
-        ledger: Ledger | None,
+        ledger: CallLedger | None,
     ) -> None:
         self.bank = bank
         self.tools = tools
@@ -496,7 +496,7 @@ def run(
         {"role": "user", "content": task},
     ]
     try:
-        ledger: Ledger | None = bank.ledger
+        ledger: CallLedger | None = bank.ledger
     except LibraryError as exc:  # local statistics: the task goes on without them
         print(f"skillbank: outcomes not recorded: {exc}", file=sys.stderr)
         ledger = None
@@ -620,7 +620,7 @@ def run(
 
 def _update_stages(bank: SkillBank, used: Sequence[str]) -> None:
     """Promote or demote the skills this run used, by their ledger counts (see `run`)."""
-    if not used:
+    if not used or not bank.config.applies_stages:  # another replica applies them
         return
     try:
         bank.update_stages(used, branch="current")  # in place, like the agent's learning

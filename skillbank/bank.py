@@ -4,7 +4,7 @@ The bank is a facade. It owns the collaborators and wires each part from them; t
 done by the parts, each built from explicit collaborators and never from the bank:
 
     SkillLibrary   skills/ in git: files, commits, the writers' lock   (skillbank.library)
-    Ledger         outcomes of skill calls, local SQLite                (skillbank.ledger)
+    CallLedger     outcomes of skill calls: SQLite, or shared PostgreSQL (skillbank.ledger)
     Sandbox        the executor every skill run goes through            (sandbox)
     Learner        trajectories -> checked skills -> one commit         (skillbank.learning)
     Runner         run, execute, call_tool; one ledger row per run      (skillbank.running)
@@ -13,7 +13,9 @@ done by the parts, each built from explicit collaborators and never from the ban
     History        versions of a skill: history, any version, diff      (skillbank.history)
 
 An executor passed in (a `sandbox.Executor`, e.g. a remote backend) is used for every sandbox
-run: running, proving during learning, rollback and upkeep, the gate, recognition.
+run: running, proving during learning, rollback and upkeep, the gate, recognition. Without
+one, the configuration's ``executor`` decides: local worker processes, or
+`sandbox.ray_backend.RayExecutor` on the cluster at ``ray_address``.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from skillbank.config import Config, load_config
-from skillbank.errors import LibraryError, storage_error
-from skillbank.ledger import Ledger
+from skillbank.errors import ConfigError, LibraryError, storage_error
+from skillbank.ledger import CallLedger, Ledger
 from skillbank.library import CONFTEST, SkillLibrary, git
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ class SkillBank:
         self.library = SkillLibrary(
             self.root, self.config.skills_dir, self.config.state_dir,
             query_tools=self.config.query_tools, command_tools=self.config.command_tools,
+            replica=self.config.replica,
         )  # fmt: skip
         self._executor = executor
         self._sandbox: Sandbox | None = None
@@ -182,10 +185,33 @@ class SkillBank:
         if self._sandbox is None:
             from sandbox import Sandbox
 
+            executor = self._executor
+            if executor is None and self.config.executor == "ray":
+                executor = self._ray_executor()
             self._sandbox = Sandbox(
-                self.limits, executor=self._executor, isolation=self.config.sandbox_isolation
+                self.limits, executor=executor, isolation=self.config.sandbox_isolation
             )
         return self._sandbox
+
+    def _ray_executor(self) -> Executor:
+        """The Ray backend the configuration asks for (``executor = "ray"``)."""
+        address = self.config.ray_address or None
+        try:
+            from sandbox.ray_backend import INSTALL_HINT, RayExecutor
+        except ImportError as exc:  # pragma: no cover - the module itself needs nothing
+            raise ConfigError(f"executor = 'ray': {exc}") from None
+        try:
+            return RayExecutor(
+                address, actors=self.config.ray_actors, isolation=self.config.sandbox_isolation
+            )
+        except ImportError as exc:
+            raise ConfigError(f"executor = 'ray': {exc}", hint=INSTALL_HINT) from None
+        except (ConnectionError, ValueError) as exc:
+            raise ConfigError(
+                f"executor = 'ray': {exc}",
+                hint="start the cluster (ray start --head), or fix ray_address / "
+                "SKILLBANK_RAY_ADDRESS, or use --executor local",
+            ) from None
 
     @property
     def limits(self) -> Limits:
@@ -195,8 +221,13 @@ class SkillBank:
         return Limits(timeout_s=self.config.timeout_s, memory_mb=self.config.memory_mb)
 
     @functools.cached_property
-    def ledger(self) -> Ledger:
-        """The bank's ledger of skill calls (``<state_dir>/ledger.sqlite``)."""
+    def ledger(self) -> CallLedger:
+        """The bank's ledger of skill calls: ``<state_dir>/ledger.sqlite``, or the PostgreSQL
+        database ``ledger_url`` names (then no SQLite file is created)."""
+        if self.config.ledger_url:
+            from skillbank.ledger_postgres import PostgresLedger
+
+            return PostgresLedger(self.config.ledger_url)
         return Ledger.in_state_dir(self.library.state)
 
     @property
@@ -213,7 +244,7 @@ class SkillBank:
     def close(self) -> None:
         """Stop the sandbox's worker processes and close the ledger (a later run reopens both)."""
         ledger = self.__dict__.get("ledger")  # only if opened: a cached property
-        if isinstance(ledger, Ledger):
+        if isinstance(ledger, CallLedger):
             ledger.close()
         if self._sandbox is not None:
             self._sandbox.close()

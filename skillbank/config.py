@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 import warnings
 from collections.abc import Callable, Mapping
@@ -33,7 +34,19 @@ from urllib.parse import parse_qs, urlsplit
 
 from skillbank.errors import ConfigError
 
-__all__ = ["Config", "default_config", "load_config"]
+__all__ = [
+    "EXECUTORS",
+    "LEDGER_URL_SCHEMES",
+    "Config",
+    "default_config",
+    "load_config",
+    "redact_url",
+]
+
+#: The values of ``executor``.
+EXECUTORS = ("local", "ray")
+#: How a ``ledger_url`` may start.
+LEDGER_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -108,9 +121,42 @@ class Config:
     #: sent). Unknown tools are treated as commands anyway; listing one makes it explicit.
     command_tools: tuple[str, ...] = ()
     #: Where the call ledger lives: ``""`` is the embedded SQLite file
-    #: ``<state_dir>/ledger.sqlite``, the only backend in this version. A URL with a password
+    #: ``<state_dir>/ledger.sqlite``; ``postgresql://USER@HOST:PORT/DB`` a PostgreSQL database
+    #: that every replica shares (no SQLite file is then created). A URL with a password
     #: belongs in ``SKILLBANK_LEDGER_URL``, never in pyproject.toml.
     ledger_url: str = ""
+    #: What runs sandboxed calls: ``"local"`` (worker processes on this machine) or ``"ray"``
+    #: (actors on a Ray cluster, each holding a local sandbox; ``pip install 'skillbank[ray]'``).
+    executor: str = "local"
+    #: The Ray cluster for ``executor = "ray"``: ``HOST:PORT`` of a running head (as ``ray
+    #: start --head`` prints it), ``auto`` (the cluster this machine belongs to), or ``""``
+    #: (start a private one-machine cluster in this process).
+    ray_address: str = ""
+    #: Ray actors to keep, each holding a warm sandbox (0: one per CPU of the cluster).
+    ray_actors: int = 0
+    #: Seconds between two fetches of the bank's git remote by ``serve`` (0: no periodic
+    #: fetch; the ``/sync`` webhook still works). Skills merged elsewhere appear without a
+    #: restart.
+    sync_interval_s: float = 0.0
+    #: The git remote and branch a replica follows (``serve`` fetches it and fast-forwards the
+    #: checked-out branch to it), as ``REMOTE/BRANCH``; ``""``: the checked-out branch's
+    #: upstream.
+    sync_from: str = ""
+    #: This process's name among replicas sharing one remote: review branches it writes are
+    #: named ``skillbank/<replica>/<verb>-...``, so learners on different replicas never
+    #: write (or push) the same branch. ``""``: branches are not named by replica.
+    replica: str = ""
+    #: The one replica that applies stage changes (promotions and demotions from the shared
+    #: ledger's counts are commits): with it set, a replica of another name refuses
+    #: ``skillbank stages`` / ``stats --update`` and its agents skip the update, so replicas
+    #: never all commit the same change. A process with no ``replica`` name (``skillbank
+    #: stages`` run as a job) always may. ``""``: every process may (one machine).
+    stages_updater: str = ""
+
+    @property
+    def applies_stages(self) -> bool:
+        """Whether this process may commit stage changes (see `stages_updater`)."""
+        return not (self.stages_updater and self.replica and self.replica != self.stages_updater)
 
     def __post_init__(self) -> None:
         for name in ("skills_dir", "state_dir"):
@@ -186,11 +232,35 @@ class Config:
                 "query_tools and command_tools; a tool either only reads (query) or changes "
                 "state (command): remove it from one list"
             )
-        if self.ledger_url:
+        if self.ledger_url and not self.ledger_url.startswith(LEDGER_URL_SCHEMES):
             raise ConfigError(
-                f"ledger_url={_redact_url(self.ledger_url)!r}: only the embedded SQLite ledger "
-                "is supported in this version; leave ledger_url empty (the ledger is then "
-                "<state_dir>/ledger.sqlite)"
+                f"ledger_url={redact_url(self.ledger_url)!r} must be a PostgreSQL URL, "
+                "e.g. 'postgresql://skillbank@db.internal:5432/skillbank' (the password, if "
+                "any, in SKILLBANK_LEDGER_URL only); leave it empty for the embedded SQLite "
+                "ledger <state_dir>/ledger.sqlite"
+            )
+        if self.executor not in EXECUTORS:
+            raise ConfigError(
+                f"executor={self.executor!r} must be 'local' (worker processes on this "
+                "machine, the default) or 'ray' (actors on a Ray cluster; set ray_address)"
+            )
+        if self.ray_actors < 0:
+            raise ConfigError(f"ray_actors={self.ray_actors!r} must be 0 (one per CPU) or more")
+        for name in ("replica", "stages_updater"):
+            value = getattr(self, name)
+            if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+                raise ConfigError(
+                    f"{name}={value!r} must be a short name of letters, digits, '.', '_' "
+                    "and '-' (a replica's name becomes part of branch names), e.g. 'gateway-2'"
+                )
+        if self.sync_from and "/" not in self.sync_from.strip("/"):
+            raise ConfigError(
+                f"sync_from={self.sync_from!r} must be REMOTE/BRANCH, e.g. 'origin/main'"
+            )
+        if self.sync_interval_s < 0 or not math.isfinite(self.sync_interval_s):
+            raise ConfigError(
+                f"sync_interval_s={self.sync_interval_s!r} must be 0 (no periodic fetch) or a "
+                "positive number of seconds"
             )
 
 
@@ -199,7 +269,7 @@ def default_config() -> Config:
     return Config()
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for a message."""
     try:
         parts = urlsplit(url)

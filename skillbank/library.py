@@ -384,8 +384,12 @@ class SkillLibrary:
         *,
         query_tools: Collection[str] = (),
         command_tools: Collection[str] = (),
+        replica: str = "",
     ) -> None:
         self.root = Path(root)
+        #: This replica's name: review branches it writes are ``skillbank/<replica>/...``, so
+        #: learners on different replicas of one remote never write the same branch.
+        self.replica = replica
         #: The bank's own word on which tools are queries and commands (``SKILL.md`` says).
         self.query_tools = tuple(query_tools)
         self.command_tools = tuple(command_tools)
@@ -752,7 +756,8 @@ class SkillLibrary:
         - ``"auto"``: the checked-out branch when the bank has no commit yet or the branch's
           name starts with ``skillbank/`` (a review branch being continued); otherwise a new
           branch ``skillbank/<verb>-<UTC yyyymmdd-HHMMSS>-<8 hex>`` from HEAD, the hex being
-          sha256 over the sorted ``salt`` (the new trajectories' hashes, say).
+          sha256 over the sorted ``salt`` (the new trajectories' hashes, say); with a
+          `replica` name, ``skillbank/<replica>/<verb>-...``.
         - a branch name: that branch; created from HEAD if missing, and an existing one must
           point to HEAD (the change was decided on the working tree, which is HEAD's).
 
@@ -774,7 +779,8 @@ class SkillLibrary:
                 return here
             stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
             digest = hashlib.sha256("\n".join(sorted(set(salt))).encode()).hexdigest()
-            target = base = f"skillbank/{verb}-{stamp}-{digest[:8]}"
+            where = f"{self.replica}/" if self.replica else ""
+            target = base = f"skillbank/{where}{verb}-{stamp}-{digest[:8]}"
             n = 2
             while _branch_commit(root, target) is not None:
                 target, n = f"{base}-{n}", n + 1

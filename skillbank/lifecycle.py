@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 from sandbox import Limits, Sandbox
 from skillbank.compose import requirement_cycle
 from skillbank.config import Config
-from skillbank.errors import LibraryError, SkillbankError
+from skillbank.errors import ConfigError, LibraryError, SkillbankError
 from skillbank.history import History
-from skillbank.ledger import LEDGER_FILE, Ledger, Outcomes
+from skillbank.ledger import CallLedger, Outcomes
 from skillbank.library import Branch, Commit, Restamp, SkillLibrary, StoredChange
 from skillbank.maturity import SkillStats, StageChange, decide_stage, lower_bound, p95
 from skillbank.maturity import posterior_mean as _posterior_mean
@@ -57,7 +57,7 @@ class Lifecycle:
         library: SkillLibrary,
         config: Config,
         *,
-        ledger: Callable[[], Ledger],
+        ledger: Callable[[], CallLedger],
         check: Check,
         history: History,
         sandbox: Callable[[], Sandbox],
@@ -90,10 +90,11 @@ class Lifecycle:
         """The ledger's `Outcomes` per skill (with ``versions``: of those versions only);
         empty when there is no ledger yet or it cannot be read. The ledger is local
         statistics: learning and search must work without it, and reading never creates it."""
-        if not (self.library.state / LEDGER_FILE).is_file():
-            return {}
         try:
-            return self.ledger().counts(versions)
+            ledger = self.ledger()
+            if not ledger.exists():
+                return {}
+            return ledger.counts(versions)
         except (LibraryError, sqlite3.Error):
             return {}
 
@@ -463,6 +464,14 @@ class Lifecycle:
             LibraryError: a skill to change has uncommitted edits (changes made before it
                 stay committed).
         """
+        if not self.config.applies_stages:
+            raise ConfigError(
+                f"this replica is {self.config.replica!r}, and stage changes are applied by "
+                f"{self.config.stages_updater!r} only (stages_updater), so that replicas "
+                "sharing one ledger do not all commit the same promotion",
+                hint=f"run it on {self.config.stages_updater}, or as a job without "
+                "SKILLBANK_REPLICA",
+            )
         changes: list[StageChange] = []
         with self.library.lock():
             if skill_ids is None:

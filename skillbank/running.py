@@ -31,7 +31,7 @@ from skillbank.compiler.dataflow import iter_paths, trivial
 from skillbank.compose import grant, tools_needed
 from skillbank.errors import LibraryError, SkillArgumentError, SkillbankError, SkillNotFound
 from skillbank.json_types import json_type
-from skillbank.ledger import Blame, Ledger
+from skillbank.ledger import Blame, CallLedger
 from skillbank.library import SkillLibrary
 from skillbank.recognize import Plan, PlanResult
 from skillbank.signature import Arguments, check_arguments
@@ -108,7 +108,7 @@ class Runner:
         *,
         sandbox: Callable[[], Sandbox],
         limits: Limits,
-        ledger: Callable[[], Ledger],
+        ledger: Callable[[], CallLedger],
     ) -> None:
         self.library = library
         self._sandbox = sandbox

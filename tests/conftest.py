@@ -53,3 +53,41 @@ def bank(tmp_path: Path) -> Iterator[object]:
 
     with SkillBank.init(tmp_path / "bank") as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """A real PostgreSQL server on 127.0.0.1 for the session (`tests.servers.PostgresServer`).
+
+    Skips when no server binaries are found (fails instead under TEST_SERVERS_REQUIRED=1).
+    """
+    from tests.servers import PostgresServer, find_postgres_bin, missing
+
+    folder = find_postgres_bin()
+    if folder is None:
+        missing(
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or in "
+            "/usr/lib/postgresql/*/bin; install them (apt-get install postgresql) to run the "
+            "shared-ledger tests"
+        )
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("psycopg is not installed: pip install -e '.[test]'")
+    assert folder is not None
+    server = PostgresServer(folder).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: object, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's PostgreSQL server; its URL."""
+    import re
+
+    from tests.servers import PostgresServer
+
+    assert isinstance(postgres_server, PostgresServer)
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    name += f"_{abs(hash(request.node.nodeid)) % 10**8}"
+    return postgres_server.create_database(name)

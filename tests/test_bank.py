@@ -538,3 +538,57 @@ def test_a_new_run_that_sorts_first_keeps_the_description_and_the_version(
         assert len(after.cases) == len(skill.cases) + 1  # the run is kept, as a case
         assert after.version == skill.version and report.versions[skill.id] == str(skill.version)
         assert (after.description, after.source) == (skill.description, skill.source)
+
+
+@pytest.mark.slow  # starts a private one-machine Ray cluster (~10 s)
+def test_executor_ray_runs_every_call_on_a_private_loopback_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # executor = "ray" without ray_address: the bank starts a one-machine cluster in this
+    # process, on 127.0.0.1; the skill's host tools run here and the ledger records the call.
+    import os
+    import shutil
+
+    from tests.conftest import REPO
+    from tests.servers import missing, ray_env
+
+    for key, value in ray_env().items():
+        monkeypatch.setenv(key, value)
+    # Ray's session folder (logs, sockets) in a short temp dir of this test, removed after.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="sbr", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    try:
+        import ray
+    except ImportError:
+        missing("ray is not installed: pip install -e '.[test]'")
+    if ray.is_initialized():
+        ray.shutdown()
+    root = tmp_path / "bank"
+    SkillBank.init(root).close()
+    shutil.copytree(
+        REPO / "skills" / "list_orders_by_email", root / "skills" / "list_orders_by_email"
+    )
+    monkeypatch.setenv("SKILLBANK_EXECUTOR", "ray")
+    seen: list[int] = []
+
+    def find_customer(email: str) -> dict[str, Any]:
+        seen.append(os.getpid())
+        return {"customer_id": "C-1", "email": email, "name": "Ann"}
+
+    def list_orders(customer_id: str) -> list[dict[str, Any]]:
+        seen.append(os.getpid())
+        return [{"order_id": "O-1", "customer_id": customer_id}]
+
+    with SkillBank(root) as bank:
+        result = bank.run(
+            "list_orders_by_email", {"email": "ann@example.com"},
+            {"find_customer": find_customer, "list_orders": list_orders},
+        )  # fmt: skip
+        assert result.ok, result
+        assert type(bank.sandbox.executor).__name__ == "RayExecutor"
+        address = ray.get_runtime_context().gcs_address
+        assert bank.ledger.counts()["list_orders_by_email"].successes == 1
+    assert address.startswith("127.0.0.1:"), address
+    assert seen == [os.getpid(), os.getpid()]
+    assert not ray.is_initialized()  # the bank started Ray, so closing it stopped Ray
+    shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from skillbank.cli import cli
 from skillbank.errors import SkillNotFound
-from tests.conftest import EXAMPLE_TRAJECTORIES
+from tests.conftest import EXAMPLE_TRAJECTORIES, REPO
 
 
 @pytest.fixture
@@ -453,3 +453,30 @@ def test_the_lazy_command_table_matches_the_commands() -> None:
         loaded.add_command(cli.commands[name])
     eager = CliRunner().invoke(loaded, ["--help"], prog_name="skillbank", terminal_width=80)
     assert lazy.output == eager.output and lazy.exit_code == eager.exit_code == 0
+
+
+def test_run_on_an_unreachable_ray_cluster_names_the_address(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --executor ray with ray_address from the environment: no cluster listens there, and
+    # the error says which address and what to check (before Ray is even asked).
+    import shutil
+
+    from tests.servers import free_port
+
+    root = tmp_path / "bank"
+    assert invoke(runner, "init", str(root))[0] == 0
+    shutil.copytree(
+        REPO / "skills" / "list_orders_by_email", root / "skills" / "list_orders_by_email"
+    )
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SKILLBANK_RAY_ADDRESS", address)
+    code, out = invoke(
+        runner, "run", "list_orders_by_email", "--args", '{"email": "a@b.c"}',
+        "--tools", "skillbank.examples.shop:tools", "--executor", "ray",
+        "--root", str(root), "--json",
+    )  # fmt: skip
+    error = json.loads(out)["error"]
+    assert code == 1 and error["type"] == "ConfigError", out
+    assert address in error["message"] and "ray start --head" in error["message"]
+    assert "--executor local" in error["hint"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -197,14 +198,32 @@ def test_a_password_in_pyproject_is_refused_without_repeating_it(tmp_path: Path)
         assert "hunter2" not in message
 
 
-def test_only_the_embedded_ledger_is_supported_yet(
+def test_a_postgresql_ledger_url_from_pyproject_or_with_its_password_from_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     assert load_config(tmp_path).ledger_url == ""
     _pyproject(tmp_path, 'ledger_url = "postgresql://db/skills"')  # no password: may be here
-    with pytest.raises(ConfigError, match="only the embedded SQLite ledger is supported"):
-        load_config(tmp_path)
+    assert load_config(tmp_path).ledger_url == "postgresql://db/skills"
     monkeypatch.setenv("SKILLBANK_LEDGER_URL", "postgresql://me:hunter2@db/skills")
-    with pytest.raises(ConfigError, match="only the embedded SQLite") as caught:
+    assert load_config(tmp_path).ledger_url == "postgresql://me:hunter2@db/skills"
+    monkeypatch.setenv("SKILLBANK_LEDGER_URL", "mysql://me:hunter2@db/skills")
+    with pytest.raises(ConfigError, match="must be a PostgreSQL URL") as caught:
         load_config(tmp_path)
     assert "hunter2" not in str(caught.value) and "me:***@db" in str(caught.value)
+
+
+def test_scale_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert load_config(tmp_path).executor == "local"
+    monkeypatch.setenv("SKILLBANK_EXECUTOR", "ray")
+    monkeypatch.setenv("SKILLBANK_RAY_ADDRESS", "127.0.0.1:6379")
+    config = load_config(tmp_path)
+    assert (config.executor, config.ray_address) == ("ray", "127.0.0.1:6379")
+    for key, value, said in (
+        ("executor", "dask", "must be 'local'"),
+        ("replica", "a b", "letters, digits"),
+        ("sync_from", "main", "REMOTE/BRANCH"),
+        ("sync_interval_s", "-1", "0 (no periodic fetch)"),
+        ("ray_actors", "-2", "one per CPU"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            load_config(tmp_path, {key: value})

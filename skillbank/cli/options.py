@@ -1,4 +1,5 @@
-"""Command-line options every command group shares: ``--root`` and ``--json``."""
+"""Command-line options the command groups share: ``--root``, ``--json``, ``--branch`` and
+``--executor``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import click
 
 from skillbank.cli.output import remember_json
 
-__all__ = ["branch_option", "json_option", "root_option"]
+__all__ = ["branch_option", "executor_option", "json_option", "root_option"]
 
 #: ``--root DIR`` (env ``SKILLBANK_ROOT``): the bank every command works on.
 root_option = click.option(
@@ -42,4 +43,14 @@ branch_option = click.option(
     "commit yet or the current branch already starts with skillbank/. current: the "
     "checked-out branch. NAME: that branch (created from HEAD if missing; an existing one "
     "must point to HEAD).",
+)
+
+#: ``--executor local|ray``: what runs the sandboxed calls (overrides the ``executor`` key).
+executor_option = click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="What runs each sandboxed call: local worker processes, or actors on the Ray cluster "
+    "at ray_address (SKILLBANK_RAY_ADDRESS; needs pip install 'skillbank[ray]'). Default: "
+    "the configuration key `executor` (SKILLBANK_EXECUTOR), else local.",
 )

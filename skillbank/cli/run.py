@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from skillbank import SkillBank, load_trajectories
-from skillbank.cli.options import json_option, root_option
+from skillbank import SkillBank, load_config, load_trajectories
+from skillbank.cli.options import executor_option, json_option, root_option
 from skillbank.cli.output import (
     EXIT_CHECK_FAILED,
     echo_block,
@@ -103,9 +103,17 @@ def load_tools(spec: str) -> Mapping[str, Callable[..., Any]]:
     help="Host tools as MODULE or MODULE:ATTR (a mapping or a function returning one; "
     "ATTR defaults to `tools`), e.g. skillbank.examples.shop.",
 )
+@executor_option
 @root_option
 @json_option
-def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_json: bool) -> None:
+def run(
+    skill_id: str,
+    args_json: str,
+    tools_spec: str | None,
+    executor: str | None,
+    root: Path,
+    as_json: bool,
+) -> None:
     """Run a skill in the sandbox with JSON arguments, against host tools.
 
     Exits 1 when the skill fails. Example:
@@ -122,7 +130,7 @@ def run(skill_id: str, args_json: str, tools_spec: str | None, root: Path, as_js
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--args") from None
     if not isinstance(args, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--args")
-    with SkillBank(root) as bank:
+    with SkillBank(root, config=load_config(root, {"executor": executor})) as bank:
         skill = bank.get(skill_id)
         if skill.tools and tools_spec is None:
             raise click.UsageError(

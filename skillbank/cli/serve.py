@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from skillbank import ConfigError, SkillBank
-from skillbank.cli.options import branch_option, root_option
+from skillbank import ConfigError, SkillBank, load_config
+from skillbank.cli.options import branch_option, executor_option, root_option
 from skillbank.gateway import (
     IDLE_GAP_S,
     INSTALL_HINT,
@@ -22,6 +22,7 @@ from skillbank.gateway import (
     serve_http,
     serve_stdio,
 )
+from skillbank.sync import Follower
 
 __all__ = ["serve"]
 
@@ -89,6 +90,7 @@ def _url(host: str, port: int) -> str:
     "this long.",
 )
 @branch_option
+@executor_option
 @root_option
 def serve(
     tools_spec: str | None,
@@ -98,6 +100,7 @@ def serve(
     learn_on_end: bool,
     idle_gap: float,
     branch: str | None,
+    executor: str | None,
     root: Path,
 ) -> None:
     """Serve the bank's skills to MCP clients (stdio by default).
@@ -112,6 +115,11 @@ def serve(
     skillbank_end_task mark tasks, and `skillbank learn --recorded` (or --learn) turns the
     recorded tasks into skills.
 
+    With --http, the server is a replica that follows the git remote: it fetches and
+    fast-forwards its checked-out branch every sync_interval_s seconds (configuration; 0:
+    never) and on POST /sync (a webhook; HMAC-checked when SKILLBANK_SYNC_SECRET is set),
+    so skills merged elsewhere are served without a restart.
+
     \b
     Examples:
       SKILLBANK_SHOP_DB=shop.sqlite skillbank serve --tools skillbank.examples.shop
@@ -124,6 +132,7 @@ def serve(
         tools = load_host_tools(tools_spec) if tools_spec is not None else {}
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--tools") from None
+    config = load_config(root, {"executor": executor})
     try:
         upstreams = read_upstreams(upstream_file) if upstream_file is not None else ()
     except ConfigError as exc:
@@ -135,7 +144,7 @@ def serve(
             param_hint="--learn",
         )
     try:
-        with SkillBank(root) as bank:
+        with SkillBank(root, config=config) as bank:
             skills = read_library(bank)
             needed = sorted({t for s in skills if is_tool(s) for t in s.tools} - set(tools))
             if needed and not upstreams:
@@ -178,6 +187,11 @@ def serve(
             if address is None:
                 serve_stdio(bank, tools, **options)
             else:
-                serve_http(bank, tools, *address, **options)
+                follower = Follower(bank.library, config.sync_from, config.sync_interval_s)
+                follower.start()
+                try:
+                    serve_http(bank, tools, *address, follower=follower, **options)
+                finally:
+                    follower.stop()
     except KeyboardInterrupt:
         pass

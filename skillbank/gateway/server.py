@@ -57,10 +57,13 @@ if TYPE_CHECKING:
     from mcp.server.session import ServerSession
     from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 
+    from skillbank.sync import Follower
+
 __all__ = [
     "CALLABLE_STAGES",
     "DO_TOOL",
     "INSTALL_HINT",
+    "SYNC_SECRET_ENV",
     "WATCH_INTERVAL_S",
     "build_server",
     "do_task",
@@ -69,6 +72,7 @@ __all__ = [
     "read_library",
     "serve_http",
     "serve_stdio",
+    "sync_endpoint",
 ]
 
 #: The stages whose skills are MCP tools; cognitive skills are only readable, as resources.
@@ -690,15 +694,62 @@ def serve_stdio(bank: SkillBank, tools: HostTools, **options: Any) -> None:
     anyio.run(main)
 
 
-def serve_http(bank: SkillBank, tools: HostTools, host: str, port: int, **options: Any) -> None:
+def serve_http(
+    bank: SkillBank,
+    tools: HostTools,
+    host: str,
+    port: int,
+    *,
+    follower: Follower | None = None,
+    **options: Any,
+) -> None:
     """Serve the bank over streamable HTTP at ``http://HOST:PORT/mcp`` until interrupted
     (``options``: as `build_server` takes them).
 
     On a loopback host the server refuses requests whose Host or Origin header is not local
-    (DNS rebinding protection).
+    (DNS rebinding protection). With a ``follower`` (a replica following the git remote,
+    `skillbank.sync`), ``POST /sync`` is a webhook that fetches and fast-forwards now, e.g.
+    on a push to the remote; see `sync_endpoint`.
     """
     server = build_server(bank, tools, **options)
     import uvicorn
+    from starlette.routing import Route
 
     app = server.streamable_http_app(host=host)
+    if follower is not None:
+        app.router.routes.append(Route("/sync", sync_endpoint(follower), methods=["POST"]))
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+#: The environment variable holding the webhook's shared secret (never configuration).
+SYNC_SECRET_ENV = "SKILLBANK_SYNC_SECRET"
+
+
+def sync_endpoint(follower: Follower) -> Callable[[Any], Any]:
+    """The ``POST /sync`` handler: sync now, answer the `skillbank.sync.SyncResult` as JSON.
+
+    When ``SKILLBANK_SYNC_SECRET`` is set, a request must carry the body's HMAC-SHA256 under
+    that secret as ``X-Hub-Signature-256: sha256=<hex>`` (what GitHub and Gitea send);
+    otherwise it is refused with 401. The answer is 200 when the replica is current, 409 when
+    it could not follow (it diverged, or the fetch failed).
+    """
+    import hashlib
+    import hmac
+
+    import anyio
+    from starlette.responses import JSONResponse
+
+    async def endpoint(request: Any) -> Any:
+        secret = os.environ.get(SYNC_SECRET_ENV, "")
+        if secret:
+            body = await request.body()
+            expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            given = request.headers.get("x-hub-signature-256", "")
+            if not hmac.compare_digest(expected, given):
+                return JSONResponse(
+                    {"ok": False, "error": "bad or missing X-Hub-Signature-256"}, status_code=401
+                )
+        result = await anyio.to_thread.run_sync(follower.trigger)
+        return JSONResponse(result.to_json(), status_code=200 if result.error is None else 409)
+
+    return endpoint
