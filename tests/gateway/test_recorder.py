@@ -153,6 +153,30 @@ def test_values_of_keys_named_like_secrets_are_redacted() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("value", "leak"),
+    [
+        ('{"password": "p4ssw0rd-xyz", "user": "bob"}', "p4ssw0rd-xyz"),
+        ('{\\"api_key\\": \\"k3y-1234\\"}', "k3y-1234"),
+        ("https://api.example.com/v1?api_key=abc123&user=bob", "abc123"),
+        ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+        ("PASSWORD='hunter 2' next", "hunter 2"),
+        ("a: secret=s3cr3t;", "s3cr3t"),
+    ],
+    ids=["json-text", "escaped-json-text", "query-string", "basic-auth", "quoted", "nested-key"],
+)
+def test_values_of_keys_named_like_secrets_are_redacted_inside_text(value: str, leak: str) -> None:
+    # A tool argument or text result holding JSON or key=value pairs: the key is in the text.
+    redacted = Redactor().text(value)
+    assert leak not in redacted and REDACTED in redacted
+    assert Redactor().text(redacted) == redacted
+
+
+def test_text_without_secret_keys_is_left_alone() -> None:
+    text = 'Commit: 8606\nAuthor: T\ntokens: 5, {"user": "bob", "token": ""}'
+    assert Redactor().text(text) == text
+
+
 def _strings(value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
