@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from skillbank.bank import SkillBank
 from skillbank.cli import cli
+from skillbank.cli.serve import learned_summary
 from skillbank.examples import TOOL_SPECS
 from skillbank.gateway import (
     REDACTED,
@@ -245,3 +246,21 @@ def test_learn_recorded_from_the_command_line(bank: SkillBank) -> None:
     data = json.loads(done.output)
     assert len(data["recordings"]) == 2 and len(data["added"]) == 1
     assert bank.get(data["added"][0]).stage == "associative"
+
+
+def test_the_gateway_says_which_skills_a_learning_run_added_or_updated(bank: SkillBank) -> None:
+    # `serve --learn` learns after each task: the second task updates the skill the first one
+    # added (and makes it a tool), which stderr said was "no new skill".
+    rec = TaskRecorder(recordings_of(bank), Redactor())
+    said: list[str] = []
+    for email in ("a@example.com", "b@example.com"):
+        rec.begin("s1", "c", f"find the customer {email}")
+        _call(rec, "find_customer", {"customer_id": email[0]}, email=email)
+        rec.end("s1", "c", True, None)
+        report = learn_recorded(bank, branch="current").report
+        assert report is not None
+        said.append(learned_summary(report))
+    (skill,) = bank.skills()
+    assert said[0].startswith(f"added {skill.id} v1.0.0 (commit ")
+    assert said[1].startswith(f"updated {skill.id} v1.0.0 (commit "), said
+    assert skill.stage == "associative"
