@@ -9,8 +9,9 @@ training data come from them, one example per case:
   model to use the library: to call the procedure instead of re-deriving it.
 - ``procedures``: the model is given the task and the raw tools, and makes the skill's raw
   calls in order, each tool message holding the recorded result; the example ends with the
-  last call. It teaches the procedure itself, so the model does it without the library: the
-  autonomous stage carried into weights.
+  last call. Recorded reads of tools the skill does not declare (detours of the run the skill
+  was learned from) are left out. It teaches the procedure itself, so the model does it
+  without the library: the autonomous stage carried into weights.
 
 Only skills at or above a stage are exported (``min_stage``, default ``associative``: a
 cognitive skill has not yet earned trust; ``autonomous`` for procedures proven in use), and
@@ -257,11 +258,15 @@ def examples_for(
             messages.append(_call("call_1", skill.id, _skill_arguments(skill, case)))
             tools = [chat_tool(skill), *_raw_tools(skill)]
         else:
-            if not case.calls:
+            # A case keeps the run's reads of tools the skill does not declare (replay skips
+            # them: nothing the procedure does depends on them); the skill never makes them,
+            # and the examples offer only its tools, so they are left out here too.
+            calls = [step for step in case.calls if step.tool in skill.tool_specs]
+            if not calls:
                 continue
-            for n, step in enumerate(case.calls, start=1):
+            for n, step in enumerate(calls, start=1):
                 messages.append(_call(f"call_{n}", step.tool, step.arguments))
-                if n < len(case.calls):
+                if n < len(calls):
                     content = json.dumps(step.result, ensure_ascii=False, sort_keys=True)
                     messages.append(
                         {"role": "tool", "tool_call_id": f"call_{n}", "content": content}

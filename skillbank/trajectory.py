@@ -490,7 +490,24 @@ def parse_record(obj: JSON, source: str = "<memory>", *, format: Format = "auto"
     Raises:
         TrajectoryError: naming ``source``, the record id when known, and the bad field.
     """
-    kind = detect(obj) if format == "auto" else format
+    if format == "auto":
+        return _parse_record(obj, source, detect(obj))
+    try:
+        return _parse_record(obj, source, format)
+    except TrajectoryError as exc:
+        found = detect(obj)
+        if found == format:
+            raise
+        # A forced format that does not fit: the field error alone reads like a broken record.
+        error = TrajectoryError(
+            f"{exc} (read as {format}, as forced by --format/format=; the record looks like "
+            f"{found}: drop --format or use --format {found})"
+        )
+        error.source, error.field = exc.source, exc.field
+        raise error from exc
+
+
+def _parse_record(obj: JSON, source: str, kind: Format) -> Trajectory:
     if kind == "otel":
         from skillbank.formats.otel import read_otlp
 

@@ -89,6 +89,22 @@ def test_both_kinds_pass_the_validator_and_split_by_procedure(tmp_path: Path) ->
     assert any("too_few_examples" in p for p in report.problems)
 
 
+# Learns the messy shop runs (~3 s): some read a tool the skill they teach never calls.
+def test_procedures_leave_out_the_reads_the_skill_does_not_make(tmp_path: Path) -> None:
+    messy = EXAMPLE_TRAJECTORIES.with_name("shop_messy.jsonl")
+    with SkillBank.init(tmp_path / "bank") as bank:
+        bank.learn(load_trajectories([EXAMPLE_TRAJECTORIES, messy]))
+        skills = list(bank.skills())
+    # The cases keep the detours (replay skips them), so the export has something to drop.
+    assert any(c.tool not in s.tool_specs for s in skills for case in s.cases for c in case.calls)
+    report = export_finetune(skills, tmp_path / "ft", kind="procedures")
+    assert report.problems == ()
+    for name in ("train.jsonl", "validation.jsonl"):
+        for example in _read(tmp_path / "ft" / name):
+            offered = {t["function"]["name"] for t in example["tools"]}
+            assert {tool for tool, _ in _calls(example)} <= offered
+
+
 def test_the_split_depends_on_the_skill_id_only() -> None:
     ids = [f"skill_{n}" for n in range(200)]
     held = [i for i in ids if split_of(i, 0.2) == "validation"]

@@ -217,6 +217,25 @@ def test_format_can_be_forced(tmp_path: Path) -> None:
         load_trajectories(path, format="yaml")  # type: ignore[arg-type]
 
 
+def test_a_forced_format_that_does_not_fit_says_what_the_file_looks_like(tmp_path: Path) -> None:
+    # An Anthropic file read with --format openai failed on a field, as if the record were
+    # broken; the error says which format it looks like instead.
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(_anthropic_record()) + "\n")
+    for forced in ("openai", "otel"):
+        with pytest.raises(TrajectoryError, match=f"read as {forced}, .*looks like anthropic"):
+            load_trajectories(path, format=forced)  # type: ignore[arg-type]
+    result = CliRunner().invoke(cli, ["learn", "--root", str(tmp_path), "--format", "openai",
+                                      str(path)])  # fmt: skip
+    assert result.exit_code == 1 and "use --format anthropic" in result.output
+    # A record broken in its own format gets no such note.
+    broken = json.dumps(_anthropic_record()).replace('"input_schema": {', '"input_schema": [{', 1)
+    path.write_text(broken.replace('"required": ["location"]}', '"required": ["location"]}]', 1))
+    with pytest.raises(TrajectoryError) as raised:
+        load_trajectories(path, format="anthropic")
+    assert "looks like" not in str(raised.value)
+
+
 # --------------------------------------------------------------------------- round trips
 
 _TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)

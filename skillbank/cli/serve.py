@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from skillbank import ConfigError, SkillBank, load_config
+from skillbank import ConfigError, LearnReport, SkillBank, load_config
 from skillbank.cli.options import branch_option, executor_option, root_option
 from skillbank.gateway import (
     IDLE_GAP_S,
@@ -35,6 +35,21 @@ def _host_port(value: str) -> tuple[str, int]:
             f"{value!r} must look like HOST:PORT, e.g. 127.0.0.1:8765", param_hint="--http"
         )
     return host, int(port)
+
+
+def learned_summary(report: LearnReport) -> str:
+    """What one learning run of the gateway changed, for its stderr: the skills added and the
+    skills updated (a new case can make a skill a tool), with their versions and the commit."""
+
+    def named(ids: list[str]) -> str:
+        return ", ".join(f"{i} v{report.versions[i]}" if i in report.versions else i for i in ids)
+
+    parts = [f"added {named(report.added)}"] if report.added else []
+    if report.updated:
+        parts.append(f"updated {named(report.updated)}")
+    if not parts:
+        return "no skill added or changed"
+    return "; ".join(parts) + (f" (commit {report.commit})" if report.commit else "")
 
 
 def _url(host: str, port: int) -> str:
@@ -170,9 +185,8 @@ def serve(
             def learn() -> None:
                 done = learn_recorded(bank, branch=branch, store=recordings)
                 if done.report is not None:
-                    added = ", ".join(done.report.added) or "no new skill"
                     click.echo(f"skillbank: learned from {len(done.recordings)} recording(s): "
-                               f"{added} (commit {done.report.commit})", err=True)  # fmt: skip
+                               f"{learned_summary(done.report)}", err=True)  # fmt: skip
 
             def report(line: str) -> None:
                 click.echo(f"skillbank: {line}", err=True)

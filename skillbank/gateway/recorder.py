@@ -25,8 +25,9 @@ removed past a size cap (learned ones first), and a cursor (`Recordings.pending`
 
 `Redactor` keeps secrets out: the values of the upstream file's ``env`` and ``headers``, and
 values that look like credentials (API keys, tokens, private keys, passwords in URLs, values
-of keys named like ``password`` or ``api_key``), are replaced by `REDACTED` in everything
-written: arguments, results, errors, task text, notes and tool definitions.
+of keys named like ``password`` or ``api_key``, as JSON keys or written out in text such as
+``api_key=...`` or a JSON string's ``"password": "..."``), are replaced by `REDACTED` in
+everything written: arguments, results, errors, task text, notes and tool definitions.
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ _CREDENTIALS = re.compile(
     r"|(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
     re.DOTALL,
 )
+# A key written out in text (``password=...``, ``"api_key": "..."``, ``Authorization: ...``,
+# also JSON-escaped): the key and its separator only, so a key in the value is found too.
+_KEY_IN_TEXT = re.compile(r"""\\?["']?([A-Za-z][\w-]*)\\?["']?[ \t]*[:=][ \t]*""")
+# The value after such a key: quoted (plainly or JSON-escaped) up to its quote, or a word,
+# with an auth scheme (``Bearer``, ``Basic``) before it.
+_VALUE_IN_TEXT = re.compile(
+    r"""\\"(?:[^"\\]|\\[^"])*\\"|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'"""
+    r"""|(?:(?:Bearer|Basic|Token|Digest)[ \t]+)?[^\s"',;&}\]]+""",
+    re.IGNORECASE,
+)
 # Keys whose string values are secrets, compared without case, ``-`` or ``_``.
 _SECRET_KEYS = frozenset(
     {
@@ -117,7 +128,7 @@ class Redactor:
                 break
             for secret in found:
                 text = text.replace(secret, REDACTED)
-        return _CREDENTIALS.sub(REDACTED, text)
+        return _CREDENTIALS.sub(REDACTED, _redact_keyed(text))
 
     def value(self, value: JSON, key: str | None = None) -> JSON:
         """A JSON value with secrets replaced, also in keys; the string value of a key named
@@ -135,6 +146,28 @@ class Redactor:
 
 def _secret_key(key: str) -> bool:
     return re.sub(r"[-_\s]", "", key).lower() in _SECRET_KEYS
+
+
+def _redact_keyed(text: str) -> str:
+    """``text`` with the value after each key named like a secret replaced: a JSON object or
+    a ``key=value`` pair inside a string argument or a text result."""
+    out: list[str] = []
+    pos = 0
+    for key in _KEY_IN_TEXT.finditer(text):
+        if key.start() < pos or not _secret_key(key.group(1)):
+            continue
+        if text.startswith(REDACTED, key.end()):
+            continue
+        value = _VALUE_IN_TEXT.match(text, key.end())
+        if value is None:
+            continue
+        found = value.group()
+        if not found.strip("\\\"'"):
+            continue  # an empty value holds no secret
+        quote = found[: found.index(found[-1]) + 1] if found[-1] in "\"'" else ""
+        out += [text[pos : key.end()], quote, REDACTED, quote]
+        pos = value.end()
+    return "".join([*out, text[pos:]])
 
 
 def retried(steps: Sequence[Step]) -> bool:

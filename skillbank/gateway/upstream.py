@@ -122,11 +122,17 @@ class UpstreamServer:
 
 
 def _strings(value: object, where: str, key: str) -> dict[str, str]:
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ConfigError(f"{where}: {key!r} must be an object of strings, got {value!r}")
-    return dict(value)
+    # The values are secrets (tokens in env and headers): the error names keys and types only.
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where}: {key!r} must be an object of strings, got {type(value).__name__}"
+        )
+    wrong = [f"{k!r} ({type(v).__name__})" for k, v in value.items() if not isinstance(v, str)]
+    if wrong:
+        raise ConfigError(
+            f"{where}: {key!r} must be an object of strings; not a string: {', '.join(wrong)}"
+        )
+    return {str(k): v for k, v in value.items()}
 
 
 def _server(name: str, entry: object, source: str) -> UpstreamServer:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from skillbank.bank import SkillBank
 from skillbank.cli import cli
+from skillbank.cli.serve import learned_summary
 from skillbank.examples import TOOL_SPECS
 from skillbank.gateway import (
     REDACTED,
@@ -153,6 +154,30 @@ def test_values_of_keys_named_like_secrets_are_redacted() -> None:
     }  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("value", "leak"),
+    [
+        ('{"password": "p4ssw0rd-xyz", "user": "bob"}', "p4ssw0rd-xyz"),
+        ('{\\"api_key\\": \\"k3y-1234\\"}', "k3y-1234"),
+        ("https://api.example.com/v1?api_key=abc123&user=bob", "abc123"),
+        ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+        ("PASSWORD='hunter 2' next", "hunter 2"),
+        ("a: secret=s3cr3t;", "s3cr3t"),
+    ],
+    ids=["json-text", "escaped-json-text", "query-string", "basic-auth", "quoted", "nested-key"],
+)
+def test_values_of_keys_named_like_secrets_are_redacted_inside_text(value: str, leak: str) -> None:
+    # A tool argument or text result holding JSON or key=value pairs: the key is in the text.
+    redacted = Redactor().text(value)
+    assert leak not in redacted and REDACTED in redacted
+    assert Redactor().text(redacted) == redacted
+
+
+def test_text_without_secret_keys_is_left_alone() -> None:
+    text = 'Commit: 8606\nAuthor: T\ntokens: 5, {"user": "bob", "token": ""}'
+    assert Redactor().text(text) == text
+
+
 def _strings(value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -221,3 +246,21 @@ def test_learn_recorded_from_the_command_line(bank: SkillBank) -> None:
     data = json.loads(done.output)
     assert len(data["recordings"]) == 2 and len(data["added"]) == 1
     assert bank.get(data["added"][0]).stage == "associative"
+
+
+def test_the_gateway_says_which_skills_a_learning_run_added_or_updated(bank: SkillBank) -> None:
+    # `serve --learn` learns after each task: the second task updates the skill the first one
+    # added (and makes it a tool), which stderr said was "no new skill".
+    rec = TaskRecorder(recordings_of(bank), Redactor())
+    said: list[str] = []
+    for email in ("a@example.com", "b@example.com"):
+        rec.begin("s1", "c", f"find the customer {email}")
+        _call(rec, "find_customer", {"customer_id": email[0]}, email=email)
+        rec.end("s1", "c", True, None)
+        report = learn_recorded(bank, branch="current").report
+        assert report is not None
+        said.append(learned_summary(report))
+    (skill,) = bank.skills()
+    assert said[0].startswith(f"added {skill.id} v1.0.0 (commit ")
+    assert said[1].startswith(f"updated {skill.id} v1.0.0 (commit "), said
+    assert skill.stage == "associative"

@@ -339,6 +339,15 @@ def test_a_bad_upstream_file_names_the_server_and_the_key(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="not valid JSON"):
         (tmp_path / "bad.json").write_text("{")
         read_upstreams(tmp_path / "bad.json")
+    # A value of the wrong type in env or headers is not echoed: it is likely a secret.
+    for key in ("env", "headers"):
+        entry = {"url": "http://a"} if key == "headers" else {"command": "x"}
+        (tmp_path / "secret.json").write_text(
+            json.dumps({"mcpServers": {"s": {**entry, key: {"TOKEN": 98765432123}}}})
+        )
+        with pytest.raises(ConfigError, match=r"not a string: 'TOKEN' \(int\)") as raised:
+            read_upstreams(tmp_path / "secret.json")
+        assert "98765432123" not in str(raised.value)
     ok = _mcp_json(tmp_path / "ok.json", git={"command": "g", "args": ["-v"]},
                    off={"command": "x", "disabled": True})  # fmt: skip
     (git,) = read_upstreams(ok)
