@@ -26,6 +26,7 @@ is its structured content when present, else its text, parsed when it is JSON
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -102,11 +103,17 @@ class UpstreamServer:
         return "http" if self.url is not None else "stdio"
 
     def secrets(self) -> tuple[str, ...]:
-        """The values of its ``env`` and ``headers``: kept out of recordings, cases and commits.
+        """The values of its settings kept out of recordings, cases and commits.
 
-        A header's scheme word (``Bearer``) is not secret; the token after it is.
+        Every ``headers`` value (and the token after an auth scheme word such as ``Bearer``),
+        and the ``env`` values that are secrets: under a name that says so (``GITHUB_TOKEN``,
+        ``DB_PASSWORD``, ``OPENAI_API_KEY``) or that look random (16 or more characters
+        mixing letters and digits, no spaces). Other ``env`` values are configuration
+        (``LOG_LEVEL=info``, ``HOME=/root``): replacing them wherever they appear would
+        corrupt what is recorded ("add [redacted]rmation page"). Credential-looking values
+        are replaced wherever they appear anyway (`skillbank.gateway.recorder.Redactor`).
         """
-        found = [*self.env.values()]
+        found = [v for k, v in self.env.items() if _secret_name(k) or _random_looking(v)]
         for value in self.headers.values():
             found.append(value)
             scheme, _, token = value.partition(" ")
@@ -119,6 +126,31 @@ class UpstreamServer:
         if self.url is not None:
             return f"{self.name} (http: {self.url})"
         return f"{self.name} (stdio: {' '.join([self.command or '', *self.args])})"
+
+
+# Words of an environment variable's name that say its value is a secret.
+_SECRET_WORDS = frozenset(
+    {
+        "token", "secret", "password", "passwd", "pwd", "pass", "key", "apikey", "auth",
+        "credential", "credentials", "cookie", "private", "session", "signature", "pat",
+    }
+)  # fmt: skip
+
+
+def _secret_name(name: str) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    return any(w in _SECRET_WORDS for w in words) or "".join(words) in _SECRET_WORDS
+
+
+def _random_looking(value: str) -> bool:
+    return (
+        len(value) >= 16
+        and not any(c.isspace() for c in value)
+        and any(c.isalpha() for c in value)
+        and any(c.isdigit() for c in value)
+        and not value.startswith(("/", "~", "."))  # a path, not a token
+        and "://" not in value
+    )
 
 
 def _strings(value: object, where: str, key: str) -> dict[str, str]:

@@ -264,3 +264,30 @@ def test_the_gateway_says_which_skills_a_learning_run_added_or_updated(bank: Ski
     assert said[0].startswith(f"added {skill.id} v1.0.0 (commit ")
     assert said[1].startswith(f"updated {skill.id} v1.0.0 (commit "), said
     assert skill.stage == "associative"
+
+
+def test_env_values_are_secrets_when_named_so_or_random_looking_not_configuration() -> None:
+    from skillbank.gateway.upstream import UpstreamServer
+
+    env = {
+        "LOG_LEVEL": "info",
+        "HOME": "/root",
+        "GIT_TRIAL_SECRET": "plain-words-here",
+        "GITHUB_PERSONAL_ACCESS_TOKEN": "tok-1",
+        "OPENAI_API_KEY": "abcd-efgh",
+        "UNLABELLED": "k3j4h5g6f7d8s9a0q1w2",
+        "REPO": "/srv/repos/a1b2c3d4e5f6g7h8i9",
+    }
+    server = UpstreamServer("git", command="mcp-server-git", env=env,
+                            headers={"Authorization": "Bearer hdr-token-1"})  # fmt: skip
+    assert set(server.secrets()) == {
+        "plain-words-here", "tok-1", "abcd-efgh", "k3j4h5g6f7d8s9a0q1w2",
+        "Bearer hdr-token-1", "hdr-token-1",
+    }  # fmt: skip
+    # Configuration values stay as they were in what is recorded.
+    redactor = Redactor(server.secrets())
+    recorded = redactor.value({"repo_path": "/root/x", "message": "add information page"})
+    assert recorded == {"repo_path": "/root/x", "message": "add information page"}
+    assert (
+        redactor.value("token tok-1 and k3j4h5g6f7d8s9a0q1w2") == "token [redacted] and [redacted]"
+    )
