@@ -572,3 +572,18 @@ def test_runs_that_agree_on_a_path_read_it_even_for_short_values() -> None:
     assert 'quantity=order["items"][0]["quantity"]' in source
     # Two runs with one value each say less than the values themselves.
     assert "quantity=quantity" in compile_group(runs[1:3]).source
+
+
+def test_a_docstring_is_a_plain_sentence_about_any_instance() -> None:
+    from skillbank.compiler.emit import plain_sentence
+
+    said = plain_sentence(
+        "Cancel order O-9 of ann@x.io", [("order_id", "O-9")], [("email", "ann@x.io")]
+    )
+    assert said == "Cancel order the given order id of an email"
+    # A list parameter's elements written in the task are one mention of it.
+    said = plain_sentence(
+        "Create branch feat-x and commit a.txt, b.txt and c.txt on it",
+        [("branch_name", "feat-x"), ("files", ["a.txt", "b.txt", "c.txt"])],
+    )
+    assert said == "Create branch the given branch name and commit the given files on it"

@@ -517,9 +517,19 @@ def plain_sentence(
     model could misread::
 
         "Cancel order O-9 of ann@x.io" -> "Cancel order the given order id of an email"
+
+    The elements of a list parameter written in the task become one mention of it
+    ("commit a.txt and b.txt" -> "commit the given files").
     """
     out = task
     named = [(value, f"the given {_words(name)}") for name, value in params]
+    # A list parameter's elements written in the task ("commit a.txt and b.txt") are its.
+    named += [
+        (item, f"the given {_words(name)}")
+        for name, value in params
+        if isinstance(value, list)
+        for item in value
+    ]
     named += [(value, _article(_words(name))) for name, value in others if _entity(value)]
     done: set[str] = set()
     for value, words in sorted(named, key=lambda vw: -len(str(vw[0]))):
@@ -533,6 +543,13 @@ def plain_sentence(
             out = out.replace(text, words)
         else:
             out = re.sub(rf"(?<![\w.]){re.escape(text)}(?![\w]|\.\d)", words, out)
+    # One mention of a list parameter, not one per element it held in this run.
+    for name, value in params:
+        if isinstance(value, list):
+            words = re.escape(f"the given {_words(name)}")
+            out = re.sub(
+                rf"{words}(?:(?:,\s*|,?\s+and\s+){words})+", f"the given {_words(name)}", out
+            )
     return out
 
 
