@@ -68,7 +68,7 @@ class TemplateGone(Exception):
 class ForkedWorker:
     """A worker the template forked: its pid and the host's ends of its pipes."""
 
-    #: The worker's process id (also its process group id).
+    #: The worker's process id (its own process group and session).
     pid: int
     #: A pidfd for the worker: signals through it cannot reach a recycled pid.
     pidfd: int
