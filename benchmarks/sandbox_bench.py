@@ -1539,7 +1539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--isolation-only",
         action="store_true",
-        help="only the isolation table: both modes beside the bare fork baseline (~30 s)",
+        help="only the isolation table: both modes beside the bare fork baseline (~40 s)",
     )
     ns = parser.parse_args(argv)
     options = QUICK if ns.quick else FULL
