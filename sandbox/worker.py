@@ -652,10 +652,6 @@ def prewarm() -> None:
     output.close()
 
 
-def _no_tools(name: str, arguments: dict[str, Any]) -> Any:
-    raise ToolError(name, "no tools outside a call")
-
-
 def _request_waiting(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
