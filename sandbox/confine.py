@@ -40,7 +40,9 @@ sockets); ``stat`` of a path is not a Landlock right (seccomp denies the ``stat`
 
 Only the standard library is required: the seccomp and Landlock layers use the optional
 ``pyseccomp`` and ``landlock`` packages (``pip install 'skillbank[hardening]'``), imported
-behind guards.
+behind guards. The seccomp program is built and exported by a short-lived child of the
+template, because the bindings import ``threading``, whose after-fork handler every worker
+would otherwise run; the template keeps only the program's bytes.
 """
 
 from __future__ import annotations
