@@ -40,13 +40,14 @@ sockets); ``stat`` of a path is not a Landlock right (seccomp denies the ``stat`
 
 Only the standard library is required: the seccomp and Landlock layers use the optional
 ``pyseccomp`` and ``landlock`` packages (``pip install 'skillbank[hardening]'``), imported
-behind guards.
+behind guards. The seccomp program is built and exported by a short-lived child of the
+template, because the bindings import ``threading``, whose after-fork handler every worker
+would otherwise run; the template keeps only the program's bytes.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import resource
@@ -147,7 +148,9 @@ _MAX_OPEN_FILES: Final = 32
 
 
 def _libc() -> Any:
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # The C library through the interpreter's own symbols: ``ctypes.util.find_library``
+    # would import subprocess and threading into the template (see _build_seccomp).
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _prctl(libc: Any, option: int, value: int) -> None:
@@ -163,9 +166,10 @@ class Confinement:
 
     #: Layer name -> :data:`ON`, or why the layer is off on this machine.
     status: dict[str, str] = field(default_factory=dict)
-    #: The pyseccomp filter for workers (None without the seccomp layer).
+    #: The pyseccomp filter for workers, when the template had to build it itself (None
+    #: when a helper process built the program, or without the seccomp layer).
     seccomp_filter: Any = None
-    #: The same filter as the BPF program libseccomp compiled from it, exported once here
+    #: The same filter as the BPF program libseccomp compiled from it, exported once
     #: so each worker only hands it to the kernel (None: workers load ``seccomp_filter``).
     seccomp_program: Any = None
     #: The template itself runs with ``no_new_privs``, so its workers inherit it.
@@ -194,7 +198,12 @@ class Confinement:
             OSError: A layer that :func:`prepare` found working failed here; the worker must
                 not serve (the caller exits, and the host reports a crash).
         """
-        os.setsid()  # its own process group: the host can kill all it may start at once
+        # Its own process group (the host can kill all it may start at once) and session.
+        # With autogrouping on, setsid() also makes it its own scheduler group: 1-2 ms in
+        # the child before it is ready (off the call's path while forks keep ahead), but
+        # under load from other sessions the worker is then scheduled sooner (measured:
+        # see the commit that restored it).
+        os.setsid()
         if self.status.get("rlimits") == ON:
             for kind, value in (
                 (resource.RLIMIT_CORE, 0),
@@ -212,7 +221,7 @@ class Confinement:
                 raise OSError(errno.EPERM, f"the worker is still uid {os.getresuid()!r}")
             if not self.uid_change_clears_dumpable:
                 _prctl(self.libc, _PR_SET_DUMPABLE, 0)
-        seccomp = self.seccomp_filter is not None
+        seccomp = self.seccomp_filter is not None or self.seccomp_program is not None
         if (self.status.get("no_new_privs") == ON or seccomp) and not self.template_nnp:
             _prctl(self.libc, _PR_SET_NO_NEW_PRIVS, 1)  # seccomp needs it without root
         if self.seccomp_program is not None:
@@ -317,29 +326,79 @@ def _drop_bounding_set(confinement: Confinement) -> None:
 
 
 def _build_seccomp(confinement: Confinement) -> None:
+    program = _program_from_helper()
+    if program is not None:
+        confinement.seccomp_program = _fprog(program)
+        return
+    # No helper result: build it here (the same filter), which says why if it cannot.
+    syscall_filter = _build_filter()
+    if syscall_filter is None:
+        confinement.off(
+            "seccomp",
+            "no seccomp binding is installed: pip install 'skillbank[hardening]' "
+            "(pyseccomp), or apt-get install python3-seccomp for the system Python",
+        )
+        return
+    confinement.seccomp_filter = syscall_filter
+    try:
+        confinement.seccomp_program = _fprog(_export_bpf(syscall_filter))
+    except OSError:  # the workers load the filter through libseccomp instead
+        confinement.seccomp_program = None
+
+
+def _build_filter() -> Any:
+    """The workers' pyseccomp filter (:data:`SECCOMP_ALLOWED`), or None without a binding."""
     try:
         import pyseccomp as seccomp  # type: ignore[import-untyped, unused-ignore]
     except ImportError:
         try:
             import seccomp  # type: ignore[import-not-found, no-redef, unused-ignore]
         except ImportError:
-            confinement.off(
-                "seccomp",
-                "no seccomp binding is installed: pip install 'skillbank[hardening]' "
-                "(pyseccomp), or apt-get install python3-seccomp for the system Python",
-            )
-            return
+            return None
     syscall_filter = seccomp.SyscallFilter(seccomp.ERRNO(errno.EPERM))
     for name in SECCOMP_ALLOWED:
         try:
             syscall_filter.add_rule(seccomp.ALLOW, name)
         except (OSError, ValueError, RuntimeError):  # not a system call on this architecture
             continue
-    confinement.seccomp_filter = syscall_filter
+    return syscall_filter
+
+
+def _program_from_helper() -> bytes | None:
+    """The filter's BPF program, built and exported by a short-lived child process.
+
+    The bindings import ``ctypes.util``, hence ``subprocess`` and ``threading``, and
+    ``threading`` registers an after-fork handler that every worker forked from the
+    template would run (about a hundred copied pages, 0.2-0.3 ms of CPU a worker). The child
+    imports them and exits; the template only keeps the bytes. None if the child could not
+    build the program (the caller then builds it in the template, and reports why not).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: no output, no traceback, just the program or a failed status
+        status = 1
+        try:
+            os.close(read_end)
+            syscall_filter = _build_filter()
+            if syscall_filter is not None:
+                program = _export_bpf(syscall_filter)
+                view = memoryview(program)
+                while view:
+                    view = view[os.write(write_end, view) :]
+                status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    program = b""
     try:
-        confinement.seccomp_program = _export_program(syscall_filter)
-    except OSError:  # the workers load the filter through libseccomp instead
-        confinement.seccomp_program = None
+        while chunk := os.read(read_end, 65536):
+            program += chunk
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    if status != 0 or not program or len(program) % _BPF_INSTRUCTION:
+        return None
+    return program
 
 
 class _SockFprog(ctypes.Structure):
@@ -348,12 +407,15 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _export_program(syscall_filter: Any) -> Any:
-    """The filter as libseccomp compiles it (``seccomp_export_bpf``), ready for ``prctl``.
+#: Bytes per BPF instruction (``struct sock_filter``: u16 code, u8 jt, u8 jf, u32 k).
+_BPF_INSTRUCTION: Final = 8
+
+
+def _export_bpf(syscall_filter: Any) -> bytes:
+    """The filter as libseccomp compiles it (``seccomp_export_bpf``).
 
     Loading it costs each worker one system call instead of libseccomp building the same
-    program again in every worker. Returns a pointer to a ``struct sock_fprog`` (kept alive
-    with its buffer on the returned object).
+    program again in every worker.
     """
     read_end, write_end = os.pipe()
     try:
@@ -364,11 +426,15 @@ def _export_program(syscall_filter: Any) -> Any:
             program += chunk
     finally:
         os.close(read_end)
-    instruction = 8  # struct sock_filter: u16 code, u8 jt, u8 jf, u32 k
-    if not program or len(program) % instruction:
+    if not program or len(program) % _BPF_INSTRUCTION:
         raise OSError(errno.EINVAL, f"libseccomp exported {len(program)} bytes of BPF")
+    return program
+
+
+def _fprog(program: bytes) -> Any:
+    """A pointer to a ``struct sock_fprog`` for ``prctl`` (it keeps its buffer alive)."""
     buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // instruction, ctypes.cast(buffer, ctypes.c_void_p))
+    fprog = _SockFprog(len(program) // _BPF_INSTRUCTION, ctypes.cast(buffer, ctypes.c_void_p))
     pointer = ctypes.pointer(fprog)
     pointer._sandbox_keep = buffer  # type: ignore[attr-defined]
     return pointer

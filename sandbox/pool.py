@@ -26,6 +26,7 @@ and reported as :class:`WorkerCrashed`.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import importlib.util
 import math
@@ -78,6 +79,12 @@ _EXIT_GRACE_S: Final = 2.0
 #: Most sources a template is asked to compile ahead (its compile cache holds 256).
 _TAUGHT_KEPT: Final = 256
 _READ_CHUNK: Final = 64 * 1024  # larger reads cost an mmap/munmap per call
+#: A pipe's default capacity; a longer request grows the worker's request pipe (up to
+#: :data:`_PIPE_MAX`), so it crosses in a write or two instead of a wake-up of each side per
+#: 64 KiB (on a loaded machine each wake-up can wait a time slice).
+_PIPE_DEFAULT: Final = 64 * 1024
+#: The largest pipe an unprivileged process may ask for by default (``fs.pipe-max-size``).
+_PIPE_MAX: Final = 1024 * 1024
 #: Failures that say nothing bad about the worker itself; anything else retires it.
 _REUSABLE_AFTER: Final[frozenset[type[SandboxError]]] = frozenset({SkillError, ToolError})
 
@@ -144,6 +151,7 @@ class WorkerProcess:
         os.set_blocking(self._in_fd, False)
         os.set_blocking(self._out_fd, False)  # read only when ready (poll, or the event loop)
         self._reader = FrameReader()
+        self._pipe_grown = False
         self._lock = threading.Lock()
         self._killed = False
         self._closed = False
@@ -282,6 +290,7 @@ class WorkerProcess:
     async def _send_async(
         self, loop: asyncio.AbstractEventLoop, data: bytes, deadline: float
     ) -> None:
+        self._grow_pipe(len(data))
         view = memoryview(data)
         while view:
             try:
@@ -369,7 +378,17 @@ class WorkerProcess:
         poller.register(fd, events)
         return bool(poller.poll(math.ceil(remaining * 1000)))
 
+    def _grow_pipe(self, size: int) -> None:
+        """Let the request pipe hold ``size`` bytes (as far as the system allows)."""
+        if size > _PIPE_DEFAULT and not self._pipe_grown:
+            self._pipe_grown = True
+            try:
+                fcntl.fcntl(self._in_fd, fcntl.F_SETPIPE_SZ, min(size, _PIPE_MAX))
+            except (OSError, AttributeError):  # over fs.pipe-max-size, or not Linux
+                pass
+
     def _send(self, data: bytes, deadline: float) -> None:
+        self._grow_pipe(len(data))
         view = memoryview(data)
         while view:
             try:

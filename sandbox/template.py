@@ -44,6 +44,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -57,6 +58,8 @@ _EXITED_KEPT: Final = 4096
 _REQUEST_BYTES: Final = 64 * 1024 + 1
 #: Most file descriptors the template keeps open (one pidfd per live worker).
 _TEMPLATE_OPEN_FILES: Final = 4096
+#: The three descriptors handed over with a worker, as ``SCM_RIGHTS`` data.
+_WORKER_FDS: Final = struct.Struct("3i")
 #: The codecs a skill reaches through ``str.encode``/``bytes.decode`` besides UTF-8; imported
 #: up front because a confined worker cannot import anything from disk.
 _CODECS: Final = (
@@ -124,9 +127,11 @@ def _no_tool(name: str, arguments: dict[str, Any]) -> Any:
 
 class _Template:
     def __init__(self, control: socket.socket, config: Mapping[str, Any]) -> None:
-        from sandbox import confine
+        from sandbox import confine, worker
 
         self.control = control
+        #: Bound here, so a worker starts serving without going through the import system.
+        self.serve_worker = worker.serve
         self.reuse = bool(config.get("reuse", False))
         self.test_hook = bool(config.get("test_hook", False))
         disabled = config.get("disabled_layers", []) if self.test_hook else []
@@ -139,12 +144,8 @@ class _Template:
         self.poller = select.poll()
         self.poller.register(control, select.POLLIN)
 
-    def send(self, message: Mapping[str, Any], fds: list[int] | None = None) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
-        if fds:
-            socket.send_fds(self.control, [data], fds)
-        else:
-            self.control.send(data)
+    def send(self, message: Mapping[str, Any]) -> None:
+        self.control.send(json.dumps(message, separators=(",", ":")).encode())
 
     def serve(self) -> None:
         self.send({"ready": self.confinement.status})
@@ -223,7 +224,18 @@ class _Template:
             os.waitpid(pid, 0)
             raise
         try:
-            self.send({"worker": pid}, [pidfd, request_write, reply_read])
+            # Written by hand (not json.dumps, socket.send_fds): every page the template
+            # touches between forks is copied, because its last worker still shares it.
+            self.control.sendmsg(
+                [b'{"worker":%d}' % pid],
+                [
+                    (
+                        socket.SOL_SOCKET,
+                        socket.SCM_RIGHTS,
+                        _WORKER_FDS.pack(pidfd, request_write, reply_read),
+                    )
+                ],
+            )
         finally:
             os.close(request_write)
             os.close(reply_read)
@@ -240,9 +252,7 @@ def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int, war
     in_fd, out_fd = os.dup2(high_in, 3), os.dup2(high_out, 4)
     os.closerange(5, _TEMPLATE_OPEN_FILES)
     template.confinement.enter(index)
-    from sandbox import worker
-
-    worker.serve(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=warm)
+    template.serve_worker(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=warm)
 
 
 def main() -> None:

@@ -610,24 +610,46 @@ def run(x):
 """
 
 
+#: A ``run`` request like the host's (:data:`PREWARM_SOURCE`, default limits) for
+#: :func:`prewarm` to decode and run the way a call's request is.
+_PREWARM_REQUEST: Final = json.dumps(
+    {
+        "op": "run",
+        "source": PREWARM_SOURCE,
+        "entry": "run",
+        "tools": [],
+        "limits": {
+            "timeout_s": 10.0,
+            "cpu_s": 10,
+            "memory_mb": 1024,
+            "output_bytes": 1_000_000,
+            "max_tool_calls": 10_000,
+            "tool_io_bytes": 64_000_000,
+        },
+        "args": {"x": 1},
+    },
+    separators=(",", ":"),
+).encode()
+
+
 def prewarm() -> None:
     """Run :data:`PREWARM_SOURCE` once, outside any call, with no tools and no limits.
 
     A forked worker shares the template's memory copy-on-write: the first call that runs
     in it pays for copying every page it writes (reference counts included), about a
-    millisecond. Running the same paths once while the worker waits for its request moves
-    that cost off the call. It is the sandbox's own code, identical in every worker, and
-    leaves nothing of a call behind (there was no call yet).
+    millisecond. Running the call's own path once (decode a request, compile, build the
+    globals, run, encode the reply) while the worker waits for its request moves that cost
+    off the call. It is the sandbox's own code, identical in every worker, and leaves
+    nothing of a call behind (there was no call yet): no limits are set and no pipe is used.
     """
-    output = OutputBuffer(1000)
-    namespace = build_globals(ToolsProxy((), _no_tools), output.collector)
-    exec(compile_skill(PREWARM_SOURCE), namespace)
-    dumps(namespace["run"](x=1))  # the encoder a call's value goes through
-    namespace.clear()
-
-
-def _no_tools(name: str, arguments: dict[str, Any]) -> Any:
-    raise ToolError(name, "no tools outside a call")
+    request = json.loads(_PREWARM_REQUEST)  # what read_frame does with a request
+    call = _Call(-1, -1, request)
+    output = OutputBuffer(call.output_bytes, on_overflow=call.fail)
+    encoded, error = _run_skill(call, str(request["source"]), "run", request["args"], output)
+    head = {"op": "done", "ok": error is None, "error": None, "output": output.text()}
+    dumps(head)[:-1] + b',"value":' + (encoded or b"null") + b"}"
+    call.closed = True
+    output.close()
 
 
 def _request_waiting(fd: int) -> bool:

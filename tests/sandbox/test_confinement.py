@@ -673,6 +673,17 @@ def test_reuse_mode_is_the_documented_exception(harnesses) -> None:
 # ------------------------------------------------------------- compiled ahead, within budget
 
 
+def test_workers_are_forked_from_a_template_without_threading(harnesses) -> None:
+    """The seccomp bindings import threading (through ctypes.util); a helper process builds
+    the program, so no worker runs threading's after-fork handler, and the layer holds."""
+    harness = harnesses()
+    probe = "import sys\nresult = sorted({'threading', 'subprocess'} & set(sys.modules))"
+    assert harness.raw(probe) == {"result": []}
+    if harness.status["seccomp"] == ON:
+        socket_call = "import socket\nsocket.socket()\nresult = 'opened'"
+        assert harness.raw(socket_call)["errno"] == EPERM
+
+
 def test_the_template_compiles_a_skill_once_it_has_run(harnesses) -> None:
     harness = harnesses()
     doc = "A skill long enough to need more than one small read. " * 200  # ~11 KB
