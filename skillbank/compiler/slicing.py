@@ -284,9 +284,14 @@ def _canonical_order(
     return tuple(out)
 
 
-def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect]) -> str:
+def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect], *, any_query: bool = False) -> str:
     """The procedure a sliced run performs: its commands (repeats folded), each argument's
-    source kind; a read-only run's sink stands in for its commands."""
+    source kind; a read-only run's sink stands in for its commands.
+
+    With ``any_query``, an argument read from a query's result says only that (``query``),
+    not which query: runs that found the customer by email and runs that found them by name
+    and zip then share the key, as alternatives of one procedure. A command stays named.
+    """
     if not cut.steps:
         return ""
     commands = [
@@ -301,6 +306,8 @@ def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect]) -> str:
         args = []
         for name, source in sorted(cut.sources[n].items()):
             origin = "input" if source is None else cut.steps[positions[source]].tool
+            if any_query and origin in effects and effects[origin].effect == "query":
+                origin = "<query>"
             args.append(f"{name}<-{origin}")
         described.append(f"{step.tool}({','.join(args)})")
     # Fold repeats of whole described calls, as the compiler folds repeated blocks.
