@@ -739,6 +739,7 @@ class _Builder:
         """
         names[slot] = f"@{slot}"
         given: list[tuple[str, ...]] = []
+        seen: list[set[str]] = []
         calls: list[Call] = []
         try:
             for k in ks:
@@ -765,12 +766,16 @@ class _Builder:
                     n for n in self.choosers - before if _uses_param([Call(tool, kwargs, None)], n)
                 )
                 chosen = tuple(sorted(mine, key=lambda n: list(self.params).index(n)))
-                if not chosen or any(set(g) <= set(chosen) or set(chosen) <= set(g) for g in given):
+                # What the caller is asked for: the inputs' tool argument names (two reads
+                # by email are one way to find the customer, whatever the tools).
+                asked = {self.params[n][3] for n in chosen}
+                if not chosen or any(asked <= wanted or wanted <= asked for wanted in seen):
                     raise CompileError(
                         f"the reads {' / '.join(self.pattern[k][0] for k in ks)} cannot be "
                         "told apart by the inputs the caller gives; compile them separately"
                     )
                 given.append(chosen)
+                seen.append(asked)
                 calls.append(Call(tool, kwargs, names[slot]))
         finally:
             self.active, self.choosing = list(range(len(self.runs))), False
