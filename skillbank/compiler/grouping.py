@@ -100,8 +100,10 @@ def group_procedures(
     """
     by_key: dict[str, str] = {}
     for skill in sorted(existing.values(), key=lambda s: s.id):
-        if skill.cases:
-            by_key.setdefault(pattern_key(skill.cases[0].calls), skill.id)
+        # Every pattern a skill's cases show is the skill's: a skill that reads its entity
+        # by alternative queries holds one pattern per alternative.
+        for case in skill.cases:
+            by_key.setdefault(pattern_key(case.calls), skill.id)
     patterns: dict[str, list[int]] = {}
     for i in indexes:
         patterns.setdefault(pattern_key(successful_steps(runs[i])), []).append(i)
