@@ -24,7 +24,11 @@ names of each call. Each group is anti-unified into one program:
 - a block repeated a varying number of times becomes a loop: over a list in an earlier result
   when each iteration took the matching element of that list and the runs walked the whole
   list, else over a list parameter (a list of dicts when several arguments vary together);
-- if the skill ends in a loop it returns the list of the loop's last results.
+- if the skill ends in a loop it returns the list of the loop's last results;
+- runs that read a value by different queries at one position (the customer found by email
+  in some, by name and zip in others; `_alternatives`) read it by an ``if``/``elif`` chain
+  (`_Builder.alternative`) chosen by which of the reads' inputs the caller gives, each an
+  optional parameter (``None``: not given), with a declared ``ValueError`` when none is.
 
 A value a run's user wrote in the task text counts as that run's input, never as data flow
 (see `skillbank.compiler.dataflow`).

@@ -29,7 +29,10 @@ The **skeleton** of a sliced run names its procedure: the commands (repeats fold
 per argument, where the value came from: the user (``input``) or the tool whose result held
 it. Two runs that changed the same things from the same kinds of sources share a skeleton,
 whatever else they read; a read-only run's skeleton is its sink's. Values never enter the
-skeleton, so renaming the entities a run is about never changes it.
+skeleton, so renaming the entities a run is about never changes it. With ``any_query`` the
+key says only that an argument came from *a* query, not which: runs that found the customer
+by email and runs that found them by name and zip share it, and grouping joins them as
+alternative reads of one procedure.
 
 Pure and deterministic: no sandbox, no I/O; the same run gives the same slice.
 """
