@@ -314,7 +314,12 @@ class Learner:
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
             skeletons = {i: cuts[i][1] for i in learnable}
             shapes = {i: cuts[i][2] for i in learnable}
-            groups = group_procedures(given, learnable, sliced, skeletons, shapes)
+            skill_shapes = {
+                sid: self._cut(skill.cases[0].to_trajectory(skill.tool_specs))[2]
+                for sid, skill in existing.items()
+                if skill.cases
+            }
+            groups = group_procedures(given, learnable, sliced, skeletons, shapes, skill_shapes)
             for group in track(groups, "learning"):
                 self._learn_procedure(batch, group)
             for i, first in duplicates.items():

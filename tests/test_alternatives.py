@@ -254,3 +254,15 @@ def test_a_new_run_of_either_alternative_joins_the_learned_skill(tmp_path: Path)
         skill = bank.get(sid)
         assert len(skill.cases) == 6
         assert body(skill.source) == textwrap.indent(BODY, "    ")
+
+
+def test_runs_of_a_new_alternative_join_a_stored_skill(tmp_path: Path) -> None:
+    with SkillBank.init(tmp_path / "bank") as bank:
+        (sid,) = bank.learn(runs()[:2]).added
+        assert "| None" not in bank.get(sid).source
+        report = bank.learn(runs()[2:], branch="current")
+        assert report.added == [] and report.updated == [sid]
+        skill = bank.get(sid)
+        assert len(skill.cases) == 4
+        assert body(skill.source) == textwrap.indent(BODY, "    ")
+        assert str(skill.version).startswith("2.")  # email is no longer required

@@ -88,6 +88,7 @@ def group_procedures(
     existing: Mapping[str, Skill],
     skeletons: Mapping[int, str] | None = None,
     shapes: Mapping[int, str] | None = None,
+    skill_shapes: Mapping[str, str] | None = None,
 ) -> list[ProcedureGroup]:
     """The procedures among ``runs[i]`` for ``i`` in ``indexes`` (runs with calls that worked).
 
@@ -96,7 +97,8 @@ def group_procedures(
     ``skeletons`` (run index -> `skeleton_key`) lets a pattern join another that contains it
     when both change the same things from the same sources, however their tasks are worded.
     ``shapes`` (run index -> the skeleton modulo source queries) joins procedures that read
-    a command's argument by different queries (alternatives).
+    a command's argument by different queries (alternatives); ``skill_shapes`` (skill id ->
+    the same key of its first case) lets new runs join a stored skill that way.
     """
     by_key: dict[str, str] = {}
     for skill in sorted(existing.values(), key=lambda s: s.id):
@@ -134,6 +136,7 @@ def group_procedures(
                 parts=[],
                 tokens=pattern_tokens(longest.calls),
                 tasks=[c.task for c in skill.cases],
+                shape=(skill_shapes or {}).get(skill.id),
             )
         )
     while _merge_one(groups) or _merge_alternatives(groups):
@@ -144,16 +147,16 @@ def group_procedures(
 
 
 def _merge_alternatives(groups: list[ProcedureGroup]) -> bool:
-    """Fold one new procedure into another that does the same with a value read by another
-    query (same shape, different skeleton, as many blocks); False if none."""
+    """Fold one new procedure into another (or a stored skill's) that does the same with a
+    value read by another query (same shape, different skeleton, as many blocks); False if
+    none."""
     for small in groups:
         if small.old is not None or not small.members or small.shape is None:
             continue
         for big in groups:
             if (
                 big is not small
-                and big.old is None
-                and big.members
+                and (big.members or big.old)
                 and big.shape == small.shape
                 and big.skeleton != small.skeleton
                 and len(big.tokens) == len(small.tokens)
