@@ -266,3 +266,46 @@ def test_runs_of_a_new_alternative_join_a_stored_skill(tmp_path: Path) -> None:
         assert len(skill.cases) == 4
         assert body(skill.source) == textwrap.indent(BODY, "    ")
         assert str(skill.version).startswith("2.")  # email is no longer required
+
+
+def by_phone(tid: str, phone: str, cid: str, street: str) -> Trajectory:
+    """Find the customer by phone, change their address."""
+    return Trajectory(
+        tid,
+        f"Move the customer with phone {phone} to {street}",
+        (),
+        (
+            Step("find_customer_by_phone", {"phone": phone}, {"customer_id": cid}),
+            Step(
+                "update_address",
+                {"customer_id": cid, "street": street},
+                {"customer_id": cid, "street": street},
+            ),
+        ),
+        Outcome(True),
+    )
+
+
+def test_three_alternatives_are_one_chain_in_tool_name_order() -> None:
+    three = [
+        *runs(),
+        by_phone("e", "555-0101", "C-7", "7 Ash St"),
+        by_phone("f", "555-0199", "C-8", "8 Fir St"),
+    ]
+    source = compile_group(three).source
+    assert source == compile_group(three[::-1]).source
+    assert (
+        "    elif phone is not None:\n"
+        "        customer = tools.find_customer_by_phone(phone=phone)\n"
+        "    else:\n"
+        "        raise ValueError('give email, or name and zip_, or phone')\n"
+    ) in source
+
+
+def test_the_order_of_the_runs_never_changes_the_learned_skill(tmp_path: Path) -> None:
+    sources = []
+    for n, order in enumerate((runs(), runs()[::-1])):
+        with SkillBank.init(tmp_path / f"bank{n}") as bank:
+            (sid,) = bank.learn(order).added
+            sources.append(bank.get(sid).source)
+    assert sources[0] == sources[1]
