@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +310,24 @@ def test_the_order_of_the_runs_never_changes_the_learned_skill(tmp_path: Path) -
             (sid,) = bank.learn(order).added
             sources.append(bank.get(sid).source)
     assert sources[0] == sources[1]
+
+
+def test_reads_that_hold_the_value_at_different_places_are_learned_apart(
+    tmp_path: Path,
+) -> None:
+    # The name-and-zip read gives the id as "id": no one path is read in every run.
+    other = [
+        Trajectory(
+            r.id,
+            r.task,
+            (),
+            (replace(r.steps[0], result={"id": r.steps[1].arguments["customer_id"]}), r.steps[1]),
+            Outcome(True),
+        )
+        for r in runs()[2:]
+    ]
+    with pytest.raises(CompileError, match="nothing reads what"):
+        compile_group([*runs()[:2], *other])
+    with SkillBank.init(tmp_path / "bank") as bank:
+        report = bank.learn([*runs()[:2], *other])
+        assert len(report.added) == 2 and not report.rejected

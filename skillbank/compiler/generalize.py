@@ -1222,6 +1222,13 @@ class _Builder:
         statements = self.prune(statements)
         if isinstance(statements[-1], Alt):
             raise CompileError("the runs end with different reads; compile them separately")
+        for stmt in statements:
+            if isinstance(stmt, Alt) and not _reads(statements, stmt.body[0].var):
+                # The reads found the value at different places: not one value found two ways.
+                raise CompileError(
+                    f"nothing reads what {' or '.join(c.tool for c in stmt.body)} found in "
+                    "every run; compile those runs separately"
+                )
         if isinstance(statements[-1], If):
             before = statements[-2] if len(statements) > 1 else None
             if not isinstance(before, Call) or before.var is None:
