@@ -279,7 +279,7 @@ class Learner:
         # used are dropped before grouping, so runs that read more or less join one skill.
         # A sliced run keeps its recorded hash: learning it again finds it known.
         cuts = [self._cut(t) for t in trajectories]
-        given = [run for run, _ in cuts]
+        given = [run for run, _, _ in cuts]
         wanted = branch or self.config.branch
         if wanted not in ("auto", "current"):
             self.library.check_branch_name(wanted)  # before any work, not after it
@@ -313,7 +313,13 @@ class Learner:
                     learnable.append(i)
             sliced = {sid: self._sliced_skill(skill) for sid, skill in existing.items()}
             skeletons = {i: cuts[i][1] for i in learnable}
-            groups = group_procedures(given, learnable, sliced, skeletons)
+            shapes = {i: cuts[i][2] for i in learnable}
+            skill_shapes = {
+                sid: self._cut(skill.cases[0].to_trajectory(skill.tool_specs))[2]
+                for sid, skill in existing.items()
+                if skill.cases
+            }
+            groups = group_procedures(given, learnable, sliced, skeletons, shapes, skill_shapes)
             for group in track(groups, "learning"):
                 self._learn_procedure(batch, group)
             for i, first in duplicates.items():
@@ -485,15 +491,18 @@ class Learner:
             ).values()
         )  # fmt: skip
 
-    def _cut(self, trajectory: Trajectory) -> tuple[Trajectory, str]:
-        """The run cut down to its procedure (it keeps its id and recorded hash), and the
-        procedure's skeleton (`skeleton_key`), from one slice."""
+    def _cut(self, trajectory: Trajectory) -> tuple[Trajectory, str, str]:
+        """The run cut down to its procedure (it keeps its id and recorded hash), the
+        procedure's skeleton (`skeleton_key`) and its skeleton with any query as a source
+        (alternative reads join), from one slice."""
         effects = {e.tool: e for e in self._effects(trajectory)}
         cut = slice_run(trajectory, effects)
         key = skeleton_key(cut, effects)
+        shape = skeleton_key(cut, effects, any_query=True)
         if len(cut.steps) == len(successful_steps(trajectory)):
-            return trajectory, key
-        return replace(trajectory, steps=cut.steps, recorded_sha256=trajectory.sha256), key
+            return trajectory, key, shape
+        sliced = replace(trajectory, steps=cut.steps, recorded_sha256=trajectory.sha256)
+        return sliced, key, shape
 
     def _sliced(self, trajectory: Trajectory) -> Trajectory:
         """The run cut down to its procedure; it keeps its id and recorded hash."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from skillbank.compiler.dataflow import MISSING, Path, iter_paths, value_at
@@ -140,6 +140,9 @@ class Locator:
     path: Path = ()
     #: For "rows": dict key -> path inside the arguments.
     columns: tuple[tuple[str, Path], ...] = ()
+    #: True for a parameter that defaults to None (an alternative's input): a run where
+    #: nothing is at the locator did not give it.
+    optional: bool = False
 
 
 def _same(a: JSON, b: JSON) -> bool:
@@ -192,13 +195,18 @@ def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]
 def locators(skill: Skill) -> dict[str, Locator] | None:
     """Where each parameter lands among the skill's calls, agreed by all its cases.
 
-    Parameters with a default need no locator. Returns None when a required parameter cannot
-    be placed (the skill cannot be recognised from raw calls then).
+    Parameters with a default need no locator. A parameter that defaults to None (the input
+    of one alternative, `skillbank.compiler.emit.Alt`) is located by the cases that gave it,
+    and is optional: a run with nothing at its place did not give it. Returns None when a
+    required parameter cannot be placed (the skill cannot be recognised from raw calls then).
     """
     result: dict[str, Locator] = {}
     for param in skill.signature.params:
         common: list[Locator] | None = None
+        optional = param.has_default and param.default == "None"
         for case in skill.cases:
+            if optional and case.args.get(param.name) is None:
+                continue
             if param.name not in case.args:
                 common = []
                 break
@@ -214,7 +222,7 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
             if not common:
                 break
         if common:
-            result[param.name] = common[0]
+            result[param.name] = replace(common[0], optional=optional)
         elif not param.has_default:
             return None
     return result
@@ -392,10 +400,14 @@ def match_steps(
         found = locators(skill) if skill.cases and skill.tools else None
         if found is not None:
             usable.append((skill, found))
+    # The tools a skill's calls may start with: one per alternative first read.
     first_tools = {
-        s.id: made[0].tool
+        s.id: {
+            made[0].tool
+            for case in s.cases
+            if (made := [c for c in case.calls if s.requires or c.tool in s.tools])
+        }
         for s, _ in usable
-        if (made := [c for c in s.cases[0].calls if s.requires or c.tool in s.tools])
     }
     n = len(steps)
     inf = (n + 1, n + 1)
@@ -414,10 +426,14 @@ def match_steps(
         guesses = {
             name: located_guesses(loc, steps[k:], tools, reads) for name, loc in locs.items()
         }
+        # An optional input found nowhere was not given (the run took another alternative).
+        guesses = {
+            name: g or ([MISSING] if locs[name].optional else []) for name, g in guesses.items()
+        }
         if any(not g for g in guesses.values()):
             return None
         for combo in itertools.islice(itertools.product(*guesses.values()), MAX_GUESSES):
-            args = dict(zip(guesses, combo, strict=True))
+            args = {n: v for n, v in zip(guesses, combo, strict=True) if v is not MISSING}
             if check_args is not None:
                 try:
                     args = dict(check_args(skill, args))
@@ -447,9 +463,10 @@ def match_steps(
             # Where the skill would start: here, or after reads it does not make (an agent
             # looking around first), which its step then covers too.
             k = i
-            while k < n and steps[k].tool != first_tools.get(skill.id) and steps[k].tool in reads:
+            firsts = first_tools.get(skill.id, set())
+            while k < n and steps[k].tool not in firsts and steps[k].tool in reads:
                 k += 1
-            if k >= n or steps[k].tool != first_tools.get(skill.id):
+            if k >= n or steps[k].tool not in firsts:
                 continue
             key = (skill.id, k)
             if key not in attempts:

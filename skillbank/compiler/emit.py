@@ -19,6 +19,7 @@ from sandbox.names import attribute_name
 from skillbank.compiler.dataflow import Path, mentioned_in
 
 __all__ = [
+    "Alt",
     "Call",
     "Cond",
     "FunctionPlan",
@@ -274,6 +275,31 @@ class If:
 
 
 @dataclass(frozen=True)
+class Alt:
+    """Alternative reads of one value, chosen by which inputs the caller gives::
+
+        if email is not None:
+            customer = tools.find_customer_by_email(email=email)
+        elif name is not None and zip_ is not None:
+            customer = tools.find_customer_by_name_zip(name=name, zip=zip_)
+        else:
+            raise ValueError("give email, or name and zip_")
+
+    Every call binds the same variable, so what follows reads it whichever ran.
+    """
+
+    #: Per alternative, the parameters that choose it (all given: it runs).
+    given: tuple[tuple[str, ...], ...]
+    #: The call of each alternative, in the same order; all bind one variable.
+    body: tuple[Call, ...]
+
+    @property
+    def missing(self) -> str:
+        """The message of the ``ValueError`` raised when the caller gives no alternative."""
+        return "give " + ", or ".join(" and ".join(names) for names in self.given)
+
+
+@dataclass(frozen=True)
 class FunctionPlan:
     """Everything needed to write one skill function."""
 
@@ -282,7 +308,7 @@ class FunctionPlan:
     returns: str
     summary: str
     details: tuple[str, ...]
-    calls: tuple[Call | Loop | If, ...]
+    calls: tuple[Call | Loop | If | Alt, ...]
     returns_doc: str
 
 
@@ -402,7 +428,7 @@ def _plan_names(plan: FunctionPlan) -> set[str]:
             taken |= {stmt.item, stmt.collect or ""}
         if isinstance(stmt, If):
             taken.add(stmt.fallback or "")
-        for call in stmt.body if isinstance(stmt, (Loop, If)) else (stmt,):
+        for call in stmt.body if isinstance(stmt, (Loop, If, Alt)) else (stmt,):
             taken.add(call.var or "")
     return taken - {""}
 
@@ -410,7 +436,7 @@ def _plan_names(plan: FunctionPlan) -> set[str]:
 def _plan_picks(plan: FunctionPlan) -> list[Pick]:
     picks: list[Pick] = []
     for stmt in plan.calls:
-        for call in stmt.body if isinstance(stmt, (Loop, If)) else (stmt,):
+        for call in stmt.body if isinstance(stmt, (Loop, If, Alt)) else (stmt,):
             for _, v in call.kwargs:
                 _collect_picks(v, picks)
     return picks
@@ -444,10 +470,19 @@ def render_function(plan: FunctionPlan) -> str:
     out += _wrap(plan.returns_doc, 99, "        ")
     picks = _plan_picks(plan)
     searches = [s.until.missing for s in plan.calls if isinstance(s, Loop) and s.until]
-    if picks or searches:
+    choices = [s for s in plan.calls if isinstance(s, Alt)]
+    if picks or searches or choices:
         out += ["", "    Raises:"]
+    if picks or searches:
         missing = ", or if ".join([*(p.missing() for p in picks), *searches])
         wrapped = _wrap(f"LookupError: If {missing}.", 99, "        ")
+        out += [wrapped[0]] + ["    " + w for w in wrapped[1:]]
+    if choices:
+        told = ", or if ".join(
+            "the caller gives none of: " + "; ".join(" and ".join(names) for names in s.given)
+            for s in choices
+        )
+        wrapped = _wrap(f"ValueError: If {told}.", 99, "        ")
         out += [wrapped[0]] + ["    " + w for w in wrapped[1:]]
     out.append('    """')
     taken = _plan_names(plan)
@@ -461,6 +496,20 @@ def render_function(plan: FunctionPlan) -> str:
                 out += _call_source(call, "        ", prefix, taken)
             if last and stmt.fallback:
                 out.append(f"    return {stmt.fallback}")
+            continue
+        if isinstance(stmt, Alt):
+            for j, (names, call) in enumerate(zip(stmt.given, stmt.body, strict=True)):
+                test = " and ".join(f"{name} is not None" for name in names)
+                out.append(f"    {'if' if j == 0 else 'elif'} {test}:")
+                out += _call_source(call, "        ", f"{call.var} = " if call.var else "", taken)
+            out.append("    else:")
+            error = f"        raise ValueError({stmt.missing!r})"
+            if len(error) <= 99:
+                out.append(error)
+            else:
+                out.append("        raise ValueError(")
+                out += [f"            {piece!r}" for piece in _pieces(stmt.missing, 80)]
+                out.append("        )")
             continue
         if isinstance(stmt, Loop):
             if stmt.collect:

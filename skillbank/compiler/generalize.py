@@ -24,7 +24,11 @@ names of each call. Each group is anti-unified into one program:
 - a block repeated a varying number of times becomes a loop: over a list in an earlier result
   when each iteration took the matching element of that list and the runs walked the whole
   list, else over a list parameter (a list of dicts when several arguments vary together);
-- if the skill ends in a loop it returns the list of the loop's last results.
+- if the skill ends in a loop it returns the list of the loop's last results;
+- runs that read a value by different queries at one position (the customer found by email
+  in some, by name and zip in others; `_alternatives`) read it by an ``if``/``elif`` chain
+  (`_Builder.alternative`) chosen by which of the reads' inputs the caller gives, each an
+  optional parameter (``None``: not given), with a declared ``ValueError`` when none is.
 
 A value a run's user wrote in the task text counts as that run's input, never as data flow
 (see `skillbank.compiler.dataflow`).
@@ -51,6 +55,7 @@ from skillbank.compiler.dataflow import (
 )
 from skillbank.compiler.effects import classify_tools
 from skillbank.compiler.emit import (
+    Alt,
     Call,
     Cond,
     FunctionPlan,
@@ -84,6 +89,8 @@ __all__ = [
 JSON = Any
 #: A pattern: blocks of tool names; a block in a loop position repeats one or more times.
 Pattern = tuple[tuple[str, ...], ...]
+#: One folded block of a run, with the argument names of its calls (`pattern_tokens`).
+PatternToken = tuple[tuple[str, ...], tuple[str, ...]]
 
 _MAX_BLOCK = 3
 
@@ -319,7 +326,12 @@ class _Builder:
     """Anti-unifies the runs of one group into a FunctionPlan and its cases."""
 
     def __init__(
-        self, runs: list[_Run], pattern: Pattern, skill_id: str, queries: frozenset[str]
+        self,
+        runs: list[_Run],
+        pattern: Pattern,
+        skill_id: str,
+        queries: frozenset[str],
+        alternatives: Sequence[Sequence[int]] = (),
     ) -> None:
         self.runs = runs
         self.queries = queries
@@ -346,6 +358,19 @@ class _Builder:
                 )
         if len(self.optional) == len(pattern):
             raise CompileError("no block is common to all runs; compile them separately")
+        #: Alternative reads of one value (`alternative`), by their first block.
+        self.alternatives = {ks[0]: list(ks) for ks in alternatives}
+        for ks in alternatives:
+            if any(k in self.loops for k in ks) or any(
+                sum(len(run.segments[k]) for k in ks) != 1 for run in runs
+            ):
+                raise CompileError(
+                    f"the reads {' / '.join(pattern[k][0] for k in ks)} are not one choice "
+                    "per run; compile those runs separately"
+                )
+        #: The parameters that choose an alternative: optional, None when not given.
+        self.choosers: set[str] = set()
+        self.choosing = False
         #: The runs the code being built applies to (inside a conditional: those that made it).
         self.active: list[int] = list(range(len(runs)))
         self.param_active: dict[str, list[JSON]] = {}
@@ -370,7 +395,7 @@ class _Builder:
         # the parameter get the first active value as a placeholder (their code never reads it).
         key = (base, canonical_json([[r, v] for r, v in zip(self.active, values, strict=True)]))
         name = self.param_keys.get(key)
-        if name is None and len(self.active) < len(self.runs):
+        if name is None and len(self.active) < len(self.runs) and not self.choosing:
             # Inside a conditional block: reuse a parameter that held these very values in
             # the runs that made the block (``sku`` checked, then ``sku`` restocked).
             name = next(
@@ -400,7 +425,11 @@ class _Builder:
             lead = f"{desc}; passed" if desc else "Passed"
             self.param_docs[name] = f"{lead} to `{tool}` as `{arg}` (e.g. {shown})."
             by_run = dict(zip(self.active, values, strict=True))
-            full = [by_run.get(r, values[0]) for r in range(len(self.runs))]
+            # A run that took another alternative did not give this input at all.
+            missing = None if self.choosing else values[0]
+            full = [by_run.get(r, missing) for r in range(len(self.runs))]
+            if self.choosing:
+                self.choosers.add(name)
             self.params[name] = (annotation, full, tool, arg)
             self.param_active[name] = list(values)
         return Ref(name)
@@ -587,7 +616,7 @@ class _Builder:
 
     def build(self) -> tuple[FunctionPlan, list[Case]]:
         runs = self.runs
-        statements: list[Call | Loop | If] = []
+        statements: list[Call | Loop | If | Alt] = []
         self.slot_tool: dict[int, str] = {}
         names: dict[int, str] = {}  # slot -> placeholder variable
         results: list[list[JSON]] = [[] for _ in runs]
@@ -603,6 +632,14 @@ class _Builder:
                 else:
                     statements.append(self.loop(k, block, earlier, results, names))
                 slot += 1  # the loop's results take a slot, so later slots stay aligned
+                continue
+            if any(k in ks for ks in self.alternatives.values()):
+                if k in self.alternatives:
+                    choice, slot = self.alternative(
+                        self.alternatives[k], slot, earlier, results, names
+                    )
+                    statements.append(choice)
+                    earlier.append(slot - 1)
                 continue
             if k in self.optional:
                 if k in merged_into_previous:
@@ -706,6 +743,69 @@ class _Builder:
         finally:
             self.active = list(range(len(self.runs)))
         return If(test, tuple(calls)), slot
+
+    def alternative(
+        self,
+        ks: list[int],
+        slot: int,
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: dict[int, str],
+    ) -> tuple[Alt, int]:
+        """Reads of one value by different queries in different runs (the customer found by
+        email in some, by name and zip in others): each becomes a branch taken when the
+        caller gives the inputs it needs, and every branch binds one variable.
+
+        The inputs of each alternative become optional parameters (None when not given);
+        one alternative's inputs may not hold another's, or the first would always win.
+        """
+        names[slot] = f"@{slot}"
+        given: list[tuple[str, ...]] = []
+        seen: list[set[str]] = []
+        calls: list[Call] = []
+        try:
+            for k in ks:
+                (tool,) = self.pattern[k]
+                present = self._made_by(k)
+                self.active, self.choosing = present, True
+                steps = {r: self.runs[r].segments[k][0][0] for r in present}
+                before = set(self.choosers)
+                kwargs = tuple(
+                    (
+                        key,
+                        self.expr(
+                            [steps[r].arguments.get(key) for r in present],
+                            tool,
+                            (key,),
+                            earlier,
+                            results,
+                            names,
+                        ),
+                    )  # fmt: skip
+                    for key in self.arg_order(tool, steps[present[0]].arguments)
+                )
+                mine = tuple(
+                    n for n in self.choosers - before if _uses_param([Call(tool, kwargs, None)], n)
+                )
+                chosen = tuple(sorted(mine, key=lambda n: list(self.params).index(n)))
+                # What the caller is asked for: the inputs' tool argument names (two reads
+                # by email are one way to find the customer, whatever the tools).
+                asked = {self.params[n][3] for n in chosen}
+                if not chosen or any(asked <= wanted or wanted <= asked for wanted in seen):
+                    raise CompileError(
+                        f"the reads {' / '.join(self.pattern[k][0] for k in ks)} cannot be "
+                        "told apart by the inputs the caller gives; compile them separately"
+                    )
+                given.append(chosen)
+                seen.append(asked)
+                calls.append(Call(tool, kwargs, names[slot]))
+        finally:
+            self.active, self.choosing = list(range(len(self.runs))), False
+        self.slot_tool[slot] = " or ".join(self.pattern[k][0] for k in ks)
+        for r, run in enumerate(self.runs):
+            (made,) = [run.segments[k][0][0] for k in ks if run.segments[k]]
+            results[r].append(made.result)
+        return Alt(tuple(given), tuple(calls)), slot + 1
 
     def condition(
         self,
@@ -1107,7 +1207,7 @@ class _Builder:
                     return None
         return common[0] if common else None
 
-    def prune(self, statements: list[Call | Loop | If]) -> list[Call | Loop | If]:
+    def prune(self, statements: list[Call | Loop | If | Alt]) -> list[Call | Loop | If | Alt]:
         """Drop the queries whose results nothing reads, and the parameters only they took.
 
         Slicing keeps a query a command argument was copied from; when generalising decides
@@ -1117,7 +1217,7 @@ class _Builder:
         """
         # An answer that may not run keeps the call before it, whose result is the fallback.
         last = -2 if isinstance(statements[-1], If) and len(statements) > 1 else -1
-        kept: list[Call | Loop | If] = statements[last:]
+        kept: list[Call | Loop | If | Alt] = statements[last:]
         for stmt in reversed(statements[:last]):
             if (
                 isinstance(stmt, Call)
@@ -1135,9 +1235,18 @@ class _Builder:
                 del self.params[name]
         return kept
 
-    def finish(self, statements: list[Call | Loop | If]) -> tuple[FunctionPlan, list[Case]]:
+    def finish(self, statements: list[Call | Loop | If | Alt]) -> tuple[FunctionPlan, list[Case]]:
         runs = self.runs
         statements = self.prune(statements)
+        if isinstance(statements[-1], Alt):
+            raise CompileError("the runs end with different reads; compile them separately")
+        for stmt in statements:
+            if isinstance(stmt, Alt) and not _reads(statements, stmt.body[0].var):
+                # The reads found the value at different places: not one value found two ways.
+                raise CompileError(
+                    f"nothing reads what {' or '.join(c.tool for c in stmt.body)} found in "
+                    "every run; compile those runs separately"
+                )
         if isinstance(statements[-1], If):
             before = statements[-2] if len(statements) > 1 else None
             if not isinstance(before, Call) or before.var is None:
@@ -1149,6 +1258,12 @@ class _Builder:
         # Name result variables after their tool's noun, never taking a parameter's name.
         rename: dict[str, str] = {}
         for stmt in statements:
+            if isinstance(stmt, Alt):
+                # One variable for every alternative, named for what they all find.
+                var = identifier(_common_noun([c.tool for c in stmt.body]), self.taken)
+                self.taken.add(var)
+                rename[stmt.body[0].var or ""] = var
+                continue
             calls = stmt.body if isinstance(stmt, (Loop, If)) else (stmt,)
             for call in calls:
                 if call.var in self.used or (call.var or "").startswith("@loop"):
@@ -1185,10 +1300,16 @@ class _Builder:
             )
         }
         about_one = not any(
-            len({canonical_json(v) for v in self.params[name][1]}) > 1 for name in typed
+            len({canonical_json(v) for v in self.param_active.get(name, self.params[name][1])}) > 1
+            for name in typed
         )
         for name in ordered:
             annotation, values, _, _ = self.params[name]
+            if name in self.choosers:
+                # An alternative's input: the caller gives it, or another alternative's.
+                optional = f"{annotation} | None"
+                defaults.append(ParamPlan(name, optional, self.param_docs[name], "None"))
+                continue
             seen = self.param_active.get(name, values)
             constant = len(seen) > 1 and len({canonical_json(v) for v in seen}) == 1
             constant = constant and not (about_one and name in typed)
@@ -1209,10 +1330,19 @@ class _Builder:
         representative = min(runs, key=lambda r: (r.trajectory.id, r.trajectory.sha256))
         index = runs.index(representative)
         # A default is the procedure's own value: the sentence keeps its word.
-        fixed = {canonical_json(self.params[p.name][1][index]) for p in defaults}
+        fixed = {
+            canonical_json(self.params[p.name][1][index])
+            for p in defaults
+            if p.name not in self.choosers
+        }
+        chosen = [
+            (p.name, self.params[p.name][1][index])
+            for p in defaults
+            if p.name in self.choosers and self.params[p.name][1][index] is not None
+        ]
         template = plain_sentence(
             representative.trajectory.task,
-            [(p.name, self.params[p.name][1][index]) for p in plans],
+            [(p.name, self.params[p.name][1][index]) for p in plans] + chosen,
             [
                 (key, value)
                 for step in representative.steps
@@ -1225,7 +1355,11 @@ class _Builder:
             block = tuple(t for i, t in enumerate(whole) if (k, i) not in self.pruned)
             if not block:
                 continue
-            if k in self.searches:
+            if k in self.alternatives:
+                parts.append(" or ".join(f"`{self.pattern[a][0]}`" for a in self.alternatives[k]))
+            elif any(k in ks for ks in self.alternatives.values()):
+                continue
+            elif k in self.searches:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " on each item until one fits")
             elif k in self.loops:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " for each item")
@@ -1239,7 +1373,7 @@ class _Builder:
             summary += "."
         last_loop = isinstance(statements[-1], Loop)
         final = statements[-1]
-        last_tool = final.body[-1].tool if isinstance(final, (Loop, If)) else final.tool
+        last_tool = final.body[-1].tool if isinstance(final, (Loop, If, Alt)) else final.tool
         returns_values = [_final(run, self.pattern, self.loops) for run in runs]
         plan = FunctionPlan(
             name=self.skill_id,
@@ -1259,7 +1393,11 @@ class _Builder:
                 trajectory_id=run.trajectory.id,
                 trajectory_sha256=run.trajectory.sha256,
                 task=run.trajectory.task,
-                args={p.name: self.params[p.name][1][r] for p in params},
+                args={
+                    p.name: self.params[p.name][1][r]
+                    for p in params
+                    if not (p.name in self.choosers and self.params[p.name][1][r] is None)
+                },
                 calls=tuple(s.as_case_call() for s in run.steps),
                 result=returns_values[r],
             )
@@ -1302,12 +1440,27 @@ def _final(run: _Run, pattern: Pattern, loops: set[int]) -> JSON:
     return run.segments[last][0][-1].result
 
 
-def _reads(statements: Sequence[Call | Loop | If], var: str | None) -> bool:
+def _common_noun(tools: Sequence[str]) -> str:
+    """What several tools that find one thing find: the words their nouns share before any
+    ``by`` (``find_customer_by_email``, ``find_customer_by_name_zip``: ``customer``)."""
+    nouns = [identifier(_noun(t)).split("_") for t in tools]
+    nouns = [n[: n.index("by")] if "by" in n else n for n in nouns]
+    shared: list[str] = []
+    for words in zip(*nouns, strict=False):
+        if len(set(words)) > 1:
+            break
+        shared.append(words[0])
+    return "_".join(shared) or "found"
+
+
+def _reads(statements: Sequence[Call | Loop | If | Alt], var: str | None) -> bool:
     if var is None:
         return False
     for stmt in statements:
         exprs: list[JSON] = []
-        if isinstance(stmt, (Loop, If)):
+        if isinstance(stmt, Alt):
+            exprs += [v for call in stmt.body for _, v in call.kwargs]
+        elif isinstance(stmt, (Loop, If)):
             exprs.append(stmt.over if isinstance(stmt, Loop) else stmt.test.ref)
             for call in stmt.body:
                 exprs += [v for _, v in call.kwargs]
@@ -1318,7 +1471,7 @@ def _reads(statements: Sequence[Call | Loop | If], var: str | None) -> bool:
     return False
 
 
-def _uses_param(statements: Sequence[Call | Loop | If], name: str) -> bool:
+def _uses_param(statements: Sequence[Call | Loop | If | Alt], name: str) -> bool:
     """True when a parameter is read by ``statements`` (``range(times)`` included)."""
     return _reads(statements, name) or any(
         isinstance(s, Loop) and isinstance(s.over, str) and s.over == f"range({name})"
@@ -1351,7 +1504,9 @@ def _rename_call(call: Call, names: Mapping[str, str]) -> Call:
     return Call(call.tool, tuple((k, _rename_expr(v, names)) for k, v in call.kwargs), var)
 
 
-def _rename(stmt: Call | Loop | If, names: Mapping[str, str]) -> Call | Loop | If:
+def _rename(stmt: Call | Loop | If | Alt, names: Mapping[str, str]) -> Call | Loop | If | Alt:
+    if isinstance(stmt, Alt):
+        return Alt(stmt.given, tuple(_rename_call(c, names) for c in stmt.body))
     if isinstance(stmt, If):
         test = replace(stmt.test, ref=_rename_expr(stmt.test.ref, names))
         return If(test, tuple(_rename_call(c, names) for c in stmt.body), stmt.fallback)
@@ -1367,6 +1522,45 @@ def _rename(stmt: Call | Loop | If, names: Mapping[str, str]) -> Call | Loop | I
 
 
 # --- entry point ---------------------------------------------------------------------------
+
+
+def _alternatives(
+    master: Sequence[PatternToken],
+    others: Sequence[Sequence[PatternToken]],
+    queries: Collection[str],
+) -> tuple[list[PatternToken], list[list[int]]]:
+    """The master's tokens with the alternative reads of other runs beside its own, and
+    where each set of alternatives sits.
+
+    A run that does not follow the master (`_place`) but has as many blocks, differing only
+    where both make one call of a query (the customer found by email here, by name and zip
+    there), read the same value another way: its read joins the master's at that position,
+    as one of a set of alternatives (in tool-name order, so the order of the runs does not
+    matter). Any other difference is left for `compile_group` to refuse.
+    """
+
+    def one_read(token: PatternToken) -> bool:
+        return len(token[0]) == 1 and token[0][0] in queries
+
+    extra: dict[int, list[PatternToken]] = {}
+    for own in others:
+        if _place(own, master) is not None or len(own) != len(master):
+            continue
+        differ = [i for i, (a, b) in enumerate(zip(own, master, strict=True)) if a != b]
+        if all(one_read(own[i]) and one_read(master[i]) for i in differ):
+            for i in differ:
+                if own[i] not in extra.setdefault(i, [master[i]]):
+                    extra[i].append(own[i])
+    merged: list[PatternToken] = []
+    sets: list[list[int]] = []
+    for i, token in enumerate(master):
+        if i not in extra:
+            merged.append(token)
+            continue
+        choices = sorted(extra[i])
+        sets.append(list(range(len(merged), len(merged) + len(choices))))
+        merged += choices
+    return merged, sets
 
 
 def compile_group(
@@ -1416,12 +1610,17 @@ def compile_group(
             f"tools.{attribute}(...) in one skill; rename one of the tools so their names "
             "differ in letters or digits, not only in punctuation"
         )
+    declared = {spec.name: spec for t, _ in checked for spec in t.tools}
     # The run with the most blocks is the master; every other run must follow it, possibly
     # leaving blocks out (those become conditional).
     master_t, master_steps = max(
         checked, key=lambda ts: (len(pattern_tokens(ts[1])), -ordered.index(ts[0]))
     )
     master = pattern_tokens(master_steps)
+    if queries is None:
+        every = {s.tool for _, steps in checked for s in steps}
+        queries = {e.tool for e in classify_tools(every, declared).values() if e.effect == "query"}
+    master, alternatives = _alternatives(master, [pattern_tokens(s) for _, s in checked], queries)
     pattern: Pattern = tuple(block for block, _ in master)
     for t, steps in checked:
         where = f"trajectory {t.id!r}" + (f" ({t.source})" if t.source else "")
@@ -1441,11 +1640,7 @@ def compile_group(
     if name is not None and not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
         raise CompileError(f"skill id {name!r} must match [a-z][a-z0-9_]{{0,63}}")
     skill_id = name or ""  # the default is chosen once the plan is known
-    declared = {spec.name: spec for run in runs for spec in run.trajectory.tools}
-    if queries is None:
-        every = {tool for block in pattern for tool in block}
-        queries = {e.tool for e in classify_tools(every, declared).values() if e.effect == "query"}
-    builder = _Builder(runs, pattern, skill_id, frozenset(queries))
+    builder = _Builder(runs, pattern, skill_id, frozenset(queries), alternatives)
     try:
         plan, cases = builder.build()
         if name is None:

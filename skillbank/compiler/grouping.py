@@ -4,7 +4,11 @@ Runs with the same call pattern (`pattern_key`: the tools called, repeats folded
 procedure. A pattern whose blocks all appear, in order, in another one's (some runs left
 blocks out) joins that procedure when the task texts read alike or both change the same
 things from the same sources (the same skeleton), so the left-out blocks
-become conditional steps; the per-pattern parts are kept, so that a merge that does not
+become conditional steps. Procedures whose skeletons are equal but for *which query* a
+command argument was read from (the customer found by email in some runs, by name and zip
+in others: `skillbank.compiler.slicing.skeleton_key` with ``any_query``) are one procedure
+with alternative reads; only the source query may differ, never a command, and the rest of
+the skeleton must be equal. The per-pattern parts are kept, so that a merge that does not
 compile or check can be learned pattern by pattern instead. A procedure whose pattern a
 stored skill already holds is that skill's: its new runs become new cases, never a
 near-duplicate skill.
@@ -52,6 +56,8 @@ class ProcedureGroup:
     #: What the procedure changes and where the arguments come from
     #: (`skillbank.compiler.slicing.skeleton_key`), when known.
     skeleton: str | None = None
+    #: The skeleton with any query as a source (``skeleton_key(..., any_query=True)``).
+    shape: str | None = None
 
     @property
     def merged(self) -> bool:
@@ -81,6 +87,8 @@ def group_procedures(
     indexes: Sequence[int],
     existing: Mapping[str, Skill],
     skeletons: Mapping[int, str] | None = None,
+    shapes: Mapping[int, str] | None = None,
+    skill_shapes: Mapping[str, str] | None = None,
 ) -> list[ProcedureGroup]:
     """The procedures among ``runs[i]`` for ``i`` in ``indexes`` (runs with calls that worked).
 
@@ -88,11 +96,16 @@ def group_procedures(
     that skill's (``old``), and a stored skill's pattern takes part in merging too.
     ``skeletons`` (run index -> `skeleton_key`) lets a pattern join another that contains it
     when both change the same things from the same sources, however their tasks are worded.
+    ``shapes`` (run index -> the skeleton modulo source queries) joins procedures that read
+    a command's argument by different queries (alternatives); ``skill_shapes`` (skill id ->
+    the same key of its first case) lets new runs join a stored skill that way.
     """
     by_key: dict[str, str] = {}
     for skill in sorted(existing.values(), key=lambda s: s.id):
-        if skill.cases:
-            by_key.setdefault(pattern_key(skill.cases[0].calls), skill.id)
+        # Every pattern a skill's cases show is the skill's: a skill that reads its entity
+        # by alternative queries holds one pattern per alternative.
+        for case in skill.cases:
+            by_key.setdefault(pattern_key(case.calls), skill.id)
     patterns: dict[str, list[int]] = {}
     for i in indexes:
         patterns.setdefault(pattern_key(successful_steps(runs[i])), []).append(i)
@@ -109,6 +122,7 @@ def group_procedures(
                 tokens=pattern_tokens(successful_steps(runs[members[0]])),
                 tasks=[runs[i].task for i in members],
                 skeleton=(skeletons or {}).get(members[0]),
+                shape=(shapes or {}).get(members[0]),
             )
         )
     for skill in sorted(existing.values(), key=lambda s: s.id):
@@ -122,13 +136,37 @@ def group_procedures(
                 parts=[],
                 tokens=pattern_tokens(longest.calls),
                 tasks=[c.task for c in skill.cases],
+                shape=(skill_shapes or {}).get(skill.id),
             )
         )
-    while _merge_one(groups):
+    while _merge_one(groups) or _merge_alternatives(groups):
         pass
     for g in groups:
         g.parts = g.parts or [g.members]
     return [g for g in groups if g.members]
+
+
+def _merge_alternatives(groups: list[ProcedureGroup]) -> bool:
+    """Fold one new procedure into another (or a stored skill's) that does the same with a
+    value read by another query (same shape, different skeleton, as many blocks); False if
+    none."""
+    for small in groups:
+        if small.old is not None or not small.members or small.shape is None:
+            continue
+        for big in groups:
+            if (
+                big is not small
+                and (big.members or big.old)
+                and big.shape == small.shape
+                and big.skeleton != small.skeleton
+                and len(big.tokens) == len(small.tokens)
+            ):
+                big.members += small.members
+                big.parts = (big.parts or [[]]) + small.parts
+                big.tasks += small.tasks
+                small.members, small.parts = [], []
+                return True
+    return False
 
 
 def _merge_one(groups: list[ProcedureGroup]) -> bool:

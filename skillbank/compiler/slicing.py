@@ -29,7 +29,10 @@ The **skeleton** of a sliced run names its procedure: the commands (repeats fold
 per argument, where the value came from: the user (``input``) or the tool whose result held
 it. Two runs that changed the same things from the same kinds of sources share a skeleton,
 whatever else they read; a read-only run's skeleton is its sink's. Values never enter the
-skeleton, so renaming the entities a run is about never changes it.
+skeleton, so renaming the entities a run is about never changes it. With ``any_query`` the
+key says only that an argument came from *a* query, not which: runs that found the customer
+by email and runs that found them by name and zip share it, and grouping joins them as
+alternative reads of one procedure.
 
 Pure and deterministic: no sandbox, no I/O; the same run gives the same slice.
 """
@@ -284,9 +287,14 @@ def _canonical_order(
     return tuple(out)
 
 
-def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect]) -> str:
+def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect], *, any_query: bool = False) -> str:
     """The procedure a sliced run performs: its commands (repeats folded), each argument's
-    source kind; a read-only run's sink stands in for its commands."""
+    source kind; a read-only run's sink stands in for its commands.
+
+    With ``any_query``, an argument read from a query's result says only that (``query``),
+    not which query: runs that found the customer by email and runs that found them by name
+    and zip then share the key, as alternatives of one procedure. A command stays named.
+    """
     if not cut.steps:
         return ""
     commands = [
@@ -301,6 +309,8 @@ def skeleton_key(cut: Slice, effects: Mapping[str, ToolEffect]) -> str:
         args = []
         for name, source in sorted(cut.sources[n].items()):
             origin = "input" if source is None else cut.steps[positions[source]].tool
+            if any_query and origin in effects and effects[origin].effect == "query":
+                origin = "<query>"
             args.append(f"{name}<-{origin}")
         described.append(f"{step.tool}({','.join(args)})")
     # Fold repeats of whole described calls, as the compiler folds repeated blocks.
