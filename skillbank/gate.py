@@ -658,16 +658,13 @@ def _check_requires(
     run.record(skill.id, "requires", started, findings, f"{len(skill.requires)} required")
 
 
-def _check_aliases(
-    run: _Run, lib: SkillLibrary, library: Mapping[str, Skill], changed: set[str] | None
-) -> None:
-    """Each alias folder (``alias.json``, a renamed skill's old id) in scope must name a
-    skill that loads, through any chain of aliases."""
+def _check_aliases(run: _Run, lib: SkillLibrary, library: Mapping[str, Skill]) -> None:
+    """Each alias folder (``alias.json``, a renamed skill's old id) must name a skill that
+    loads, through any chain of aliases. All of them, whatever the change touched: removing
+    or renaming a skill can leave an alias of it dangling, and the check runs no code."""
     folders = sorted(p.name for p in lib.dir.iterdir()) if lib.dir.is_dir() else []
     for alias in folders:
-        if not (lib.dir / alias / ALIAS_FILE).is_file() or (
-            changed is not None and alias not in changed
-        ):
+        if not (lib.dir / alias / ALIAS_FILE).is_file():
             continue
         started = time.monotonic()
         where = run.path(alias, ALIAS_FILE)
@@ -823,7 +820,7 @@ def run_gate(
         except LibraryError as exc:
             broken[sid] = exc
     requires_map = {sid: s.requires for sid, s in library.items()}
-    _check_aliases(run, lib, library, changed if base is not None or paths else None)
+    _check_aliases(run, lib, library)
     for alias, target in lib.aliases().items():
         if target in library:
             library.setdefault(alias, library[target])
