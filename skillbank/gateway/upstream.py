@@ -122,10 +122,31 @@ class UpstreamServer:
         return tuple(v for v in found if len(v) >= 4)
 
     def describe(self) -> str:
-        """``git (stdio: mcp-server-git --repository .)`` or ``shop (http: http://...)``."""
+        """``git (stdio: mcp-server-git --repository .)`` or ``shop (http: http://...)``.
+
+        Said on stderr and in errors, which clients keep in logs, so secrets are masked as
+        ``***``: a URL's password and query values, and an argument that is a secret value
+        (`secrets`), random-looking, or the value of an option named like a secret
+        (``--api-key X``, ``--token=X``).
+        """
         if self.url is not None:
-            return f"{self.name} (http: {self.url})"
-        return f"{self.name} (stdio: {' '.join([self.command or '', *self.args])})"
+            return f"{self.name} (http: {_masked_url(self.url)})"
+        secrets = set(self.secrets())
+        shown: list[str] = []
+        for i, arg in enumerate(self.args):
+            flag, eq, value = arg.partition("=")
+            after_flag = i > 0 and self.args[i - 1].startswith("-") and "=" not in self.args[i - 1]
+            if arg in secrets or _random_looking(arg):
+                shown.append(_MASK)
+            elif after_flag and _secret_name(self.args[i - 1].lstrip("-")):
+                shown.append(_MASK)
+            elif eq and (
+                value in secrets or _random_looking(value) or _secret_name(flag.lstrip("-"))
+            ):
+                shown.append(f"{flag}={_MASK}")
+            else:
+                shown.append(arg)
+        return f"{self.name} (stdio: {' '.join([self.command or '', *shown])})"
 
 
 # Words of an environment variable's name that say its value is a secret.
@@ -140,6 +161,24 @@ _SECRET_WORDS = frozenset(
 def _secret_name(name: str) -> bool:
     words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
     return any(w in _SECRET_WORDS for w in words) or "".join(words) in _SECRET_WORDS
+
+
+_MASK = "***"
+
+
+def _masked_url(url: str) -> str:
+    """``url`` with its password and query values masked."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(f":{parts.password}@", f":{_MASK}@", 1)
+        query = "&".join(f"{k}={_MASK}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return _MASK
 
 
 def _random_looking(value: str) -> bool:

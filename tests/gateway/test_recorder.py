@@ -291,3 +291,27 @@ def test_env_values_are_secrets_when_named_so_or_random_looking_not_configuratio
     assert (
         redactor.value("token tok-1 and k3j4h5g6f7d8s9a0q1w2") == "token [redacted] and [redacted]"
     )
+
+
+def test_an_upstream_is_described_without_its_secrets() -> None:
+    # What serve says on stderr (and errors say) ends up in clients' logs.
+    from skillbank.gateway.upstream import UpstreamServer
+
+    stdio = UpstreamServer(
+        "git",
+        command="srv",
+        args=(
+            "--repository",
+            "/srv/repo",
+            "--api-key",
+            "abc",
+            "--token=xyz",
+            "k3j4h5g6f7d8s9a0q1w2",
+        ),
+        env={"GIT_TOKEN": "envsecret1"},
+    )
+    assert (
+        stdio.describe() == "git (stdio: srv --repository /srv/repo --api-key *** --token=*** ***)"
+    )
+    http = UpstreamServer("shop", url="https://u:pw@h.example/mcp?key=zzz&x=1")
+    assert http.describe() == "shop (http: https://u:***@h.example/mcp?key=***&x=***)"
