@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shlex
-import tempfile
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -39,7 +37,7 @@ import yaml
 
 from sandbox.names import attribute_map
 from skillbank.errors import ExportError
-from skillbank.library import skill_files
+from skillbank.library import atomic_write, skill_files
 from skillbank.skill import Skill, docstring_args
 
 __all__ = [
@@ -594,12 +592,4 @@ def _write_if_changed(path: Path, data: bytes, *, executable: bool) -> None:
     except OSError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=mode)

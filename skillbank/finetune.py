@@ -75,6 +75,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from skillbank.errors import ExportError
+from skillbank.library import atomic_write
 from skillbank.skill import STAGES, Case, Skill, Stage
 from skillbank.toolspec import chat_tool
 
@@ -515,14 +516,7 @@ def _write(path: Path, examples: Iterable[Mapping[str, JSON]]) -> None:
         for e in examples
     ).encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 def export_finetune(

@@ -82,6 +82,7 @@ __all__ = [
     "SkillLibrary",
     "StoredChange",
     "alias_files",
+    "atomic_write",
     "git",
     "skill_files",
 ]
@@ -822,7 +823,7 @@ class SkillLibrary:
                         path.unlink(missing_ok=True)
                     else:
                         path.parent.mkdir(parents=True, exist_ok=True)
-                        _atomic_write(path, data)
+                        atomic_write(path, data)
                 except OSError:
                     pass
             for folder in folders:
@@ -998,7 +999,7 @@ class SkillLibrary:
                         continue
                     folder.mkdir(parents=True, exist_ok=True)
                     for name, content in files.items():
-                        _atomic_write(folder / name, content.encode("utf-8"))
+                        atomic_write(folder / name, content.encode("utf-8"))
             except OSError as exc:
                 raise storage_error(
                     exc, f"skills under {self.dir}", "nothing was changed"
@@ -1201,13 +1202,18 @@ def _front_matter(text: str, where: str) -> dict[str, JSON]:
     return data
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` whole or not at all: a temporary file beside it, flushed to
+    disk, then renamed over it (with ``mode``, given that mode first). Its folder must exist.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skillbank.errors import TrajectoryError
-from skillbank.formats import FORMATS, ChatRecord, Format, detect, is_otlp
+from skillbank.formats import FORMATS, ChatRecord, Format, detect, is_otlp, record_object
 
 if TYPE_CHECKING:
     from sandbox import ToolCall
@@ -523,15 +523,7 @@ def _parse_record(obj: JSON, source: str, kind: Format) -> Trajectory:
         from skillbank.formats.anthropic import to_chat
 
         return _parse_converted(to_chat(obj, source))
-    if isinstance(obj, list):
-        obj = {"messages": obj}
-    if not isinstance(obj, dict):
-        raise TrajectoryError(
-            f"expected a JSON object with 'messages' and 'tools', got {type(obj).__name__}",
-            source=source,
-        )
-    rid = obj.get("id")
-    where = f"{source} (record {rid!r})" if isinstance(rid, str) else source
+    obj, where = record_object(obj, source)
     for key, value in obj.items():
         problem = _check_values(value, str(key))
         if problem:

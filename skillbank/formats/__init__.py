@@ -29,7 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["FORMATS", "ChatRecord", "Format", "detect", "is_otlp"]
+from skillbank.errors import TrajectoryError
+
+__all__ = ["FORMATS", "ChatRecord", "Format", "detect", "is_otlp", "record_object"]
 
 JSON = Any
 
@@ -52,6 +54,24 @@ _ANTHROPIC_BLOCKS = frozenset(
         "search_result",
     }
 )
+
+
+def record_object(obj: JSON, source: str) -> tuple[dict[str, JSON], str]:
+    """A message record as an object (a bare message list is its ``messages``), and where it
+    is, for errors: ``source`` and, when the record has one, its id.
+
+    Raises:
+        TrajectoryError: the record is neither an object nor a list.
+    """
+    if isinstance(obj, list):
+        obj = {"messages": obj}
+    if not isinstance(obj, dict):
+        raise TrajectoryError(
+            f"expected a JSON object with 'messages' and 'tools', got {type(obj).__name__}",
+            source=source,
+        )
+    rid = obj.get("id")
+    return obj, f"{source} (record {rid!r})" if isinstance(rid, str) else source
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from skillbank.errors import TrajectoryError
-from skillbank.formats import ChatRecord
+from skillbank.formats import ChatRecord, record_object
 
 __all__ = ["from_chat", "to_chat"]
 
@@ -126,15 +126,7 @@ def to_chat(obj: JSON, source: str) -> ChatRecord:
         TrajectoryError: naming ``source``, the record id and the Anthropic field, for a
             message, block or tool that does not have the Messages API's shape.
     """
-    if isinstance(obj, list):
-        obj = {"messages": obj}
-    if not isinstance(obj, dict):
-        raise TrajectoryError(
-            f"expected a JSON object with 'messages' and 'tools', got {type(obj).__name__}",
-            source=source,
-        )
-    rid = obj.get("id")
-    where = f"{source} (record {rid!r})" if isinstance(rid, str) else source
+    obj, where = record_object(obj, source)
     record = _check(_Record, obj, where, "")
     messages: list[dict[str, JSON]] = []
     locs: list[str] = []
