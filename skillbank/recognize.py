@@ -129,20 +129,24 @@ class Locator:
     #: The parameter.
     param: str
     #: "at" (one call's argument), "each" (that argument of every call of the tool, as a
-    #: list), "rows" (several arguments of every call, as a list of dicts) or "count" (how
-    #: many times the tool was called).
+    #: list), "rows" (several arguments of every call, as a list of dicts), "count" (how
+    #: many times the tool was called) or "result" (a field of what one of the tool's calls
+    #: returned: a value the user asked for that the skill tests, never passes on).
     kind: str
     #: The tool whose calls hold the value.
     tool: str
     #: For "at": which call of that tool (0 = the first).
     occurrence: int = 0
-    #: For "at"/"each": the path inside the call's arguments.
+    #: For "at"/"each": the path inside the call's arguments; for "result": inside the
+    #: call's result.
     path: Path = ()
     #: For "rows": dict key -> path inside the arguments.
     columns: tuple[tuple[str, Path], ...] = ()
     #: True for a parameter that defaults to None (an alternative's input): a run where
     #: nothing is at the locator did not give it.
     optional: bool = False
+    #: For "result" when ``path`` leads to a list: the field inside each of its elements.
+    inner: Path | None = None
 
 
 def _same(a: JSON, b: JSON) -> bool:
@@ -189,6 +193,20 @@ def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]
         for tool in dict.fromkeys(c.tool for c in calls):
             if sum(1 for c in calls if c.tool == tool) == value:
                 found.append(Locator(param, "count", tool))
+    if not found and isinstance(value, str | int) and not isinstance(value, bool):
+        # Only in what a call returned (the status a search stops at): which of the tool's
+        # calls holds it, and which element of a list, differ from run to run.
+        for call in calls:
+            for path, sub in iter_paths(call.result):
+                if not path or not _same(sub, value):
+                    continue
+                cut = [n for n, part in enumerate(path) if type(part) is int]
+                if not cut:
+                    found.append(Locator(param, "result", call.tool, 0, path))
+                elif len(cut) == 1:
+                    outer, inner = path[: cut[0]], path[cut[0] + 1 :]
+                    found.append(Locator(param, "result", call.tool, 0, outer, inner=inner))
+        found = list(dict.fromkeys(found))
     return found
 
 
@@ -265,6 +283,8 @@ def read_located(
         rows = [{k: value_at(dict(s.arguments), p) for k, p in locator.columns} for s in mine]
         complete = rows and all(v is not MISSING for row in rows for v in row.values())
         return rows if complete else MISSING
+    if locator.kind == "result":
+        return MISSING  # one of several values: `located_guesses` offers them all
     return len(mine) or MISSING
 
 
@@ -281,6 +301,19 @@ def located_guesses(
     first = read_located(locator, steps, tools, queries)
     if first is not MISSING:
         guesses.append(first)
+    if locator.kind == "result":
+        # Every value at that field, from the last call back (a search stops last).
+        for step in reversed(_span(steps, tools, queries)):
+            if step.tool != locator.tool:
+                continue
+            at = value_at(step.result, locator.path)
+            if locator.inner is None:
+                fields = [at]
+            else:
+                fields = [value_at(e, locator.inner) for e in at] if isinstance(at, list) else []
+            for value in fields:
+                if value is not MISSING and all(not _same(value, g) for g in guesses):
+                    guesses.append(value)
     if locator.kind == "at":
         for step in _span(steps, tools, queries):
             if step.tool == locator.tool:

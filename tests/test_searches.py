@@ -3,6 +3,7 @@ stops at the first element passing a test learned from the runs (#12, item 3).""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,65 @@ def test_one_run_never_makes_its_own_element_the_test(tmp_path: Path) -> None:
         (sid,) = bank.learn(pending_runs()[:1]).added
         assert "break" not in bank.get(sid).source
         assert '"O-2"' not in bank.get(sid).source.split('"""')[-1]
+
+
+def status_run(
+    tid: str, email: str, cid: str, orders: list[tuple[str, str]], want: str
+) -> Trajectory:
+    """Read a customer's orders until one has the status the task names, cancel it."""
+    steps = [
+        Step("find_customer", {"email": email}, {"customer_id": cid, "email": email}),
+        Step("list_orders", {"customer_id": cid}, {"orders": [{"order_id": o} for o, _ in orders]}),
+    ]
+    for oid, status in orders:
+        steps.append(Step("get_order", {"order_id": oid}, {"order_id": oid, "status": status}))
+        if status == want:
+            break
+    steps.append(Step("cancel_order", {"order_id": oid}, {"order_id": oid, "status": "cancelled"}))
+    return Trajectory(tid, f"Cancel the {want} order of {email}", (), tuple(steps), Outcome(True))
+
+
+def status_runs() -> list[Trajectory]:
+    return [
+        status_run("a", "ann@x.io", "C-1", [("O-1", "delivered"), ("O-2", "pending")], "pending"),
+        status_run(
+            "b",
+            "bob@x.io",
+            "C-2",
+            [("O-7", "pending"), ("O-8", "delivered"), ("O-9", "shipped")],
+            "shipped",
+        ),  # fmt: skip
+        status_run("c", "cy@x.io", "C-3", [("O-4", "shipped"), ("O-5", "pending")], "pending"),
+    ]
+
+
+def test_a_value_the_task_names_but_no_call_takes_is_the_tests_parameter(tmp_path: Path) -> None:
+    # The runs stop at orders of different statuses, each the one its task asks for: the
+    # status is the caller's, tested and never passed to a call; recognition reads it back
+    # from the order the run stopped at.
+    with SkillBank.init(tmp_path / "bank") as bank:
+        (sid,) = bank.learn(status_runs()).added
+        skill = bank.get(sid)
+        assert [p.name for p in skill.signature.params] == ["email", "status"]
+        assert 'if order["status"] == status:\n            break' in skill.source
+        assert "status: The `status` of the `get_order` result to stop at" in skill.source
+        assert skill.description.startswith("Cancel the given status order of the given email")
+        orders = [("O-31", "delivered"), ("O-32", "pending"), ("O-33", "shipped")]
+        held = status_run("h", "dee@x.io", "C-9", orders, "shipped")
+        plan = bank.match(held)
+        assert [(s.kind, s.name, s.arguments) for s in plan.steps] == [
+            ("skill", sid, {"email": "dee@x.io", "status": "shipped"})
+        ]
+        assert plan.steps[0].covers == (0, 6)
+
+
+def test_a_value_no_task_names_is_never_made_the_tests_parameter(tmp_path: Path) -> None:
+    # The same runs with tasks that do not say which status: nothing says the caller chose
+    # it, so no search on a status parameter is learned.
+    runs = [replace(t, task=f"Cancel an order of {t.steps[0].arguments['email']}")
+            for t in status_runs()]  # fmt: skip
+    with SkillBank.init(tmp_path / "bank") as bank:
+        (sid,) = bank.learn(runs).added
+        skill = bank.get(sid)
+        assert "status" not in [p.name for p in skill.signature.params]
+        assert "break" not in skill.source

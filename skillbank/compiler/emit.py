@@ -567,6 +567,9 @@ def plain_sentence(
 
         "Cancel order O-9 of ann@x.io" -> "Cancel order the given order id of an email"
 
+    An article before a value is dropped with it ("the pending order" -> "the given status
+    order").
+
     The elements of a list parameter written in the task become one mention of it
     ("commit a.txt and b.txt" -> "commit the given files").
     """
@@ -588,10 +591,14 @@ def plain_sentence(
         if text in done or not mentioned_in(value, out):
             continue
         done.add(text)
+        # An article before the value is the replacement's own ("the pending order" ->
+        # "the given status order", not "the the given status order").
+        article = r"(?:\b(?:[Tt]he|[Aa]n?)\s+)?"
         if isinstance(value, str) and len(value) >= 3:
-            out = out.replace(text, words)
+            value_re = re.escape(text)
         else:
-            out = re.sub(rf"(?<![\w.]){re.escape(text)}(?![\w]|\.\d)", words, out)
+            value_re = rf"(?<![\w.]){re.escape(text)}(?![\w]|\.\d)"
+        out = re.sub(article + value_re, words.replace("\\", r"\\"), out)
     # One mention of a list parameter, not one per element it held in this run.
     for name, value in params:
         if isinstance(value, list):

@@ -1102,6 +1102,9 @@ class _Builder:
                     tests.append((Until(outer, inner, "eq", None, ""), values, make))
                 elif isinstance(leaf, str) and len(values[0]) >= 3 and values[0] in leaf:
                     tests.append((Until(outer, inner, "in", None, ""), values, make))
+            asked = self._asked(k, found, outer, inner)
+            if asked is not None:
+                tests.append((Until(outer, inner, "eq", None, ""), asked[0], asked[1]))
         for test, given, maker in tests:
             if all(
                 _passes(test, given[r] if given else test.value, found[r])
@@ -1110,6 +1113,46 @@ class _Builder:
             ):
                 return replace(test, value=maker()) if maker is not None else test
         return None
+
+    def _asked(
+        self, k: int, found: list[JSON], outer: Path, inner: Path | None
+    ) -> tuple[list[JSON], Callable[[], Ref]] | None:
+        """A value the users typed that no call takes but the element each run stopped at
+        holds (``Cancel the shipped order of ...``: the order whose status is "shipped"),
+        with how to make it a parameter; None unless every run's task names exactly one
+        value at that field of its stopping element and the runs asked for different ones
+        (one value throughout is the procedure's own constant, or one run's choice)."""
+        values: list[JSON] = []
+        for run, result in zip(self.runs, found, strict=True):
+            at = value_at(result, outer)
+            if inner is None:
+                fields = [at]
+            else:
+                fields = [value_at(e, inner) for e in at] if isinstance(at, list) else []
+            named = {
+                canonical_json(f): f
+                for f in fields
+                if isinstance(f, str | int)
+                and not isinstance(f, bool)
+                and not trivial(f)
+                and mentioned_in(f, run.trajectory.task)
+            }
+            if len(named) != 1:
+                return None
+            values.append(next(iter(named.values())))
+        if len({canonical_json(v) for v in values}) < 2:
+            return None
+        key = next((p for p in reversed(inner or outer) if isinstance(p, str)), "value")
+        tool = self.pattern[k][0]
+
+        def make() -> Ref:
+            ref = self.param(key, values, tool, f"(test of {tool})", False)
+            self.param_docs[ref.var] = (
+                f"The `{key}` of the `{tool}` result to stop at (e.g. {literal(values[0])})."
+            )
+            return ref
+
+        return values, make
 
     def _later_inputs(self, k: int) -> list[tuple[list[JSON], Callable[[], Ref]]]:
         """Values the users typed that a later call (outside loops and branches) takes, per
