@@ -19,6 +19,9 @@ In one run it measures, every server on 127.0.0.1 (`tests.servers`):
 - **ledger writes per second**: one writer, and ``--writers`` processes at once, on the
   embedded SQLite file and on a PostgreSQL server started for the run (with ``fsync`` on, as
   a real server would be; and with ``synchronous_commit`` off);
+- **ledger reads**: every skill's success counts (what search ranking and stages read) over
+  a history of ``--history`` rows, from the tallies the ledger keeps against counting every
+  row in the same run;
 - **git**: one replica sync (`skillbank.sync.sync`: fetch and fast-forward) from a local bare
   remote, with nothing new and with one new commit.
 
@@ -226,6 +229,55 @@ def _counts_read(url: str) -> dict[str, float]:
     return {"rows": rows, "ms": round(statistics.median(times) * 1000, 2)}
 
 
+def _counts_history(rows: int, skills: int = 1000) -> dict[str, float]:
+    """ms of `Ledger.counts` (SQLite) over a long history, ``rows`` calls of ``skills``
+    skills, against counting every row (one GROUP BY: how `counts` read before the ledger
+    kept tallies), both in this run on the same file."""
+    import random
+    import sqlite3
+
+    from skillbank.ledger import Ledger
+
+    def median_ms(read: Callable[[], object]) -> float:
+        read()
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            read()
+            times.append(time.perf_counter() - started)
+        return round(statistics.median(times) * 1000, 2)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.sqlite"
+        ledger = Ledger(path)
+        ledger.record("s0", ok=True, version="1.0.0")  # creates the schema
+        rng = random.Random(7)
+        history = [
+            (float(n), f"s{rng.randrange(skills)}", "1.0.0", int(rng.random() < 0.9))
+            for n in range(rows - 1)
+        ]
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.executemany(
+                "INSERT INTO calls (ts, skill_id, version, ok) VALUES (?, ?, ?, ?)", history
+            )
+            # What `record` would have kept, for the rows written around it.
+            conn.execute("DELETE FROM tallies")
+            conn.execute(
+                "INSERT INTO tallies SELECT skill_id, version, sum(ok), sum(1 - ok)"
+                " FROM calls GROUP BY skill_id, version"
+            )
+        every_row = (
+            "SELECT skill_id, version, coalesce(sum(ok), 0), coalesce(sum(CASE WHEN ok = 0"
+            " AND blame IS NULL THEN 1 ELSE 0 END), 0) FROM calls GROUP BY skill_id, version"
+        )
+        group_by = median_ms(lambda: conn.execute(every_row).fetchall())
+        tallies = median_ms(ledger.counts)
+        conn.close()
+        ledger.close()
+    return {"rows": rows, "skills": skills, "counts_ms": tallies, "group_by_ms": group_by}
+
+
 def _ledgers(args: argparse.Namespace, console: Console) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,11 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--callers", type=int, default=4, help="threads calling at once")
     parser.add_argument("--rows", type=int, default=2000, help="ledger rows per writer")
     parser.add_argument("--writers", type=int, default=4, help="ledger writer processes")
+    parser.add_argument(
+        "--history", type=int, default=1_000_000, help="ledger rows `counts` reads over"
+    )
     parser.add_argument("--quick", action="store_true", help="fewer calls and rows (~1 min)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.calls, args.rows = 60, 500
+        args.calls, args.rows, args.history = 60, 500, 100_000
     console = Console(width=120)
     load_before = _uptime()
     console.print(f"load before: {load_before}")
@@ -323,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         figures[f"ray_{nodes}_node"] = _ray(nodes, args, console)
     console.print("ledgers ...")
     figures["ledger_writes_per_s"] = _ledgers(args, console)
+    console.print(f"ledger counts over {args.history:,} rows ...")
+    figures["counts_history"] = _counts_history(args.history)
     console.print("git sync ...")
     figures["git_sync"] = _git_sync(5 if args.quick else 15)
     figures["load_after"] = _uptime()
@@ -362,9 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     if counts is not None:
         figures["postgres_counts_read"] = counts
         console.print(
-            f"reading every skill's counts (PostgreSQL, one GROUP BY over all rows): "
-            f"{counts['ms']:.1f} ms over {counts['rows']:,} rows"
+            f"reading every skill's counts (PostgreSQL, its tallies): "
+            f"{counts['ms']:.1f} ms with {counts['rows']:,} rows written"
         )
+    history = figures["counts_history"]
+    console.print(
+        f"reading every skill's counts (SQLite, {history['rows']:,} rows of "
+        f"{history['skills']:,} skills): {history['counts_ms']:.2f} ms from the tallies, "
+        f"{history['group_by_ms']:.0f} ms counting every row "
+        f"({history['group_by_ms'] / max(history['counts_ms'], 1e-3):,.0f}x)"
+    )
     sync_ms = figures["git_sync"]
     console.print(
         f"one replica sync (git fetch + fast-forward, local remote): "

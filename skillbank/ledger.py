@@ -158,6 +158,9 @@ class _Migration:
     statements: tuple[str, ...]
 
 
+#: 1 for a row that counts as the skill's failure: not ok, and not blamed on the caller.
+_FAILED = "CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END"
+
 #: Every schema step, oldest first; append, never edit (see the module docstring).
 _MIGRATIONS: tuple[_Migration, ...] = (
     _Migration(
@@ -187,6 +190,23 @@ _MIGRATIONS: tuple[_Migration, ...] = (
         3,
         "the arguments skillbank itself chose for a call (a reflex), as JSON, for review",
         ("ALTER TABLE calls ADD COLUMN args TEXT",),  # NULL: not recorded (every older row)
+    ),
+    _Migration(
+        4,
+        "each skill version's successes and failures, kept as rows are added, so ranking a "
+        "search reads one row per skill version instead of every call ever recorded",
+        (
+            "CREATE TABLE tallies ("
+            " skill_id TEXT NOT NULL,"
+            " version TEXT NOT NULL,"
+            " successes BIGINT NOT NULL,"
+            " failures BIGINT NOT NULL,"
+            " PRIMARY KEY (skill_id, version))",
+            "INSERT INTO tallies (skill_id, version, successes, failures)"
+            " SELECT skill_id, version, coalesce(sum(ok), 0),"
+            f" coalesce(sum({_FAILED}), 0)"
+            " FROM calls GROUP BY skill_id, version",
+        ),
     ),
 )
 
@@ -510,7 +530,11 @@ class CallLedger(abc.ABC):
                 ledger.
         """
         self._open(create=True)
+        stored_blame = None if ok or blame == "skill" else blame
         with self._connect() as conn:
+            # The row and its skill version's tally change together or not at all (`_connect`
+            # rolls back a transaction an error left open).
+            conn.execute("BEGIN")
             row = conn.execute(
                 self.dialect.sql(
                     "INSERT INTO calls"
@@ -525,10 +549,20 @@ class CallLedger(abc.ABC):
                     latency_s,
                     error,
                     caller,
-                    None if ok or blame == "skill" else blame,
+                    stored_blame,
                     None if args is None else json.dumps(args, sort_keys=True, default=str),
                 ),
             ).fetchone()
+            conn.execute(
+                self.dialect.sql(
+                    "INSERT INTO tallies (skill_id, version, successes, failures)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (skill_id, version) DO UPDATE SET"
+                    " successes = tallies.successes + excluded.successes,"
+                    " failures = tallies.failures + excluded.failures"
+                ),
+                (skill_id, version, int(bool(ok)), int(not ok and stored_blame is None)),
+            )
+            conn.execute("COMMIT")
             return int(row[0]) if row else 0
 
     def outcomes(self, skill_id: str) -> list[CallRecord]:
@@ -562,9 +596,7 @@ class CallLedger(abc.ABC):
             return {}
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT skill_id, version, coalesce(sum(ok), 0),"
-                " coalesce(sum(CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END), 0)"
-                " FROM calls GROUP BY skill_id, version"
+                "SELECT skill_id, version, successes, failures FROM tallies"
             ).fetchall()
         out: dict[str, Outcomes] = {}
         for sid, version, ok, failed in rows:
@@ -589,7 +621,7 @@ class CallLedger(abc.ABC):
             calls, successes, mean, failures = conn.execute(
                 self.dialect.sql(
                     "SELECT count(*), coalesce(sum(ok), 0), avg(latency_s),"
-                    " coalesce(sum(CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END), 0)"
+                    f" coalesce(sum({_FAILED}), 0)"
                     f" FROM calls {where}"
                 ),
                 params,

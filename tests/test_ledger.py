@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skillbank.bank import SkillBank
 from skillbank.errors import LibraryError, SkillArgumentError
@@ -227,6 +229,41 @@ def _unversioned_ledger(path: Path) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+_ROW = st.tuples(
+    st.sampled_from(["a", "b", "c"]),
+    st.sampled_from(["", "1.0.0", "1.1.0"]),
+    st.booleans(),
+    st.sampled_from(["skill", "caller"]),
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_ROW, max_size=30), st.none() | st.dictionaries(st.sampled_from("abc"),
+       st.sampled_from(["", "1.0.0", "1.1.0"])))  # fmt: skip
+def test_counts_kept_as_rows_are_added_equal_counting_every_row(
+    rows: list[tuple[str, str, bool, Any]], versions: dict[str, str] | None
+) -> None:
+    # `counts` reads the tallies `record` keeps; they must say what counting all rows says.
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.sqlite"
+        ledger = Ledger(path)
+        for skill_id, version, ok, blame in rows:
+            ledger.record(skill_id, ok=ok, version=version, blame=blame)
+        expected: dict[str, Outcomes] = {}
+        for skill_id, version, ok, blame in rows:
+            if versions is not None and (
+                skill_id not in versions or version not in (versions[skill_id], "")
+            ):
+                continue
+            s, f = expected.get(skill_id, Outcomes(0, 0))
+            expected[skill_id] = Outcomes(s + ok, f + (not ok and blame == "skill"))
+        assert ledger.counts(versions) == expected
+        assert ledger.counts(versions) == Ledger(path).counts(versions)
+        ledger.close()
 
 
 def test_a_new_ledger_records_its_schema_version(tmp_path: Path) -> None:
