@@ -13,6 +13,7 @@ from skillbank.cli.options import branch_option, executor_option, root_option
 from skillbank.gateway import (
     IDLE_GAP_S,
     INSTALL_HINT,
+    RETRY_S,
     is_tool,
     learn_recorded,
     load_host_tools,
@@ -104,6 +105,15 @@ def _url(host: str, port: int) -> str:
     help="Without skillbank_begin_task, a session's calls are one trajectory until it is idle "
     "this long.",
 )
+@click.option(
+    "--upstream-retry",
+    type=click.FloatRange(min=0.0),
+    default=RETRY_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="An upstream server that cannot be started is tried again after this long, then "
+    "twice as long each time (up to 5 minutes); its tools are offered once it is up. 0: never.",
+)
 @branch_option
 @executor_option
 @root_option
@@ -114,6 +124,7 @@ def serve(
     record: bool,
     learn_on_end: bool,
     idle_gap: float,
+    upstream_retry: float,
     branch: str | None,
     executor: str | None,
     root: Path,
@@ -197,6 +208,7 @@ def serve(
                 "learn": learn if learn_on_end else None,
                 "report": report,
                 "idle_gap_s": idle_gap,
+                "upstream_retry_s": upstream_retry or None,
             }
             if address is None:
                 serve_stdio(bank, tools, **options)

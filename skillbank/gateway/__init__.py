@@ -31,13 +31,14 @@ from skillbank.gateway.server import (
     serve_stdio,
 )
 from skillbank.gateway.tasks import RecordedLearning, learn_recorded, recordings_of
-from skillbank.gateway.upstream import Upstreams, UpstreamServer, read_upstreams
+from skillbank.gateway.upstream import RETRY_S, Upstreams, UpstreamServer, read_upstreams
 
 __all__ = [
     "CALLABLE_STAGES",
     "IDLE_GAP_S",
     "INSTALL_HINT",
     "REDACTED",
+    "RETRY_S",
     "WATCH_INTERVAL_S",
     "RecordedLearning",
     "Recordings",

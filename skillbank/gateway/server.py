@@ -46,7 +46,7 @@ from skillbank.errors import ConfigError, SkillbankError
 from skillbank.gateway.proxy import Proxy
 from skillbank.gateway.recorder import IDLE_GAP_S, Recordings, Redactor, TaskRecorder
 from skillbank.gateway.tasks import BEGIN_TOOL, END_TOOL, TASK_INSTRUCTIONS
-from skillbank.gateway.upstream import CALL_TIMEOUT_S, Upstreams, UpstreamServer
+from skillbank.gateway.upstream import CALL_TIMEOUT_S, RETRY_S, Upstreams, UpstreamServer
 from skillbank.reflex import ReflexDecision
 from skillbank.skill import Skill, Version
 from skillbank.toolspec import render_tools, tool_error
@@ -102,7 +102,8 @@ _MAX_SESSIONS = 256
 logger = logging.getLogger(__name__)
 
 HostTools = Mapping[str, Callable[..., Any]]
-_ToolsState = frozenset[tuple[str, Version]]
+#: The skills offered as tools, and how many times the upstream tools changed.
+_ToolsState = tuple[frozenset[tuple[str, Version]], int]
 _ResourcesState = frozenset[tuple[str, Version, str]]
 
 
@@ -268,8 +269,9 @@ def is_tool(skill: Skill) -> bool:
     return skill.stage in CALLABLE_STAGES and not skill.deprecated_by
 
 
-def _tools_state(skills: Iterable[Skill]) -> _ToolsState:
-    return frozenset((s.id, s.version) for s in skills if is_tool(s))
+def _tools_state(skills: Iterable[Skill], upstreams: Upstreams | None) -> _ToolsState:
+    offered = frozenset((s.id, s.version) for s in skills if is_tool(s))
+    return offered, upstreams.generation if upstreams is not None else 0
 
 
 def _resources_state(skills: Iterable[Skill]) -> _ResourcesState:
@@ -363,6 +365,7 @@ def build_server(
     call_timeout_s: float = CALL_TIMEOUT_S,
     name: str = "skillbank",
     watch_interval_s: float = WATCH_INTERVAL_S,
+    upstream_retry_s: float | None = RETRY_S,
 ) -> Server[Any]:
     """Build the MCP server for a bank: skills as tools, SKILL.md pages as resources,
     cognitive skills as prompts, and the upstream servers' tools passed through.
@@ -377,11 +380,15 @@ def build_server(
         recordings: Where calls are recorded as trajectories (None: nothing is recorded, and
             the task tools are not offered).
         learn: Called on a worker thread when a task ends successfully (``serve --learn``).
-        report: Where start-up news goes (upstream problems, renamed tools); default: the log.
+        report: Where upstream news goes (problems at start, renamed tools, a server that
+            came up late); default: the log.
         idle_gap_s: Seconds without a call that end a session's recorded trajectory.
         call_timeout_s: Seconds an upstream call may take.
         name: The server's name, shown to clients.
         watch_interval_s: Seconds between two looks at the library for changes to announce.
+        upstream_retry_s: Seconds before an upstream server that could not be started is
+            tried again, doubled after each failed try (None: never); its tools are then
+            offered and announced as the library's changes are.
 
     Raises:
         ImportError: the ``mcp`` package is not installed (the message says how to install it).
@@ -430,7 +437,9 @@ def build_server(
 
     async def announce(watch: _Watch) -> None:
         skills = await library()
-        tools_changed = watch.tools is not None and _tools_state(skills) != watch.tools
+        tools_changed = (
+            watch.tools is not None and _tools_state(skills, watch.proxy.upstreams) != watch.tools
+        )
         resources_changed = (
             watch.resources is not None and _resources_state(skills) != watch.resources
         )
@@ -475,7 +484,9 @@ def build_server(
             ups = None
             if servers:
                 ups = await stack.enter_async_context(
-                    Upstreams(servers, call_timeout_s=call_timeout_s)
+                    Upstreams(
+                        servers, call_timeout_s=call_timeout_s, retry_s=upstream_retry_s, report=say
+                    )  # fmt: skip
                 )
                 for problem in ups.problems:
                     say(problem)
@@ -508,7 +519,7 @@ def build_server(
     ) -> types.ListToolsResult:
         skills = await library()
         watch = listed_by(ctx)
-        watch.tools = _tools_state(skills)
+        watch.tools = _tools_state(skills, watch.proxy.upstreams)
         listed = [types.Tool.model_validate(t) for t in render_tools(offered(skills, watch), "mcp")]
         if watch.proxy.upstreams is not None:
             listed += [tool.listed() for tool in watch.proxy.upstreams.tools.values()]

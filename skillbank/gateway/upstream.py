@@ -8,7 +8,10 @@ raises `skillbank.errors.ConfigError` naming the server and the key.
 the connections open for the gateway's lifetime. Each connection lives in a task of its own
 (the SDK's transports must be entered and left by the same task), so a server that dies is
 dropped and connected again on the next call, without touching the others. A server that
-cannot be started is reported (`Upstreams.problems`) and left out; the gateway keeps serving.
+cannot be started is reported (`Upstreams.problems`) and left out; the gateway keeps serving
+and tries it again in the background (after ``retry_s``, then twice as long each time, up to
+`RETRY_MAX_S`): when it comes up, its tools join the ones offered (`Upstreams.generation`
+counts such changes, so the gateway can announce them) and ``report`` says so.
 
 Every upstream tool is exposed under its own name; when two servers bring the same name, each
 clashing tool is exposed as ``<server>__<tool>`` (`Upstreams.renamed` says which). An
@@ -72,6 +75,10 @@ MCP_TOOL_KEY = "x-mcp-tool"
 
 # Seconds the connections have to close when the gateway stops.
 _CLOSE_GRACE_S = 5.0
+#: Seconds before a server that could not be started is tried again (then doubled each time).
+RETRY_S = 5.0
+#: The longest wait between two tries of a server that could not be started.
+RETRY_MAX_S = 300.0
 _STDIO_KEYS = {"command", "args", "env", "cwd"}
 _HTTP_KEYS = {"url", "headers"}
 # Keys other clients write that say nothing we need (or that we check ourselves).
@@ -381,6 +388,9 @@ class Upstreams:
         call_timeout_s: Seconds an upstream call may take.
         connect_timeout_s: Seconds a server has to start and list its tools.
         errlog: Where stdio servers' stderr goes.
+        retry_s: Seconds before a server that could not be started is tried again (doubled
+            after each failed try, up to `RETRY_MAX_S`); None: never.
+        report: Where news after the start goes (a server that came up late).
     """
 
     def __init__(
@@ -390,11 +400,17 @@ class Upstreams:
         call_timeout_s: float = CALL_TIMEOUT_S,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         errlog: TextIO | None = None,
+        retry_s: float | None = RETRY_S,
+        report: Callable[[str], object] | None = None,
     ) -> None:
         self.servers = tuple(servers)
         self.call_timeout_s = call_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.errlog = errlog
+        self.retry_s = retry_s
+        self.report = report
+        #: Counts the changes to `tools` after the start (a server that came up late).
+        self.generation = 0
         #: The tools exposed, by exposed name, in server and listing order.
         self.tools: dict[str, UpstreamTool] = {}
         #: What went wrong at start, one line per server that could not be used.
@@ -421,14 +437,60 @@ class Upstreams:
         async with anyio.create_task_group() as starting:
             for link in self._links.values():
                 starting.start_soon(self._connect, link)
+        later = (
+            f"; tried again in {self.retry_s:g} s, then less and less often"
+            if self.retry_s is not None
+            else ""
+        )
         for link in self._links.values():
             if link.error is not None:
                 self.problems.append(
                     f"upstream server {link.server.name!r} is left out, its tools not offered: "
-                    f"{link.error}"
+                    f"{link.error}{later}"
                 )
+                if self.retry_s is not None:
+                    self._tg.start_soon(self._retry, link, self.retry_s)
         self._expose()
         return self
+
+    async def _retry(self, link: _Link, delay: float) -> None:
+        """Try a server that could not be started again, waiting longer after each failed
+        try, until it lists its tools; then offer them."""
+        import anyio
+
+        waited = 0.0
+        while True:
+            await anyio.sleep(delay)
+            waited += delay
+            async with link.lock:
+                if link.client is None:
+                    await self._connect(link)
+            if link.client is not None:
+                break
+            delay = min(delay * 2, RETRY_MAX_S)
+        added = self._expose_late(link)
+        self.generation += 1
+        if self.report is not None:
+            self.report(
+                f"upstream server {link.server.name!r} is up after {waited:g} s: its tools "
+                f"are offered ({', '.join(added) or 'none'})"
+            )
+
+    def _expose_late(self, link: _Link) -> list[str]:
+        """Offer the tools of a server that came up after the start. Names already offered
+        keep their tools (clients may have them): a clashing newcomer is exposed as
+        ``<server>__<tool>``."""
+        tools = dict(self.tools)
+        for tool in link.tools:
+            name = tool.name
+            if name in tools:
+                name = f"{link.server.name}__{tool.name}"
+                self.renamed.append((link.server.name, tool.name, name))
+            if name not in tools:
+                tools[name] = UpstreamTool(name, link.server.name, tool)
+        added = [name for name in tools if name not in self.tools]
+        self.tools = tools  # one assignment: a reader never sees the dict change under it
+        return added
 
     async def __aexit__(
         self,

@@ -233,29 +233,80 @@ def _free_port() -> int:
         return port
 
 
+def _start_shop(port: int, shop: Shop) -> subprocess.Popen[bytes]:
+    """The example shop as an MCP server over streamable HTTP on 127.0.0.1:``port``, behind
+    a token; returns once it accepts connections."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.gateway.shop_upstream", str(port), str(shop.path), SECRET],
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.terminate()
+    proc.wait(timeout=10)
+    pytest.fail("the shop upstream did not start")
+
+
 @pytest.fixture
 def shop_upstream(tmp_path: Path) -> Iterator[tuple[str, Shop]]:
     """The example shop as an MCP server over streamable HTTP on 127.0.0.1, behind a token."""
     shop = Shop.create(tmp_path / "shop.sqlite")
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.gateway.shop_upstream", str(port), str(shop.path), SECRET],
-        cwd=REPO,
-    )
+    proc = _start_shop(port, shop)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("the shop upstream did not start")
         yield f"http://127.0.0.1:{port}/mcp", shop
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_server_down_at_start_is_tried_again_and_its_tools_offered_when_it_is_up(
+    tmp_path: Path, bank: SkillBank
+) -> None:
+    # The shop's server is not up when the gateway starts: it is reported, then tried again
+    # in the background; once it answers, its tools are offered and clients are told.
+    shop = Shop.create(tmp_path / "shop.sqlite")
+    port = _free_port()
+    upstream = _mcp_json(
+        tmp_path / "mcp.json",
+        shop={"url": f"http://127.0.0.1:{port}/mcp",
+              "headers": {"Authorization": f"Bearer {SECRET}"}},
+    )  # fmt: skip
+    news: list[str] = []
+    server = build_server(bank, {}, upstreams=read_upstreams(upstream), report=news.append,
+                          watch_interval_s=0.1, upstream_retry_s=0.2)  # fmt: skip
+    changed = anyio.Event()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    async def on_message(message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async def test() -> None:
+        async with Client(server, mode="legacy", message_handler=on_message) as client:
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert "find_customer" not in names and "skillbank_do" in names
+            assert any("'shop' is left out" in n and "tried again" in n for n in news), news
+            procs.append(await anyio.to_thread.run_sync(_start_shop, port, shop))
+            with anyio.fail_after(60):
+                await changed.wait()
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {spec["function"]["name"] for spec in TOOL_SPECS} <= names
+            found = await client.call_tool("find_customer", {"email": "hiro@example.com"})
+            assert not found.is_error and found.structured_content is not None
+
+    try:
+        anyio.run(test)
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert any("'shop' is up after" in n and "find_customer" in n for n in news), news
 
 
 @pytest.mark.slow
