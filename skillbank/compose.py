@@ -17,6 +17,7 @@ from skillbank.errors import SkillArgumentError, SkillCallFailed
 if TYPE_CHECKING:
     from sandbox import Limits, Sandbox
     from skillbank.skill import Skill
+    from skillbank.tracing import SkillTrace
 
 __all__ = [
     "MAX_DEPTH",
@@ -96,11 +97,14 @@ def grant(
     sandbox: Sandbox,
     limits: Limits | None = None,
     depth: int = 0,
+    trace: SkillTrace | None = None,
 ) -> dict[str, Callable[..., JSON]]:
     """What a skill may call: its declared host tools, and a runner per required skill.
 
     A runner runs the required skill nested in the sandbox, granting it in turn its own
-    tools from ``host_tools`` and its own required skills.
+    tools from ``host_tools`` and its own required skills. With ``trace`` (the run's spans,
+    `skillbank.tracing.SkillTrace`), each host tool call is a child span of it, and each
+    required skill's run a child span with the calls that run makes beneath it.
 
     Raises:
         SkillArgumentError: a declared tool is missing from ``host_tools``, a required skill
@@ -110,6 +114,8 @@ def grant(
     if missing:
         raise SkillArgumentError(f"no host function was given for {', '.join(missing)}")
     granted = {t: host_tools[t] for t in tools}
+    if trace is not None:
+        granted = trace.wrap(granted)
     for sid in requires:
         sub = library.get(sid)
         if sub is None:
@@ -118,7 +124,7 @@ def grant(
             )
         if depth >= MAX_DEPTH:
             raise SkillArgumentError(f"skills call each other more than {MAX_DEPTH} deep")
-        granted[sid] = _runner(sub, host_tools, library, sandbox, limits, depth + 1)
+        granted[sid] = _runner(sub, host_tools, library, sandbox, limits, depth + 1, trace)
     return granted
 
 
@@ -129,10 +135,21 @@ def _runner(
     sandbox: Sandbox,
     limits: Limits | None,
     depth: int,
+    trace: SkillTrace | None,
 ) -> Callable[..., JSON]:
     def run(**arguments: JSON) -> JSON:
-        granted = grant(sub.tools, sub.requires, host_tools, library, sandbox, limits, depth)
+        nested = trace.nested(sub, arguments) if trace is not None else None
+        try:
+            granted = grant(
+                sub.tools, sub.requires, host_tools, library, sandbox, limits, depth, nested
+            )
+        except SkillArgumentError as exc:
+            if nested is not None:
+                nested.abandon(exc)
+            raise
         result = sandbox.run(sub.source, sub.id, arguments, granted, limits, skill_id=sub.id)
+        if nested is not None:
+            nested.end(result)
         if not result.ok:
             raise SkillCallFailed(f"skill {sub.id!r} failed: {result.error}")
         return result.value

@@ -188,9 +188,9 @@ class Runner:
         library = self._by_id() if skill.requires else {}
         # OpenTelemetry spans of the run (skillbank[otel]); None, at no cost, without it.
         traced = SkillTrace.start(skill, args, caller)
-        host = traced.wrap(tools) if traced is not None else tools
         try:
-            granted = grant(skill.tools, skill.requires, host, library, self._sandbox(), limits)
+            granted = grant(skill.tools, skill.requires, tools, library, self._sandbox(), limits,
+                            trace=traced)  # fmt: skip
         except SkillArgumentError as exc:
             misuse = SkillArgumentError(f"{skill.id!r} calls tools {', '.join(skill.tools)}: {exc}")
             if traced is not None:

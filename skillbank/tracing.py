@@ -17,7 +17,9 @@ configured the API's no-op tracer records nothing and costs next to nothing):
   skill run does not read;
 - each tool call the skill makes is a child ``execute_tool`` span, ``execute_tool <tool>``,
   with the tool's name, a call id (``call_<n>``, in call order), its arguments and its
-  result, or an error status and ``error.type`` when the tool raised. The spans are made as
+  result, or an error status and ``error.type`` when the tool raised. A skill it calls
+  (`skillbank.compose`) is a child span of the same form as the skill's own, with a call id,
+  and the calls that skill makes are its children. The spans are made as
   the calls happen, with their real times (the host runs them on helper threads, so the
   parent is passed explicitly);
 - ``skillbank.skill.version``, ``skillbank.skill.stage`` and ``skillbank.caller`` say which
@@ -37,7 +39,7 @@ import importlib.util
 import itertools
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,21 +85,32 @@ def _dumps(value: JSON) -> str:
 class SkillTrace:
     """The spans of one skill run: its ``execute_tool`` span and a child per tool call."""
 
-    def __init__(self, span: Any, recording: bool) -> None:
+    def __init__(self, span: Any, recording: bool, numbers: Iterator[int] | None = None) -> None:
         self._span = span
         self._recording = recording
-        self._numbers = itertools.count(1)
+        #: Call ids, shared with the runs nested in this one: unique in the trace.
+        self._numbers = numbers if numbers is not None else itertools.count(1)
 
     @classmethod
     def start(
-        cls, skill: Skill, args: Mapping[str, JSON], caller: str | None = None
+        cls,
+        skill: Skill,
+        args: Mapping[str, JSON],
+        caller: str | None = None,
+        *,
+        parent: SkillTrace | None = None,
     ) -> SkillTrace | None:
-        """Start the span of a run of ``skill``; None when OpenTelemetry is not installed."""
+        """Start the span of a run of ``skill`` (a child of ``parent``'s, for a skill another
+        calls); None when OpenTelemetry is not installed."""
         if not enabled():
             return None
+        from opentelemetry import trace
         from opentelemetry.trace import SpanKind
 
-        span = _tracer().start_span(f"execute_tool {skill.id}", kind=SpanKind.INTERNAL)
+        context = trace.set_span_in_context(parent._span) if parent is not None else None
+        span = _tracer().start_span(
+            f"execute_tool {skill.id}", context=context, kind=SpanKind.INTERNAL
+        )
         recording = bool(span.is_recording())
         if recording:
             attributes: dict[str, Any] = {
@@ -114,8 +127,18 @@ class SkillTrace:
                 attributes["gen_ai.skill.description"] = skill.description
             if caller:
                 attributes["skillbank.caller"] = caller
+            if parent is not None:
+                with _LOCK:
+                    attributes["gen_ai.tool.call.id"] = f"call_{next(parent._numbers)}"
             span.set_attributes(attributes)
-        return cls(span, recording)
+        return cls(span, recording, parent._numbers if parent is not None else None)
+
+    def nested(self, skill: Skill, args: Mapping[str, JSON]) -> SkillTrace:
+        """The spans of a run of ``skill`` that this run called (`skillbank.compose`): a
+        child span, whose own calls are its children."""
+        child = SkillTrace.start(skill, args, parent=self)
+        assert child is not None  # this trace exists, so OpenTelemetry is installed
+        return child
 
     def wrap(self, tools: Mapping[str, Callable[..., JSON]]) -> dict[str, Callable[..., JSON]]:
         """The host tools, each making a child span per call (as is, when not recording)."""

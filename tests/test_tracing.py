@@ -165,3 +165,39 @@ print("loaded:", loaded)
     )
     assert done.returncode == 0, done.stderr
     assert "loaded: []" in done.stdout
+
+
+def test_a_skill_another_calls_is_a_child_span_with_its_own_calls_beneath_it(
+    spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    from tests.test_compose import TOOLS, history, latest
+
+    with SkillBank.init(tmp_path / "bank") as bank:
+        bank.learn([history("h1", "ann@x.io"), history("h2", "bob@x.io")])
+        runs = [latest("l1", "ann@x.io"), latest("l2", "cy@x.io")]
+        (sid,) = bank.learn(runs, branch="current").added
+        assert bank.get(sid).requires == ("list_orders_by_email",)
+        spans.clear()
+        result = bank.run(sid, {"email": "bob@x.io"}, TOOLS)
+        assert result.ok, result.error
+    by_name = {s.name: s for s in spans.get_finished_spans()}
+    assert len(by_name) == 5
+    root = by_name[f"execute_tool {sid}"]
+    nested = by_name["execute_tool list_orders_by_email"]
+    assert root.parent is None
+    assert nested.parent is not None and nested.parent.span_id == root.context.span_id
+    for name, parent in (("find_customer", nested), ("list_orders", nested), ("get_order", root)):
+        span = by_name[f"execute_tool {name}"]
+        assert span.parent is not None and span.parent.span_id == parent.context.span_id, name
+        assert parent.start_time <= span.start_time <= span.end_time <= parent.end_time
+    attrs = _attributes(nested)
+    assert attrs["gen_ai.skill.name"] == "list_orders_by_email"
+    assert json.loads(attrs["gen_ai.tool.call.arguments"]) == {"email": "bob@x.io"}
+    assert json.loads(attrs["gen_ai.tool.call.result"])["customer_id"] == "C-2"
+    ids = [_attributes(s)["gen_ai.tool.call.id"] for s in spans.get_finished_spans() if s != root]
+    assert sorted(ids) == ["call_1", "call_2", "call_3", "call_4"]
+    # Read back, the trace is the run's real tool calls; the nested skill holds its own.
+    path = tmp_path / "traces.json"
+    path.write_text(lines([spans_to_otlp(spans.get_finished_spans())]))
+    (back,) = load_trajectories(path)
+    assert [s.tool for s in back.steps] == ["find_customer", "list_orders", "get_order"]
