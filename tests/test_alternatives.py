@@ -331,3 +331,91 @@ def test_reads_that_hold_the_value_at_different_places_are_learned_apart(
     with SkillBank.init(tmp_path / "bank") as bank:
         report = bank.learn([*runs()[:2], *other])
         assert len(report.added) == 2 and not report.rejected
+
+
+def by_lookup(tid: str, name: str, zip_code: str, cid: str, street: str) -> Trajectory:
+    """Look the customer's id up by name and zip, read the customer, change their address."""
+    return Trajectory(
+        tid,
+        f"Move {name} ({zip_code}) to {street}",
+        (),
+        (
+            Step("lookup_customer_id", {"name": name, "zip": zip_code}, {"customer_id": cid}),
+            Step("get_customer", {"customer_id": cid}, {"customer_id": cid, "name": name}),
+            Step(
+                "update_address",
+                {"customer_id": cid, "street": street},
+                {"customer_id": cid, "street": street},
+            ),
+        ),
+        Outcome(True),
+    )
+
+
+LOOKUP_BODY = textwrap.dedent(
+    """\
+        if email is not None:
+            customer = tools.find_customer_by_email(email=email)
+        elif name is not None and zip_ is not None:
+            customer_id = tools.lookup_customer_id(name=name, zip=zip_)
+            customer = tools.get_customer(customer_id=customer_id["customer_id"])
+        else:
+            raise ValueError('give email, or name and zip_')
+        return tools.update_address(customer_id=customer["customer_id"], street=street)
+    """
+)
+
+
+def lookup_runs() -> list[Trajectory]:
+    return [
+        by_email("a", "ann@x.io", "C-1", "1 Main St"),
+        by_email("b", "bob@x.io", "C-2", "2 Elm St"),
+        by_lookup("c", "Cy Young", "02139", "C-3", "3 Oak St"),
+        by_lookup("d", "Di Ross", "10001", "C-4", "4 Pine St"),
+    ]
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_an_alternative_may_take_several_reads_each_reading_the_one_before(
+    tmp_path: Path, order: int
+) -> None:
+    # One run finds the customer by email; another looks their id up by name and zip, then
+    # reads them: two ways to one value, of different lengths, in one skill.
+    with SkillBank.init(tmp_path / "bank") as bank:
+        (sid,) = bank.learn(lookup_runs()[::order]).added
+        skill = bank.get(sid)
+        assert body(skill.source) == textwrap.indent(LOOKUP_BODY, "    ")
+        assert "`find_customer_by_email` or `lookup_customer_id` then `get_customer`" in (
+            skill.source
+        )
+        proof = prove_skill(skill, bank.sandbox, max_examples=10)
+        assert proof.ok, proof.failures()
+        held = [
+            (by_email("h1", "eve@x.io", "C-9", "9 Bay St"), {"email": "eve@x.io"}, 2),
+            (by_lookup("h2", "Flo Rida", "33101", "C-8", "8 Sea St"),
+             {"name": "Flo Rida", "zip_": "33101"}, 3),
+        ]  # fmt: skip
+        for run, inputs, calls in held:
+            plan = bank.match(run)
+            street = run.steps[-1].arguments["street"]
+            assert [(s.kind, s.name, s.arguments) for s in plan.steps] == [
+                ("skill", sid, {"street": street, **inputs})
+            ]
+            assert plan.steps[0].covers == (0, calls)
+
+
+def test_stretches_that_share_a_read_are_not_alternatives() -> None:
+    # Looking the id up, then reading the customer, against reading the customer by an id
+    # the user typed: the second is the first with a read left out, not another way.
+    typed = [
+        Trajectory(
+            t.id + "t",
+            t.task,
+            (),
+            t.steps[1:],
+            Outcome(True),
+        )
+        for t in lookup_runs()[2:]
+    ]
+    draft = compile_group([*lookup_runs()[2:], *typed])
+    assert "elif" not in body(draft.source) and "ValueError" not in body(draft.source)

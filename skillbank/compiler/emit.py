@@ -285,13 +285,36 @@ class Alt:
         else:
             raise ValueError("give email, or name and zip_")
 
-    Every call binds the same variable, so what follows reads it whichever ran.
+    Every alternative's last call binds the same variable, so what follows reads it whichever
+    ran. An alternative may take several calls, each reading the ones before it::
+
+        elif name is not None and zip_ is not None:
+            customer_id = tools.lookup_customer_id(name=name, zip=zip_)
+            customer = tools.get_customer(customer_id=customer_id["customer_id"])
     """
 
     #: Per alternative, the parameters that choose it (all given: it runs).
     given: tuple[tuple[str, ...], ...]
-    #: The call of each alternative, in the same order; all bind one variable.
+    #: The calls of every alternative, in the same order, one after the other (``sizes``
+    #: says how many each has); each alternative's last call binds the shared variable.
     body: tuple[Call, ...]
+    #: How many calls each alternative has (empty: one each).
+    sizes: tuple[int, ...] = ()
+
+    @property
+    def branches(self) -> tuple[tuple[Call, ...], ...]:
+        """The calls of each alternative."""
+        sizes = self.sizes or (1,) * len(self.body)
+        out, at = [], 0
+        for size in sizes:
+            out.append(self.body[at : at + size])
+            at += size
+        return tuple(out)
+
+    @property
+    def var(self) -> str | None:
+        """The variable every alternative binds."""
+        return self.branches[0][-1].var
 
     @property
     def missing(self) -> str:
@@ -498,10 +521,13 @@ def render_function(plan: FunctionPlan) -> str:
                 out.append(f"    return {stmt.fallback}")
             continue
         if isinstance(stmt, Alt):
-            for j, (names, call) in enumerate(zip(stmt.given, stmt.body, strict=True)):
+            for j, (names, calls) in enumerate(zip(stmt.given, stmt.branches, strict=True)):
                 test = " and ".join(f"{name} is not None" for name in names)
                 out.append(f"    {'if' if j == 0 else 'elif'} {test}:")
-                out += _call_source(call, "        ", f"{call.var} = " if call.var else "", taken)
+                for call in calls:
+                    out += _call_source(
+                        call, "        ", f"{call.var} = " if call.var else "", taken
+                    )
             out.append("    else:")
             error = f"        raise ValueError({stmt.missing!r})"
             if len(error) <= 99:

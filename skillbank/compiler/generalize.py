@@ -331,7 +331,7 @@ class _Builder:
         pattern: Pattern,
         skill_id: str,
         queries: frozenset[str],
-        alternatives: Sequence[Sequence[int]] = (),
+        alternatives: Sequence[Sequence[Sequence[int]]] = (),
     ) -> None:
         self.runs = runs
         self.queries = queries
@@ -358,15 +358,24 @@ class _Builder:
                 )
         if len(self.optional) == len(pattern):
             raise CompileError("no block is common to all runs; compile them separately")
-        #: Alternative reads of one value (`alternative`), by their first block.
-        self.alternatives = {ks[0]: list(ks) for ks in alternatives}
-        for ks in alternatives:
-            if any(k in self.loops for k in ks) or any(
-                sum(len(run.segments[k]) for k in ks) != 1 for run in runs
+        #: Alternative reads of one value (`alternative`), by their first block: per
+        #: alternative, its blocks.
+        self.alternatives = {choices[0][0]: [list(c) for c in choices] for choices in alternatives}
+        for choices in alternatives:
+            blocks = [k for c in choices for k in c]
+
+            def made(run: _Run, choice: Sequence[int]) -> bool:
+                return all(len(run.segments[k]) == 1 for k in choice)
+
+            if any(k in self.loops for k in blocks) or any(
+                sum(made(run, c) for c in choices) != 1
+                or sum(len(run.segments[k]) for k in blocks)
+                != len(next((c for c in choices if made(run, c)), ()))
+                for run in runs
             ):
                 raise CompileError(
-                    f"the reads {' / '.join(pattern[k][0] for k in ks)} are not one choice "
-                    "per run; compile those runs separately"
+                    f"the reads {' / '.join(_choice_name(pattern, c) for c in choices)} are "
+                    "not one choice per run; compile those runs separately"
                 )
         #: The parameters that choose an alternative: optional, None when not given.
         self.choosers: set[str] = set()
@@ -633,7 +642,7 @@ class _Builder:
                     statements.append(self.loop(k, block, earlier, results, names))
                 slot += 1  # the loop's results take a slot, so later slots stay aligned
                 continue
-            if any(k in ks for ks in self.alternatives.values()):
+            if any(k in c for choices in self.alternatives.values() for c in choices):
                 if k in self.alternatives:
                     choice, slot = self.alternative(
                         self.alternatives[k], slot, earlier, results, names
@@ -746,66 +755,86 @@ class _Builder:
 
     def alternative(
         self,
-        ks: list[int],
+        choices: list[list[int]],
         slot: int,
         earlier: list[int],
         results: list[list[JSON]],
         names: dict[int, str],
     ) -> tuple[Alt, int]:
         """Reads of one value by different queries in different runs (the customer found by
-        email in some, by name and zip in others): each becomes a branch taken when the
-        caller gives the inputs it needs, and every branch binds one variable.
+        email in some, by name and zip in others, or by looking up their id first): each
+        becomes a branch taken when the caller gives the inputs it needs, and every branch's
+        last call binds one variable; a branch's calls may read the ones before them.
 
         The inputs of each alternative become optional parameters (None when not given);
         one alternative's inputs may not hold another's, or the first would always win.
         """
-        names[slot] = f"@{slot}"
         given: list[tuple[str, ...]] = []
         seen: list[set[str]] = []
         calls: list[Call] = []
+        finals: list[tuple[list[int], Call, int]] = []
+        described = " / ".join(_choice_name(self.pattern, c) for c in choices)
         try:
-            for k in ks:
-                (tool,) = self.pattern[k]
-                present = self._made_by(k)
+            for choice in choices:
+                present = self._made_by(choice[0])
                 self.active, self.choosing = present, True
-                steps = {r: self.runs[r].segments[k][0][0] for r in present}
                 before = set(self.choosers)
-                kwargs = tuple(
-                    (
-                        key,
-                        self.expr(
-                            [steps[r].arguments.get(key) for r in present],
-                            tool,
-                            (key,),
-                            earlier,
-                            results,
-                            names,
-                        ),
-                    )  # fmt: skip
-                    for key in self.arg_order(tool, steps[present[0]].arguments)
-                )
-                mine = tuple(
-                    n for n in self.choosers - before if _uses_param([Call(tool, kwargs, None)], n)
-                )
+                inner = list(earlier)
+                mine_calls: list[Call] = []
+                for n, k in enumerate(choice):
+                    (tool,) = self.pattern[k]
+                    steps = {r: self.runs[r].segments[k][0][0] for r in present}
+                    kwargs = tuple(
+                        (
+                            key,
+                            self.expr(
+                                [steps[r].arguments.get(key) for r in present],
+                                tool,
+                                (key,),
+                                inner,
+                                results,
+                                names,
+                            ),
+                        )  # fmt: skip
+                        for key in self.arg_order(tool, steps[present[0]].arguments)
+                    )
+                    if n < len(choice) - 1:
+                        # A call on the way: its own variable, which the next calls may read.
+                        names[slot] = f"@{slot}"
+                        self.slot_tool[slot] = tool
+                        for r in range(len(self.runs)):
+                            results[r].append(steps[r].result if r in steps else MISSING)
+                        mine_calls.append(Call(tool, kwargs, names[slot]))
+                        inner.append(slot)
+                        slot += 1
+                    else:
+                        mine_calls.append(Call(tool, kwargs, None))
+                        finals.append((present, mine_calls[-1], k))
+                mine = tuple(n for n in self.choosers - before if _uses_param(mine_calls, n))
                 chosen = tuple(sorted(mine, key=lambda n: list(self.params).index(n)))
                 # What the caller is asked for: the inputs' tool argument names (two reads
                 # by email are one way to find the customer, whatever the tools).
                 asked = {self.params[n][3] for n in chosen}
                 if not chosen or any(asked <= wanted or wanted <= asked for wanted in seen):
                     raise CompileError(
-                        f"the reads {' / '.join(self.pattern[k][0] for k in ks)} cannot be "
-                        "told apart by the inputs the caller gives; compile them separately"
+                        f"the reads {described} cannot be told apart by the inputs the caller "
+                        "gives; compile them separately"
                     )
                 given.append(chosen)
                 seen.append(asked)
-                calls.append(Call(tool, kwargs, names[slot]))
+                calls += mine_calls
         finally:
             self.active, self.choosing = list(range(len(self.runs))), False
-        self.slot_tool[slot] = " or ".join(self.pattern[k][0] for k in ks)
+        # Every alternative's last call binds the one variable what follows reads.
+        names[slot] = f"@{slot}"
+        self.slot_tool[slot] = " or ".join(self.pattern[choice[-1]][0] for choice in choices)
+        bound = {id(call) for _, call, _ in finals}
+        calls = [replace(c, var=names[slot]) if id(c) in bound else c for c in calls]
         for r, run in enumerate(self.runs):
-            (made,) = [run.segments[k][0][0] for k in ks if run.segments[k]]
+            (made,) = [run.segments[k][0][0] for present, _, k in finals if r in present]
             results[r].append(made.result)
-        return Alt(tuple(given), tuple(calls)), slot + 1
+        sizes = tuple(len(c) for c in choices)
+        return Alt(tuple(given), tuple(calls), sizes), slot + 1
 
     def condition(
         self,
@@ -1284,10 +1313,10 @@ class _Builder:
         if isinstance(statements[-1], Alt):
             raise CompileError("the runs end with different reads; compile them separately")
         for stmt in statements:
-            if isinstance(stmt, Alt) and not _reads(statements, stmt.body[0].var):
+            if isinstance(stmt, Alt) and not _reads(statements, stmt.var):
                 # The reads found the value at different places: not one value found two ways.
                 raise CompileError(
-                    f"nothing reads what {' or '.join(c.tool for c in stmt.body)} found in "
+                    f"nothing reads what {' or '.join(b[-1].tool for b in stmt.branches)} found in "
                     "every run; compile those runs separately"
                 )
         if isinstance(statements[-1], If):
@@ -1303,9 +1332,16 @@ class _Builder:
         for stmt in statements:
             if isinstance(stmt, Alt):
                 # One variable for every alternative, named for what they all find.
-                var = identifier(_common_noun([c.tool for c in stmt.body]), self.taken)
+                var = identifier(_common_noun([b[-1].tool for b in stmt.branches]), self.taken)
                 self.taken.add(var)
-                rename[stmt.body[0].var or ""] = var
+                rename[stmt.var or ""] = var
+                for branch in stmt.branches:
+                    for call in branch[:-1]:  # calls on the way, read by the next ones
+                        noun = identifier(_noun(call.tool))
+                        base = f"{call.tool}_result" if noun.endswith("_") else noun
+                        inner = identifier(base, self.taken)
+                        self.taken.add(inner)
+                        rename[call.var or ""] = inner
                 continue
             calls = stmt.body if isinstance(stmt, (Loop, If)) else (stmt,)
             for call in calls:
@@ -1399,8 +1435,13 @@ class _Builder:
             if not block:
                 continue
             if k in self.alternatives:
-                parts.append(" or ".join(f"`{self.pattern[a][0]}`" for a in self.alternatives[k]))
-            elif any(k in ks for ks in self.alternatives.values()):
+                parts.append(
+                    " or ".join(
+                        " then ".join(f"`{self.pattern[a][0]}`" for a in choice)
+                        for choice in self.alternatives[k]
+                    )
+                )
+            elif any(k in c for choices in self.alternatives.values() for c in choices):
                 continue
             elif k in self.searches:
                 parts.append(" and ".join(f"`{t}`" for t in block) + " on each item until one fits")
@@ -1549,7 +1590,7 @@ def _rename_call(call: Call, names: Mapping[str, str]) -> Call:
 
 def _rename(stmt: Call | Loop | If | Alt, names: Mapping[str, str]) -> Call | Loop | If | Alt:
     if isinstance(stmt, Alt):
-        return Alt(stmt.given, tuple(_rename_call(c, names) for c in stmt.body))
+        return Alt(stmt.given, tuple(_rename_call(c, names) for c in stmt.body), stmt.sizes)
     if isinstance(stmt, If):
         test = replace(stmt.test, ref=_rename_expr(stmt.test.ref, names))
         return If(test, tuple(_rename_call(c, names) for c in stmt.body), stmt.fallback)
@@ -1567,42 +1608,92 @@ def _rename(stmt: Call | Loop | If | Alt, names: Mapping[str, str]) -> Call | Lo
 # --- entry point ---------------------------------------------------------------------------
 
 
+def _choice_name(pattern: Pattern, choice: Sequence[int]) -> str:
+    """An alternative's reads, for messages: ``lookup_customer_id > get_customer``."""
+    return " > ".join(pattern[k][0] for k in choice)
+
+
 def _alternatives(
     master: Sequence[PatternToken],
     others: Sequence[Sequence[PatternToken]],
     queries: Collection[str],
-) -> tuple[list[PatternToken], list[list[int]]]:
+) -> tuple[list[PatternToken], list[list[list[int]]]]:
     """The master's tokens with the alternative reads of other runs beside its own, and
-    where each set of alternatives sits.
+    where each set of alternatives sits (per set, per alternative, its blocks' positions).
 
-    A run that does not follow the master (`_place`) but has as many blocks, differing only
-    where both make one call of a query (the customer found by email here, by name and zip
-    there), read the same value another way: its read joins the master's at that position,
-    as one of a set of alternatives (in tool-name order, so the order of the runs does not
-    matter). Any other difference is left for `compile_group` to refuse.
+    A run that does not follow the master (`_place`) read a value another way when it
+    differs from the master only in reads:
+
+    - with as many blocks, where both make one call of a query (the customer found by email
+      here, by name and zip there): its read joins the master's at that position;
+    - otherwise, in one stretch between what both share before and after, where each makes
+      one call of a query per block (the customer found by email here, there by looking up
+      their id by name and zip, then reading them): its stretch joins the master's as
+      another alternative, its calls reading each other's results.
+
+    The alternatives of a set are in a canonical order (fewest calls, then tool names), so the
+    order of the runs does not matter. Any other difference is left for `compile_group` to
+    refuse.
     """
 
     def one_read(token: PatternToken) -> bool:
         return len(token[0]) == 1 and token[0][0] in queries
 
     extra: dict[int, list[PatternToken]] = {}
+    stretches: dict[tuple[int, int], list[tuple[PatternToken, ...]]] = {}
     for own in others:
-        if _place(own, master) is not None or len(own) != len(master):
+        if _place(own, master) is not None:
             continue
-        differ = [i for i, (a, b) in enumerate(zip(own, master, strict=True)) if a != b]
-        if all(one_read(own[i]) and one_read(master[i]) for i in differ):
-            for i in differ:
-                if own[i] not in extra.setdefault(i, [master[i]]):
-                    extra[i].append(own[i])
+        if len(own) == len(master):
+            differ = [i for i, (a, b) in enumerate(zip(own, master, strict=True)) if a != b]
+            if all(one_read(own[i]) and one_read(master[i]) for i in differ):
+                for i in differ:
+                    if own[i] not in extra.setdefault(i, [master[i]]):
+                        extra[i].append(own[i])
+                continue
+        before = 0
+        while before < min(len(own), len(master)) and own[before] == master[before]:
+            before += 1
+        after = 0
+        while (
+            after < min(len(own), len(master)) - before
+            and own[len(own) - 1 - after] == master[len(master) - 1 - after]
+        ):
+            after += 1
+        mine = tuple(own[before : len(own) - after])
+        theirs = tuple(master[before : len(master) - after])
+        if not mine or not theirs or not all(one_read(t) for t in (*mine, *theirs)):
+            continue
+        if set(mine) & set(theirs):
+            continue  # a read both make: not two ways to one value, but one way and more
+        region = (before, len(master) - after)
+        if any(a < region[1] and region[0] < b for (a, b) in stretches if (a, b) != region):
+            continue
+        choices = stretches.setdefault(region, [theirs])
+        if mine not in choices:
+            choices.append(mine)
+    starts = {a: b for (a, b) in stretches}
     merged: list[PatternToken] = []
-    sets: list[list[int]] = []
-    for i, token in enumerate(master):
-        if i not in extra:
-            merged.append(token)
+    sets: list[list[list[int]]] = []
+    i = 0
+    while i < len(master):
+        if i in starts and not any(i <= k < starts[i] for k in extra):
+            end = starts[i]
+            options = sorted(stretches[(i, end)], key=lambda c: (len(c), c))
+            positions = []
+            for option in options:
+                positions.append(list(range(len(merged), len(merged) + len(option))))
+                merged += option
+            sets.append(positions)
+            i = end
             continue
-        choices = sorted(extra[i])
-        sets.append(list(range(len(merged), len(merged) + len(choices))))
-        merged += choices
+        if i not in extra:
+            merged.append(master[i])
+        else:
+            reads = sorted(extra[i])
+            sets.append([[len(merged) + n] for n in range(len(reads))])
+            merged += reads
+        i += 1
     return merged, sets
 
 

@@ -148,8 +148,9 @@ def group_procedures(
 
 def _merge_alternatives(groups: list[ProcedureGroup]) -> bool:
     """Fold one new procedure into another (or a stored skill's) that does the same with a
-    value read by another query (same shape, different skeleton, as many blocks); False if
-    none."""
+    value read another way (same shape, different skeleton; the reads may take up to
+    `MAX_LEFT_OUT` more or fewer blocks: the customer looked up by name and zip, then read);
+    False if none."""
     for small in groups:
         if small.old is not None or not small.members or small.shape is None:
             continue
@@ -159,11 +160,12 @@ def _merge_alternatives(groups: list[ProcedureGroup]) -> bool:
                 and (big.members or big.old)
                 and big.shape == small.shape
                 and big.skeleton != small.skeleton
-                and len(big.tokens) == len(small.tokens)
+                and abs(len(big.tokens) - len(small.tokens)) <= MAX_LEFT_OUT
             ):
                 big.members += small.members
                 big.parts = (big.parts or [[]]) + small.parts
                 big.tasks += small.tasks
+                big.tokens = max(big.tokens, small.tokens, key=len)
                 small.members, small.parts = [], []
                 return True
     return False
