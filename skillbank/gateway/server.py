@@ -329,9 +329,13 @@ def _caller(session: ServerSession) -> str:
 def _session_key(ctx: ServerRequestContext[Any]) -> str:
     """Which MCP session a request belongs to, for keeping tasks apart.
 
-    Over HTTP, the ``mcp-session-id`` header; on a handshake-era connection, the connection;
-    otherwise (stdio at protocol 2026-07-28, one client per process) the one default session.
+    Over HTTP, the ``mcp-session-id`` header; on a handshake-era connection, the connection.
+    The 2026-07-28 protocol has no sessions: a request is told apart by who sent it, the
+    authenticated principal (when the server checks tokens) and the client's name and version
+    (which each request carries); with neither (stdio, one client per process) it is the one
+    default session.
     """
+    from mcp.server.auth.middleware.auth_context import get_access_token
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
     headers = getattr(ctx.request, "headers", None)
@@ -339,7 +343,12 @@ def _session_key(ctx: ServerRequestContext[Any]) -> str:
         return f"http:{headers['mcp-session-id']}"
     params = ctx.session.client_params
     if params is None or ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        # 2026-07-28 has no sessions: each request may carry its own client parameters.
+        token = get_access_token()
+        principal = f"{token.client_id}/{token.subject or ''}" if token is not None else ""
+        info = params.client_info if params is not None else None
+        client = f"{info.name}/{info.version}" if info is not None else ""
+        if principal or client:
+            return json.dumps(["client", principal, client])
         return "default"
     return f"connection:{id(params)}"
 

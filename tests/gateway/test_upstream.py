@@ -484,7 +484,12 @@ def test_a_skill_finds_its_upstream_tool_after_a_clash_renamed_it(
 
 
 @pytest.mark.slow
-def test_over_http_each_mcp_session_keeps_its_own_task(tmp_path: Path, bank: SkillBank) -> None:
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_over_http_each_mcp_session_keeps_its_own_task(
+    tmp_path: Path, bank: SkillBank, mode: str
+) -> None:
+    # Handshake-era clients are told apart by their session id; 2026-07-28 clients, which
+    # have no session, by the client name and version each request carries.
     flaky = {"command": sys.executable, "args": ["-m", "tests.gateway.flaky_upstream"],
              "cwd": str(REPO)}  # fmt: skip
     upstream = _mcp_json(tmp_path / "mcp.json", flaky=flaky)
@@ -505,7 +510,12 @@ def test_over_http_each_mcp_session_keeps_its_own_task(tmp_path: Path, bank: Ski
 
         async def test() -> None:
             url = f"http://127.0.0.1:{port}/mcp"
-            async with Client(url, mode="legacy") as ann, Client(url, mode="legacy") as bob:
+            ann_info = types.Implementation(name="ann-agent", version="1.0")
+            bob_info = types.Implementation(name="bob-agent", version="1.0")
+            async with (
+                Client(url, mode=mode, client_info=ann_info) as ann,
+                Client(url, mode=mode, client_info=bob_info) as bob,
+            ):
                 await ann.call_tool("skillbank_begin_task", {"task": "ann's task"})
                 await bob.call_tool("skillbank_begin_task", {"task": "bob's task"})
                 for n in range(2):
