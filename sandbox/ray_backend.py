@@ -315,6 +315,8 @@ class RayExecutor:
         self.isolation = isolation
         self._max_idle = max_idle_workers
         self._per_actor = calls_per_actor
+        #: Calls one actor serves at once.
+        self.calls_per_actor = calls_per_actor
         self._connect_timeout_s = connect_timeout_s
         self._started_ray = False
         if not ray.is_initialized():

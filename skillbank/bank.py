@@ -202,7 +202,10 @@ class SkillBank:
             raise ConfigError(f"executor = 'ray': {exc}") from None
         try:
             return RayExecutor(
-                address, actors=self.config.ray_actors, isolation=self.config.sandbox_isolation
+                address,
+                actors=self.config.ray_actors,
+                calls_per_actor=self.config.ray_calls_per_actor,
+                isolation=self.config.sandbox_isolation,
             )
         except ImportError as exc:
             raise ConfigError(f"executor = 'ray': {exc}", hint=INSTALL_HINT) from None

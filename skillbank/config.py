@@ -134,6 +134,9 @@ class Config:
     ray_address: str = ""
     #: Ray actors to keep, each holding a warm sandbox (0: one per CPU of the cluster).
     ray_actors: int = 0
+    #: Calls one Ray actor serves at once, each in its own worker process; further callers
+    #: wait (at most ``actors * ray_calls_per_actor`` calls are in flight).
+    ray_calls_per_actor: int = 2
     #: Seconds between two fetches of the bank's git remote by ``serve`` (0: no periodic
     #: fetch; the ``/sync`` webhook still works). Skills merged elsewhere appear without a
     #: restart.
@@ -246,6 +249,10 @@ class Config:
             )
         if self.ray_actors < 0:
             raise ConfigError(f"ray_actors={self.ray_actors!r} must be 0 (one per CPU) or more")
+        if self.ray_calls_per_actor < 1:
+            raise ConfigError(
+                f"ray_calls_per_actor={self.ray_calls_per_actor!r} must be at least 1"
+            )
         for name in ("replica", "stages_updater"):
             value = getattr(self, name)
             if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):

@@ -569,6 +569,7 @@ def test_executor_ray_runs_every_call_on_a_private_loopback_cluster(
         REPO / "skills" / "list_orders_by_email", root / "skills" / "list_orders_by_email"
     )
     monkeypatch.setenv("SKILLBANK_EXECUTOR", "ray")
+    monkeypatch.setenv("SKILLBANK_RAY_CALLS_PER_ACTOR", "3")
     seen: list[int] = []
 
     def find_customer(email: str) -> dict[str, Any]:
@@ -586,6 +587,7 @@ def test_executor_ray_runs_every_call_on_a_private_loopback_cluster(
         )  # fmt: skip
         assert result.ok, result
         assert type(bank.sandbox.executor).__name__ == "RayExecutor"
+        assert bank.sandbox.executor.calls_per_actor == 3  # type: ignore[attr-defined]
         address = ray.get_runtime_context().gcs_address
         assert bank.ledger.counts()["list_orders_by_email"].successes == 1
     assert address.startswith("127.0.0.1:"), address

@@ -224,6 +224,7 @@ def test_scale_settings_are_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         ("sync_from", "main", "REMOTE/BRANCH"),
         ("sync_interval_s", "-1", "0 (no periodic fetch)"),
         ("ray_actors", "-2", "one per CPU"),
+        ("ray_calls_per_actor", "0", "at least 1"),
     ):
         with pytest.raises(ConfigError, match=re.escape(said)):
             load_config(tmp_path, {key: value})
