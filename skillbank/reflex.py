@@ -29,10 +29,12 @@ looks for a reason not to fire:
    a phrasing, or a scope word in its tool's name: ``list_all_airports``); on a question
    when the skill changes state (in any sentence; a request put to the listener, "Could you
    move X to Y?", is no question, "Can we move X?" and "Could you confirm X moved?" are:
-   `skillbank.wording.is_question`); on an argument missing, found twice, or given as
-   a quantity word (``a few``) where a number is needed; on a value in the text the skill
-   has no argument for; on arguments the signature (`skillbank.signature.check_arguments`)
-   or the schema of a tool the value flows into refuses.
+   `skillbank.wording.is_question`); on a request to act ("Place the order history for
+   X", by `skillbank.search.intent`) when the skill only reads; on an argument missing,
+   found twice, or given as a quantity word (``a few``) where a number is needed; on a
+   value in the text the skill has no argument for (a capitalised name included: "for
+   Acme"); on arguments the signature (`skillbank.signature.check_arguments`) or the schema
+   of a tool the value flows into refuses.
 
 When no skill fits and a doubt word is found, the decision names the doubt (it says more
 to a person than a missing piece) and, in ``also``, the rule the closest skill failed on
@@ -59,7 +61,7 @@ from typing import Any, Literal, get_args
 from skillbank.compiler.effects import classify_tools
 from skillbank.errors import SkillArgumentError, SkillRejected
 from skillbank.patterns import Kind, Phrasing, TaskPatterns, value_regex
-from skillbank.search import fold, tokenize
+from skillbank.search import fold, intent, tokenize
 from skillbank.signature import check_arguments, schema_of
 from skillbank.skill import Skill
 from skillbank.wording import (
@@ -101,6 +103,7 @@ Rule = Literal[
     "scope",
     "compound",
     "question",
+    "asks_change",
     "not_found",
     "found_twice",
     "quantity_word",
@@ -611,6 +614,16 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
     ):
         return "question", (
             f"the task asks about state, and {sid} changes it: a question is not an order"
+        )
+    if (
+        not entry.commands
+        and fit.rule is None
+        and intent(text) == "change"
+        and not (fit.phrasing is not None and intent(fit.phrasing.template) == "change")
+    ):
+        return "asks_change", (
+            f"the task asks to change something, and {sid} only reads: a model must find "
+            "what changes it"
         )
     return None
 

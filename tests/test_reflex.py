@@ -236,6 +236,8 @@ ABSTAINS = [
     ("not_found", "Could you restock units of 'mug'?"),
     ("extra_value", "Restock 40 units of 'mug' for Acme"),  # a name is a value too
     ("extra_value", "Show the order history for zed@example.com, Berlin office"),
+    # a request to act, in words the reading skill knows: it only reads
+    ("asks_change", "Place the order history for zed@example.com"),
     ("unknown_words", "Delete the order history for zed@example.com"),
     ("missing_words", "Refund order O-5003, reason: arrived damaged"),
     ("no_skill", "What will the weather be in Lisbon tomorrow?"),
