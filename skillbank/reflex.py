@@ -13,8 +13,9 @@ looks for a reason not to fire:
    matches the whole text reads the arguments off its slots. Otherwise the *unseen wording*
    path assigns each argument the one value of its kind, telling same-kind arguments apart
    by the word before each value as learned, then by their learned order (the most specific
-   kind first, and a value one argument took is no other's candidate); free text comes
-   only from quotes, parentheses or a learned marker (``because:``). Every word left must
+   kind first, and a value one argument took is no other's candidate; a quoted value keeps
+   its kind: ``'token_ABC123'`` is an id); free text comes only from quotes, parentheses or
+   a learned marker (``because:``). Every word left must
    be in the skill's vocabulary (``reflex_min_relevance`` of them, the first one always),
    courtesy and function words aside (``kindly``, ``go ahead and``, the ``m`` of ``I'm``:
    `skillbank.wording.FUNCTION_WORDS`, `skillbank.wording.courtesy_masked`),
@@ -423,25 +424,26 @@ class ReflexIndex:
     def _soft(self, entry: _Entry, text: str, values: list[Value]) -> _Fit:
         fit = _Fit(entry, 0.0)
         patterns = entry.patterns
-        pools: dict[str, list[str]] = {}
+        pools: dict[Kind, list[str]] = {}
         for name, kind in sorted(patterns.kinds.items()):
             pools.setdefault("text" if kind in ("word", "text") else kind, []).append(name)
         taken: list[Value] = []
         # The most specific kinds first, and a value one argument took is no other's: the
         # number of "a budget of $1500 with token ABC123" is not the token's candidate too.
         for pool, names in sorted(pools.items(), key=lambda kv: _POOL_ORDER.index(kv[0])):
+            free = [v for v in values if not any(overlaps(v, t) for t in taken)]
             if pool == "text":
-                found = [v for v in values if v.kind == "delimited"]
+                found = [v for v in free if v.kind == "delimited"]
                 for name in names:
                     for marker in sorted(entry.markers.get(name, ())):
                         tail = tail_after(text, marker)
                         if tail is not None and not any(overlaps(tail, v) for v in taken):
                             found.append(tail)
-            elif pool == "id":
-                found = [v for v in values if v.kind in ("id", "number")
-                         and not any(overlaps(v, t) for t in taken)]  # fmt: skip
             else:
-                found = [v for v in values if v.kind == pool]
+                # Quoting a value does not change its kind: 'token_ABC123' is an id.
+                kinds: tuple[Kind, ...] = ("id", "number") if pool == "id" else (pool,)
+                found = [v for v in free if v.kind in kinds or (v.kind == "delimited" and any(
+                    re.fullmatch(value_regex(k), v.text) for k in kinds))]  # fmt: skip
             distinct = list({fold(v.text): v for v in found}.values())
             if len(distinct) < len(names):
                 numbers = [n for n in names if patterns.kinds[n] == "number"]
@@ -537,7 +539,7 @@ class ReflexIndex:
 
 
 #: The order argument pools are filled in: the most specific kind first (`skillbank.patterns`).
-_POOL_ORDER: tuple[str, ...] = ("email", "number", "date", "path", "id", "text")
+_POOL_ORDER: tuple[Kind, ...] = ("email", "number", "date", "path", "id", "text")
 
 
 def _content_words(text: str) -> list[str]:

@@ -182,6 +182,8 @@ def test_an_older_folder_without_patterns_json_still_reflexes(bank: SkillBank) -
          {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
         # a capitalised word the skill knows is no name
         ("Please Restock 40 units of 'mug'", RESTOCK, {"quantity": 40, "query": "mug"}),
+        # quoting a value does not change its kind
+        ("Show the order history for 'zed@example.com'", HISTORY, {"email": "zed@example.com"}),
     ],
 )  # fmt: skip
 def test_it_fires_with_the_arguments_read_off_the_task(
@@ -306,6 +308,12 @@ def test_a_value_one_argument_took_is_no_other_arguments(tmp_path: Path) -> None
             "found_twice"
         )
         assert bank.plan_reflex("With token 2000 set a budget").rule in {"not_found", "found_twice"}
+        # A quoted id is still an id; two of them for one argument are found twice.
+        quoted = bank.plan_reflex("With token 'XYZ789' set a budget of 2000")
+        assert dict(quoted.args) == {"access_token": "XYZ789", "budget_limit": 2000}
+        assert bank.plan_reflex("With token 'XYZ789' or 'ABC999' set a budget of 2000").rule == (
+            "found_twice"
+        )
 
 
 def test_a_scope_word_in_the_name_of_the_skills_tool_is_learned(tmp_path: Path) -> None:
