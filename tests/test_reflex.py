@@ -150,42 +150,42 @@ def test_an_older_folder_without_patterns_json_still_reflexes(bank: SkillBank) -
 # --- the decision: it fires -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("task", "skill_id", "args"),
-    [
-        # learned phrasings, new values
-        ("Show the order history for zed@example.com", HISTORY, {"email": "zed@example.com"}),
-        ("Order 4 x 'desk lamp' for zed@example.com", ORDER,
-         {"email": "zed@example.com", "quantity": 4, "query": "desk lamp"}),
-        ("Cancel the newest pending order of zed@example.com because: changed my mind", CANCEL,
-         {"email": "zed@example.com", "reason": "changed my mind", "status": "pending"}),
-        ("Change the email of zed@example.com to zed.z@mail.test", EMAIL,
-         {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
-        # a quoted value is a value: its "not" is no negation
-        ("Order O-5001 needs a return for its first item ('not as described'), then issue the "
-         "refund", RETURN, {"order_id": "O-5001", "reason": "not as described"}),
-        # wordings never seen
-        ("Add 40 units of 'mug' to stock", RESTOCK, {"quantity": 40, "query": "mug"}),
-        ("Change zed@example.com's email to zed.z@mail.test", EMAIL,
-         {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
-        ("Buy 3 units of 'kettle' for zed@example.com", ORDER,
-         {"email": "zed@example.com", "quantity": 3, "query": "kettle"}),
-        # courtesy asks nothing; a request put to the listener as a question is a request
-        ("Could you restock 40 units of 'mug'?", RESTOCK, {"quantity": 40, "query": "mug"}),
-        ("Hey, would you be so kind as to restock 40 units of 'mug'?", RESTOCK,
-         {"quantity": 40, "query": "mug"}),
-        ("I'd appreciate it if you could restock 40 units of 'mug'.", RESTOCK,
-         {"quantity": 40, "query": "mug"}),
-        ("Alright, just go ahead and restock 40 units of 'mug'.", RESTOCK,
-         {"quantity": 40, "query": "mug"}),
-        ("Could you change the email of zed@example.com to zed.z@mail.test?", EMAIL,
-         {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
-        # a capitalised word the skill knows is no name
-        ("Please Restock 40 units of 'mug'", RESTOCK, {"quantity": 40, "query": "mug"}),
-        # quoting a value does not change its kind
-        ("Show the order history for 'zed@example.com'", HISTORY, {"email": "zed@example.com"}),
-    ],
-)  # fmt: skip
+FIRES = [
+    # learned phrasings, new values
+    ("Show the order history for zed@example.com", HISTORY, {"email": "zed@example.com"}),
+    ("Order 4 x 'desk lamp' for zed@example.com", ORDER,
+     {"email": "zed@example.com", "quantity": 4, "query": "desk lamp"}),
+    ("Cancel the newest pending order of zed@example.com because: changed my mind", CANCEL,
+     {"email": "zed@example.com", "reason": "changed my mind", "status": "pending"}),
+    ("Change the email of zed@example.com to zed.z@mail.test", EMAIL,
+     {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+    # a quoted value is a value: its "not" is no negation
+    ("Order O-5001 needs a return for its first item ('not as described'), then issue the "
+     "refund", RETURN, {"order_id": "O-5001", "reason": "not as described"}),
+    # wordings never seen
+    ("Add 40 units of 'mug' to stock", RESTOCK, {"quantity": 40, "query": "mug"}),
+    ("Change zed@example.com's email to zed.z@mail.test", EMAIL,
+     {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+    ("Buy 3 units of 'kettle' for zed@example.com", ORDER,
+     {"email": "zed@example.com", "quantity": 3, "query": "kettle"}),
+    # courtesy asks nothing; a request put to the listener as a question is a request
+    ("Could you restock 40 units of 'mug'?", RESTOCK, {"quantity": 40, "query": "mug"}),
+    ("Hey, would you be so kind as to restock 40 units of 'mug'?", RESTOCK,
+     {"quantity": 40, "query": "mug"}),
+    ("I'd appreciate it if you could restock 40 units of 'mug'.", RESTOCK,
+     {"quantity": 40, "query": "mug"}),
+    ("Alright, just go ahead and restock 40 units of 'mug'.", RESTOCK,
+     {"quantity": 40, "query": "mug"}),
+    ("Could you change the email of zed@example.com to zed.z@mail.test?", EMAIL,
+     {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+    # a capitalised word the skill knows is no name
+    ("Please Restock 40 units of 'mug'", RESTOCK, {"quantity": 40, "query": "mug"}),
+    # quoting a value does not change its kind
+    ("Show the order history for 'zed@example.com'", HISTORY, {"email": "zed@example.com"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("task", "skill_id", "args"), FIRES)
 def test_it_fires_with_the_arguments_read_off_the_task(
     index: ReflexIndex, task: str, skill_id: str, args: dict[str, object]
 ) -> None:
@@ -193,6 +193,19 @@ def test_it_fires_with_the_arguments_read_off_the_task(
     assert decision.fires, decision.reason
     assert (decision.skill_id, dict(decision.args)) == (skill_id, args)
     assert decision.rule is None
+
+
+@pytest.mark.parametrize("task", [task for task, sid, _ in FIRES if sid != HISTORY])
+def test_a_request_that_fires_does_not_fire_as_a_question_about_it(
+    index: ReflexIndex, task: str
+) -> None:
+    # Each skill here changes state: asking whether it was done, or whether we may do it,
+    # is no order, however the request itself was worded.
+    core = task.rstrip(".?!")
+    core = core[0].lower() + core[1:]
+    for question in (f"Can we {core}?", f"Did you {core}?", f"{task.rstrip('.?!')}. Is it done?"):
+        decision = index.plan(question)
+        assert not decision.fires, question
 
 
 # --- the decision: it abstains ----------------------------------------------------------------
