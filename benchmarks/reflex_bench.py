@@ -213,6 +213,11 @@ class Outcome:
     rule: str | None = None
     reason: str = ""
     args: dict[str, JSON] = field(default_factory=dict)
+    #: Besides a doubt word, the rule the closest skill failed on (`ReflexDecision.also`).
+    also: str | None = None
+    #: BFCL, fired: whether it called the skill that reproduces the turn with its arguments
+    #: (a right state from another call is right by the state, and worth a look).
+    same_call: bool | None = None
 
 
 def _draws(rng: random.Random, tmp: Path, n: int) -> dict[str, list[dict[str, JSON]]]:
@@ -301,19 +306,37 @@ def shop_sets(bank: SkillBank, tmp: Path, per: int, trained: Sequence[str]) -> l
 
 
 def _said(value: JSON, text: str) -> bool:
-    """Whether a scalar argument value is written in the text (case-insensitive)."""
+    """Whether a scalar argument value is written in the text (case-insensitive; a whole
+    float as the integer it is: 1500.0 is written "1500")."""
     if isinstance(value, bool) or value is None or isinstance(value, list | dict):
         return False
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return str(value).lower() in text.lower()
 
 
-def _coverage(covered: bool, plan: Any, task: str) -> str:
+def _coverage(bank: SkillBank, covered: bool, plan: Any, task: str) -> str:
     """``covered, said``: one skill reproduces the turn and the task writes every argument
-    of that call; ``covered``: the skill reproduces it; ``not covered``."""
+    of that call the reflex must read (a value the skill's patterns hold as a constant
+    needs no reading); ``covered``: the skill reproduces it; ``not covered``."""
     if not covered:
         return "not covered"
-    args = plan.steps[0].arguments
-    return "covered, said" if all(_said(v, task) for v in args.values()) else "covered"
+    step = plan.steps[0]
+    constants = bank.library.patterns(bank.get(step.name)).constants
+    read = {k: v for k, v in step.arguments.items() if constants.get(k, ...) != v}
+    return "covered, said" if all(_said(v, task) for v in read.values()) else "covered"
+
+
+#: Rules for a word that changes the request: the decision names such a word over a failure
+#: to fit, and says in ``also`` what the closest skill failed on besides.
+DOUBTS = frozenset({"negation", "condition", "scope", "compound", "question"})
+
+
+def blocked_by(o: Outcome) -> str:
+    """Why a reflex abstained, the doubt word apart: ``"<rule>"`` when that rule alone
+    stopped it, ``"<doubt> + <rule>"`` when a doubt word was found and the closest skill
+    would not have fit without it either."""
+    return f"{o.rule} + {o.also}" if o.also else str(o.rule)
 
 
 def bfcl_set(console: Console, quick_n: int | None) -> tuple[list[Outcome], dict[str, JSON]]:
@@ -335,13 +358,14 @@ def bfcl_set(console: Console, quick_n: int | None) -> tuple[list[Outcome], dict
                 decision = bank.plan_reflex(t.task)
                 out = Outcome(
                     "bfcl",
-                    _coverage(judged.covered, plan, t.task),
+                    _coverage(bank, judged.covered, plan, t.task),
                     t.task,
                     decision.fires,
                     skill=decision.skill_id,
                     rule=decision.rule,
                     reason=decision.reason,
                     args=dict(decision.args),
+                    also=decision.also,
                 )
                 if decision.fires:
                     truth, _problems = replay_truth(t, ds)
@@ -354,6 +378,11 @@ def bfcl_set(console: Console, quick_n: int | None) -> tuple[list[Outcome], dict
                     except Exception:  # noqa: BLE001 - a reflex that cannot run is not right
                         same = False
                     out.right, out.wrong_state = same, not same
+                    step = plan.steps[0] if judged.covered else None
+                    out.same_call = step is not None and (
+                        step.name,
+                        canonical_json(dict(step.arguments)),
+                    ) == (decision.skill_id, canonical_json(out.args))
                 outcomes.append(out)
     return outcomes, info
 
@@ -564,11 +593,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in lat["differ"]:
         console.print(f"  differs at 1,000 skills: {line}", highlight=False)
 
-    said_rules = Counter(o.rule for o in bfcl if o.procedure == "covered, said" and not o.fired)
-    if said_rules:
+    other = [o for o in bfcl if o.fired and o.right and not o.same_call]
+    for o in other:
         console.print(
-            f"BFCL covered turns that write every argument, abstained by rule: "
-            f"{dict(said_rules.most_common())}"
+            f"BFCL right state from another call than the turn's: {o.task!r} -> {o.skill} {o.args}",
+            highlight=False,
+        )
+    for part in ("covered, said", "covered"):
+        missed = [o for o in bfcl if o.procedure == part and not o.fired]
+        if not missed:
+            continue
+        alone = sum(o.rule in DOUBTS and not o.also for o in missed)
+        rules = Counter(blocked_by(o) for o in missed).most_common()
+        data.setdefault("bfcl_abstained", {})[part] = {"by_rule": rules, "doubt_alone": alone}
+        console.print(
+            f"BFCL {part} turns{' (every argument written)' if part.endswith('said') else ''}"
+            f", abstained by rule (a doubt word + what the closest skill failed on besides): "
+            f"{dict(rules)}; stopped by a doubt word alone: {alone}",
+            highlight=False,
         )
     misses = [o for o in outcomes if o.set != "trap" and not o.right]
     if misses:

@@ -12,21 +12,34 @@ looks for a reason not to fire:
    task's words are tried, each in two ways. A *learned phrasing* (``patterns.json``) that
    matches the whole text reads the arguments off its slots. Otherwise the *unseen wording*
    path assigns each argument the one value of its kind, telling same-kind arguments apart
-   by the word before each value as learned, then by their learned order; free text comes
-   only from quotes, parentheses or a learned marker (``because:``). Every word left must
+   by the word before each value as learned, then by their learned order (the most specific
+   kind first, and a value one argument took is no other's candidate; a quoted value keeps
+   its kind: ``'token_ABC123'`` is an id); free text comes only from quotes, parentheses or
+   a learned marker (``because:``). Every word left must
    be in the skill's vocabulary (``reflex_min_relevance`` of them, the first one always),
+   courtesy and function words aside (``kindly``, ``go ahead and``, the ``m`` of ``I'm``:
+   `skillbank.wording.FUNCTION_WORDS`, `skillbank.wording.courtesy_masked`),
    and the words every learned phrasing shares (the request's core: ``return``, ``first
    item``) must all be there, so a request for part of what the skill does does not run it.
 3. **One winner.** A learned phrasing outranks unseen wording; two skills within
    ``reflex_min_margin`` of each other abstain, and so does a best fit that is not
    autonomous (or is deprecated).
 4. **Doubts.** The winner still abstains on a negation or condition (``not``, ``unless``,
-   ``if``) that its matched phrasing does not hold itself; on a scope or compound word
-   (``every``, ``all``, ``and then``) unless the skill learned that very word pair; on a
-   question when the skill changes state; on an argument missing, found twice, or given as
-   a quantity word (``a few``) where a number is needed; on a value in the text the skill
-   has no argument for; on arguments the signature (`skillbank.signature.check_arguments`)
-   or the schema of a tool the value flows into refuses.
+   ``if``, ``once``) that its matched phrasing does not hold itself; on a scope or compound
+   word (``every``, ``all``, ``and then``) unless the skill learned that very word pair (in
+   a phrasing, or a scope word in its tool's name: ``list_all_airports``); on a question
+   when the skill changes state (in any sentence; a request put to the listener, "Could you
+   move X to Y?", is no question, "Can we move X?" and "Could you confirm X moved?" are:
+   `skillbank.wording.is_question`); on a request to act ("Place the order history for
+   X", by `skillbank.search.intent`) when the skill only reads; on an argument missing,
+   found twice, or given as a quantity word (``a few``) where a number is needed; on a
+   value in the text the skill has no argument for (a capitalised name included: "for
+   Acme"); on arguments the signature (`skillbank.signature.check_arguments`) or the schema
+   of a tool the value flows into refuses.
+
+When no skill fits and a doubt word is found, the decision names the doubt (it says more
+to a person than a missing piece) and, in ``also``, the rule the closest skill failed on
+besides, so "the only reason" and "one reason of two" can be told apart.
 
 Words inside quotes or parentheses are values, not requests, so a reason like
 ``'no longer needed'`` does not read as a negation; the same words unquoted do. Reading the
@@ -49,22 +62,25 @@ from typing import Any, Literal, get_args
 from skillbank.compiler.effects import classify_tools
 from skillbank.errors import SkillArgumentError, SkillRejected
 from skillbank.patterns import Kind, Phrasing, TaskPatterns, value_regex
-from skillbank.search import fold, tokenize
+from skillbank.search import fold, intent, tokenize
 from skillbank.signature import check_arguments, schema_of
 from skillbank.skill import Skill
 from skillbank.wording import (
     CLAUSE_BREAK,
     COMPOUND,
     CONDITION,
+    FUNCTION_WORDS,
     NEGATION,
     QUANTITY,
     QUOTES,
     SCOPE,
     STRONG_KINDS,
     Value,
+    courtesy_masked,
     is_question,
     mask,
     overlaps,
+    proper_names,
     read_words,
     scan_values,
     tail_after,
@@ -88,6 +104,7 @@ Rule = Literal[
     "scope",
     "compound",
     "question",
+    "asks_change",
     "not_found",
     "found_twice",
     "quantity_word",
@@ -118,6 +135,10 @@ class ReflexDecision:
     closest: str | None = None
     #: The learned phrasing that matched; None for unseen wording.
     phrasing: str | None = None
+    #: When it abstains on a word that changes the request (`rule` is negation, condition,
+    #: scope, compound or question) and the closest skill would not have fit anyway: the rule
+    #: that fit failed on (so a task reworded without that word still would not fire).
+    also: Rule | None = None
 
     @property
     def fires(self) -> bool:
@@ -135,6 +156,7 @@ class ReflexDecision:
             "reason": self.reason,
             "closest": self.closest,
             "phrasing": self.phrasing,
+            "also": self.also,
         }
 
 
@@ -239,6 +261,9 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
             chunk = prev.rstrip().rsplit(" ", 1)[-1] if prev.strip() else ""
             if not quoted and not nxt.strip(" .!") and chunk and kinds.get(name) == "text":
                 markers.setdefault(name, set()).add(fold(chunk))
+    for tool in skill.tools:  # a tool named "list_all_airports" lists all by its very name
+        said = read_words(tool.replace("_", " ").replace("-", " "))
+        bigrams.update(p for p in zip(said, said[1:], strict=False) if p[0] in SCOPE)
     words = [skill.id.replace("_", " "), skill.description, *fixed_text]
     words += [t.replace("_", " ") for t in skill.tools]
     words += [p.name.replace("_", " ") for p in skill.signature.params]
@@ -325,8 +350,7 @@ class ReflexIndex:
         if not text:
             return ReflexDecision(task, None, rule="empty", reason="the task is empty")
         values = scan_values(text)
-        outside = mask(text, values)
-        words = tokenize(outside, compound_parts=False)
+        words = _content_words(mask(text, values))
         hits: Counter[str] = Counter()
         for token in set(words):
             for sid in self._postings.get(token, ()):
@@ -352,8 +376,15 @@ class ReflexIndex:
         if not fits:
             best = min(failures, key=lambda f: (-f.close, -f.share, -f.score, f.entry.skill.id))
             # A word that turns the request around says more than a missing piece.
-            rule, reason = _doubt(best.entry, text, best, False) or (best.rule, best.reason)
-            return ReflexDecision(task, None, rule=rule, reason=reason, closest=best.entry.skill.id)
+            doubt = _doubt(best.entry, text, best, False)
+            if doubt is None:
+                return ReflexDecision(
+                    task, None, rule=best.rule, reason=best.reason, closest=best.entry.skill.id
+                )
+            return ReflexDecision(
+                task, None, rule=doubt[0], reason=f"{doubt[1]} (besides: {best.reason})",
+                closest=best.entry.skill.id, also=best.rule,
+            )  # fmt: skip
         fits.sort(key=lambda f: (-f.score, f.entry.skill.id))
         best = fits[0]
         sid = best.entry.skill.id
@@ -393,22 +424,26 @@ class ReflexIndex:
     def _soft(self, entry: _Entry, text: str, values: list[Value]) -> _Fit:
         fit = _Fit(entry, 0.0)
         patterns = entry.patterns
-        pools: dict[str, list[str]] = {}
+        pools: dict[Kind, list[str]] = {}
         for name, kind in sorted(patterns.kinds.items()):
             pools.setdefault("text" if kind in ("word", "text") else kind, []).append(name)
         taken: list[Value] = []
-        for pool, names in sorted(pools.items()):
+        # The most specific kinds first, and a value one argument took is no other's: the
+        # number of "a budget of $1500 with token ABC123" is not the token's candidate too.
+        for pool, names in sorted(pools.items(), key=lambda kv: _POOL_ORDER.index(kv[0])):
+            free = [v for v in values if not any(overlaps(v, t) for t in taken)]
             if pool == "text":
-                found = [v for v in values if v.kind == "delimited"]
+                found = [v for v in free if v.kind == "delimited"]
                 for name in names:
                     for marker in sorted(entry.markers.get(name, ())):
                         tail = tail_after(text, marker)
                         if tail is not None and not any(overlaps(tail, v) for v in taken):
                             found.append(tail)
-            elif pool == "id":
-                found = [v for v in values if v.kind in ("id", "number")]
             else:
-                found = [v for v in values if v.kind == pool]
+                # Quoting a value does not change its kind: 'token_ABC123' is an id.
+                kinds: tuple[Kind, ...] = ("id", "number") if pool == "id" else (pool,)
+                found = [v for v in free if v.kind in kinds or (v.kind == "delimited" and any(
+                    re.fullmatch(value_regex(k), v.text) for k in kinds))]  # fmt: skip
             distinct = list({fold(v.text): v for v in found}.values())
             if len(distinct) < len(names):
                 numbers = [n for n in names if patterns.kinds[n] == "number"]
@@ -425,8 +460,16 @@ class ReflexIndex:
                 fit.args[name] = value.text
                 taken.append(replace(value, arg=name))
         fit.used = taken
+        # A name the task gives (a capitalised word inside a sentence: "Zeta Corp") is a
+        # value no argument took, unless the skill's own words hold it ("the START mode").
+        for name in proper_names(mask(text, [*taken, *values])):
+            if not set(tokenize(name, compound_parts=False)) <= entry.vocab:
+                return _fail(
+                    fit, "extra_value",
+                    f"the task names {name!r}, which {entry.skill.id} has no argument for",
+                )  # fmt: skip
         # Values it did not take are judged as values (`_finish`), not as words.
-        words = tokenize(mask(text, [*taken, *values]), compound_parts=False)
+        words = _content_words(mask(text, [*taken, *values]))
         if not words:
             return _fail(fit, "unknown_words", "the task says nothing besides its values")
         known = [w for w in words if w in entry.vocab]
@@ -495,6 +538,16 @@ class ReflexIndex:
         return fit
 
 
+#: The order argument pools are filled in: the most specific kind first (`skillbank.patterns`).
+_POOL_ORDER: tuple[Kind, ...] = ("email", "number", "date", "path", "id", "text")
+
+
+def _content_words(text: str) -> list[str]:
+    """The words of ``text`` a skill must know: courtesy and function words left out."""
+    plain = courtesy_masked(text)
+    return [w for w in tokenize(plain, compound_parts=False) if w not in FUNCTION_WORDS]
+
+
 def _fail(fit: _Fit, rule: Rule, reason: str) -> _Fit:
     fit.rule, fit.reason = rule, reason
     return fit
@@ -541,7 +594,7 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
             ):
                 checked += read_words(text[value.start : value.end])
     else:
-        checked = read_words(mask(text, shielded))
+        checked = read_words(courtesy_masked(mask(text, shielded)))
     pairs = list(zip(checked, [*checked[1:], ""], strict=False))
     for word, nxt in pairs:
         if word in NEGATION:
@@ -563,6 +616,16 @@ def _doubt(entry: _Entry, text: str, fit: _Fit, exact: bool) -> tuple[Rule, str]
     ):
         return "question", (
             f"the task asks about state, and {sid} changes it: a question is not an order"
+        )
+    if (
+        not entry.commands
+        and fit.rule is None
+        and intent(text) == "change"
+        and not (fit.phrasing is not None and intent(fit.phrasing.template) == "change")
+    ):
+        return "asks_change", (
+            f"the task asks to change something, and {sid} only reads: a model must find "
+            "what changes it"
         )
     return None
 

@@ -7,6 +7,14 @@ paths, ids and numbers outside them, with the kinds of `skillbank.patterns`. `wo
 rest as lower-case words of any script (`skillbank.search.fold`), contractions kept whole, and
 the word sets below name the words that turn a request around, make it conditional, widen
 it, join a second action, ask a question, or stand for a number without saying it.
+
+Requests are often wrapped in courtesy that asks nothing itself. `FUNCTION_WORDS` are words
+with no content a skill could have learned (the pieces a contraction leaves, "kindly",
+"hey"); `courtesy_masked` blanks phrases that wrap a request without changing it ("go ahead
+and", "I'd appreciate it if you could", "would you be so kind as to"), so their "and" and
+"if" are no second action and no condition; and `is_question` tells a request put as a
+question to the listener ("Could you move the file to archives?") from a question about
+state ("Is the file in archives?", "Can we move it?", "Could you check whether it moved?").
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ __all__ = [
     "CLAUSE_BREAK",
     "COMPOUND",
     "CONDITION",
+    "FUNCTION_WORDS",
     "NEGATION",
     "QUANTITY",
     "QUESTION",
@@ -30,9 +39,11 @@ __all__ = [
     "SCOPE",
     "STRONG_KINDS",
     "Value",
+    "courtesy_masked",
     "is_question",
     "mask",
     "overlaps",
+    "proper_names",
     "read_words",
     "scan_values",
     "tail_after",
@@ -46,7 +57,7 @@ NEGATION = frozenset(
 )
 #: Words that make a request conditional.
 CONDITION = frozenset(
-    "if unless whenever provided assuming otherwise until only whether in_case".split()
+    "if unless whenever once provided assuming otherwise until only whether in_case".split()
 )
 #: Words that ask for more than one thing of a kind.
 SCOPE = frozenset("every all each any both everything everyone anything everybody".split())
@@ -63,6 +74,39 @@ QUANTITY = frozenset(
     "half zero one two three four five six seven eight nine ten eleven twelve fifteen twenty "
     "thirty forty fifty hundred hundreds thousand".split()
 )
+
+#: Words with no content a skill could have learned, as `skillbank.search.tokenize` reads them:
+#: the pieces contractions leave ("I'm" -> "m", "don't" -> "don" "t"; the whole word is what
+#: the negation rule reads), greetings, courtesy and discourse markers. Not counted as words a
+#: skill must know; never a reason to fire on their own (the skill's own words must be there).
+FUNCTION_WORDS = frozenset(
+    "m s d t ll re ve don didn doesn isn aren wasn weren won wouldn couldn shouldn haven hasn "
+    "kindly hey hello hi thanks thank alright okay ok ah oh well let's let now".split()
+)
+#: Courtesy that wraps a request without changing it (blanked by `courtesy_masked`).
+_COURTESY = re.compile(
+    r"(?<![\w'])(?:"
+    r"go\s+ahead\s+and"
+    r"|(?:would|could)\s+you\s+(?:please\s+)?be\s+so\s+kind\s+as\s+to"
+    r"|(?:i|we)(?:['\u2019]d|\s+would)\s+(?:really\s+)?(?:appreciate\s+it|be\s+grateful)"
+    r"\s+if\s+you\s+(?:could|would|can)"
+    r")(?![\w'])",
+    re.IGNORECASE,
+)
+#: Verbs that, after "could you", ask to be told something rather than to act.
+_TELLING = frozenset(
+    "tell say confirm check verify know see find let remind explain show ask like think "
+    "double".split()
+)
+#: A sentence that asks the listener to act: "could/would/can/will you" (then "please",
+#: "kindly", "be able to", "mind"), after an opening interjection.
+_ASKED_TO_ACT = re.compile(
+    r"^(?:(?:oh|ah|so|now|hey|hi|hello|alright|okay|ok|please|well)\b[\s,]*)*"
+    r"(?:could|would|can|will)\s+you\s+(?:(?:please|kindly|possibly|also)\s+)?"
+    r"(?:(?:be\s+able\s+to|mind)\s+)?(?P<verb>[^\W\d_]+)",
+    re.IGNORECASE,
+)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 _RAW_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)?")
 #: Opening and closing delimiters of a value, parentheses last.
@@ -114,9 +158,30 @@ def read_words(text: str) -> list[str]:
 
 
 def is_question(text: str) -> bool:
-    """True when ``text`` ends with "?" or opens with a question word (`QUESTION`)."""
-    words = read_words(text)
-    return text.rstrip().endswith("?") or bool(words and words[0] in QUESTION)
+    """True when a sentence of ``text`` asks a question rather than for an action.
+
+    A sentence asks when it ends with "?" or opens with a question word (`QUESTION`), unless
+    it asks the listener to act: "could/would/can/will you" and a verb that is not one of
+    being told ("Could you move X to Y?" is a request; "Could you confirm X moved?", "Can we
+    move X?" and "Is X in Y?" are questions). Values (`scan_values`) are read as values, so
+    the dot of an email or a path ends no sentence.
+    """
+    plain = mask(text, scan_values(text))  # where sentences end; words read from the text
+    starts = [0, *(m.end() for m in _SENTENCE_END.finditer(plain))]
+    for start, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        sentence = text[start:end].strip()
+        words = read_words(sentence)
+        if not (sentence.rstrip().endswith("?") or (words and words[0] in QUESTION)):
+            continue
+        asked = _ASKED_TO_ACT.match(sentence)
+        if asked is None or fold(asked.group("verb")) in _TELLING:
+            return True
+    return False
+
+
+def courtesy_masked(text: str) -> str:
+    """``text`` with its courtesy phrases blanked (same length, so positions stay)."""
+    return _COURTESY.sub(lambda m: " " * len(m.group()), text)
 
 
 def scan_values(text: str) -> list[Value]:
@@ -167,6 +232,25 @@ def tail_after(text: str, marker: str) -> Value | None:
     if not trimmed.strip() or CLAUSE_BREAK.search(trimmed):
         return None  # empty, or the request goes on after it: not one value
     return Value("tail", trimmed.strip(), m.end(), m.end() + len(trimmed))
+
+
+_CAPITALISED = re.compile(r"(?<![\w'\u2019-])[^\W\d_a-z][\w'\u2019-]*")
+#: What may stand before a sentence's (or a clause's) first word.
+_OPENERS = frozenset(".!?:;\"\u201c\u2018'(\n-\u2013\u2014")
+
+
+def proper_names(text: str) -> list[str]:
+    """Capitalised words inside a sentence: names ("Zeta Corp", "Berkeley"), which a request
+    gives as values. A sentence's first word, "I" ("I'm"), and words after a colon, a quote,
+    a parenthesis or a dash are not counted; blank the known values out first (`mask`)."""
+    out = []
+    for m in _CAPITALISED.finditer(text):
+        word = m.group()
+        before = text[: m.start()].rstrip()
+        if re.fullmatch(r"I(?:['\u2019]\w+)?", word) or not before or before[-1] in _OPENERS:
+            continue
+        out.append(word)
+    return out
 
 
 def word_before(text: str, start: int) -> str:

@@ -150,28 +150,42 @@ def test_an_older_folder_without_patterns_json_still_reflexes(bank: SkillBank) -
 # --- the decision: it fires -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("task", "skill_id", "args"),
-    [
-        # learned phrasings, new values
-        ("Show the order history for zed@example.com", HISTORY, {"email": "zed@example.com"}),
-        ("Order 4 x 'desk lamp' for zed@example.com", ORDER,
-         {"email": "zed@example.com", "quantity": 4, "query": "desk lamp"}),
-        ("Cancel the newest pending order of zed@example.com because: changed my mind", CANCEL,
-         {"email": "zed@example.com", "reason": "changed my mind", "status": "pending"}),
-        ("Change the email of zed@example.com to zed.z@mail.test", EMAIL,
-         {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
-        # a quoted value is a value: its "not" is no negation
-        ("Order O-5001 needs a return for its first item ('not as described'), then issue the "
-         "refund", RETURN, {"order_id": "O-5001", "reason": "not as described"}),
-        # wordings never seen
-        ("Add 40 units of 'mug' to stock", RESTOCK, {"quantity": 40, "query": "mug"}),
-        ("Change zed@example.com's email to zed.z@mail.test", EMAIL,
-         {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
-        ("Buy 3 units of 'kettle' for zed@example.com", ORDER,
-         {"email": "zed@example.com", "quantity": 3, "query": "kettle"}),
-    ],
-)  # fmt: skip
+FIRES = [
+    # learned phrasings, new values
+    ("Show the order history for zed@example.com", HISTORY, {"email": "zed@example.com"}),
+    ("Order 4 x 'desk lamp' for zed@example.com", ORDER,
+     {"email": "zed@example.com", "quantity": 4, "query": "desk lamp"}),
+    ("Cancel the newest pending order of zed@example.com because: changed my mind", CANCEL,
+     {"email": "zed@example.com", "reason": "changed my mind", "status": "pending"}),
+    ("Change the email of zed@example.com to zed.z@mail.test", EMAIL,
+     {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+    # a quoted value is a value: its "not" is no negation
+    ("Order O-5001 needs a return for its first item ('not as described'), then issue the "
+     "refund", RETURN, {"order_id": "O-5001", "reason": "not as described"}),
+    # wordings never seen
+    ("Add 40 units of 'mug' to stock", RESTOCK, {"quantity": 40, "query": "mug"}),
+    ("Change zed@example.com's email to zed.z@mail.test", EMAIL,
+     {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+    ("Buy 3 units of 'kettle' for zed@example.com", ORDER,
+     {"email": "zed@example.com", "quantity": 3, "query": "kettle"}),
+    # courtesy asks nothing; a request put to the listener as a question is a request
+    ("Could you restock 40 units of 'mug'?", RESTOCK, {"quantity": 40, "query": "mug"}),
+    ("Hey, would you be so kind as to restock 40 units of 'mug'?", RESTOCK,
+     {"quantity": 40, "query": "mug"}),
+    ("I'd appreciate it if you could restock 40 units of 'mug'.", RESTOCK,
+     {"quantity": 40, "query": "mug"}),
+    ("Alright, just go ahead and restock 40 units of 'mug'.", RESTOCK,
+     {"quantity": 40, "query": "mug"}),
+    ("Could you change the email of zed@example.com to zed.z@mail.test?", EMAIL,
+     {"email": "zed@example.com", "update_email": "zed.z@mail.test"}),
+    # a capitalised word the skill knows is no name
+    ("Please Restock 40 units of 'mug'", RESTOCK, {"quantity": 40, "query": "mug"}),
+    # quoting a value does not change its kind
+    ("Show the order history for 'zed@example.com'", HISTORY, {"email": "zed@example.com"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("task", "skill_id", "args"), FIRES)
 def test_it_fires_with_the_arguments_read_off_the_task(
     index: ReflexIndex, task: str, skill_id: str, args: dict[str, object]
 ) -> None:
@@ -179,6 +193,19 @@ def test_it_fires_with_the_arguments_read_off_the_task(
     assert decision.fires, decision.reason
     assert (decision.skill_id, dict(decision.args)) == (skill_id, args)
     assert decision.rule is None
+
+
+@pytest.mark.parametrize("task", [task for task, sid, _ in FIRES if sid != HISTORY])
+def test_a_request_that_fires_does_not_fire_as_a_question_about_it(
+    index: ReflexIndex, task: str
+) -> None:
+    # Each skill here changes state: asking whether it was done, or whether we may do it,
+    # is no order, however the request itself was worded.
+    core = task.rstrip(".?!")
+    core = core[0].lower() + core[1:]
+    for question in (f"Can we {core}?", f"Did you {core}?", f"{task.rstrip('.?!')}. Is it done?"):
+        decision = index.plan(question)
+        assert not decision.fires, question
 
 
 # --- the decision: it abstains ----------------------------------------------------------------
@@ -208,6 +235,24 @@ ABSTAINS = [
         "Return the first item of order O-5003 and refund it, reason: too small; close it",
     ),
     ("compound", "Order 2 x 'green tea' for alice@example.com and 2 x 'mug' for bob@example.com"),
+    # each loosened reading, next to the same words that must still abstain
+    ("question", "Can we restock 40 units of 'mug'?"),
+    ("question", "Could you confirm that 40 units of 'mug' were restocked?"),
+    ("question", "Would you like to restock 40 units of 'mug'?"),
+    ("question", "Restock 40 units of 'mug'. Is it restocked?"),
+    ("negation", "Could you not restock 40 units of 'mug'?"),
+    ("negation", "Alright, don't restock 40 units of 'mug'."),
+    ("compound", "Go ahead and restock 40 units of 'mug' and then restock"),
+    ("condition", "Restock 40 units of 'mug' if you could"),
+    ("condition", "I'd appreciate it if you could restock 40 units of 'mug' if it is sold out"),
+    ("condition", "Once restocked, restock 40 units of 'mug'"),
+    ("scope", "Could you restock all units of 'mug'?"),
+    ("quantity_word", "Could you restock a few units of 'mug'?"),
+    ("not_found", "Could you restock units of 'mug'?"),
+    ("extra_value", "Restock 40 units of 'mug' for Acme"),  # a name is a value too
+    ("extra_value", "Show the order history for zed@example.com, Berlin office"),
+    # a request to act, in words the reading skill knows: it only reads
+    ("asks_change", "Place the order history for zed@example.com"),
     ("unknown_words", "Delete the order history for zed@example.com"),
     ("missing_words", "Refund order O-5003, reason: arrived damaged"),
     ("no_skill", "What will the weather be in Lisbon tomorrow?"),
@@ -226,6 +271,72 @@ def test_it_abstains_and_says_why(index: ReflexIndex, rule: str, task: str) -> N
     assert not decision.fires and decision.skill_id is None and not decision.args
     assert decision.rule == rule, decision.reason
     assert decision.reason
+
+
+@pytest.mark.parametrize(
+    ("task", "rule", "also"),
+    [
+        ("Could you not restock 40 units of 'mug'?", "negation", None),
+        ("Restock 40 units of 'mug' if you could", "condition", None),
+        # reworded without its "if", the closest skill still would not fit: it says so
+        ("Could you check if 40 units of 'mug' were restocked?", "condition", "unknown_words"),
+        ("Could you restock all units of 'mug'?", "scope", "not_found"),
+    ],
+)
+def test_a_doubt_word_says_whether_it_is_the_only_reason(
+    index: ReflexIndex, task: str, rule: str, also: str | None
+) -> None:
+    decision = index.plan(task)
+    assert (decision.rule, decision.also) == (rule, also), decision.reason
+    assert decision.to_json()["also"] == also
+
+
+def _budget_bank(root: Path, tool: str) -> SkillBank:
+    """A bank with one autonomous skill learned from hand-made runs: a budget and a token."""
+    from skillbank import Step
+    from skillbank.trajectory import Outcome
+
+    def run(tid: str, task: str, token: str, limit: int) -> Trajectory:
+        args = {"access_token": token, "budget_limit": limit}
+        return Trajectory(tid, task, (), (Step(tool, args, {"ok": True}, None, "c0"),),
+                          Outcome(True))  # fmt: skip
+
+    bank = SkillBank.init(root)
+    bank.learn([run("b1", "Set a budget of 1500 with token ABC123", "ABC123", 1500),
+                run("b2", "Set a budget of 900 with token QRS456", "QRS456", 900)],
+               branch="current")  # fmt: skip
+    _trust_all(bank)
+    return bank
+
+
+def test_a_value_one_argument_took_is_no_other_arguments(tmp_path: Path) -> None:
+    # An id argument may be written as a number, so numbers are its candidates too, but
+    # not the number another argument already took.
+    with _budget_bank(tmp_path / "bank", "set_budget_limit") as bank:
+        decision = bank.plan_reflex("With token XYZ789 set a budget of $2000")
+        assert decision.fires, decision.reason
+        assert dict(decision.args) == {"access_token": "XYZ789", "budget_limit": 2000}
+        # Two numbers for one: still found twice; no token: not found.
+        assert bank.plan_reflex("With token XYZ789 set a budget of 2000 or 3000").rule == (
+            "found_twice"
+        )
+        assert bank.plan_reflex("With token 2000 set a budget").rule in {"not_found", "found_twice"}
+        # A quoted id is still an id; two of them for one argument are found twice.
+        quoted = bank.plan_reflex("With token 'XYZ789' set a budget of 2000")
+        assert dict(quoted.args) == {"access_token": "XYZ789", "budget_limit": 2000}
+        assert bank.plan_reflex("With token 'XYZ789' or 'ABC999' set a budget of 2000").rule == (
+            "found_twice"
+        )
+
+
+def test_a_scope_word_in_the_name_of_the_skills_tool_is_learned(tmp_path: Path) -> None:
+    with _budget_bank(tmp_path / "bank", "set_all_budget_limits") as bank:
+        # The tool sets all budget limits: "all budget" is what it does, not more.
+        decision = bank.plan_reflex("Set all budget limits of 2000 with token XYZ789")
+        assert decision.fires, decision.reason
+        for task in ("Set every budget of 2000 with token XYZ789",
+                     "Set a budget of 2000 with token XYZ789 for all accounts"):  # fmt: skip
+            assert bank.plan_reflex(task).rule == "scope", task
 
 
 def test_two_skills_that_fit_equally_abstain(bank: SkillBank) -> None:
