@@ -418,6 +418,8 @@ class Upstreams:
         #: ``(server, tool, exposed name)`` for each tool renamed because of a clash.
         self.renamed: list[tuple[str, str, str]] = []
         self._links = {s.name: _Link(s) for s in self.servers}
+        #: The background tries of servers that could not be started (cancelled at exit).
+        self._retries: list[Any] = []
         self._tg: TaskGroup | None = None
         self._token: EventLoopToken | None = None
 
@@ -459,15 +461,19 @@ class Upstreams:
         import anyio
 
         waited = 0.0
-        while True:
-            await anyio.sleep(delay)
-            waited += delay
-            async with link.lock:
-                if link.client is None:
-                    await self._connect(link)
-            if link.client is not None:
-                break
-            delay = min(delay * 2, RETRY_MAX_S)
+        with anyio.CancelScope() as scope:
+            self._retries.append(scope)
+            while True:
+                await anyio.sleep(delay)
+                waited += delay
+                async with link.lock:
+                    if link.client is None:
+                        await self._connect(link)
+                if link.client is not None:
+                    break
+                delay = min(delay * 2, RETRY_MAX_S)
+        if scope.cancel_called:
+            return
         added = self._expose_late(link)
         self.generation += 1
         if self.report is not None:
@@ -485,9 +491,15 @@ class Upstreams:
             name = tool.name
             if name in tools:
                 name = f"{link.server.name}__{tool.name}"
+                if name in tools:
+                    if self.report is not None:
+                        self.report(
+                            f"upstream tool {tool.name!r} of {link.server.name!r} is not "
+                            f"offered: {tool.name!r} and {name!r} are both taken"
+                        )
+                    continue
                 self.renamed.append((link.server.name, tool.name, name))
-            if name not in tools:
-                tools[name] = UpstreamTool(name, link.server.name, tool)
+            tools[name] = UpstreamTool(name, link.server.name, tool)
         added = [name for name in tools if name not in self.tools]
         self.tools = tools  # one assignment: a reader never sees the dict change under it
         return added
@@ -500,6 +512,8 @@ class Upstreams:
     ) -> None:
         import anyio
 
+        for retry in self._retries:
+            retry.cancel()
         for link in self._links.values():
             if link.stop is not None:
                 link.stop.set()
@@ -560,34 +574,43 @@ class Upstreams:
         ready = anyio.Event()
         link.error = None
         link.stop = anyio.Event()
-        self._tg.start_soon(self._hold, link, ready, link.stop)
+        attempt = anyio.CancelScope()
+        self._tg.start_soon(self._hold, link, ready, link.stop, attempt)
         with anyio.move_on_after(self.connect_timeout_s) as scope:
             await ready.wait()
         if scope.cancelled_caught:
+            # Give up on this attempt for good: its client (and the server process it
+            # started) is closed, and it can no longer touch the link.
+            attempt.cancel()
             link.stop.set()
             link.error = f"did not start within {self.connect_timeout_s:g} s"
 
-    async def _hold(self, link: _Link, ready: Any, stop: Any) -> None:
-        """The connection's task: open the client, list the tools, wait for `stop`."""
+    async def _hold(self, link: _Link, ready: Any, stop: Any, attempt: Any) -> None:
+        """The connection's task: open the client, list the tools, wait for `stop`. Only
+        the link's current attempt (``link.stop is stop``) writes to the link."""
         server = link.server
         try:
-            async with AsyncExitStack() as stack:
-                client = await stack.enter_async_context(self._client(server, stack))
-                tools: list[types.Tool] = []
-                cursor = None
-                while True:
-                    page = await client.list_tools(cursor=cursor)
-                    tools += page.tools
-                    cursor = page.next_cursor
-                    if cursor is None:
-                        break
-                if not link.tools:
-                    link.tools = tools
-                link.client = client
-                ready.set()
-                await stop.wait()
+            with attempt:
+                async with AsyncExitStack() as stack:
+                    client = await stack.enter_async_context(self._client(server, stack))
+                    tools: list[types.Tool] = []
+                    cursor = None
+                    while True:
+                        page = await client.list_tools(cursor=cursor)
+                        tools += page.tools
+                        cursor = page.next_cursor
+                        if cursor is None:
+                            break
+                    if link.stop is not stop:
+                        return  # given up on while it started
+                    if not link.tools:
+                        link.tools = tools
+                    link.client = client
+                    ready.set()
+                    await stop.wait()
         except Exception as exc:  # noqa: BLE001 - reported at start or on the next call
-            link.error = _explain(exc, server)
+            if link.stop is stop:
+                link.error = _explain(exc, server)
         finally:
             if link.stop is stop:
                 link.client = None

@@ -265,6 +265,74 @@ def shop_upstream(tmp_path: Path) -> Iterator[tuple[str, Shop]]:
         proc.wait(timeout=10)
 
 
+def _children() -> set[int]:
+    """The live child processes of this one."""
+    found = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def test_a_start_given_up_on_is_stopped_and_never_takes_the_link_later(tmp_path: Path) -> None:
+    # The first start takes longer than the connect timeout (a server that downloads itself
+    # on first use); a try after it is quick. The attempt given up on must neither keep its
+    # process nor, when it finally answers, replace the working client.
+    from skillbank.gateway.upstream import Upstreams, UpstreamServer
+
+    slow = UpstreamServer(
+        "slow", command=sys.executable, cwd=str(REPO),
+        args=("-m", "tests.gateway.slow_start_upstream", str(tmp_path / "started"), "3"),
+    )  # fmt: skip
+    news: list[str] = []
+    before = _children()
+
+    async def test() -> None:
+        with open(os.devnull, "w") as devnull:
+            await run(Upstreams([slow], connect_timeout_s=1.5, retry_s=0.2,
+                                report=news.append, errlog=devnull))  # fmt: skip
+
+    async def run(ups: Upstreams) -> None:
+        async with ups:
+            assert ups.problems and "did not start" in ups.problems[0]
+            with anyio.fail_after(60):
+                while "echo" not in ups.tools:
+                    await anyio.sleep(0.1)
+            await anyio.sleep(3)  # past the moment the first attempt would have answered
+            for n in range(3):
+                result = await ups.call("echo", {"text": f"hi {n}"})
+                assert not result.is_error and result.structured_content is not None
+            assert len(_children() - before) == 1  # the working server, nothing else
+
+    anyio.run(test)
+    assert any("'slow' is up after" in n for n in news), news
+    assert _children() - before == set()
+
+
+def test_a_server_that_never_answers_is_tried_again_without_piling_up_processes() -> None:
+    # Each try that times out is given up on for good: its process is stopped (the SDK
+    # closes its stdin, waits 2 s, then terminates it), so processes do not pile up.
+    from skillbank.gateway.upstream import Upstreams, UpstreamServer
+
+    hang = UpstreamServer("hang", command="sleep", args=("1000",))  # never speaks MCP
+    before = _children()
+    seen: dict[str, set[int]] = {}
+
+    async def test() -> None:
+        with open(os.devnull, "w") as devnull:
+            await run(Upstreams([hang], connect_timeout_s=0.3, retry_s=0.1, errlog=devnull))
+
+    async def run(ups: Upstreams) -> None:
+        async with ups:
+            await anyio.sleep(1.0)
+            seen["early"] = _children() - before
+            await anyio.sleep(6.0)
+            seen["late"] = _children() - before
+            assert "hang" not in {t.server for t in ups.tools.values()}
+
+    anyio.run(test)
+    assert seen["early"], "no try was made"
+    assert not seen["early"] & seen["late"], seen  # the early tries' processes are gone
+    assert _children() - before == set()
+
+
 def test_a_server_down_at_start_is_tried_again_and_its_tools_offered_when_it_is_up(
     tmp_path: Path, bank: SkillBank
 ) -> None:
