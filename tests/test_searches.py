@@ -221,3 +221,43 @@ def test_a_value_no_task_names_is_never_made_the_tests_parameter(tmp_path: Path)
         skill = bank.get(sid)
         assert "status" not in [p.name for p in skill.signature.params]
         assert "break" not in skill.source
+
+
+def item_status_run(
+    tid: str, email: str, cid: str, orders: list[tuple[str, str, str]], item: str, status: str
+) -> Trajectory:
+    """Read orders until the one holding the item, cancel that item; the task also says the
+    order's status."""
+    steps = [
+        Step("find_customer", {"email": email}, {"customer_id": cid, "email": email}),
+        Step(
+            "list_orders", {"customer_id": cid}, {"orders": [{"order_id": o} for o, *_ in orders]}
+        ),
+    ]
+    for oid, state, held in orders:
+        result = {"order_id": oid, "status": state, "item": held}
+        steps.append(Step("get_order", {"order_id": oid}, result))
+        if held == item:
+            break
+    steps.append(Step("cancel_item", {"order_id": oid, "item": item}, {"order_id": oid}))
+    task = f"Cancel the {item} in my {status} order, {email}"
+    return Trajectory(tid, task, (), tuple(steps), Outcome(True))
+
+
+def test_a_value_a_later_call_takes_wins_over_one_only_the_task_names() -> None:
+    # The item reaches cancel_item; the status is only in the words. The test is the item's:
+    # a status test would stop at the first pending order, holding another item.
+    from skillbank.compiler import compile_group
+
+    runs = [
+        item_status_run("a", "ann@x.io", "C-1", [("O-1", "delivered", "mouse"),
+                        ("O-2", "pending", "keyboard")], "keyboard", "pending"),
+        item_status_run("b", "bob@x.io", "C-2", [("O-7", "pending", "lamp"),
+                        ("O-8", "delivered", "cable"), ("O-9", "processing", "monitor")],
+                        "monitor", "processing"),
+        item_status_run("c", "cy@x.io", "C-3", [("O-4", "processing", "desk"),
+                        ("O-5", "pending", "chair")], "chair", "pending"),
+    ]  # fmt: skip
+    source = compile_group(runs).source
+    assert 'if order["item"] == item:\n            break' in source
+    assert "status" not in source.split('"""')[-1]

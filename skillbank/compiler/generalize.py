@@ -1104,7 +1104,9 @@ class _Builder:
         before passes: a field equal to one value, or to an input (a parameter, or a value
         the user typed that a later call takes too), or an input inside a field (for a field
         of the elements of a list: some element's). Constants first, in document order; a
-        constant only when the runs stopped at different elements."""
+        constant only when the runs stopped at different elements. Only when none holds, a
+        field equal to a value the tasks name and no call takes (`_asked`), if exactly one
+        such field holds."""
         inputs: list[tuple[list[JSON], Callable[[], Ref]]] = [
             (values, functools.partial(Ref, name))
             for name, (_, values, _, _) in self.params.items()
@@ -1112,6 +1114,7 @@ class _Builder:
         ]
         inputs += self._later_inputs(k)
         tests: list[tuple[Until, list[JSON] | None, Callable[[], Ref] | None]] = []
+        typed: list[tuple[Until, list[JSON], Callable[[], Ref]]] = []
         distinct = len({canonical_json(f) for f in found}) > 1
         for path, leaf in iter_paths(found[0]):
             if not path or leaf is None or isinstance(leaf, (dict, list)):
@@ -1133,14 +1136,24 @@ class _Builder:
                     tests.append((Until(outer, inner, "in", None, ""), values, make))
             asked = self._asked(k, found, outer, inner)
             if asked is not None:
-                tests.append((Until(outer, inner, "eq", None, ""), asked[0], asked[1]))
-        for test, given, maker in tests:
-            if all(
+                typed.append((Until(outer, inner, "eq", None, ""), asked[0], asked[1]))
+
+        def holds(test: Until, given: list[JSON] | None) -> bool:
+            return all(
                 _passes(test, given[r] if given else test.value, found[r])
                 and not any(_passes(test, given[r] if given else test.value, p) for p in before)
                 for r, before in enumerate(passed)
-            ):
+            )
+
+        for test, given, maker in tests:
+            if holds(test, given):
                 return replace(test, value=maker()) if maker is not None else test
+        # Last, a value only the task names: when nothing a call takes explains the runs, and
+        # only one such field does (two would be a guess between them).
+        fits = [(test, maker) for test, given, maker in typed if holds(test, given)]
+        if len(fits) == 1:
+            test, maker = fits[0]
+            return replace(test, value=maker())
         return None
 
     def _asked(
@@ -1622,35 +1635,26 @@ def _alternatives(
     where each set of alternatives sits (per set, per alternative, its blocks' positions).
 
     A run that does not follow the master (`_place`) read a value another way when it
-    differs from the master only in reads:
-
-    - with as many blocks, where both make one call of a query (the customer found by email
-      here, by name and zip there): its read joins the master's at that position;
-    - otherwise, in one stretch between what both share before and after, where each makes
-      one call of a query per block (the customer found by email here, there by looking up
-      their id by name and zip, then reading them): its stretch joins the master's as
-      another alternative, its calls reading each other's results.
+    differs from the master only in one stretch of reads between what both share before and
+    after, one call of a query per block: the customer found by email here, by name and zip
+    there, or there by looking up their id by name and zip, then reading them. Stretches of
+    several runs that overlap in the master are widened to one, so each run's way is one
+    alternative of it; an alternative's calls may read each other's results. A way that is
+    another with reads left out (a subsequence) is not another way, and such a set is left
+    for `compile_group` to refuse, as is any other difference.
 
     The alternatives of a set are in a canonical order (fewest calls, then tool names), so the
-    order of the runs does not matter. Any other difference is left for `compile_group` to
-    refuse.
+    order of the runs does not matter.
     """
 
     def one_read(token: PatternToken) -> bool:
         return len(token[0]) == 1 and token[0][0] in queries
 
-    extra: dict[int, list[PatternToken]] = {}
-    stretches: dict[tuple[int, int], list[tuple[PatternToken, ...]]] = {}
+    # Where each differing run leaves the master: (shared before, shared after).
+    spans: list[tuple[Sequence[PatternToken], int, int]] = []
     for own in others:
         if _place(own, master) is not None:
             continue
-        if len(own) == len(master):
-            differ = [i for i, (a, b) in enumerate(zip(own, master, strict=True)) if a != b]
-            if all(one_read(own[i]) and one_read(master[i]) for i in differ):
-                for i in differ:
-                    if own[i] not in extra.setdefault(i, [master[i]]):
-                        extra[i].append(own[i])
-                continue
         before = 0
         while before < min(len(own), len(master)) and own[before] == master[before]:
             before += 1
@@ -1660,39 +1664,41 @@ def _alternatives(
             and own[len(own) - 1 - after] == master[len(master) - 1 - after]
         ):
             after += 1
-        mine = tuple(own[before : len(own) - after])
-        theirs = tuple(master[before : len(master) - after])
-        if not mine or not theirs or not all(one_read(t) for t in (*mine, *theirs)):
-            continue
-        if set(mine) & set(theirs):
-            continue  # a read both make: not two ways to one value, but one way and more
-        region = (before, len(master) - after)
-        if any(a < region[1] and region[0] < b for (a, b) in stretches if (a, b) != region):
-            continue
-        choices = stretches.setdefault(region, [theirs])
-        if mine not in choices:
-            choices.append(mine)
-    starts = {a: b for (a, b) in stretches}
+        if before < len(own) - after and before < len(master) - after:
+            spans.append((own, before, after))
+    # Overlapping stretches of the master become one.
+    regions: list[list[int]] = []
+    for a, b in sorted((before, len(master) - after) for _, before, after in spans):
+        if regions and a < regions[-1][1]:
+            regions[-1][1] = max(regions[-1][1], b)
+        else:
+            regions.append([a, b])
+    sets_at: dict[int, tuple[int, list[tuple[PatternToken, ...]]]] = {}
+    for a, b in regions:
+        choices = [tuple(master[a:b])]
+        for own, before, after in spans:
+            if a <= before and len(master) - after <= b:
+                way = tuple(own[a : len(own) - (len(master) - b)])
+                if way not in choices:
+                    choices.append(way)
+        if all(one_read(t) for way in choices for t in way) and not any(
+            x is not y and is_subpattern(x, y) for x in choices for y in choices
+        ):
+            sets_at[a] = (b, choices)
     merged: list[PatternToken] = []
     sets: list[list[list[int]]] = []
     i = 0
     while i < len(master):
-        if i in starts and not any(i <= k < starts[i] for k in extra):
-            end = starts[i]
-            options = sorted(stretches[(i, end)], key=lambda c: (len(c), c))
+        if i in sets_at:
+            end, choices = sets_at[i]
             positions = []
-            for option in options:
-                positions.append(list(range(len(merged), len(merged) + len(option))))
-                merged += option
+            for way in sorted(choices, key=lambda c: (len(c), c)):
+                positions.append(list(range(len(merged), len(merged) + len(way))))
+                merged += way
             sets.append(positions)
             i = end
             continue
-        if i not in extra:
-            merged.append(master[i])
-        else:
-            reads = sorted(extra[i])
-            sets.append([[len(merged) + n] for n in range(len(reads))])
-            merged += reads
+        merged.append(master[i])
         i += 1
     return merged, sets
 
