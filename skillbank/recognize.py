@@ -193,21 +193,51 @@ def _candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]
         for tool in dict.fromkeys(c.tool for c in calls):
             if sum(1 for c in calls if c.tool == tool) == value:
                 found.append(Locator(param, "count", tool))
-    if not found and isinstance(value, str | int) and not isinstance(value, bool):
-        # Only in what a call returned (the status a search stops at): which of the tool's
-        # calls holds it, and which element of a list, differ from run to run.
-        for call in calls:
-            for path, sub in iter_paths(call.result):
-                if not path or not _same(sub, value):
-                    continue
-                cut = [n for n, part in enumerate(path) if type(part) is int]
-                if not cut:
-                    found.append(Locator(param, "result", call.tool, 0, path))
-                elif len(cut) == 1:
-                    outer, inner = path[: cut[0]], path[cut[0] + 1 :]
-                    found.append(Locator(param, "result", call.tool, 0, outer, inner=inner))
-        found = list(dict.fromkeys(found))
     return found
+
+
+def _result_candidates(param: str, value: JSON, calls: Sequence[Step]) -> list[Locator]:
+    """Where ``value`` sits in what the calls returned (the status a search stops at): which
+    of the tool's calls holds it, and which element of a list, differ from run to run."""
+    found: list[Locator] = []
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return found
+    for call in calls:
+        for path, sub in iter_paths(call.result):
+            if not path or not _same(sub, value):
+                continue
+            cut = [n for n, part in enumerate(path) if type(part) is int]
+            if not cut:
+                found.append(Locator(param, "result", call.tool, 0, path))
+            elif len(cut) == 1:
+                outer, inner = path[: cut[0]], path[cut[0] + 1 :]
+                found.append(Locator(param, "result", call.tool, 0, outer, inner=inner))
+    return list(dict.fromkeys(found))
+
+
+def _common(
+    skill: Skill,
+    name: str,
+    optional: bool,
+    candidates: Callable[[str, JSON, Sequence[Step]], list[Locator]],
+) -> list[Locator]:
+    """The places ``candidates`` finds parameter ``name`` at in every case that gave it."""
+    common: list[Locator] | None = None
+    for case in skill.cases:
+        if optional and case.args.get(name) is None:
+            continue
+        if name not in case.args:
+            return []
+        # A case keeps the reads its run made that the skill does not (`proving` passes
+        # over them): a parameter is found only where the skill's own calls are.
+        calls = (
+            [c for c in case.calls if c.tool in skill.tools] if not skill.requires else case.calls
+        )
+        found = candidates(name, case.args[name], calls)
+        common = found if common is None else [c for c in common if c in set(found)]
+        if not common:
+            return []
+    return common or []
 
 
 def locators(skill: Skill) -> dict[str, Locator] | None:
@@ -220,25 +250,12 @@ def locators(skill: Skill) -> dict[str, Locator] | None:
     """
     result: dict[str, Locator] = {}
     for param in skill.signature.params:
-        common: list[Locator] | None = None
         optional = param.has_default and param.default == "None"
-        for case in skill.cases:
-            if optional and case.args.get(param.name) is None:
-                continue
-            if param.name not in case.args:
-                common = []
-                break
-            # A case keeps the reads its run made that the skill does not (`proving`
-            # passes over them): a parameter is found only where the skill's own calls are.
-            calls = (
-                [c for c in case.calls if c.tool in skill.tools]
-                if not skill.requires
-                else case.calls
-            )
-            found = _candidates(param.name, case.args[param.name], calls)
-            common = found if common is None else [c for c in common if c in set(found)]
-            if not common:
-                break
+        # In the calls' arguments first; only where no argument holds it in every case, in
+        # what the calls returned (a value a search tests and never passes on).
+        common = _common(skill, param.name, optional, _candidates)
+        if not common:
+            common = _common(skill, param.name, optional, _result_candidates)
         if common:
             result[param.name] = replace(common[0], optional=optional)
         elif not param.has_default:
