@@ -147,7 +147,12 @@ def _runner(
             if nested is not None:
                 nested.abandon(exc)
             raise
-        result = sandbox.run(sub.source, sub.id, arguments, granted, limits, skill_id=sub.id)
+        try:
+            result = sandbox.run(sub.source, sub.id, arguments, granted, limits, skill_id=sub.id)
+        except BaseException as exc:
+            if nested is not None:
+                nested.abandon(exc)
+            raise
         if nested is not None:
             nested.end(result)
         if not result.ok:

@@ -196,8 +196,13 @@ class Runner:
             if traced is not None:
                 traced.abandon(misuse)
             raise misuse from None
-        result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
-                                  skill_id=skill.id)  # fmt: skip
+        try:
+            result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
+                                         skill_id=skill.id)  # fmt: skip
+        except BaseException as exc:  # the sandbox itself failed (closed, interrupted)
+            if traced is not None:
+                traced.abandon(exc)
+            raise
         if traced is not None:
             traced.end(result)
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
