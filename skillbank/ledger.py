@@ -113,11 +113,19 @@ class Dialect:
     begin_locked: tuple[str, ...]
     #: How a query marks a parameter (the shared queries are written with ``?``).
     placeholder: str
+    #: Statements making the database keep ``tallies`` as rows are added to ``calls`` (a
+    #: trigger: every writer's rows are counted, whatever code wrote them).
+    tally_trigger: tuple[str, ...] = ()
 
     def sql(self, query: str) -> str:
         """``query`` (written with ``?`` placeholders) in this database's parameter style."""
         return query if self.placeholder == "?" else query.replace("?", self.placeholder)
 
+
+#: 1 for a row that counts as the skill's failure: not ok, and not blamed on the caller.
+_FAILED = "CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END"
+#: The same for the row a trigger is adding.
+_NEW_FAILED = "CASE WHEN NEW.ok = 0 AND NEW.blame IS NULL THEN 1 ELSE 0 END"
 
 #: The embedded ledger (`Ledger`).
 SQLITE = Dialect(
@@ -128,6 +136,14 @@ SQLITE = Dialect(
     # IMMEDIATE takes the write lock at BEGIN, so two migrators cannot both read "version 0".
     begin_locked=("BEGIN IMMEDIATE",),
     placeholder="?",
+    tally_trigger=(
+        "CREATE TRIGGER calls_tally AFTER INSERT ON calls BEGIN"
+        " INSERT INTO tallies (skill_id, version, successes, failures)"
+        f" VALUES (NEW.skill_id, NEW.version, NEW.ok, {_NEW_FAILED})"
+        " ON CONFLICT (skill_id, version) DO UPDATE SET"
+        " successes = successes + excluded.successes,"
+        " failures = failures + excluded.failures; END",
+    ),
 )
 #: The shared ledger (`skillbank.ledger_postgres.PostgresLedger`).
 POSTGRES = Dialect(
@@ -143,6 +159,19 @@ POSTGRES = Dialect(
     # touch it.
     begin_locked=("BEGIN", "SELECT pg_advisory_xact_lock(495891442796)"),
     placeholder="%s",
+    tally_trigger=(
+        # Writers wait while the tallies are filled from the rows, so none is missed.
+        "LOCK TABLE calls IN SHARE MODE",
+        "CREATE FUNCTION skillbank_tally() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " INSERT INTO tallies (skill_id, version, successes, failures)"
+        f" VALUES (NEW.skill_id, NEW.version, NEW.ok, {_NEW_FAILED})"
+        " ON CONFLICT (skill_id, version) DO UPDATE SET"
+        " successes = tallies.successes + excluded.successes,"
+        " failures = tallies.failures + excluded.failures;"
+        " RETURN NULL; END $$",
+        "CREATE TRIGGER calls_tally AFTER INSERT ON calls"
+        " FOR EACH ROW EXECUTE FUNCTION skillbank_tally()",
+    ),
 )
 
 
@@ -157,9 +186,6 @@ class _Migration:
     #: in from the `Dialect`.
     statements: tuple[str, ...]
 
-
-#: 1 for a row that counts as the skill's failure: not ok, and not blamed on the caller.
-_FAILED = "CASE WHEN ok = 0 AND blame IS NULL THEN 1 ELSE 0 END"
 
 #: Every schema step, oldest first; append, never edit (see the module docstring).
 _MIGRATIONS: tuple[_Migration, ...] = (
@@ -193,8 +219,9 @@ _MIGRATIONS: tuple[_Migration, ...] = (
     ),
     _Migration(
         4,
-        "each skill version's successes and failures, kept as rows are added, so ranking a "
-        "search reads one row per skill version instead of every call ever recorded",
+        "each skill version's successes and failures, kept by the database as rows are added "
+        "(a trigger), so ranking a search reads one row per skill version instead of every "
+        "call ever recorded",
         (
             "CREATE TABLE tallies ("
             " skill_id TEXT NOT NULL,"
@@ -202,6 +229,7 @@ _MIGRATIONS: tuple[_Migration, ...] = (
             " successes BIGINT NOT NULL,"
             " failures BIGINT NOT NULL,"
             " PRIMARY KEY (skill_id, version))",
+            "{tally_trigger}",
             "INSERT INTO tallies (skill_id, version, successes, failures)"
             " SELECT skill_id, version, coalesce(sum(ok), 0),"
             f" coalesce(sum({_FAILED}), 0)"
@@ -288,8 +316,11 @@ def _migrate(conn: Connection, dialect: Dialect) -> int:
             conn.execute(f"INSERT INTO schema_version (version) VALUES ({int(found)})")
         for migration in migrations:
             if migration.version > found:
-                for statement in migration.statements:
-                    conn.execute(statement.format(serial_key=dialect.serial_key))
+                for step in migration.statements:
+                    # "{tally_trigger}" stands for the dialect's own statements.
+                    own = dialect.tally_trigger if step == "{tally_trigger}" else (step,)
+                    for statement in own:
+                        conn.execute(statement.replace("{serial_key}", dialect.serial_key))
                 conn.execute(f"UPDATE schema_version SET version = {int(migration.version)}")
         conn.execute("COMMIT")
     except BaseException:
@@ -532,9 +563,7 @@ class CallLedger(abc.ABC):
         self._open(create=True)
         stored_blame = None if ok or blame == "skill" else blame
         with self._connect() as conn:
-            # The row and its skill version's tally change together or not at all (`_connect`
-            # rolls back a transaction an error left open).
-            conn.execute("BEGIN")
+            # One statement: the database's trigger adds the row to its skill version's tally.
             row = conn.execute(
                 self.dialect.sql(
                     "INSERT INTO calls"
@@ -553,16 +582,6 @@ class CallLedger(abc.ABC):
                     None if args is None else json.dumps(args, sort_keys=True, default=str),
                 ),
             ).fetchone()
-            conn.execute(
-                self.dialect.sql(
-                    "INSERT INTO tallies (skill_id, version, successes, failures)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (skill_id, version) DO UPDATE SET"
-                    " successes = tallies.successes + excluded.successes,"
-                    " failures = tallies.failures + excluded.failures"
-                ),
-                (skill_id, version, int(bool(ok)), int(not ok and stored_blame is None)),
-            )
-            conn.execute("COMMIT")
             return int(row[0]) if row else 0
 
     def outcomes(self, skill_id: str) -> list[CallRecord]:

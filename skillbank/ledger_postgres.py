@@ -9,7 +9,9 @@ advisory lock around migrations so exactly one process applies them).
 
 Each row is one autocommit ``INSERT ... RETURNING id`` on the ledger's one connection (a lock
 for threads; a forked child opens its own), so writers in many processes never wait for each
-other beyond the server's own row locking and lose nothing. A connection that breaks (the
+other beyond the server's own row locking and lose nothing; the server's trigger adds the row
+to its skill version's tally in the same statement, so writers of one skill version take
+turns on that tally's row as they commit. A connection that breaks (the
 server restarted) is replaced on the next use. The ledger lives in the URL's database and in
 its ``search_path`` schema, so several banks may share a server, each with a database or a
 schema of its own (``?options=-csearch_path%3Dbank_a``).

@@ -266,6 +266,24 @@ def test_counts_kept_as_rows_are_added_equal_counting_every_row(
         ledger.close()
 
 
+def test_rows_any_code_writes_are_counted(tmp_path: Path) -> None:
+    # The tallies are the database's (a trigger): rows a process running older code adds
+    # with a plain INSERT, as a rolling upgrade would, are counted too.
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.record("a", ok=True, version="1.0.0")
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute(
+            "INSERT INTO calls (ts, skill_id, version, ok, blame) VALUES"
+            " (1.0, 'a', '1.0.0', 0, NULL), (2.0, 'a', '1.0.0', 0, 'caller'),"
+            " (3.0, 'b', '', 1, NULL)"
+        )
+    conn.close()
+    assert ledger.counts() == {"a": Outcomes(1, 1), "b": Outcomes(1, 0)}
+    assert ledger.stats("a")["failures"] == 1
+
+
 def test_a_new_ledger_records_its_schema_version(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     Ledger(path).record("a", ok=True)

@@ -53,6 +53,19 @@ def test_postgres_answers_every_query_as_sqlite_does(postgres_url: str, tmp_path
     shared.close()
 
 
+def test_rows_any_code_writes_are_counted_by_the_server(postgres_url: str) -> None:
+    # A replica still running older code writes plain INSERTs: the trigger counts them.
+    ledger = PostgresLedger(postgres_url)
+    ledger.record("a", ok=True, version="1.0.0")
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO calls (ts, skill_id, version, ok, blame) VALUES"
+            " (1.0, 'a', '1.0.0', 0, NULL), (2.0, 'a', '1.0.0', 0, 'caller')"
+        )
+    assert ledger.counts()["a"] == Outcomes(1, 1)
+    ledger.close()
+
+
 def test_the_schema_is_versioned_and_migrated_forward_like_sqlites(postgres_url: str) -> None:
     # A database at version 1 (the first migration's table, no version row yet): opened, it
     # is brought up to date, its row kept.
