@@ -54,6 +54,10 @@ _TEACH_BYTES: Final = 64 * 1024
 _STDERR_SHOWN: Final = 4000
 #: How long a template may take to import and warm everything before it is declared broken.
 _START_TIMEOUT_S: Final = 60.0
+#: A worker's warm-up (:func:`sandbox.worker.prewarm`) costs about a millisecond of CPU
+#: to take 0.1-0.3 ms off its call: worth it only when the CPU would otherwise idle. A
+#: replacement warms up if the call it replaces found the pool idle for at least this long.
+_WARM_AFTER_IDLE_S: Final = 0.001
 _T = TypeVar("_T")
 #: (layer, reason) pairs already warned about in this process: one warning each, not one per
 #: Sandbox.
@@ -117,6 +121,13 @@ class Template:
         self._reading = False
         #: The last take() found no worker waiting.
         self._starved = False
+        #: Workers taken and not yet replaced (see :meth:`replenish`).
+        self._out = 0
+        #: When the last taken worker was replaced (``time.monotonic()``).
+        self._idle_since = 0.0
+        #: The latest take() came after the pool had been idle for a while (so the next
+        #: replacement may warm up: see :data:`_WARM_AFTER_IDLE_S`).
+        self._calm = True
         self._gone: str | None = None
         self._closed = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -137,7 +148,10 @@ class Template:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,  # start-up errors; /dev/null once it is warm
-                env={},
+                # Resolve every dynamic symbol at start-up: a lazily bound one is resolved in
+                # the first process that calls it, which writes to (and so copies) a page of
+                # the library's symbol table in every worker that does.
+                env={"LD_BIND_NOW": "1"},
                 cwd=self.workdir,
                 close_fds=True,
                 pass_fds=(theirs.fileno(),),
@@ -256,20 +270,29 @@ class Template:
         Not when the worker is taken: the fork and the new worker's start-up would then
         compete for the CPU with the call itself.
         """
-        if self._prefork and self.alive():
-            with self._cond:
-                self._asked += 1
-                # Callers found no worker waiting: demand outruns forking, so the new worker
-                # skips its warm-up (it would be taken before the warm-up paid off).
-                message = b"f" if self._starved else b"F"
-            try:
-                self._send(message)
-            except TemplateGone:
-                pass
+        with self._cond:
+            self._out = max(self._out - 1, 0)
+            # The new worker warms up (worker.prewarm) only if the call just done came to an
+            # idle pool and none is running now: otherwise calls come back to back, the CPU
+            # is busy, and the warm-up would cost more than it saves.
+            warm = self._calm and not self._starved and self._out == 0
+            if self._out == 0:
+                self._idle_since = time.monotonic()
+            if not self._prefork or not self.alive():
+                return
+            self._asked += 1
+        try:
+            self._send(b"F" if warm else b"f")
+        except TemplateGone:
+            pass
 
     def _pop_ready(self) -> ForkedWorker | None:
         if self._ready:
             self._starved = False
+            self._calm = (
+                self._out == 0 and time.monotonic() - self._idle_since >= _WARM_AFTER_IDLE_S
+            )
+            self._out += 1
             return self._ready.popleft()
         self._starved = True
         if self._asked == 0:  # nothing on its way (no pre-forking, or all taken): fork one
