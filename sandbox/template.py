@@ -209,6 +209,10 @@ class _Template:
         self.forked += 1
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
+        # The host's ends are non-blocking (it polls them), set here rather than on the
+        # host's side of a call; the worker's ends stay blocking.
+        os.set_blocking(request_write, False)
+        os.set_blocking(reply_read, False)
         pid = os.fork()
         if pid == 0:  # the worker
             status = 70
