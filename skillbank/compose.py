@@ -96,11 +96,14 @@ def grant(
     sandbox: Sandbox,
     limits: Limits | None = None,
     depth: int = 0,
+    *,
+    inline_tools: bool = False,
 ) -> dict[str, Callable[..., JSON]]:
     """What a skill may call: its declared host tools, and a runner per required skill.
 
     A runner runs the required skill nested in the sandbox, granting it in turn its own
-    tools from ``host_tools`` and its own required skills.
+    tools from ``host_tools`` and its own required skills; with ``inline_tools`` its host
+    tools are called on the thread that runs it (see `sandbox.Sandbox.run`).
 
     Raises:
         SkillArgumentError: a declared tool is missing from ``host_tools``, a required skill
@@ -118,7 +121,7 @@ def grant(
             )
         if depth >= MAX_DEPTH:
             raise SkillArgumentError(f"skills call each other more than {MAX_DEPTH} deep")
-        granted[sid] = _runner(sub, host_tools, library, sandbox, limits, depth + 1)
+        granted[sid] = _runner(sub, host_tools, library, sandbox, limits, depth + 1, inline_tools)
     return granted
 
 
@@ -129,10 +132,17 @@ def _runner(
     sandbox: Sandbox,
     limits: Limits | None,
     depth: int,
+    inline_tools: bool,
 ) -> Callable[..., JSON]:
     def run(**arguments: JSON) -> JSON:
-        granted = grant(sub.tools, sub.requires, host_tools, library, sandbox, limits, depth)
-        result = sandbox.run(sub.source, sub.id, arguments, granted, limits, skill_id=sub.id)
+        granted = grant(
+            sub.tools, sub.requires, host_tools, library, sandbox, limits, depth,
+            inline_tools=inline_tools,
+        )  # fmt: skip
+        result = sandbox.run(
+            sub.source, sub.id, arguments, granted, limits, skill_id=sub.id,
+            inline_tools=inline_tools,
+        )  # fmt: skip
         if not result.ok:
             raise SkillCallFailed(f"skill {sub.id!r} failed: {result.error}")
         return result.value
