@@ -257,8 +257,11 @@ def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int, war
     high_out = fcntl.fcntl(out_fd, fcntl.F_DUPFD, 64)
     in_fd, out_fd = os.dup2(high_in, 3), os.dup2(high_out, 4)
     os.closerange(5, _TEMPLATE_OPEN_FILES)
-    if template.batch:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # see _schedule_as_batch
+    if template.batch:  # back to the normal policy (see _schedule_as_batch)
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # a container that filters it: a batch worker still runs correctly
+            pass
     template.confinement.enter(index)
     template.serve_worker(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=warm)
 

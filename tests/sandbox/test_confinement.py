@@ -414,6 +414,18 @@ def _ready_worker(harness: Harness) -> int:
     raise AssertionError("no worker was forked ahead of demand")
 
 
+def test_the_template_never_preempts_on_wake_up_and_its_workers_are_normal(harnesses) -> None:
+    harness = harnesses()
+    pid = _ready_worker(harness)
+    for _ in range(500):  # the worker switches back before it confines itself
+        if _status_of(pid)["Seccomp"] != "0":
+            break
+        time.sleep(0.01)
+    assert os.sched_getscheduler(harness.template_pid()) == os.SCHED_BATCH
+    assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    harness.check_next_call()
+
+
 @root_only
 def test_a_waiting_worker_is_confined_before_it_reads_anything(harnesses) -> None:
     harness = harnesses()
