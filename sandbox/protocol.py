@@ -385,8 +385,9 @@ class FrameReader:
 _FIRST_READ: Final = 4096
 
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks: list[bytes] = []
+def _read_exactly(fd: int, size: int, head: bytes = b"") -> bytes:
+    """``head`` followed by exactly ``size`` more bytes read from ``fd``."""
+    chunks: list[bytes] = [head] if head else []
     while size:
         chunk = os.read(fd, min(size, 1 << 20))
         if not chunk:
@@ -416,13 +417,13 @@ def read_frame(fd: int, *, checked: bool = True) -> dict[str, Any]:
     if not first:
         raise EOFError("pipe closed")
     if len(first) < HEADER.size:
-        first += _read_exactly(fd, HEADER.size - len(first))
+        first = _read_exactly(fd, HEADER.size - len(first), first)
     (size,) = HEADER.unpack_from(first)
     payload = first[HEADER.size :]
     if len(payload) > size:
         raise WireError("syntax", "the pipe held more than one frame; the peer broke the protocol")
-    if len(payload) < size:
-        payload += _read_exactly(fd, size - len(payload))
+    if len(payload) < size:  # joined once: a large payload is not copied twice
+        payload = _read_exactly(fd, size - len(payload), payload)
     if checked:
         return decode_payload(payload)
     message = json.loads(payload)
