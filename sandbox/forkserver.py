@@ -63,6 +63,8 @@ _START_TIMEOUT_S: Final = 60.0
 #: to take 0.1-0.3 ms off its call: worth it only when the CPU would otherwise idle. A
 #: replacement warms up if the call it replaces found the pool idle for at least this long.
 _WARM_AFTER_IDLE_S: Final = 0.001
+#: ... or if that call kept its worker at least this long (ten times the warm-up).
+_WARM_AFTER_BUSY_S: Final = 0.01
 _T = TypeVar("_T")
 #: (layer, reason) pairs already warned about in this process: one warning each, not one per
 #: Sandbox.
@@ -272,18 +274,21 @@ class Template:
 
     # ------------------------------------------------------------------ messages
 
-    def replenish(self) -> None:
+    def replenish(self, busy_s: float = 0.0) -> None:
         """A taken worker is done: fork its replacement now.
 
         Not when the worker is taken: the fork and the new worker's start-up would then
-        compete for the CPU with the call itself.
+        compete for the CPU with the call itself. ``busy_s``: how long the worker was taken.
         """
         with self._cond:
             self._out = max(self._out - 1, 0)
-            # The new worker warms up (worker.prewarm) only if the call just done came to an
-            # idle pool and none is running now: otherwise calls come back to back, the CPU
-            # is busy, and the warm-up would cost more than it saves.
-            warm = self._calm and not self._starved and self._out == 0
+            # The new worker warms up (worker.prewarm) if the call just done came to an idle
+            # pool and none is running now, or if it was long (the warm-up is small beside
+            # such calls). Otherwise short calls come back to back, the CPU is busy, and the
+            # warm-up would cost more than it saves.
+            warm = not self._starved and (
+                (self._calm and self._out == 0) or busy_s >= _WARM_AFTER_BUSY_S
+            )
             if self._out == 0:
                 self._idle_since = time.monotonic()
             if not self._prefork or not self.alive():

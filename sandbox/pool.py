@@ -158,6 +158,8 @@ class WorkerProcess:
         self._returncode: int | None = None
         #: Calls started on this worker.
         self.calls = 0
+        #: When the pool handed it out (``time.monotonic()``).
+        self.taken_at = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -629,7 +631,7 @@ class WorkerPool:
             self._live.discard(worker)
             template = self._template
         if template is not None and template is worker.template:
-            template.replenish()
+            template.replenish(busy_s=time.monotonic() - worker.taken_at)
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids of the pool's workers, as ``{"idle": [...], "busy": [...]}``.
