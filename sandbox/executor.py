@@ -18,6 +18,7 @@ backend; :mod:`sandbox.contract` holds the checks any backend must pass.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +43,18 @@ _SEPARATORS = (",", ":")
 
 
 def _sha256(text: str) -> str:
+    if len(text) <= _CACHED_HASH_CHARS:
+        return _cached_sha256(text)
+    return _hash(text)
+
+
+def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: Sources up to this size have their hash remembered (a skill is usually run many times).
+_CACHED_HASH_CHARS = 64 * 1024
+_cached_sha256 = functools.lru_cache(maxsize=256)(_hash)
 
 
 @dataclass(frozen=True)

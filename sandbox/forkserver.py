@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -49,11 +50,21 @@ from sandbox.template import main
 main()
 """
 _MESSAGE_BYTES: Final = 64 * 1024
+#: One file descriptor in ``SCM_RIGHTS`` data.
+_FDS: Final = struct.Struct("i")
+#: Room for the three descriptors handed over with a worker.
+_ANCILLARY_BYTES: Final = socket.CMSG_SPACE(3 * _FDS.size)
 #: Largest skill source the template is asked to compile ahead (see Template.teach).
 _TEACH_BYTES: Final = 64 * 1024
 _STDERR_SHOWN: Final = 4000
 #: How long a template may take to import and warm everything before it is declared broken.
 _START_TIMEOUT_S: Final = 60.0
+#: A worker's warm-up (:func:`sandbox.worker.prewarm`) costs about a millisecond of CPU
+#: to take 0.1-0.3 ms off its call: worth it only when the CPU would otherwise idle. A
+#: replacement warms up if the call it replaces found the pool idle for at least this long.
+_WARM_AFTER_IDLE_S: Final = 0.001
+#: ... or if that call kept its worker at least this long (ten times the warm-up).
+_WARM_AFTER_BUSY_S: Final = 0.01
 _T = TypeVar("_T")
 #: (layer, reason) pairs already warned about in this process: one warning each, not one per
 #: Sandbox.
@@ -72,9 +83,9 @@ class ForkedWorker:
     pid: int
     #: A pidfd for the worker: signals through it cannot reach a recycled pid.
     pidfd: int
-    #: The pipe the host writes requests to.
+    #: The pipe the host writes requests to (non-blocking).
     request_fd: int
-    #: The pipe the host reads the worker's messages from.
+    #: The pipe the host reads the worker's messages from (non-blocking).
     reply_fd: int
 
     def close(self) -> None:
@@ -117,10 +128,20 @@ class Template:
         self._reading = False
         #: The last take() found no worker waiting.
         self._starved = False
+        #: Workers taken and not yet replaced (see :meth:`replenish`).
+        self._out = 0
+        #: When the last taken worker was replaced (``time.monotonic()``).
+        self._idle_since = 0.0
+        #: The latest take() came after the pool had been idle for a while (so the next
+        #: replacement may warm up: see :data:`_WARM_AFTER_IDLE_S`).
+        self._calm = True
         self._gone: str | None = None
         self._closed = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket = ours
+        #: Messages are read into this one buffer: a new 64 KiB buffer per message (as
+        #: socket.recv_fds makes) costs page faults on every read, 15 us of a call's path.
+        self._buffer = bytearray(_MESSAGE_BYTES)
         config = {
             "control_fd": theirs.fileno(),
             "reuse": reuse,
@@ -137,7 +158,10 @@ class Template:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,  # start-up errors; /dev/null once it is warm
-                env={},
+                # Resolve every dynamic symbol at start-up: a lazily bound one is resolved in
+                # the first process that calls it, which writes to (and so copies) a page of
+                # the library's symbol table in every worker that does.
+                env={"LD_BIND_NOW": "1"},
                 cwd=self.workdir,
                 close_fds=True,
                 pass_fds=(theirs.fileno(),),
@@ -250,26 +274,38 @@ class Template:
 
     # ------------------------------------------------------------------ messages
 
-    def replenish(self) -> None:
+    def replenish(self, busy_s: float = 0.0) -> None:
         """A taken worker is done: fork its replacement now.
 
         Not when the worker is taken: the fork and the new worker's start-up would then
-        compete for the CPU with the call itself.
+        compete for the CPU with the call itself. ``busy_s``: how long the worker was taken.
         """
-        if self._prefork and self.alive():
-            with self._cond:
-                self._asked += 1
-                # Callers found no worker waiting: demand outruns forking, so the new worker
-                # skips its warm-up (it would be taken before the warm-up paid off).
-                message = b"f" if self._starved else b"F"
-            try:
-                self._send(message)
-            except TemplateGone:
-                pass
+        with self._cond:
+            self._out = max(self._out - 1, 0)
+            # The new worker warms up (worker.prewarm) if the call just done came to an idle
+            # pool and none is running now, or if it was long (the warm-up is small beside
+            # such calls). Otherwise short calls come back to back, the CPU is busy, and the
+            # warm-up would cost more than it saves.
+            warm = not self._starved and (
+                (self._calm and self._out == 0) or busy_s >= _WARM_AFTER_BUSY_S
+            )
+            if self._out == 0:
+                self._idle_since = time.monotonic()
+            if not self._prefork or not self.alive():
+                return
+            self._asked += 1
+        try:
+            self._send(b"F" if warm else b"f")
+        except TemplateGone:
+            pass
 
     def _pop_ready(self) -> ForkedWorker | None:
         if self._ready:
             self._starved = False
+            self._calm = (
+                self._out == 0 and time.monotonic() - self._idle_since >= _WARM_AFTER_IDLE_S
+            )
+            self._out += 1
             return self._ready.popleft()
         self._starved = True
         if self._asked == 0:  # nothing on its way (no pre-forking, or all taken): fork one
@@ -315,10 +351,12 @@ class Template:
                     self._cond.wait(remaining)
             messages: list[tuple[dict[str, Any], list[int]]] = []
             eof = False
-            read_once = True
             try:
                 eof = self._receive(messages, max(remaining, 0.0))
             finally:
+                # One message per read (each is one system call on a call's path); with no
+                # time left, read on only while messages keep coming.
+                read_once = not messages
                 with self._cond:
                     self._reading = False
                     for message, fds in messages:
@@ -328,26 +366,36 @@ class Template:
                     self._cond.notify_all()
 
     def _receive(self, into: list[tuple[dict[str, Any], list[int]]], timeout: float) -> bool:
-        """Read every message available (waiting up to ``timeout`` for the first); True at EOF."""
+        """Read one message (waiting up to ``timeout`` for it) into ``into``; True at EOF."""
         waited = False
         while True:
             try:
-                data, fds, _, _ = socket.recv_fds(self._socket, _MESSAGE_BYTES, 3)
+                size, ancillary, _, _ = self._socket.recvmsg_into([self._buffer], _ANCILLARY_BYTES)
             except BlockingIOError:
-                if waited or into:
+                if waited or timeout <= 0:
                     return False
                 _wait_until(self._socket.fileno(), select.POLLIN, timeout)
                 waited = True
                 continue
             except OSError:
                 return True
-            if not data:
+            fds = [
+                fd
+                for level, kind, payload in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                for fd in _FDS.iter_unpack(payload[: len(payload) - len(payload) % _FDS.size])
+                for fd in fd
+            ]
+            if not size:
+                for fd in fds:
+                    os.close(fd)
                 return True
             try:
-                message = json.loads(data)
+                message = json.loads(self._buffer[:size])
             except ValueError:
                 message = {}
             into.append((message if isinstance(message, dict) else {}, fds))
+            return False
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
         """Act on one message (the condition's lock is held)."""

@@ -1030,6 +1030,14 @@ def _base_builtins() -> dict[str, Any]:
 
 
 _BASE_BUILTINS: Final = _base_builtins()
+#: A copy of :data:`_BASE_BUILTINS` made at import, for the one call of a single-use worker
+#: (``build_globals(single_use=True)``). Each worker forked from the template has its own
+#: copy-on-write copy of it, which no other call ever sees. Copying the builtins in the
+#: worker instead (and freeing the copy after the call) would write to the page of every
+#: builtin object (its reference count): about 50 pages copied per call.
+_SPARE_BUILTINS: Final = dict(_BASE_BUILTINS)
+#: The spare builtins were given to a call (they are never given twice).
+_spare_taken = False
 
 
 def build_globals(
@@ -1037,6 +1045,7 @@ def build_globals(
     print_collector: Callable[..., Any],
     *,
     on_violation: Callable[[BaseException], None] | None = None,
+    single_use: bool = False,
 ) -> dict[str, Any]:
     """Return a fresh global namespace for one run of skill code.
 
@@ -1050,12 +1059,19 @@ def build_globals(
         on_violation: Called with each :class:`PolicyViolation` a runtime guard raises,
             before it is raised, and with each ``MemoryError`` an ``except`` block of the
             skill catches (the worker makes both the call's outcome).
+        single_use: This process runs no other call (a fresh-mode worker): the builtins
+            dict copied at import is used, once, instead of a new copy.
 
     Returns:
         The globals dict to ``exec`` a :func:`compile_skill` code object in.
     """
+    global _spare_taken
     guards = _Guards(on_violation)
-    skill_builtins = dict(_BASE_BUILTINS)
+    if single_use and not _spare_taken:
+        _spare_taken = True
+        skill_builtins = _SPARE_BUILTINS
+    else:
+        skill_builtins = dict(_BASE_BUILTINS)
     skill_builtins["getattr"] = guards.getattr
     skill_builtins["hasattr"] = guards.hasattr
     skill_builtins["setattr"] = guards.setattr

@@ -148,8 +148,8 @@ class WorkerProcess:
         self.template = template
         self._in_fd = forked.request_fd
         self._out_fd = forked.reply_fd
-        os.set_blocking(self._in_fd, False)
-        os.set_blocking(self._out_fd, False)  # read only when ready (poll, or the event loop)
+        # Both are non-blocking (the template made them so): read and written only when
+        # ready (poll, or the event loop).
         self._reader = FrameReader()
         self._pipe_grown = False
         self._lock = threading.Lock()
@@ -158,6 +158,8 @@ class WorkerProcess:
         self._returncode: int | None = None
         #: Calls started on this worker.
         self.calls = 0
+        #: When the pool handed it out (``time.monotonic()``).
+        self.taken_at = time.monotonic()
 
     @property
     def pid(self) -> int:
@@ -629,7 +631,7 @@ class WorkerPool:
             self._live.discard(worker)
             template = self._template
         if template is not None and template is worker.template:
-            template.replenish()
+            template.replenish(busy_s=time.monotonic() - worker.taken_at)
 
     def pids(self) -> dict[str, list[int]]:
         """Process ids of the pool's workers, as ``{"idle": [...], "busy": [...]}``.
@@ -779,17 +781,36 @@ _INLINE: Final = InlineRunner()
 
 
 def _run_frame(request: ExecRequest, args_json: bytes | None) -> bytes:
-    head = {
-        "op": "run",
-        "source": request.source,
-        "entry": request.entry,
-        "tools": list(request.tools),
-        "limits": request.limits.to_wire(),
-    }
     if args_json is None:
+        head = _frame_head(request.source, request.entry, request.tools, request.limits)
         return encode_frame({**head, "args": dict(request.args)})
-    payload = dumps(head)[:-1] + b',"args":' + args_json + b"}"
+    if len(request.source) <= _CACHED_SOURCE_CHARS:
+        prefix = _cached_frame_prefix(request.source, request.entry, request.tools, request.limits)
+    else:
+        prefix = _frame_prefix(request.source, request.entry, request.tools, request.limits)
+    payload = prefix + args_json + b"}"
     return HEADER.pack(len(payload)) + payload
+
+
+def _frame_head(source: str, entry: str, tools: tuple[str, ...], limits: Limits) -> dict[str, Any]:
+    return {
+        "op": "run",
+        "source": source,
+        "entry": entry,
+        "tools": list(tools),
+        "limits": limits.to_wire(),
+    }
+
+
+def _frame_prefix(source: str, entry: str, tools: tuple[str, ...], limits: Limits) -> bytes:
+    """A ``run`` frame's JSON up to its arguments (``{..., "args":``)."""
+    return dumps(_frame_head(source, entry, tools, limits))[:-1] + b',"args":'
+
+
+#: The same skill is usually called again and again: its frame prefix (the source as JSON,
+#: the limits) is encoded once. Only for sources up to this size, so the cache stays small.
+_CACHED_SOURCE_CHARS: Final = 64 * 1024
+_cached_frame_prefix: Final = functools.lru_cache(maxsize=64)(_frame_prefix)
 
 
 def _reusable(outcome: CallOutcome | None) -> bool:

@@ -137,6 +137,8 @@ class _Template:
         disabled = config.get("disabled_layers", []) if self.test_hook else []
         self.confinement = confine.prepare(disabled)
         self.forked = 0
+        #: The template runs as ``SCHED_BATCH`` (see :func:`_schedule_as_batch`).
+        self.batch = False
         #: pidfd -> pid of every worker not yet reaped.
         self.live: dict[int, int] = {}
         self.exited: OrderedDict[int, int] = OrderedDict()
@@ -207,6 +209,10 @@ class _Template:
         self.forked += 1
         request_read, request_write = os.pipe()
         reply_read, reply_write = os.pipe()
+        # The host's ends are non-blocking (it polls them), set here rather than on the
+        # host's side of a call; the worker's ends stay blocking.
+        os.set_blocking(request_write, False)
+        os.set_blocking(reply_read, False)
         pid = os.fork()
         if pid == 0:  # the worker
             status = 70
@@ -251,13 +257,36 @@ def _become_worker(template: _Template, in_fd: int, out_fd: int, index: int, war
     high_out = fcntl.fcntl(out_fd, fcntl.F_DUPFD, 64)
     in_fd, out_fd = os.dup2(high_in, 3), os.dup2(high_out, 4)
     os.closerange(5, _TEMPLATE_OPEN_FILES)
+    if template.batch:  # back to the normal policy (see _schedule_as_batch)
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:  # a container that filters it: a batch worker still runs correctly
+            pass
     template.confinement.enter(index)
     template.serve_worker(in_fd, out_fd, reuse=template.reuse, raw=template.test_hook, warm=warm)
+
+
+def _schedule_as_batch() -> bool:
+    """Run the template as ``SCHED_BATCH``: its wake-ups no longer preempt the host.
+
+    The host's messages (fork one more, how did that worker end) and its workers' exits
+    wake the template mid-call; as a normal task it would often take the host's (or the
+    running worker's) CPU at once, and a fork holds it for about a millisecond. A batch
+    task is never preferred on wake-up, so the template forks on whatever CPU time is
+    free. Unprivileged processes may switch between the two normal policies; each worker
+    switches back (:func:`_become_worker`) so its call is scheduled like any other process.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux: the default policy is fine
+        return False
+    return True
 
 
 def main() -> None:
     """The template's entry point (see the module docstring for its arguments)."""
     config = json.loads(sys.argv[1])
+    os.environ.pop("LD_BIND_NOW", None)  # did its work when the interpreter loaded (forkserver)
     control = socket.socket(fileno=int(config["control_fd"]))
     null = os.open(os.devnull, os.O_WRONLY)  # opened now: Landlock closes the file system
     import resource
@@ -267,6 +296,7 @@ def main() -> None:
     signal.signal(signal.SIGXCPU, signal.SIG_DFL)
     warm_up()
     template = _Template(control, config)
+    template.batch = _schedule_as_batch()
     os.dup2(null, 2)  # start-up errors went to the host; from here on nothing is printed
     os.close(null)
     gc.collect()

@@ -367,24 +367,30 @@ def _encode_value(value: object, call: _Call) -> tuple[bytes | None, SandboxErro
     return encoded, None
 
 
-def _set_limit(kind: int, soft: int, hard: int | None) -> None:
+def _set_limit(kind: int, soft: int, hard: int | None, dry_run: bool) -> None:
     """Set ``kind`` to ``soft`` (and ``hard``, if given), never above the current hard limit."""
     _, current = resource.getrlimit(kind)
     if current != resource.RLIM_INFINITY:
         soft = min(soft, current)
         hard = None if hard is None else min(hard, current)
-    resource.setrlimit(kind, (soft, current if hard is None else hard))
+    if not dry_run:
+        resource.setrlimit(kind, (soft, current if hard is None else hard))
 
 
-def _apply_call_limits(cpu_s: int, memory_mb: int, hard_too: bool) -> None:
-    """Set the call's CPU and address-space limits (hard as well in a single-use worker)."""
+def _apply_call_limits(
+    cpu_s: int, memory_mb: int, hard_too: bool, *, dry_run: bool = False
+) -> None:
+    """Set the call's CPU and address-space limits (hard as well in a single-use worker).
+
+    ``dry_run`` goes through the same steps without setting anything (see :func:`prewarm`).
+    """
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = math.ceil(usage.ru_utime + usage.ru_stime) + cpu_s
     # SIGXCPU at the soft CPU limit is what reports "cpu"; the kernel's SIGKILL a second
     # later, at the hard limit, is the backstop if the signal is blocked.
-    _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1 if hard_too else None)
+    _set_limit(resource.RLIMIT_CPU, cpu, cpu + 1 if hard_too else None, dry_run)
     memory = memory_mb * 1024 * 1024
-    _set_limit(resource.RLIMIT_AS, memory, memory if hard_too else None)
+    _set_limit(resource.RLIMIT_AS, memory, memory if hard_too else None, dry_run)
 
 
 def _reset_shared_state() -> None:
@@ -447,12 +453,18 @@ def _trim_shared_caches() -> None:
 
 
 def _run_skill(
-    call: _Call, source: str, entry: str, args: Mapping[str, Any], output: OutputBuffer
+    call: _Call,
+    source: str,
+    entry: str,
+    args: Mapping[str, Any],
+    output: OutputBuffer,
+    single_use: bool = False,
 ) -> tuple[bytes | None, SandboxError | None]:
     """Run the skill and encode its value; return (JSON text, None) or (None, error).
 
     Nothing the skill made survives this function: the globals are cleared and the
-    returned error is a fresh object without a traceback.
+    returned error is a fresh object without a traceback. ``single_use``: this process
+    serves no other call (see :func:`sandbox.policy.build_globals`).
     """
     namespace: dict[str, Any] = {}
     value: object = None
@@ -464,6 +476,7 @@ def _run_skill(
                 ToolsProxy(call.tool_names, call.call_tool),
                 output.collector,
                 on_violation=call.fail,
+                single_use=single_use,
             )
             exec(code, namespace)
             function = namespace.get(entry)
@@ -528,7 +541,7 @@ def run_request(
     output = OutputBuffer(call.output_bytes, on_overflow=call.fail)
     _active_call = call
     try:
-        encoded, error = _run_skill(call, source, entry, args, output)
+        encoded, error = _run_skill(call, source, entry, args, output, single_use=not reuse)
     finally:
         _active_call = None
         if reuse:
@@ -638,12 +651,14 @@ def prewarm() -> None:
     A forked worker shares the template's memory copy-on-write: the first call that runs
     in it pays for copying every page it writes (reference counts included), about a
     millisecond. Running the call's own path once (decode a request, compile, build the
-    globals, run, encode the reply) while the worker waits for its request moves that cost
-    off the call. It is the sandbox's own code, identical in every worker, and leaves
-    nothing of a call behind (there was no call yet): no limits are set and no pipe is used.
+    globals, run, encode the reply; the limits are computed but not set) while the worker
+    waits for its request moves that cost off the call. It is the sandbox's own code,
+    identical in every worker, and leaves nothing of a call behind (there was no call yet):
+    no limits are set and no pipe is used.
     """
     request = json.loads(_PREWARM_REQUEST)  # what read_frame does with a request
     call = _Call(-1, -1, request)
+    _apply_call_limits(call.cpu_s, call.memory_mb, hard_too=True, dry_run=True)
     output = OutputBuffer(call.output_bytes, on_overflow=call.fail)
     encoded, error = _run_skill(call, str(request["source"]), "run", request["args"], output)
     head = {"op": "done", "ok": error is None, "error": None, "output": output.text()}

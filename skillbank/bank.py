@@ -127,7 +127,7 @@ class SkillBank:
 
         return Runner(
             self.library, sandbox=lambda: self.sandbox, limits=self.limits,
-            ledger=lambda: self.ledger,
+            ledger=lambda: self.ledger, inline_tools=self.config.sandbox_inline_tools,
         )  # fmt: skip
 
     @functools.cached_property

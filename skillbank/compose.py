@@ -98,13 +98,17 @@ def grant(
     limits: Limits | None = None,
     depth: int = 0,
     trace: SkillTrace | None = None,
+    *,
+    inline_tools: bool = False,
 ) -> dict[str, Callable[..., JSON]]:
     """What a skill may call: its declared host tools, and a runner per required skill.
 
     A runner runs the required skill nested in the sandbox, granting it in turn its own
     tools from ``host_tools`` and its own required skills. With ``trace`` (the run's spans,
     `skillbank.tracing.SkillTrace`), each host tool call is a child span of it, and each
-    required skill's run a child span with the calls that run makes beneath it.
+    required skill's run a child span with the calls that run makes beneath it; with
+    ``inline_tools`` its host tools are called on the thread that runs it (see
+    `sandbox.Sandbox.run`).
 
     Raises:
         SkillArgumentError: a declared tool is missing from ``host_tools``, a required skill
@@ -124,7 +128,9 @@ def grant(
             )
         if depth >= MAX_DEPTH:
             raise SkillArgumentError(f"skills call each other more than {MAX_DEPTH} deep")
-        granted[sid] = _runner(sub, host_tools, library, sandbox, limits, depth + 1, trace)
+        granted[sid] = _runner(
+            sub, host_tools, library, sandbox, limits, depth + 1, trace, inline_tools
+        )
     return granted
 
 
@@ -136,19 +142,24 @@ def _runner(
     limits: Limits | None,
     depth: int,
     trace: SkillTrace | None,
+    inline_tools: bool,
 ) -> Callable[..., JSON]:
     def run(**arguments: JSON) -> JSON:
         nested = trace.nested(sub, arguments) if trace is not None else None
         try:
             granted = grant(
-                sub.tools, sub.requires, host_tools, library, sandbox, limits, depth, nested
-            )
+                sub.tools, sub.requires, host_tools, library, sandbox, limits, depth, nested,
+                inline_tools=inline_tools,
+            )  # fmt: skip
         except SkillArgumentError as exc:
             if nested is not None:
                 nested.abandon(exc)
             raise
         try:
-            result = sandbox.run(sub.source, sub.id, arguments, granted, limits, skill_id=sub.id)
+            result = sandbox.run(
+                sub.source, sub.id, arguments, granted, limits, skill_id=sub.id,
+                inline_tools=inline_tools,
+            )  # fmt: skip
         except BaseException as exc:
             if nested is not None:
                 nested.abandon(exc)

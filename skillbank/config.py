@@ -65,6 +65,11 @@ class Config:
     #: a warm template, so nothing of one call reaches another) or ``"reuse"`` (faster: a
     #: worker serves many calls and cleans up between them; for trusted skills only).
     sandbox_isolation: str = "fresh"
+    #: Call a skill's host tools on the thread that runs the skill rather than on helper
+    #: threads: for tools bound to that thread (an ``sqlite3`` connection made there, a
+    #: library that is not thread-safe). The call's deadline then cannot cut a hanging tool
+    #: short: the call returns when the tool does (`sandbox.Sandbox.run`'s ``inline_tools``).
+    sandbox_inline_tools: bool = False
     #: Recorded cases a skill needs before it is offered as a callable tool (associative).
     min_cases_associative: int = 2
     #: The model the optional LLM compiler asks (``""``: no LLM; everything works without one).

@@ -619,8 +619,10 @@ class _RecordingSandbox:
         limits: Limits | None = None,
         *,
         skill_id: str | None = None,
+        inline_tools: bool = True,
     ) -> Result:
-        # Inline: the doubles draw from hypothesis, whose data lives on this thread.
+        # Inline whatever the caller asks: the doubles draw from hypothesis, whose data lives
+        # on this thread.
         result = self.sandbox.run(
             source, entry, args, tools, limits, skill_id=skill_id, inline_tools=True
         )

@@ -100,6 +100,8 @@ class Runner:
         sandbox: Gives the sandbox every run goes through (started on first use).
         limits: The default limits of a run.
         ledger: Gives the ledger runs are recorded in (opened on first use).
+        inline_tools: Call host tools on the thread that runs the skill (configuration
+            key ``sandbox_inline_tools``; see `sandbox.Sandbox.run`).
     """
 
     def __init__(
@@ -109,11 +111,13 @@ class Runner:
         sandbox: Callable[[], Sandbox],
         limits: Limits,
         ledger: Callable[[], CallLedger],
+        inline_tools: bool = False,
     ) -> None:
         self.library = library
         self._sandbox = sandbox
         self.limits = limits
         self._ledger = ledger
+        self.inline_tools = inline_tools
 
     def get(self, skill_id: str) -> Skill:
         """One stored skill (raises SkillNotFound with the known ids)."""
@@ -189,8 +193,10 @@ class Runner:
         # OpenTelemetry spans of the run (skillbank[otel]); None, at no cost, without it.
         traced = SkillTrace.start(skill, args, caller)
         try:
-            granted = grant(skill.tools, skill.requires, tools, library, self._sandbox(), limits,
-                            trace=traced)  # fmt: skip
+            granted = grant(
+                skill.tools, skill.requires, tools, library, self._sandbox(), limits,
+                trace=traced, inline_tools=self.inline_tools,
+            )  # fmt: skip
         except SkillArgumentError as exc:
             misuse = SkillArgumentError(f"{skill.id!r} calls tools {', '.join(skill.tools)}: {exc}")
             if traced is not None:
@@ -198,7 +204,8 @@ class Runner:
             raise misuse from None
         try:
             result = self._sandbox().run(skill.source, skill.id, args, granted, limits,
-                                         skill_id=skill.id)  # fmt: skip
+                                         skill_id=skill.id,
+                                         inline_tools=self.inline_tools)  # fmt: skip
         except BaseException as exc:  # the sandbox itself failed (closed, interrupted)
             if traced is not None:
                 traced.abandon(exc)

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -594,3 +595,37 @@ def test_executor_ray_runs_every_call_on_a_private_loopback_cluster(
     assert seen == [os.getpid(), os.getpid()]
     assert not ray.is_initialized()  # the bank started Ray, so closing it stopped Ray
     shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _thread_recording(tools: dict[str, Any], threads: set[int]) -> dict[str, Any]:
+    """``tools``, each noting the thread it was called on."""
+
+    def wrap(function: Any) -> Any:
+        def tool(**kwargs: Any) -> Any:
+            threads.add(threading.get_ident())
+            return function(**kwargs)
+
+        return tool
+
+    return {name: wrap(function) for name, function in tools.items()}
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_sandbox_inline_tools_calls_host_tools_on_the_running_thread(
+    learned: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline: bool
+) -> None:
+    shop = Shop.create(tmp_path / "shop.sqlite")
+    if inline:  # the configuration key, from the environment like any other
+        monkeypatch.setenv("SKILLBANK_SANDBOX_INLINE_TOOLS", "true")
+    threads: set[int] = set()
+    with SkillBank(learned) as bank:
+        assert bank.config.sandbox_inline_tools is inline
+        result = bank.run(
+            order_skill(bank), DEMO_ARGS["order_product"], _thread_recording(shop.tools(), threads)
+        )
+    assert result.ok, result.error
+    assert len(result.tool_calls) == 4
+    # Inline: every tool ran on this thread. Otherwise none did: helper threads ran them
+    # (so the call's deadline could cut a hanging one short).
+    assert (threads == {threading.get_ident()}) is inline
+    assert (threading.get_ident() in threads) is inline

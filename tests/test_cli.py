@@ -103,6 +103,46 @@ def test_run_with_example_tools(
     assert code == 0 and json.loads(out)["ok"], out
 
 
+_THREAD_BOUND_TOOLS = """\
+import threading
+
+from skillbank.examples.shop import tools as shop_tools
+
+
+def tools():
+    home = threading.get_ident()  # `--tools` loads them on the command's thread
+
+    def bound(function):
+        def tool(**kwargs):
+            if threading.get_ident() != home:
+                raise RuntimeError("called off the thread these tools belong to")
+            return function(**kwargs)
+
+        return tool
+
+    return {name: bound(function) for name, function in shop_tools().items()}
+"""
+
+
+def test_run_inline_tools_calls_tools_on_the_commands_thread(
+    runner: CliRunner, learned_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKILLBANK_SHOP_DB", str(tmp_path / "shop.sqlite"))
+    (tmp_path / "thread_bound_tools.py").write_text(_THREAD_BOUND_TOOLS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    skills = json.loads(invoke(runner, "list", "--root", str(learned_root), "--json")[1])
+    history = next(s["id"] for s in skills if s["tools"] == ["find_customer", "list_orders"])
+    command = [
+        "run", history, "--args", json.dumps({"email": "alice@example.com"}),
+        "--tools", "thread_bound_tools", "--root", str(learned_root), "--json",
+    ]  # fmt: skip
+    code, out = invoke(runner, *command)
+    assert code == 1 and "called off the thread" in out  # helper threads by default
+    code, out = invoke(runner, *command, "--inline-tools")
+    assert code == 0, out
+    assert [c["tool"] for c in json.loads(out)["tool_calls"]] == ["find_customer", "list_orders"]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [

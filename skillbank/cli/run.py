@@ -103,6 +103,14 @@ def load_tools(spec: str) -> Mapping[str, Callable[..., Any]]:
     help="Host tools as MODULE or MODULE:ATTR (a mapping or a function returning one; "
     "ATTR defaults to `tools`), e.g. skillbank.examples.shop.",
 )
+@click.option(
+    "--inline-tools",
+    is_flag=True,
+    default=None,
+    help="Call the host tools on the thread that runs the skill (for tools bound to it, "
+    "such as an sqlite3 connection); the timeout then cannot cut a hanging tool short. "
+    "Default: the configuration key `sandbox_inline_tools` (SKILLBANK_SANDBOX_INLINE_TOOLS).",
+)
 @executor_option
 @root_option
 @json_option
@@ -110,6 +118,7 @@ def run(
     skill_id: str,
     args_json: str,
     tools_spec: str | None,
+    inline_tools: bool | None,
     executor: str | None,
     root: Path,
     as_json: bool,
@@ -130,7 +139,8 @@ def run(
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--args") from None
     if not isinstance(args, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--args")
-    with SkillBank(root, config=load_config(root, {"executor": executor})) as bank:
+    overrides = {"executor": executor, "sandbox_inline_tools": inline_tools}
+    with SkillBank(root, config=load_config(root, overrides)) as bank:
         skill = bank.get(skill_id)
         if skill.tools and tools_spec is None:
             raise click.UsageError(

@@ -414,10 +414,29 @@ def _ready_worker(harness: Harness) -> int:
     raise AssertionError("no worker was forked ahead of demand")
 
 
+def _waiting_for_its_request(pid: int) -> None:
+    """Return once worker ``pid`` sleeps in its first read (it was just forked, maybe)."""
+    for _ in range(500):
+        if "pipe_read" in Path(f"/proc/{pid}/wchan").read_text():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"worker {pid} never waited for its request")
+
+
+def test_the_template_never_preempts_on_wake_up_and_its_workers_are_normal(harnesses) -> None:
+    harness = harnesses()
+    pid = _ready_worker(harness)
+    _waiting_for_its_request(pid)  # it switched back before it confined itself
+    assert os.sched_getscheduler(harness.template_pid()) == os.SCHED_BATCH
+    assert os.sched_getscheduler(pid) == os.SCHED_OTHER
+    harness.check_next_call()
+
+
 @root_only
 def test_a_waiting_worker_is_confined_before_it_reads_anything(harnesses) -> None:
     harness = harnesses()
     pid = _ready_worker(harness)
+    _waiting_for_its_request(pid)  # handed to the host at fork: it may still be starting
     status = _status_of(pid)
     # Not dumpable: its /proc files stay root's, so a process of its own uid cannot read or
     # trace it.
