@@ -151,16 +151,11 @@ def _runner(
                 sub.tools, sub.requires, host_tools, library, sandbox, limits, depth, nested,
                 inline_tools=inline_tools,
             )  # fmt: skip
-        except SkillArgumentError as exc:
-            if nested is not None:
-                nested.abandon(exc)
-            raise
-        try:
             result = sandbox.run(
                 sub.source, sub.id, arguments, granted, limits, skill_id=sub.id,
                 inline_tools=inline_tools,
             )  # fmt: skip
-        except BaseException as exc:
+        except BaseException as exc:  # misuse, or the sandbox itself failed: end the span
             if nested is not None:
                 nested.abandon(exc)
             raise

@@ -727,31 +727,55 @@ class _Builder:
             for k in ks:
                 for i, tool in enumerate(self.pattern[k]):
                     steps = {r: self.runs[r].segments[k][0][i] for r in present}
-                    first = steps[present[0]]
-                    kwargs = tuple(
-                        (
-                            key,
-                            self.expr(
-                                [steps[r].arguments.get(key) for r in present],
-                                tool,
-                                (key,),
-                                inner,
-                                results,
-                                names,
-                            ),
-                        )  # fmt: skip
-                        for key in self.arg_order(tool, first.arguments)
-                    )
-                    names[slot] = f"@{slot}"
-                    self.slot_tool[slot] = tool
-                    for r in range(len(self.runs)):
-                        results[r].append(steps[r].result if r in steps else MISSING)
-                    calls.append(Call(tool, kwargs, names[slot]))
+                    kwargs = self._kwargs(tool, steps, present, inner, results, names)
+                    calls.append(self._bind(slot, tool, steps, kwargs, names, results))
                     inner.append(slot)
                     slot += 1
         finally:
             self.active = list(range(len(self.runs)))
         return If(test, tuple(calls)), slot
+
+    def _kwargs(
+        self,
+        tool: str,
+        steps: Mapping[int, Step],
+        present: list[int],
+        earlier: list[int],
+        results: list[list[JSON]],
+        names: dict[int, str],
+    ) -> tuple[tuple[str, JSON], ...]:
+        """The arguments of a call only the runs ``present`` made (``steps``: each one's)."""
+        return tuple(
+            (
+                key,
+                self.expr(
+                    [steps[r].arguments.get(key) for r in present],
+                    tool,
+                    (key,),
+                    earlier,
+                    results,
+                    names,
+                ),
+            )  # fmt: skip
+            for key in self.arg_order(tool, steps[present[0]].arguments)
+        )
+
+    def _bind(
+        self,
+        slot: int,
+        tool: str,
+        steps: Mapping[int, Step],
+        kwargs: tuple[tuple[str, JSON], ...],
+        names: dict[int, str],
+        results: list[list[JSON]],
+    ) -> Call:
+        """The call of a block only the runs in ``steps`` made, its result in ``slot`` (the
+        other runs have none there)."""
+        names[slot] = f"@{slot}"
+        self.slot_tool[slot] = tool
+        for r in range(len(self.runs)):
+            results[r].append(steps[r].result if r in steps else MISSING)
+        return Call(tool, kwargs, names[slot])
 
     def alternative(
         self,
@@ -784,27 +808,10 @@ class _Builder:
                 for n, k in enumerate(choice):
                     (tool,) = self.pattern[k]
                     steps = {r: self.runs[r].segments[k][0][0] for r in present}
-                    kwargs = tuple(
-                        (
-                            key,
-                            self.expr(
-                                [steps[r].arguments.get(key) for r in present],
-                                tool,
-                                (key,),
-                                inner,
-                                results,
-                                names,
-                            ),
-                        )  # fmt: skip
-                        for key in self.arg_order(tool, steps[present[0]].arguments)
-                    )
+                    kwargs = self._kwargs(tool, steps, present, inner, results, names)
                     if n < len(choice) - 1:
                         # A call on the way: its own variable, which the next calls may read.
-                        names[slot] = f"@{slot}"
-                        self.slot_tool[slot] = tool
-                        for r in range(len(self.runs)):
-                            results[r].append(steps[r].result if r in steps else MISSING)
-                        mine_calls.append(Call(tool, kwargs, names[slot]))
+                        mine_calls.append(self._bind(slot, tool, steps, kwargs, names, results))
                         inner.append(slot)
                         slot += 1
                     else:
