@@ -349,8 +349,9 @@ def intent(text: str) -> Intent | None:
         ('change', None)
     """
     folded = fold(text).strip()
-    # Values (emails, ids, quoted names) are not words of the sentence.
-    plain = re.sub(r"\S*[@\d]\S*|'[^']*'|\"[^\"]*\"", " ", folded)
+    # Values (emails, ids, quoted names) are not words of the sentence; an apostrophe inside
+    # a word ("let's", "I'd") quotes nothing.
+    plain = re.sub(r"\S*[@\d]\S*|(?<!\w)'[^']*'(?!\w)|\"[^\"]*\"", " ", folded)
     clauses = [
         _without_softeners(_INTENT_WORD.findall(part)) for part in re.split(r"[,;:.!]", plain)
     ]

@@ -245,6 +245,10 @@ def test_skills_learned_in_other_languages_are_found_by_their_own_words(tmp_path
         ("please update the email of bob@example.com to rob@example.com", "change"),
         ("Show my orders and cancel the pending one", "change"),
         ("We got 20 more mugs in, add them to stock", "change"),
+        ("Restock 'blue mug', it's sold out", "change"),  # a quote, then an apostrophe
+        # An apostrophe inside a word quotes nothing ("let's ... I'd" is no quoted value).
+        ("Let's cancel order O-5003, I'd rather not wait", "change"),
+        ("Let's see what I'd ordered", "read"),
         # Other scripts: a question mark is a question in any of them.
         ("¿Qué pedidos hizo bob@example.com?", "read"),
         ("bob@example.com の注文は？", "read"),
