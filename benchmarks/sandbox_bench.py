@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/sandbox_bench.py            # full run, about 75 s
     .venv/bin/python benchmarks/sandbox_bench.py --quick    # a rough look in ~30 s
     .venv/bin/python benchmarks/sandbox_bench.py --json bench.json --profile
+    .venv/bin/python benchmarks/sandbox_bench.py --faults   # why a fresh worker computes slower
 
 Everything in one table is measured in the same run, so the ratios compare like with like
 even on a noisy machine. This is a measurement, not a test: it never fails on a missed
@@ -1520,6 +1521,180 @@ def isolation_json(m: IsolationMeasurements) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- page faults
+#
+# ``--faults`` explains the "sandbox, isolated worker" rows: a process forked for one call
+# has never touched the memory the call allocates, so every new page is a page fault (the
+# kernel hands out a zeroed page), where in-process code reuses memory it freed. The worker
+# counts are read from the template's /proc stat: it reaps every worker, so the kernel adds
+# each one's minor faults and CPU time to the template's "children" fields.
+
+
+@dataclass
+class FaultRow:
+    """One workload's worker page faults and times (medians over the repeats)."""
+
+    workload: str
+    faults_per_call: float
+    worker_cpu_ms: float
+    in_process_ms: float
+    worker_ms: float
+    #: A worker call with the same arguments and an empty body: the wire's share.
+    arguments_ms: float
+
+
+@dataclass
+class FaultMeasurements:
+    """``--faults``: the rows, the trivial call's own faults, and one fresh page's cost."""
+
+    rows: list[FaultRow]
+    trivial: FaultRow
+    page_us: float
+
+
+def fresh_page_cost_us(pages: int = 20_000, repeats: int = 5) -> float:
+    """Microseconds to first write a page of fresh anonymous memory (the fault and the
+    zeroing), less a second write to the same page: the median of ``repeats``."""
+    import mmap
+
+    costs = []
+    for _ in range(repeats):
+        memory = mmap.mmap(-1, pages * mmap.PAGESIZE)
+        offsets = range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE)
+        started = time.perf_counter()
+        for offset in offsets:
+            memory[offset] = 1
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        for offset in offsets:
+            memory[offset] = 2
+        again = time.perf_counter() - started
+        memory.close()
+        costs.append((first - again) / pages * 1e6)
+    return statistics.median(costs)
+
+
+def _children_usage(pid: int) -> tuple[int, float]:
+    """Minor faults and CPU seconds of ``pid``'s reaped children (/proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    tick = os.sysconf("SC_CLK_TCK")
+    # Field 3 of the full line is fields[0]: cminflt is field 11, cutime 16, cstime 17.
+    return int(fields[8]), (int(fields[13]) + int(fields[14])) / tick
+
+
+def _template_pid(sandbox: Sandbox) -> int:
+    """The template's pid: the parent of a worker forked ahead of demand."""
+    pool = getattr(sandbox.executor, "pool", None)
+    deadline = time.monotonic() + 5
+    while pool is not None and time.monotonic() < deadline:
+        idle = pool.pids()["idle"]
+        if idle:
+            stat = Path(f"/proc/{idle[0]}/stat").read_text()
+            return int(stat[stat.rindex(")") + 2 :].split()[1])
+        time.sleep(0.01)
+    raise RuntimeError("no worker forked ahead of demand to find the template by")
+
+
+def measure_faults(repeats: int, console: Console) -> FaultMeasurements:
+    """Worker page faults and CPU per call of each workload and of a trivial call, beside
+    the workload's time in-process and in a worker, and the cost of one fresh page."""
+    trivial = Workload("trivial call", TRIVIAL_SOURCE, "ping", {"x": 1})
+    rows = []
+    with Sandbox() as sandbox:
+        trivial_call(sandbox)
+        template = _template_pid(sandbox)
+        for workload in [trivial, *workloads()]:
+            in_process = prepare_restricted(workload)
+            in_worker = prepare_sandbox(workload, sandbox)
+            empty = Workload(
+                workload.name,
+                f"def {workload.entry}({', '.join(workload.args)}):\n    return 0\n",
+                workload.entry,
+                workload.args,
+            )
+            arguments_only = prepare_sandbox(empty, sandbox)
+            arguments_only()
+            # The trivial row is the floor every other row is read against: more samples.
+            rounds = repeats * 5 if workload is trivial else repeats
+            arguments = [timed(arguments_only)[0] for _ in range(rounds)]
+            in_worker()
+            in_process()
+            local, remote = [], []
+            time.sleep(0.05)  # the warm-up call's worker is reaped
+            faults, cpu = _children_usage(template)
+            for _ in range(rounds):
+                local.append(timed(in_process)[0])
+                remote.append(timed(in_worker)[0])
+            time.sleep(0.05)
+            faults_after, cpu_after = _children_usage(template)
+            rows.append(
+                FaultRow(
+                    workload.name,
+                    (faults_after - faults) / rounds,
+                    (cpu_after - cpu) / rounds * 1e3,
+                    statistics.median(local) * 1e3,
+                    statistics.median(remote) * 1e3,
+                    statistics.median(arguments) * 1e3,
+                )
+            )
+            console.log(f"faults: {workload.name} done")
+    page_us = fresh_page_cost_us()
+    return FaultMeasurements(rows[1:], rows[0], page_us)
+
+
+def build_faults_table(m: FaultMeasurements) -> Table:
+    """Each workload's extra time in a fresh worker beside what its page faults and its
+    arguments' trip over the wire cost."""
+    table = Table(
+        title="where a fresh worker's extra time goes (one fresh page: "
+        f"{m.page_us:.2f} us in this run)"
+    )
+    for column in (
+        "workload",
+        "in-process",
+        "worker",
+        "worker - in-process",
+        "faults / call",
+        "beyond a trivial call",
+        "x one fresh page",
+        "the arguments alone",
+        "worker CPU / call",
+    ):
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    t = m.trivial
+    table.add_row(
+        "[dim]trivial call[/]",
+        "",
+        f"[dim]{t.worker_ms:.2f} ms[/]",
+        "",
+        f"[dim]{t.faults_per_call:,.0f}[/]",
+        "",
+        "",
+        "",
+        f"[dim]{t.worker_cpu_ms:.1f} ms[/]",
+    )
+
+    def share(part: float, gap: float) -> str:
+        return f"{part:.1f} ms ({part / gap:.0%})" if gap > 0 else f"{part:.1f} ms"
+
+    for row in m.rows:
+        extra = row.faults_per_call - t.faults_per_call
+        gap = row.worker_ms - row.in_process_ms
+        table.add_row(
+            row.workload,
+            f"{row.in_process_ms:.1f} ms",
+            f"{row.worker_ms:.1f} ms",
+            f"{gap:.1f} ms",
+            f"{row.faults_per_call:,.0f}",
+            f"{extra:,.0f}",
+            share(extra * m.page_us / 1e3, gap),
+            share(row.arguments_ms - t.worker_ms, gap),
+            f"{row.worker_cpu_ms:.1f} ms",
+        )
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table, optionally profile and write JSON."""
     parser = argparse.ArgumentParser(
@@ -1541,6 +1716,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the isolation table: both modes beside the bare fork baseline (~40 s)",
     )
+    parser.add_argument(
+        "--faults",
+        action="store_true",
+        help="only the page-fault table: why a fresh worker computes slower (~20 s)",
+    )
     ns = parser.parse_args(argv)
     options = QUICK if ns.quick else FULL
     console = Console()
@@ -1552,6 +1732,13 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average {load_before:.2f}; {'quick' if ns.quick else 'full'} run"
     )
+    if ns.faults:
+        faults = measure_faults(options.compute_repeats + 10, console)
+        console.print(build_faults_table(faults))
+        console.print(f"Load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}.")
+        if ns.json:
+            Path(ns.json).write_text(json.dumps(asdict(faults), indent=2) + "\n")
+        return 0
     if ns.isolation_only:
         isolation = measure_isolation(options, console)
         console.print(build_isolation_table(isolation))
