@@ -34,7 +34,8 @@ looks for a reason not to fire:
    X", by `skillbank.search.intent`) when the skill only reads; on an argument missing,
    found twice, or given as a quantity word (``a few``) where a number is needed; on a
    value in the text the skill has no argument for (a capitalised name included: "for
-   Acme"); on arguments the signature (`skillbank.signature.check_arguments`) or the schema
+   Acme", unless the skill's id, description, tools, parameters or two of its phrasings say
+   it); on arguments the signature (`skillbank.signature.check_arguments`) or the schema
    of a tool the value flows into refuses.
 
 When no skill fits and a doubt word is found, the decision names the doubt (it says more
@@ -185,6 +186,11 @@ class _Entry:
     tokens: list[frozenset[str]]
     #: The words every learned phrasing says: the request's core.
     core: frozenset[str]
+    #: Tokens a name in a task may use without being a value: the skill's id, description,
+    #: tools and parameters, and words of at least two phrasings (of the one, if it has
+    #: one). A name one run mentioned in passing ("With Zeta Corp's stock on my radar, ...")
+    #: is that run's detail, not a word of the request.
+    names: frozenset[str]
 
 
 @dataclass
@@ -264,10 +270,13 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
     for tool in skill.tools:  # a tool named "list_all_airports" lists all by its very name
         said = read_words(tool.replace("_", " ").replace("-", " "))
         bigrams.update(p for p in zip(said, said[1:], strict=False) if p[0] in SCOPE)
-    words = [skill.id.replace("_", " "), skill.description, *fixed_text]
-    words += [t.replace("_", " ") for t in skill.tools]
-    words += [p.name.replace("_", " ") for p in skill.signature.params]
-    vocab = frozenset(t for w in words for t in tokenize(w, compound_parts=False))
+    own = [skill.id.replace("_", " "), skill.description]
+    own += [t.replace("_", " ") for t in skill.tools]
+    own += [p.name.replace("_", " ") for p in skill.signature.params]
+    own_tokens = {t for w in own for t in tokenize(w, compound_parts=False)}
+    phrasings_saying = Counter(t for phrasing_tokens in tokens for t in phrasing_tokens)
+    names = own_tokens | {t for t, n in phrasings_saying.items() if n >= min(2, len(tokens))}
+    vocab = frozenset(own_tokens.union(*tokens))
     return _Entry(
         skill=skill,
         patterns=patterns,
@@ -280,6 +289,7 @@ def _entry(skill: Skill, patterns: TaskPatterns, commands: bool) -> _Entry:
         commands=commands,
         tokens=tokens,
         core=frozenset.intersection(*tokens) if tokens else frozenset(),
+        names=frozenset(names),
     )
 
 
@@ -463,7 +473,7 @@ class ReflexIndex:
         # A name the task gives (a capitalised word inside a sentence: "Zeta Corp") is a
         # value no argument took, unless the skill's own words hold it ("the START mode").
         for name in proper_names(mask(text, [*taken, *values])):
-            if not set(tokenize(name, compound_parts=False)) <= entry.vocab:
+            if not set(tokenize(name, compound_parts=False)) <= entry.names:
                 return _fail(
                     fit, "extra_value",
                     f"the task names {name!r}, which {entry.skill.id} has no argument for",

@@ -597,3 +597,39 @@ def test_the_agent_runs_a_reflex_before_any_model_call(
         asked = run("Restock 20 units of 'mug'", client, shop.tools(), bank,
                     tool_specs=TOOL_SPECS, model="m", reflex=False)  # fmt: skip
         assert asked.model_calls == 1
+
+
+def _watchlist_bank(root: Path, tasks: list[str]) -> SkillBank:
+    """A bank with one autonomous reading skill (no arguments) learned from ``tasks``."""
+    from skillbank import Step
+    from skillbank.trajectory import Outcome
+
+    bank = SkillBank.init(root)
+    runs = [
+        Trajectory(
+            f"w{i}", task, (), (Step("get_watchlist", {}, ["NVDA"], None, "c0"),), Outcome(True)
+        )  # fmt: skip
+        for i, task in enumerate(tasks)
+    ]
+    bank.learn(runs, branch="current")
+    _trust_all(bank)
+    return bank
+
+
+def test_a_name_one_run_mentioned_in_passing_is_not_a_word_of_the_skill(tmp_path: Path) -> None:
+    # One run's task named Zeta Corp in passing; a task that names it asks for something
+    # the skill has no argument for (BFCL: "Let's get Zeta Corp on my watchlist" once ran
+    # the reading skill, because that run's words held "Zeta" and "Corp").
+    tasks = ["Show the stocks on my watchlist",
+             "With Zeta Corp's stock now on my radar, show the stocks on my watchlist",
+             "Please show the stocks on my watchlist"]  # fmt: skip
+    asked = "Show the stocks on my watchlist for Zeta Corp"
+    with _watchlist_bank(tmp_path / "once", tasks) as bank:
+        assert bank.plan_reflex("Show the stocks on my watchlist, please").fires
+        decision = bank.plan_reflex(asked)
+        assert decision.rule == "extra_value" and "'Zeta'" in decision.reason, decision.reason
+    # Said in two runs' requests, the name is part of how this skill is asked for.
+    twice = [*tasks, "Now that Zeta Corp is on there, show the stocks on my watchlist"]
+    with _watchlist_bank(tmp_path / "twice", twice) as bank:
+        decision = bank.plan_reflex(asked)
+        assert decision.rule != "extra_value", decision.reason
