@@ -222,6 +222,52 @@ def test_run_async_takes_a_ready_worker_without_a_thread(
         assert result.value in ready
 
 
+def test_run_async_waits_for_forks_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # More tasks than workers forked ahead: each waits for the template's next fork on the
+    # event loop (its socket watched), never in a thread, and every call gets its own worker.
+    def no_thread() -> None:
+        raise AssertionError("run_async waited for a fork in a thread")
+
+    source = "def f(i: int) -> list:\n    return [i, tools.pid()]\n"
+
+    async def main(sandbox: Sandbox) -> list[Any]:
+        pool = sandbox._pool
+        calls = [
+            sandbox.run_async(source, "f", {"i": i}, {"pid": lambda: pool.pids()["busy"]})
+            for i in range(12)
+        ]
+        return [r.value if r.ok else r.error for r in await asyncio.gather(*calls)]
+
+    with Sandbox(max_idle_workers=1) as sandbox:
+        assert sandbox.run("def f():\n    return 1\n", "f", {}, {}).value == 1
+        monkeypatch.setattr(sandbox._pool, "acquire", no_thread)  # the thread hand-off's path
+        values = asyncio.run(main(sandbox))
+    assert [v[0] for v in values] == list(range(12)), values
+
+
+def test_run_async_starts_a_new_template_when_the_old_one_died() -> None:
+    import signal
+
+    async def main(sandbox: Sandbox) -> list[Any]:
+        calls = [sandbox.run_async("def f(i: int) -> int:\n    return i\n", "f", {"i": i}, {})
+                 for i in range(4)]  # fmt: skip
+        return [r.value if r.ok else r.error for r in await asyncio.gather(*calls)]
+
+    with Sandbox(max_idle_workers=1) as sandbox:
+        assert sandbox.run("def f():\n    return 1\n", "f", {}, {}).value == 1
+        pool = sandbox._pool
+        for _ in range(1000):
+            if pool.pids()["idle"]:
+                break
+            time.sleep(0.01)
+        worker = pool.pids()["idle"][0]
+        with open(f"/proc/{worker}/stat") as fh:
+            stat = fh.read()
+        template = int(stat[stat.rindex(")") + 2 :].split()[1])
+        os.kill(template, signal.SIGKILL)
+        assert asyncio.run(main(sandbox)) == [0, 1, 2, 3]
+
+
 def test_cancelling_run_async_discards_the_worker() -> None:
     async def main(sandbox: Sandbox) -> int:
         await sandbox.run_async("def f():\n    return 0\n", "f", {}, {})
