@@ -414,6 +414,15 @@ class ReflexIndex:
             )  # fmt: skip
         if best.doubt is not None:
             return ReflexDecision(task, None, rule=best.doubt[0], reason=best.doubt[1], closest=sid)
+        passing = _name_in_passing(best, text, values)
+        if passing is not None:
+            # Judged after ranking, so it only ever turns a reflex into an abstention: as a
+            # reason to drop a fit, it would let a rival that tied with it fire alone.
+            return ReflexDecision(
+                task, None, rule="extra_value", closest=sid,
+                reason=f"the task names {passing!r}, which {sid} has no argument for (only one "
+                "of its learned requests said it, in passing)",
+            )  # fmt: skip
         how = (
             f"learned phrasing {best.phrasing.template!r}"
             if best.phrasing is not None
@@ -471,9 +480,10 @@ class ReflexIndex:
                 taken.append(replace(value, arg=name))
         fit.used = taken
         # A name the task gives (a capitalised word inside a sentence: "Zeta Corp") is a
-        # value no argument took, unless the skill's own words hold it ("the START mode").
+        # value no argument took, unless the skill's words hold it ("the START mode"; a
+        # name only one phrasing said in passing is judged once this fit is chosen, `plan`).
         for name in proper_names(mask(text, [*taken, *values])):
-            if not set(tokenize(name, compound_parts=False)) <= entry.names:
+            if not set(tokenize(name, compound_parts=False)) <= entry.vocab:
                 return _fail(
                     fit, "extra_value",
                     f"the task names {name!r}, which {entry.skill.id} has no argument for",
@@ -556,6 +566,17 @@ def _content_words(text: str) -> list[str]:
     """The words of ``text`` a skill must know: courtesy and function words left out."""
     plain = courtesy_masked(text)
     return [w for w in tokenize(plain, compound_parts=False) if w not in FUNCTION_WORDS]
+
+
+def _name_in_passing(fit: _Fit, text: str, values: list[Value]) -> str | None:
+    """A name in ``text`` (unseen wording) that the skill's vocabulary holds only because one
+    of several learned requests mentioned it, not as a word of the request (`_Entry.names`)."""
+    if fit.phrasing is not None:
+        return None
+    for name in proper_names(mask(text, [*fit.used, *values])):
+        if not set(tokenize(name, compound_parts=False)) <= fit.entry.names:
+            return name
+    return None
 
 
 def _fail(fit: _Fit, rule: Rule, reason: str) -> _Fit:

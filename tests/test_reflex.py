@@ -8,7 +8,7 @@ against a real SQLite shop.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -599,18 +599,20 @@ def test_the_agent_runs_a_reflex_before_any_model_call(
         assert asked.model_calls == 1
 
 
-def _watchlist_bank(root: Path, tasks: list[str]) -> SkillBank:
-    """A bank with one autonomous reading skill (no arguments) learned from ``tasks``."""
+def _watchlist_bank(root: Path, tasks: list[str], also: Sequence[str] = ()) -> SkillBank:
+    """A bank of autonomous reading skills (no arguments): one learned from ``tasks``
+    (``get_watchlist``) and, if ``also`` has tasks, one from those (the watchlist, then a
+    stock's details)."""
     from skillbank import Step
     from skillbank.trajectory import Outcome
 
+    def run(tid: str, task: str, tools: Sequence[str]) -> Trajectory:
+        steps = tuple(Step(tool, {}, ["NVDA"], None, "c0") for tool in tools)
+        return Trajectory(tid, task, (), steps, Outcome(True))
+
     bank = SkillBank.init(root)
-    runs = [
-        Trajectory(
-            f"w{i}", task, (), (Step("get_watchlist", {}, ["NVDA"], None, "c0"),), Outcome(True)
-        )  # fmt: skip
-        for i, task in enumerate(tasks)
-    ]
+    runs = [run(f"w{i}", task, ["get_watchlist"]) for i, task in enumerate(tasks)]
+    runs += [run(f"s{i}", t, ["get_watchlist", "get_stock_info"]) for i, t in enumerate(also)]
     bank.learn(runs, branch="current")
     _trust_all(bank)
     return bank
@@ -632,4 +634,19 @@ def test_a_name_one_run_mentioned_in_passing_is_not_a_word_of_the_skill(tmp_path
     twice = [*tasks, "Now that Zeta Corp is on there, show the stocks on my watchlist"]
     with _watchlist_bank(tmp_path / "twice", twice) as bank:
         decision = bank.plan_reflex(asked)
-        assert decision.rule != "extra_value", decision.reason
+        assert decision.fires, decision.reason
+
+
+def test_a_name_said_in_passing_never_lets_a_rival_fire_alone(tmp_path: Path) -> None:
+    # The watchlist skill's one passing mention of Zeta Corp makes it abstain, but it still
+    # fits as well as the skill whose requests all name Zeta Corp: together they are too
+    # close to call, as before the passing-name rule; that rule must not hand the task to
+    # the rival (review of 17c4988).
+    tasks = ["Show the stocks on my watchlist",
+             "With Zeta Corp's stock now on my radar, show the stocks on my watchlist",
+             "Please show the stocks on my watchlist"]  # fmt: skip
+    also = ["Zeta Corp is on my radar, show the stocks on my watchlist",
+            "Zeta Corp is on my radar: please show the stocks on my watchlist"]  # fmt: skip
+    with _watchlist_bank(tmp_path / "bank", tasks, also) as bank:
+        decision = bank.plan_reflex("With Zeta Corp on my radar, show the stocks on my watchlist")
+        assert decision.rule == "ambiguous", decision.reason
