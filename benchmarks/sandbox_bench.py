@@ -587,11 +587,19 @@ class Throughput:
     calls: int
     errors: int
     seconds: float
+    #: CPU time of this (the host's) process over the row, all its threads.
+    host_cpu_s: float = 0.0
 
     @property
     def per_s(self) -> float:
         """Successful calls per second."""
         return self.calls / self.seconds if self.seconds else 0.0
+
+    @property
+    def host_us_per_call(self) -> float:
+        """The host's CPU per completed call, in microseconds."""
+        done = self.calls + self.errors
+        return self.host_cpu_s / done * 1e6 if done else 0.0
 
 
 def measure_threads(sandbox: Sandbox, callers: int, duration: float) -> Throughput:
@@ -615,12 +623,19 @@ def measure_threads(sandbox: Sandbox, callers: int, duration: float) -> Throughp
         thread.start()
     gc.collect()
     start.wait()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     time.sleep(duration)
     stop.set()
     for thread in threads:
         thread.join()
-    return Throughput("threads", callers, sum(counts), sum(errors), time.perf_counter() - started)
+    return Throughput(
+        "threads",
+        callers,
+        sum(counts),
+        sum(errors),
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+    )
 
 
 def measure_asyncio(
@@ -650,10 +665,17 @@ def measure_asyncio(
                 else:
                     errors[index] += 1
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(caller(i) for i in range(callers)))
         mode = "asyncio via to_thread (before)" if via_thread else "asyncio"
-        return Throughput(mode, callers, sum(counts), sum(errors), time.perf_counter() - started)
+        return Throughput(
+            mode,
+            callers,
+            sum(counts),
+            sum(errors),
+            time.perf_counter() - started,
+            time.process_time() - cpu,
+        )
 
     gc.collect()
     return asyncio.run(main())
@@ -1491,18 +1513,21 @@ def build_isolation_table(m: IsolationMeasurements) -> Table:
                 passed = (
                     ratio >= TARGET_FRESH_RATE_VS_FORK if fresh else row.per_s >= TARGET_CALLS_PER_S
                 )
-                table.add_row(
-                    label, f"{row.per_s:,.0f} /s", target, f"{ratio:.2f}x", _verdict(passed)
-                )
+                table.add_row(label, _rate(row), target, f"{ratio:.2f}x", _verdict(passed))
                 continue
             table.add_row(
                 f"throughput, {row.callers} thread{'s' if row.callers > 1 else ''}{errors}",
-                f"{row.per_s:,.0f} /s",
+                _rate(row),
                 f">= {TARGET_FRESH_RATE_VS_FORK:g}x fork rate" if fresh else "",
                 f"{ratio:.2f}x",
                 _verdict(ratio >= TARGET_FRESH_RATE_VS_FORK) if fresh else "",
             )
     return table
+
+
+def _rate(row: Throughput) -> str:
+    """Calls per second, and the host's CPU per call (its share of the work a call costs)."""
+    return f"{row.per_s:,.0f} /s; host {row.host_us_per_call:,.0f} us/call"
 
 
 def isolation_json(m: IsolationMeasurements) -> dict[str, Any]:
@@ -1514,7 +1539,10 @@ def isolation_json(m: IsolationMeasurements) -> dict[str, Any]:
         "modes": {
             r.mode: {
                 "latency_s": r.latency,
-                "throughput": [asdict(t) | {"per_s": t.per_s} for t in r.throughput],
+                "throughput": [
+                    asdict(t) | {"per_s": t.per_s, "host_us_per_call": t.host_us_per_call}
+                    for t in r.throughput
+                ],
             }
             for r in m.modes
         },
@@ -1559,7 +1587,8 @@ def fresh_page_cost_us(pages: int = 20_000, repeats: int = 5) -> float:
 
     costs = []
     for _ in range(repeats):
-        memory = mmap.mmap(-1, pages * mmap.PAGESIZE)
+        # Private, like a process's heap (anonymous shared memory costs more per fault).
+        memory = mmap.mmap(-1, pages * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE)
         offsets = range(0, pages * mmap.PAGESIZE, mmap.PAGESIZE)
         started = time.perf_counter()
         for offset in offsets:
@@ -1614,20 +1643,23 @@ def measure_faults(repeats: int, console: Console) -> FaultMeasurements:
                 workload.args,
             )
             arguments_only = prepare_sandbox(empty, sandbox)
-            arguments_only()
+            for warm in (arguments_only, in_worker, in_process):
+                warm()
             # The trivial row is the floor every other row is read against: more samples.
             rounds = repeats * 5 if workload is trivial else repeats
-            arguments = [timed(arguments_only)[0] for _ in range(rounds)]
-            in_worker()
-            in_process()
-            local, remote = [], []
-            time.sleep(0.05)  # the warm-up call's worker is reaped
+            # Page faults and CPU: worker calls of this workload alone, in their own window.
+            time.sleep(0.05)  # the warm-up calls' workers are reaped
             faults, cpu = _children_usage(template)
+            for _ in range(rounds):
+                in_worker()
+            time.sleep(0.05)
+            faults_after, cpu_after = _children_usage(template)
+            # Times: the three interleaved, so drift in the machine's load hits all alike.
+            local, remote, arguments = [], [], []
             for _ in range(rounds):
                 local.append(timed(in_process)[0])
                 remote.append(timed(in_worker)[0])
-            time.sleep(0.05)
-            faults_after, cpu_after = _children_usage(template)
+                arguments.append(timed(arguments_only)[0])
             rows.append(
                 FaultRow(
                     workload.name,
@@ -1689,7 +1721,7 @@ def build_faults_table(m: FaultMeasurements) -> Table:
             f"{row.faults_per_call:,.0f}",
             f"{extra:,.0f}",
             share(extra * m.page_us / 1e3, gap),
-            share(row.arguments_ms - t.worker_ms, gap),
+            share(row.arguments_ms - t.arguments_ms, gap),
             f"{row.worker_cpu_ms:.1f} ms",
         )
     return table

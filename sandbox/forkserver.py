@@ -16,7 +16,6 @@ path never waits for a thread switch.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -70,11 +69,6 @@ _T = TypeVar("_T")
 #: (layer, reason) pairs already warned about in this process: one warning each, not one per
 #: Sandbox.
 _warned: set[tuple[str, str]] = set()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class TemplateGone(Exception):
@@ -224,34 +218,19 @@ class Template:
         """
         return self._wait_for(self._pop_ready, 0.0)
 
-    async def readable(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        """Wait on ``loop``, for at most ``timeout`` seconds, until the template has sent
-        something (a worker forked, most often): how an event loop waits for a fork without
-        a thread. Then :meth:`take_ready` reads it.
-
-        The loop watches a duplicate of the template's socket, so closing the template
-        meanwhile never leaves the loop watching a closed (or reused) descriptor. A thread
-        waiting in :meth:`take` may read the message first; the caller looks again after
-        ``timeout``.
+    def watch_fd(self) -> int:
+        """A duplicate of the socket the template's messages arrive on, for an event loop to
+        watch (readable: a worker forked, most often; then :meth:`take_ready` reads it). The
+        caller closes it. Being a duplicate, it stays valid when the template is closed
+        meanwhile, so a loop never watches a closed descriptor or one reused for another file.
 
         Raises:
-            NotImplementedError: The loop cannot watch file descriptors.
+            TemplateGone: The template was closed.
         """
         try:
-            fd = os.dup(self._socket.fileno())
-        except OSError:  # closed: the caller sees the template gone
-            return
-        try:
-            ready: asyncio.Future[None] = loop.create_future()
-            loop.add_reader(fd, _resolve, ready)
-            timer = loop.call_later(timeout, _resolve, ready)
-            try:
-                await ready
-            finally:
-                timer.cancel()
-                loop.remove_reader(fd)
-        finally:
-            os.close(fd)
+            return os.dup(self._socket.fileno())
+        except OSError:
+            raise TemplateGone("the sandbox was closed") from None
 
     def exit_status(self, pid: int, timeout: float) -> int | None:
         """The wait status of worker ``pid`` once it has exited, or None after ``timeout``."""

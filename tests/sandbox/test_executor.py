@@ -222,27 +222,58 @@ def test_run_async_takes_a_ready_worker_without_a_thread(
         assert result.value in ready
 
 
-def test_run_async_waits_for_forks_on_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    # More tasks than workers forked ahead: each waits for the template's next fork on the
-    # event loop (its socket watched), never in a thread, and every call gets its own worker.
+@pytest.mark.parametrize("tasks", [12, 64])
+def test_run_async_waits_for_forks_on_the_loop(tasks: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # More tasks than workers forked ahead: they wait for the template's next forks on the
+    # event loop, served as the template's socket says a worker is there: never in a thread
+    # (its path is patched to fail), and not by the periodic look (made 2 s apart here).
+    import sandbox.pool
+
     def no_thread() -> None:
         raise AssertionError("run_async waited for a fork in a thread")
 
-    source = "def f(i: int) -> list:\n    return [i, tools.pid()]\n"
+    monkeypatch.setattr(sandbox.pool, "_LOOP_LOOK_AGAIN_S", 2.0)
+    monkeypatch.setattr(sandbox.pool, "_LOOP_FORK_WAIT_S", 60.0)
+    source = "def f(i: int) -> int:\n    return i * 2\n"
 
-    async def main(sandbox: Sandbox) -> list[Any]:
-        pool = sandbox._pool
-        calls = [
-            sandbox.run_async(source, "f", {"i": i}, {"pid": lambda: pool.pids()["busy"]})
-            for i in range(12)
-        ]
-        return [r.value if r.ok else r.error for r in await asyncio.gather(*calls)]
+    async def main(box: Sandbox) -> tuple[list[Any], float]:
+        started = time.monotonic()
+        calls = [box.run_async(source, "f", {"i": i}, {}) for i in range(tasks)]
+        results = await asyncio.gather(*calls)
+        return [r.value if r.ok else r.error for r in results], time.monotonic() - started
 
-    with Sandbox(max_idle_workers=1) as sandbox:
-        assert sandbox.run("def f():\n    return 1\n", "f", {}, {}).value == 1
-        monkeypatch.setattr(sandbox._pool, "acquire", no_thread)  # the thread hand-off's path
-        values = asyncio.run(main(sandbox))
-    assert [v[0] for v in values] == list(range(12)), values
+    with Sandbox(max_idle_workers=1) as box:
+        assert box.run("def f():\n    return 1\n", "f", {}, {}).value == 1
+        monkeypatch.setattr(box._pool, "acquire", no_thread)
+        values, took = asyncio.run(main(box))
+        assert not box._pool._fork_watches  # the last waiter stopped the watcher
+    assert values == [2 * i for i in range(tasks)]
+    assert took < 2.0, f"{tasks} calls took {took:.2f} s: the waits were not woken by forks"
+
+
+def test_a_task_cancelled_while_waiting_for_a_fork_leaves_no_worker() -> None:
+    source = (
+        "def f() -> int:\n    n = 0\n    for i in range(300_000):\n        n += i\n    return n\n"
+    )
+
+    async def main(box: Sandbox) -> list[int]:
+        tasks = [asyncio.create_task(box.run_async(source, "f", {}, {})) for _ in range(8)]
+        await asyncio.sleep(0.01)
+        for task in tasks[4:]:
+            task.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        return [r.value for r in done if not isinstance(r, BaseException)]
+
+    with Sandbox(max_idle_workers=1) as box:
+        assert box.run("def f():\n    return 1\n", "f", {}, {}).value == 1
+        values = asyncio.run(main(box))
+        assert values and set(values) == {sum(range(300_000))}
+        for _ in range(500):  # cancelled calls' workers are killed and reaped
+            if not box._pool.pids()["busy"]:
+                break
+            time.sleep(0.01)
+        assert box._pool.pids()["busy"] == []
+        assert box.run("def f():\n    return 7\n", "f", {}, {}).value == 7
 
 
 def test_run_async_starts_a_new_template_when_the_old_one_died() -> None:
