@@ -26,6 +26,7 @@ and reported as :class:`WorkerCrashed`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import functools
 import importlib.util
@@ -452,8 +453,8 @@ async def _until(
         timer.cancel()
 
 
-#: How long a task waits on its event loop for a fork before it hands the wait to a thread
-#: (whose path restarts a template that stopped forking).
+#: How long a loop's tasks wait for a fork, with none forked for them meanwhile, before
+#: they hand the wait to threads (whose path restarts a template that stopped forking).
 _LOOP_FORK_WAIT_S: Final = 1.0
 #: How often a loop's fork watcher looks for a worker even if the template's socket stayed
 #: quiet (a thread waiting in ``Template.take`` may have read the message first).
@@ -465,7 +466,8 @@ class _ForkWatch:
     one watcher of the template's socket: one descriptor and one timer on the loop however
     many tasks wait, and each message read once (not once per waiting task).
 
-    Used only on its loop's thread; the pool's lock guards the pool's map of watchers.
+    Used on its loop's thread only (but :meth:`abandon`); the pool's lock guards the pool's
+    map of watchers.
     """
 
     def __init__(
@@ -476,11 +478,17 @@ class _ForkWatch:
         self.loop = loop
         self.waiters: deque[asyncio.Future[WorkerProcess | None]] = deque()
         self._fd: int | None = None
+        self._armed = False  # the loop watches ``_fd``
         self._timer: asyncio.TimerHandle | None = None
+        self._progress = 0.0  # loop time of the last worker handed out (or of the start)
+
+    def waiting(self) -> bool:
+        """True while a task waits here (a new task then queues behind it)."""
+        return any(not waiter.done() for waiter in self.waiters)
 
     async def take(self) -> WorkerProcess | None:
         """The next worker the template forks, or None: the caller then waits in a thread
-        (the template died or was replaced, or this wait lasted :data:`_LOOP_FORK_WAIT_S`).
+        (the template died or was replaced, or no worker came for :data:`_LOOP_FORK_WAIT_S`).
 
         Raises:
             NotImplementedError: The loop cannot watch file descriptors.
@@ -488,10 +496,13 @@ class _ForkWatch:
             RuntimeError: The pool was closed.
         """
         if self._fd is None:
-            self._start()
+            try:
+                self._start()
+            except BaseException:
+                self._forget()
+                raise
         waiter: asyncio.Future[WorkerProcess | None] = self.loop.create_future()
         self.waiters.append(waiter)
-        give_up = self.loop.call_later(_LOOP_FORK_WAIT_S, _settle, waiter, None)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -502,30 +513,47 @@ class _ForkWatch:
                     self.pool.release(worker, reusable=False)
             raise
         finally:
-            give_up.cancel()
             self._stop_if_idle()
 
     def _start(self) -> None:
         fd = self.template.watch_fd()
         try:
-            self.loop.add_reader(fd, self._serve)
+            self.loop.add_reader(fd, self._on_readable)
         except BaseException:
             os.close(fd)
             raise
-        self._fd = fd
+        self._fd, self._armed = fd, True
+        self._progress = self.loop.time()
         self._timer = self.loop.call_later(_LOOP_LOOK_AGAIN_S, self._tick)
+
+    def _on_readable(self) -> None:
+        if not self._serve() and self.waiters and self._fd is not None:
+            # Readable, yet nothing came of it: a thread is reading the socket (its
+            # message is not ours to take). The watch is level-triggered, so it would fire
+            # on every pass of the loop until that thread runs: look again on the next tick.
+            self.loop.remove_reader(self._fd)
+            self._armed = False
 
     def _tick(self) -> None:
         self._timer = None
         self._serve()
-        if self._fd is not None:
-            self._timer = self.loop.call_later(_LOOP_LOOK_AGAIN_S, self._tick)
+        if self._fd is None:
+            return
+        if self.waiters and self.loop.time() - self._progress >= _LOOP_FORK_WAIT_S:
+            self._settle_all(None)  # the template forks nothing: threads take over
+            self._stop_if_idle()
+            return
+        if not self._armed:
+            self.loop.add_reader(self._fd, self._on_readable)
+            self._armed = True
+        self._timer = self.loop.call_later(_LOOP_LOOK_AGAIN_S, self._tick)
 
-    def _serve(self) -> None:
-        """Hand the workers forked so far to the waiting tasks, oldest first."""
+    def _serve(self) -> bool:
+        """Hand the workers forked so far to the waiting tasks, oldest first; True if any."""
+        served = False
         while self.waiters:
             waiter = self.waiters[0]
-            if waiter.done():  # cancelled, or gave up
+            if waiter.done():  # cancelled
                 self.waiters.popleft()
                 continue
             with self.pool._lock:
@@ -535,13 +563,19 @@ class _ForkWatch:
             except RuntimeError as exc:  # the pool was closed
                 self._settle_all(exc)
                 break
+            except Exception:  # noqa: BLE001 - a loop callback must not strand its waiters
+                self._settle_all(None)  # the thread path reports what is wrong
+                break
             if worker is None:
                 if current is not self.template or not self.template.alive():
                     self._settle_all(None)  # gone: a thread starts (or finds) the next one
                 break
             self.waiters.popleft()
             waiter.set_result(worker)
+            served = True
+            self._progress = self.loop.time()
         self._stop_if_idle()
+        return served
 
     def _settle_all(self, outcome: WorkerProcess | None | Exception) -> None:
         while self.waiters:
@@ -552,15 +586,34 @@ class _ForkWatch:
             self.waiters.popleft()
         if self.waiters or self._fd is None:
             return
-        self.loop.remove_reader(self._fd)
-        os.close(self._fd)
-        self._fd = None
+        if self._armed:
+            self.loop.remove_reader(self._fd)
+        self._close()
+        self._forget()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._armed = None, False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _forget(self) -> None:
         with self.pool._lock:
             if self.pool._fork_watches.get(self.loop) is self:
                 del self.pool._fork_watches[self.loop]
+
+    def abandon(self) -> None:
+        """Release what the watcher of a loop closed while its tasks waited still holds
+        (from another loop's thread: the closed loop never runs its callbacks again)."""
+        self._close()
+        for waiter in self.waiters:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                worker = waiter.result()
+                if worker is not None:  # handed out, never run
+                    self.pool._discard(worker)
+        self.waiters.clear()
 
 
 def _settle(
@@ -689,44 +742,67 @@ class WorkerPool:
     async def acquire_async(self) -> WorkerProcess:
         """:meth:`acquire` for an event loop: a fork on its way is awaited on the loop. One
         watcher per loop (:class:`_ForkWatch`) watches the template's socket and hands the
-        workers it forks to the waiting tasks in the order they came, so no thread waits and
-        the host spends about a third less CPU per call when calls come back to back.
+        workers it forks to the loop's waiting tasks in the order they came, so no thread
+        waits and the host spends about a third less CPU per call when calls come back to back.
 
         A thread still waits when no template runs yet (starting one blocks), when the loop
-        cannot watch descriptors, when the template died, and when this caller has waited
-        :data:`_LOOP_FORK_WAIT_S` (the blocking path restarts a template that stopped forking).
-        A task cancelled meanwhile leaves no worker behind.
+        cannot watch descriptors, when the template died, and when no worker came for the
+        loop's tasks for :data:`_LOOP_FORK_WAIT_S` (the blocking path restarts a template that
+        stopped forking). A task cancelled meanwhile leaves no worker behind.
 
         Raises:
             RuntimeError: As :meth:`acquire`.
         """
-        ready = self.acquire_idle()
-        if ready is not None:
-            return ready
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            closed = [lp for lp in self._fork_watches if lp.is_closed()]
+            stale = [self._fork_watches.pop(lp) for lp in closed]
+            watch = self._fork_watches.get(loop)
+        for left in stale:  # a loop closed while its tasks waited (without cancelling them)
+            left.abandon()
+        if watch is None or not watch.waiting():  # else queue behind the tasks waiting
+            ready = self.acquire_idle()
+            if ready is not None:
+                return ready
         with self._lock:
             template = self._template
         if template is not None and template.alive():
-            loop = asyncio.get_running_loop()
             with self._lock:
                 watch = self._fork_watches.get(loop)
                 if watch is None or watch.template is not template:
                     watch = self._fork_watches[loop] = _ForkWatch(self, template, loop)
             try:
                 worker = await watch.take()
-            except (NotImplementedError, TemplateGone):  # e.g. a proactor loop: no add_reader
+            except (NotImplementedError, TemplateGone):  # no add_reader; closed meanwhile
                 worker = None
             if worker is not None:
                 return worker
-        task = asyncio.ensure_future(asyncio.to_thread(self.acquire))
+        return await self._acquire_in_thread(loop)
+
+    async def _acquire_in_thread(self, loop: asyncio.AbstractEventLoop) -> WorkerProcess:
+        """:meth:`acquire` on a thread of the loop's executor. The result is held in a future
+        this pool owns, so a worker the thread gets after the awaiting task was cancelled
+        (or ``asyncio.run`` cancelled everything at exit) is released, not lost."""
+        taken: concurrent.futures.Future[WorkerProcess] = concurrent.futures.Future()
+
+        def wait_in_thread() -> None:
+            if not taken.set_running_or_notify_cancel():
+                return  # cancelled before the thread began: take nothing
+            try:
+                taken.set_result(self.acquire())
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+                taken.set_exception(exc)
+
+        loop.run_in_executor(None, wait_in_thread)
         try:
-            return await asyncio.shield(task)
+            return await asyncio.wrap_future(taken, loop=loop)
         except asyncio.CancelledError:
-            task.add_done_callback(self._release_unclaimed)  # the thread may still get one
+            taken.add_done_callback(self._release_unclaimed)
             raise
 
-    def _release_unclaimed(self, task: asyncio.Future[WorkerProcess]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            self.release(task.result(), reusable=False)
+    def _release_unclaimed(self, taken: concurrent.futures.Future[WorkerProcess]) -> None:
+        if not taken.cancelled() and taken.exception() is None:
+            self.release(taken.result(), reusable=False)
 
     def acquire(self) -> WorkerProcess:
         """Return a worker for the caller's exclusive use, waiting for a fork if none is ready.

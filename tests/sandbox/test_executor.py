@@ -344,3 +344,49 @@ def test_host_memory_stays_flat_over_many_calls(isolation: str, warm_up: int, ca
             assert result.ok and result.value == {"i": i}
         grown = _rss_kib() - before
     assert grown < 8 * 1024, f"host RSS grew by {grown} KiB over {calls} calls"
+
+
+def test_tasks_cancelled_as_asyncio_run_exits_leave_no_worker() -> None:
+    # No template yet, so each task waits for its worker on a thread; asyncio.run cancels
+    # every task at exit, and the workers those threads still get are released, not kept.
+    async def main(box: Sandbox) -> None:
+        for _ in range(4):
+            asyncio.create_task(box.run_async("def f():\n    return 1\n", "f", {}, {}))
+        await asyncio.sleep(0)  # the tasks start; main returns while they wait
+
+    with Sandbox(max_idle_workers=1) as box:
+        asyncio.run(main(box))
+        for _ in range(1000):
+            if not box._pool._live:
+                break
+            time.sleep(0.01)
+        assert not box._pool._live and box._pool.pids()["busy"] == []
+        assert box.run("def f():\n    return 7\n", "f", {}, {}).value == 7
+
+
+def test_threads_and_asyncio_tasks_share_one_sandbox() -> None:
+    # Threads reading the template's socket take messages the loop's watcher saw: the watcher
+    # stops watching until its next look, and every call on both sides still gets a worker.
+    source = "def f(i: int) -> int:\n    return i + 1\n"
+    thread_values: list[int] = []
+
+    def calls(box: Sandbox) -> None:
+        for i in range(40):
+            thread_values.append(box.run(source, "f", {"i": i}, {}).value)
+
+    async def main(box: Sandbox) -> list[Any]:
+        results = await asyncio.gather(*(box.run_async(source, "f", {"i": i}, {})
+                                         for i in range(80)))  # fmt: skip
+        return [r.value for r in results]
+
+    with Sandbox(max_idle_workers=1) as box:
+        assert box.run(source, "f", {"i": 0}, {}).value == 1
+        threads = [threading.Thread(target=calls, args=(box,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        values = asyncio.run(main(box))
+        for thread in threads:
+            thread.join()
+        assert not box._pool._fork_watches
+    assert values == [i + 1 for i in range(80)]
+    assert sorted(thread_values) == sorted([i + 1 for i in range(40)] * 2)
