@@ -1603,10 +1603,15 @@ def fresh_page_cost_us(pages: int = 20_000, repeats: int = 5) -> float:
     return statistics.median(costs)
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after "pid (comm) ": ``[0]`` is field 3 of proc(5), the state."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _children_usage(pid: int) -> tuple[int, float]:
     """Minor faults and CPU seconds of ``pid``'s reaped children (/proc/PID/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    fields = _stat_fields(pid)
     tick = os.sysconf("SC_CLK_TCK")
     # Field 3 of the full line is fields[0]: cminflt is field 11, cutime 16, cstime 17.
     return int(fields[8]), (int(fields[13]) + int(fields[14])) / tick
@@ -1619,8 +1624,7 @@ def _template_pid(sandbox: Sandbox) -> int:
     while pool is not None and time.monotonic() < deadline:
         idle = pool.pids()["idle"]
         if idle:
-            stat = Path(f"/proc/{idle[0]}/stat").read_text()
-            return int(stat[stat.rindex(")") + 2 :].split()[1])
+            return int(_stat_fields(idle[0])[1])  # field 4: the parent's pid
         time.sleep(0.01)
     raise RuntimeError("no worker forked ahead of demand to find the template by")
 

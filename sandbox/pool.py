@@ -507,10 +507,9 @@ class _ForkWatch:
             return await waiter
         except asyncio.CancelledError:
             # Handed a worker just as the task was cancelled: nobody will run it.
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                worker = waiter.result()
-                if worker is not None:
-                    self.pool.release(worker, reusable=False)
+            worker = _held(waiter)
+            if worker is not None:
+                self.pool.release(worker, reusable=False)
             raise
         finally:
             self._stop_if_idle()
@@ -609,11 +608,19 @@ class _ForkWatch:
         (from another loop's thread: the closed loop never runs its callbacks again)."""
         self._close()
         for waiter in self.waiters:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                worker = waiter.result()
-                if worker is not None:  # handed out, never run
-                    self.pool._discard(worker)
+            worker = _held(waiter)
+            if worker is not None:  # handed out, never run
+                self.pool._discard(worker)
         self.waiters.clear()
+
+
+def _held(
+    future: asyncio.Future[WorkerProcess | None] | concurrent.futures.Future[WorkerProcess],
+) -> WorkerProcess | None:
+    """The worker a settled future holds (None if it holds none, failed or was cancelled)."""
+    if not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
 
 
 def _settle(
@@ -801,8 +808,9 @@ class WorkerPool:
             raise
 
     def _release_unclaimed(self, taken: concurrent.futures.Future[WorkerProcess]) -> None:
-        if not taken.cancelled() and taken.exception() is None:
-            self.release(taken.result(), reusable=False)
+        worker = _held(taken)
+        if worker is not None:
+            self.release(worker, reusable=False)
 
     def acquire(self) -> WorkerProcess:
         """Return a worker for the caller's exclusive use, waiting for a fork if none is ready.
